@@ -1,0 +1,87 @@
+package proto
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// reader walks a message with bounds checks. After the first error every
+// read returns zero values and the error sticks, so parsers read straight
+// through and check once at the end.
+type reader struct {
+	b    []byte
+	what string
+	err  error
+}
+
+func (r *reader) fail(err error) {
+	if r.err == nil {
+		r.err = err
+	}
+}
+
+func (r *reader) take(n int) []byte {
+	if r.err != nil {
+		return nil
+	}
+	if n < 0 || len(r.b) < n {
+		r.fail(fmt.Errorf("%s: %w", r.what, ErrTruncated))
+		return nil
+	}
+	p := r.b[:n:n]
+	r.b = r.b[n:]
+	return p
+}
+
+func (r *reader) byte() uint8 {
+	if p := r.take(1); p != nil {
+		return p[0]
+	}
+	return 0
+}
+
+func (r *reader) uint16() uint16 {
+	if p := r.take(2); p != nil {
+		return binary.BigEndian.Uint16(p)
+	}
+	return 0
+}
+
+func (r *reader) uint32() uint32 {
+	if p := r.take(4); p != nil {
+		return binary.BigEndian.Uint32(p)
+	}
+	return 0
+}
+
+func (r *reader) uint64() uint64 {
+	if p := r.take(8); p != nil {
+		return binary.BigEndian.Uint64(p)
+	}
+	return 0
+}
+
+// lenPrefixed reads a one-byte length then that many bytes, refusing
+// lengths over max before touching the data.
+func (r *reader) lenPrefixed(max int) []byte {
+	n := int(r.byte())
+	if r.err != nil {
+		return nil
+	}
+	if n > max {
+		r.fail(fmt.Errorf("%s: %w: length %d > %d", r.what, ErrTooLong, n, max))
+		return nil
+	}
+	return r.take(n)
+}
+
+// end reports the sticky error, or ErrTrailing if bytes remain.
+func (r *reader) end() error {
+	if r.err != nil {
+		return r.err
+	}
+	if len(r.b) != 0 {
+		return fmt.Errorf("%s: %w (%d bytes)", r.what, ErrTrailing, len(r.b))
+	}
+	return nil
+}
