@@ -30,6 +30,9 @@ type DBConnected struct {
 	Signature []byte // SignatureSize bytes
 }
 
+// Command returns RelayDBConnected.
+func (DBConnected) Command() RelayCommand { return RelayDBConnected }
+
 // Descriptor flags.
 const (
 	FlagLive             uint8 = 1 << 0 // an append-only live stream

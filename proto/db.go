@@ -1,0 +1,66 @@
+package proto
+
+import "fmt"
+
+// DBMessage is any DB_* message: the payload of one (possibly multi-cell,
+// see DBFramer and Assembler) message of a circuit stream.
+type DBMessage interface {
+	// Command is the relay command the message travels under.
+	Command() RelayCommand
+	// Len is the encoded size.
+	Len() int
+	// Append encodes the message onto b.
+	Append(b []byte) []byte
+}
+
+var (
+	_ DBMessage = DBQuery{}
+	_ DBMessage = DBConnected{}
+	_ DBMessage = DBData{}
+	_ DBMessage = DBProof{}
+	_ DBMessage = DBInfo{}
+	_ DBMessage = DBFindPeer{}
+	_ DBMessage = DBFoundPeer{}
+	_ DBMessage = DBEnd{}
+)
+
+// ParseDB decodes the DB_* message msg sent under relay command cmd (as
+// returned by Assembler.Feed). Byte slices in the result alias msg. The
+// typed parsers (ParseDBData, ...) do not allocate; boxing the result in an
+// interface here may.
+func ParseDB(cmd RelayCommand, msg []byte) (DBMessage, error) {
+	switch cmd {
+	case RelayDBQuery:
+		return ParseDBQuery(msg)
+	case RelayDBConnected:
+		return ParseDBConnected(msg)
+	case RelayDBData:
+		return ParseDBData(msg)
+	case RelayDBProof:
+		return ParseDBProof(msg)
+	case RelayDBInfo:
+		return ParseDBInfo(msg)
+	case RelayDBFindPeer:
+		return ParseDBFindPeer(msg)
+	case RelayDBFoundPeer:
+		return ParseDBFoundPeer(msg)
+	case RelayDBEnd:
+		return ParseDBEnd(msg)
+	}
+	return nil, fmt.Errorf("db message: %w %v", ErrUnknownCommand, cmd)
+}
+
+// parseHashName reads a [length 1B = 20][hash_name 20B] field.
+func parseHashName(r *reader) HashName {
+	var h HashName
+	if n := r.byte(); r.err == nil && n != IDSize {
+		r.fail(fmt.Errorf("%s: %w: hash_name length %d, want %d", r.what, ErrBadLength, n, IDSize))
+	}
+	copy(h[:], r.take(IDSize))
+	return h
+}
+
+func appendHashName(b []byte, h HashName) []byte {
+	b = append(b, IDSize)
+	return append(b, h[:]...)
+}

@@ -1,0 +1,90 @@
+package proto
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// MaxCounter is the highest DB_QUERY hop counter. An ORDB receiving a query
+// whose counter is MaxCounter answers DB_END instead of relaying it, which
+// stops loops between ORDBs.
+const MaxCounter = 5
+
+// maxChunkNbSize is the longest chunk nb field: a uint32.
+const maxChunkNbSize = 4
+
+// DBQuery is the DB_QUERY ("GET") message. The seed's fields come first,
+// byte-exact; veil appends a request ID:
+//
+//	[hash_name length 1B = 20][hash_name 20B]          seed
+//	[chunk nb length 1B = 0..4][chunk nb, big-endian,   seed
+//	                            minimal: 0 is empty]
+//	[nb chunks 2B][counter 1B = 0..5]                   seed
+//	[request ID 8B]                                     veil
+//
+// Chunk 0 with NbChunks 0 asks for the descriptor (DB_CONNECTED). The
+// request ID lets an ORDB drop a query it has already relayed; requesters
+// pick it at random and keep it when an ORDB relays the query.
+type DBQuery struct {
+	HashName  HashName
+	Chunk     uint32
+	NbChunks  uint16
+	Counter   uint8 // 0..MaxCounter
+	RequestID uint64
+}
+
+// Command returns RelayDBQuery.
+func (DBQuery) Command() RelayCommand { return RelayDBQuery }
+
+// WantsDescriptor reports whether q asks for the descriptor rather than data.
+func (q DBQuery) WantsDescriptor() bool { return q.Chunk == 0 && q.NbChunks == 0 }
+
+// Len is the encoded size.
+func (q DBQuery) Len() int {
+	return 1 + IDSize + 1 + sizeBytes(uint64(q.Chunk)) + 2 + 1 + 8
+}
+
+// Append encodes q onto b. Fields are assumed valid (see Validate).
+func (q DBQuery) Append(b []byte) []byte {
+	b = appendHashName(b, q.HashName)
+	n := sizeBytes(uint64(q.Chunk))
+	b = append(b, byte(n))
+	for i := n - 1; i >= 0; i-- {
+		b = append(b, byte(q.Chunk>>(8*i)))
+	}
+	b = binary.BigEndian.AppendUint16(b, q.NbChunks)
+	b = append(b, q.Counter)
+	return binary.BigEndian.AppendUint64(b, q.RequestID)
+}
+
+// Validate checks field values.
+func (q DBQuery) Validate() error {
+	if q.Counter > MaxCounter {
+		return fmt.Errorf("db_query: %w: counter %d > %d", ErrBadValue, q.Counter, MaxCounter)
+	}
+	return nil
+}
+
+// ParseDBQuery decodes a DB_QUERY message.
+func ParseDBQuery(b []byte) (DBQuery, error) {
+	var q DBQuery
+	r := reader{b: b, what: "db_query"}
+	q.HashName = parseHashName(&r)
+	nb := r.lenPrefixed(maxChunkNbSize)
+	if r.err == nil && len(nb) > 0 && nb[0] == 0 {
+		r.fail(fmt.Errorf("db_query: %w: chunk nb not minimally encoded", ErrBadValue))
+	}
+	for _, c := range nb {
+		q.Chunk = q.Chunk<<8 | uint32(c)
+	}
+	q.NbChunks = r.uint16()
+	q.Counter = r.byte()
+	q.RequestID = r.uint64()
+	if err := r.end(); err != nil {
+		return DBQuery{}, err
+	}
+	if err := q.Validate(); err != nil {
+		return DBQuery{}, err
+	}
+	return q, nil
+}
