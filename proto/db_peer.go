@@ -100,9 +100,13 @@ func parseDBPeer(r *reader) DBPeer {
 	case r.err != nil:
 	case ipLen == 0:
 	case ipLen == ipv4Size:
-		ip = netip.AddrFrom4([ipv4Size]byte(r.take(ipv4Size)))
+		if a := r.take(ipv4Size); a != nil {
+			ip = netip.AddrFrom4([ipv4Size]byte(a))
+		}
 	case ipLen == ipv6Size:
-		ip = netip.AddrFrom16([ipv6Size]byte(r.take(ipv6Size)))
+		if a := r.take(ipv6Size); a != nil {
+			ip = netip.AddrFrom16([ipv6Size]byte(a))
+		}
 	default:
 		r.fail(fmt.Errorf("%s: %w: IP length %d", r.what, ErrBadLength, ipLen))
 	}
