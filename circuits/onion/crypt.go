@@ -1,0 +1,153 @@
+package onion
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/subtle"
+	"encoding/binary"
+
+	"veil/proto"
+)
+
+// Offsets in a relay cell payload (proto draws the layout).
+const (
+	offRecognized = 1
+	offDigest     = 5
+)
+
+// Payload is a cell payload; crypto runs on it in place.
+type Payload = [proto.CellPayloadSize]byte
+
+// Tag is the full GMAC tag of one relay cell for the hop that originated or
+// consumed it. The cell carries its first proto.DigestSize bytes.
+type Tag [TagSize]byte
+
+// dir is one direction of one hop: a continuing AES-128-CTR keystream and a
+// GMAC key with its cell counter (the nonce).
+type dir struct {
+	ks    cipher.Stream
+	mac   cipher.AEAD
+	n     uint64 // relay cells sealed or accepted in this direction
+	nonce [12]byte
+	tag   [TagSize]byte // scratch for Seal's output; avoids an allocation
+}
+
+func newDir(k, m []byte) dir {
+	blk, err := aes.NewCipher(k)
+	if err != nil {
+		panic("onion: AES key: " + err.Error()) // 16-byte key: cannot fail
+	}
+	mb, err := aes.NewCipher(m)
+	if err != nil {
+		panic("onion: AES key: " + err.Error())
+	}
+	g, err := cipher.NewGCM(mb)
+	if err != nil {
+		panic("onion: GCM: " + err.Error())
+	}
+	var iv [aes.BlockSize]byte
+	return dir{ks: cipher.NewCTR(blk, iv[:]), mac: g}
+}
+
+// compute writes the tag of p (with its digest field zero) for cell number
+// d.n into d.tag. The digest field must already be zero.
+func (d *dir) compute(p *Payload) {
+	binary.BigEndian.PutUint64(d.nonce[4:], d.n)
+	d.mac.Seal(d.tag[:0], d.nonce[:], nil, p[:])
+}
+
+// seal fills the digest field of a plaintext relay payload and advances the
+// counter.
+func (d *dir) seal(p *Payload) Tag {
+	p[offRecognized], p[offRecognized+1] = 0, 0
+	clear(p[offDigest : offDigest+proto.DigestSize])
+	d.compute(p)
+	copy(p[offDigest:], d.tag[:proto.DigestSize])
+	d.n++
+	return d.tag
+}
+
+// check reports whether a payload whose layer was just removed is for this
+// hop: Recognized zero and the digest equal to the tag for the next counter.
+// On success the counter advances; on failure p is left unchanged.
+func (d *dir) check(p *Payload) (Tag, bool) {
+	if p[offRecognized] != 0 || p[offRecognized+1] != 0 {
+		return Tag{}, false
+	}
+	var got [proto.DigestSize]byte
+	copy(got[:], p[offDigest:])
+	clear(p[offDigest : offDigest+proto.DigestSize])
+	d.compute(p)
+	copy(p[offDigest:], got[:])
+	if subtle.ConstantTimeCompare(got[:], d.tag[:proto.DigestSize]) != 1 {
+		return Tag{}, false
+	}
+	d.n++
+	return d.tag, true
+}
+
+// Hop is the layered-crypto state of one hop of a circuit, both directions.
+// The client holds one per hop of its path; each relay holds the one it
+// shares with the client. Forward is client -> relay. Not safe for
+// concurrent use: each direction belongs to the goroutine that moves that
+// direction's cells, and the two directions share no state, so one goroutine
+// may run Forward methods while another runs Backward ones.
+type Hop struct {
+	fwd, bwd dir
+}
+
+// NewHop builds a hop's state from its key material.
+func NewHop(km *KeyMaterial) *Hop {
+	return &Hop{
+		fwd: newDir(km[0:16], km[32:48]),
+		bwd: newDir(km[16:32], km[48:64]),
+	}
+}
+
+// SealForward, on the client, makes plaintext relay payload p (Recognized and
+// Digest are overwritten) a cell for path[target]: it fills the digest with
+// that hop's forward tag and adds the forward layers of path[target] down to
+// path[0]. It returns the full tag (kept for authenticated SENDMEs).
+func SealForward(path []*Hop, target int, p *Payload) Tag {
+	t := path[target].fwd.seal(p)
+	for i := target; i >= 0; i-- {
+		path[i].fwd.ks.XORKeyStream(p[:], p[:])
+	}
+	return t
+}
+
+// OpenBackward, on the client, removes backward layers from p hop by hop
+// until one recognises it. It returns that hop's index and the cell's tag, or
+// ok == false when no hop does (the circuit must then be destroyed: the cell
+// was modified, dropped, reordered or forged on the way).
+func OpenBackward(path []*Hop, p *Payload) (hop int, t Tag, ok bool) {
+	for i, h := range path {
+		h.bwd.ks.XORKeyStream(p[:], p[:])
+		if t, ok := h.bwd.check(p); ok {
+			return i, t, true
+		}
+	}
+	return -1, Tag{}, false
+}
+
+// OpenForward, on a relay, removes this hop's forward layer from p and
+// reports whether the cell is for this hop. A cell that is not goes on to the
+// next hop; at the last hop it is a protocol error.
+func (h *Hop) OpenForward(p *Payload) (Tag, bool) {
+	h.fwd.ks.XORKeyStream(p[:], p[:])
+	return h.fwd.check(p)
+}
+
+// SealBackward, on a relay, makes plaintext relay payload p a cell from this
+// hop to the client: it fills the digest and adds this hop's backward layer.
+func (h *Hop) SealBackward(p *Payload) Tag {
+	t := h.bwd.seal(p)
+	h.bwd.ks.XORKeyStream(p[:], p[:])
+	return t
+}
+
+// RelayBackward, on a relay, adds this hop's backward layer to a cell coming
+// from further down the circuit.
+func (h *Hop) RelayBackward(p *Payload) {
+	h.bwd.ks.XORKeyStream(p[:], p[:])
+}
