@@ -320,7 +320,8 @@ func ParseProviderRecord(b []byte) (ProviderRecord, error) {
 //	VALUE       [count 1B 1..16]([record length 1B][provider record])...
 //	            [count 1B <= 16][contact]...
 //	STORED      [status 1B]
-//	FOUND_PEER  [DB_FOUND_PEER records] (to the end)
+//	FOUND_PEER  [count 1B 1..16][DB_FOUND_PEER records] (to the end; the
+//	            count lets a receiver tell a cut answer from a short one)
 //
 // A contact is [ID 20B][addr]. Only the fields of Type are encoded; the
 // others are ignored by Append and left zero by ParseDHTMessage.
@@ -367,7 +368,7 @@ func (m DHTMessage) Len() int {
 	case DHTStored:
 		n++
 	case DHTFoundPeer:
-		n += m.Found.Len()
+		n += 1 + m.Found.Len()
 	}
 	return n
 }
@@ -399,6 +400,7 @@ func (m DHTMessage) Append(b []byte) []byte {
 	case DHTStored:
 		b = append(b, byte(m.Status))
 	case DHTFoundPeer:
+		b = append(b, byte(len(m.Found.Peers)))
 		b = m.Found.Append(b)
 	}
 	return b
@@ -527,10 +529,14 @@ func ParseDHTMessage(b []byte) (DHTMessage, error) {
 			r.fail(fmt.Errorf("%s: %w: status %d", r.what, ErrBadValue, m.Status))
 		}
 	case DHTFoundPeer:
+		n := int(r.byte())
 		rest := r.take(len(r.b))
 		if r.err == nil {
 			f, err := ParseDBFoundPeer(rest)
 			r.fail(wrapDHT(r.what, err))
+			if r.err == nil && len(f.Peers) != n {
+				r.fail(fmt.Errorf("%s: %w: %d records, count says %d", r.what, ErrTruncated, len(f.Peers), n))
+			}
 			m.Found = f
 		}
 	}
