@@ -25,29 +25,37 @@ var (
 )
 
 // ParseDB decodes the DB_* message msg sent under relay command cmd (as
-// returned by Assembler.Feed). Byte slices in the result alias msg. The
-// typed parsers (ParseDBData, ...) do not allocate; boxing the result in an
-// interface here may.
+// returned by Assembler.Feed). On error the message is nil. Byte slices in
+// the result alias msg. The typed parsers (ParseDBData, ...) do not
+// allocate; boxing the result in an interface here may.
 func ParseDB(cmd RelayCommand, msg []byte) (DBMessage, error) {
 	switch cmd {
 	case RelayDBQuery:
-		return ParseDBQuery(msg)
+		return box(ParseDBQuery(msg))
 	case RelayDBConnected:
-		return ParseDBConnected(msg)
+		return box(ParseDBConnected(msg))
 	case RelayDBData:
-		return ParseDBData(msg)
+		return box(ParseDBData(msg))
 	case RelayDBProof:
-		return ParseDBProof(msg)
+		return box(ParseDBProof(msg))
 	case RelayDBInfo:
-		return ParseDBInfo(msg)
+		return box(ParseDBInfo(msg))
 	case RelayDBFindPeer:
-		return ParseDBFindPeer(msg)
+		return box(ParseDBFindPeer(msg))
 	case RelayDBFoundPeer:
-		return ParseDBFoundPeer(msg)
+		return box(ParseDBFoundPeer(msg))
 	case RelayDBEnd:
-		return ParseDBEnd(msg)
+		return box(ParseDBEnd(msg))
 	}
 	return nil, fmt.Errorf("db message: %w %v", ErrUnknownCommand, cmd)
+}
+
+// box returns m as a DBMessage, or a nil DBMessage with err.
+func box[M DBMessage](m M, err error) (DBMessage, error) {
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 // parseHashName reads a [length 1B = 20][hash_name 20B] field.
