@@ -114,3 +114,7 @@ func nodeOf(leaves []Hash) Hash {
 	k := split(uint64(len(leaves)))
 	return ParentHash(nodeOf(leaves[:k]), nodeOf(leaves[k:]))
 }
+
+// Split returns where a node over n >= 2 leaves splits into its children:
+// the left child covers the first Split(n) leaves.
+func Split(n uint64) uint64 { return split(n) }

@@ -41,3 +41,6 @@ func (w *LiveWriter) Append(ts uint32, chunk []byte) (Hash, error) {
 func (w *LiveWriter) Head(ts uint32) Head {
 	return SignHead(w.priv, w.name, Head{Length: w.tree.Len(), Timestamp: ts, Root: w.tree.Root()})
 }
+
+// Peaks returns the current peaks (see Builder.Peaks).
+func (w *LiveWriter) Peaks() []Node { return w.tree.Peaks() }

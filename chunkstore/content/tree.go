@@ -182,3 +182,8 @@ func (m MemTree) Node(a, b uint64) (Hash, error) {
 
 // Root returns the root of the tree.
 func (m MemTree) Root() Hash { return RootOf(m) }
+
+// Peaks returns a copy of the current peaks: the perfect subtrees covering
+// every leaf, largest first. They are the left siblings in the proof of any
+// range that starts at Len().
+func (t *Builder) Peaks() []Node { return append([]Node(nil), t.peaks...) }

@@ -1,0 +1,582 @@
+package chunkstore
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/bits"
+	"sync"
+
+	bolt "go.etcd.io/bbolt"
+
+	"veil/chunkstore/content"
+	"veil/proto"
+)
+
+// GroupChunks is the number of chunks per bbolt record; KeepSpan the
+// smallest tree node the store always keeps (smaller ones are recomputed
+// from the chunks of one record).
+const (
+	GroupChunks = 64
+	KeepSpan    = GroupChunks
+)
+
+var (
+	bucketNames   = []byte("names")
+	bucketPending = []byte("pending")
+	bucketContent = []byte("c")
+	bucketRecords = []byte("r")
+	bucketNodes   = []byte("n")
+	keyDesc       = []byte("d")
+	keyCount      = []byte("count")
+	keyHead       = []byte("head")
+)
+
+// Store is an open chunk store. Its methods are safe for concurrent use.
+type Store struct {
+	db  *bolt.DB
+	cfg Config
+
+	ops  chan *op
+	quit chan struct{} // closed by Close
+	done chan struct{} // closed when the writer returns
+
+	closeOnce sync.Once
+
+	// mu guards infos, changed, werr and the mutable fields of every info.
+	mu      sync.Mutex
+	infos   map[proto.HashName]*info
+	changed chan struct{} // closed and replaced after every commit or delete
+	werr    error         // sticky writer error
+}
+
+// info is what the store keeps in memory about one content.
+type info struct {
+	name  proto.HashName
+	id    uint64
+	d     proto.DBConnected
+	live  bool
+	n     uint64 // chunks of a static content
+	stamp content.Stamp
+
+	// guarded by Store.mu
+	head    content.Head // newest live head verified
+	count   uint64       // chunks held, as committed
+	quarter int          // highest quarter reported, -1 for none
+	gone    bool         // deleted
+}
+
+// Open opens (or creates) the store at cfg.Path and starts its writer.
+func Open(cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	db, err := bolt.Open(cfg.Path, 0o600, &bolt.Options{
+		Timeout:        cfg.LockTimeout,
+		NoSync:         cfg.NoSync,
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("%w: %s (waited %v)", ErrLocked, cfg.Path, cfg.LockTimeout)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("chunkstore: opening %s: %w", cfg.Path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketNames, bucketPending, bucketContent} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		// Drop publications a crash interrupted.
+		var ids [][]byte
+		pb := tx.Bucket(bucketPending)
+		pb.ForEach(func(k, _ []byte) error { ids = append(ids, bytes.Clone(k)); return nil })
+		for _, id := range ids {
+			if tx.Bucket(bucketContent).Bucket(id) != nil {
+				if err := tx.Bucket(bucketContent).DeleteBucket(id); err != nil {
+					return err
+				}
+			}
+			if err := pb.Delete(id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("chunkstore: preparing %s: %w", cfg.Path, err)
+	}
+	s := &Store{
+		db: db, cfg: cfg,
+		ops:     make(chan *op, cfg.QueueLen),
+		quit:    make(chan struct{}),
+		done:    make(chan struct{}),
+		infos:   make(map[proto.HashName]*info),
+		changed: make(chan struct{}),
+	}
+	go s.writer()
+	return s, nil
+}
+
+// Close commits what is queued, stops the writer and closes the file. It is
+// idempotent and returns the writer's error, if any.
+func (s *Store) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		close(s.quit)
+		<-s.done
+		s.mu.Lock()
+		err = s.werr
+		s.mu.Unlock()
+		if cerr := s.db.Close(); err == nil {
+			err = cerr
+		}
+	})
+	return err
+}
+
+func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+func nodeKey(a, b uint64) []byte {
+	k := binary.BigEndian.AppendUint64(make([]byte, 0, 16), a)
+	return binary.BigEndian.AppendUint64(k, b)
+}
+
+func contentBucket(tx *bolt.Tx, id uint64) *bolt.Bucket {
+	return tx.Bucket(bucketContent).Bucket(u64(id))
+}
+
+// PutDescriptor checks d and records it; chunks of d can then be ingested.
+// Putting a descriptor already held is not an error.
+func (s *Store) PutDescriptor(d proto.DBConnected) (proto.HashName, error) {
+	if err := content.CheckDescriptor(d); err != nil {
+		return proto.HashName{}, err
+	}
+	name := content.HashNameOf(d)
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketNames).Get(name[:]) != nil {
+			return nil
+		}
+		cb, id, err := newContent(tx)
+		if err != nil {
+			return err
+		}
+		if err := cb.Put(keyDesc, d.Append(nil)); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketNames).Put(name[:], u64(id))
+	})
+	if err != nil {
+		return name, fmt.Errorf("chunkstore: storing descriptor: %w", err)
+	}
+	return name, nil
+}
+
+func newContent(tx *bolt.Tx) (*bolt.Bucket, uint64, error) {
+	all := tx.Bucket(bucketContent)
+	id, err := all.NextSequence()
+	if err != nil {
+		return nil, 0, err
+	}
+	cb, err := all.CreateBucket(u64(id))
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, b := range [][]byte{bucketRecords, bucketNodes} {
+		sub, err := cb.CreateBucket(b)
+		if err != nil {
+			return nil, 0, err
+		}
+		sub.FillPercent = 1 // keys mostly arrive in order
+	}
+	return cb, id, nil
+}
+
+// lookup returns the content's info, loading it on first use.
+func (s *Store) lookup(name proto.HashName) (*info, error) {
+	s.mu.Lock()
+	inf := s.infos[name]
+	s.mu.Unlock()
+	if inf != nil {
+		return inf, nil
+	}
+	inf = &info{name: name, quarter: -1}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		idb := tx.Bucket(bucketNames).Get(name[:])
+		if idb == nil {
+			return fmt.Errorf("%w: %v", ErrNotFound, name)
+		}
+		inf.id = binary.BigEndian.Uint64(idb)
+		cb := contentBucket(tx, inf.id)
+		if cb == nil {
+			return fmt.Errorf("%w: %v has no data bucket", ErrCorrupt, name)
+		}
+		d, err := proto.ParseDBConnected(bytes.Clone(cb.Get(keyDesc)))
+		if err != nil {
+			return fmt.Errorf("%w: descriptor of %v: %w", ErrCorrupt, name, err)
+		}
+		inf.d = d
+		if v := cb.Get(keyCount); len(v) == 8 {
+			inf.count = binary.BigEndian.Uint64(v)
+		}
+		if v := cb.Get(keyHead); v != nil {
+			if inf.head, err = content.ParseHead(v); err != nil {
+				return fmt.Errorf("%w: head of %v: %w", ErrCorrupt, name, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	inf.live = inf.d.Flags&proto.FlagLive != 0
+	inf.n = content.ChunkCount(inf.d.Size)
+	inf.stamp = content.StaticStamp(inf.d)
+	if !inf.live {
+		inf.quarter = quarter(inf.count, inf.n)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur := s.infos[name]; cur != nil {
+		return cur, nil
+	}
+	s.infos[name] = inf
+	return inf, nil
+}
+
+// quarter is DB_INFO's P for count of n chunks held: 0 at 25% ... 3 at
+// 100%, -1 below 25%.
+func quarter(count, n uint64) int {
+	if n == 0 {
+		return 3
+	}
+	return int(min(4*count/n, 4)) - 1
+}
+
+// Descriptor returns the descriptor of a content held.
+func (s *Store) Descriptor(name proto.HashName) (proto.DBConnected, error) {
+	inf, err := s.lookup(name)
+	if err != nil {
+		return proto.DBConnected{}, err
+	}
+	return inf.d, nil
+}
+
+// Progress returns DB_INFO's P for a static content (-1 below 25%) and the
+// number of chunks held. For a live stream it returns -1 and the count.
+func (s *Store) Progress(name proto.HashName) (p int, count uint64, err error) {
+	inf, err := s.lookup(name)
+	if err != nil {
+		return -1, 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if inf.live {
+		return -1, inf.count, nil
+	}
+	return quarter(inf.count, inf.n), inf.count, nil
+}
+
+// Head returns the newest verified head of a live stream.
+func (s *Store) Head(name proto.HashName) (content.Head, error) {
+	inf, err := s.lookup(name)
+	if err != nil {
+		return content.Head{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return inf.head, nil
+}
+
+// Have returns the have-bitmap of a content: bit i%64 of word i/64 is set
+// when chunk i is stored. GroupChunks is 64, so a word is a record's bitmap.
+func (s *Store) Have(name proto.HashName) ([]uint64, error) {
+	inf, err := s.lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	var words []uint64
+	err = s.db.View(func(tx *bolt.Tx) error {
+		cb := contentBucket(tx, inf.id)
+		if cb == nil {
+			return fmt.Errorf("%w: %v", ErrNotFound, name)
+		}
+		return cb.Bucket(bucketRecords).ForEach(func(k, v []byte) error {
+			if len(k) != 8 || len(v) < 8 {
+				return fmt.Errorf("%w: record key %x", ErrCorrupt, k)
+			}
+			r := binary.BigEndian.Uint64(k)
+			if r > content.MaxChunks/GroupChunks {
+				return fmt.Errorf("%w: record %d", ErrCorrupt, r)
+			}
+			for uint64(len(words)) <= r {
+				words = append(words, 0)
+			}
+			words[r] = binary.BigEndian.Uint64(v)
+			return nil
+		})
+	})
+	return words, err
+}
+
+// recordLen is the size of record r.
+func (inf *info) recordLen(r uint64) int {
+	if inf.live {
+		return 8 + 4*GroupChunks + GroupChunks*content.ChunkSize
+	}
+	slots := min(GroupChunks, inf.n-r*GroupChunks)
+	return 8 + int(slots)*content.ChunkSize
+}
+
+// slotOffset is where slot k's chunk starts in a record.
+func (inf *info) slotOffset(k uint64) int {
+	if inf.live {
+		return 8 + 4*GroupChunks + int(k)*content.ChunkSize
+	}
+	return 8 + int(k)*content.ChunkSize
+}
+
+// chunkLen is the length of chunk i.
+func (inf *info) chunkLen(i uint64) int {
+	if inf.live {
+		return content.ChunkSize
+	}
+	return content.ChunkLen(inf.d.Size, i)
+}
+
+// fromRecord extracts chunk i from its record rec (aliasing it), or
+// reports it absent.
+func (inf *info) fromRecord(rec []byte, i uint64) (chunk []byte, ts uint32, ok bool, err error) {
+	k := i % GroupChunks
+	if len(rec) != inf.recordLen(i/GroupChunks) {
+		return nil, 0, false, fmt.Errorf("%w: record %d of %v has %d bytes", ErrCorrupt, i/GroupChunks, inf.name, len(rec))
+	}
+	if binary.BigEndian.Uint64(rec)&(1<<k) == 0 {
+		return nil, 0, false, nil
+	}
+	off := inf.slotOffset(k)
+	ts = uint32(inf.stamp.Timestamp)
+	if inf.live {
+		ts = binary.BigEndian.Uint32(rec[8+4*k:])
+	}
+	return rec[off : off+inf.chunkLen(i)], ts, true, nil
+}
+
+// Chunk returns chunk i (a copy) and the stamp to send in its DB_DATA.
+func (s *Store) Chunk(name proto.HashName, i uint64) ([]byte, content.Stamp, error) {
+	inf, err := s.lookup(name)
+	if err != nil {
+		return nil, content.Stamp{}, err
+	}
+	var out []byte
+	var st content.Stamp
+	err = s.db.View(func(tx *bolt.Tx) error {
+		cb := contentBucket(tx, inf.id)
+		if cb == nil {
+			return fmt.Errorf("%w: %v", ErrNotFound, name)
+		}
+		rec := cb.Bucket(bucketRecords).Get(u64(i / GroupChunks))
+		if rec == nil {
+			return fmt.Errorf("%w: chunk %d of %v", ErrMissing, i, name)
+		}
+		c, ts, ok, err := inf.fromRecord(rec, i)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%w: chunk %d of %v", ErrMissing, i, name)
+		}
+		out = bytes.Clone(c)
+		st = inf.stamp
+		if inf.live {
+			s.mu.Lock()
+			st = content.LiveStamp(ts, inf.head)
+			s.mu.Unlock()
+		}
+		return nil
+	})
+	return out, st, err
+}
+
+// nodeFunc builds tree nodes from what the store holds: kept nodes first,
+// then chunks, recursing into children.
+func (inf *info) nodeFunc(cb *bolt.Bucket) content.NodeFunc {
+	rb, nb := cb.Bucket(bucketRecords), cb.Bucket(bucketNodes)
+	var f content.NodeFunc
+	f = func(a, b uint64) (content.Hash, error) {
+		if v := nb.Get(nodeKey(a, b)); len(v) == content.HashSize {
+			return content.Hash(v), nil
+		}
+		if b-a == 1 {
+			rec := rb.Get(u64(a / GroupChunks))
+			if rec != nil {
+				c, ts, ok, err := inf.fromRecord(rec, a)
+				if err != nil {
+					return content.Hash{}, err
+				}
+				if ok {
+					if inf.live {
+						return content.LiveLeafHash(ts, c), nil
+					}
+					return content.LeafHash(c), nil
+				}
+			}
+			return content.Hash{}, fmt.Errorf("%w: chunk %d", content.ErrNoNode, a)
+		}
+		k := content.Split(b - a)
+		l, err := f(a, a+k)
+		if err != nil {
+			return l, err
+		}
+		r, err := f(a+k, b)
+		if err != nil {
+			return r, err
+		}
+		return content.ParentHash(l, r), nil
+	}
+	return f
+}
+
+// Proof builds the proof for chunks [lo, hi) (against the newest head for a
+// live stream). It fails with content.ErrNoNode when the store lacks a
+// sibling it never learned.
+func (s *Store) Proof(name proto.HashName, lo, hi uint64) (content.Proof, error) {
+	inf, err := s.lookup(name)
+	if err != nil {
+		return content.Proof{}, err
+	}
+	var p content.Proof
+	err = s.db.View(func(tx *bolt.Tx) error {
+		cb := contentBucket(tx, inf.id)
+		if cb == nil {
+			return fmt.Errorf("%w: %v", ErrNotFound, name)
+		}
+		n := inf.n
+		if inf.live {
+			s.mu.Lock()
+			p.Live, p.Head = true, inf.head
+			s.mu.Unlock()
+			n = p.Head.Length
+		}
+		hs, err := content.BuildProof(n, lo, hi, inf.nodeFunc(cb))
+		p.Hashes = hs
+		return err
+	})
+	if err != nil {
+		return content.Proof{}, fmt.Errorf("chunkstore: proof [%d,%d) of %v: %w", lo, hi, name, err)
+	}
+	return p, nil
+}
+
+// Check re-verifies every stored chunk of a content against its root (the
+// newest head for a live stream), one run of consecutive chunks at a time,
+// using only what the store holds. It returns the chunks checked.
+func (s *Store) Check(name proto.HashName) (uint64, error) {
+	inf, err := s.lookup(name)
+	if err != nil {
+		return 0, err
+	}
+	have, err := s.Have(name)
+	if err != nil {
+		return 0, err
+	}
+	held := func(i uint64) bool { return i/64 < uint64(len(have)) && have[i/64]&(1<<(i%64)) != 0 }
+	var checked uint64
+	n := inf.n
+	if inf.live {
+		s.mu.Lock()
+		n = inf.head.Length
+		s.mu.Unlock()
+	}
+	for i := uint64(0); i < uint64(len(have))*64 && i < n; {
+		if !held(i) {
+			i++
+			continue
+		}
+		j := i
+		for j < n && j-i < 4096 && held(j) {
+			j++
+		}
+		r := content.Range{Start: i}
+		err := s.db.View(func(tx *bolt.Tx) error {
+			cb := contentBucket(tx, inf.id)
+			if cb == nil {
+				return fmt.Errorf("%w: %v", ErrNotFound, name)
+			}
+			for k := i; k < j; k++ {
+				c, ts, ok, err := inf.fromRecord(cb.Bucket(bucketRecords).Get(u64(k/GroupChunks)), k)
+				if err != nil || !ok {
+					return fmt.Errorf("%w: chunk %d vanished (%v)", ErrCorrupt, k, err)
+				}
+				r.Chunks = append(r.Chunks, bytes.Clone(c))
+				r.Times = append(r.Times, ts)
+			}
+			return nil
+		})
+		if err != nil {
+			return checked, err
+		}
+		if r.Proof, err = s.Proof(name, i, j); err != nil {
+			return checked, err
+		}
+		if _, err := content.Verify(inf.d, name, r, 0); err != nil {
+			return checked, fmt.Errorf("%w: chunks [%d,%d): %w", ErrCorrupt, i, j, err)
+		}
+		checked += j - i
+		i = j
+	}
+	return checked, nil
+}
+
+// Names lists the hash_names of every content held.
+func (s *Store) Names() ([]proto.HashName, error) {
+	var out []proto.HashName
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketNames).ForEach(func(k, _ []byte) error {
+			if len(k) == proto.IDSize {
+				out = append(out, proto.HashName(k))
+			}
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Delete removes a content and everything stored for it. Ranges still
+// queued for it are dropped; readers waiting on it get ErrNotFound.
+func (s *Store) Delete(name proto.HashName) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		idb := tx.Bucket(bucketNames).Get(name[:])
+		if idb == nil {
+			return fmt.Errorf("%w: %v", ErrNotFound, name)
+		}
+		id := bytes.Clone(idb)
+		if err := tx.Bucket(bucketNames).Delete(name[:]); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketContent).DeleteBucket(id)
+	})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if inf := s.infos[name]; inf != nil {
+		inf.gone = true
+		delete(s.infos, name)
+	}
+	s.broadcastLocked()
+	s.mu.Unlock()
+	return nil
+}
+
+// broadcastLocked wakes every waiting reader. s.mu must be held.
+func (s *Store) broadcastLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+func popcount(v uint64) uint64 { return uint64(bits.OnesCount64(v)) }

@@ -1,0 +1,366 @@
+package chunkstore
+
+import (
+	"cmp"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"veil/chunkstore/content"
+	"veil/proto"
+)
+
+// op is one item of the writer's queue: a verified range, or a flush.
+type op struct {
+	inf   *info
+	start uint64
+	data  []byte   // chunks back to back
+	lens  []uint16 // chunk lengths
+	times []uint32 // live only
+	nodes []content.Node
+	head  *content.Head // live: a head newer than any committed
+
+	flushed chan error // flush barrier
+}
+
+func (o *op) bytes() int { return len(o.data) }
+
+// Ingest verifies r against the content's descriptor (or, for a live
+// stream, the signed head its proof carries) and queues it for the next
+// commit. Nothing is queued if any byte fails. It returns once queued: call
+// Flush to wait for the disk. It blocks while the queue is full, honouring
+// ctx. Chunks already held are skipped when written.
+func (s *Store) Ingest(ctx context.Context, name proto.HashName, r content.Range) error {
+	inf, err := s.lookup(name)
+	if err != nil {
+		return err
+	}
+	v, err := content.Verify(inf.d, name, r, KeepSpan)
+	if err != nil {
+		return fmt.Errorf("chunkstore: ingest [%d,+%d) of %v: %w", r.Start, len(r.Chunks), name, err)
+	}
+	o := &op{inf: inf, start: r.Start, nodes: v.Nodes, lens: make([]uint16, len(r.Chunks))}
+	size := 0
+	for _, c := range r.Chunks {
+		size += len(c)
+	}
+	o.data = make([]byte, 0, size)
+	for k, c := range r.Chunks {
+		o.data = append(o.data, c...)
+		o.lens[k] = uint16(len(c))
+	}
+	if inf.live {
+		o.times = slices.Clone(r.Times)
+		h := r.Proof.Head
+		s.mu.Lock()
+		switch {
+		case inf.gone:
+			s.mu.Unlock()
+			return fmt.Errorf("%w: %v", ErrNotFound, name)
+		case h.Length == inf.head.Length && h.Root != inf.head.Root && h.Length != 0:
+			s.mu.Unlock()
+			return fmt.Errorf("%w: length %d", ErrForked, h.Length)
+		case h.Length > inf.head.Length:
+			inf.head = h
+			o.head = &h
+		}
+		s.mu.Unlock()
+	}
+	return s.enqueue(ctx, o)
+}
+
+func (s *Store) enqueue(ctx context.Context, o *op) error {
+	s.mu.Lock()
+	werr := s.werr
+	s.mu.Unlock()
+	if werr != nil {
+		return werr
+	}
+	select {
+	case s.ops <- o:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.quit:
+		return ErrClosed
+	}
+}
+
+// Flush waits until every range queued before it is committed to disk.
+func (s *Store) Flush(ctx context.Context) error {
+	o := &op{flushed: make(chan error, 1)}
+	if err := s.enqueue(ctx, o); err != nil {
+		return err
+	}
+	select {
+	case err := <-o.flushed:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.done:
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.werr != nil {
+			return s.werr
+		}
+		return ErrClosed
+	}
+}
+
+// writer is the only goroutine that commits ranges. It gathers queued ops
+// into batches of about BatchBytes.
+func (s *Store) writer() {
+	defer close(s.done)
+	var batch []*op
+	var flushes []chan error
+	pending := 0
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	commit := func() {
+		timer.Stop()
+		var err error
+		if len(batch) > 0 {
+			err = s.commit(batch)
+			if err != nil {
+				s.mu.Lock()
+				if s.werr == nil {
+					s.werr = fmt.Errorf("chunkstore: commit: %w", err)
+				}
+				err = s.werr
+				s.mu.Unlock()
+			}
+		}
+		for _, f := range flushes {
+			f <- err
+		}
+		batch, flushes, pending = batch[:0], flushes[:0], 0
+	}
+	add := func(o *op) {
+		if o.flushed != nil {
+			flushes = append(flushes, o.flushed)
+			commit()
+			return
+		}
+		if len(batch) == 0 {
+			timer.Reset(s.cfg.BatchDelay)
+		}
+		batch = append(batch, o)
+		pending += o.bytes()
+		if pending >= s.cfg.BatchBytes {
+			commit()
+		}
+	}
+	for {
+		select {
+		case o := <-s.ops:
+			add(o)
+		case <-timer.C:
+			commit()
+		case <-s.quit:
+			for {
+				select {
+				case o := <-s.ops:
+					add(o)
+				default:
+					commit()
+					return
+				}
+			}
+		}
+	}
+}
+
+// commit writes a batch in one bbolt transaction. Ranges of deleted
+// contents are dropped.
+func (s *Store) commit(batch []*op) error {
+	type recKey struct {
+		inf *info
+		r   uint64
+	}
+	recs := make(map[recKey][]byte)
+	added := make(map[*info]uint64)
+	heads := make(map[*info]*content.Head)
+	var evicted map[*info]uint64
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, o := range batch {
+			cb := contentBucket(tx, o.inf.id)
+			if cb == nil {
+				continue
+			}
+			rb, nb := cb.Bucket(bucketRecords), cb.Bucket(bucketNodes)
+			off := 0
+			for k, l := range o.lens {
+				i := o.start + uint64(k)
+				c := o.data[off : off+int(l)]
+				off += int(l)
+				key := recKey{o.inf, i / GroupChunks}
+				rec := recs[key]
+				if rec == nil {
+					if v := rb.Get(u64(key.r)); v != nil {
+						if len(v) != o.inf.recordLen(key.r) {
+							return fmt.Errorf("%w: record %d of %v has %d bytes", ErrCorrupt, key.r, o.inf.name, len(v))
+						}
+						rec = append([]byte(nil), v...)
+					} else {
+						rec = make([]byte, o.inf.recordLen(key.r))
+					}
+					recs[key] = rec
+				}
+				slot := i % GroupChunks
+				have := binary.BigEndian.Uint64(rec)
+				if have&(1<<slot) != 0 {
+					continue
+				}
+				binary.BigEndian.PutUint64(rec, have|1<<slot)
+				copy(rec[o.inf.slotOffset(slot):], c)
+				if o.inf.live {
+					binary.BigEndian.PutUint32(rec[8+4*slot:], o.times[k])
+				}
+				added[o.inf]++
+			}
+			for _, n := range o.nodes {
+				if err := nb.Put(nodeKey(n.A, n.B), n.Hash[:]); err != nil {
+					return err
+				}
+			}
+			if o.head != nil && (heads[o.inf] == nil || o.head.Length > heads[o.inf].Length) {
+				heads[o.inf] = o.head
+			}
+		}
+		keys := make([]recKey, 0, len(recs))
+		for k := range recs {
+			keys = append(keys, k)
+		}
+		slices.SortFunc(keys, func(a, b recKey) int {
+			if c := cmp.Compare(a.inf.id, b.inf.id); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.r, b.r)
+		})
+		for _, k := range keys {
+			if err := contentBucket(tx, k.inf.id).Bucket(bucketRecords).Put(u64(k.r), recs[k]); err != nil {
+				return err
+			}
+		}
+		for inf, h := range heads {
+			cb := contentBucket(tx, inf.id)
+			if old := cb.Get(keyHead); old != nil {
+				if oh, err := content.ParseHead(old); err == nil && oh.Length >= h.Length {
+					continue
+				}
+			}
+			if err := cb.Put(keyHead, h.Append(nil)); err != nil {
+				return err
+			}
+			n, err := s.evict(cb, inf, h.Length)
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				if evicted == nil {
+					evicted = make(map[*info]uint64)
+				}
+				evicted[inf] = n
+			}
+		}
+		for inf, n := range added {
+			cb := contentBucket(tx, inf.id)
+			var count uint64
+			if v := cb.Get(keyCount); len(v) == 8 {
+				count = binary.BigEndian.Uint64(v)
+			}
+			count += n
+			count -= min(evicted[inf], count)
+			if err := cb.Put(keyCount, u64(count)); err != nil {
+				return err
+			}
+		}
+		for inf, n := range evicted {
+			if _, ok := added[inf]; ok {
+				continue
+			}
+			cb := contentBucket(tx, inf.id)
+			var count uint64
+			if v := cb.Get(keyCount); len(v) == 8 {
+				count = binary.BigEndian.Uint64(v)
+			}
+			if err := cb.Put(keyCount, u64(count-min(n, count))); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	var reports []func()
+	s.mu.Lock()
+	for inf, n := range added {
+		inf.count += n
+	}
+	for inf, n := range evicted {
+		inf.count -= min(n, inf.count)
+	}
+	for inf := range added {
+		if inf.live || s.cfg.OnProgress == nil {
+			continue
+		}
+		if q := quarter(inf.count, inf.n); q > inf.quarter {
+			inf.quarter = q
+			name := inf.name
+			reports = append(reports, func() { s.cfg.OnProgress(name, q) })
+		}
+	}
+	s.broadcastLocked()
+	s.mu.Unlock()
+	for _, f := range reports {
+		f()
+	}
+	return nil
+}
+
+// evict drops a live stream's records and small nodes entirely older than
+// the newest keepChunks chunks, and returns how many chunks it dropped.
+func (s *Store) evict(cb *bolt.Bucket, inf *info, length uint64) (uint64, error) {
+	keep := s.cfg.keepChunks()
+	if length <= keep {
+		return 0, nil
+	}
+	cut := length - keep
+	var dropped uint64
+	rb := cb.Bucket(bucketRecords)
+	var dead [][]byte
+	c := rb.Cursor()
+	for k, v := c.First(); k != nil && (binary.BigEndian.Uint64(k)+1)*GroupChunks <= cut; k, v = c.Next() {
+		if len(v) >= 8 {
+			dropped += popcount(binary.BigEndian.Uint64(v))
+		}
+		dead = append(dead, append([]byte(nil), k...))
+	}
+	for _, k := range dead {
+		if err := rb.Delete(k); err != nil {
+			return 0, err
+		}
+	}
+	// Small nodes of evicted chunks are useless; large ones stay, as left
+	// siblings of the proofs of newer chunks.
+	nb := cb.Bucket(bucketNodes)
+	dead = dead[:0]
+	c = nb.Cursor()
+	for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) < cut; k, _ = c.Next() {
+		a, b := binary.BigEndian.Uint64(k), binary.BigEndian.Uint64(k[8:])
+		if b <= cut && b-a < KeepSpan {
+			dead = append(dead, append([]byte(nil), k...))
+		}
+	}
+	for _, k := range dead {
+		if err := nb.Delete(k); err != nil {
+			return 0, err
+		}
+	}
+	return dropped, nil
+}
