@@ -1,0 +1,757 @@
+package circuits
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"time"
+
+	"veil/circuits/onion"
+	"veil/proto"
+)
+
+// cellLink is what the circuit layer needs of a link. *Link satisfies it; a
+// test transport may too.
+type cellLink interface {
+	Peer() proto.NodeID
+	Inbound() bool
+	SendCell(c *proto.Cell) error
+	TrySendCell(c *proto.Cell) error
+}
+
+var _ cellLink = (*Link)(nil)
+
+// linkGetter returns the link to a node, dialing it if needed.
+type linkGetter interface {
+	getLink(ctx context.Context, id proto.NodeID, addr string) (cellLink, error)
+}
+
+type linksGetter struct{ m *Links }
+
+func (g linksGetter) getLink(ctx context.Context, id proto.NodeID, addr string) (cellLink, error) {
+	l, err := g.m.Get(ctx, id, addr)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// Service is called in its own goroutine for each stream a circuit's origin
+// opens to it at this node (BEGIN with the service's name). It owns the
+// stream and must return once the stream fails or ends; Switch.Close waits
+// for it.
+type Service func(s *Stream)
+
+// SwitchConfig is a node's circuit-switch configuration. Start from
+// DefaultSwitchConfig.
+type SwitchConfig struct {
+	// Flags are the roles this node plays (proto.FlagRelay, FlagORDB, ...).
+	// A node without FlagRelay, FlagORDB or FlagExit refuses CREATE2.
+	Flags uint8
+	// MaxJoinedCircuits bounds the circuits of others we carry; CREATE2
+	// beyond it is answered with DESTROY RESOURCELIMIT.
+	MaxJoinedCircuits int
+	// CircWindow/CircIncrement and StreamWindow/StreamIncrement are the
+	// SENDME windows in cells (Tor: 1000/100 and 500/50).
+	CircWindow, CircIncrement     int
+	StreamWindow, StreamIncrement int
+	// MaxStreams bounds the streams open on one circuit at either end.
+	MaxStreams int
+	// MaxRelayEarly bounds RELAY_EARLY cells per circuit (Tor: 8), so
+	// circuits are at most MaxRelayEarly+1 hops.
+	MaxRelayEarly int
+	// ExtendTimeout bounds dialing the next hop for an EXTEND2.
+	ExtendTimeout time.Duration
+	// QueueCells bounds the cells queued for one circuit's goroutine; a
+	// peer that overruns it (it must have ignored the windows) gets its
+	// circuit destroyed with RESOURCELIMIT.
+	QueueCells int
+	// Rand feeds the handshakes (nil: crypto/rand).
+	Rand io.Reader
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+	// OnEvent, if set, receives circuit events synchronously; it must not block.
+	OnEvent func(Event)
+}
+
+// DefaultSwitchConfig returns the settings veil runs with.
+func DefaultSwitchConfig() SwitchConfig {
+	return SwitchConfig{
+		Flags:             proto.FlagRelay,
+		MaxJoinedCircuits: 1000,
+		CircWindow:        onion.CircWindowStart,
+		CircIncrement:     onion.CircWindowIncrement,
+		StreamWindow:      onion.StreamWindowStart,
+		StreamIncrement:   onion.StreamWindowIncrement,
+		MaxStreams:        256,
+		MaxRelayEarly:     8,
+		ExtendTimeout:     10 * time.Second,
+		QueueCells:        2*onion.CircWindowStart + 512,
+		Now:               time.Now,
+	}
+}
+
+// Validate reports the first setting that cannot work, naming it.
+func (c SwitchConfig) Validate() error {
+	win := func(name string, start, inc int) error {
+		if inc <= 0 || start < inc || start%inc != 0 {
+			return fmt.Errorf("circuits: switch config: %s %d/+%d must be a positive multiple of its increment", name, start, inc)
+		}
+		return nil
+	}
+	if err := win("CircWindow", c.CircWindow, c.CircIncrement); err != nil {
+		return err
+	}
+	if err := win("StreamWindow", c.StreamWindow, c.StreamIncrement); err != nil {
+		return err
+	}
+	switch {
+	case c.MaxJoinedCircuits < 0:
+		return fmt.Errorf("circuits: switch config: MaxJoinedCircuits %d must not be negative", c.MaxJoinedCircuits)
+	case c.MaxStreams < 1 || c.MaxStreams > 65535:
+		return fmt.Errorf("circuits: switch config: MaxStreams %d must be in 1..65535", c.MaxStreams)
+	case c.MaxRelayEarly < 1:
+		return fmt.Errorf("circuits: switch config: MaxRelayEarly %d must be at least 1", c.MaxRelayEarly)
+	case c.ExtendTimeout <= 0:
+		return fmt.Errorf("circuits: switch config: ExtendTimeout %v must be positive", c.ExtendTimeout)
+	case c.QueueCells < 2*c.CircWindow+64:
+		return fmt.Errorf("circuits: switch config: QueueCells %d must hold both circuit windows plus control cells (%d)", c.QueueCells, 2*c.CircWindow+64)
+	case c.Now == nil:
+		return errors.New("circuits: switch config: Now must be set")
+	}
+	return nil
+}
+
+// Switch errors.
+var (
+	ErrSwitchClosed = errors.New("circuits: switch closed")
+	ErrDestroyed    = errors.New("circuits: circuit destroyed")
+)
+
+// circKey names a circuit on one link.
+type circKey struct {
+	l  cellLink
+	id uint32
+}
+
+// circuitQueue is what the link handlers hand cells to: an origin Circuit
+// or a relayCirc, each with one goroutine that owns its state.
+type circuitQueue interface {
+	// deliver queues it without blocking; false means the queue is full.
+	deliver(it inbound) bool
+	// kill asks the circuit's goroutine to tear it down.
+	kill(reason proto.DestroyReason)
+}
+
+// inbound is one input of a circuit goroutine: a cell that arrived on l, or
+// (c == nil) the news that l closed.
+type inbound struct {
+	l cellLink
+	c *proto.Cell
+}
+
+// Switch is a node's circuit switch: it answers CREATE2, relays the cells
+// of circuits others build through this node, ends circuits at services,
+// and builds our own (origin) circuits. Wire it to a Links with
+// LinkHandlers{Cell: sw.HandleCell, Closed: sw.HandleClosed}. Safe for
+// concurrent use.
+type Switch struct {
+	id    *Identity
+	links linkGetter
+	cfg   SwitchConfig
+
+	mu       sync.Mutex // guards the fields below
+	circs    map[circKey]circuitQueue
+	joined   int
+	services map[string]Service
+	hooks    []func(Event)
+	rng      *rand.Rand
+	closed   bool
+
+	nextHandle uint64 // guarded by mu
+	wg         sync.WaitGroup
+	stop       chan struct{} // closed by Close
+}
+
+// NewSwitch returns the circuit switch of the node id, dialing through links.
+func NewSwitch(id *Identity, links *Links, cfg SwitchConfig) (*Switch, error) {
+	return newSwitch(id, linksGetter{links}, cfg)
+}
+
+func newSwitch(id *Identity, lg linkGetter, cfg SwitchConfig) (*Switch, error) {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	var seed [32]byte
+	if _, err := io.ReadFull(randOr(cfg.Rand), seed[:]); err != nil {
+		return nil, fmt.Errorf("circuits: seeding the switch: %w", err)
+	}
+	return &Switch{
+		id:       id,
+		links:    lg,
+		cfg:      cfg,
+		circs:    make(map[circKey]circuitQueue),
+		services: make(map[string]Service),
+		rng:      rand.New(rand.NewChaCha8(seed)),
+		stop:     make(chan struct{}),
+	}, nil
+}
+
+// Config returns the switch's configuration.
+func (sw *Switch) Config() SwitchConfig { return sw.cfg }
+
+// ID is this node's ID.
+func (sw *Switch) ID() proto.NodeID { return sw.id.ID }
+
+// Handle registers svc for streams whose BEGIN names dest.
+func (sw *Switch) Handle(dest string, svc Service) {
+	sw.mu.Lock()
+	sw.services[dest] = svc
+	sw.mu.Unlock()
+}
+
+// Joined is the number of circuits of others this node carries now.
+func (sw *Switch) Joined() int {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	return sw.joined
+}
+
+func (sw *Switch) subscribe(f func(Event)) {
+	sw.mu.Lock()
+	sw.hooks = append(sw.hooks, f)
+	sw.mu.Unlock()
+}
+
+func (sw *Switch) emit(ev Event) {
+	ev.At = sw.cfg.Now()
+	sw.mu.Lock()
+	hooks := sw.hooks
+	sw.mu.Unlock()
+	if sw.cfg.OnEvent != nil {
+		sw.cfg.OnEvent(ev)
+	}
+	for _, h := range hooks {
+		h(ev)
+	}
+}
+
+func (sw *Switch) handle() uint64 {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	sw.nextHandle++
+	return sw.nextHandle
+}
+
+// HandleCell is the LinkHandlers.Cell of the node's Links. It never blocks
+// on another link: cells go to their circuit's queue.
+func (sw *Switch) HandleCell(l *Link, c *proto.Cell) { sw.handleCell(l, c) }
+
+// HandleClosed is the LinkHandlers.Closed of the node's Links: every
+// circuit on l learns that the link is gone.
+func (sw *Switch) HandleClosed(l *Link, err error) { sw.handleClosed(l) }
+
+func (sw *Switch) handleCell(l cellLink, c *proto.Cell) {
+	switch c.Command() {
+	case proto.CmdPadding:
+		proto.PutCell(c)
+		return
+	case proto.CmdCreate2:
+		sw.handleCreate(l, c)
+		return
+	}
+	sw.mu.Lock()
+	q := sw.circs[circKey{l, c.CircID()}]
+	sw.mu.Unlock()
+	if q == nil {
+		proto.PutCell(c) // unknown circuit (or one just torn down): drop
+		return
+	}
+	if !q.deliver(inbound{l: l, c: c}) {
+		proto.PutCell(c)
+		q.kill(proto.DestroyResourceLimit)
+	}
+}
+
+func (sw *Switch) handleClosed(l cellLink) {
+	sw.mu.Lock()
+	var qs []circuitQueue
+	for k, q := range sw.circs {
+		if k.l == l {
+			qs = append(qs, q)
+		}
+	}
+	sw.mu.Unlock()
+	for _, q := range qs {
+		if !q.deliver(inbound{l: l}) {
+			q.kill(proto.DestroyChannelClosed)
+		}
+	}
+}
+
+// sendDestroy sends DESTROY without blocking (dropped if the link's queue is
+// full: the peer is then far behind, and will learn when the link closes).
+func sendDestroy(l cellLink, id uint32, reason proto.DestroyReason) {
+	c := proto.GetCell()
+	c.SetCircID(id)
+	c.SetCommand(proto.CmdDestroy)
+	c.Payload()[0] = byte(reason)
+	_ = l.TrySendCell(c)
+}
+
+func (sw *Switch) acceptsCircuits() bool {
+	return sw.cfg.Flags&(proto.FlagRelay|proto.FlagORDB|proto.FlagExit|proto.FlagFacilitator) != 0
+}
+
+func (sw *Switch) handleCreate(l cellLink, c *proto.Cell) {
+	id := c.CircID()
+	key := circKey{l, id}
+	sw.mu.Lock()
+	switch {
+	case sw.closed:
+		sw.mu.Unlock()
+		proto.PutCell(c)
+		sendDestroy(l, id, proto.DestroyHibernating)
+		return
+	case sw.circs[key] != nil || id == 0:
+		sw.mu.Unlock()
+		proto.PutCell(c) // a peer reusing a live ID: refuse, keep the old circuit
+		return
+	case !sw.acceptsCircuits() || sw.joined >= sw.cfg.MaxJoinedCircuits:
+		sw.mu.Unlock()
+		proto.PutCell(c)
+		sendDestroy(l, id, proto.DestroyResourceLimit)
+		return
+	}
+	sw.joined++
+	sw.nextHandle++
+	rc := &relayCirc{
+		sw:     sw,
+		handle: sw.nextHandle,
+		prev:   l,
+		prevID: id,
+		in:     make(chan inbound, sw.cfg.QueueCells),
+		killc:  make(chan proto.DestroyReason, 1),
+	}
+	rc.ep.init(sw, false)
+	rc.ep.out, rc.ep.outID = l, id
+	sw.circs[key] = rc
+	sw.wg.Add(1)
+	sw.mu.Unlock()
+	go rc.run(c)
+}
+
+// register maps (l, id) to q. It fails when the switch is closed.
+func (sw *Switch) register(l cellLink, id uint32, q circuitQueue) error {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	if sw.closed {
+		return ErrSwitchClosed
+	}
+	sw.circs[circKey{l, id}] = q
+	return nil
+}
+
+func (sw *Switch) unregister(l cellLink, id uint32, q circuitQueue) {
+	sw.mu.Lock()
+	if sw.circs[circKey{l, id}] == q {
+		delete(sw.circs, circKey{l, id})
+	}
+	sw.mu.Unlock()
+}
+
+// allocID picks a free circuit ID on l and reserves it for q. As in Tor,
+// the side that dialed the link sets the top bit and the other clears it,
+// so the two never pick the same ID.
+func (sw *Switch) allocID(l cellLink, q circuitQueue) (uint32, error) {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	if sw.closed {
+		return 0, ErrSwitchClosed
+	}
+	for range 64 {
+		id := sw.rng.Uint32() &^ (1 << 31)
+		if !l.Inbound() {
+			id |= 1 << 31
+		}
+		if id == 0 || sw.circs[circKey{l, id}] != nil {
+			continue
+		}
+		sw.circs[circKey{l, id}] = q
+		return id, nil
+	}
+	return 0, errors.New("circuits: no free circuit ID on the link")
+}
+
+// Close tears down every circuit (sending DESTROY where it can) and waits
+// for their goroutines and services. It does not close the Links.
+func (sw *Switch) Close() error {
+	sw.mu.Lock()
+	if sw.closed {
+		sw.mu.Unlock()
+		sw.wg.Wait()
+		return nil
+	}
+	sw.closed = true
+	close(sw.stop)
+	var qs []circuitQueue
+	for _, q := range sw.circs {
+		qs = append(qs, q)
+	}
+	sw.mu.Unlock()
+	for _, q := range qs {
+		q.kill(proto.DestroyHibernating)
+	}
+	sw.wg.Wait()
+	return nil
+}
+
+func randOr(r io.Reader) io.Reader {
+	if r == nil {
+		return cryptoRand{}
+	}
+	return r
+}
+
+// relayCirc is a circuit someone else built through this node. One
+// goroutine (run) owns it; the link handlers only queue cells to it.
+//
+//	prev (towards the origin) <-> this hop <-> next (towards the last hop)
+//
+// Forward cells arrive from prev; we remove our layer and either consume
+// them (recognised) or pass them to next. Backward cells arrive from next;
+// we add our layer and pass them to prev. With no next hop we are the last
+// hop: streams end here at services.
+type relayCirc struct {
+	sw     *Switch
+	handle uint64
+	prev   cellLink
+	prevID uint32
+	in     chan inbound
+	killc  chan proto.DestroyReason
+
+	// Owned by run.
+	hop       *onion.Hop
+	next      cellLink
+	nextID    uint32
+	extending bool
+	early     int
+	ep        endpoint // sends backward to prev; streams when we are the last hop
+}
+
+func (rc *relayCirc) deliver(it inbound) bool {
+	select {
+	case rc.in <- it:
+		return true
+	default:
+		return false
+	}
+}
+
+func (rc *relayCirc) kill(reason proto.DestroyReason) {
+	select {
+	case rc.killc <- reason:
+	default:
+	}
+}
+
+func (rc *relayCirc) run(create *proto.Cell) {
+	defer rc.sw.wg.Done()
+	reason, sendPrev := rc.answerCreate(create)
+	if reason == 0 {
+		rc.sw.emit(Event{Kind: EventJoined, Circuit: rc.handle, Hops: 1})
+		reason, sendPrev = rc.loop()
+	}
+	rc.teardown(reason, sendPrev)
+}
+
+func (rc *relayCirc) answerCreate(c *proto.Cell) (proto.DestroyReason, bool) {
+	defer proto.PutCell(c)
+	req, err := onion.ParseCreate2(c.Payload())
+	if err != nil {
+		return proto.DestroyProtocol, true
+	}
+	cur, prev := rc.sw.id.OnionKeys()
+	resp, km, err := onion.ServerHandshake(rc.sw.cfg.Rand, rc.sw.id.ID, onion.ServerKeys{Current: cur, Previous: prev}, req)
+	if err != nil {
+		return proto.DestroyProtocol, true
+	}
+	rc.hop = onion.NewHop(&km)
+	clear(km[:])
+	rc.ep.hops = []*onion.Hop{rc.hop}
+	out := proto.GetCell()
+	out.SetCircID(rc.prevID)
+	out.SetCommand(proto.CmdCreated2)
+	resp.Append(out.Payload()[:0])
+	if err := rc.prev.SendCell(out); err != nil {
+		return proto.DestroyChannelClosed, false
+	}
+	return 0, false
+}
+
+// loop handles inputs until the circuit ends; it returns the reason and
+// whether prev should get a DESTROY.
+func (rc *relayCirc) loop() (proto.DestroyReason, bool) {
+	for {
+		select {
+		case it := <-rc.in:
+			if reason, sendPrev, done := rc.step(it); done {
+				return reason, sendPrev
+			}
+		case r := <-rc.killc:
+			return r, true
+		case <-rc.sw.stop:
+			return proto.DestroyHibernating, true
+		}
+	}
+}
+
+// step handles one input; done means the circuit is over.
+func (rc *relayCirc) step(it inbound) (reason proto.DestroyReason, sendPrev, done bool) {
+	fromPrev := it.l == rc.prev
+	if it.c == nil { // a link closed
+		if fromPrev {
+			return proto.DestroyChannelClosed, false, true
+		}
+		if it.l == rc.next {
+			return rc.lostNext(proto.DestroyChannelClosed)
+		}
+		return 0, false, false
+	}
+	c := it.c
+	now := rc.sw.cfg.Now()
+	switch cmd := c.Command(); {
+	case cmd == proto.CmdDestroy:
+		r, _ := proto.ParseDestroy(c.Payload())
+		proto.PutCell(c)
+		if fromPrev {
+			return r, false, true
+		}
+		return rc.lostNext(r)
+
+	case fromPrev && (cmd == proto.CmdRelay || cmd == proto.CmdRelayEarly):
+		if cmd == proto.CmdRelayEarly {
+			rc.early++
+			if rc.early > rc.sw.cfg.MaxRelayEarly {
+				proto.PutCell(c)
+				return proto.DestroyProtocol, true, true
+			}
+		}
+		rc.ep.stats.recv(0, now)
+		if t, ok := rc.hop.OpenForward(c.PayloadArray()); ok {
+			return rc.recognised(c, t, cmd == proto.CmdRelayEarly)
+		}
+		if rc.next == nil || rc.extending {
+			proto.PutCell(c) // nobody to pass it to: it was damaged on the way
+			return proto.DestroyProtocol, true, true
+		}
+		c.SetCircID(rc.nextID)
+		if err := rc.next.SendCell(c); err != nil {
+			return rc.lostNext(proto.DestroyChannelClosed)
+		}
+		return 0, false, false
+
+	case !fromPrev && cmd == proto.CmdRelay:
+		rc.hop.RelayBackward(c.PayloadArray())
+		c.SetCircID(rc.prevID)
+		rc.ep.stats.sent(0, now)
+		rc.ep.sendMu.Lock()
+		err := rc.prev.SendCell(c)
+		rc.ep.sendMu.Unlock()
+		if err != nil {
+			return proto.DestroyChannelClosed, false, true
+		}
+		return 0, false, false
+
+	case !fromPrev && cmd == proto.CmdCreated2 && rc.extending:
+		body, err := onion.ParseCreated2(c.Payload())
+		if err != nil || body.Len() > proto.RelayDataSize {
+			proto.PutCell(c)
+			return rc.lostNext(proto.DestroyProtocol)
+		}
+		data := body.Append(make([]byte, 0, body.Len()))
+		proto.PutCell(c)
+		rc.extending = false
+		if err := rc.ep.sendControl(0, false, proto.RelayExtended2, 0, data); err != nil {
+			return proto.DestroyChannelClosed, false, true
+		}
+		return 0, false, false
+	}
+	// CREATED2 from prev, RELAY_EARLY backward, unexpected CREATED2, ...
+	proto.PutCell(c)
+	return proto.DestroyProtocol, true, true
+}
+
+// lostNext handles the end of the part of the circuit after us: the origin
+// gets TRUNCATED with the reason and may extend again or tear down.
+func (rc *relayCirc) lostNext(reason proto.DestroyReason) (proto.DestroyReason, bool, bool) {
+	if rc.next != nil {
+		rc.sw.unregister(rc.next, rc.nextID, rc)
+	}
+	rc.next, rc.nextID, rc.extending = nil, 0, false
+	if err := rc.ep.sendControl(0, false, proto.RelayTruncated, 0, []byte{byte(reason)}); err != nil {
+		return proto.DestroyChannelClosed, false, true
+	}
+	return 0, false, false
+}
+
+// recognised handles a relay cell addressed to this hop.
+func (rc *relayCirc) recognised(c *proto.Cell, t onion.Tag, early bool) (proto.DestroyReason, bool, bool) {
+	r, err := proto.ParseRelay(c.Payload())
+	if err != nil {
+		proto.PutCell(c)
+		return proto.DestroyProtocol, true, true
+	}
+	switch r.Command {
+	case proto.RelayExtend2:
+		ext, err := onion.ParseExtend2(r.Data)
+		ext.Create.HData = bytes.Clone(ext.Create.HData) // r.Data dies with c
+		proto.PutCell(c)
+		if err != nil || !early || rc.next != nil || rc.extending {
+			return proto.DestroyProtocol, true, true
+		}
+		return rc.extend(ext)
+	case proto.RelayTruncate:
+		proto.PutCell(c)
+		if rc.next != nil {
+			sendDestroy(rc.next, rc.nextID, proto.DestroyRequested)
+		}
+		return rc.lostNext(proto.DestroyRequested)
+	case proto.RelayBegin:
+		b, err := onion.ParseBegin(r.Data)
+		sid := r.StreamID
+		proto.PutCell(c)
+		if err != nil || sid == 0 {
+			return proto.DestroyProtocol, true, true
+		}
+		rc.begin(sid, b.Dest)
+		return 0, false, false
+	}
+	res, handled := rc.ep.onStreamCell(r, c, t)
+	if !handled {
+		proto.PutCell(c) // EXTENDED2, TRUNCATED, CONNECTED... have no business going forward
+		return proto.DestroyProtocol, true, true
+	}
+	if !res.keep {
+		proto.PutCell(c)
+	}
+	if res.destroy != 0 {
+		return res.destroy, true, true
+	}
+	rc.ep.stats.bytesRecv.Add(uint64(r.Length))
+	return 0, false, false
+}
+
+func (rc *relayCirc) extend(ext onion.Extend2) (proto.DestroyReason, bool, bool) {
+	truncated := func(r proto.DestroyReason) (proto.DestroyReason, bool, bool) {
+		if err := rc.ep.sendControl(0, false, proto.RelayTruncated, 0, []byte{byte(r)}); err != nil {
+			return proto.DestroyChannelClosed, false, true
+		}
+		return 0, false, false
+	}
+	if ext.Next == rc.sw.id.ID || ext.Next == rc.prev.Peer() || !ext.Addr.IsValid() {
+		return truncated(proto.DestroyProtocol)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), rc.sw.cfg.ExtendTimeout)
+	go func() {
+		select {
+		case <-rc.sw.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	l, err := rc.sw.links.getLink(ctx, ext.Next, addrString(ext.Addr))
+	cancel()
+	if err != nil {
+		return truncated(proto.DestroyConnectFailed)
+	}
+	id, err := rc.sw.allocID(l, rc)
+	if err != nil {
+		return truncated(proto.DestroyResourceLimit)
+	}
+	rc.next, rc.nextID, rc.extending = l, id, true
+	out := proto.GetCell()
+	out.SetCircID(id)
+	out.SetCommand(proto.CmdCreate2)
+	ext.Create.Append(out.Payload()[:0])
+	if err := l.SendCell(out); err != nil {
+		return rc.lostNext(proto.DestroyConnectFailed)
+	}
+	return 0, false, false
+}
+
+func addrString(a netip.AddrPort) string { return a.String() }
+
+// begin answers BEGIN at the last hop: a service of that name gets the
+// stream, otherwise END.
+func (rc *relayCirc) begin(sid uint16, dest string) {
+	sw := rc.sw
+	sw.mu.Lock()
+	svc := sw.services[dest]
+	sw.mu.Unlock()
+	e := &rc.ep
+	e.mu.Lock()
+	var s *Stream
+	reason := uint8(0)
+	switch {
+	case svc == nil:
+		reason = EndNoService
+	case e.streams[sid] != nil:
+		reason = EndMisc
+	case len(e.streams) >= sw.cfg.MaxStreams:
+		reason = EndResourceLimit
+	default:
+		s = e.newStreamLocked(sid, dest)
+		s.connected = true
+	}
+	e.mu.Unlock()
+	if s == nil {
+		_ = e.sendControl(0, false, proto.RelayEnd, sid, []byte{reason})
+		return
+	}
+	if err := e.sendControl(0, false, proto.RelayConnected, sid, nil); err != nil {
+		return
+	}
+	sw.wg.Add(1)
+	go func() {
+		defer sw.wg.Done()
+		defer s.Close()
+		svc(s)
+	}()
+}
+
+func (rc *relayCirc) teardown(reason proto.DestroyReason, sendPrev bool) {
+	sw := rc.sw
+	sw.unregister(rc.prev, rc.prevID, rc)
+	if rc.next != nil {
+		sw.unregister(rc.next, rc.nextID, rc)
+		sendDestroy(rc.next, rc.nextID, reason)
+	}
+	if sendPrev {
+		sendDestroy(rc.prev, rc.prevID, reason)
+	}
+	rc.ep.close(reason)
+	sw.mu.Lock()
+	sw.joined--
+	sw.mu.Unlock()
+	// Drain what the handlers queued before they saw us go.
+	for {
+		select {
+		case it := <-rc.in:
+			if it.c != nil {
+				proto.PutCell(it.c)
+			}
+		default:
+			sw.emit(Event{Kind: EventClosed, Circuit: rc.handle, Reason: reason, Stats: rc.ep.stats.snapshot()})
+			return
+		}
+	}
+}

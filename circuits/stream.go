@@ -1,0 +1,537 @@
+package circuits
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"veil/circuits/onion"
+	"veil/proto"
+)
+
+// Stream END reasons (Tor's numbering where Tor has one).
+const (
+	EndMisc           uint8 = 1
+	EndConnectRefused uint8 = 3
+	EndDestroy        uint8 = 5
+	EndDone           uint8 = 6
+	EndTimeout        uint8 = 7
+	EndResourceLimit  uint8 = 11
+	EndNoService      uint8 = 12 // veil: no service of that name at the last hop
+)
+
+// Stream errors.
+var (
+	ErrStreamClosed   = errors.New("circuits: stream closed")
+	ErrStreamRefused  = errors.New("circuits: stream refused by the last hop")
+	ErrCircuitClosed  = errors.New("circuits: circuit closed")
+	ErrTooManyStreams = errors.New("circuits: too many streams on the circuit")
+)
+
+// endpoint is the stream-carrying end of a circuit: the origin's Circuit
+// (which seals cells forward for any hop of its path) or the last hop of a
+// circuit we carry (which seals backward with its one hop). It multiplexes
+// streams and runs the SENDME windows.
+//
+// Locks: sendMu is held across sealing and handing a cell to the link, so
+// cells leave in the order their keystream and GMAC counter were used; mu
+// guards the windows, the streams and the state. Order: sendMu, then mu.
+// Nobody waits on a window while holding sendMu, so the circuit goroutine
+// can always send the SENDMEs that open windows.
+type endpoint struct {
+	sw     *Switch
+	origin bool
+	stats  counters
+
+	sendMu sync.Mutex
+	out    cellLink // where sealed cells go; set before use, then fixed
+	outID  uint32
+	hops   []*onion.Hop // origin: the path; last hop: its one hop. Appended under sendMu by the circuit goroutine only.
+
+	mu         sync.Mutex
+	sendWin    onion.SendWindow
+	recvWin    onion.RecvWindow
+	streams    map[uint16]*Stream
+	nextStream uint16
+	closed     bool
+	reason     proto.DestroyReason
+	done       chan struct{} // closed when the circuit is closed
+}
+
+func (e *endpoint) init(sw *Switch, origin bool) {
+	e.sw = sw
+	e.origin = origin
+	e.sendWin = onion.NewSendWindow(sw.cfg.CircWindow, sw.cfg.CircIncrement, true)
+	e.recvWin = onion.NewRecvWindow(sw.cfg.CircWindow, sw.cfg.CircIncrement)
+	e.streams = make(map[uint16]*Stream)
+	e.done = make(chan struct{})
+	e.stats.lastActive.Store(sw.cfg.Now().UnixNano())
+}
+
+// seal fills and seals a relay cell for hop target (origin) or for the
+// origin (last hop). Caller holds sendMu.
+func (e *endpoint) seal(target int, early bool, cmd proto.RelayCommand, stream uint16, data []byte) (*proto.Cell, onion.Tag, error) {
+	c := proto.GetCell()
+	if err := proto.PutRelay(c.PayloadArray(), proto.RelayHeader{Command: cmd, StreamID: stream}, data); err != nil {
+		proto.PutCell(c)
+		return nil, onion.Tag{}, err
+	}
+	var t onion.Tag
+	if e.origin {
+		t = onion.SealForward(e.hops, target, c.PayloadArray())
+	} else {
+		t = e.hops[0].SealBackward(c.PayloadArray())
+	}
+	c.SetCircID(e.outID)
+	if early {
+		c.SetCommand(proto.CmdRelayEarly)
+	} else {
+		c.SetCommand(proto.CmdRelay)
+	}
+	return c, t, nil
+}
+
+// sendControl sends a relay cell that no window counts (SENDME, BEGIN,
+// END, EXTEND2, ...). It may block while the link's queue is full.
+func (e *endpoint) sendControl(target int, early bool, cmd proto.RelayCommand, stream uint16, data []byte) error {
+	e.sendMu.Lock()
+	defer e.sendMu.Unlock()
+	e.mu.Lock()
+	closed := e.closed
+	e.mu.Unlock()
+	if closed {
+		return ErrCircuitClosed
+	}
+	if target < 0 || target >= len(e.hops) {
+		return fmt.Errorf("circuits: no hop %d on the circuit", target)
+	}
+	c, _, err := e.seal(target, early, cmd, stream, data)
+	if err != nil {
+		return err
+	}
+	e.stats.sent(0, e.sw.cfg.Now())
+	return e.out.SendCell(c)
+}
+
+// sendData sends one counted cell on stream s, waiting for both windows.
+func (e *endpoint) sendData(s *Stream, cmd proto.RelayCommand, data []byte) error {
+	for {
+		e.mu.Lock()
+		for !e.closed && !s.localClosed && !s.peerEnded && (e.sendWin.Left() == 0 || s.sendWin.Left() == 0) {
+			s.cond.Wait()
+		}
+		err := s.writeErrLocked()
+		e.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		e.sendMu.Lock()
+		e.mu.Lock()
+		if err := s.writeErrLocked(); err != nil {
+			e.mu.Unlock()
+			e.sendMu.Unlock()
+			return err
+		}
+		if e.sendWin.Left() == 0 || s.sendWin.Left() == 0 {
+			e.mu.Unlock()
+			e.sendMu.Unlock()
+			continue // another stream took the last slot
+		}
+		c, t, err := e.seal(len(e.hops)-1, false, cmd, s.id, data)
+		if err != nil {
+			e.mu.Unlock()
+			e.sendMu.Unlock()
+			return err
+		}
+		e.sendWin.Sent(t)
+		s.sendWin.Sent(t)
+		e.mu.Unlock()
+		e.stats.sent(len(data), e.sw.cfg.Now())
+		err = e.out.SendCell(c)
+		e.sendMu.Unlock()
+		return err
+	}
+}
+
+// close marks the endpoint closed and wakes every stream. It reports
+// whether this call closed it.
+func (e *endpoint) close(reason proto.DestroyReason) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return false
+	}
+	e.closed = true
+	e.reason = reason
+	close(e.done)
+	for _, s := range e.streams {
+		s.dropQueueLocked()
+		s.cond.Broadcast()
+	}
+	return true
+}
+
+// relayResult tells the circuit goroutine what to do after a recognised
+// relay cell.
+type relayResult struct {
+	keep    bool                // the cell now belongs to a stream queue
+	destroy proto.DestroyReason // non-zero: tear the circuit down with it
+}
+
+// onStreamCell handles a recognised relay cell of the stream family and the
+// circuit-level SENDME. tag is the cell's GMAC tag. It returns handled ==
+// false for commands it does not know (the caller's role decides).
+func (e *endpoint) onStreamCell(r proto.RelayCell, c *proto.Cell, t onion.Tag) (res relayResult, handled bool) {
+	switch {
+	case r.Command == proto.RelaySendme:
+		sm, err := onion.ParseSendme(r.Data)
+		if err != nil {
+			return relayResult{destroy: proto.DestroyProtocol}, true
+		}
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if r.StreamID == 0 {
+			if err := e.sendWin.Sendme(sm); err != nil {
+				return relayResult{destroy: proto.DestroyProtocol}, true
+			}
+			for _, s := range e.streams {
+				s.cond.Broadcast()
+			}
+			return relayResult{}, true
+		}
+		if s := e.streams[r.StreamID]; s != nil {
+			if err := s.sendWin.Sendme(sm); err != nil {
+				return relayResult{destroy: proto.DestroyProtocol}, true
+			}
+			s.cond.Broadcast()
+		}
+		return relayResult{}, true
+
+	case onion.CountsForFlow(r.Command):
+		if r.StreamID == 0 {
+			return relayResult{destroy: proto.DestroyProtocol}, true
+		}
+		e.mu.Lock()
+		if err := e.recvWin.Received(); err != nil {
+			e.mu.Unlock()
+			return relayResult{destroy: proto.DestroyProtocol}, true
+		}
+		sendme := e.recvWin.Consumed()
+		res := relayResult{}
+		if s := e.streams[r.StreamID]; s != nil && !s.localClosed && !s.peerEnded {
+			if err := s.recvWin.Received(); err != nil {
+				e.mu.Unlock()
+				return relayResult{destroy: proto.DestroyProtocol}, true
+			}
+			s.push(c, len(r.Data))
+			res.keep = true
+		}
+		e.mu.Unlock()
+		if sendme {
+			sm := onion.Sendme{Version: onion.SendmeVersion, Data: t[:]}
+			if err := e.sendControl(len(e.hops)-1, false, proto.RelaySendme, 0, sm.Append(make([]byte, 0, 3+onion.TagSize))); err != nil {
+				return res, true
+			}
+		}
+		return res, true
+
+	case r.Command == proto.RelayConnected:
+		e.mu.Lock()
+		if s := e.streams[r.StreamID]; s != nil && !s.connected {
+			s.connected = true
+			s.cond.Broadcast()
+		}
+		e.mu.Unlock()
+		return relayResult{}, true
+
+	case r.Command == proto.RelayEnd:
+		reason, _ := onion.ParseReason(r.Data)
+		e.mu.Lock()
+		if s := e.streams[r.StreamID]; s != nil {
+			s.peerEnded = true
+			s.endReason = reason
+			if s.localClosed {
+				delete(e.streams, s.id)
+			}
+			s.cond.Broadcast()
+		}
+		e.mu.Unlock()
+		return relayResult{}, true
+
+	case r.Command == proto.RelayDrop:
+		return relayResult{}, true
+	}
+	return relayResult{}, false
+}
+
+// newStreamLocked registers a stream. Caller holds mu.
+func (e *endpoint) newStreamLocked(id uint16, dest string) *Stream {
+	s := &Stream{
+		e:       e,
+		id:      id,
+		dest:    dest,
+		sendWin: onion.NewSendWindow(e.sw.cfg.StreamWindow, e.sw.cfg.StreamIncrement, false),
+		recvWin: onion.NewRecvWindow(e.sw.cfg.StreamWindow, e.sw.cfg.StreamIncrement),
+	}
+	s.cond.L = &e.mu
+	e.streams[id] = s
+	return s
+}
+
+// openStream (origin) sends BEGIN for dest and waits for CONNECTED.
+func (e *endpoint) openStream(ctx context.Context, dest string) (*Stream, error) {
+	b := onion.Begin{Dest: dest}
+	if !b.Valid() {
+		return nil, fmt.Errorf("circuits: stream destination of %d bytes", len(dest))
+	}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil, ErrCircuitClosed
+	}
+	if len(e.streams) >= e.sw.cfg.MaxStreams {
+		e.mu.Unlock()
+		return nil, ErrTooManyStreams
+	}
+	id := e.nextStream
+	for id == 0 || e.streams[id] != nil {
+		id++
+	}
+	e.nextStream = id + 1
+	s := e.newStreamLocked(id, dest)
+	e.mu.Unlock()
+
+	if err := e.sendControl(len(e.hops)-1, false, proto.RelayBegin, id, b.Append(nil)); err != nil {
+		s.forget()
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() {
+		e.mu.Lock()
+		s.cond.Broadcast()
+		e.mu.Unlock()
+	})
+	defer stop()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for !s.connected && !s.peerEnded && !e.closed && ctx.Err() == nil {
+		s.cond.Wait()
+	}
+	switch {
+	case s.connected:
+		return s, nil
+	case s.peerEnded:
+		delete(e.streams, id)
+		return nil, fmt.Errorf("%w: %q: END reason %d", ErrStreamRefused, dest, s.endReason)
+	case e.closed:
+		return nil, ErrCircuitClosed
+	}
+	s.localClosed = true
+	go e.sendControl(len(e.hops)-1, false, proto.RelayEnd, id, []byte{EndTimeout}) //nolint: best effort
+	delete(e.streams, id)
+	return nil, ctx.Err()
+}
+
+// Stream is one byte stream multiplexed on a circuit, between the origin
+// and a service at the circuit's last hop. Read and Write may be called
+// from different goroutines; it is an io.ReadWriteCloser. Writes block while
+// the stream or circuit window is closed (a SENDME opens it), which is how a
+// fast sender is held back by a slow reader.
+type Stream struct {
+	e    *endpoint
+	id   uint16
+	dest string
+	cond sync.Cond // L is &e.mu
+
+	// Guarded by e.mu.
+	sendWin     onion.SendWindow
+	recvWin     onion.RecvWindow
+	rq          []queued // received cells not yet read
+	rqHead      int
+	connected   bool
+	localClosed bool
+	peerEnded   bool
+	endReason   uint8
+	maxQueued   int // high-water mark of len(rq), for tests and metrics
+	deadline    time.Time
+}
+
+type queued struct {
+	c   *proto.Cell
+	off int // next unread byte of the relay data
+	n   int // relay data length
+}
+
+// ID is the stream's number on its circuit.
+func (s *Stream) ID() uint16 { return s.id }
+
+// Dest is the destination named in BEGIN.
+func (s *Stream) Dest() string { return s.dest }
+
+func (s *Stream) push(c *proto.Cell, n int) {
+	s.rq = append(s.rq, queued{c: c, n: n})
+	if q := len(s.rq) - s.rqHead; q > s.maxQueued {
+		s.maxQueued = q
+	}
+	s.cond.Broadcast()
+}
+
+func (s *Stream) dropQueueLocked() {
+	for i := s.rqHead; i < len(s.rq); i++ {
+		proto.PutCell(s.rq[i].c)
+	}
+	s.rq, s.rqHead = nil, 0
+}
+
+func (s *Stream) forget() {
+	s.e.mu.Lock()
+	delete(s.e.streams, s.id)
+	s.e.mu.Unlock()
+}
+
+func (s *Stream) writeErrLocked() error {
+	switch {
+	case s.localClosed:
+		return ErrStreamClosed
+	case s.e.closed:
+		return ErrCircuitClosed
+	case s.peerEnded:
+		return io.ErrClosedPipe
+	}
+	return nil
+}
+
+// Read reads data the other end wrote. It returns io.EOF after the other
+// end closed the stream and everything it sent was read.
+func (s *Stream) Read(p []byte) (int, error) {
+	e := s.e
+	e.mu.Lock()
+	for s.rqHead == len(s.rq) && !s.peerEnded && !s.localClosed && !e.closed && !s.pastDeadline() {
+		s.cond.Wait()
+	}
+	if s.rqHead == len(s.rq) {
+		err := io.EOF
+		switch {
+		case s.localClosed:
+			err = ErrStreamClosed
+		case s.peerEnded:
+		case e.closed:
+			err = ErrCircuitClosed
+		default:
+			err = errDeadline
+		}
+		e.mu.Unlock()
+		return 0, err
+	}
+	n, sendmes := 0, 0
+	for n < len(p) && s.rqHead < len(s.rq) {
+		q := &s.rq[s.rqHead]
+		data := q.c.Payload()[proto.RelayHeaderSize+q.off : proto.RelayHeaderSize+q.n]
+		k := copy(p[n:], data)
+		n += k
+		q.off += k
+		if q.off == q.n {
+			proto.PutCell(q.c)
+			*q = queued{}
+			s.rqHead++
+			if s.recvWin.Consumed() {
+				sendmes++
+			}
+		}
+	}
+	if s.rqHead == len(s.rq) {
+		s.rq, s.rqHead = s.rq[:0], 0
+	}
+	e.mu.Unlock()
+	for range sendmes {
+		if err := e.sendControl(len(e.hops)-1, false, proto.RelaySendme, s.id, nil); err != nil {
+			break
+		}
+	}
+	return n, nil
+}
+
+// Write sends p as DATA cells of at most proto.RelayDataSize bytes.
+func (s *Stream) Write(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		k := min(len(p)-n, proto.RelayDataSize)
+		if err := s.e.sendData(s, proto.RelayData, p[n:n+k]); err != nil {
+			return n, err
+		}
+		n += k
+	}
+	return n, nil
+}
+
+// WriteCell sends one cell of a data-bearing relay command (DATA or a DB_*
+// message) with data of at most proto.RelayDataSize bytes: for protocols,
+// like the ORDB's, that keep cell boundaries.
+func (s *Stream) WriteCell(cmd proto.RelayCommand, data []byte) error {
+	if !onion.CountsForFlow(cmd) {
+		return fmt.Errorf("circuits: %v is not a data command", cmd)
+	}
+	return s.e.sendData(s, cmd, data)
+}
+
+// Close ends the stream (END DONE to the other end) and drops unread data.
+// It is idempotent.
+func (s *Stream) Close() error {
+	e := s.e
+	e.mu.Lock()
+	if s.localClosed {
+		e.mu.Unlock()
+		return nil
+	}
+	s.localClosed = true
+	s.dropQueueLocked()
+	sendEnd := !s.peerEnded && !e.closed
+	if s.peerEnded {
+		delete(e.streams, s.id)
+	}
+	s.cond.Broadcast()
+	e.mu.Unlock()
+	if sendEnd {
+		err := e.sendControl(len(e.hops)-1, false, proto.RelayEnd, s.id, []byte{EndDone})
+		e.mu.Lock()
+		delete(e.streams, s.id)
+		e.mu.Unlock()
+		if err != nil && !errors.Is(err, ErrCircuitClosed) {
+			return err
+		}
+	}
+	return nil
+}
+
+var errDeadline = fmt.Errorf("circuits: stream read deadline exceeded: %w", context.DeadlineExceeded)
+
+// SetReadDeadline makes Read fail once t has passed (zero: no deadline).
+func (s *Stream) SetReadDeadline(t time.Time) error {
+	e := s.e
+	e.mu.Lock()
+	s.deadline = t
+	s.cond.Broadcast()
+	e.mu.Unlock()
+	if !t.IsZero() {
+		time.AfterFunc(time.Until(t), func() {
+			e.mu.Lock()
+			s.cond.Broadcast()
+			e.mu.Unlock()
+		})
+	}
+	return nil
+}
+
+func (s *Stream) pastDeadline() bool {
+	return !s.deadline.IsZero() && !time.Now().Before(s.deadline)
+}
+
+// queuedCells reports how many received cells wait to be read and the
+// high-water mark (for tests and metrics).
+func (s *Stream) queuedCells() (now, max int) {
+	s.e.mu.Lock()
+	defer s.e.mu.Unlock()
+	return len(s.rq) - s.rqHead, s.maxQueued
+}
