@@ -1,0 +1,503 @@
+package circuits
+
+import (
+	"bufio"
+	"crypto/ed25519"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"veil/proto"
+)
+
+// Link errors. The error a link closed with is one of these, or wraps the
+// proto or network error that ended it.
+var (
+	ErrLinkClosed   = errors.New("circuits: link closed")
+	ErrClosedByPeer = errors.New("circuits: link closed by peer")
+	ErrIdleTimeout  = errors.New("circuits: link idle timeout: nothing received")
+	ErrWriteTimeout = errors.New("circuits: link write timeout: peer accepts no data")
+	ErrQueueFull    = errors.New("circuits: link send queue full")
+	ErrBadCell      = errors.New("circuits: cell cannot be sent")
+	ErrPeerID       = errors.New("circuits: peer has the wrong ID")
+)
+
+// PeerIDError is the error of a dial that reached a node other than the one
+// expected. It matches ErrPeerID with errors.Is.
+type PeerIDError struct {
+	Addr      string
+	Got, Want proto.NodeID
+}
+
+func (e *PeerIDError) Error() string {
+	return fmt.Sprintf("circuits: peer at %s has ID %s, want %s", e.Addr, e.Got, e.Want)
+}
+
+// Is makes errors.Is(err, ErrPeerID) true.
+func (e *PeerIDError) Is(target error) bool { return target == ErrPeerID }
+
+// LinkHandlers receive what arrives on links. They are called from the
+// link's read goroutine, one call at a time per link, in arrival order; a
+// slow handler back-pressures its own link only. A nil field drops what it
+// would have received.
+type LinkHandlers struct {
+	// Cell receives a fixed cell other than PADDING. It owns c and must
+	// eventually proto.PutCell it (or pass it on, e.g. to SendCell).
+	Cell func(l *Link, c *proto.Cell)
+	// Var receives a variable-length cell; v.Payload is valid only during
+	// the call.
+	Var func(l *Link, v proto.VarCell)
+	// Closed is called once per link after its goroutines have finished,
+	// with the reason (ErrLinkClosed after a local Close). It must not call
+	// Links.Close.
+	Closed func(l *Link, err error)
+}
+
+// outItem is one queued cell: a pooled fixed cell or an encoded var cell.
+type outItem struct {
+	cell *proto.Cell
+	buf  []byte
+}
+
+func (it outItem) size() int {
+	if it.cell != nil {
+		return proto.CellSize
+	}
+	return len(it.buf)
+}
+
+func (it outItem) release() {
+	if it.cell != nil {
+		proto.PutCell(it.cell)
+	}
+}
+
+// Link is one authenticated TLS connection to a peer node. Its methods are
+// safe for concurrent use. Links are made by Links (Listen, Get).
+type Link struct {
+	m       *Links
+	cfg     LinkConfig
+	h       LinkHandlers
+	conn    *tls.Conn
+	raw     *deadlineConn
+	peer    proto.NodeID
+	peerKey ed25519.PublicKey
+	inbound bool
+
+	mu        sync.Mutex // guards the fields below
+	notFull   sync.Cond  // signalled when queued drops or the link closes
+	queue     []outItem  // cells accepted and not yet taken by the writer
+	queued    int        // bytes accepted and not yet handed to the TLS writer
+	idle      bool       // the writer sleeps and must be woken
+	closed    bool
+	err       error
+	killTimer *time.Timer
+
+	wake    chan struct{} // cap 1: wakes the writer
+	quit    chan struct{} // closed when the link starts closing
+	done    chan struct{} // closed when both goroutines have returned
+	running atomic.Int32
+	loss    atomic.Bool // the close is not graceful: drop queued cells
+}
+
+func newLink(m *Links, conn *tls.Conn, raw *deadlineConn, peerKey ed25519.PublicKey, inbound bool) *Link {
+	l := &Link{
+		m:       m,
+		cfg:     m.cfg,
+		h:       m.h,
+		conn:    conn,
+		raw:     raw,
+		peer:    proto.NodeIDFromKey(peerKey),
+		peerKey: peerKey,
+		inbound: inbound,
+		wake:    make(chan struct{}, 1),
+		quit:    make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	l.notFull.L = &l.mu
+	return l
+}
+
+// start runs the link's reader and writer.
+func (l *Link) start() {
+	l.raw.idle.Store(int64(l.cfg.IdleTimeout))
+	l.raw.write.Store(int64(l.cfg.WriteTimeout))
+	l.running.Store(2)
+	go l.readLoop()
+	go l.writeLoop()
+}
+
+// Peer returns the authenticated ID of the node at the other end.
+func (l *Link) Peer() proto.NodeID { return l.peer }
+
+// PeerKey returns the peer's Ed25519 identity key, taken from its
+// certificate during the TLS handshake.
+func (l *Link) PeerKey() ed25519.PublicKey { return l.peerKey }
+
+// RemoteAddr returns the peer's network address.
+func (l *Link) RemoteAddr() net.Addr { return l.raw.RemoteAddr() }
+
+// LocalAddr returns this end's network address.
+func (l *Link) LocalAddr() net.Addr { return l.raw.LocalAddr() }
+
+// Inbound reports whether the peer dialed us.
+func (l *Link) Inbound() bool { return l.inbound }
+
+// QueuedBytes returns the bytes accepted by SendCell/SendVar and not yet
+// handed to TLS. It never exceeds LinkConfig.SendQueueBytes.
+func (l *Link) QueuedBytes() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.queued
+}
+
+// Err returns why the link closed, or nil while it is open.
+func (l *Link) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}
+
+// Done is closed once the link has closed and its goroutines returned.
+func (l *Link) Done() <-chan struct{} { return l.done }
+
+// SendCell queues c for the peer, blocking while the send queue is full. It
+// takes ownership of c in every case: c returns to the pool once written,
+// or at once on error. It fails after the link closed, and for a cell whose
+// command is unknown or variable-length.
+func (l *Link) SendCell(c *proto.Cell) error {
+	if cmd := c.Command(); !cmd.Known() || cmd.IsVariable() {
+		proto.PutCell(c)
+		return fmt.Errorf("%w: command %v in a fixed cell", ErrBadCell, cmd)
+	}
+	return l.enqueue(outItem{cell: c}, true)
+}
+
+// TrySendCell is SendCell without blocking: it fails with ErrQueueFull
+// (and releases c) when the queue has no room. Relays use it to avoid
+// waiting on one link while reading another.
+func (l *Link) TrySendCell(c *proto.Cell) error {
+	if cmd := c.Command(); !cmd.Known() || cmd.IsVariable() {
+		proto.PutCell(c)
+		return fmt.Errorf("%w: command %v in a fixed cell", ErrBadCell, cmd)
+	}
+	return l.enqueue(outItem{cell: c}, false)
+}
+
+// SendVar queues a variable-length cell, copying v.Payload. It blocks while
+// the send queue is full.
+func (l *Link) SendVar(v proto.VarCell) error {
+	if !v.Command.Known() || !v.Command.IsVariable() {
+		return fmt.Errorf("%w: command %v in a variable cell", ErrBadCell, v.Command)
+	}
+	if len(v.Payload) > proto.MaxVarPayload {
+		return fmt.Errorf("%w: var cell payload %d > %d", ErrBadCell, len(v.Payload), proto.MaxVarPayload)
+	}
+	return l.enqueue(outItem{buf: v.Append(make([]byte, 0, v.Len()))}, true)
+}
+
+func (l *Link) enqueue(it outItem, block bool) error {
+	n := it.size()
+	l.mu.Lock()
+	for !l.closed && l.queued+n > l.cfg.SendQueueBytes {
+		if !block {
+			l.mu.Unlock()
+			it.release()
+			return ErrQueueFull
+		}
+		l.notFull.Wait()
+	}
+	if l.closed {
+		err := l.err
+		l.mu.Unlock()
+		it.release()
+		return fmt.Errorf("circuits: sending to %s: %w", l.peer.Short(), err)
+	}
+	l.queue = append(l.queue, it)
+	l.queued += n
+	wake := l.idle
+	l.idle = false
+	l.mu.Unlock()
+	if wake {
+		select {
+		case l.wake <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// Close starts a clean close: the writer flushes what is queued (for at
+// most CloseTimeout), sends TLS close_notify and closes the connection, and
+// the peer sees ErrClosedByPeer. Close does not wait (it is safe to call
+// from a handler); wait on Done for the goroutines to return. Idempotent.
+func (l *Link) Close() error {
+	l.shutdown(ErrLinkClosed, true)
+	return nil
+}
+
+// shutdown closes the link with err as its reason. A graceful shutdown
+// lets the writer flush; otherwise the connection is cut at once.
+func (l *Link) shutdown(err error, graceful bool) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.closed, l.err = true, err
+	if graceful {
+		l.killTimer = time.AfterFunc(l.cfg.CloseTimeout, func() { _ = l.raw.Close() })
+	} else {
+		l.loss.Store(true)
+	}
+	l.notFull.Broadcast()
+	l.mu.Unlock()
+	close(l.quit)
+	if !graceful {
+		// tls.Conn.Close only closes the socket if a write is in flight.
+		_ = l.conn.Close()
+	}
+}
+
+// exit is called by each of the two goroutines as it returns; the last one
+// unregisters the link and reports its end.
+func (l *Link) exit() {
+	if l.running.Add(-1) != 0 {
+		return
+	}
+	l.mu.Lock()
+	if l.killTimer != nil {
+		l.killTimer.Stop()
+	}
+	err := l.err
+	l.mu.Unlock()
+	_ = l.raw.Close()
+	l.m.remove(l)
+	close(l.done)
+	if l.h.Closed != nil {
+		l.h.Closed(l, err)
+	}
+	l.m.wg.Done()
+}
+
+// writeLoop owns the write side: it takes the whole queue at once, copies
+// the cells into a buffered writer so many share a TLS record and a write
+// call, and flushes when the queue is empty.
+func (l *Link) writeLoop() {
+	defer l.exit()
+	bw := bufio.NewWriterSize(l.conn, l.cfg.WriteBufferSize)
+	ticker := time.NewTicker(l.cfg.KeepaliveInterval)
+	defer ticker.Stop()
+	var batch []outItem
+	wrote := false // something was written since the last keepalive tick
+	var err error
+	for {
+		l.mu.Lock()
+		batch, l.queue = l.queue, batch[:0]
+		closed := l.closed
+		if len(batch) == 0 && !closed {
+			l.idle = true
+		}
+		l.mu.Unlock()
+
+		if len(batch) > 0 {
+			if l.loss.Load() {
+				err = ErrLinkClosed
+			} else {
+				err = l.writeBatch(bw, batch)
+				wrote = true
+			}
+			for i := range batch {
+				batch[i] = outItem{}
+			}
+			if err != nil {
+				break
+			}
+			continue // take more before flushing
+		}
+		if closed {
+			break
+		}
+		if err = bw.Flush(); err != nil {
+			break
+		}
+		select {
+		case <-l.wake:
+		case <-l.quit:
+		case <-ticker.C:
+			if !wrote {
+				if _, err = bw.Write(paddingCell[:]); err == nil {
+					err = bw.Flush()
+				}
+			}
+			wrote = false
+		}
+		if err != nil {
+			break
+		}
+	}
+	if err == nil {
+		// Graceful close: everything queued is written; say goodbye.
+		err = bw.Flush()
+		if err == nil {
+			_ = l.conn.Close() // sends close_notify, closes the socket
+		}
+	}
+	if err != nil {
+		l.shutdown(l.writeErr(err), false)
+	}
+	// No cell can be queued after closed is set; release what is left.
+	l.mu.Lock()
+	rest := l.queue
+	l.queue = nil
+	l.queued = 0
+	l.mu.Unlock()
+	for _, it := range rest {
+		it.release()
+	}
+}
+
+var paddingCell proto.Cell // CircID 0, PADDING, zero payload
+
+// writeBatch hands batch to the buffered writer, releasing the queue bytes
+// as each buffer's worth goes out so senders refill while TLS works.
+func (l *Link) writeBatch(bw *bufio.Writer, batch []outItem) error {
+	var err error
+	done := 0 // bytes written and not yet released from the queue count
+	for _, it := range batch {
+		if err == nil {
+			if it.cell != nil {
+				_, err = bw.Write(it.cell[:])
+			} else {
+				_, err = bw.Write(it.buf)
+			}
+		}
+		it.release()
+		done += it.size()
+		if done >= l.cfg.WriteBufferSize/2 {
+			l.release(done)
+			done = 0
+		}
+	}
+	l.release(done)
+	return err
+}
+
+func (l *Link) release(n int) {
+	if n == 0 {
+		return
+	}
+	l.mu.Lock()
+	l.queued -= n
+	l.notFull.Broadcast()
+	l.mu.Unlock()
+}
+
+func (l *Link) writeErr(err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return ErrWriteTimeout
+	}
+	return fmt.Errorf("circuits: writing to %s: %w", l.peer.Short(), err)
+}
+
+// readLoop owns the read side: it frames cells and calls the handlers.
+func (l *Link) readLoop() {
+	defer l.exit()
+	err := l.read()
+	l.shutdown(err, false)
+}
+
+func (l *Link) read() error {
+	br := bufio.NewReaderSize(l.conn, l.cfg.ReadBufferSize)
+	varBuf := make([]byte, proto.VarHeaderSize+proto.MaxVarPayload)
+	for {
+		hdr, err := br.Peek(proto.CellHeaderSize)
+		if err != nil {
+			return l.readErr(err, len(hdr))
+		}
+		cmd := proto.Command(hdr[proto.CircIDSize])
+		if !cmd.Known() {
+			return fmt.Errorf("circuits: from %s: %w %v", l.peer.Short(), proto.ErrUnknownCommand, cmd)
+		}
+		if cmd.IsVariable() {
+			if hdr, err = br.Peek(proto.VarHeaderSize); err != nil {
+				return l.readErr(err, len(hdr))
+			}
+			// The length field decides how much to read; proto.ParseVarCell
+			// below checks the whole cell.
+			n := int(binary.BigEndian.Uint16(hdr[proto.CellHeaderSize:]))
+			if n > proto.MaxVarPayload {
+				return fmt.Errorf("circuits: from %s: var cell: %w (%d > %d)", l.peer.Short(), proto.ErrTooLong, n, proto.MaxVarPayload)
+			}
+			buf := varBuf[:proto.VarHeaderSize+n]
+			if _, err := io.ReadFull(br, buf); err != nil {
+				return l.readErr(err, 1)
+			}
+			v, err := proto.ParseVarCell(buf)
+			if err != nil {
+				return fmt.Errorf("circuits: from %s: %w", l.peer.Short(), err)
+			}
+			if l.h.Var != nil {
+				l.h.Var(l, v)
+			}
+			continue
+		}
+		c := proto.GetCell()
+		if _, err := io.ReadFull(br, c[:]); err != nil {
+			proto.PutCell(c)
+			return l.readErr(err, 1)
+		}
+		if cmd == proto.CmdPadding || l.h.Cell == nil {
+			proto.PutCell(c)
+			continue
+		}
+		l.h.Cell(l, c)
+	}
+}
+
+// readErr names why reading stopped. partial > 0 means a cell was cut.
+func (l *Link) readErr(err error, partial int) error {
+	l.mu.Lock()
+	closed, cause := l.closed, l.err
+	l.mu.Unlock()
+	if closed {
+		return cause // we closed it; the read error is a consequence
+	}
+	var ne net.Error
+	switch {
+	case errors.Is(err, io.EOF) && partial == 0:
+		return ErrClosedByPeer
+	case errors.As(err, &ne) && ne.Timeout():
+		return ErrIdleTimeout
+	}
+	return fmt.Errorf("circuits: reading from %s: %w", l.peer.Short(), err)
+}
+
+// deadlineConn renews the read and write deadlines before each socket
+// operation, so an idle or stuck link times out without a timer per cell.
+// A zero duration leaves the deadline alone (during the handshake).
+type deadlineConn struct {
+	net.Conn
+	idle, write atomic.Int64 // time.Duration
+}
+
+func (c *deadlineConn) Read(p []byte) (int, error) {
+	if d := time.Duration(c.idle.Load()); d > 0 {
+		_ = c.Conn.SetReadDeadline(time.Now().Add(d))
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *deadlineConn) Write(p []byte) (int, error) {
+	if d := time.Duration(c.write.Load()); d > 0 {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(d))
+	}
+	return c.Conn.Write(p)
+}

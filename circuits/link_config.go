@@ -1,0 +1,76 @@
+package circuits
+
+import (
+	"fmt"
+	"time"
+
+	"veil/proto"
+)
+
+// LinkConfig bounds what links may cost and how they keep alive. The zero
+// value is not usable; start from DefaultConfig.
+type LinkConfig struct {
+	// MaxLinks bounds open links plus handshakes in progress. Inbound
+	// connections beyond it are closed at once; Get fails.
+	MaxLinks int
+	// SendQueueBytes bounds the bytes queued on one link and not yet
+	// written; SendCell blocks while the queue is full.
+	SendQueueBytes int
+	// HandshakeTimeout bounds TCP connect plus the TLS handshake.
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes a link on which nothing (not even padding)
+	// arrived for this long.
+	IdleTimeout time.Duration
+	// KeepaliveInterval: a writer that sent nothing for this long sends a
+	// PADDING cell. Must be well below IdleTimeout.
+	KeepaliveInterval time.Duration
+	// WriteTimeout closes a link whose peer accepts no bytes for this long.
+	WriteTimeout time.Duration
+	// CloseTimeout bounds how long Close spends flushing queued cells
+	// before cutting the connection.
+	CloseTimeout time.Duration
+	// ReadBufferSize and WriteBufferSize size each link's buffers. Larger
+	// write buffers put more cells in each TLS record and write call.
+	ReadBufferSize  int
+	WriteBufferSize int
+}
+
+// DefaultConfig returns the settings veil runs with.
+func DefaultConfig() LinkConfig {
+	return LinkConfig{
+		MaxLinks:          1024,
+		SendQueueBytes:    256 << 10, // ~500 cells
+		HandshakeTimeout:  10 * time.Second,
+		IdleTimeout:       3 * time.Minute,
+		KeepaliveInterval: time.Minute,
+		WriteTimeout:      time.Minute,
+		CloseTimeout:      2 * time.Second,
+		ReadBufferSize:    64 << 10,
+		WriteBufferSize:   64 << 10,
+	}
+}
+
+// Validate reports the first setting that cannot work, naming it.
+func (c LinkConfig) Validate() error {
+	switch {
+	case c.MaxLinks < 1:
+		return fmt.Errorf("circuits: link config: MaxLinks %d must be at least 1", c.MaxLinks)
+	case c.SendQueueBytes < proto.VarHeaderSize+proto.MaxVarPayload:
+		return fmt.Errorf("circuits: link config: SendQueueBytes %d must hold the largest cell (%d)", c.SendQueueBytes, proto.VarHeaderSize+proto.MaxVarPayload)
+	case c.HandshakeTimeout <= 0:
+		return fmt.Errorf("circuits: link config: HandshakeTimeout %v must be positive", c.HandshakeTimeout)
+	case c.IdleTimeout <= 0:
+		return fmt.Errorf("circuits: link config: IdleTimeout %v must be positive", c.IdleTimeout)
+	case c.KeepaliveInterval <= 0 || c.KeepaliveInterval*2 > c.IdleTimeout:
+		return fmt.Errorf("circuits: link config: KeepaliveInterval %v must be positive and at most half of IdleTimeout %v", c.KeepaliveInterval, c.IdleTimeout)
+	case c.WriteTimeout <= 0:
+		return fmt.Errorf("circuits: link config: WriteTimeout %v must be positive", c.WriteTimeout)
+	case c.CloseTimeout <= 0:
+		return fmt.Errorf("circuits: link config: CloseTimeout %v must be positive", c.CloseTimeout)
+	case c.ReadBufferSize < proto.VarHeaderSize+proto.MaxVarPayload:
+		return fmt.Errorf("circuits: link config: ReadBufferSize %d must hold the largest cell (%d)", c.ReadBufferSize, proto.VarHeaderSize+proto.MaxVarPayload)
+	case c.WriteBufferSize < proto.CellSize:
+		return fmt.Errorf("circuits: link config: WriteBufferSize %d must hold a cell (%d)", c.WriteBufferSize, proto.CellSize)
+	}
+	return nil
+}

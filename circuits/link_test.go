@@ -1,0 +1,757 @@
+package circuits
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"veil/proto"
+)
+
+// waitFor bounds every wait in these tests.
+const waitFor = 10 * time.Second
+
+// leakCheck fails the test if goroutines started during it are still
+// running (after a bounded wait) once its other cleanups have run. Call it
+// first so its cleanup runs last.
+func leakCheck(t *testing.T) {
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(waitFor)
+		for runtime.NumGoroutine() > before {
+			if time.Now().After(deadline) {
+				buf := make([]byte, 1<<20)
+				t.Errorf("goroutine leak: %d before, %d after\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
+
+type closedEvent struct {
+	l   *Link
+	err error
+}
+
+// testNode is a Links listening on 127.0.0.1 whose handlers report to
+// channels (or to the handlers a test supplies).
+type testNode struct {
+	id     *Identity
+	m      *Links
+	addr   string
+	cells  chan *proto.Cell
+	vars   chan proto.VarCell // payload copied
+	closed chan closedEvent
+}
+
+func newTestNode(t *testing.T, cfg LinkConfig, h *LinkHandlers) *testNode {
+	t.Helper()
+	id, err := NewEphemeralIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &testNode{
+		id:     id,
+		m:      NewLinks(id, cfg),
+		cells:  make(chan *proto.Cell, 1024),
+		vars:   make(chan proto.VarCell, 1024),
+		closed: make(chan closedEvent, 64),
+	}
+	if h == nil {
+		h = &LinkHandlers{
+			Cell: func(l *Link, c *proto.Cell) { n.cells <- c },
+			Var: func(l *Link, v proto.VarCell) {
+				v.Payload = bytes.Clone(v.Payload)
+				n.vars <- v
+			},
+		}
+	}
+	hh := *h
+	user := hh.Closed
+	hh.Closed = func(l *Link, err error) {
+		if user != nil {
+			user(l, err)
+		}
+		select {
+		case n.closed <- closedEvent{l, err}:
+		default:
+		}
+	}
+	n.m.SetHandlers(hh)
+	addr, err := n.m.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.addr = addr.String()
+	t.Cleanup(func() { n.m.Close() })
+	return n
+}
+
+func (n *testNode) get(t *testing.T, to *testNode) *Link {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	l, err := n.m.Get(ctx, to.id.ID, to.addr)
+	if err != nil {
+		t.Fatalf("Get: %v", err)
+	}
+	return l
+}
+
+func (n *testNode) nextClosed(t *testing.T) closedEvent {
+	t.Helper()
+	select {
+	case ev := <-n.closed:
+		return ev
+	case <-time.After(waitFor):
+		t.Fatal("no link closed")
+		return closedEvent{}
+	}
+}
+
+func recv[T any](t *testing.T, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(waitFor):
+		var zero T
+		t.Fatal("nothing received")
+		return zero
+	}
+}
+
+// recvCell is recv for cells (a generic version trips a go1.26 compiler
+// bug on array-typed elements).
+func recvCell(t *testing.T, ch <-chan *proto.Cell) *proto.Cell {
+	t.Helper()
+	select {
+	case c := <-ch:
+		return c
+	case <-time.After(waitFor):
+		t.Fatal("no cell received")
+		return nil
+	}
+}
+
+func testConfig() LinkConfig {
+	cfg := DefaultConfig()
+	cfg.HandshakeTimeout = 5 * time.Second
+	cfg.CloseTimeout = time.Second
+	return cfg
+}
+
+func makeCell(circ uint32, cmd proto.Command, fill byte) *proto.Cell {
+	c := proto.GetCell()
+	c.SetCircID(circ)
+	c.SetCommand(cmd)
+	p := c.Payload()
+	for i := range p {
+		p[i] = fill + byte(i)
+	}
+	return c
+}
+
+func TestLinkConfigValidate(t *testing.T) {
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatalf("default config: %v", err)
+	}
+	for name, edit := range map[string]func(*LinkConfig){
+		"MaxLinks":          func(c *LinkConfig) { c.MaxLinks = 0 },
+		"SendQueueBytes":    func(c *LinkConfig) { c.SendQueueBytes = 100 },
+		"HandshakeTimeout":  func(c *LinkConfig) { c.HandshakeTimeout = 0 },
+		"KeepaliveInterval": func(c *LinkConfig) { c.KeepaliveInterval = c.IdleTimeout },
+		"ReadBufferSize":    func(c *LinkConfig) { c.ReadBufferSize = 10 },
+	} {
+		c := DefaultConfig()
+		edit(&c)
+		err := c.Validate()
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: got %v, want an error naming it", name, err)
+		}
+		m := NewLinks(nil, c)
+		if _, err := m.Listen("127.0.0.1:0"); err == nil {
+			t.Errorf("%s: Listen with a bad config succeeded", name)
+		}
+		m.Close()
+	}
+}
+
+func TestLinkMutualAuth(t *testing.T) {
+	leakCheck(t)
+	a := newTestNode(t, testConfig(), nil)
+	b := newTestNode(t, testConfig(), nil)
+	lb := b.get(t, a)
+	if lb.Peer() != a.id.ID || !lb.PeerKey().Equal(a.id.PublicKey()) || lb.Inbound() {
+		t.Fatalf("dialer sees peer %s, want %s", lb.Peer(), a.id.ID)
+	}
+	if err := lb.SendCell(makeCell(1, proto.CmdRelay, 0)); err != nil {
+		t.Fatal(err)
+	}
+	c := recvCell(t, a.cells)
+	proto.PutCell(c)
+	la := a.m.Lookup(b.id.ID)
+	if la == nil || la.Peer() != b.id.ID || !la.PeerKey().Equal(b.id.PublicKey()) || !la.Inbound() {
+		t.Fatal("listener did not learn the dialer's ID")
+	}
+	// Get reuses the link, whichever side dialed.
+	if again := b.get(t, a); again != lb {
+		t.Fatal("Get dialed a second link")
+	}
+	if back, err := a.m.Get(context.Background(), b.id.ID, ""); err != nil || back != la {
+		t.Fatalf("Get on the listener side: %v", err)
+	}
+	if _, err := a.m.Get(context.Background(), a.id.ID, b.addr); !errors.Is(err, ErrSelfLink) {
+		t.Fatalf("link to self: %v", err)
+	}
+	if a.m.Len() != 1 || b.m.Len() != 1 {
+		t.Fatalf("links: %d and %d, want 1 each", a.m.Len(), b.m.Len())
+	}
+}
+
+func TestLinkConcurrentGetSharesDial(t *testing.T) {
+	leakCheck(t)
+	a := newTestNode(t, testConfig(), nil)
+	b := newTestNode(t, testConfig(), nil)
+	var wg sync.WaitGroup
+	links := make([]*Link, 8)
+	for i := range links {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l, err := b.m.Get(context.Background(), a.id.ID, a.addr)
+			if err != nil {
+				t.Error(err)
+			}
+			links[i] = l
+		}()
+	}
+	wg.Wait()
+	for _, l := range links {
+		if l != links[0] {
+			t.Fatal("concurrent Gets made more than one link")
+		}
+	}
+}
+
+func TestLinkWrongID(t *testing.T) {
+	leakCheck(t)
+	a := newTestNode(t, testConfig(), nil)
+	b := newTestNode(t, testConfig(), nil)
+	other, _ := NewEphemeralIdentity()
+	_, err := b.m.Get(context.Background(), other.ID, a.addr)
+	if !errors.Is(err, ErrPeerID) {
+		t.Fatalf("got %v, want ErrPeerID", err)
+	}
+	want := fmt.Sprintf("circuits: peer at %s has ID %s, want %s", a.addr, a.id.ID, other.ID)
+	if err.Error() != want {
+		t.Fatalf("error %q, want %q", err, want)
+	}
+	if b.m.Len() != 0 || b.m.Lookup(a.id.ID) != nil {
+		t.Fatal("a refused link was kept")
+	}
+}
+
+// rawDial opens a plain TCP connection to n with a bounded deadline.
+func rawDial(t *testing.T, n *testNode) net.Conn {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", n.addr, waitFor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetDeadline(time.Now().Add(waitFor))
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// expectRefused reads until the peer closes conn and fails if it never does.
+func expectRefused(t *testing.T, conn io.Reader) {
+	t.Helper()
+	_, err := io.Copy(io.Discard, conn)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatal("connection not closed by the listener")
+	}
+}
+
+func TestLinkRefusesGarbage(t *testing.T) {
+	leakCheck(t)
+	a := newTestNode(t, testConfig(), nil)
+	conn := rawDial(t, a)
+	if _, err := conn.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	expectRefused(t, conn)
+	if a.m.Len() != 0 {
+		t.Fatal("garbage made a link")
+	}
+}
+
+func TestLinkRefusesBadClientCerts(t *testing.T) {
+	leakCheck(t)
+	a := newTestNode(t, testConfig(), nil)
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotAfter: time.Now().Add(time.Hour)}
+	ecDER, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &ecKey.PublicKey, ecKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, certs := range map[string][]tls.Certificate{
+		"no certificate": nil,
+		"ECDSA":          {{Certificate: [][]byte{ecDER}, PrivateKey: ecKey}},
+	} {
+		conn := tls.Client(rawDial(t, a), &tls.Config{
+			MinVersion: tls.VersionTLS13, InsecureSkipVerify: true, Certificates: certs,
+		})
+		// In TLS 1.3 the client finishes first; the refusal shows on read.
+		_ = conn.Handshake()
+		_, err := conn.Read(make([]byte, 1))
+		var ne net.Error
+		if err == nil || (errors.As(err, &ne) && ne.Timeout()) {
+			t.Fatalf("%s: not refused (%v)", name, err)
+		}
+		if a.m.Len() != 0 {
+			t.Fatalf("%s: made a link", name)
+		}
+	}
+}
+
+// encodeSeq tags a payload with a sender and sequence number and fills the
+// rest with a pattern derived from them.
+func encodeSeq(p []byte, sender, seq uint32) {
+	binary.BigEndian.PutUint32(p, sender)
+	binary.BigEndian.PutUint32(p[4:], seq)
+	for i := 8; i < len(p); i++ {
+		p[i] = byte(sender*31 + seq + uint32(i))
+	}
+}
+
+func checkSeq(p []byte) (sender, seq uint32, ok bool) {
+	if len(p) < 8 {
+		return 0, 0, false
+	}
+	sender, seq = binary.BigEndian.Uint32(p), binary.BigEndian.Uint32(p[4:])
+	for i := 8; i < len(p); i++ {
+		if p[i] != byte(sender*31+seq+uint32(i)) {
+			return sender, seq, false
+		}
+	}
+	return sender, seq, true
+}
+
+// orderChecker records per-sender sequence numbers and reports gaps,
+// reordering and corrupt payloads.
+type orderChecker struct {
+	mu   sync.Mutex
+	next map[uint32]uint32
+	n    int
+	bad  error
+	all  chan struct{}
+	want int
+}
+
+func (o *orderChecker) see(p []byte, circ uint32) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	sender, seq, ok := checkSeq(p)
+	switch {
+	case !ok:
+		o.bad = fmt.Errorf("corrupt payload from sender %d seq %d", sender, seq)
+	case circ != sender:
+		o.bad = fmt.Errorf("circ %d carries sender %d", circ, sender)
+	case seq != o.next[sender]:
+		o.bad = fmt.Errorf("sender %d: got seq %d, want %d", sender, seq, o.next[sender])
+	}
+	o.next[sender] = seq + 1
+	if o.n++; o.n == o.want {
+		close(o.all)
+	}
+}
+
+func TestLinkCellsBothWaysInOrder(t *testing.T) {
+	leakCheck(t)
+	const senders, perSender = 4, 1000 // per direction, each sending fixed and var cells
+	newChecker := func() *orderChecker {
+		return &orderChecker{next: map[uint32]uint32{}, all: make(chan struct{}), want: 2 * senders * perSender}
+	}
+	checkA, checkB := newChecker(), newChecker()
+	handlers := func(o *orderChecker) *LinkHandlers {
+		return &LinkHandlers{
+			Cell: func(l *Link, c *proto.Cell) {
+				if c.Command() != proto.CmdRelay {
+					o.mu.Lock()
+					o.bad = fmt.Errorf("command %v", c.Command())
+					o.mu.Unlock()
+				}
+				o.see(c.Payload(), c.CircID())
+				proto.PutCell(c)
+			},
+			Var: func(l *Link, v proto.VarCell) { o.see(v.Payload, v.CircID) },
+		}
+	}
+	a := newTestNode(t, testConfig(), handlers(checkA))
+	b := newTestNode(t, testConfig(), handlers(checkB))
+	lb := b.get(t, a)
+	// The listener registers its side right after the handshake.
+	deadline := time.Now().Add(waitFor)
+	var la *Link
+	for la = a.m.Lookup(b.id.ID); la == nil && time.Now().Before(deadline); la = a.m.Lookup(b.id.ID) {
+		time.Sleep(time.Millisecond)
+	}
+	if la == nil {
+		t.Fatal("listener has no link")
+	}
+
+	var wg sync.WaitGroup
+	send := func(l *Link, sender uint32) {
+		defer wg.Done()
+		for seq := uint32(0); seq < 2*perSender; seq++ {
+			var err error
+			if seq%2 == 0 {
+				c := proto.GetCell()
+				c.SetCircID(sender)
+				c.SetCommand(proto.CmdRelay)
+				encodeSeq(c.Payload(), sender, seq)
+				err = l.SendCell(c)
+			} else {
+				size := 8 + int(seq*131)%1024
+				if seq%101 == 1 {
+					size = proto.MaxVarPayload
+				}
+				p := make([]byte, size)
+				encodeSeq(p, sender, seq)
+				err = l.SendVar(proto.VarCell{CircID: sender, Command: proto.CmdDHT, Payload: p})
+			}
+			if err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}
+	for s := uint32(0); s < senders; s++ {
+		wg.Add(2)
+		go send(la, s)
+		go send(lb, s)
+	}
+	wg.Wait()
+	for _, o := range []*orderChecker{checkA, checkB} {
+		select {
+		case <-o.all:
+		case <-time.After(waitFor):
+			t.Fatalf("received %d of %d", o.n, o.want)
+		}
+		o.mu.Lock()
+		if o.bad != nil {
+			t.Error(o.bad)
+		}
+		o.mu.Unlock()
+	}
+}
+
+// rawPeer completes a link handshake as a well-behaved TLS client with a
+// valid identity, then lets the test write arbitrary bytes.
+func rawPeer(t *testing.T, n *testNode) *tls.Conn {
+	t.Helper()
+	id, _ := NewEphemeralIdentity()
+	cert, err := linkCertificate(id, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := tls.Client(rawDial(t, n), linkTLSConfig(cert))
+	if err := conn.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+func TestLinkProtocolViolations(t *testing.T) {
+	leakCheck(t)
+	a := newTestNode(t, testConfig(), nil)
+	cases := []struct {
+		name  string
+		bytes []byte
+		want  error
+	}{
+		{"unknown fixed command", append(make([]byte, 4), append([]byte{7}, make([]byte, 509)...)...), proto.ErrUnknownCommand},
+		{"unknown var command", []byte{0, 0, 0, 1, 200, 0, 1, 'x'}, proto.ErrUnknownCommand},
+		{"var cell too long", []byte{0, 0, 0, 1, byte(proto.CmdDHT), 0xff, 0xff}, proto.ErrTooLong},
+	}
+	for _, c := range cases {
+		conn := rawPeer(t, a)
+		// A good cell first: the violation must close an established link.
+		good := makeCell(5, proto.CmdRelay, 1)
+		if _, err := conn.Write(good[:]); err != nil {
+			t.Fatal(err)
+		}
+		proto.PutCell(recvCell(t, a.cells))
+		if _, err := conn.Write(c.bytes); err != nil {
+			t.Fatal(err)
+		}
+		ev := a.nextClosed(t)
+		if !errors.Is(ev.err, c.want) {
+			t.Errorf("%s: link closed with %v, want %v", c.name, ev.err, c.want)
+		}
+		expectRefused(t, conn)
+	}
+	if a.m.Len() != 0 {
+		t.Fatal("links left open")
+	}
+}
+
+func TestLinkSendQueueBound(t *testing.T) {
+	leakCheck(t)
+	cfg := testConfig()
+	cfg.SendQueueBytes = 16 << 10
+	release := make(chan struct{})
+	var got atomic.Int64
+	stall := &LinkHandlers{Cell: func(l *Link, c *proto.Cell) {
+		got.Add(1)
+		proto.PutCell(c)
+		<-release // stop reading
+	}}
+	a := newTestNode(t, cfg, stall)
+	b := newTestNode(t, cfg, nil)
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+	l := b.get(t, a)
+
+	const attempts = 200_000 // ~100 MB if nothing blocked
+	var sent atomic.Int64
+	sendErr := make(chan error, 1)
+	go func() {
+		for i := 0; i < attempts; i++ {
+			if err := l.SendCell(makeCell(1, proto.CmdRelay, 0)); err != nil {
+				sendErr <- err
+				return
+			}
+			sent.Add(1)
+		}
+		sendErr <- nil
+	}()
+	// Wait until the receiver has stalled and the sender makes no more
+	// progress with a full queue: the receiver's socket buffers are full,
+	// the writer is stuck, and only the bound stops the sender.
+	deadline := time.Now().Add(waitFor)
+	last, stableSince := int64(-1), time.Now()
+	for {
+		q := l.QueuedBytes()
+		if q > cfg.SendQueueBytes {
+			t.Fatalf("queued %d bytes > bound %d", q, cfg.SendQueueBytes)
+		}
+		n := sent.Load()
+		if n != last || q <= cfg.SendQueueBytes-proto.CellSize || got.Load() == 0 {
+			last, stableSince = n, time.Now()
+		} else if time.Since(stableSince) > 200*time.Millisecond {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sender never blocked (queued %d, sent %d)", q, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := l.TrySendCell(makeCell(1, proto.CmdRelay, 0)); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("TrySendCell on a full queue: %v", err)
+	}
+	select {
+	case err := <-sendErr:
+		t.Fatalf("sender finished while the peer was not reading: %v", err)
+	default:
+	}
+	if n := sent.Load(); n >= attempts {
+		t.Fatalf("all %d cells accepted", n)
+	}
+	// Closing the link releases the blocked sender with an error.
+	l.Close()
+	if err := recv(t, sendErr); err == nil || !errors.Is(err, ErrLinkClosed) {
+		t.Fatalf("blocked SendCell after Close: %v", err)
+	}
+	if got.Load() != 1 {
+		t.Fatalf("stalled receiver handled %d cells", got.Load())
+	}
+	close(release)
+}
+
+func TestLinkMaxLinks(t *testing.T) {
+	leakCheck(t)
+	cfg := testConfig()
+	cfg.MaxLinks = 2
+	a := newTestNode(t, cfg, nil)
+	var dialers []*testNode
+	for i := 0; i < 2; i++ {
+		d := newTestNode(t, testConfig(), nil)
+		l := d.get(t, a)
+		if err := l.SendCell(makeCell(1, proto.CmdRelay, 0)); err != nil {
+			t.Fatal(err)
+		}
+		proto.PutCell(recvCell(t, a.cells)) // a has registered the link
+		dialers = append(dialers, d)
+	}
+	// A third inbound link is refused.
+	third := newTestNode(t, testConfig(), nil)
+	l, err := third.m.Get(context.Background(), a.id.ID, a.addr)
+	if err == nil {
+		// TLS 1.3 lets the client finish first; the link then dies.
+		ev := third.nextClosed(t)
+		if ev.l != l {
+			t.Fatal("unexpected link closed")
+		}
+	}
+	if a.m.Len() != 2 {
+		t.Fatalf("listener has %d links, want 2", a.m.Len())
+	}
+	// Outbound Gets are bounded too.
+	if _, err := a.m.Get(context.Background(), third.id.ID, third.addr); !errors.Is(err, ErrTooManyLinks) {
+		t.Fatalf("Get beyond MaxLinks: %v", err)
+	}
+	// Closing one frees a slot.
+	a.m.Lookup(dialers[0].id.ID).Close()
+	a.nextClosed(t)
+	if _, err := a.m.Get(context.Background(), third.id.ID, third.addr); err != nil {
+		t.Fatalf("Get after a slot freed: %v", err)
+	}
+}
+
+func TestLinkKeepaliveAndIdleTimeout(t *testing.T) {
+	leakCheck(t)
+	cfg := testConfig()
+	cfg.IdleTimeout = 300 * time.Millisecond
+	cfg.KeepaliveInterval = 60 * time.Millisecond
+	a := newTestNode(t, cfg, nil)
+	b := newTestNode(t, cfg, nil)
+	l := b.get(t, a)
+
+	// A silent peer (handshake done, then nothing) is dropped.
+	silent := rawPeer(t, a)
+	ev := a.nextClosed(t)
+	if !errors.Is(ev.err, ErrIdleTimeout) {
+		t.Fatalf("silent peer: link closed with %v, want ErrIdleTimeout", ev.err)
+	}
+	expectRefused(t, silent)
+
+	// Meanwhile, and for several idle timeouts more, padding kept the
+	// real link up on both sides.
+	select {
+	case ev := <-a.closed:
+		t.Fatalf("idle link closed: %v", ev.err)
+	case ev := <-b.closed:
+		t.Fatalf("idle link closed: %v", ev.err)
+	case <-time.After(4 * cfg.IdleTimeout):
+	}
+	if l.Err() != nil || a.m.Lookup(b.id.ID) == nil {
+		t.Fatal("keepalive did not keep the link")
+	}
+	// Padding is not delivered to handlers.
+	select {
+	case c := <-a.cells:
+		t.Fatalf("handler got a %v cell", c.Command())
+	default:
+	}
+}
+
+func TestLinkCloseEndsBothSides(t *testing.T) {
+	leakCheck(t)
+	a := newTestNode(t, testConfig(), nil)
+	b := newTestNode(t, testConfig(), nil)
+	for _, dialerCloses := range []bool{true, false} {
+		lb := b.get(t, a)
+		// Cells queued just before Close still arrive: Close flushes.
+		const n = 100
+		for i := 0; i < n; i++ {
+			if err := lb.SendCell(makeCell(uint32(i), proto.CmdRelay, byte(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := 0; i < n; i++ {
+			c := recvCell(t, a.cells)
+			if c.CircID() != uint32(i) || c.Payload()[10] != byte(i)+10 {
+				t.Fatalf("cell %d: circ %d", i, c.CircID())
+			}
+			proto.PutCell(c)
+		}
+		la := a.m.Lookup(b.id.ID)
+		closer, other := lb, la
+		closerNode, otherNode := b, a
+		if !dialerCloses {
+			closer, other, closerNode, otherNode = la, lb, a, b
+		}
+		if err := closer.Close(); err != nil {
+			t.Fatal(err)
+		}
+		closer.Close() // idempotent
+		if ev := closerNode.nextClosed(t); ev.l != closer || !errors.Is(ev.err, ErrLinkClosed) {
+			t.Fatalf("closing side: %v", ev.err)
+		}
+		if ev := otherNode.nextClosed(t); ev.l != other || !errors.Is(ev.err, ErrClosedByPeer) {
+			t.Fatalf("other side: %v, want ErrClosedByPeer", ev.err)
+		}
+		<-closer.Done()
+		<-other.Done()
+		if err := closer.SendCell(makeCell(1, proto.CmdRelay, 0)); err == nil {
+			t.Fatal("SendCell after Close succeeded")
+		}
+		if err := other.SendVar(proto.VarCell{Command: proto.CmdDHT}); err == nil {
+			t.Fatal("SendVar after the peer closed succeeded")
+		}
+		if a.m.Len() != 0 || b.m.Len() != 0 {
+			t.Fatal("closed links still counted")
+		}
+	}
+	// Links.Close ends the peer's links too, and is idempotent.
+	b.get(t, a)
+	b.m.Close()
+	b.m.Close()
+	if ev := a.nextClosed(t); !errors.Is(ev.err, ErrClosedByPeer) {
+		t.Fatalf("after Links.Close, peer sees %v", ev.err)
+	}
+	if _, err := b.m.Get(context.Background(), a.id.ID, a.addr); !errors.Is(err, ErrLinksClosed) {
+		t.Fatalf("Get after Close: %v", err)
+	}
+}
+
+func TestLinkRejectsBadCells(t *testing.T) {
+	leakCheck(t)
+	a := newTestNode(t, testConfig(), nil)
+	b := newTestNode(t, testConfig(), nil)
+	l := b.get(t, a)
+	if err := l.SendCell(makeCell(1, proto.CmdDHT, 0)); !errors.Is(err, ErrBadCell) {
+		t.Fatalf("var command in a fixed cell: %v", err)
+	}
+	if err := l.SendCell(makeCell(1, proto.Command(7), 0)); !errors.Is(err, ErrBadCell) {
+		t.Fatalf("unknown command: %v", err)
+	}
+	if err := l.SendVar(proto.VarCell{Command: proto.CmdRelay}); !errors.Is(err, ErrBadCell) {
+		t.Fatalf("fixed command in a var cell: %v", err)
+	}
+	if err := l.SendVar(proto.VarCell{Command: proto.CmdDHT, Payload: make([]byte, proto.MaxVarPayload+1)}); !errors.Is(err, ErrBadCell) {
+		t.Fatalf("oversized var cell: %v", err)
+	}
+	// The link survives all of that.
+	if err := l.SendVar(proto.VarCell{Command: proto.CmdDHT, Payload: []byte("ok")}); err != nil {
+		t.Fatal(err)
+	}
+	if v := recv(t, a.vars); string(v.Payload) != "ok" {
+		t.Fatalf("got %q", v.Payload)
+	}
+}
