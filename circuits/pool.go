@@ -1,0 +1,471 @@
+package circuits
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"time"
+
+	"veil/proto"
+)
+
+// Directory is where path selection finds nodes: a static list now, the
+// DHT's routing table later.
+type Directory interface {
+	// Nodes returns the descriptors known now. The caller does not modify them.
+	Nodes() []proto.NodeDescriptor
+}
+
+// StaticDirectory is a fixed list of nodes.
+type StaticDirectory []proto.NodeDescriptor
+
+// Nodes returns the list.
+func (d StaticDirectory) Nodes() []proto.NodeDescriptor { return d }
+
+// PoolConfig holds the TunnelCommunity settings of seed 000 that concern our
+// own circuits (max_joined_circuits and peer_flags are SwitchConfig's
+// MaxJoinedCircuits and Flags). Start from DefaultPoolConfig.
+type PoolConfig struct {
+	// MinCircuits is the count TunnelsReady measures against.
+	MinCircuits int
+	// MaxCircuits is how many circuits the pool keeps built (it builds up
+	// to this many and replaces those that close).
+	MaxCircuits int
+	// MaxTime: a circuit older than this is closed and replaced.
+	MaxTime time.Duration
+	// MaxTimeInactive: a circuit idle this long is closed and replaced.
+	MaxTimeInactive time.Duration
+	// MaxTraffic: a circuit that carried this many payload bytes (both
+	// ways) is closed and replaced.
+	MaxTraffic uint64
+	// BuildTimeout bounds one circuit build.
+	BuildTimeout time.Duration
+	// CheckInterval is how often Run enforces the limits.
+	CheckInterval time.Duration
+	// ExitFlags are the flags the last hop must have (e.g. proto.FlagORDB).
+	ExitFlags uint8
+	// AllowSameSubnet lets two hops share a /16 (IPv4) or /32 (IPv6):
+	// only for loopback tests.
+	AllowSameSubnet bool
+	// Seed seeds path selection (0: random).
+	Seed uint64
+	// OnData receives what comes back on TunnelData's streams. It is
+	// called from one goroutine per stream; data is valid during the call.
+	OnData func(c *Circuit, dest string, data []byte)
+}
+
+// DefaultPoolConfig returns the settings veil runs with (Tribler's defaults
+// where it has them).
+func DefaultPoolConfig() PoolConfig {
+	return PoolConfig{
+		MinCircuits:     4,
+		MaxCircuits:     8,
+		MaxTime:         10 * time.Minute,
+		MaxTimeInactive: 2 * time.Minute,
+		MaxTraffic:      250 << 20,
+		BuildTimeout:    10 * time.Second,
+		CheckInterval:   5 * time.Second,
+		ExitFlags:       proto.FlagRelay,
+	}
+}
+
+// Validate reports the first setting that cannot work, naming it.
+func (c PoolConfig) Validate() error {
+	switch {
+	case c.MinCircuits < 1:
+		return fmt.Errorf("circuits: pool config: MinCircuits %d must be at least 1", c.MinCircuits)
+	case c.MaxCircuits < c.MinCircuits:
+		return fmt.Errorf("circuits: pool config: MaxCircuits %d must be at least MinCircuits %d", c.MaxCircuits, c.MinCircuits)
+	case c.MaxTime <= 0:
+		return fmt.Errorf("circuits: pool config: MaxTime %v must be positive", c.MaxTime)
+	case c.MaxTimeInactive <= 0:
+		return fmt.Errorf("circuits: pool config: MaxTimeInactive %v must be positive", c.MaxTimeInactive)
+	case c.MaxTraffic == 0:
+		return errors.New("circuits: pool config: MaxTraffic must be positive")
+	case c.BuildTimeout <= 0:
+		return fmt.Errorf("circuits: pool config: BuildTimeout %v must be positive", c.BuildTimeout)
+	case c.CheckInterval <= 0:
+		return fmt.Errorf("circuits: pool config: CheckInterval %v must be positive", c.CheckInterval)
+	}
+	return nil
+}
+
+// Pool errors.
+var (
+	ErrNoPath     = errors.New("circuits: not enough suitable nodes for a path")
+	ErrPoolClosed = errors.New("circuits: pool closed")
+	ErrNotInPool  = errors.New("circuits: circuit not in the pool")
+)
+
+// SelectPath draws a path of hops nodes from nodes: the last hop has
+// exitFlags, the others FlagRelay; all distinct, never self, each with a
+// descriptor valid at now and an address, and (unless sameSubnet) no two in
+// one /16 (IPv4) or /32 (IPv6). Pure: the randomness is rng.
+func SelectPath(nodes []proto.NodeDescriptor, hops int, self proto.NodeID, exitFlags uint8, sameSubnet bool, now time.Time, rng *rand.Rand) ([]proto.NodeDescriptor, error) {
+	if hops < 1 {
+		return nil, fmt.Errorf("circuits: path of %d hops", hops)
+	}
+	var usable []proto.NodeDescriptor
+	for _, d := range nodes {
+		if d.ID == self || d.Verify(now) != nil {
+			continue
+		}
+		if _, ok := firstAddr(d); !ok {
+			continue
+		}
+		usable = append(usable, d)
+	}
+	path := make([]proto.NodeDescriptor, hops)
+	usedID := map[proto.NodeID]bool{}
+	usedNet := map[netip.Prefix]bool{}
+	pick := func(i int, want uint8) bool {
+		var cands []proto.NodeDescriptor
+		for _, d := range usable {
+			if d.Flags&want != want || usedID[d.ID] {
+				continue
+			}
+			if !sameSubnet && usedNet[subnet(d)] {
+				continue
+			}
+			cands = append(cands, d)
+		}
+		if len(cands) == 0 {
+			return false
+		}
+		d := cands[rng.IntN(len(cands))]
+		path[i] = d
+		usedID[d.ID] = true
+		usedNet[subnet(d)] = true
+		return true
+	}
+	if !pick(hops-1, exitFlags) {
+		return nil, fmt.Errorf("%w: no last hop with flags %#x", ErrNoPath, exitFlags)
+	}
+	for i := 0; i < hops-1; i++ {
+		if !pick(i, proto.FlagRelay) {
+			return nil, fmt.Errorf("%w: %d of %d hops", ErrNoPath, i+1, hops)
+		}
+	}
+	return path, nil
+}
+
+func firstAddr(d proto.NodeDescriptor) (netip.AddrPort, bool) {
+	for _, a := range d.Addrs {
+		if a.IsValid() {
+			return a, true
+		}
+	}
+	return netip.AddrPort{}, false
+}
+
+func subnet(d proto.NodeDescriptor) netip.Prefix {
+	a, _ := firstAddr(d)
+	ip := a.Addr().Unmap()
+	bits := 16
+	if ip.Is6() {
+		bits = 32
+	}
+	p, _ := ip.Prefix(bits)
+	return p
+}
+
+type tunnelKey struct {
+	circ uint64
+	dest string
+}
+
+// Pool keeps a set of origin circuits built and fresh: seed 000's
+// TunnelCommunity in Go form. Call BuildTunnels, then Run (or Check
+// periodically). Safe for concurrent use.
+type Pool struct {
+	sw  *Switch
+	dir Directory
+	cfg PoolConfig
+
+	mu       sync.Mutex // guards the fields below
+	hops     int        // 0 until BuildTunnels
+	circs    []*Circuit
+	building int
+	lastErr  error
+	streams  map[tunnelKey]*Stream
+	rng      *rand.Rand
+	closed   bool
+
+	wake chan struct{}
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// NewPool returns a pool building circuits through sw from nodes in dir.
+func NewPool(sw *Switch, dir Directory, cfg PoolConfig) (*Pool, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	seed := cfg.Seed
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
+	p := &Pool{
+		sw:      sw,
+		dir:     dir,
+		cfg:     cfg,
+		streams: make(map[tunnelKey]*Stream),
+		rng:     rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		wake:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+	}
+	sw.subscribe(func(e Event) {
+		if e.Origin && e.Kind == EventClosed {
+			p.poke()
+		}
+	})
+	return p, nil
+}
+
+func (p *Pool) poke() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// BuildTunnels makes the pool keep circuits of hops hops (seed 000's
+// build_tunnels). Circuits of another length are closed and replaced.
+func (p *Pool) BuildTunnels(hops int) error {
+	if hops < 1 || hops > p.sw.cfg.MaxRelayEarly+1 {
+		return fmt.Errorf("circuits: %d hops", hops)
+	}
+	p.mu.Lock()
+	p.hops = hops
+	p.mu.Unlock()
+	p.poke()
+	return nil
+}
+
+// FindCircuits returns the built circuits available to send over.
+func (p *Pool) FindCircuits() []*Circuit {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []*Circuit
+	for _, c := range p.circs {
+		select {
+		case <-c.Done():
+		default:
+			if c.Hops() == p.hops {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+// TunnelsReady is the number of available circuits divided by MinCircuits:
+// at least 1 means the pool is ready.
+func (p *Pool) TunnelsReady() float64 {
+	return float64(len(p.FindCircuits())) / float64(p.cfg.MinCircuits)
+}
+
+// LastError is the last build failure, for status displays.
+func (p *Pool) LastError() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lastErr
+}
+
+// TunnelData sends payload to dest (a service at the circuit's last hop)
+// through c, on a stream the pool keeps open per circuit and destination.
+// What comes back goes to PoolConfig.OnData.
+func (p *Pool) TunnelData(c *Circuit, dest string, payload []byte) error {
+	k := tunnelKey{c.handle, dest}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return ErrPoolClosed
+	}
+	if !slicesContains(p.circs, c) {
+		p.mu.Unlock()
+		return ErrNotInPool
+	}
+	s := p.streams[k]
+	p.mu.Unlock()
+	if s == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.BuildTimeout)
+		var err error
+		s, err = c.OpenStream(ctx, dest)
+		cancel()
+		if err != nil {
+			return err
+		}
+		p.mu.Lock()
+		if old := p.streams[k]; old != nil || p.closed {
+			p.mu.Unlock()
+			s.Close()
+			if old == nil {
+				return ErrPoolClosed
+			}
+			s = old
+		} else {
+			p.streams[k] = s
+			p.wg.Add(1)
+			p.mu.Unlock()
+			go p.readTunnel(c, k, s)
+		}
+	}
+	_, err := s.Write(payload)
+	return err
+}
+
+func slicesContains(cs []*Circuit, c *Circuit) bool {
+	for _, x := range cs {
+		if x == c {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *Pool) readTunnel(c *Circuit, k tunnelKey, s *Stream) {
+	defer p.wg.Done()
+	defer func() {
+		p.mu.Lock()
+		if p.streams[k] == s {
+			delete(p.streams, k)
+		}
+		p.mu.Unlock()
+		s.Close()
+	}()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := s.Read(buf)
+		if n > 0 && p.cfg.OnData != nil {
+			p.cfg.OnData(c, k.dest, buf[:n])
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// Run enforces the limits every CheckInterval and replaces circuits as
+// they close, until ctx ends or Close.
+func (p *Pool) Run(ctx context.Context) error {
+	t := time.NewTicker(p.cfg.CheckInterval)
+	defer t.Stop()
+	for {
+		p.Check(p.sw.cfg.Now())
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-p.stop:
+			return nil
+		case <-t.C:
+		case <-p.wake:
+		}
+	}
+}
+
+// Check closes circuits past MaxTime, MaxTimeInactive or MaxTraffic (or of
+// the wrong length), forgets closed ones, and launches builds up to
+// MaxCircuits. Run calls it; tests call it with chosen times.
+func (p *Pool) Check(now time.Time) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	var keep, expired []*Circuit
+	for _, c := range p.circs {
+		select {
+		case <-c.Done():
+			continue
+		default:
+		}
+		st := c.Stats()
+		switch {
+		case now.Sub(c.Born()) >= p.cfg.MaxTime,
+			now.Sub(c.LastActive()) >= p.cfg.MaxTimeInactive,
+			st.BytesSent+st.BytesRecv >= p.cfg.MaxTraffic,
+			c.Hops() != p.hops:
+			expired = append(expired, c)
+		default:
+			keep = append(keep, c)
+		}
+	}
+	p.circs = keep
+	launch := 0
+	if p.hops > 0 {
+		launch = p.cfg.MaxCircuits - len(keep) - p.building
+	}
+	p.building += max(launch, 0)
+	hops := p.hops
+	p.mu.Unlock()
+
+	for _, c := range expired {
+		c.Close()
+	}
+	for range launch {
+		p.wg.Add(1)
+		go p.buildOne(hops)
+	}
+}
+
+func (p *Pool) buildOne(hops int) {
+	defer p.wg.Done()
+	c, err := p.tryBuild(hops)
+	p.mu.Lock()
+	p.building--
+	if err != nil {
+		p.lastErr = err
+		p.mu.Unlock()
+		return
+	}
+	if p.closed {
+		p.mu.Unlock()
+		c.Close()
+		return
+	}
+	p.circs = append(p.circs, c)
+	p.mu.Unlock()
+}
+
+func (p *Pool) tryBuild(hops int) (*Circuit, error) {
+	p.mu.Lock()
+	path, err := SelectPath(p.dir.Nodes(), hops, p.sw.ID(), p.cfg.ExitFlags, p.cfg.AllowSameSubnet, p.sw.cfg.Now(), p.rng)
+	p.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.BuildTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-p.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return p.sw.Build(ctx, path)
+}
+
+// Close closes the pool's circuits and waits for its goroutines.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		p.wg.Wait()
+		return nil
+	}
+	p.closed = true
+	close(p.stop)
+	circs := p.circs
+	p.circs = nil
+	p.mu.Unlock()
+	for _, c := range circs {
+		c.Close()
+	}
+	p.wg.Wait()
+	return nil
+}

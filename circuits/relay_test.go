@@ -1,0 +1,216 @@
+package circuits
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"veil/proto"
+)
+
+// waitUntil polls cond (bounded by circWait) and fails with what if it never holds.
+func waitUntil(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(circWait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func waitClosed(t testing.TB, c *Circuit) {
+	t.Helper()
+	select {
+	case <-c.Done():
+	case <-time.After(circWait):
+		t.Fatal("circuit not closed")
+	}
+}
+
+// flipper wraps a node's cell handler so that, once armed, it flips one
+// bit in the next RELAY cell arriving from peer: a relay tampering with the
+// cells it forwards.
+func flipper(n *cnode, from proto.NodeID, armed *atomic.Bool) {
+	n.links.SetHandlers(LinkHandlers{
+		Cell: func(l *Link, c *proto.Cell) {
+			if c.Command() == proto.CmdRelay && l.Peer() == from && armed.CompareAndSwap(true, false) {
+				c.Payload()[200] ^= 0x04
+			}
+			n.sw.HandleCell(l, c)
+		},
+		Closed: n.sw.HandleClosed,
+	})
+}
+
+func TestBitFlipDestroysCircuit(t *testing.T) {
+	for _, dir := range []string{"forward", "backward"} {
+		t.Run(dir, func(t *testing.T) {
+			noLeaks(t)
+			nodes := newNet(t, 4, nil)
+			var armed atomic.Bool
+			if dir == "forward" {
+				flipper(nodes[2], nodes[1].id.ID, &armed) // middle tampers with cells to the last hop
+			} else {
+				flipper(nodes[2], nodes[3].id.ID, &armed) // middle tampers with cells to the origin
+			}
+			c := build(t, nodes[0], nodes[1], nodes[2], nodes[3])
+			if err := echoCheck(c, 5000, 1); err != nil {
+				t.Fatal(err)
+			}
+			armed.Store(true)
+			err := echoCheck(c, 5000, 2)
+			if err == nil {
+				t.Fatal("echo through a tampering relay succeeded")
+			}
+			waitClosed(t, c)
+			if c.Reason() != proto.DestroyProtocol && dir == "backward" {
+				t.Errorf("origin closed with %v", c.Reason())
+			}
+			for i, n := range nodes[1:] {
+				waitUntil(t, fmt.Sprintf("node %d to drop the circuit", i+1), func() bool { return n.sw.Joined() == 0 })
+			}
+			detector := nodes[3]
+			if dir == "backward" {
+				detector = nodes[0]
+			}
+			var sawProtocol bool
+			for _, e := range detector.eventsOf(EventClosed) {
+				sawProtocol = sawProtocol || e.Reason == proto.DestroyProtocol
+			}
+			if !sawProtocol {
+				t.Errorf("the endpoint did not close the circuit for PROTOCOL: %+v", detector.eventsOf(EventClosed))
+			}
+		})
+	}
+}
+
+func TestClosingMiddleRelayDestroysBothEnds(t *testing.T) {
+	noLeaks(t)
+	nodes := newNet(t, 4, nil)
+	c := build(t, nodes[0], nodes[1], nodes[2], nodes[3])
+	if err := echoCheck(c, 1000, 1); err != nil {
+		t.Fatal(err)
+	}
+	nodes[2].sw.Close()
+	nodes[2].links.Close()
+	waitClosed(t, c)
+	waitUntil(t, "first hop to drop the circuit", func() bool { return nodes[1].sw.Joined() == 0 })
+	waitUntil(t, "last hop to drop the circuit", func() bool { return nodes[3].sw.Joined() == 0 })
+	if _, err := c.OpenStream(context.Background(), "echo"); !errors.Is(err, ErrCircuitClosed) {
+		t.Fatalf("stream on a dead circuit: %v", err)
+	}
+}
+
+func TestMaxJoinedCircuitsRefusesCreate(t *testing.T) {
+	noLeaks(t)
+	nodes := newNet(t, 3, func(i int, cfg *SwitchConfig) {
+		if i == 1 {
+			cfg.MaxJoinedCircuits = 2
+		}
+	})
+	a := build(t, nodes[0], nodes[1])
+	b := build(t, nodes[2], nodes[1])
+	ctx, cancel := context.WithTimeout(context.Background(), circWait)
+	defer cancel()
+	_, err := nodes[0].sw.Build(ctx, descs(nodes[1]))
+	if !errors.Is(err, ErrBuildFailed) || !errors.Is(err, ErrDestroyed) {
+		t.Fatalf("third circuit: %v", err)
+	}
+	fails := nodes[0].eventsOf(EventFailed)
+	if len(fails) != 1 {
+		t.Fatalf("%d failed events", len(fails))
+	}
+	// The refusal carried RESOURCELIMIT.
+	var sawLimit bool
+	for _, e := range nodes[0].eventsOf(EventClosed) {
+		sawLimit = sawLimit || e.Reason == proto.DestroyResourceLimit
+	}
+	if !sawLimit {
+		t.Fatalf("no RESOURCELIMIT: %+v", nodes[0].eventsOf(EventClosed))
+	}
+	// Once one closes, a new one is accepted.
+	a.Close()
+	waitUntil(t, "the relay to drop a circuit", func() bool { return nodes[1].sw.Joined() == 1 })
+	c := build(t, nodes[0], nodes[1])
+	if err := echoCheck(c, 100, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := echoCheck(b, 100, 2); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRelayEarlyCap(t *testing.T) {
+	noLeaks(t)
+	nodes := newNet(t, 3, nil)
+	c := build(t, nodes[0], nodes[1])
+	// Nine RELAY_EARLY cells: DROPs are harmless, the ninth breaks the cap.
+	for i := range 9 {
+		if err := c.ep.sendControl(0, true, proto.RelayDrop, 0, nil); err != nil {
+			if i < 8 {
+				t.Fatalf("early cell %d: %v", i, err)
+			}
+		}
+	}
+	waitClosed(t, c)
+	if c.Reason() != proto.DestroyProtocol {
+		t.Fatalf("closed with %v", c.Reason())
+	}
+}
+
+func TestTruncateAndExtend(t *testing.T) {
+	noLeaks(t)
+	nodes := newNet(t, 5, nil)
+	c := build(t, nodes[0], nodes[1], nodes[2], nodes[3])
+	ctx, cancel := context.WithTimeout(context.Background(), circWait)
+	defer cancel()
+	if err := c.Truncate(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if c.Hops() != 2 {
+		t.Fatalf("%d hops after truncate", c.Hops())
+	}
+	waitUntil(t, "the cut hop to drop the circuit", func() bool { return nodes[3].sw.Joined() == 0 })
+	if err := c.Extend(ctx, nodes[4].desc); err != nil {
+		t.Fatal(err)
+	}
+	if err := echoCheck(c, 3000, 1); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Path()[2].ID; got != nodes[4].id.ID {
+		t.Fatal("path does not end at the new hop")
+	}
+}
+
+func TestExtendToUnreachableFails(t *testing.T) {
+	noLeaks(t)
+	nodes := newNet(t, 3, nil)
+	dead := nodes[2].desc
+	nodes[2].sw.Close()
+	nodes[2].links.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), circWait)
+	defer cancel()
+	_, err := nodes[0].sw.Build(ctx, []proto.NodeDescriptor{nodes[1].desc, dead})
+	if !errors.Is(err, ErrBuildFailed) || !errors.Is(err, ErrTruncated) {
+		t.Fatalf("build to a dead node: %v", err)
+	}
+	waitUntil(t, "relay to drop the partial circuit", func() bool { return nodes[1].sw.Joined() == 0 })
+}
+
+func TestUnknownServiceRefused(t *testing.T) {
+	noLeaks(t)
+	nodes := newNet(t, 2, nil)
+	c := build(t, nodes[0], nodes[1])
+	_, err := c.OpenStream(context.Background(), "nope")
+	if !errors.Is(err, ErrStreamRefused) {
+		t.Fatalf("open to a missing service: %v", err)
+	}
+	if err := echoCheck(c, 10, 1); err != nil {
+		t.Fatal(err)
+	}
+}
