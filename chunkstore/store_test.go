@@ -39,6 +39,7 @@ type fixture struct {
 	data   []byte
 	chunks [][]byte
 	tree   content.MemTree
+	nodes  map[[2]uint64]content.Hash // every node of the tree
 	d      proto.DBConnected
 	name   proto.HashName
 }
@@ -46,16 +47,33 @@ type fixture struct {
 func newFixture(t testing.TB, size int, seed uint64) *fixture {
 	t.Helper()
 	r := rand.New(rand.NewPCG(seed, 3))
-	f := &fixture{data: make([]byte, size)}
-	for i := range f.data {
-		f.data[i] = byte(r.Uint32())
+	f := &fixture{data: make([]byte, size), nodes: make(map[[2]uint64]content.Hash)}
+	for i := 0; i < size; i += 8 {
+		v := r.Uint64()
+		for k := i; k < min(i+8, size); k++ {
+			f.data[k] = byte(v >> (8 * (k - i)))
+		}
 	}
 	for off := 0; off < size; off += content.ChunkSize {
 		c := f.data[off:min(off+content.ChunkSize, size)]
 		f.chunks = append(f.chunks, c)
 		f.tree = append(f.tree, content.LeafHash(c))
 	}
-	d, err := content.NewDescriptor(testKey(1), uint64(size), "application/octet-stream", f.tree.Root(), 1_700_000_000)
+	var walk func(a, b uint64) content.Hash
+	walk = func(a, b uint64) content.Hash {
+		h := f.tree[a]
+		if b-a > 1 {
+			k := content.Split(b - a)
+			h = content.ParentHash(walk(a, a+k), walk(a+k, b))
+		}
+		f.nodes[[2]uint64{a, b}] = h
+		return h
+	}
+	root := content.EmptyRoot
+	if len(f.tree) > 0 {
+		root = walk(0, uint64(len(f.tree)))
+	}
+	d, err := content.NewDescriptor(testKey(1), uint64(size), "application/octet-stream", root, 1_700_000_000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,11 +83,19 @@ func newFixture(t testing.TB, size int, seed uint64) *fixture {
 
 func (f *fixture) rng(t testing.TB, lo, hi uint64) content.Range {
 	t.Helper()
-	hs, err := content.BuildProof(uint64(len(f.chunks)), lo, hi, f.tree.Node)
+	hs, err := content.BuildProof(uint64(len(f.chunks)), lo, hi, f.node)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return content.Range{Start: lo, Chunks: f.chunks[lo:hi], Proof: content.Proof{Hashes: hs}}
+}
+
+func (f *fixture) node(a, b uint64) (content.Hash, error) {
+	h, ok := f.nodes[[2]uint64{a, b}]
+	if !ok {
+		return h, content.ErrNoNode
+	}
+	return h, nil
 }
 
 func readAll(t testing.TB, s *Store, name proto.HashName) []byte {
