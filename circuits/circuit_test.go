@@ -92,7 +92,7 @@ func newNet(t testing.TB, n int, tweak func(i int, cfg *SwitchConfig)) []*cnode 
 			t.Fatal(err)
 		}
 		ap := netip.MustParseAddrPort(a.String())
-		cn.desc, err = id.Descriptor([]netip.AddrPort{ap}, cfg.Flags, time.Hour)
+		cn.desc, err = id.Descriptor([]netip.AddrPort{ap}, cfg.Flags, 24*time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}

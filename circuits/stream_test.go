@@ -1,0 +1,110 @@
+package circuits
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"veil/proto"
+)
+
+func TestFastSenderHeldBackBySendme(t *testing.T) {
+	noLeaks(t)
+	nodes := newNet(t, 4, nil)
+	accepted := make(chan *Stream, 1)
+	release := make(chan struct{})
+	got := make(chan []byte, 1)
+	nodes[3].sw.Handle("slow", func(s *Stream) {
+		accepted <- s
+		<-release // a reader that does not read yet
+		b, _ := io.ReadAll(s)
+		got <- b
+	})
+	c := build(t, nodes[0], nodes[1], nodes[2], nodes[3])
+	ctx, cancel := context.WithTimeout(context.Background(), circWait)
+	defer cancel()
+	s, err := c.OpenStream(ctx, "slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exit := <-accepted
+
+	const total = 2 << 20 // 8x the stream window
+	want := bytes.Repeat([]byte("0123456789abcdef"), total/16)
+	var written atomic.Int64
+	wdone := make(chan error, 1)
+	go func() {
+		for off := 0; off < total; off += proto.RelayDataSize {
+			end := min(off+proto.RelayDataSize, total)
+			if _, err := s.Write(want[off:end]); err != nil {
+				wdone <- err
+				return
+			}
+			written.Add(int64(end - off))
+		}
+		wdone <- s.Close()
+	}()
+
+	window := nodes[3].cfg.StreamWindow
+	waitUntil(t, "the exit's stream buffer to fill", func() bool {
+		n, _ := exit.queuedCells()
+		return n == window
+	})
+	// The sender has used its whole stream window and no more: it is
+	// blocked on the SENDME the reader has not earned yet.
+	if w := written.Load(); w != int64(window*proto.RelayDataSize) {
+		t.Fatalf("sender wrote %d bytes with a window of %d cells", w, window)
+	}
+	time.Sleep(50 * time.Millisecond) // give a broken window time to leak more
+	if w := written.Load(); w != int64(window*proto.RelayDataSize) {
+		t.Fatalf("sender kept writing: %d bytes", w)
+	}
+	if n, _ := exit.queuedCells(); n != window {
+		t.Fatalf("exit buffers %d cells", n)
+	}
+	close(release)
+	if err := <-wdone; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case b := <-got:
+		if !bytes.Equal(b, want) {
+			t.Fatalf("got %d bytes, differing", len(b))
+		}
+	case <-time.After(circWait):
+		t.Fatal("reader did not finish")
+	}
+	if _, high := exit.queuedCells(); high > window {
+		t.Fatalf("exit buffered %d cells, window %d", high, window)
+	}
+}
+
+func TestStreamEOFAndClose(t *testing.T) {
+	noLeaks(t)
+	nodes := newNet(t, 2, nil)
+	nodes[1].sw.Handle("hello", func(s *Stream) {
+		s.Write([]byte("hello"))
+		s.Close()
+	})
+	c := build(t, nodes[0], nodes[1])
+	s, err := c.OpenStream(context.Background(), "hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetReadDeadline(time.Now().Add(circWait))
+	b, err := io.ReadAll(s)
+	if err != nil || string(b) != "hello" {
+		t.Fatalf("read %q, %v", b, err)
+	}
+	if _, err := s.Write([]byte("x")); err == nil {
+		t.Fatal("write after the peer ended succeeded")
+	}
+	s.Close()
+	c.Close()
+	if _, err := c.OpenStream(context.Background(), "hello"); err == nil {
+		t.Fatal("stream on a closed circuit")
+	}
+}
