@@ -86,9 +86,6 @@ func (c *Circuit) Stats() CircuitStats { return c.ep.stats.snapshot() }
 // Born is when the circuit's build started.
 func (c *Circuit) Born() time.Time { return c.born }
 
-// LastActive is when a cell last crossed the circuit.
-func (c *Circuit) LastActive() time.Time { return time.Unix(0, c.ep.stats.lastActive.Load()) }
-
 // OpenStream opens a stream to the service dest at the circuit's last hop
 // and waits for it to accept.
 func (c *Circuit) OpenStream(ctx context.Context, dest string) (*Stream, error) {
@@ -379,7 +376,7 @@ func (c *Circuit) step(it inbound) (reason proto.DestroyReason, sendDestroy, don
 	default: // RELAY_EARLY backward, CREATE2 on our ID, ...
 		return proto.DestroyProtocol, true, true
 	}
-	c.ep.stats.recv(0, c.ep.sw.cfg.Now())
+	c.ep.stats.recv(0)
 	hop, t, ok := onion.OpenBackward(c.ep.hops, cell.PayloadArray())
 	if !ok {
 		return proto.DestroyProtocol, true, true // modified, dropped, reordered or forged

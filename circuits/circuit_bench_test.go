@@ -33,7 +33,18 @@ func countingSink(total *atomic.Int64, done chan<- struct{}, want *atomic.Int64)
 // 3-hop circuit to a sink at the last hop, all nodes in this process on
 // 127.0.0.1, and reports MB/s of delivered payload.
 func BenchmarkCircuit3Hop(b *testing.B) {
-	nodes := newNet(b, 4, nil)
+	b.Run("tor-windows", func(b *testing.B) { benchCircuit3Hop(b, nil) })
+	b.Run("2x-windows", func(b *testing.B) {
+		benchCircuit3Hop(b, func(i int, cfg *SwitchConfig) {
+			cfg.CircWindow, cfg.CircIncrement = 2000, 200
+			cfg.StreamWindow, cfg.StreamIncrement = 1000, 100
+			cfg.QueueCells = 2*cfg.CircWindow + 512
+		})
+	})
+}
+
+func benchCircuit3Hop(b *testing.B, tweak func(int, *SwitchConfig)) {
+	nodes := newNet(b, 4, tweak)
 	var total, want atomic.Int64
 	done := make(chan struct{}, 1)
 	nodes[3].sw.Handle("count", countingSink(&total, done, &want))

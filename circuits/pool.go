@@ -172,6 +172,13 @@ func subnet(d proto.NodeDescriptor) netip.Prefix {
 	return p
 }
 
+// activity is what Check last saw of a circuit: its cell count and when
+// that count last changed (so inactivity is measured to CheckInterval).
+type activity struct {
+	cells   uint64
+	changed time.Time
+}
+
 type tunnelKey struct {
 	circ uint64
 	dest string
@@ -188,6 +195,7 @@ type Pool struct {
 	mu       sync.Mutex // guards the fields below
 	hops     int        // 0 until BuildTunnels
 	circs    []*Circuit
+	activity map[*Circuit]activity
 	building int
 	lastErr  error
 	streams  map[tunnelKey]*Stream
@@ -209,13 +217,14 @@ func NewPool(sw *Switch, dir Directory, cfg PoolConfig) (*Pool, error) {
 		seed = rand.Uint64()
 	}
 	p := &Pool{
-		sw:      sw,
-		dir:     dir,
-		cfg:     cfg,
-		streams: make(map[tunnelKey]*Stream),
-		rng:     rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
-		wake:    make(chan struct{}, 1),
-		stop:    make(chan struct{}),
+		sw:       sw,
+		dir:      dir,
+		cfg:      cfg,
+		streams:  make(map[tunnelKey]*Stream),
+		activity: make(map[*Circuit]activity),
+		rng:      rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		wake:     make(chan struct{}, 1),
+		stop:     make(chan struct{}),
 	}
 	sw.subscribe(func(e Event) {
 		if e.Origin && e.Kind == EventClosed {
@@ -380,19 +389,30 @@ func (p *Pool) Check(now time.Time) {
 	for _, c := range p.circs {
 		select {
 		case <-c.Done():
+			delete(p.activity, c)
 			continue
 		default:
 		}
 		st := c.Stats()
+		act, seen := p.activity[c]
+		if cells := st.CellsSent + st.CellsRecv; !seen || cells != act.cells {
+			act = activity{cells: cells, changed: now}
+			if !seen {
+				act.changed = c.Born()
+			}
+			p.activity[c] = act
+		}
 		switch {
 		case now.Sub(c.Born()) >= p.cfg.MaxTime,
-			now.Sub(c.LastActive()) >= p.cfg.MaxTimeInactive,
+			now.Sub(act.changed) >= p.cfg.MaxTimeInactive,
 			st.BytesSent+st.BytesRecv >= p.cfg.MaxTraffic,
 			c.Hops() != p.hops:
 			expired = append(expired, c)
 		default:
 			keep = append(keep, c)
+			continue
 		}
+		delete(p.activity, c)
 	}
 	p.circs = keep
 	launch := 0
@@ -428,6 +448,8 @@ func (p *Pool) buildOne(hops int) {
 		return
 	}
 	p.circs = append(p.circs, c)
+	st := c.Stats()
+	p.activity[c] = activity{cells: st.CellsSent + st.CellsRecv, changed: p.sw.cfg.Now()}
 	p.mu.Unlock()
 }
 

@@ -527,7 +527,6 @@ func (rc *relayCirc) step(it inbound) (reason proto.DestroyReason, sendPrev, don
 		return 0, false, false
 	}
 	c := it.c
-	now := rc.sw.cfg.Now()
 	switch cmd := c.Command(); {
 	case cmd == proto.CmdDestroy:
 		r, _ := proto.ParseDestroy(c.Payload())
@@ -545,7 +544,7 @@ func (rc *relayCirc) step(it inbound) (reason proto.DestroyReason, sendPrev, don
 				return proto.DestroyProtocol, true, true
 			}
 		}
-		rc.ep.stats.recv(0, now)
+		rc.ep.stats.recv(0)
 		if t, ok := rc.hop.OpenForward(c.PayloadArray()); ok {
 			return rc.recognised(c, t, cmd == proto.CmdRelayEarly)
 		}
@@ -562,7 +561,7 @@ func (rc *relayCirc) step(it inbound) (reason proto.DestroyReason, sendPrev, don
 	case !fromPrev && cmd == proto.CmdRelay:
 		rc.hop.RelayBackward(c.PayloadArray())
 		c.SetCircID(rc.prevID)
-		rc.ep.stats.sent(0, now)
+		rc.ep.stats.sent(0)
 		rc.ep.sendMu.Lock()
 		err := rc.prev.SendCell(c)
 		rc.ep.sendMu.Unlock()

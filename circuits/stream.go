@@ -68,7 +68,6 @@ func (e *endpoint) init(sw *Switch, origin bool) {
 	e.recvWin = onion.NewRecvWindow(sw.cfg.CircWindow, sw.cfg.CircIncrement)
 	e.streams = make(map[uint16]*Stream)
 	e.done = make(chan struct{})
-	e.stats.lastActive.Store(sw.cfg.Now().UnixNano())
 }
 
 // seal fills and seals a relay cell for hop target (origin) or for the
@@ -112,7 +111,7 @@ func (e *endpoint) sendControl(target int, early bool, cmd proto.RelayCommand, s
 	if err != nil {
 		return err
 	}
-	e.stats.sent(0, e.sw.cfg.Now())
+	e.stats.sent(0)
 	return e.out.SendCell(c)
 }
 
@@ -149,7 +148,7 @@ func (e *endpoint) sendData(s *Stream, cmd proto.RelayCommand, data []byte) erro
 		e.sendWin.Sent(t)
 		s.sendWin.Sent(t)
 		e.mu.Unlock()
-		e.stats.sent(len(data), e.sw.cfg.Now())
+		e.stats.sent(len(data))
 		err = e.out.SendCell(c)
 		e.sendMu.Unlock()
 		return err
