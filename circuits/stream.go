@@ -93,11 +93,19 @@ func (e *endpoint) seal(target int, early bool, cmd proto.RelayCommand, stream u
 	return c, t, nil
 }
 
+// lastHop names the circuit's last hop as a sendControl target; it is
+// resolved under sendMu, since Extend and Truncate change the path.
+const lastHop = -1
+
 // sendControl sends a relay cell that no window counts (SENDME, BEGIN,
-// END, EXTEND2, ...). It may block while the link's queue is full.
+// END, EXTEND2, ...) to hop target (or lastHop). It may block while the
+// link's queue is full.
 func (e *endpoint) sendControl(target int, early bool, cmd proto.RelayCommand, stream uint16, data []byte) error {
 	e.sendMu.Lock()
 	defer e.sendMu.Unlock()
+	if target == lastHop {
+		target = len(e.hops) - 1
+	}
 	e.mu.Lock()
 	closed := e.closed
 	e.mu.Unlock()
@@ -231,7 +239,7 @@ func (e *endpoint) onStreamCell(r proto.RelayCell, c *proto.Cell, t onion.Tag) (
 		e.mu.Unlock()
 		if sendme {
 			sm := onion.Sendme{Version: onion.SendmeVersion, Data: t[:]}
-			if err := e.sendControl(len(e.hops)-1, false, proto.RelaySendme, 0, sm.Append(make([]byte, 0, 3+onion.TagSize))); err != nil {
+			if err := e.sendControl(lastHop, false, proto.RelaySendme, 0, sm.Append(make([]byte, 0, 3+onion.TagSize))); err != nil {
 				return res, true
 			}
 		}
@@ -303,7 +311,7 @@ func (e *endpoint) openStream(ctx context.Context, dest string) (*Stream, error)
 	s := e.newStreamLocked(id, dest)
 	e.mu.Unlock()
 
-	if err := e.sendControl(len(e.hops)-1, false, proto.RelayBegin, id, b.Append(nil)); err != nil {
+	if err := e.sendControl(lastHop, false, proto.RelayBegin, id, b.Append(nil)); err != nil {
 		s.forget()
 		return nil, err
 	}
@@ -328,7 +336,9 @@ func (e *endpoint) openStream(ctx context.Context, dest string) (*Stream, error)
 		return nil, ErrCircuitClosed
 	}
 	s.localClosed = true
-	go e.sendControl(len(e.hops)-1, false, proto.RelayEnd, id, []byte{EndTimeout}) //nolint: best effort
+	e.mu.Unlock()
+	_ = e.sendControl(lastHop, false, proto.RelayEnd, id, []byte{EndTimeout}) // best effort
+	e.mu.Lock()
 	delete(e.streams, id)
 	return nil, ctx.Err()
 }
@@ -445,7 +455,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 	}
 	e.mu.Unlock()
 	for range sendmes {
-		if err := e.sendControl(len(e.hops)-1, false, proto.RelaySendme, s.id, nil); err != nil {
+		if err := e.sendControl(lastHop, false, proto.RelaySendme, s.id, nil); err != nil {
 			break
 		}
 	}
@@ -493,7 +503,7 @@ func (s *Stream) Close() error {
 	s.cond.Broadcast()
 	e.mu.Unlock()
 	if sendEnd {
-		err := e.sendControl(len(e.hops)-1, false, proto.RelayEnd, s.id, []byte{EndDone})
+		err := e.sendControl(lastHop, false, proto.RelayEnd, s.id, []byte{EndDone})
 		e.mu.Lock()
 		delete(e.streams, s.id)
 		e.mu.Unlock()
