@@ -57,20 +57,29 @@ func (s *Store) Ingest(ctx context.Context, name proto.HashName, r content.Range
 		o.times = slices.Clone(r.Times)
 		h := r.Proof.Head
 		s.mu.Lock()
+		cur, gone := inf.head, inf.gone
+		s.mu.Unlock()
 		switch {
-		case inf.gone:
-			s.mu.Unlock()
+		case gone:
 			return fmt.Errorf("%w: %v", ErrNotFound, name)
-		case h.Length == inf.head.Length && h.Root != inf.head.Root && h.Length != 0:
-			s.mu.Unlock()
+		case h.Length == cur.Length && h.Root != cur.Root && h.Length != 0:
 			return fmt.Errorf("%w: length %d", ErrForked, h.Length)
-		case h.Length > inf.head.Length:
-			inf.head = h
+		case h.Length > cur.Length:
 			o.head = &h
+		}
+	}
+	if err := s.enqueue(ctx, o); err != nil {
+		return err
+	}
+	if o.head != nil {
+		// The newest head serves proofs; it only moves forward.
+		s.mu.Lock()
+		if o.head.Length > inf.head.Length {
+			inf.head = *o.head
 		}
 		s.mu.Unlock()
 	}
-	return s.enqueue(ctx, o)
+	return nil
 }
 
 func (s *Store) enqueue(ctx context.Context, o *op) error {

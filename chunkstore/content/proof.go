@@ -3,15 +3,20 @@ package content
 import (
 	"encoding/binary"
 	"fmt"
+
+	"veil/proto"
 )
 
 // Proof sizes. MaxProofSize matches proto.MaxProofSize, the bound DB_PROOF
 // puts on its opaque proof bytes.
 const (
-	MaxProofSize   = 2048
+	MaxProofSize   = proto.MaxProofSize
 	HeadSize       = 8 + 4 + HashSize + 64 // length, timestamp, root, signature
 	MaxProofHashes = 60                    // 1 + HeadSize + 1 + 60*32 = 2030 <= MaxProofSize
 )
+
+// The largest live proof must fit DB_PROOF.
+var _ [MaxProofSize - (1 + HeadSize + 1 + MaxProofHashes*HashSize)]struct{}
 
 // Proof kinds (the first byte of an encoded Proof).
 const (

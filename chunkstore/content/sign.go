@@ -124,22 +124,24 @@ func CheckHead(pub ed25519.PublicKey, name proto.HashName, h Head) error {
 // time, or the second a live chunk was appended, which its leaf hash
 // authenticates) and the tag with the first 4 bytes of the signature that
 // anchors the chunk (the descriptor's, or the head's the proof carries).
-// Only the live timestamp is verified; the tag is a hint.
+// Only the live timestamp is verified; the tag is a hint. The fields are
+// proto.DBData's Timestamp and Tag. All chunks of one DB_DATA share a
+// stamp, so a live server splits DB_DATA where the timestamp changes.
 type Stamp struct {
 	Timestamp uint32
-	Tag       uint32
+	Tag       [4]byte
 }
 
 // StaticStamp is the stamp of every chunk of a static content.
 func StaticStamp(d proto.DBConnected) Stamp {
 	s := Stamp{Timestamp: uint32(d.Created)}
-	if len(d.Signature) >= 4 {
-		s.Tag = binary.BigEndian.Uint32(d.Signature)
-	}
+	copy(s.Tag[:], d.Signature)
 	return s
 }
 
 // LiveStamp is the stamp of a live chunk appended at ts, proved by head.
 func LiveStamp(ts uint32, head Head) Stamp {
-	return Stamp{Timestamp: ts, Tag: binary.BigEndian.Uint32(head.Signature[:])}
+	s := Stamp{Timestamp: ts}
+	copy(s.Tag[:], head.Signature[:])
+	return s
 }
