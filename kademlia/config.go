@@ -1,0 +1,140 @@
+package kademlia
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Constants the protocol fixes.
+const (
+	// IDBits is the size of the keyspace: one bucket per bit.
+	IDBits = 160
+)
+
+// Errors of this package. Callers compare with errors.Is.
+var (
+	ErrSelf          = errors.New("kademlia: contact is this node")
+	ErrNoAddr        = errors.New("kademlia: contact has no address")
+	ErrSubnetFull    = errors.New("kademlia: bucket already holds the maximum from this subnet")
+	ErrBucketFull    = errors.New("kademlia: bucket full, oldest contact being pinged")
+	ErrNotOwner      = errors.New("kademlia: record is about someone else than its sender")
+	ErrTTLTooLong    = errors.New("kademlia: record expires too far in the future")
+	ErrStale         = errors.New("kademlia: record older than the one held")
+	ErrStoreFull     = errors.New("kademlia: record store full")
+	ErrUnexpected    = errors.New("kademlia: unexpected answer")
+	ErrNotRequest    = errors.New("kademlia: not a request")
+	ErrWrongKey      = errors.New("kademlia: record is for another key")
+	ErrNoIdentity    = errors.New("kademlia: node has no identity key to sign with")
+	ErrTooManyOps    = errors.New("kademlia: too many operations in progress")
+	ErrClosed        = errors.New("kademlia: node closed")
+	ErrUnreachable   = errors.New("kademlia: node unreachable")
+	ErrInboxFull     = errors.New("kademlia: inbox full")
+	ErrBadConfig     = errors.New("kademlia: bad config")
+	ErrLookupTimeout = errors.New("kademlia: operation timed out")
+)
+
+// Config holds the DHT's settings. The zero value is not usable; start
+// from DefaultConfig.
+type Config struct {
+	// K is the bucket size and the number of closest nodes a lookup
+	// returns and a record is stored on (seed: 8).
+	K int
+	// Alpha is the number of FIND_NODE RPCs a lookup keeps in flight.
+	Alpha int
+	// AlphaFindValue is the same for FIND_VALUE (seed: the 4 closest).
+	AlphaFindValue int
+	// MaxPerSubnet bounds the contacts of one /24 (IPv4) or /48 (IPv6)
+	// in one bucket; 0 disables the limit (tests on 127.0.0.1).
+	MaxPerSubnet int
+	// MaxFails is how many RPCs in a row a contact may miss before it
+	// leaves the table.
+	MaxFails int
+	// RPCTimeout bounds the wait for any answer.
+	RPCTimeout time.Duration
+	// RefreshInterval: a bucket without a lookup for this long is
+	// refreshed by a lookup of a random ID in its range.
+	RefreshInterval time.Duration
+	// RecordTTL is the lifetime of the records this node signs.
+	RecordTTL time.Duration
+	// RepublishInterval is how often this node re-signs and stores again
+	// the records it provides; below RecordTTL.
+	RepublishInterval time.Duration
+	// MaxRecordTTL: records expiring later than now+MaxRecordTTL are
+	// refused.
+	MaxRecordTTL time.Duration
+	// MaxRecords bounds the records the node keeps for others.
+	MaxRecords int
+	// MaxRecordsPerKey bounds the providers kept for one hash_name.
+	MaxRecordsPerKey int
+	// MaxCandidates bounds the contacts one lookup tracks.
+	MaxCandidates int
+	// MaxOps bounds the lookups and stores in progress at once.
+	MaxOps int
+	// StopOnValue ends a FIND_VALUE lookup at the first answer that
+	// carries records. When false the lookup goes on to the K closest, so
+	// that it collects providers from several nodes (the seed's reason to
+	// iterate).
+	StopOnValue bool
+	// RebootstrapInterval: while the table is empty, bootstrap through the
+	// bridges again this often.
+	RebootstrapInterval time.Duration
+}
+
+// DefaultConfig returns the settings veil runs with.
+func DefaultConfig() Config {
+	return Config{
+		K:                   8,
+		Alpha:               3,
+		AlphaFindValue:      4,
+		MaxPerSubnet:        2,
+		MaxFails:            2,
+		RPCTimeout:          2 * time.Second,
+		RefreshInterval:     time.Hour,
+		RecordTTL:           12 * time.Hour,
+		RepublishInterval:   4 * time.Hour,
+		MaxRecordTTL:        24 * time.Hour,
+		MaxRecords:          1 << 16,
+		MaxRecordsPerKey:    64,
+		MaxCandidates:       128,
+		MaxOps:              64,
+		StopOnValue:         false,
+		RebootstrapInterval: time.Minute,
+	}
+}
+
+// Validate reports the first bad setting, naming it.
+func (c Config) Validate() error {
+	bad := func(name string, v any) error { return fmt.Errorf("%w: %s = %v", ErrBadConfig, name, v) }
+	switch {
+	case c.K < 1 || c.K > 16:
+		return bad("K (1..16)", c.K)
+	case c.Alpha < 1 || c.Alpha > 16:
+		return bad("Alpha (1..16)", c.Alpha)
+	case c.AlphaFindValue < 1 || c.AlphaFindValue > 16:
+		return bad("AlphaFindValue (1..16)", c.AlphaFindValue)
+	case c.MaxPerSubnet < 0:
+		return bad("MaxPerSubnet", c.MaxPerSubnet)
+	case c.MaxFails < 1:
+		return bad("MaxFails", c.MaxFails)
+	case c.RPCTimeout <= 0:
+		return bad("RPCTimeout", c.RPCTimeout)
+	case c.RefreshInterval <= 0:
+		return bad("RefreshInterval", c.RefreshInterval)
+	case c.RecordTTL < time.Second || c.RecordTTL > c.MaxRecordTTL:
+		return bad("RecordTTL (1s..MaxRecordTTL)", c.RecordTTL)
+	case c.RepublishInterval <= 0 || c.RepublishInterval >= c.RecordTTL:
+		return bad("RepublishInterval (below RecordTTL)", c.RepublishInterval)
+	case c.MaxRecords < 1:
+		return bad("MaxRecords", c.MaxRecords)
+	case c.MaxRecordsPerKey < 1:
+		return bad("MaxRecordsPerKey", c.MaxRecordsPerKey)
+	case c.MaxCandidates < c.K:
+		return bad("MaxCandidates (>= K)", c.MaxCandidates)
+	case c.MaxOps < 1:
+		return bad("MaxOps", c.MaxOps)
+	case c.RebootstrapInterval <= 0:
+		return bad("RebootstrapInterval", c.RebootstrapInterval)
+	}
+	return nil
+}

@@ -1,0 +1,551 @@
+package kademlia
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"time"
+
+	"veil/proto"
+)
+
+// Identity is what a Core knows of its own node.
+type Identity struct {
+	ID       proto.NodeID
+	Addr     netip.AddrPort     // where the node accepts links; zero if it accepts none
+	OnionKey []byte             // X25519 public key (proto.OnionKeySize), advertised to bridges and in records
+	Key      ed25519.PrivateKey // signs provider records; nil for a node that provides nothing
+}
+
+// Send is one RPC a Core asks its driver to deliver.
+type Send struct {
+	To  proto.DHTContact // a driver may use an existing link to To.ID when To.Addr is zero
+	Msg proto.DHTMessage
+}
+
+// OpID names an operation (lookup, provide, bootstrap) of one Core.
+type OpID uint64
+
+// OpKind is what an operation does.
+type OpKind uint8
+
+// Operation kinds.
+const (
+	OpFindNode  OpKind = iota // iterative FIND_NODE
+	OpFindValue               // iterative FIND_VALUE
+	OpProvide                 // FIND_NODE, then STORE on the K closest
+	OpBootstrap               // FIND_PEER to the bridges, then FIND_NODE of self
+	OpRefresh                 // FIND_NODE of a random ID in an idle bucket (internal)
+)
+
+// Result is a finished operation.
+type Result struct {
+	Op      OpID
+	Kind    OpKind
+	Target  proto.NodeID
+	Closest []proto.DHTContact     // up to K that answered, closest first
+	Records []proto.ProviderRecord // FIND_VALUE: verified records, one per ORDB
+	Stored  int                    // Provide: STOREs acknowledged with StoreOK
+	Rounds  int                    // lookup hop depth (see Lookup.Rounds)
+	Msgs    int                    // RPCs the operation sent
+	Err     error
+}
+
+type op struct {
+	id       OpID
+	kind     OpKind
+	internal bool // refresh and republish: no Result
+	lookup   *Lookup
+	record   proto.ProviderRecord // OpProvide
+	storing  bool                 // OpProvide: STOREs sent
+	waiting  int                  // STOREs or FIND_PEERs in flight
+	stored   int
+	msgs     int
+	seeds    []proto.DHTContact // OpBootstrap: contacts the bridges gave
+}
+
+type pendingRPC struct {
+	to       proto.DHTContact
+	typ      proto.DHTType
+	target   proto.NodeID
+	deadline time.Time
+	op       OpID // 0: a ping of the table
+}
+
+type provided struct {
+	pieces      uint8
+	facilitator bool
+	next        time.Time
+}
+
+// Core is one node's DHT: routing table, record store, the RPCs it waits
+// for and the operations in progress. It is a pure state machine: Handle,
+// Tick, Unreachable and the operation calls take the time as input, and
+// Ready hands out the RPCs to send and the operations finished. Not safe
+// for concurrent use.
+type Core struct {
+	cfg      Config
+	id       Identity
+	rng      *rand.Rand
+	table    *Table
+	store    *Store
+	pending  map[uint64]*pendingRPC
+	ops      map[OpID]*op
+	nextOp   OpID
+	provided map[proto.HashName]*provided
+	bridges  []proto.DHTContact
+
+	lastBootstrap time.Time
+	lastExpire    time.Time
+
+	sends   []Send
+	results []Result
+}
+
+// NewCore returns the core of node id. rng supplies transaction IDs and
+// refresh targets; seed it for a reproducible run.
+func NewCore(cfg Config, id Identity, rng *rand.Rand) (*Core, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if len(id.OnionKey) != proto.OnionKeySize {
+		return nil, fmt.Errorf("%w: onion key of %d bytes", ErrBadConfig, len(id.OnionKey))
+	}
+	if id.Key != nil && proto.NodeIDFromKey(id.Key.Public().(ed25519.PublicKey)) != id.ID {
+		return nil, fmt.Errorf("%w: ID is not the ID of the identity key", ErrBadConfig)
+	}
+	return &Core{
+		cfg: cfg, id: id, rng: rng,
+		table:    NewTable(id.ID, cfg),
+		store:    NewStore(cfg),
+		pending:  make(map[uint64]*pendingRPC),
+		ops:      make(map[OpID]*op),
+		provided: make(map[proto.HashName]*provided),
+	}, nil
+}
+
+// ID is the node's ID.
+func (c *Core) ID() proto.NodeID { return c.id.ID }
+
+// Contact is the node as others reach it.
+func (c *Core) Contact() proto.DHTContact { return proto.DHTContact{ID: c.id.ID, Addr: c.id.Addr} }
+
+// Table is the routing table (read it only between calls).
+func (c *Core) Table() *Table { return c.table }
+
+// Store is the record store (read it only between calls).
+func (c *Core) Store() *Store { return c.store }
+
+// Pending is the number of RPCs awaiting an answer.
+func (c *Core) Pending() int { return len(c.pending) }
+
+// Ready returns the RPCs to send and the operations finished since the
+// last call. The caller owns both slices.
+func (c *Core) Ready() ([]Send, []Result) {
+	s, r := c.sends, c.results
+	c.sends, c.results = nil, nil
+	return s, r
+}
+
+// NextDeadline is the earliest time an RPC times out (zero if none).
+func (c *Core) NextDeadline() time.Time {
+	var t time.Time
+	for _, p := range c.pending {
+		if t.IsZero() || p.deadline.Before(t) {
+			t = p.deadline
+		}
+	}
+	return t
+}
+
+func (c *Core) send(to proto.DHTContact, m proto.DHTMessage, now time.Time, o *op) {
+	if m.Type.IsRequest() {
+		for {
+			m.TxID = c.rng.Uint64()
+			if _, dup := c.pending[m.TxID]; !dup && m.TxID != 0 {
+				break
+			}
+		}
+		m.Sender = c.id.Addr
+		p := &pendingRPC{to: to, typ: m.Type, target: m.Target, deadline: now.Add(c.cfg.RPCTimeout)}
+		if o != nil {
+			p.op = o.id
+			o.msgs++
+		}
+		c.pending[m.TxID] = p
+	}
+	c.sends = append(c.sends, Send{To: to, Msg: m})
+}
+
+// seen updates the table with a contact heard from, pinging the oldest of
+// a full bucket.
+func (c *Core) seen(ct proto.DHTContact, onionKey []byte, now time.Time) {
+	oldest, ping, err := c.table.Seen(ct, onionKey, now)
+	if err == nil && ping {
+		c.send(oldest, proto.DHTMessage{Type: proto.DHTPing}, now, nil)
+	}
+}
+
+// Handle processes one RPC received from the node from (authenticated by
+// the link it came on). An error means a bad or unexpected RPC; the core
+// then changed nothing (it may still answer a refused STORE).
+func (c *Core) Handle(from proto.NodeID, m proto.DHTMessage, now time.Time) error {
+	if from == c.id.ID {
+		return ErrSelf
+	}
+	if m.Type.IsRequest() {
+		return c.handleRequest(from, m, now)
+	}
+	return c.handleAnswer(from, m, now)
+}
+
+func (c *Core) handleRequest(from proto.NodeID, m proto.DHTMessage, now time.Time) error {
+	sender := proto.DHTContact{ID: from, Addr: m.Sender}
+	reply := proto.DHTMessage{TxID: m.TxID}
+	var onionKey []byte
+	switch m.Type {
+	case proto.DHTPing:
+		reply.Type = proto.DHTPong
+	case proto.DHTFindNode:
+		reply.Type = proto.DHTNodes
+		reply.Contacts = c.table.ClosestContacts(m.Target, c.cfg.K, from)
+	case proto.DHTFindValue:
+		reply.Type = proto.DHTNodes
+		reply.Contacts = c.table.ClosestContacts(m.Target, c.cfg.K, from)
+		if recs := c.store.Get(proto.HashName(m.Target), now, proto.MaxDHTRecords); len(recs) > 0 {
+			reply.Type, reply.Records = proto.DHTValue, recs
+		}
+	case proto.DHTStore:
+		reply.Type = proto.DHTStored
+		if err := c.store.Put(from, m.Record, now); err != nil {
+			reply.Status = proto.StoreRejected
+			if errors.Is(err, ErrStoreFull) {
+				reply.Status = proto.StoreFull
+			}
+			c.sends = append(c.sends, Send{To: sender, Msg: reply})
+			return err
+		}
+	case proto.DHTFindPeer:
+		if m.Peer.ID != from {
+			return fmt.Errorf("%w: FIND_PEER for %v from %v", ErrNotOwner, m.Peer.ID.Short(), from.Short())
+		}
+		if m.Peer.Addr.IsValid() {
+			sender.Addr = m.Peer.Addr
+		}
+		onionKey = m.Peer.OnionKey
+		reply.Type = proto.DHTFoundPeer
+		reply.Found.Peers = c.foundPeers(from)
+	default:
+		return fmt.Errorf("%w: %v", ErrNotRequest, m.Type)
+	}
+	c.sends = append(c.sends, Send{To: sender, Msg: reply})
+	if sender.Addr.IsValid() {
+		c.seen(sender, onionKey, now)
+	}
+	return nil
+}
+
+// foundPeers answers FIND_PEER: the contacts closest to the asker whose
+// onion key this node knows, then itself.
+func (c *Core) foundPeers(asker proto.NodeID) []proto.DBPeer {
+	var peers []proto.DBPeer
+	for _, e := range c.table.Closest(nil, asker, 4*c.cfg.K, asker) {
+		if len(e.OnionKey) == proto.OnionKeySize {
+			peers = append(peers, proto.DBPeer{ID: e.Contact.ID, Addr: e.Contact.Addr, OnionKey: e.OnionKey})
+			if len(peers) == min(c.cfg.K, proto.MaxFoundPeers-1) {
+				break
+			}
+		}
+	}
+	return append(peers, proto.DBPeer{ID: c.id.ID, Addr: c.id.Addr, OnionKey: c.id.OnionKey})
+}
+
+func (c *Core) handleAnswer(from proto.NodeID, m proto.DHTMessage, now time.Time) error {
+	p := c.pending[m.TxID]
+	if p == nil || p.to.ID != from {
+		return fmt.Errorf("%w: %v tx %x from %v", ErrUnexpected, m.Type, m.TxID, from.Short())
+	}
+	if m.Type != p.typ.Response() && !(p.typ == proto.DHTFindValue && m.Type == proto.DHTNodes) {
+		return fmt.Errorf("%w: %v to a %v", ErrUnexpected, m.Type, p.typ)
+	}
+	var records []proto.ProviderRecord
+	for _, r := range m.Records {
+		// A record that does not verify is dropped, not the answer: the
+		// node holding it may just be late in expiring it.
+		if r.Key == proto.HashName(p.target) && r.Verify(now) == nil {
+			records = append(records, r)
+		}
+	}
+	delete(c.pending, m.TxID)
+	c.seen(p.to, nil, now)
+	o := c.ops[p.op]
+	if o == nil {
+		return nil // a ping of the table, or an operation already over
+	}
+	switch {
+	case o.lookup != nil && !o.storing && (p.typ == proto.DHTFindNode || p.typ == proto.DHTFindValue):
+		c.query(o, o.lookup.Answer(from, m.Contacts, records, now), now)
+	case p.typ == proto.DHTStore:
+		o.waiting--
+		if m.Status == proto.StoreOK {
+			o.stored++
+		}
+	case p.typ == proto.DHTFindPeer:
+		o.waiting--
+		for _, peer := range m.Found.Peers {
+			if peer.ID != c.id.ID && peer.Addr.IsValid() {
+				o.seeds = append(o.seeds, proto.DHTContact{ID: peer.ID, Addr: peer.Addr})
+			}
+		}
+	}
+	c.advance(o, now)
+	return nil
+}
+
+// Unreachable reports that the RPC txid could not be sent (no link): it
+// fails at once instead of at its deadline.
+func (c *Core) Unreachable(txid uint64, now time.Time) {
+	if p := c.pending[txid]; p != nil {
+		c.expire(txid, p, now)
+	}
+}
+
+func (c *Core) expire(txid uint64, p *pendingRPC, now time.Time) {
+	delete(c.pending, txid)
+	c.table.Failed(p.to.ID)
+	o := c.ops[p.op]
+	if o == nil {
+		return
+	}
+	switch p.typ {
+	case proto.DHTFindNode, proto.DHTFindValue:
+		c.query(o, o.lookup.Fail(p.to.ID, now), now)
+	default:
+		o.waiting--
+	}
+	c.advance(o, now)
+}
+
+// Tick times out RPCs, refreshes idle buckets, republishes this node's
+// records, drops expired records and, while the table is empty,
+// bootstraps again. Call it at least every RPCTimeout.
+func (c *Core) Tick(now time.Time) {
+	var expired []uint64
+	for txid, p := range c.pending {
+		if !now.Before(p.deadline) {
+			expired = append(expired, txid)
+		}
+	}
+	slices.Sort(expired) // map order is random; a run must replay exactly
+	for _, txid := range expired {
+		if p := c.pending[txid]; p != nil {
+			c.expire(txid, p, now)
+		}
+	}
+	if c.table.Len() > 0 {
+		c.refresh(c.table.DueRefresh(now, c.cfg.RefreshInterval), now)
+	} else if len(c.bridges) > 0 && now.Sub(c.lastBootstrap) >= c.cfg.RebootstrapInterval {
+		c.Bootstrap(c.bridges, now)
+	}
+	keys := make([]proto.HashName, 0, len(c.provided))
+	for k, p := range c.provided {
+		if !now.Before(p.next) {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, func(a, b proto.HashName) int { return slices.Compare(a[:], b[:]) })
+	for _, k := range keys {
+		p := c.provided[k]
+		p.next = now.Add(c.cfg.RepublishInterval)
+		if o, err := c.provide(k, p, now); err == nil {
+			o.internal = true
+		}
+	}
+	if now.Sub(c.lastExpire) >= time.Minute {
+		c.lastExpire = now
+		c.store.Expire(now)
+	}
+}
+
+// refresh looks up a random ID in each of the buckets.
+func (c *Core) refresh(buckets []int, now time.Time) {
+	for _, i := range buckets {
+		o, err := c.newOp(OpRefresh, now)
+		if err != nil {
+			return
+		}
+		o.internal = true
+		c.startLookup(o, RandomID(c.id.ID, i, c.rng), FindNode, now)
+	}
+}
+
+func (c *Core) newOp(kind OpKind, now time.Time) (*op, error) {
+	if len(c.ops) >= c.cfg.MaxOps {
+		return nil, fmt.Errorf("%w (%d)", ErrTooManyOps, len(c.ops))
+	}
+	c.nextOp++
+	o := &op{id: c.nextOp, kind: kind}
+	c.ops[o.id] = o
+	return o, nil
+}
+
+func (c *Core) startLookup(o *op, target proto.NodeID, kind LookupKind, now time.Time) {
+	c.table.MarkLookup(target, now)
+	seeds := c.table.ClosestContacts(target, c.cfg.K, proto.NodeID{})
+	if o.kind == OpBootstrap {
+		seeds = append(seeds, o.seeds...)
+	}
+	o.lookup = NewLookup(c.id.ID, target, kind, seeds, c.cfg)
+	c.query(o, o.lookup.Next(now), now)
+	c.advance(o, now)
+}
+
+func (c *Core) query(o *op, to []proto.DHTContact, now time.Time) {
+	typ := proto.DHTFindNode
+	if o.lookup.Kind() == FindValue {
+		typ = proto.DHTFindValue
+	}
+	for _, ct := range to {
+		c.send(ct, proto.DHTMessage{Type: typ, Target: o.lookup.Target()}, now, o)
+	}
+}
+
+// advance moves o to its next phase or finishes it.
+func (c *Core) advance(o *op, now time.Time) {
+	switch o.kind {
+	case OpBootstrap:
+		if o.lookup == nil {
+			if o.waiting == 0 {
+				c.startLookup(o, c.id.ID, FindNode, now)
+			}
+			return
+		}
+	case OpProvide:
+		if !o.storing {
+			if !o.lookup.Done() {
+				return
+			}
+			o.storing = true
+			for _, ct := range o.lookup.Closest() {
+				o.waiting++
+				c.send(ct, proto.DHTMessage{Type: proto.DHTStore, Record: o.record}, now, o)
+			}
+		}
+		if o.waiting > 0 {
+			return
+		}
+		c.finish(o, nil, now)
+		return
+	}
+	if o.lookup.Done() {
+		c.finish(o, nil, now)
+	}
+}
+
+func (c *Core) finish(o *op, err error, now time.Time) {
+	if _, ok := c.ops[o.id]; !ok {
+		return
+	}
+	delete(c.ops, o.id)
+	if o.kind == OpBootstrap {
+		c.refresh(c.table.JoinRefresh(now), now)
+	}
+	if o.internal {
+		return
+	}
+	r := Result{Op: o.id, Kind: o.kind, Stored: o.stored, Msgs: o.msgs, Err: err}
+	if o.lookup != nil {
+		r.Target = o.lookup.Target()
+		r.Closest = o.lookup.Closest()
+		r.Records = o.lookup.Records()
+		r.Rounds = o.lookup.Rounds()
+	}
+	if o.kind == OpProvide && err == nil && o.stored == 0 {
+		r.Err = fmt.Errorf("%w: no node stored the record", ErrUnreachable)
+	}
+	c.results = append(c.results, r)
+}
+
+// FindNode starts an iterative FIND_NODE of target.
+func (c *Core) FindNode(target proto.NodeID, now time.Time) (OpID, error) {
+	o, err := c.newOp(OpFindNode, now)
+	if err != nil {
+		return 0, err
+	}
+	c.startLookup(o, target, FindNode, now)
+	return o.id, nil
+}
+
+// FindValue starts an iterative FIND_VALUE of key: its Result carries the
+// verified provider records found.
+func (c *Core) FindValue(key proto.HashName, now time.Time) (OpID, error) {
+	o, err := c.newOp(OpFindValue, now)
+	if err != nil {
+		return 0, err
+	}
+	c.startLookup(o, proto.NodeID(key), FindValue, now)
+	return o.id, nil
+}
+
+// Provide announces that this node serves key: it signs a provider record
+// expiring after RecordTTL, keeps it itself, stores it on the K closest
+// nodes found by a lookup, and does so again every RepublishInterval.
+func (c *Core) Provide(key proto.HashName, pieces uint8, facilitator bool, now time.Time) (OpID, error) {
+	if c.id.Key == nil {
+		return 0, ErrNoIdentity
+	}
+	if pieces > proto.MaxPieces {
+		return 0, fmt.Errorf("%w: pieces %d", ErrBadConfig, pieces)
+	}
+	p := &provided{pieces: pieces, facilitator: facilitator, next: now.Add(c.cfg.RepublishInterval)}
+	o, err := c.provide(key, p, now)
+	if err != nil {
+		return 0, err
+	}
+	c.provided[key] = p
+	return o.id, nil
+}
+
+func (c *Core) provide(key proto.HashName, p *provided, now time.Time) (*op, error) {
+	rec := proto.ProviderRecord{
+		Key: key, OnionKey: c.id.OnionKey, Addr: c.id.Addr,
+		Pieces: p.pieces, Facilitator: p.facilitator,
+		Expires: uint64(now.Add(c.cfg.RecordTTL).Unix()),
+	}
+	rec.Sign(c.id.Key)
+	o, err := c.newOp(OpProvide, now)
+	if err != nil {
+		return nil, err
+	}
+	o.record = rec
+	_ = c.store.Put(c.id.ID, rec, now) // so a FIND_VALUE reaching this node finds it too
+	c.startLookup(o, proto.NodeID(key), FindNode, now)
+	return o, nil
+}
+
+// Bootstrap joins the DHT through bridges: FIND_PEER to each (the asker's
+// DB_FIND_PEER record), then a FIND_NODE of this node's own ID seeded
+// with the peers the bridges return, which fills the table. The bridges
+// are kept for bootstrapping again while the table is empty.
+func (c *Core) Bootstrap(bridges []proto.DHTContact, now time.Time) (OpID, error) {
+	c.bridges = slices.Clone(bridges)
+	c.lastBootstrap = now
+	o, err := c.newOp(OpBootstrap, now)
+	if err != nil {
+		return 0, err
+	}
+	self := proto.DBPeer{ID: c.id.ID, Addr: c.id.Addr, OnionKey: c.id.OnionKey}
+	for _, b := range bridges {
+		if b.ID == c.id.ID {
+			continue
+		}
+		o.waiting++
+		o.seeds = append(o.seeds, b)
+		c.send(b, proto.DHTMessage{Type: proto.DHTFindPeer, Peer: self}, now, o)
+	}
+	c.advance(o, now)
+	return o.id, nil
+}

@@ -1,0 +1,382 @@
+package kademlia
+
+import (
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"time"
+
+	"veil/proto"
+)
+
+// Entry is one contact of the routing table.
+type Entry struct {
+	Contact  proto.DHTContact
+	OnionKey []byte // known when the contact introduced itself (FIND_PEER); else nil
+	LastSeen time.Time
+	Fails    int // RPCs missed in a row
+}
+
+type bucket struct {
+	entries     []Entry // least recently seen first
+	replacement *Entry  // waits for the ping of entries[0]
+	pinging     bool    // a ping of entries[0] is in flight
+	lastLookup  int64 // unix nanoseconds; 0: never
+}
+
+// Table is the routing table: IDBits buckets where bucket j holds contacts
+// at XOR distance d with 2^j <= d < 2^(j+1) (the seed's numbering), each
+// at most K long, least recently seen first. It is a pure data structure:
+// the caller sends the pings it asks for and reports their outcome. Not
+// safe for concurrent use.
+type Table struct {
+	self         proto.NodeID
+	k            int
+	maxPerSubnet int
+	maxFails     int
+	// buckets[p] is bucket IDBits-1-p (contacts sharing a p-bit prefix
+	// with self). Only the first few are ever filled in practice, so the
+	// slice grows on demand: a table costs a few kB, not IDBits buckets.
+	buckets []bucket
+	size    int
+}
+
+// at returns bucket i, or nil if it was never used.
+func (t *Table) at(i int) *bucket {
+	if p := IDBits - 1 - i; p < len(t.buckets) {
+		return &t.buckets[p]
+	}
+	return nil
+}
+
+// grow returns bucket i, allocating it.
+func (t *Table) grow(i int) *bucket {
+	p := IDBits - 1 - i
+	for len(t.buckets) <= p {
+		t.buckets = append(t.buckets, bucket{})
+	}
+	return &t.buckets[p]
+}
+
+// NewTable returns an empty table for node self.
+func NewTable(self proto.NodeID, cfg Config) *Table {
+	return &Table{self: self, k: cfg.K, maxPerSubnet: cfg.MaxPerSubnet, maxFails: cfg.MaxFails}
+}
+
+// Self is the ID the table is built around.
+func (t *Table) Self() proto.NodeID { return t.self }
+
+// Len is the number of contacts held.
+func (t *Table) Len() int { return t.size }
+
+// BucketIndex returns j such that 2^j <= Xor(self, id) < 2^(j+1), or -1
+// for self.
+func BucketIndex(self, id proto.NodeID) int {
+	return IDBits - 1 - proto.CommonPrefixLen(self, id)
+}
+
+// Bucket returns a copy of bucket i's entries, least recently seen first.
+func (t *Table) Bucket(i int) []Entry {
+	if b := t.at(i); b != nil {
+		return slices.Clone(b.entries)
+	}
+	return nil
+}
+
+// subnet returns the /24 of an IPv4 address or the /48 of an IPv6 one.
+func subnet(a netip.Addr) netip.Prefix {
+	a = a.Unmap()
+	bits := 48
+	if a.Is4() {
+		bits = 24
+	}
+	p, _ := a.Prefix(bits)
+	return p
+}
+
+func (t *Table) subnetCount(b *bucket, a netip.Addr, skip proto.NodeID) int {
+	s := subnet(a)
+	n := 0
+	for _, e := range b.entries {
+		if e.Contact.ID != skip && s.Contains(e.Contact.Addr.Addr().Unmap()) {
+			n++
+		}
+	}
+	return n
+}
+
+func (t *Table) find(b *bucket, id proto.NodeID) int {
+	for i := range b.entries {
+		if b.entries[i].Contact.ID == id {
+			return i
+		}
+	}
+	return -1
+}
+
+// Seen records that c answered us or sent us a request at now. A known
+// contact moves to the tail (most recently seen). A new one is added if
+// its bucket has room and its subnet is under the limit. If the bucket is
+// full, the new contact waits as the bucket's replacement and Seen returns
+// the oldest contact with ping = true: the caller pings it and reports
+// Seen (it answered, the newcomer is dropped) or Failed (it is replaced).
+// An error means the table did not change.
+func (t *Table) Seen(c proto.DHTContact, onionKey []byte, now time.Time) (oldest proto.DHTContact, ping bool, err error) {
+	if c.ID == t.self {
+		return oldest, false, ErrSelf
+	}
+	if !c.Addr.IsValid() {
+		return oldest, false, ErrNoAddr
+	}
+	b := t.grow(BucketIndex(t.self, c.ID))
+	if i := t.find(b, c.ID); i >= 0 {
+		e := b.entries[i]
+		if e.Contact.Addr != c.Addr && (t.maxPerSubnet == 0 || t.subnetCount(b, c.Addr.Addr(), c.ID) < t.maxPerSubnet) {
+			e.Contact.Addr = c.Addr
+		}
+		if onionKey != nil {
+			e.OnionKey = slices.Clone(onionKey)
+		}
+		e.LastSeen, e.Fails = now, 0
+		copy(b.entries[i:], b.entries[i+1:])
+		b.entries[len(b.entries)-1] = e
+		if i == 0 && b.pinging {
+			// The oldest answered its ping: it stays, the newcomer goes.
+			b.pinging, b.replacement = false, nil
+		}
+		return oldest, false, nil
+	}
+	if t.maxPerSubnet > 0 && t.subnetCount(b, c.Addr.Addr(), proto.NodeID{}) >= t.maxPerSubnet {
+		return oldest, false, ErrSubnetFull
+	}
+	e := Entry{Contact: c, OnionKey: slices.Clone(onionKey), LastSeen: now}
+	if len(b.entries) < t.k {
+		b.entries = append(b.entries, e)
+		t.size++
+		return oldest, false, nil
+	}
+	if b.pinging {
+		// A ping is already out: the most recent newcomer waits instead.
+		b.replacement = &e
+		return oldest, false, ErrBucketFull
+	}
+	b.replacement, b.pinging = &e, true
+	return b.entries[0].Contact, true, nil
+}
+
+// Failed records that an RPC to id went unanswered. A contact that missed
+// MaxFails in a row, or the oldest contact whose eviction ping failed,
+// leaves the table and the bucket's replacement, if any, takes its place.
+// It reports whether id was removed.
+func (t *Table) Failed(id proto.NodeID) bool {
+	if id == t.self {
+		return false
+	}
+	b := t.at(BucketIndex(t.self, id))
+	if b == nil {
+		return false
+	}
+	i := t.find(b, id)
+	if i < 0 {
+		return false
+	}
+	b.entries[i].Fails++
+	if b.entries[i].Fails < t.maxFails && !(i == 0 && b.pinging) {
+		return false
+	}
+	t.removeAt(b, i)
+	return true
+}
+
+// Remove drops id from the table, promoting the bucket's replacement.
+func (t *Table) Remove(id proto.NodeID) bool {
+	if id == t.self {
+		return false
+	}
+	b := t.at(BucketIndex(t.self, id))
+	if b == nil {
+		return false
+	}
+	i := t.find(b, id)
+	if i < 0 {
+		return false
+	}
+	t.removeAt(b, i)
+	return true
+}
+
+func (t *Table) removeAt(b *bucket, i int) {
+	b.entries = slices.Delete(b.entries, i, i+1)
+	t.size--
+	// The bucket has room now: whatever the ping in flight says, the
+	// waiting newcomer can come in.
+	b.pinging = false
+	if r := b.replacement; r != nil {
+		b.replacement = nil
+		if t.maxPerSubnet == 0 || t.subnetCount(b, r.Contact.Addr.Addr(), proto.NodeID{}) < t.maxPerSubnet {
+			b.entries = append(b.entries, *r)
+			t.size++
+		}
+	}
+}
+
+// Get returns the entry for id.
+func (t *Table) Get(id proto.NodeID) (Entry, bool) {
+	if id == t.self {
+		return Entry{}, false
+	}
+	if b := t.at(BucketIndex(t.self, id)); b != nil {
+		if i := t.find(b, id); i >= 0 {
+			return b.entries[i], true
+		}
+	}
+	return Entry{}, false
+}
+
+// Closest appends to dst up to n entries closest to target by XOR
+// distance, closest first, skipping exclude. It visits buckets in distance
+// order: with b the bucket of target, bucket b holds the contacts closer
+// than 2^b, the buckets below b those between 2^b and 2^(b+1), and each
+// bucket above b one band of its own.
+func (t *Table) Closest(dst []Entry, target proto.NodeID, n int, exclude proto.NodeID) []Entry {
+	start := len(dst)
+	b := BucketIndex(t.self, target)
+	add := func(i int) {
+		bk := t.at(i)
+		if bk == nil {
+			return
+		}
+		for _, e := range bk.entries {
+			if e.Contact.ID != exclude {
+				dst = append(dst, e)
+			}
+		}
+	}
+	sortFrom := func(from int) {
+		slices.SortFunc(dst[from:], func(x, y Entry) int {
+			if proto.Closer(target, x.Contact.ID, y.Contact.ID) {
+				return -1
+			}
+			if proto.Closer(target, y.Contact.ID, x.Contact.ID) {
+				return 1
+			}
+			return 0
+		})
+	}
+	if b >= 0 {
+		add(b)
+		sortFrom(start)
+		if len(dst)-start >= n {
+			return dst[:start+n]
+		}
+		from := len(dst)
+		for i := b - 1; i >= 0; i-- {
+			add(i)
+		}
+		sortFrom(from)
+		if len(dst)-start >= n {
+			return dst[:start+n]
+		}
+	}
+	for i := max(b+1, IDBits-len(t.buckets)); i < IDBits; i++ {
+		from := len(dst)
+		add(i)
+		sortFrom(from)
+		if len(dst)-start >= n {
+			return dst[:start+n]
+		}
+	}
+	return dst
+}
+
+// ClosestContacts is Closest returning only the contacts.
+func (t *Table) ClosestContacts(target proto.NodeID, n int, exclude proto.NodeID) []proto.DHTContact {
+	es := t.Closest(nil, target, n, exclude)
+	cs := make([]proto.DHTContact, len(es))
+	for i, e := range es {
+		cs[i] = e.Contact
+	}
+	return cs
+}
+
+// MarkLookup records a lookup of target at now, so target's bucket is not
+// refreshed before RefreshInterval passes.
+func (t *Table) MarkLookup(target proto.NodeID, now time.Time) {
+	if i := BucketIndex(t.self, target); i >= 0 {
+		t.grow(i).lastLookup = now.UnixNano()
+	}
+}
+
+// DueRefresh returns the buckets with no lookup for interval, farthest
+// first: every bucket from the farthest down to one below the nearest
+// non-empty bucket (closer buckets are empty in any network of realistic
+// size). A bucket never looked up counts from the first call. The buckets
+// returned are marked as looked up at now.
+func (t *Table) DueRefresh(now time.Time, interval time.Duration) []int {
+	low := IDBits - 1
+	for p := len(t.buckets) - 1; p >= 0; p-- {
+		if len(t.buckets[p].entries) > 0 {
+			low = max(IDBits-1-p-1, 0)
+			break
+		}
+	}
+	var due []int
+	ns := now.UnixNano()
+	for i := IDBits - 1; i >= low; i-- {
+		b := t.grow(i)
+		switch {
+		case b.lastLookup == 0:
+			b.lastLookup = ns
+		case ns-b.lastLookup >= int64(interval):
+			b.lastLookup = ns
+			due = append(due, i)
+		}
+	}
+	return due
+}
+
+// JoinRefresh returns the buckets a node refreshes once it has joined:
+// every bucket farther than its nearest neighbour's (Kademlia section
+// 2.3). Without it a newcomer knows almost nobody far from itself, and
+// nobody far from it learns of it. They are marked as looked up at now.
+func (t *Table) JoinRefresh(now time.Time) []int {
+	var out []int
+	for p := range t.buckets {
+		if len(t.buckets[p].entries) > 0 {
+			out = append(out, IDBits-1-p)
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	nearest := out[len(out)-1]
+	out = out[:0]
+	for i := IDBits - 1; i > nearest; i-- {
+		t.grow(i).lastLookup = now.UnixNano()
+		out = append(out, i)
+	}
+	return out
+}
+
+// RandomID returns a random ID in bucket i of self's table.
+func RandomID(self proto.NodeID, i int, r *rand.Rand) proto.NodeID {
+	var id proto.NodeID
+	for j := 0; j < len(id); j += 8 {
+		v := r.Uint64()
+		for k := 0; k < 8 && j+k < len(id); k++ {
+			id[j+k] = byte(v >> (8 * k))
+		}
+	}
+	// Bits above i equal self's, bit i differs, bits below are random.
+	// Bit positions count from the least significant bit of the ID.
+	for bit := IDBits - 1; bit >= i; bit-- {
+		byteIdx := (IDBits - 1 - bit) / 8
+		mask := byte(0x80) >> ((IDBits - 1 - bit) % 8)
+		v := self[byteIdx] & mask
+		if bit == i {
+			v ^= mask
+		}
+		id[byteIdx] = id[byteIdx]&^mask | v
+	}
+	return id
+}
