@@ -292,10 +292,12 @@ func (l *Link) exit() {
 func (l *Link) writeLoop() {
 	defer l.exit()
 	bw := bufio.NewWriterSize(l.conn, l.cfg.WriteBufferSize)
-	ticker := time.NewTicker(l.cfg.KeepaliveInterval)
+	// Ticking at half the interval with a "wrote since the last tick" flag
+	// bounds the silence between writes by KeepaliveInterval.
+	ticker := time.NewTicker(l.cfg.KeepaliveInterval / 2)
 	defer ticker.Stop()
 	var batch []outItem
-	wrote := false // something was written since the last keepalive tick
+	wrote := false // something was written since the last tick
 	var err error
 	for {
 		l.mu.Lock()

@@ -636,11 +636,13 @@ func TestLinkMaxLinks(t *testing.T) {
 func TestLinkKeepaliveAndIdleTimeout(t *testing.T) {
 	leakCheck(t)
 	cfg := testConfig()
-	cfg.IdleTimeout = 300 * time.Millisecond
-	cfg.KeepaliveInterval = 60 * time.Millisecond
+	// Generous margins: this machine may be loaded and run under -race.
+	cfg.IdleTimeout = 1500 * time.Millisecond
+	cfg.KeepaliveInterval = 100 * time.Millisecond
 	a := newTestNode(t, cfg, nil)
 	b := newTestNode(t, cfg, nil)
 	l := b.get(t, a)
+	start := time.Now()
 
 	// A silent peer (handshake done, then nothing) is dropped.
 	silent := rawPeer(t, a)
@@ -650,14 +652,14 @@ func TestLinkKeepaliveAndIdleTimeout(t *testing.T) {
 	}
 	expectRefused(t, silent)
 
-	// Meanwhile, and for several idle timeouts more, padding kept the
-	// real link up on both sides.
+	// Meanwhile, and for several idle timeouts, padding kept the real link
+	// up on both sides.
 	select {
 	case ev := <-a.closed:
-		t.Fatalf("idle link closed: %v", ev.err)
+		t.Fatalf("idle link closed on the listener after %v: %v (inbound %v, peer is b %v)", time.Since(start), ev.err, ev.l.Inbound(), ev.l.Peer() == b.id.ID)
 	case ev := <-b.closed:
-		t.Fatalf("idle link closed: %v", ev.err)
-	case <-time.After(4 * cfg.IdleTimeout):
+		t.Fatalf("idle link closed on the dialer after %v: %v", time.Since(start), ev.err)
+	case <-time.After(2*cfg.IdleTimeout - time.Since(start)):
 	}
 	if l.Err() != nil || a.m.Lookup(b.id.ID) == nil {
 		t.Fatal("keepalive did not keep the link")
