@@ -317,6 +317,9 @@ loop:
 		select {
 		case it := <-c.in:
 			r, send, done := c.step(it)
+			for n := len(c.in); !done && n > 0; n-- {
+				r, send, done = c.step(<-c.in) // what else is queued, without a full select
+			}
 			if done {
 				reason, sendDestroyFirst = r, send
 				break loop

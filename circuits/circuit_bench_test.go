@@ -5,6 +5,7 @@ import (
 	"io"
 	"slices"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -58,7 +59,9 @@ func benchCircuit3Hop(b *testing.B, tweak func(int, *SwitchConfig)) {
 	const chunk = 64 << 10
 	buf := make([]byte, chunk)
 	b.SetBytes(chunk)
+	b.ReportAllocs()
 	b.ResetTimer()
+	cpu0 := cpuTime()
 	want.Store(int64(b.N) * chunk)
 	for range b.N {
 		if _, err := s.Write(buf); err != nil {
@@ -71,7 +74,21 @@ func benchCircuit3Hop(b *testing.B, tweak func(int, *SwitchConfig)) {
 		b.Fatalf("sink got %d of %d bytes", total.Load(), want.Load())
 	}
 	b.StopTimer()
+	// CPU spent by the whole process (all four nodes) per byte delivered:
+	// unlike MB/s, this barely moves when other work shares the machine.
+	if cpu := cpuTime() - cpu0; cpu > 0 {
+		b.ReportMetric(float64(b.N)*chunk/1e6/cpu.Seconds(), "MB/cpu-s")
+	}
 	s.Close()
+}
+
+// cpuTime is the user+system CPU time of this process.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkCircuitBuild3Hop measures building a 3-hop circuit on 127.0.0.1

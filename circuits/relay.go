@@ -506,6 +506,12 @@ func (rc *relayCirc) loop() (proto.DestroyReason, bool) {
 			if reason, sendPrev, done := rc.step(it); done {
 				return reason, sendPrev
 			}
+			// Take what else is queued without the cost of a full select.
+			for range len(rc.in) {
+				if reason, sendPrev, done := rc.step(<-rc.in); done {
+					return reason, sendPrev
+				}
+			}
 		case r := <-rc.killc:
 			return r, true
 		case <-rc.sw.stop:
