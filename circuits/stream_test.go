@@ -108,3 +108,27 @@ func TestStreamEOFAndClose(t *testing.T) {
 		t.Fatal("stream on a closed circuit")
 	}
 }
+
+func TestPeerIgnoringStreamWindowIsDestroyed(t *testing.T) {
+	noLeaks(t)
+	nodes := newNet(t, 3, nil)
+	hold := make(chan struct{})
+	nodes[2].sw.Handle("stall", func(s *Stream) { <-hold })
+	defer close(hold)
+	c := build(t, nodes[0], nodes[1], nodes[2])
+	s, err := c.OpenStream(context.Background(), "stall")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Bypass our own window: DATA sent as if it were a control cell.
+	window := nodes[2].cfg.StreamWindow
+	for i := 0; i <= window; i++ {
+		if err := c.ep.sendControl(lastHop, false, proto.RelayData, s.ID(), []byte("x")); err != nil {
+			break // the circuit may already be gone
+		}
+	}
+	waitClosed(t, c)
+	if c.Reason() != proto.DestroyProtocol {
+		t.Fatalf("closed with %v", c.Reason())
+	}
+}
