@@ -421,16 +421,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 		s.cond.Wait()
 	}
 	if s.rqHead == len(s.rq) {
-		err := io.EOF
-		switch {
-		case s.localClosed:
-			err = ErrStreamClosed
-		case s.peerEnded:
-		case e.closed:
-			err = ErrCircuitClosed
-		default:
-			err = errDeadline
-		}
+		err := s.readErrLocked()
 		e.mu.Unlock()
 		return 0, err
 	}
@@ -460,6 +451,55 @@ func (s *Stream) Read(p []byte) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// ReadCell reads the next received cell whole: its relay command (DATA or
+// a DB_* command) and its data copied into buf, which must hold
+// proto.RelayDataSize bytes. After a Read that took part of a cell, it
+// returns the rest of that cell. Errors are Read's.
+func (s *Stream) ReadCell(buf []byte) (proto.RelayCommand, int, error) {
+	if len(buf) < proto.RelayDataSize {
+		return 0, 0, io.ErrShortBuffer
+	}
+	e := s.e
+	e.mu.Lock()
+	for s.rqHead == len(s.rq) && !s.peerEnded && !s.localClosed && !e.closed && !s.pastDeadline() {
+		s.cond.Wait()
+	}
+	if s.rqHead == len(s.rq) {
+		err := s.readErrLocked()
+		e.mu.Unlock()
+		return 0, 0, err
+	}
+	q := &s.rq[s.rqHead]
+	p := q.c.Payload()
+	cmd := proto.RelayCommand(p[0])
+	n := copy(buf, p[proto.RelayHeaderSize+q.off:proto.RelayHeaderSize+q.n])
+	proto.PutCell(q.c)
+	*q = queued{}
+	s.rqHead++
+	sendme := s.recvWin.Consumed()
+	if s.rqHead == len(s.rq) {
+		s.rq, s.rqHead = s.rq[:0], 0
+	}
+	e.mu.Unlock()
+	if sendme {
+		_ = e.sendControl(lastHop, false, proto.RelaySendme, s.id, nil)
+	}
+	return cmd, n, nil
+}
+
+// readErrLocked is why a read found nothing: io.EOF after the peer's END.
+func (s *Stream) readErrLocked() error {
+	switch {
+	case s.localClosed:
+		return ErrStreamClosed
+	case s.peerEnded:
+		return io.EOF
+	case s.e.closed:
+		return ErrCircuitClosed
+	}
+	return errDeadline
 }
 
 // Write sends p as DATA cells of at most proto.RelayDataSize bytes.

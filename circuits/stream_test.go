@@ -132,3 +132,43 @@ func TestPeerIgnoringStreamWindowIsDestroyed(t *testing.T) {
 		t.Fatalf("closed with %v", c.Reason())
 	}
 }
+
+func TestStreamCellsKeepCommandsAndBoundaries(t *testing.T) {
+	noLeaks(t)
+	nodes := newNet(t, 3, nil)
+	nodes[2].sw.Handle("cellecho", func(s *Stream) {
+		buf := make([]byte, proto.RelayDataSize)
+		for {
+			cmd, n, err := s.ReadCell(buf)
+			if err != nil {
+				return
+			}
+			if s.WriteCell(cmd, buf[:n]) != nil {
+				return
+			}
+		}
+	})
+	c := build(t, nodes[0], nodes[1], nodes[2])
+	s, err := c.OpenStream(context.Background(), "cellecho")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetReadDeadline(time.Now().Add(circWait))
+	if err := s.WriteCell(proto.RelaySendme, nil); err == nil {
+		t.Fatal("WriteCell accepted a control command")
+	}
+	cmds := []proto.RelayCommand{proto.RelayDBQuery, proto.RelayDBData, proto.RelayData, proto.RelayDBEnd}
+	buf := make([]byte, proto.RelayDataSize)
+	for round := range 1200 { // past the stream window: SENDMEs flow from ReadCell
+		cmd := cmds[round%len(cmds)]
+		msg := bytes.Repeat([]byte{byte(round)}, 1+round%proto.RelayDataSize)
+		if err := s.WriteCell(cmd, msg); err != nil {
+			t.Fatal(err)
+		}
+		gc, n, err := s.ReadCell(buf)
+		if err != nil || gc != cmd || !bytes.Equal(buf[:n], msg) {
+			t.Fatalf("round %d: got %v %d bytes (%v), want %v %d bytes", round, gc, n, err, cmd, len(msg))
+		}
+	}
+	s.Close()
+}
