@@ -260,8 +260,9 @@ func (l *Link) shutdown(err error, graceful bool) {
 	l.mu.Unlock()
 	close(l.quit)
 	if !graceful {
-		// tls.Conn.Close only closes the socket if a write is in flight.
-		_ = l.conn.Close()
+		// Cut the socket without TLS close_notify: sending it could block
+		// on a peer that reads nothing. The peer sees the connection end.
+		_ = l.raw.Close()
 	}
 }
 
@@ -412,12 +413,13 @@ func (l *Link) writeErr(err error) error {
 // readLoop owns the read side: it frames cells and calls the handlers.
 func (l *Link) readLoop() {
 	defer l.exit()
-	err := l.read()
+	err := l.read(l.conn)
 	l.shutdown(err, false)
 }
 
-func (l *Link) read() error {
-	br := bufio.NewReaderSize(l.conn, l.cfg.ReadBufferSize)
+// read frames cells from src until an error, which it returns.
+func (l *Link) read(src io.Reader) error {
+	br := bufio.NewReaderSize(src, l.cfg.ReadBufferSize)
 	varBuf := make([]byte, proto.VarHeaderSize+proto.MaxVarPayload)
 	for {
 		hdr, err := br.Peek(proto.CellHeaderSize)

@@ -757,3 +757,82 @@ func TestLinkRejectsBadCells(t *testing.T) {
 		t.Fatalf("got %q", v.Payload)
 	}
 }
+
+// FuzzLinkRead feeds arbitrary bytes to a link's cell framing: it must end
+// with an error (never a panic) and deliver exactly the cells it framed.
+func FuzzLinkRead(f *testing.F) {
+	cell := makeCell(9, proto.CmdRelay, 3)
+	var seed []byte
+	seed = cell.Append(seed)
+	seed = proto.VarCell{CircID: 1, Command: proto.CmdDHT, Payload: []byte("ping")}.Append(seed)
+	seed = append(seed, paddingCell[:]...)
+	f.Add(seed)
+	f.Add(seed[:600])
+	f.Add([]byte{0, 0, 0, 1, byte(proto.CmdDHT), 0xff, 0xff})
+	f.Add([]byte{0, 0, 0, 1, 7})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var cells, vars int
+		m := &Links{cfg: DefaultConfig(), h: LinkHandlers{
+			Cell: func(l *Link, c *proto.Cell) {
+				if !c.Command().Known() || c.Command().IsVariable() || c.Command() == proto.CmdPadding {
+					t.Fatalf("delivered a %v cell", c.Command())
+				}
+				cells++
+				proto.PutCell(c)
+			},
+			Var: func(l *Link, v proto.VarCell) {
+				if len(v.Payload) > proto.MaxVarPayload {
+					t.Fatal("oversized var cell delivered")
+				}
+				vars++
+			},
+		}}
+		l := newLink(m, nil, nil, make([]byte, 32), true)
+		err := l.read(bytes.NewReader(b))
+		if err == nil {
+			t.Fatal("read ended without an error")
+		}
+		if errors.Is(err, ErrClosedByPeer) && cells*proto.CellSize > len(b) {
+			t.Fatalf("%d cells from %d bytes", cells, len(b))
+		}
+	})
+}
+
+func TestLinkReadFraming(t *testing.T) {
+	var in []byte
+	for i := 0; i < 50; i++ {
+		in = makeCell(uint32(i), proto.CmdRelay, byte(i)).Append(in)
+		in = append(in, paddingCell[:]...)
+		in = proto.VarCell{CircID: uint32(i), Command: proto.CmdDHT, Payload: bytes.Repeat([]byte{byte(i)}, i*100)}.Append(in)
+	}
+	var next uint32
+	var vnext uint32
+	m := &Links{cfg: DefaultConfig(), h: LinkHandlers{
+		Cell: func(l *Link, c *proto.Cell) {
+			if c.CircID() != next || c.Payload()[7] != byte(next)+7 {
+				t.Fatalf("cell %d: got circ %d", next, c.CircID())
+			}
+			next++
+			proto.PutCell(c)
+		},
+		Var: func(l *Link, v proto.VarCell) {
+			if v.CircID != vnext || !bytes.Equal(v.Payload, bytes.Repeat([]byte{byte(vnext)}, int(vnext)*100)) {
+				t.Fatalf("var cell %d wrong", vnext)
+			}
+			vnext++
+		},
+	}}
+	l := newLink(m, nil, nil, make([]byte, 32), true)
+	if err := l.read(bytes.NewReader(in)); !errors.Is(err, ErrClosedByPeer) {
+		t.Fatalf("clean end of stream: %v", err)
+	}
+	if next != 50 || vnext != 50 {
+		t.Fatalf("got %d cells and %d var cells, want 50 each", next, vnext)
+	}
+	// A stream cut inside a cell is not a clean close.
+	l = newLink(m, nil, nil, make([]byte, 32), true)
+	next, vnext = 0, 0
+	if err := l.read(bytes.NewReader(in[:proto.CellSize+10])); err == nil || errors.Is(err, ErrClosedByPeer) {
+		t.Fatalf("cut stream: %v", err)
+	}
+}
