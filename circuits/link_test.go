@@ -836,3 +836,38 @@ func TestLinkReadFraming(t *testing.T) {
 		t.Fatalf("cut stream: %v", err)
 	}
 }
+
+func TestLinksCloseAbortsHandshakes(t *testing.T) {
+	leakCheck(t)
+	cfg := testConfig()
+	cfg.HandshakeTimeout = time.Minute
+	a := newTestNode(t, cfg, nil)
+	// Connections that never say anything hold handshakes open.
+	for i := 0; i < 3; i++ {
+		rawDial(t, a)
+	}
+	// Wait until a counts them (they hold MaxLinks slots).
+	deadline := time.Now().Add(waitFor)
+	for {
+		a.m.mu.Lock()
+		pending := a.m.pending
+		a.m.mu.Unlock()
+		if pending == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d handshakes pending, want 3", pending)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	closed := make(chan struct{})
+	go func() {
+		a.m.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(waitFor):
+		t.Fatal("Close waited for handshakes to time out")
+	}
+}
