@@ -44,8 +44,18 @@ func BenchmarkCircuit3Hop(b *testing.B) {
 	})
 }
 
+// BenchmarkCircuit3HopMem is BenchmarkCircuit3Hop over in-memory links: the
+// circuit layer's own cost (onion crypto, queues, windows) without TLS and
+// sockets.
+func BenchmarkCircuit3HopMem(b *testing.B) {
+	benchCircuitBulk(b, newMemNodes(b, 4))
+}
+
 func benchCircuit3Hop(b *testing.B, tweak func(int, *SwitchConfig)) {
-	nodes := newNet(b, 4, tweak)
+	benchCircuitBulk(b, newNet(b, 4, tweak))
+}
+
+func benchCircuitBulk(b *testing.B, nodes []*cnode) {
 	var total, want atomic.Int64
 	done := make(chan struct{}, 1)
 	nodes[3].sw.Handle("count", countingSink(&total, done, &want))

@@ -96,7 +96,7 @@ func newNet(t testing.TB, n int, tweak func(i int, cfg *SwitchConfig)) []*cnode 
 		if err != nil {
 			t.Fatal(err)
 		}
-		sw.Handle("echo", func(s *Stream) { io.Copy(s, s) })
+		sw.Handle("echo", echoService)
 		sw.Handle("sink", func(s *Stream) { io.Copy(io.Discard, s) })
 		nodes[i] = cn
 		t.Cleanup(func() {
@@ -106,6 +106,8 @@ func newNet(t testing.TB, n int, tweak func(i int, cfg *SwitchConfig)) []*cnode 
 	}
 	return nodes
 }
+
+func echoService(s *Stream) { io.Copy(s, s) }
 
 func descs(nodes ...*cnode) []proto.NodeDescriptor {
 	var d []proto.NodeDescriptor
