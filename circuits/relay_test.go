@@ -68,8 +68,8 @@ func TestBitFlipDestroysCircuit(t *testing.T) {
 				t.Fatal("echo through a tampering relay succeeded")
 			}
 			waitClosed(t, c)
-			if c.Reason() != proto.DestroyProtocol && dir == "backward" {
-				t.Errorf("origin closed with %v", c.Reason())
+			if c.Reason() != proto.DestroyProtocol {
+				t.Errorf("origin closed with %v", c.Reason()) // reasons travel back via TRUNCATED
 			}
 			for i, n := range nodes[1:] {
 				waitUntil(t, fmt.Sprintf("node %d to drop the circuit", i+1), func() bool { return n.sw.Joined() == 0 })
@@ -212,5 +212,21 @@ func TestUnknownServiceRefused(t *testing.T) {
 	}
 	if err := echoCheck(c, 10, 1); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestDestroyReasonReachesEveryHop(t *testing.T) {
+	noLeaks(t)
+	nodes := newNet(t, 4, nil)
+	c := build(t, nodes[0], nodes[1], nodes[2], nodes[3])
+	c.Close()
+	for i, n := range nodes[1:] {
+		waitUntil(t, fmt.Sprintf("hop %d to close", i+1), func() bool { return len(n.eventsOf(EventClosed)) == 1 })
+		if r := n.eventsOf(EventClosed)[0].Reason; r != proto.DestroyFinished {
+			t.Errorf("hop %d closed with %v, want FINISHED", i+1, r)
+		}
+	}
+	if got := nodes[0].eventsOf(EventClosed); len(got) != 1 || got[0].Reason != proto.DestroyFinished || len(got[0].Path) != 3 {
+		t.Errorf("origin close events: %+v", got)
 	}
 }
