@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/bits"
 	"sync"
+	"sync/atomic"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -43,6 +44,8 @@ type Store struct {
 	done chan struct{} // closed when the writer returns
 
 	closeOnce sync.Once
+
+	commits atomic.Int64 // transactions the writer committed (tests, stats)
 
 	// mu guards infos, changed, werr and the mutable fields of every info.
 	mu      sync.Mutex

@@ -636,3 +636,34 @@ func TestLiveStreamEviction(t *testing.T) {
 		t.Fatalf("forked head: %v", err)
 	}
 }
+
+// TestWritesAreBatched: ranges share transactions, a flush commits the
+// rest, and nothing queued is visible before its commit.
+func TestWritesAreBatched(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, filepath.Join(t.TempDir(), "s.db"), func(c *Config) {
+		c.BatchBytes = 10 * 20 * content.ChunkSize // ten 20-chunk ranges
+		c.BatchDelay = time.Hour                   // only size and Flush commit
+	})
+	f := newFixture(t, 1000*content.ChunkSize, 12)
+	s.PutDescriptor(f.d)
+	for lo := uint64(0); lo < 45*20; lo += 20 {
+		if err := s.Ingest(ctx, f.name, f.rng(t, lo, lo+20)); err != nil {
+			t.Fatal(err)
+		}
+		if lo == 5*20 {
+			if have, _ := s.Have(f.name); len(have) != 0 {
+				t.Fatal("chunks visible before their batch committed")
+			}
+		}
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.commits.Load(); got != 5 { // 4 full batches + the flush
+		t.Fatalf("%d commits for 45 ranges, want 5", got)
+	}
+	if _, count, _ := s.Progress(f.name); count != 900 {
+		t.Fatalf("count %d", count)
+	}
+}

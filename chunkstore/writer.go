@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"slices"
 	"time"
 
@@ -17,23 +18,28 @@ import (
 // op is one item of the writer's queue: a verified range, or a flush.
 type op struct {
 	inf   *info
-	start uint64
-	data  []byte   // chunks back to back
-	lens  []uint16 // chunk lengths
-	times []uint32 // live only
+	recs  []opRec // the range laid out as records, in order
+	size  int     // chunk bytes
 	nodes []content.Node
 	head  *content.Head // live: a head newer than any committed
 
 	flushed chan error // flush barrier
 }
 
-func (o *op) bytes() int { return len(o.data) }
+// opRec is part of a record: a full-size record buffer holding only the
+// chunks of one range (its have bitmap says which). Laying chunks out in
+// the caller's goroutine keeps that copy off the single writer.
+type opRec struct {
+	r   uint64
+	buf []byte
+}
 
 // Ingest verifies r against the content's descriptor (or, for a live
 // stream, the signed head its proof carries) and queues it for the next
-// commit. Nothing is queued if any byte fails. It returns once queued: call
-// Flush to wait for the disk. It blocks while the queue is full, honouring
-// ctx. Chunks already held are skipped when written.
+// commit. Nothing is queued if any byte fails. It returns once queued (r's
+// buffers are not retained): call Flush to wait for the disk. It blocks
+// while the queue is full, honouring ctx. Chunks already held are skipped
+// when written.
 func (s *Store) Ingest(ctx context.Context, name proto.HashName, r content.Range) error {
 	inf, err := s.lookup(name)
 	if err != nil {
@@ -43,18 +49,22 @@ func (s *Store) Ingest(ctx context.Context, name proto.HashName, r content.Range
 	if err != nil {
 		return fmt.Errorf("chunkstore: ingest [%d,+%d) of %v: %w", r.Start, len(r.Chunks), name, err)
 	}
-	o := &op{inf: inf, start: r.Start, nodes: v.Nodes, lens: make([]uint16, len(r.Chunks))}
-	size := 0
-	for _, c := range r.Chunks {
-		size += len(c)
-	}
-	o.data = make([]byte, 0, size)
+	o := &op{inf: inf, nodes: v.Nodes}
 	for k, c := range r.Chunks {
-		o.data = append(o.data, c...)
-		o.lens[k] = uint16(len(c))
+		i := r.Start + uint64(k)
+		ri, slot := i/GroupChunks, i%GroupChunks
+		if len(o.recs) == 0 || o.recs[len(o.recs)-1].r != ri {
+			o.recs = append(o.recs, opRec{r: ri, buf: make([]byte, inf.recordLen(ri))})
+		}
+		buf := o.recs[len(o.recs)-1].buf
+		binary.BigEndian.PutUint64(buf, binary.BigEndian.Uint64(buf)|1<<slot)
+		copy(buf[inf.slotOffset(slot):], c)
+		if inf.live {
+			binary.BigEndian.PutUint32(buf[8+4*slot:], r.Times[k])
+		}
+		o.size += len(c)
 	}
 	if inf.live {
-		o.times = slices.Clone(r.Times)
 		h := r.Proof.Head
 		s.mu.Lock()
 		cur, gone := inf.head, inf.gone
@@ -158,7 +168,7 @@ func (s *Store) writer() {
 			timer.Reset(s.cfg.BatchDelay)
 		}
 		batch = append(batch, o)
-		pending += o.bytes()
+		pending += o.size
 		if pending >= s.cfg.BatchBytes {
 			commit()
 		}
@@ -201,35 +211,24 @@ func (s *Store) commit(batch []*op) error {
 				continue
 			}
 			rb, nb := cb.Bucket(bucketRecords), cb.Bucket(bucketNodes)
-			off := 0
-			for k, l := range o.lens {
-				i := o.start + uint64(k)
-				c := o.data[off : off+int(l)]
-				off += int(l)
-				key := recKey{o.inf, i / GroupChunks}
+			for _, or := range o.recs {
+				key := recKey{o.inf, or.r}
 				rec := recs[key]
 				if rec == nil {
-					if v := rb.Get(u64(key.r)); v != nil {
-						if len(v) != o.inf.recordLen(key.r) {
-							return fmt.Errorf("%w: record %d of %v has %d bytes", ErrCorrupt, key.r, o.inf.name, len(v))
-						}
-						rec = append([]byte(nil), v...)
-					} else {
-						rec = make([]byte, o.inf.recordLen(key.r))
+					v := rb.Get(u64(key.r))
+					if v == nil {
+						// A new record: adopt the range's buffer as is.
+						recs[key] = or.buf
+						added[o.inf] += popcount(binary.BigEndian.Uint64(or.buf))
+						continue
 					}
+					if len(v) != o.inf.recordLen(key.r) {
+						return fmt.Errorf("%w: record %d of %v has %d bytes", ErrCorrupt, key.r, o.inf.name, len(v))
+					}
+					rec = append([]byte(nil), v...)
 					recs[key] = rec
 				}
-				slot := i % GroupChunks
-				have := binary.BigEndian.Uint64(rec)
-				if have&(1<<slot) != 0 {
-					continue
-				}
-				binary.BigEndian.PutUint64(rec, have|1<<slot)
-				copy(rec[o.inf.slotOffset(slot):], c)
-				if o.inf.live {
-					binary.BigEndian.PutUint32(rec[8+4*slot:], o.times[k])
-				}
-				added[o.inf]++
+				added[o.inf] += mergeRecord(o.inf, rec, or.buf)
 			}
 			for _, n := range o.nodes {
 				if err := nb.Put(nodeKey(n.A, n.B), n.Hash[:]); err != nil {
@@ -306,6 +305,7 @@ func (s *Store) commit(batch []*op) error {
 	if err != nil {
 		return err
 	}
+	s.commits.Add(1)
 	var reports []func()
 	s.mu.Lock()
 	for inf, n := range added {
@@ -372,4 +372,21 @@ func (s *Store) evict(cb *bolt.Bucket, inf *info, length uint64) (uint64, error)
 		}
 	}
 	return dropped, nil
+}
+
+// mergeRecord copies into rec the chunks of src it lacks, and returns how
+// many it copied.
+func mergeRecord(inf *info, rec, src []byte) uint64 {
+	have, want := binary.BigEndian.Uint64(rec), binary.BigEndian.Uint64(src)
+	missing := want &^ have
+	for m := missing; m != 0; m &= m - 1 {
+		slot := uint64(bits.TrailingZeros64(m))
+		off := inf.slotOffset(slot)
+		copy(rec[off:off+content.ChunkSize], src[off:])
+		if inf.live {
+			copy(rec[8+4*slot:8+4*slot+4], src[8+4*slot:])
+		}
+	}
+	binary.BigEndian.PutUint64(rec, have|missing)
+	return popcount(missing)
 }
