@@ -23,6 +23,10 @@ const (
 	KeepSpan    = GroupChunks
 )
 
+// Have's words are records' bitmaps: a record must hold 64 chunks.
+var _ [GroupChunks - 64]struct{}
+var _ [64 - GroupChunks]struct{}
+
 var (
 	bucketNames   = []byte("names")
 	bucketPending = []byte("pending")

@@ -273,6 +273,9 @@ func TestProofSizeBound(t *testing.T) {
 		try(0, n)
 		try(0, 1)
 		try(n-1, n)
+		if n > 2 {
+			try(1, n-1) // both boundaries as deep as they go
+		}
 		for i := 0; i < 300; i++ {
 			lo := rnd.Uint64N(n)
 			try(lo, lo+1+rnd.Uint64N(min(n-lo, 400)))
