@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,6 +96,7 @@ type Link struct {
 	queue     []outItem  // cells accepted and not yet taken by the writer
 	queued    int        // bytes accepted and not yet handed to the TLS writer
 	idle      bool       // the writer sleeps and must be woken
+	waiting   int        // senders blocked on a full queue
 	closed    bool
 	err       error
 	killTimer *time.Timer
@@ -211,7 +213,9 @@ func (l *Link) enqueue(it outItem, block bool) error {
 			it.release()
 			return ErrQueueFull
 		}
+		l.waiting++
 		l.notFull.Wait()
+		l.waiting--
 	}
 	if l.closed {
 		err := l.err
@@ -304,10 +308,18 @@ func (l *Link) writeLoop() {
 		l.mu.Lock()
 		batch, l.queue = l.queue, batch[:0]
 		closed := l.closed
-		if len(batch) == 0 && !closed {
+		refill := len(batch) == 0 && !closed && l.waiting > 0
+		if len(batch) == 0 && !closed && !refill {
 			l.idle = true
 		}
 		l.mu.Unlock()
+		if refill {
+			// Senders blocked on the full queue were woken but have not
+			// run yet (they wait on this P): let them refill rather than
+			// flush a partial buffer and sleep.
+			runtime.Gosched()
+			continue
+		}
 
 		if len(batch) > 0 {
 			if l.loss.Load() {
