@@ -566,6 +566,12 @@ func (rc *relayCirc) step(it inbound) (reason proto.DestroyReason, sendPrev, don
 		return 0, false, false
 	}
 	c := it.c
+	if !fromPrev && (it.l != rc.next || c.CircID() != rc.nextID) {
+		// Queued before a TRUNCATE or a lost next hop cut that part of the
+		// circuit: the origin no longer has its layers.
+		proto.PutCell(c)
+		return 0, false, false
+	}
 	switch cmd := c.Command(); {
 	case cmd == proto.CmdDestroy:
 		r, _ := proto.ParseDestroy(c.Payload())
@@ -598,10 +604,10 @@ func (rc *relayCirc) step(it inbound) (reason proto.DestroyReason, sendPrev, don
 		return 0, false, false
 
 	case !fromPrev && cmd == proto.CmdRelay:
-		rc.hop.RelayBackward(c.PayloadArray())
 		c.SetCircID(rc.prevID)
 		rc.ep.stats.sent(0)
-		rc.ep.sendMu.Lock()
+		rc.ep.sendMu.Lock() // the backward keystream is shared with our own cells
+		rc.hop.RelayBackward(c.PayloadArray())
 		err := rc.prev.SendCell(c)
 		rc.ep.sendMu.Unlock()
 		if err != nil {
