@@ -412,6 +412,7 @@ func (c *Circuit) step(it inbound) (reason proto.DestroyReason, sendDestroy, don
 		case want == hop+1:
 			c.ep.sendMu.Lock()
 			c.ep.hops = c.ep.hops[:hop+1]
+			c.ep.newLastHop()
 			c.ep.sendMu.Unlock()
 			reply <- nil
 			return 0, false, false

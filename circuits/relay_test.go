@@ -167,8 +167,17 @@ func TestTruncateAndExtend(t *testing.T) {
 	noLeaks(t)
 	nodes := newNet(t, 5, nil)
 	c := build(t, nodes[0], nodes[1], nodes[2], nodes[3])
+	// Use up part of the circuit window with the old last hop, and leave a
+	// stream open there: neither may outlive the truncation.
+	if err := echoCheck(c, 150*proto.RelayDataSize, 9); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), circWait)
 	defer cancel()
+	old, err := c.OpenStream(ctx, "echo")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := c.Truncate(ctx, 2); err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +188,11 @@ func TestTruncateAndExtend(t *testing.T) {
 	if err := c.Extend(ctx, nodes[4].desc); err != nil {
 		t.Fatal(err)
 	}
-	if err := echoCheck(c, 3000, 1); err != nil {
+	if _, err := old.Write([]byte("x")); err == nil {
+		t.Fatal("stream to the cut hop still writable")
+	}
+	// Well past one window: SENDMEs from the new last hop must match.
+	if err := echoCheck(c, 3*nodes[0].cfg.CircWindow*proto.RelayDataSize/2, 1); err != nil {
 		t.Fatal(err)
 	}
 	if got := c.Path()[2].ID; got != nodes[4].id.ID {

@@ -163,6 +163,22 @@ func (e *endpoint) sendData(s *Stream, cmd proto.RelayCommand, data []byte) erro
 	}
 }
 
+// newLastHop starts over with a new last hop (after TRUNCATE): its streams
+// are gone and its windows start full. Caller holds sendMu.
+func (e *endpoint) newLastHop() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.sendWin = onion.NewSendWindow(e.sw.cfg.CircWindow, e.sw.cfg.CircIncrement, true)
+	e.recvWin = onion.NewRecvWindow(e.sw.cfg.CircWindow, e.sw.cfg.CircIncrement)
+	for id, s := range e.streams {
+		s.peerEnded = true
+		s.endReason = EndDestroy
+		s.dropQueueLocked()
+		delete(e.streams, id)
+		s.cond.Broadcast()
+	}
+}
+
 // close marks the endpoint closed and wakes every stream. It reports
 // whether this call closed it.
 func (e *endpoint) close(reason proto.DestroyReason) bool {
