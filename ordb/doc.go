@@ -1,7 +1,21 @@
-// Package ordb will hold the ORDB function (the last hop of peers'
-// circuits: serve chunks, or relay a query to a peer or ORDB that has them)
-// and the peer's serving side, per the Peersm specification's "Requests" and
-// "Handling the lists in the ORDBs".
+// Package ordb is the ORDB function of the Peersm specification: the last
+// hop of peers' circuits, which answers DB_QUERY with the descriptor
+// (DB_CONNECTED) or with proved chunks (DB_PROOF then DB_DATA), and the
+// requester's side of that exchange.
 //
-// It is empty until the ORDB issue is taken; see ../shared/DESIGN.md.
+// What is here today: Server answers from its own chunkstore, and Fetch
+// pulls a whole content over one stream, pipelining queries and verifying
+// every range before it is stored. The seed's list handling (OR_files_P,
+// OR_streams_P rotation, relaying to other peers with the 0-5 counter,
+// DB_INFO, FIND_VALUE then facilitators) comes with the ORDB issue, and the
+// five-circuit window with the window issue.
+//
+// On a stream, every DB_* message is framed by proto (DBFramer/Assembler):
+//
+//	requester                          ORDB
+//	DB_QUERY chunk 0, nb 0   ------>
+//	                         <------   DB_CONNECTED (the signed descriptor)
+//	DB_QUERY chunk i, nb n   ------>
+//	                         <------   DB_PROOF [i, i+n) then DB_DATA i
+//	...                                (or DB_END UNAVAILABLE)
 package ordb

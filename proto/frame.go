@@ -94,27 +94,39 @@ func (f *DBFramer) Cells() int {
 // Next writes the next cell's relay payload into p (unused data bytes
 // zeroed, digest as given to Reset) and reports whether it wrote one.
 func (f *DBFramer) Next(p *[CellPayloadSize]byte) bool {
-	if f.Done() {
+	cmd, data, ok := f.NextData((*[RelayDataSize]byte)(p[relayOffData:]))
+	if !ok {
 		return false
 	}
 	h := f.h
+	h.Command, h.Length = cmd, uint16(len(data))
+	h.put(p[:])
+	clear(p[relayOffData+len(data):])
+	return true
+}
+
+// NextData writes the next cell's data, without a relay header, into buf
+// and returns the cell's relay command and data (a prefix of buf). It is
+// for senders whose stream adds the relay header itself; ok is false once
+// the message is done.
+func (f *DBFramer) NextData(buf *[RelayDataSize]byte) (cmd RelayCommand, data []byte, ok bool) {
+	if f.Done() {
+		return 0, nil, false
+	}
 	var n int
 	if !f.started {
 		n = min(len(f.msg), DBFirstFrameData)
-		h.Length = uint16(DBFrameHeaderSize + n)
-		binary.BigEndian.PutUint32(p[relayOffData:], uint32(len(f.msg)))
-		copy(p[relayOffData+DBFrameHeaderSize:], f.msg[:n])
+		binary.BigEndian.PutUint32(buf[:], uint32(len(f.msg)))
+		copy(buf[DBFrameHeaderSize:], f.msg[:n])
+		cmd, data = f.h.Command, buf[:DBFrameHeaderSize+n]
 		f.started = true
 	} else {
 		n = min(len(f.msg)-f.off, RelayDataSize)
-		h.Command = RelayDBMore
-		h.Length = uint16(n)
-		copy(p[relayOffData:], f.msg[f.off:f.off+n])
+		copy(buf[:], f.msg[f.off:f.off+n])
+		cmd, data = RelayDBMore, buf[:n]
 	}
-	h.put(p[:])
-	clear(p[relayOffData+int(h.Length):])
 	f.off += n
-	return true
+	return cmd, data, true
 }
 
 // AppendDBFrames appends the relay payloads (CellPayloadSize bytes each)

@@ -1,0 +1,210 @@
+package ordb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+
+	"veil/chunkstore"
+	"veil/chunkstore/content"
+	"veil/proto"
+)
+
+// FetchConfig tunes Fetch. The zero value takes the defaults.
+type FetchConfig struct {
+	// ChunksPerQuery is the chunks asked per DB_QUERY (default 32, ~16 KiB).
+	ChunksPerQuery int
+	// InFlight is how many queries may await their answer (default 8), so
+	// the circuit stays busy while answers are verified and stored.
+	InFlight int
+	// Progress, if set, is called after each stored range with the chunks
+	// held and the total.
+	Progress func(held, total uint64)
+}
+
+func (c FetchConfig) withDefaults() FetchConfig {
+	if c.ChunksPerQuery <= 0 {
+		c.ChunksPerQuery = 32
+	}
+	c.ChunksPerQuery = min(c.ChunksPerQuery, DefaultMaxChunks)
+	if c.InFlight <= 0 {
+		c.InFlight = 8
+	}
+	return c
+}
+
+// Fetch pulls the static content name over one stream into store: the
+// descriptor first (checked to hash to name and to be signed by its
+// publisher), then every chunk the store lacks, each range verified against
+// the Merkle root before it is stored. A content partly held is resumed.
+// It returns the descriptor once every chunk is on disk. Fetch closes s.
+func Fetch(ctx context.Context, s CellStream, name proto.HashName, store *chunkstore.Store, cfg FetchConfig) (proto.DBConnected, error) {
+	cfg = cfg.withDefaults()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { <-ctx.Done(); s.Close() }() // unblocks ReadCell on cancel
+
+	c := newMsgConn(s)
+	query := proto.DBQuery{HashName: name, RequestID: rand.Uint64()}
+	if err := c.send(query); err != nil {
+		return proto.DBConnected{}, err
+	}
+	d, err := recvDescriptor(c, name)
+	if err != nil {
+		return d, ctxErr(ctx, err)
+	}
+	if d.Flags&proto.FlagLive != 0 {
+		return d, fmt.Errorf("ordb: %v is a live stream; Fetch takes static content", name)
+	}
+	if _, err := store.PutDescriptor(d); err != nil {
+		return d, fmt.Errorf("storing descriptor: %w", err)
+	}
+	total := content.ChunkCount(d.Size)
+	have, err := store.Have(name)
+	if err != nil {
+		return d, err
+	}
+	ranges := missing(have, total, uint64(cfg.ChunksPerQuery))
+	held := total - countMissing(ranges)
+
+	next, inFlight := 0, 0
+	for next < len(ranges) || inFlight > 0 {
+		for inFlight < cfg.InFlight && next < len(ranges) {
+			r := ranges[next]
+			query.Chunk, query.NbChunks, query.RequestID = uint32(r[0]), uint16(r[1]-r[0]), rand.Uint64()
+			if err := c.send(query); err != nil {
+				return d, ctxErr(ctx, err)
+			}
+			next++
+			inFlight++
+		}
+		n, err := recvRange(ctx, c, name, store)
+		if err != nil {
+			return d, ctxErr(ctx, err)
+		}
+		inFlight--
+		held += n
+		if cfg.Progress != nil {
+			cfg.Progress(held, total)
+		}
+	}
+	if err := store.Flush(ctx); err != nil {
+		return d, err
+	}
+	_ = c.send(proto.DBEnd{Reason: proto.DBEndFinished})
+	return d, nil
+}
+
+// recvDescriptor reads the answer to a descriptor query and checks it.
+func recvDescriptor(c *msgConn, name proto.HashName) (proto.DBConnected, error) {
+	cmd, msg, err := c.recv()
+	if err != nil {
+		return proto.DBConnected{}, fmt.Errorf("reading descriptor: %w", err)
+	}
+	switch cmd {
+	case proto.RelayDBEnd:
+		return proto.DBConnected{}, fmt.Errorf("%w: %v", ErrUnavailable, name)
+	case proto.RelayDBConnected:
+	default:
+		return proto.DBConnected{}, fmt.Errorf("%w: %v where DB_CONNECTED was expected", ErrProtocol, cmd)
+	}
+	d, err := proto.ParseDBConnected(msg)
+	if err != nil {
+		return d, fmt.Errorf("%w: %v", ErrProtocol, err)
+	}
+	d.PublicKey, d.Root, d.Signature = clone(d.PublicKey), clone(d.Root), clone(d.Signature)
+	if content.HashNameOf(d) != name {
+		return d, ErrMismatch
+	}
+	if err := content.CheckDescriptor(d); err != nil {
+		return d, err
+	}
+	return d, nil
+}
+
+// recvRange reads one DB_PROOF + DB_DATA answer, verifies and stores it,
+// and returns the chunks it held.
+func recvRange(ctx context.Context, c *msgConn, name proto.HashName, store *chunkstore.Store) (uint64, error) {
+	cmd, msg, err := c.recv()
+	if err != nil {
+		return 0, fmt.Errorf("reading proof: %w", err)
+	}
+	switch cmd {
+	case proto.RelayDBEnd:
+		return 0, fmt.Errorf("%w: the ORDB lacks chunks of %v", ErrUnavailable, name)
+	case proto.RelayDBProof:
+	default:
+		return 0, fmt.Errorf("%w: %v where DB_PROOF was expected", ErrProtocol, cmd)
+	}
+	pm, err := proto.ParseDBProof(msg)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrProtocol, err)
+	}
+	proof, err := content.ParseProof(pm.Proof) // copies
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrProtocol, err)
+	}
+	cmd, msg, err = c.recv()
+	if err != nil {
+		return 0, fmt.Errorf("reading data: %w", err)
+	}
+	if cmd != proto.RelayDBData {
+		return 0, fmt.Errorf("%w: %v where DB_DATA was expected", ErrProtocol, cmd)
+	}
+	dm, err := proto.ParseDBData(msg)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrProtocol, err)
+	}
+	if dm.Chunk != pm.Chunk || uint32(dm.NbChunks()) != pm.NbChunks {
+		return 0, fmt.Errorf("%w: DB_DATA covers %d+%d, its proof %d+%d", ErrProtocol, dm.Chunk, dm.NbChunks(), pm.Chunk, pm.NbChunks)
+	}
+	r := content.Range{Start: uint64(dm.Chunk), Proof: proof}
+	for i := range dm.NbChunks() {
+		r.Chunks = append(r.Chunks, dm.ChunkData(i))
+	}
+	if err := store.Ingest(ctx, name, r); err != nil {
+		return 0, fmt.Errorf("chunks %d+%d: %w", dm.Chunk, len(r.Chunks), err)
+	}
+	return uint64(len(r.Chunks)), nil
+}
+
+// missing lists the runs of chunks not in have, each at most per long.
+func missing(have []uint64, total, per uint64) [][2]uint64 {
+	var out [][2]uint64
+	for i := uint64(0); i < total; {
+		if w := i / 64; w < uint64(len(have)) && have[w]&(1<<(i%64)) != 0 {
+			i++
+			continue
+		}
+		j := i + 1
+		for j < total && j-i < per {
+			if w := j / 64; w < uint64(len(have)) && have[w]&(1<<(j%64)) != 0 {
+				break
+			}
+			j++
+		}
+		out = append(out, [2]uint64{i, j})
+		i = j
+	}
+	return out
+}
+
+func countMissing(rs [][2]uint64) uint64 {
+	var n uint64
+	for _, r := range rs {
+		n += r[1] - r[0]
+	}
+	return n
+}
+
+func clone(b []byte) []byte { return append([]byte(nil), b...) }
+
+// ctxErr prefers the context's error when the stream failed because the
+// context ended.
+func ctxErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil && !errors.Is(err, ErrProtocol) {
+		return ctx.Err()
+	}
+	return err
+}

@@ -1,0 +1,119 @@
+package ordb
+
+import (
+	"errors"
+	"fmt"
+
+	"veil/chunkstore"
+	"veil/chunkstore/content"
+	"veil/proto"
+)
+
+// DefaultMaxChunks bounds the chunks one DB_QUERY may ask for: 64 chunks
+// (~31 KiB) keep one answer's DB_DATA within a few dozen cells.
+const DefaultMaxChunks = 64
+
+// Server answers DB_QUERY from the contents its store holds.
+type Server struct {
+	Store *chunkstore.Store
+	// MaxChunks bounds the chunks served per query; 0 means DefaultMaxChunks.
+	// A larger query is answered with its first MaxChunks chunks.
+	MaxChunks int
+}
+
+// Serve answers the queries of one stream until the stream ends or the peer
+// breaks the protocol; it closes the stream before returning. io.EOF or a
+// closed stream is a normal end and returns nil.
+func (srv *Server) Serve(s CellStream) error {
+	defer s.Close()
+	c := newMsgConn(s)
+	for {
+		cmd, msg, err := c.recv()
+		if err != nil {
+			if errors.Is(err, ErrProtocol) {
+				return err
+			}
+			return nil
+		}
+		if cmd != proto.RelayDBQuery {
+			return fmt.Errorf("%w: %v where DB_QUERY was expected", ErrProtocol, cmd)
+		}
+		q, err := proto.ParseDBQuery(msg)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrProtocol, err)
+		}
+		if err := srv.answer(c, q); err != nil {
+			return err
+		}
+	}
+}
+
+// answer sends the reply to one query: the descriptor, proved chunks, or
+// DB_END UNAVAILABLE.
+func (srv *Server) answer(c *msgConn, q proto.DBQuery) error {
+	unavailable := func() error { return c.send(proto.DBEnd{Reason: proto.DBEndUnavailable}) }
+	if q.Counter >= proto.MaxCounter {
+		return unavailable() // the seed's loop breaker
+	}
+	d, err := srv.Store.Descriptor(q.HashName)
+	if err != nil {
+		return unavailable()
+	}
+	if q.WantsDescriptor() {
+		return c.send(d)
+	}
+	lo, hi, ok := srv.clamp(d, q)
+	if !ok {
+		return unavailable()
+	}
+	// One DB_PROOF + DB_DATA pair per run of chunks sharing a stamp (all of
+	// a static content's chunks do; a live stream's change each second).
+	var data []byte
+	var stamp content.Stamp
+	start := lo
+	flush := func(end uint64) error {
+		p, err := srv.Store.Proof(q.HashName, start, end)
+		if err != nil {
+			return unavailable()
+		}
+		if err := c.send(proto.DBProof{Chunk: uint32(start), NbChunks: uint32(end - start), Proof: p.Append(nil)}); err != nil {
+			return err
+		}
+		return c.send(proto.DBData{Chunk: uint32(start), Timestamp: stamp.Timestamp, Tag: stamp.Tag, Data: data})
+	}
+	for i := lo; i < hi; i++ {
+		chunk, st, err := srv.Store.Chunk(q.HashName, i)
+		if err != nil {
+			return unavailable()
+		}
+		if i > start && st != stamp {
+			if err := flush(i); err != nil {
+				return err
+			}
+			data, start = data[:0], i
+		}
+		stamp = st
+		data = append(data, chunk...)
+	}
+	return flush(hi)
+}
+
+// clamp turns a query into the chunk range [lo, hi) to serve.
+func (srv *Server) clamp(d proto.DBConnected, q proto.DBQuery) (lo, hi uint64, ok bool) {
+	max := uint64(srv.MaxChunks)
+	if max == 0 {
+		max = DefaultMaxChunks
+	}
+	lo, n := uint64(q.Chunk), min(uint64(q.NbChunks), max)
+	if n == 0 {
+		return 0, 0, false
+	}
+	if d.Flags&proto.FlagLive == 0 {
+		count := content.ChunkCount(d.Size)
+		if lo >= count {
+			return 0, 0, false
+		}
+		return lo, min(lo+n, count), true
+	}
+	return lo, lo + n, true
+}
