@@ -427,6 +427,14 @@ func (c *Circuit) step(it inbound) (reason proto.DestroyReason, sendDestroy, don
 	if hop != len(c.ep.hops)-1 {
 		return proto.DestroyProtocol, true, true // streams live at the last hop only
 	}
+	if r.Command == proto.RelayBegin {
+		b, err := onion.ParseBegin(r.Data)
+		if err != nil || !c.ep.peerStreamID(r.StreamID) {
+			return proto.DestroyProtocol, true, true
+		}
+		c.ep.begin(r.StreamID, b.Dest)
+		return 0, false, false
+	}
 	res, handled := c.ep.onStreamCell(r, cell, t)
 	if !handled {
 		return proto.DestroyProtocol, true, true

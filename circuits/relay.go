@@ -676,7 +676,10 @@ func (rc *relayCirc) recognised(c *proto.Cell, t onion.Tag, early bool) (proto.D
 		if err != nil || sid == 0 {
 			return proto.DestroyProtocol, true, true
 		}
-		rc.begin(sid, b.Dest)
+		if !rc.ep.peerStreamID(sid) {
+			return proto.DestroyProtocol, true, true
+		}
+		rc.ep.begin(sid, b.Dest)
 		return 0, false, false
 	}
 	res, handled := rc.ep.onStreamCell(r, c, t)
@@ -733,44 +736,6 @@ func (rc *relayCirc) extend(ext onion.Extend2) (proto.DestroyReason, bool, bool)
 }
 
 func addrString(a netip.AddrPort) string { return a.String() }
-
-// begin answers BEGIN at the last hop: a service of that name gets the
-// stream, otherwise END.
-func (rc *relayCirc) begin(sid uint16, dest string) {
-	sw := rc.sw
-	sw.mu.Lock()
-	svc := sw.services[dest]
-	sw.mu.Unlock()
-	e := &rc.ep
-	e.mu.Lock()
-	var s *Stream
-	reason := uint8(0)
-	switch {
-	case svc == nil:
-		reason = EndNoService
-	case e.streams[sid] != nil:
-		reason = EndMisc
-	case len(e.streams) >= sw.cfg.MaxStreams:
-		reason = EndResourceLimit
-	default:
-		s = e.newStreamLocked(sid, dest)
-		s.connected = true
-	}
-	e.mu.Unlock()
-	if s == nil {
-		_ = e.sendControl(0, false, proto.RelayEnd, sid, []byte{reason})
-		return
-	}
-	if err := e.sendControl(0, false, proto.RelayConnected, sid, nil); err != nil {
-		return
-	}
-	sw.wg.Add(1)
-	go func() {
-		defer sw.wg.Done()
-		defer s.Close()
-		svc(s)
-	}()
-}
 
 func (rc *relayCirc) teardown(reason proto.DestroyReason, sendPrev bool) {
 	sw := rc.sw

@@ -304,7 +304,67 @@ func (e *endpoint) newStreamLocked(id uint16, dest string) *Stream {
 	return s
 }
 
-// openStream (origin) sends BEGIN for dest and waits for CONNECTED.
+// Stream IDs: the origin numbers the streams it opens 1..0x7fff, the last
+// hop those it opens back towards the origin 0x8000..0xffff, so both may
+// open streams at once without colliding.
+const lastHopStreams = 0x8000
+
+func (e *endpoint) ownStreamID(id uint16) bool {
+	if e.origin {
+		return id != 0 && id < lastHopStreams
+	}
+	return id >= lastHopStreams
+}
+
+// peerStreamID reports whether the other end may open stream id.
+func (e *endpoint) peerStreamID(id uint16) bool {
+	if e.origin {
+		return id >= lastHopStreams
+	}
+	return id != 0 && id < lastHopStreams
+}
+
+// begin answers a BEGIN from the other end: the service registered under
+// dest gets the stream in its own goroutine, otherwise END.
+func (e *endpoint) begin(sid uint16, dest string) {
+	sw := e.sw
+	sw.mu.Lock()
+	svc := sw.services[dest]
+	sw.mu.Unlock()
+	e.mu.Lock()
+	var s *Stream
+	reason := uint8(0)
+	switch {
+	case e.closed:
+		e.mu.Unlock()
+		return
+	case svc == nil:
+		reason = EndNoService
+	case e.streams[sid] != nil:
+		reason = EndMisc
+	case len(e.streams) >= sw.cfg.MaxStreams:
+		reason = EndResourceLimit
+	default:
+		s = e.newStreamLocked(sid, dest)
+		s.connected = true
+		sw.wg.Add(1) // our caller, a circuit goroutine, holds a count: no race with Wait
+	}
+	e.mu.Unlock()
+	if s == nil {
+		_ = e.sendControl(lastHop, false, proto.RelayEnd, sid, []byte{reason})
+		return
+	}
+	go func() {
+		defer sw.wg.Done()
+		defer s.Close()
+		if err := e.sendControl(lastHop, false, proto.RelayConnected, sid, nil); err != nil {
+			return
+		}
+		svc(s)
+	}()
+}
+
+// openStream sends BEGIN for dest to the other end and waits for CONNECTED.
 func (e *endpoint) openStream(ctx context.Context, dest string) (*Stream, error) {
 	b := onion.Begin{Dest: dest}
 	if !b.Valid() {
@@ -320,7 +380,7 @@ func (e *endpoint) openStream(ctx context.Context, dest string) (*Stream, error)
 		return nil, ErrTooManyStreams
 	}
 	id := e.nextStream
-	for id == 0 || e.streams[id] != nil {
+	for !e.ownStreamID(id) || e.streams[id] != nil {
 		id++
 	}
 	e.nextStream = id + 1
@@ -387,6 +447,14 @@ type queued struct {
 	c   *proto.Cell
 	off int // next unread byte of the relay data
 	n   int // relay data length
+}
+
+// OpenStream opens another stream on s's circuit, to the service dest at
+// the other end: from the origin, at the last hop; from a service at the
+// last hop, back at the origin (as an ORDB forwards a query to a peer
+// through that peer's own circuit).
+func (s *Stream) OpenStream(ctx context.Context, dest string) (*Stream, error) {
+	return s.e.openStream(ctx, dest)
 }
 
 // ID is the stream's number on its circuit.

@@ -172,3 +172,52 @@ func TestStreamCellsKeepCommandsAndBoundaries(t *testing.T) {
 	}
 	s.Close()
 }
+
+func TestLastHopOpensStreamBackToOrigin(t *testing.T) {
+	noLeaks(t)
+	nodes := newNet(t, 4, nil)
+	// The origin serves "back"; the last hop's "ordb" answers each request
+	// by asking the origin over the same circuit, as an ORDB forwards a
+	// query to a peer through that peer's circuit.
+	nodes[0].sw.Handle("back", func(s *Stream) {
+		b := make([]byte, 64)
+		n, _ := s.Read(b)
+		s.Write(append([]byte("answer to "), b[:n]...))
+	})
+	nodes[3].sw.Handle("ordb", func(s *Stream) {
+		b := make([]byte, 64)
+		n, err := s.Read(b)
+		if err != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), circWait)
+		defer cancel()
+		back, err := s.OpenStream(ctx, "back")
+		if err != nil {
+			s.Write([]byte("open failed: " + err.Error()))
+			return
+		}
+		defer back.Close()
+		if back.ID() < lastHopStreams {
+			s.Write([]byte("wrong stream ID half"))
+			return
+		}
+		back.Write(b[:n])
+		back.SetReadDeadline(time.Now().Add(circWait))
+		r, _ := io.ReadAll(back)
+		s.Write(r)
+	})
+	c := build(t, nodes[0], nodes[1], nodes[2], nodes[3])
+	s, err := c.OpenStream(context.Background(), "ordb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetReadDeadline(time.Now().Add(circWait))
+	s.Write([]byte("q1"))
+	b := make([]byte, 64)
+	n, err := s.Read(b)
+	if err != nil || string(b[:n]) != "answer to q1" {
+		t.Fatalf("got %q, %v", b[:n], err)
+	}
+	s.Close()
+}
