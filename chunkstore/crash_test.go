@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"veil/chunkstore/content"
+	"veil/proto"
 )
 
 // The crash test re-executes this test binary as a writer (running only
@@ -53,6 +54,33 @@ func TestCrashWriterChild(t *testing.T) {
 		_, _, err := s.Publish(ctx, testKey(9), "video/mp4", 1, &lineEvery{r: src, every: 256 << 10})
 		fmt.Println("published", err)
 		time.Sleep(time.Hour) // until the parent's SIGKILL
+	}
+	if mode == "live" {
+		// An endless live stream: the kill always lands mid-stream.
+		pub, err := s.NewLivePublisher(testKey(8), "video/webm", seed)
+		if err != nil {
+			fmt.Println("error", err)
+			os.Exit(2)
+		}
+		fmt.Println("name", pub.Name())
+		rnd := rand.NewChaCha8([32]byte{byte(seed)})
+		p := make([]byte, 50*content.ChunkSize+17)
+		for k := 1; ; k++ {
+			rnd.Read(p)
+			if _, err := pub.Append(ctx, uint32(k), p); err != nil {
+				fmt.Println("error", err)
+				os.Exit(2)
+			}
+			fmt.Println("queued")
+			if k%5 == 0 {
+				if err := s.Flush(ctx); err != nil {
+					fmt.Println("error", err)
+					os.Exit(2)
+				}
+				h, _ := s.Head(pub.Name())
+				fmt.Println("flushed", h.Length)
+			}
+		}
 	}
 	f := newFixture(t, crashChunks*content.ChunkSize-100, seed)
 	if _, err := s.PutDescriptor(f.d); err != nil {
@@ -114,21 +142,25 @@ func TestSIGKILLMidStream(t *testing.T) {
 	}
 	path := filepath.Join(t.TempDir(), "crash.db")
 	rnd := rand.New(rand.NewPCG(5, 5))
-	// Each ingest iteration writes its own content, so that every kill
-	// lands mid-stream; earlier contents are rechecked after every kill.
+	// Three writers take turns: ingest (a static content of its own, with
+	// proofs, in windows), live (an endless live stream) and publish (an
+	// endless static publication). Every content is rechecked after every
+	// kill.
 	var fixtures []*fixture
 	var durable []uint64 // per fixture: chunks its writer saw committed
+	type stream struct {
+		name    proto.HashName
+		durable uint64 // head length its writer saw committed
+	}
+	var streams []*stream
 	for iter := 0; iter < 20; iter++ {
-		mode := "ingest"
-		if iter%5 == 4 {
-			mode = "publish"
-		}
-		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashWriterChild$", "-test.count=1")
+		mode := []string{"ingest", "live", "publish"}[iter%3]
 		seed := uint64(1000 + iter)
 		if mode == "ingest" {
 			fixtures = append(fixtures, newFixture(t, crashChunks*content.ChunkSize-100, seed))
 			durable = append(durable, 0)
 		}
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashWriterChild$", "-test.count=1")
 		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s;%s;%d", crashEnv, path, mode, seed))
 		out, err := cmd.StdoutPipe()
 		if err != nil {
@@ -140,21 +172,31 @@ func TestSIGKILLMidStream(t *testing.T) {
 		}
 		lines := bufio.NewScanner(out)
 		killAfter := 2 + rnd.IntN(20) // lines: the kill lands while ranges queue and commit
-		seen := 0
-		for seen < killAfter && lines.Scan() {
+		var st *stream
+		for seen := 0; seen < killAfter && lines.Scan(); {
 			line := lines.Text()
-			switch {
-			case strings.HasPrefix(line, "error"):
+			word, arg, _ := strings.Cut(line, " ")
+			switch word {
+			case "error":
 				t.Fatalf("iteration %d: writer: %s", iter, line)
-			case strings.HasPrefix(line, "flushed "):
-				c, _ := strconv.ParseUint(strings.TrimPrefix(line, "flushed "), 10, 64)
-				durable[len(durable)-1] = max(durable[len(durable)-1], c)
+			case "name":
+				name, err := proto.ParseHashName(arg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				st = &stream{name: name}
+				streams = append(streams, st)
+			case "flushed":
+				c, _ := strconv.ParseUint(arg, 10, 64)
+				if st != nil {
+					st.durable = c
+				} else {
+					durable[len(durable)-1] = c
+				}
 				seen++
-			case strings.HasPrefix(line, "queued "):
+			case "queued", "read":
 				seen++
-			case line == "read":
-				seen++
-			case line == "done":
+			case "done":
 				seen = killAfter
 			}
 		}
@@ -177,9 +219,18 @@ func TestSIGKILLMidStream(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if want := len(fixtures) + len(streams); len(names) != want {
+			t.Fatalf("iteration %d: %d contents, want %d (an unfinished publication survived?)", iter, len(names), want)
+		}
 		for _, name := range names {
 			if _, err := s.Check(name); err != nil {
 				t.Fatalf("iteration %d: %v", iter, err)
+			}
+		}
+		for _, st := range streams {
+			h, err := s.Head(st.name)
+			if err != nil || h.Length < st.durable {
+				t.Fatalf("iteration %d: live head %d, but the writer saw %d committed (%v)", iter, h.Length, st.durable, err)
 			}
 		}
 		for k, f := range fixtures {
@@ -190,10 +241,7 @@ func TestSIGKILLMidStream(t *testing.T) {
 			if count < durable[k] {
 				t.Fatalf("iteration %d: %d chunks held, but the writer saw %d committed", iter, count, durable[k])
 			}
-			if count >= uint64(len(f.chunks)) {
-				t.Fatalf("iteration %d: the writer finished before its kill", iter)
-			}
-			if k < len(fixtures)-1 {
+			if k < len(fixtures)-1 || mode != "ingest" {
 				continue // Check above verified it against its root
 			}
 			// Every stored chunk is the publisher's.
@@ -206,9 +254,11 @@ func TestSIGKILLMidStream(t *testing.T) {
 					}
 				}
 			}
-			if k == len(fixtures)-1 {
-				t.Logf("iteration %d (%s): %d chunks held after SIGKILL, %d seen committed", iter, mode, count, durable[k])
-			}
+			t.Logf("iteration %d (ingest): %d of %d chunks held after SIGKILL, %d seen committed", iter, count, len(f.chunks), durable[k])
+		}
+		if st != nil {
+			h, _ := s.Head(st.name)
+			t.Logf("iteration %d (live): head %d after SIGKILL, %d seen committed", iter, h.Length, st.durable)
 		}
 		if err := s.Close(); err != nil {
 			t.Fatal(err)

@@ -33,7 +33,9 @@ func (s *Store) Publish(ctx context.Context, priv ed25519.PrivateKey, mime strin
 	if err != nil {
 		return fail(err)
 	}
+	var stop func() error // set below: waits for the committer
 	abandon := func() {
+		stop()
 		s.db.Update(func(tx *bolt.Tx) error {
 			tx.Bucket(bucketContent).DeleteBucket(u64(id))
 			return tx.Bucket(bucketPending).Delete(u64(id))
@@ -43,26 +45,54 @@ func (s *Store) Publish(ctx context.Context, priv ed25519.PrivateKey, mime strin
 	tree := content.Builder{KeepSpan: KeepSpan, OnNode: func(n content.Node) { nodes = append(nodes, n) }}
 	var recs [][]byte
 	recBytes := 0
-	flush := func() error {
+	// A committer goroutine writes batch k while this one hashes batch
+	// k+1; at most one batch waits.
+	type batch struct {
+		first uint64
+		recs  [][]byte
+		nodes []content.Node
+	}
+	batches := make(chan batch, 1)
+	committed := make(chan error, 1)
+	go func() {
+		var err error
+		for b := range batches {
+			if err != nil {
+				continue
+			}
+			err = s.db.Update(func(tx *bolt.Tx) error {
+				cb := contentBucket(tx, id)
+				rb, nb := cb.Bucket(bucketRecords), cb.Bucket(bucketNodes)
+				for k, rec := range b.recs {
+					if err := rb.Put(u64(b.first/GroupChunks+uint64(k)), rec); err != nil {
+						return err
+					}
+				}
+				for _, n := range b.nodes {
+					if err := nb.Put(nodeKey(n.A, n.B), n.Hash[:]); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		}
+		committed <- err
+	}()
+	stopped := false
+	stop = func() error { // waits for every batch handed over
+		if stopped {
+			return nil
+		}
+		stopped = true
+		close(batches)
+		return <-committed
+	}
+	defer stop()
+	flush := func() {
 		first := tree.Len() - uint64(recBytes/content.ChunkSize)
 		first -= first % GroupChunks
-		err := s.db.Update(func(tx *bolt.Tx) error {
-			cb := contentBucket(tx, id)
-			rb, nb := cb.Bucket(bucketRecords), cb.Bucket(bucketNodes)
-			for k, rec := range recs {
-				if err := rb.Put(u64(first/GroupChunks+uint64(k)), rec); err != nil {
-					return err
-				}
-			}
-			for _, n := range nodes {
-				if err := nb.Put(nodeKey(n.A, n.B), n.Hash[:]); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		recs, nodes, recBytes = recs[:0], nodes[:0], 0
-		return err
+		batches <- batch{first: first, recs: recs, nodes: nodes}
+		recs, nodes, recBytes = nil, nil, 0
 	}
 	var size uint64
 	buf := make([]byte, GroupChunks*content.ChunkSize)
@@ -94,17 +124,15 @@ func (s *Store) Publish(ctx context.Context, priv ed25519.PrivateKey, mime strin
 		recs = append(recs, rec)
 		recBytes += slots * content.ChunkSize
 		if recBytes >= s.cfg.BatchBytes {
-			if err := flush(); err != nil {
-				abandon()
-				return fail(err)
-			}
+			flush()
 		}
 		if n < len(buf) {
 			break
 		}
 	}
 	root := tree.Root() // also reports the right-edge nodes
-	if err := flush(); err != nil {
+	flush()
+	if err := stop(); err != nil {
 		abandon()
 		return fail(err)
 	}
