@@ -71,6 +71,11 @@ type SwitchConfig struct {
 	// peer that overruns it (it must have ignored the windows) gets its
 	// circuit destroyed with RESOURCELIMIT.
 	QueueCells int
+	// ExitPolicy, on a node with FlagExit, decides which "ip:port"
+	// destinations a BEGIN may open a TCP connection to (no registered
+	// service of that name taking precedence). Nil: none; veil is not an
+	// exit unless told so.
+	ExitPolicy func(netip.AddrPort) bool
 	// Rand feeds the handshakes (nil: crypto/rand).
 	Rand io.Reader
 	// Now is the clock (nil: time.Now).
@@ -338,6 +343,11 @@ func sendDestroy(l cellLink, id uint32, reason proto.DestroyReason) {
 	c.SetCommand(proto.CmdDestroy)
 	c.Payload()[0] = byte(reason)
 	_ = l.TrySendCell(c)
+}
+
+// exitAllows reports whether this node opens TCP connections to ap.
+func (sw *Switch) exitAllows(ap netip.AddrPort) bool {
+	return sw.cfg.Flags&proto.FlagExit != 0 && sw.cfg.ExitPolicy != nil && sw.cfg.ExitPolicy(ap)
 }
 
 func (sw *Switch) acceptsCircuits() bool {
@@ -703,6 +713,9 @@ func (rc *relayCirc) extend(ext onion.Extend2) (proto.DestroyReason, bool, bool)
 			return proto.DestroyChannelClosed, false, true
 		}
 		return 0, false, false
+	}
+	if rc.sw.cfg.Flags&proto.FlagRelay == 0 {
+		return truncated(proto.DestroyResourceLimit) // we end circuits, we do not relay them
 	}
 	if ext.Next == rc.sw.id.ID || ext.Next == rc.prev.Peer() || !ext.Addr.IsValid() {
 		return truncated(proto.DestroyProtocol)

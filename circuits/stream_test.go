@@ -3,7 +3,11 @@ package circuits
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
+	"net"
+	"net/netip"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -220,4 +224,84 @@ func TestLastHopOpensStreamBackToOrigin(t *testing.T) {
 		t.Fatalf("got %q, %v", b[:n], err)
 	}
 	s.Close()
+}
+
+func TestExitOpensTCPUnderPolicy(t *testing.T) {
+	noLeaks(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer ln.Close()
+	wg.Add(1)
+	go func() { // a TCP echo server
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				io.Copy(c, c)
+				c.Close()
+			}()
+		}
+	}()
+	target := ln.Addr().String()
+	nodes := newNet(t, 4, func(i int, cfg *SwitchConfig) {
+		if i == 3 {
+			cfg.Flags |= proto.FlagExit
+			cfg.ExitPolicy = func(ap netip.AddrPort) bool { return ap.String() == target }
+		}
+		if i == 2 {
+			cfg.ExitPolicy = func(netip.AddrPort) bool { return true } // but no FlagExit
+		}
+	})
+	c := build(t, nodes[0], nodes[1], nodes[2], nodes[3])
+	s, err := c.OpenStream(context.Background(), target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetReadDeadline(time.Now().Add(circWait))
+	want := bytes.Repeat([]byte("exit "), 20000)
+	go s.Write(want)
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(s, got); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("echo through the exit: %v", err)
+	}
+	s.Close()
+
+	// Refused by policy, and by a node that is not an exit.
+	other := "127.0.0.1:1"
+	if _, err := c.OpenStream(context.Background(), other); !errors.Is(err, ErrStreamRefused) {
+		t.Fatalf("policy: %v", err)
+	}
+	c2 := build(t, nodes[0], nodes[1], nodes[2])
+	if _, err := c2.OpenStream(context.Background(), target); !errors.Is(err, ErrStreamRefused) {
+		t.Fatalf("non-exit: %v", err)
+	}
+}
+
+func TestORDBOnlyNodeDoesNotRelay(t *testing.T) {
+	noLeaks(t)
+	nodes := newNet(t, 3, func(i int, cfg *SwitchConfig) {
+		if i == 1 {
+			cfg.Flags = proto.FlagORDB
+		}
+	})
+	// It ends circuits...
+	if err := echoCheck(build(t, nodes[0], nodes[1]), 100, 1); err != nil {
+		t.Fatal(err)
+	}
+	// ...but does not extend them.
+	ctx, cancel := context.WithTimeout(context.Background(), circWait)
+	defer cancel()
+	_, err := nodes[0].sw.Build(ctx, descs(nodes[1], nodes[2]))
+	if !errors.Is(err, ErrTruncated) {
+		t.Fatalf("extend through an ORDB-only node: %v", err)
+	}
 }
