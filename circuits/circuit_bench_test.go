@@ -148,3 +148,40 @@ func BenchmarkCircuitFirstByte3Hop(b *testing.B) {
 	slices.Sort(times)
 	b.ReportMetric(float64(times[len(times)/2].Microseconds())/1000, "median-ms")
 }
+
+// BenchmarkCircuit3HopDown is BenchmarkCircuit3Hop the other way: the last
+// hop's service writes bulk bytes, the origin reads them (a download, the
+// direction DB_DATA flows).
+func BenchmarkCircuit3HopDown(b *testing.B) {
+	nodes := newNet(b, 4, nil)
+	const chunk = 64 << 10
+	nodes[3].sw.Handle("source", func(s *Stream) {
+		buf := make([]byte, chunk)
+		for {
+			if _, err := s.Write(buf); err != nil {
+				return
+			}
+		}
+	})
+	c := build(b, nodes[0], nodes[1], nodes[2], nodes[3])
+	s, err := c.OpenStream(context.Background(), "source")
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.SetReadDeadline(time.Now().Add(5 * time.Minute))
+	buf := make([]byte, chunk)
+	b.SetBytes(chunk)
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := cpuTime()
+	for range b.N {
+		if _, err := io.ReadFull(s, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if cpu := cpuTime() - cpu0; cpu > 0 {
+		b.ReportMetric(float64(b.N)*chunk/1e6/cpu.Seconds(), "MB/cpu-s")
+	}
+	s.Close()
+}
