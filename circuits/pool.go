@@ -105,6 +105,25 @@ var (
 // descriptor valid at now and an address, and (unless sameSubnet) no two in
 // one /16 (IPv4) or /32 (IPv6). Pure: the randomness is rng.
 func SelectPath(nodes []proto.NodeDescriptor, hops int, self proto.NodeID, exitFlags uint8, sameSubnet bool, now time.Time, rng *rand.Rand) ([]proto.NodeDescriptor, error) {
+	return selectPath(nodes, hops, self, exitFlags, nil, sameSubnet, now, rng)
+}
+
+// SelectPathTo is SelectPath with a chosen last hop (say, a given ORDB): it
+// draws the hops-1 relays before it under the same rules.
+func SelectPathTo(nodes []proto.NodeDescriptor, hops int, self proto.NodeID, last proto.NodeDescriptor, sameSubnet bool, now time.Time, rng *rand.Rand) ([]proto.NodeDescriptor, error) {
+	if last.ID == self {
+		return nil, fmt.Errorf("%w: the last hop is ourselves", ErrNoPath)
+	}
+	if err := last.Verify(now); err != nil {
+		return nil, fmt.Errorf("circuits: last hop %s: %w", last.ID.Short(), err)
+	}
+	if _, ok := firstAddr(last); !ok {
+		return nil, fmt.Errorf("%w: last hop %s has no address", ErrNoPath, last.ID.Short())
+	}
+	return selectPath(nodes, hops, self, 0, &last, sameSubnet, now, rng)
+}
+
+func selectPath(nodes []proto.NodeDescriptor, hops int, self proto.NodeID, exitFlags uint8, last *proto.NodeDescriptor, sameSubnet bool, now time.Time, rng *rand.Rand) ([]proto.NodeDescriptor, error) {
 	if hops < 1 {
 		return nil, fmt.Errorf("circuits: path of %d hops", hops)
 	}
@@ -141,7 +160,11 @@ func SelectPath(nodes []proto.NodeDescriptor, hops int, self proto.NodeID, exitF
 		usedNet[subnet(d)] = true
 		return true
 	}
-	if !pick(hops-1, exitFlags) {
+	if last != nil {
+		path[hops-1] = *last
+		usedID[last.ID] = true
+		usedNet[subnet(*last)] = true
+	} else if !pick(hops-1, exitFlags) {
 		return nil, fmt.Errorf("%w: no last hop with flags %#x", ErrNoPath, exitFlags)
 	}
 	for i := 0; i < hops-1; i++ {

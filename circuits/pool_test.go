@@ -80,6 +80,28 @@ func TestSelectPath(t *testing.T) {
 	if _, err := SelectPath(nodes, 5, self.ID, proto.FlagORDB, true, now, rng); err != nil {
 		t.Fatalf("5 hops with subnets relaxed: %v", err)
 	}
+
+	// A chosen last hop: the relays before it avoid its /16.
+	for range 50 {
+		p, err := SelectPathTo(nodes, 3, self.ID, nodes[1], false, now, rng)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p[2].ID != nodes[1].ID {
+			t.Fatal("last hop not the chosen one")
+		}
+		for _, d := range p[:2] {
+			if d.ID == nodes[2].ID || d.ID == nodes[1].ID {
+				t.Fatalf("relay shares the last hop's /16 or is the last hop")
+			}
+		}
+	}
+	if _, err := SelectPathTo(nodes, 2, self.ID, self, false, now, rng); err == nil {
+		t.Fatal("path to ourselves")
+	}
+	if _, err := SelectPathTo(nodes, 2, self.ID, expired, false, now, rng); err == nil {
+		t.Fatal("path to an expired descriptor")
+	}
 }
 
 type poolNet struct {
