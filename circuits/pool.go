@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -41,8 +42,12 @@ type PoolConfig struct {
 	// MaxTraffic: a circuit that carried this many payload bytes (both
 	// ways) is closed and replaced.
 	MaxTraffic uint64
-	// BuildTimeout bounds one circuit build.
-	BuildTimeout time.Duration
+	// BuildTimeout bounds one circuit build. Once the pool has seen
+	// buildSamplesMin builds succeed, it adapts (as Tor's circuit build
+	// timeout does): twice the 80th percentile of recent build times, but
+	// never under MinBuildTimeout nor over BuildTimeout.
+	BuildTimeout    time.Duration
+	MinBuildTimeout time.Duration
 	// CheckInterval is how often Run enforces the limits.
 	CheckInterval time.Duration
 	// ExitFlags are the flags the last hop must have (e.g. proto.FlagORDB).
@@ -67,6 +72,7 @@ func DefaultPoolConfig() PoolConfig {
 		MaxTimeInactive: 2 * time.Minute,
 		MaxTraffic:      250 << 20,
 		BuildTimeout:    10 * time.Second,
+		MinBuildTimeout: 2 * time.Second,
 		CheckInterval:   5 * time.Second,
 		ExitFlags:       proto.FlagRelay,
 	}
@@ -87,6 +93,8 @@ func (c PoolConfig) Validate() error {
 		return errors.New("circuits: pool config: MaxTraffic must be positive")
 	case c.BuildTimeout <= 0:
 		return fmt.Errorf("circuits: pool config: BuildTimeout %v must be positive", c.BuildTimeout)
+	case c.MinBuildTimeout <= 0 || c.MinBuildTimeout > c.BuildTimeout:
+		return fmt.Errorf("circuits: pool config: MinBuildTimeout %v must be positive and at most BuildTimeout %v", c.MinBuildTimeout, c.BuildTimeout)
 	case c.CheckInterval <= 0:
 		return fmt.Errorf("circuits: pool config: CheckInterval %v must be positive", c.CheckInterval)
 	}
@@ -202,6 +210,24 @@ type activity struct {
 	changed time.Time
 }
 
+// Adaptive build timeout: how many recent build times count, and how many
+// the pool needs before it trusts them.
+const (
+	buildSamplesMax = 100
+	buildSamplesMin = 20
+)
+
+// adaptiveTimeout is twice the 80th percentile of samples, clamped to
+// [floor, ceiling]; ceiling until there are buildSamplesMin samples.
+func adaptiveTimeout(samples []time.Duration, floor, ceiling time.Duration) time.Duration {
+	if len(samples) < buildSamplesMin {
+		return ceiling
+	}
+	s := slices.Clone(samples)
+	slices.Sort(s)
+	return min(max(2*s[len(s)*8/10], floor), ceiling)
+}
+
 type tunnelKey struct {
 	circ uint64
 	dest string
@@ -219,6 +245,7 @@ type Pool struct {
 	hops     int        // 0 until BuildTunnels
 	circs    []*Circuit
 	activity map[*Circuit]activity
+	samples  []time.Duration // recent successful build times, oldest first
 	building int
 	lastErr  error
 	streams  map[tunnelKey]*Stream
@@ -479,11 +506,12 @@ func (p *Pool) buildOne(hops int) {
 func (p *Pool) tryBuild(hops int) (*Circuit, error) {
 	p.mu.Lock()
 	path, err := SelectPath(p.dir.Nodes(), hops, p.sw.ID(), p.cfg.ExitFlags, p.cfg.AllowSameSubnet, p.sw.cfg.Now(), p.rng)
+	timeout := adaptiveTimeout(p.samples, p.cfg.MinBuildTimeout, p.cfg.BuildTimeout)
 	p.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.BuildTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	go func() {
 		select {
@@ -492,7 +520,24 @@ func (p *Pool) tryBuild(hops int) (*Circuit, error) {
 		case <-ctx.Done():
 		}
 	}()
-	return p.sw.Build(ctx, path)
+	t0 := time.Now()
+	c, err := p.sw.Build(ctx, path)
+	if err == nil {
+		p.mu.Lock()
+		p.samples = append(p.samples, time.Since(t0))
+		if len(p.samples) > buildSamplesMax {
+			p.samples = p.samples[1:]
+		}
+		p.mu.Unlock()
+	}
+	return c, err
+}
+
+// BuildTimeout is the timeout the next build gets.
+func (p *Pool) BuildTimeout() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return adaptiveTimeout(p.samples, p.cfg.MinBuildTimeout, p.cfg.BuildTimeout)
 }
 
 // Close closes the pool's circuits and waits for its goroutines.

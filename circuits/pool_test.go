@@ -324,3 +324,28 @@ func isClosed(c *Circuit) bool {
 		return false
 	}
 }
+
+func TestAdaptiveBuildTimeout(t *testing.T) {
+	ms := time.Millisecond
+	few := []time.Duration{ms, ms, ms}
+	if got := adaptiveTimeout(few, 2*ms, time.Second); got != time.Second {
+		t.Fatalf("with few samples: %v", got)
+	}
+	var s []time.Duration
+	for i := range 100 {
+		s = append(s, time.Duration(i+1)*10*ms) // 10ms .. 1s; p80 = 810ms
+	}
+	if got := adaptiveTimeout(s, ms, 10*time.Second); got != 1620*ms {
+		t.Fatalf("2 x p80: %v", got)
+	}
+	if got := adaptiveTimeout(s, ms, time.Second); got != time.Second {
+		t.Fatalf("ceiling: %v", got)
+	}
+	fast := make([]time.Duration, 30)
+	for i := range fast {
+		fast[i] = ms
+	}
+	if got := adaptiveTimeout(fast, 2*time.Second, 10*time.Second); got != 2*time.Second {
+		t.Fatalf("floor: %v", got)
+	}
+}
