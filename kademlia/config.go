@@ -47,6 +47,11 @@ type Config struct {
 	// MaxPerSubnet bounds the contacts of one /24 (IPv4) or /48 (IPv6)
 	// in one bucket; 0 disables the limit (tests on 127.0.0.1).
 	MaxPerSubnet int
+	// PingAfter: a full bucket's oldest contact is pinged before a
+	// newcomer may replace it only if it was last seen longer ago than
+	// this; if it was seen more recently it is known alive and the
+	// newcomer is dropped without a ping.
+	PingAfter time.Duration
 	// MaxFails is how many RPCs in a row a contact may miss before it
 	// leaves the table.
 	MaxFails int
@@ -88,6 +93,7 @@ func DefaultConfig() Config {
 		Alpha:               3,
 		AlphaFindValue:      4,
 		MaxPerSubnet:        2,
+		PingAfter:           2 * time.Minute,
 		MaxFails:            2,
 		RPCTimeout:          2 * time.Second,
 		RefreshInterval:     time.Hour,
@@ -115,6 +121,8 @@ func (c Config) Validate() error {
 		return bad("AlphaFindValue (1..16)", c.AlphaFindValue)
 	case c.MaxPerSubnet < 0:
 		return bad("MaxPerSubnet", c.MaxPerSubnet)
+	case c.PingAfter < 0:
+		return bad("PingAfter", c.PingAfter)
 	case c.MaxFails < 1:
 		return bad("MaxFails", c.MaxFails)
 	case c.RPCTimeout <= 0:

@@ -92,7 +92,7 @@ type Core struct {
 	rng      *rand.Rand
 	table    *Table
 	store    *Store
-	pending  map[uint64]*pendingRPC
+	pending  map[uint64]pendingRPC
 	ops      map[OpID]*op
 	nextOp   OpID
 	provided map[proto.HashName]*provided
@@ -121,7 +121,7 @@ func NewCore(cfg Config, id Identity, rng *rand.Rand) (*Core, error) {
 		cfg: cfg, id: id, rng: rng,
 		table:    NewTable(id.ID, cfg),
 		store:    NewStore(cfg),
-		pending:  make(map[uint64]*pendingRPC),
+		pending:  make(map[uint64]pendingRPC),
 		ops:      make(map[OpID]*op),
 		provided: make(map[proto.HashName]*provided),
 	}, nil
@@ -170,7 +170,7 @@ func (c *Core) send(to proto.DHTContact, m proto.DHTMessage, now time.Time, o *o
 			}
 		}
 		m.Sender = c.id.Addr
-		p := &pendingRPC{to: to, typ: m.Type, target: m.Target, deadline: now.Add(c.cfg.RPCTimeout)}
+		p := pendingRPC{to: to, typ: m.Type, target: m.Target, deadline: now.Add(c.cfg.RPCTimeout)}
 		if o != nil {
 			p.op = o.id
 			o.msgs++
@@ -264,8 +264,8 @@ func (c *Core) foundPeers(asker proto.NodeID) []proto.DBPeer {
 }
 
 func (c *Core) handleAnswer(from proto.NodeID, m proto.DHTMessage, now time.Time) error {
-	p := c.pending[m.TxID]
-	if p == nil || p.to.ID != from {
+	p, ok := c.pending[m.TxID]
+	if !ok || p.to.ID != from {
 		return fmt.Errorf("%w: %v tx %x from %v", ErrUnexpected, m.Type, m.TxID, from.Short())
 	}
 	if m.Type != p.typ.Response() && !(p.typ == proto.DHTFindValue && m.Type == proto.DHTNodes) {
@@ -308,12 +308,12 @@ func (c *Core) handleAnswer(from proto.NodeID, m proto.DHTMessage, now time.Time
 // Unreachable reports that the RPC txid could not be sent (no link): it
 // fails at once instead of at its deadline.
 func (c *Core) Unreachable(txid uint64, now time.Time) {
-	if p := c.pending[txid]; p != nil {
+	if p, ok := c.pending[txid]; ok {
 		c.expire(txid, p, now)
 	}
 }
 
-func (c *Core) expire(txid uint64, p *pendingRPC, now time.Time) {
+func (c *Core) expire(txid uint64, p pendingRPC, now time.Time) {
 	delete(c.pending, txid)
 	c.table.Failed(p.to.ID)
 	o := c.ops[p.op]
@@ -341,7 +341,7 @@ func (c *Core) Tick(now time.Time) {
 	}
 	slices.Sort(expired) // map order is random; a run must replay exactly
 	for _, txid := range expired {
-		if p := c.pending[txid]; p != nil {
+		if p, ok := c.pending[txid]; ok {
 			c.expire(txid, p, now)
 		}
 	}

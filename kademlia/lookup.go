@@ -61,7 +61,8 @@ func NewLookup(self, target proto.NodeID, kind LookupKind, seeds []proto.DHTCont
 		self: self, target: target, kind: kind,
 		k: cfg.K, alpha: cfg.Alpha, maxCands: cfg.MaxCandidates,
 		timeout: cfg.RPCTimeout, stopOnValue: cfg.StopOnValue,
-		seen: make(map[proto.NodeID]struct{}, 4*cfg.K),
+		seen:  make(map[proto.NodeID]struct{}, 4*cfg.K),
+		cands: make([]candidate, 0, 4*cfg.K),
 	}
 	if kind == FindValue {
 		l.alpha = cfg.AlphaFindValue

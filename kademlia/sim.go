@@ -1,7 +1,6 @@
 package kademlia
 
 import (
-	"container/heap"
 	"crypto/ed25519"
 	"encoding/binary"
 	"fmt"
@@ -58,35 +57,71 @@ const (
 )
 
 type simEvent struct {
-	at       int64 // virtual unix nanoseconds
-	seq      uint64
 	kind     simEventKind
 	to, from int32
 	msg      proto.DHTMessage
 }
 
-type simQueue []*simEvent
-
-func (q simQueue) Len() int { return len(q) }
-func (q simQueue) Less(i, j int) bool {
-	if q[i].at != q[j].at {
-		return q[i].at < q[j].at
-	}
-	return q[i].seq < q[j].seq
+// simItem orders the events: they wait in a slab (Sim.events) and only
+// these small items move in the heap.
+type simItem struct {
+	at  int64 // virtual unix nanoseconds
+	seq uint64
+	idx int32 // into Sim.events
 }
-func (q simQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
-func (q *simQueue) Push(x any)   { *q = append(*q, x.(*simEvent)) }
-func (q *simQueue) Pop() any {
-	old := *q
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
-	*q = old[:len(old)-1]
-	return e
+
+func (a simItem) before(b simItem) bool {
+	return a.at < b.at || a.at == b.at && a.seq < b.seq
+}
+
+// simQueue is a binary min-heap of simItems.
+type simQueue []simItem
+
+func (q *simQueue) push(it simItem) {
+	h := append(*q, it)
+	i := len(h) - 1
+	for i > 0 {
+		p := (i - 1) / 2
+		if !h[i].before(h[p]) {
+			break
+		}
+		h[i], h[p] = h[p], h[i]
+		i = p
+	}
+	*q = h
+}
+
+func (q *simQueue) pop() simItem {
+	h := *q
+	top := h[0]
+	n := len(h) - 1
+	h[0] = h[n]
+	h = h[:n]
+	i := 0
+	for {
+		l := 2*i + 1
+		if l >= n {
+			break
+		}
+		m := l
+		if r := l + 1; r < n && h[r].before(h[l]) {
+			m = r
+		}
+		if !h[m].before(h[i]) {
+			break
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
+	*q = h
+	return top
 }
 
 type simNode struct {
-	core  *Core
-	alive bool
+	core   *Core
+	id     proto.NodeID
+	alive  bool
+	tickAt int64 // time of the earliest tick scheduled; 0 if none
 }
 
 type simKey struct {
@@ -100,20 +135,24 @@ type simKey struct {
 // IPv6 documentation prefix 2001:db8::/32, one /48 per node; nothing is
 // ever dialed. Not safe for concurrent use.
 type Sim struct {
-	cfg   SimConfig
-	rng   *rand.Rand
-	now   int64
-	nodes []simNode
-	index map[proto.NodeID]int32
-	q     simQueue
-	seq   uint64
-	trace hash.Hash64
-	want  map[simKey]*Result
+	cfg    SimConfig
+	rng    *rand.Rand
+	now    int64
+	nodes  []simNode
+	index  map[proto.NodeID]int32
+	q      simQueue
+	events []simEvent
+	free   []int32
+	seq    uint64
+	trace  hash.Hash64
+	want   map[simKey]*Result
 
 	// Trace, if set, gets one line per message delivered or lost.
 	Trace io.Writer
 	// Sent, Delivered and Lost count messages.
 	Sent, Delivered, Lost uint64
+	// SentByType counts the messages sent by DHT RPC type.
+	SentByType [proto.DHTFoundPeer + 1]uint64
 }
 
 // NewSim creates the nodes of cfg, none joined yet (see Build).
@@ -153,7 +192,7 @@ func NewSim(cfg SimConfig) (*Sim, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.nodes[i] = simNode{core: c, alive: true}
+		s.nodes[i] = simNode{core: c, id: id.ID, alive: true}
 		s.index[id.ID] = int32(i)
 	}
 	return s, nil
@@ -186,10 +225,33 @@ func (s *Sim) Now() time.Time { return time.Unix(0, s.now) }
 // type, transaction ID): equal hashes mean equal runs.
 func (s *Sim) TraceHash() uint64 { return s.trace.Sum64() }
 
-func (s *Sim) push(e *simEvent) {
+func (s *Sim) push(at int64, e simEvent) {
+	var idx int32
+	if n := len(s.free); n > 0 {
+		idx = s.free[n-1]
+		s.free = s.free[:n-1]
+		s.events[idx] = e
+	} else {
+		idx = int32(len(s.events))
+		s.events = append(s.events, e)
+	}
 	s.seq++
-	e.seq = s.seq
-	heap.Push(&s.q, e)
+	s.q.push(simItem{at: at, seq: s.seq, idx: idx})
+}
+
+// scheduleTick makes sure node i ticks by its core's next deadline.
+func (s *Sim) scheduleTick(i int32) {
+	n := &s.nodes[i]
+	d := n.core.NextDeadline()
+	if d.IsZero() {
+		return
+	}
+	at := d.UnixNano()
+	if n.tickAt != 0 && n.tickAt <= at {
+		return
+	}
+	n.tickAt = at
+	s.push(at, simEvent{kind: simTick, to: i})
 }
 
 // flush schedules what node i's core asked for.
@@ -201,12 +263,14 @@ func (s *Sim) flush(i int32) {
 			delete(s.want, simKey{i, r.Op})
 		}
 	}
+	requests := false
 	for _, snd := range sends {
 		s.Sent++
-		if snd.Msg.Type.IsRequest() {
-			s.push(&simEvent{at: s.now + int64(s.cfg.Core.RPCTimeout), kind: simTick, to: i})
+		if int(snd.Msg.Type) < len(s.SentByType) {
+			s.SentByType[snd.Msg.Type]++
 		}
-		to, ok := s.index[snd.To.ID]
+		requests = requests || snd.Msg.Type.IsRequest()
+		to, ok := s.lookupAddr(snd.To)
 		if !ok {
 			continue
 		}
@@ -219,8 +283,28 @@ func (s *Sim) flush(i int32) {
 		if span := s.cfg.LatencyMax - s.cfg.LatencyMin; span > 0 {
 			lat += time.Duration(s.rng.Int64N(int64(span)))
 		}
-		s.push(&simEvent{at: s.now + int64(lat), kind: simDeliver, to: to, from: i, msg: snd.Msg})
+		s.push(s.now+int64(lat), simEvent{kind: simDeliver, to: to, from: i, msg: snd.Msg})
 	}
+	// Every request times out RPCTimeout after it is sent, so the first
+	// of a burst sets the next deadline; the tick schedules the rest.
+	if n := &s.nodes[i]; requests && n.tickAt == 0 {
+		n.tickAt = s.now + int64(s.cfg.Core.RPCTimeout)
+		s.push(n.tickAt, simEvent{kind: simTick, to: i})
+	}
+}
+
+// lookupAddr finds the node of contact c: the address label carries the
+// node's index, checked against the ID (the map is the fallback).
+func (s *Sim) lookupAddr(c proto.DHTContact) (int32, bool) {
+	if a := c.Addr.Addr(); a.Is6() {
+		b := a.As16()
+		i := int(binary.BigEndian.Uint16(b[4:])) | int(binary.BigEndian.Uint16(b[6:]))<<16
+		if i < len(s.nodes) && s.nodes[i].id == c.ID {
+			return int32(i), true
+		}
+	}
+	i, ok := s.index[c.ID]
+	return i, ok
 }
 
 func (s *Sim) record(what string, from, to int32, m proto.DHTMessage) {
@@ -241,8 +325,11 @@ func (s *Sim) step() bool {
 	if len(s.q) == 0 {
 		return false
 	}
-	e := heap.Pop(&s.q).(*simEvent)
-	s.now = e.at
+	it := s.q.pop()
+	e := s.events[it.idx]
+	s.events[it.idx] = simEvent{}
+	s.free = append(s.free, it.idx)
+	s.now = it.at
 	n := &s.nodes[e.to]
 	if !n.alive {
 		return true
@@ -252,9 +339,15 @@ func (s *Sim) step() bool {
 	case simDeliver:
 		s.Delivered++
 		s.record("deliver", e.from, e.to, e.msg)
-		_ = n.core.Handle(s.nodes[e.from].core.ID(), e.msg, now)
+		_ = n.core.Handle(s.nodes[e.from].id, e.msg, now)
 	case simTick:
+		if n.tickAt == it.at {
+			n.tickAt = 0
+		}
 		n.core.Tick(now)
+		if n.tickAt == 0 {
+			s.scheduleTick(e.to)
+		}
 	case simJoin:
 		_, _ = n.core.Bootstrap([]proto.DHTContact{s.nodes[0].core.Contact()}, now)
 	}
@@ -276,7 +369,7 @@ func (s *Sim) RunIdle() error {
 // until the network is quiet.
 func (s *Sim) Build() error {
 	for i := 1; i < len(s.nodes); i++ {
-		s.push(&simEvent{at: s.now + int64(i)*int64(s.cfg.JoinSpacing), kind: simJoin, to: int32(i)})
+		s.push(s.now+int64(i)*int64(s.cfg.JoinSpacing), simEvent{kind: simJoin, to: int32(i)})
 	}
 	return s.RunIdle()
 }

@@ -1,6 +1,8 @@
 package kademlia
 
 import (
+	"bytes"
+	"encoding/binary"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -21,7 +23,7 @@ type bucket struct {
 	entries     []Entry // least recently seen first
 	replacement *Entry  // waits for the ping of entries[0]
 	pinging     bool    // a ping of entries[0] is in flight
-	lastLookup  int64 // unix nanoseconds; 0: never
+	lastLookup  int64   // unix nanoseconds; 0: never
 }
 
 // Table is the routing table: IDBits buckets where bucket j holds contacts
@@ -34,11 +36,13 @@ type Table struct {
 	k            int
 	maxPerSubnet int
 	maxFails     int
+	pingAfter    time.Duration
 	// buckets[p] is bucket IDBits-1-p (contacts sharing a p-bit prefix
 	// with self). Only the first few are ever filled in practice, so the
 	// slice grows on demand: a table costs a few kB, not IDBits buckets.
 	buckets []bucket
 	size    int
+	scratch []byDistance // reused by Closest
 }
 
 // at returns bucket i, or nil if it was never used.
@@ -60,7 +64,7 @@ func (t *Table) grow(i int) *bucket {
 
 // NewTable returns an empty table for node self.
 func NewTable(self proto.NodeID, cfg Config) *Table {
-	return &Table{self: self, k: cfg.K, maxPerSubnet: cfg.MaxPerSubnet, maxFails: cfg.MaxFails}
+	return &Table{self: self, k: cfg.K, maxPerSubnet: cfg.MaxPerSubnet, maxFails: cfg.MaxFails, pingAfter: cfg.PingAfter}
 }
 
 // Self is the ID the table is built around.
@@ -105,9 +109,16 @@ func (t *Table) subnetCount(b *bucket, a netip.Addr, skip proto.NodeID) int {
 	return n
 }
 
+// sameID compares IDs eight bytes at a time: the table's hot path.
+func sameID(a, b *proto.NodeID) bool {
+	return binary.LittleEndian.Uint64(a[0:8]) == binary.LittleEndian.Uint64(b[0:8]) &&
+		binary.LittleEndian.Uint64(a[8:16]) == binary.LittleEndian.Uint64(b[8:16]) &&
+		binary.LittleEndian.Uint32(a[16:20]) == binary.LittleEndian.Uint32(b[16:20])
+}
+
 func (t *Table) find(b *bucket, id proto.NodeID) int {
 	for i := range b.entries {
-		if b.entries[i].Contact.ID == id {
+		if sameID(&b.entries[i].Contact.ID, &id) {
 			return i
 		}
 	}
@@ -117,8 +128,9 @@ func (t *Table) find(b *bucket, id proto.NodeID) int {
 // Seen records that c answered us or sent us a request at now. A known
 // contact moves to the tail (most recently seen). A new one is added if
 // its bucket has room and its subnet is under the limit. If the bucket is
-// full, the new contact waits as the bucket's replacement and Seen returns
-// the oldest contact with ping = true: the caller pings it and reports
+// full and its oldest contact was seen within PingAfter, the newcomer is
+// dropped (ErrBucketFull). Otherwise it waits as the bucket's replacement
+// and Seen returns the oldest contact with ping = true: the caller pings it and reports
 // Seen (it answered, the newcomer is dropped) or Failed (it is replaced).
 // An error means the table did not change.
 func (t *Table) Seen(c proto.DHTContact, onionKey []byte, now time.Time) (oldest proto.DHTContact, ping bool, err error) {
@@ -149,18 +161,21 @@ func (t *Table) Seen(c proto.DHTContact, onionKey []byte, now time.Time) (oldest
 	if t.maxPerSubnet > 0 && t.subnetCount(b, c.Addr.Addr(), proto.NodeID{}) >= t.maxPerSubnet {
 		return oldest, false, ErrSubnetFull
 	}
-	e := Entry{Contact: c, OnionKey: slices.Clone(onionKey), LastSeen: now}
 	if len(b.entries) < t.k {
-		b.entries = append(b.entries, e)
+		b.entries = append(b.entries, Entry{Contact: c, OnionKey: slices.Clone(onionKey), LastSeen: now})
 		t.size++
 		return oldest, false, nil
 	}
-	if b.pinging {
-		// A ping is already out: the most recent newcomer waits instead.
-		b.replacement = &e
+	if !b.pinging && now.Sub(b.entries[0].LastSeen) < t.pingAfter {
+		// Even the oldest was heard from recently: it stays.
 		return oldest, false, ErrBucketFull
 	}
-	b.replacement, b.pinging = &e, true
+	b.replacement = &Entry{Contact: c, OnionKey: slices.Clone(onionKey), LastSeen: now}
+	if b.pinging {
+		// A ping is already out: the most recent newcomer waits instead.
+		return oldest, false, ErrBucketFull
+	}
+	b.pinging = true
 	return b.entries[0].Contact, true, nil
 }
 
@@ -237,66 +252,82 @@ func (t *Table) Get(id proto.NodeID) (Entry, bool) {
 // distance, closest first, skipping exclude. It visits buckets in distance
 // order: with b the bucket of target, bucket b holds the contacts closer
 // than 2^b, the buckets below b those between 2^b and 2^(b+1), and each
-// bucket above b one band of its own.
+// bucket above b one band of its own; only the band that crosses n needs
+// sorting.
 func (t *Table) Closest(dst []Entry, target proto.NodeID, n int, exclude proto.NodeID) []Entry {
-	start := len(dst)
-	b := BucketIndex(t.self, target)
-	add := func(i int) {
-		bk := t.at(i)
-		if bk == nil {
-			return
-		}
-		for _, e := range bk.entries {
-			if e.Contact.ID != exclude {
-				dst = append(dst, e)
-			}
-		}
-	}
-	sortFrom := func(from int) {
-		slices.SortFunc(dst[from:], func(x, y Entry) int {
-			if proto.Closer(target, x.Contact.ID, y.Contact.ID) {
-				return -1
-			}
-			if proto.Closer(target, y.Contact.ID, x.Contact.ID) {
-				return 1
-			}
-			return 0
-		})
-	}
-	if b >= 0 {
-		add(b)
-		sortFrom(start)
-		if len(dst)-start >= n {
-			return dst[:start+n]
-		}
-		from := len(dst)
-		for i := b - 1; i >= 0; i-- {
-			add(i)
-		}
-		sortFrom(from)
-		if len(dst)-start >= n {
-			return dst[:start+n]
-		}
-	}
-	for i := max(b+1, IDBits-len(t.buckets)); i < IDBits; i++ {
-		from := len(dst)
-		add(i)
-		sortFrom(from)
-		if len(dst)-start >= n {
-			return dst[:start+n]
-		}
+	t.scratch = t.closest(t.scratch[:0], target, n, exclude)
+	for _, c := range t.scratch {
+		dst = append(dst, *c.e)
 	}
 	return dst
 }
 
 // ClosestContacts is Closest returning only the contacts.
 func (t *Table) ClosestContacts(target proto.NodeID, n int, exclude proto.NodeID) []proto.DHTContact {
-	es := t.Closest(nil, target, n, exclude)
-	cs := make([]proto.DHTContact, len(es))
-	for i, e := range es {
-		cs[i] = e.Contact
+	t.scratch = t.closest(t.scratch[:0], target, n, exclude)
+	if len(t.scratch) == 0 {
+		return nil
+	}
+	cs := make([]proto.DHTContact, len(t.scratch))
+	for i, c := range t.scratch {
+		cs[i] = c.e.Contact
 	}
 	return cs
+}
+
+type byDistance struct {
+	d proto.NodeID // XOR distance to the target
+	e *Entry
+}
+
+func (t *Table) closest(dst []byDistance, target proto.NodeID, n int, exclude proto.NodeID) []byDistance {
+	if n <= 0 {
+		return dst
+	}
+	b := BucketIndex(t.self, target)
+	add := func(i int) {
+		bk := t.at(i)
+		if bk == nil {
+			return
+		}
+		for k := range bk.entries {
+			if e := &bk.entries[k]; !sameID(&e.Contact.ID, &exclude) {
+				dst = append(dst, byDistance{proto.Xor(e.Contact.ID, target), e})
+			}
+		}
+	}
+	// band sorts what the last band added and reports whether dst is full.
+	band := func(from int) bool {
+		if len(dst)-from > 1 {
+			slices.SortFunc(dst[from:], func(x, y byDistance) int { return bytes.Compare(x.d[:], y.d[:]) })
+		}
+		if len(dst) >= n {
+			dst = dst[:n]
+			return true
+		}
+		return false
+	}
+	if b >= 0 {
+		add(b)
+		if band(0) {
+			return dst
+		}
+		from := len(dst)
+		for i := min(b-1, len(t.buckets)+IDBits); i >= IDBits-len(t.buckets) && i >= 0; i-- {
+			add(i)
+		}
+		if band(from) {
+			return dst
+		}
+	}
+	for i := max(b+1, IDBits-len(t.buckets)); i < IDBits; i++ {
+		from := len(dst)
+		add(i)
+		if band(from) {
+			return dst
+		}
+	}
+	return dst
 }
 
 // MarkLookup records a lookup of target at now, so target's bucket is not
@@ -336,8 +367,8 @@ func (t *Table) DueRefresh(now time.Time, interval time.Duration) []int {
 }
 
 // JoinRefresh returns the buckets a node refreshes once it has joined:
-// every bucket farther than its nearest neighbour's (Kademlia section
-// 2.3). Without it a newcomer knows almost nobody far from itself, and
+// every bucket farther than its nearest neighbour's that is not full
+// (Kademlia section 2.3). Without it a newcomer knows almost nobody far from itself, and
 // nobody far from it learns of it. They are marked as looked up at now.
 func (t *Table) JoinRefresh(now time.Time) []int {
 	var out []int
@@ -352,8 +383,10 @@ func (t *Table) JoinRefresh(now time.Time) []int {
 	nearest := out[len(out)-1]
 	out = out[:0]
 	for i := IDBits - 1; i > nearest; i-- {
-		t.grow(i).lastLookup = now.UnixNano()
-		out = append(out, i)
+		if b := t.grow(i); len(b.entries) < t.k {
+			b.lastLookup = now.UnixNano()
+			out = append(out, i)
+		}
 	}
 	return out
 }
