@@ -106,6 +106,7 @@ type Link struct {
 	done    chan struct{} // closed when both goroutines have returned
 	running atomic.Int32
 	loss    atomic.Bool // the close is not graceful: drop queued cells
+	closing atomic.Bool // closed is set: the reader stops dispatching
 }
 
 func newLink(m *Links, conn *tls.Conn, raw *deadlineConn, peerKey ed25519.PublicKey, inbound bool) *Link {
@@ -237,9 +238,10 @@ func (l *Link) enqueue(it outItem, block bool) error {
 	return nil
 }
 
-// Close starts a clean close: the writer flushes what is queued (for at
-// most CloseTimeout), sends TLS close_notify and closes the connection, and
-// the peer sees ErrClosedByPeer. Close does not wait (it is safe to call
+// Close starts a clean close: handlers get nothing more, the writer flushes
+// what is queued, sends TLS close_notify and half-closes TCP, and the
+// reader drains until the peer closes its side; CloseTimeout bounds it all.
+// The peer sees ErrClosedByPeer. Close does not wait (it is safe to call
 // from a handler); wait on Done for the goroutines to return. Idempotent.
 func (l *Link) Close() error {
 	l.shutdown(ErrLinkClosed, true)
@@ -255,6 +257,7 @@ func (l *Link) shutdown(err error, graceful bool) {
 		return
 	}
 	l.closed, l.err = true, err
+	l.closing.Store(true)
 	if graceful {
 		l.killTimer = time.AfterFunc(l.cfg.CloseTimeout, func() { _ = l.raw.Close() })
 	} else {
@@ -358,10 +361,16 @@ func (l *Link) writeLoop() {
 		}
 	}
 	if err == nil {
-		// Graceful close: everything queued is written; say goodbye.
+		// Graceful close: everything queued is written; say goodbye with
+		// TLS close_notify and a TCP half-close. The reader keeps draining
+		// until the peer closes too (or CloseTimeout), so no unread data
+		// turns our close into a reset the peer would see as an error.
 		err = bw.Flush()
 		if err == nil {
-			_ = l.conn.Close() // sends close_notify, closes the socket
+			_ = l.conn.CloseWrite()
+			if hc, ok := l.raw.Conn.(interface{ CloseWrite() error }); ok {
+				_ = hc.CloseWrite()
+			}
 		}
 	}
 	if err != nil {
@@ -460,7 +469,7 @@ func (l *Link) read(src io.Reader) error {
 			if err != nil {
 				return fmt.Errorf("circuits: from %s: %w", l.peer.Short(), err)
 			}
-			if l.h.Var != nil {
+			if l.h.Var != nil && !l.closing.Load() {
 				l.h.Var(l, v)
 			}
 			continue
@@ -470,7 +479,7 @@ func (l *Link) read(src io.Reader) error {
 			proto.PutCell(c)
 			return l.readErr(err, 1)
 		}
-		if cmd == proto.CmdPadding || l.h.Cell == nil {
+		if cmd == proto.CmdPadding || l.h.Cell == nil || l.closing.Load() {
 			proto.PutCell(c)
 			continue
 		}

@@ -871,3 +871,52 @@ func TestLinksCloseAbortsHandshakes(t *testing.T) {
 		t.Fatal("Close waited for handshakes to time out")
 	}
 }
+
+func TestLinkCloseDuringSendsAndFromHandler(t *testing.T) {
+	leakCheck(t)
+	cfg := testConfig()
+	cfg.SendQueueBytes = 32 << 10
+	var closer *testNode
+	closer = newTestNode(t, cfg, &LinkHandlers{Cell: func(l *Link, c *proto.Cell) {
+		// Closing from inside a handler must not deadlock.
+		if c.CircID() == 999 {
+			l.Close()
+		}
+		proto.PutCell(c)
+	}})
+	b := newTestNode(t, cfg, nil)
+	l := b.get(t, closer)
+	var wg sync.WaitGroup
+	var accepted, refused atomic.Int64
+	for s := 0; s < 4; s++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 5000; i++ {
+				circ := uint32(1)
+				if i == 2000 {
+					circ = 999
+				}
+				if err := l.SendCell(makeCell(circ, proto.CmdRelay, 0)); err != nil {
+					refused.Add(1)
+					return
+				}
+				accepted.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	ev := closer.nextClosed(t)
+	if !errors.Is(ev.err, ErrLinkClosed) {
+		t.Fatalf("handler-closed link ended with %v", ev.err)
+	}
+	if ev := b.nextClosed(t); !errors.Is(ev.err, ErrClosedByPeer) {
+		t.Fatalf("peer of a handler-closed link saw %v", ev.err)
+	}
+	if refused.Load() == 0 {
+		t.Fatal("every send succeeded on a link closed midway")
+	}
+	if accepted.Load() < 2000 {
+		t.Fatalf("only %d sends accepted before the close", accepted.Load())
+	}
+}
