@@ -41,4 +41,15 @@
 // Cell ownership: SendCell takes the cell and returns it to the proto pool
 // once written (or on error). The Cell handler receives a pooled cell and
 // owns it. Var handler payloads are valid only during the call.
+//
+// A handler that forwards to another link with SendCell may block on that
+// link's full queue; two links forwarding into each other that way can
+// stall until WriteTimeout. Relays use TrySendCell (which fails with
+// ErrQueueFull) where waiting is not acceptable.
+//
+// Closing: Link.Close is clean (flush, TLS close_notify, TCP half-close,
+// drain until the peer closes, all bounded by CloseTimeout) and does not
+// wait; Link.Done tells when the goroutines are gone. Errors (protocol
+// violations, timeouts) cut the connection at once. Links.Close closes
+// everything and waits.
 package circuits
