@@ -136,6 +136,7 @@ func (sw *Switch) Build(ctx context.Context, path []proto.NodeDescriptor) (*Circ
 		truncTo: -1,
 	}
 	c.ep.init(sw, true)
+	c.ep.handle = c.handle
 	sw.emit(Event{Kind: EventLaunched, Circuit: c.handle, Origin: true, Path: c.pathIDs()})
 	fail := func(err error) (*Circuit, error) {
 		err = fmt.Errorf("%w: %w", ErrBuildFailed, err)

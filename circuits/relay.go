@@ -387,6 +387,7 @@ func (sw *Switch) handleCreate(l cellLink, c *proto.Cell) {
 		killc:  make(chan proto.DestroyReason, 1),
 	}
 	rc.ep.init(sw, false)
+	rc.ep.handle = rc.handle
 	rc.ep.out, rc.ep.outID = l, id
 	sw.circs[key] = rc
 	sw.wg.Add(1)

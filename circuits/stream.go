@@ -46,6 +46,7 @@ var (
 type endpoint struct {
 	sw     *Switch
 	origin bool
+	handle uint64 // the circuit's local handle, for StreamAddr
 	stats  counters
 
 	sendMu sync.Mutex
@@ -129,10 +130,13 @@ func (e *endpoint) sendControl(target int, early bool, cmd proto.RelayCommand, s
 func (e *endpoint) sendData(s *Stream, cmd proto.RelayCommand, data []byte) error {
 	for {
 		e.mu.Lock()
-		for !e.closed && !s.localClosed && !s.peerEnded && (e.sendWin.Left() == 0 || s.sendWin.Left() == 0) {
+		for !e.closed && !s.localClosed && !s.peerEnded && !past(s.wdeadline) && (e.sendWin.Left() == 0 || s.sendWin.Left() == 0) {
 			s.cond.Wait()
 		}
 		err := s.writeErrLocked()
+		if err == nil && past(s.wdeadline) && (e.sendWin.Left() == 0 || s.sendWin.Left() == 0) {
+			err = errDeadline
+		}
 		e.mu.Unlock()
 		if err != nil {
 			return err
@@ -481,8 +485,9 @@ type Stream struct {
 	localClosed bool
 	peerEnded   bool
 	endReason   uint8
-	maxQueued   int // high-water mark of len(rq), for tests and metrics
-	deadline    time.Time
+	maxQueued   int       // high-water mark of len(rq), for tests and metrics
+	deadline    time.Time // for reads
+	wdeadline   time.Time // for writes
 }
 
 type queued struct {
@@ -543,7 +548,7 @@ func (s *Stream) writeErrLocked() error {
 func (s *Stream) Read(p []byte) (int, error) {
 	e := s.e
 	e.mu.Lock()
-	for s.rqHead == len(s.rq) && !s.peerEnded && !s.localClosed && !e.closed && !s.pastDeadline() {
+	for s.rqHead == len(s.rq) && !s.peerEnded && !s.localClosed && !e.closed && !past(s.deadline) {
 		s.cond.Wait()
 	}
 	if s.rqHead == len(s.rq) {
@@ -589,7 +594,7 @@ func (s *Stream) ReadCell(buf []byte) (proto.RelayCommand, int, error) {
 	}
 	e := s.e
 	e.mu.Lock()
-	for s.rqHead == len(s.rq) && !s.peerEnded && !s.localClosed && !e.closed && !s.pastDeadline() {
+	for s.rqHead == len(s.rq) && !s.peerEnded && !s.localClosed && !e.closed && !past(s.deadline) {
 		s.cond.Wait()
 	}
 	if s.rqHead == len(s.rq) {
@@ -680,13 +685,34 @@ func (s *Stream) Close() error {
 	return nil
 }
 
-var errDeadline = fmt.Errorf("circuits: stream read deadline exceeded: %w", context.DeadlineExceeded)
+// errDeadline is what Read and Write return once their deadline passed; it
+// is a net.Error with Timeout() true, as net.Conn's are.
+var errDeadline error = deadlineError{}
+
+type deadlineError struct{}
+
+func (deadlineError) Error() string   { return "circuits: stream deadline exceeded" }
+func (deadlineError) Timeout() bool   { return true }
+func (deadlineError) Temporary() bool { return true }
+func (deadlineError) Unwrap() error   { return context.DeadlineExceeded }
 
 // SetReadDeadline makes Read fail once t has passed (zero: no deadline).
-func (s *Stream) SetReadDeadline(t time.Time) error {
+func (s *Stream) SetReadDeadline(t time.Time) error { return s.setDeadline(&s.deadline, t) }
+
+// SetWriteDeadline makes Write fail once t has passed while it waits for
+// a window to open (zero: no deadline).
+func (s *Stream) SetWriteDeadline(t time.Time) error { return s.setDeadline(&s.wdeadline, t) }
+
+// SetDeadline sets both deadlines.
+func (s *Stream) SetDeadline(t time.Time) error {
+	s.SetReadDeadline(t)
+	return s.SetWriteDeadline(t)
+}
+
+func (s *Stream) setDeadline(d *time.Time, t time.Time) error {
 	e := s.e
 	e.mu.Lock()
-	s.deadline = t
+	*d = t
 	s.cond.Broadcast()
 	e.mu.Unlock()
 	if !t.IsZero() {
@@ -699,9 +725,29 @@ func (s *Stream) SetReadDeadline(t time.Time) error {
 	return nil
 }
 
-func (s *Stream) pastDeadline() bool {
-	return !s.deadline.IsZero() && !time.Now().Before(s.deadline)
+func past(t time.Time) bool { return !t.IsZero() && !time.Now().Before(t) }
+
+// StreamAddr names one end of a stream for net.Conn's LocalAddr and
+// RemoteAddr: the local circuit handle, the stream ID and the destination.
+// It carries no network address: that is the point of a circuit.
+type StreamAddr struct {
+	Circuit uint64
+	Stream  uint16
+	Dest    string
 }
+
+// Network is "veil".
+func (StreamAddr) Network() string { return "veil" }
+
+func (a StreamAddr) String() string {
+	return fmt.Sprintf("circuit %d stream %d (%s)", a.Circuit, a.Stream, a.Dest)
+}
+
+// LocalAddr and RemoteAddr make Stream a net.Conn; both name the stream.
+func (s *Stream) LocalAddr() net.Addr  { return StreamAddr{s.e.handle, s.id, s.dest} }
+func (s *Stream) RemoteAddr() net.Addr { return StreamAddr{s.e.handle, s.id, s.dest} }
+
+var _ net.Conn = (*Stream)(nil)
 
 // queuedCells reports how many received cells wait to be read and the
 // high-water mark (for tests and metrics).

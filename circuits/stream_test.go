@@ -305,3 +305,37 @@ func TestORDBOnlyNodeDoesNotRelay(t *testing.T) {
 		t.Fatalf("extend through an ORDB-only node: %v", err)
 	}
 }
+
+func TestStreamDeadlines(t *testing.T) {
+	noLeaks(t)
+	nodes := newNet(t, 2, nil)
+	hold := make(chan struct{})
+	nodes[1].sw.Handle("stall", func(s *Stream) { <-hold })
+	defer close(hold)
+	c := build(t, nodes[0], nodes[1])
+	s, err := c.OpenStream(context.Background(), "stall")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conn net.Conn = s // a Stream is a net.Conn
+	if conn.RemoteAddr().Network() != "veil" {
+		t.Fatal("address network")
+	}
+	conn.SetDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, err := conn.Read(make([]byte, 10)); !isTimeout(err) {
+		t.Fatalf("read past the deadline: %v", err)
+	}
+	// The service never reads: the window closes and Write times out.
+	big := make([]byte, 2*nodes[1].cfg.StreamWindow*proto.RelayDataSize)
+	n, err := conn.Write(big)
+	if !isTimeout(err) || n != nodes[1].cfg.StreamWindow*proto.RelayDataSize {
+		t.Fatalf("write past the window: %d bytes, %v", n, err)
+	}
+	conn.SetDeadline(time.Time{})
+	s.Close()
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() && errors.Is(err, context.DeadlineExceeded)
+}
