@@ -1,0 +1,222 @@
+package kademlia
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"veil/proto"
+)
+
+// lookupWorld is a scripted network: every live node answers with the K
+// IDs of the world closest to the target (itself and the asker excepted);
+// dead nodes never answer; holders answer FIND_VALUE with a record.
+type lookupWorld struct {
+	ids     []proto.NodeID
+	dead    map[proto.NodeID]bool
+	holders map[proto.NodeID]bool
+	k       int
+}
+
+func newLookupWorld(n int, seed uint64) *lookupWorld {
+	r := seedFrom(seed)
+	w := &lookupWorld{dead: map[proto.NodeID]bool{}, holders: map[proto.NodeID]bool{}, k: 8}
+	for range n {
+		w.ids = append(w.ids, RandomID(proto.NodeID{}, 159, r))
+	}
+	return w
+}
+
+func (w *lookupWorld) contact(id proto.NodeID) proto.DHTContact {
+	return proto.DHTContact{ID: id, Addr: netip.MustParseAddrPort("127.0.0.1:1")}
+}
+
+func (w *lookupWorld) closest(target proto.NodeID, n int, skip func(proto.NodeID) bool) []proto.NodeID {
+	var out []proto.NodeID
+	for _, id := range w.ids {
+		if !skip(id) {
+			out = append(out, id)
+		}
+	}
+	slices.SortFunc(out, func(a, b proto.NodeID) int {
+		if proto.Closer(target, a, b) {
+			return -1
+		}
+		return 1
+	})
+	return out[:min(n, len(out))]
+}
+
+// run drives l to its end, answering in FIFO order, one RPC per step,
+// 10 ms apart; it checks that at most alpha RPCs are ever in flight.
+func (w *lookupWorld) run(t *testing.T, l *Lookup, self proto.NodeID, alpha int, rec *proto.ProviderRecord) {
+	t.Helper()
+	now := testNow
+	timeout := DefaultConfig().RPCTimeout
+	type rpc struct {
+		c        proto.DHTContact
+		deadline time.Time
+	}
+	var inflight []rpc
+	send := func(cs []proto.DHTContact) {
+		for _, c := range cs {
+			inflight = append(inflight, rpc{c, now.Add(timeout)})
+		}
+	}
+	send(l.Next(now))
+	for steps := 0; !l.Done(); steps++ {
+		if steps > 10000 {
+			t.Fatalf("lookup did not end")
+		}
+		if len(inflight) > alpha {
+			t.Fatalf("%d RPCs in flight, alpha %d", len(inflight), alpha)
+		}
+		if len(inflight) == 0 {
+			t.Fatalf("lookup waits with nothing in flight")
+		}
+		r := inflight[0]
+		if w.dead[r.c.ID] {
+			// Nothing comes back: time passes to its deadline and Tick
+			// fails every RPC overdue by then.
+			now = r.deadline
+			inflight = slices.DeleteFunc(inflight, func(x rpc) bool { return !now.Before(x.deadline) })
+			send(l.Tick(now))
+			continue
+		}
+		inflight = inflight[1:]
+		now = now.Add(10 * time.Millisecond)
+		ids := w.closest(l.Target(), w.k, func(id proto.NodeID) bool { return id == r.c.ID || id == self })
+		var cs []proto.DHTContact
+		for _, id := range ids {
+			cs = append(cs, w.contact(id))
+		}
+		var recs []proto.ProviderRecord
+		if rec != nil && w.holders[r.c.ID] {
+			recs = []proto.ProviderRecord{*rec}
+		}
+		send(l.Answer(r.c.ID, cs, recs, now))
+	}
+}
+
+func TestLookupScenarios(t *testing.T) {
+	cases := []struct {
+		name       string
+		nodes      int
+		deadFrac   int // one node in deadFrac is dead (0: none)
+		kind       LookupKind
+		stop       bool
+		wantAlpha  int
+		wantRecord bool
+	}{
+		{name: "find_node converges", nodes: 500, kind: FindNode, wantAlpha: 3},
+		{name: "find_node with a quarter dead", nodes: 500, deadFrac: 4, kind: FindNode, wantAlpha: 3},
+		{name: "find_node half dead", nodes: 300, deadFrac: 2, kind: FindNode, wantAlpha: 3},
+		{name: "find_value asks 4 at once", nodes: 500, kind: FindValue, wantAlpha: 4, wantRecord: true},
+		{name: "find_value stops at the first value", nodes: 500, kind: FindValue, stop: true, wantAlpha: 4, wantRecord: true},
+		{name: "tiny network", nodes: 5, kind: FindNode, wantAlpha: 3},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			w := newLookupWorld(c.nodes, uint64(i))
+			self, target := w.ids[0], RandomID(proto.NodeID{}, 159, seedFrom(uint64(100+i)))
+			if c.deadFrac > 0 {
+				for j, id := range w.ids[1:] {
+					if j%c.deadFrac == 0 {
+						w.dead[id] = true
+					}
+				}
+			}
+			live := func(id proto.NodeID) bool { return w.dead[id] || id == self }
+			trueK := w.closest(target, 8, live)
+			var rec *proto.ProviderRecord
+			if c.wantRecord {
+				for _, id := range trueK {
+					w.holders[id] = true
+				}
+				rec = &proto.ProviderRecord{Key: proto.HashName(target), ORDB: trueK[0]}
+			}
+			cfg := DefaultConfig()
+			cfg.StopOnValue = c.stop
+			// Seeds: a few random nodes, as a fresh table would have.
+			var seeds []proto.DHTContact
+			for _, id := range w.ids[1:min(len(w.ids), 9)] {
+				seeds = append(seeds, w.contact(id))
+			}
+			l := NewLookup(self, target, c.kind, seeds, cfg)
+			first := l.Next(testNow)
+			if len(first) != min(c.wantAlpha, len(seeds)) {
+				t.Fatalf("first round sent %d RPCs, want %d", len(first), c.wantAlpha)
+			}
+			// Re-run from scratch through the driver.
+			l = NewLookup(self, target, c.kind, seeds, cfg)
+			w.run(t, l, self, c.wantAlpha, rec)
+			got := l.Closest()
+			for _, ct := range got {
+				if w.dead[ct.ID] || ct.ID == self {
+					t.Fatalf("result holds a dead node or self")
+				}
+			}
+			if c.stop {
+				if len(l.Records()) != 1 || l.Rounds() < 1 {
+					t.Fatalf("stop on value: %d records, %d rounds", len(l.Records()), l.Rounds())
+				}
+				return
+			}
+			var gotIDs []proto.NodeID
+			for _, ct := range got {
+				gotIDs = append(gotIDs, ct.ID)
+			}
+			if c.deadFrac == 0 && !slices.Equal(gotIDs, trueK) {
+				t.Fatalf("result is not the true K closest:\n got %v\nwant %v", gotIDs, trueK)
+			}
+			if c.deadFrac > 0 {
+				// Every live node among the true K closest is found.
+				for _, id := range trueK[:4] {
+					if !slices.Contains(gotIDs, id) {
+						t.Fatalf("missed live close node %v", id.Short())
+					}
+				}
+			}
+			if c.wantRecord && len(l.Records()) != 1 {
+				t.Fatalf("records %d, want 1 (deduplicated)", len(l.Records()))
+			}
+			t.Logf("%d msgs, %d rounds", l.Msgs(), l.Rounds())
+		})
+	}
+}
+
+func TestLookupEdges(t *testing.T) {
+	cfg := DefaultConfig()
+	self := proto.NodeID{1}
+	l := NewLookup(self, proto.NodeID{2}, FindNode, nil, cfg)
+	if out := l.Next(testNow); len(out) != 0 || !l.Done() {
+		t.Fatalf("no seeds: %d RPCs, done %v", len(out), l.Done())
+	}
+	a := proto.DHTContact{ID: proto.NodeID{3}, Addr: netip.MustParseAddrPort("127.0.0.1:1")}
+	b := proto.DHTContact{ID: proto.NodeID{4}, Addr: netip.MustParseAddrPort("127.0.0.1:1")}
+	selfC := proto.DHTContact{ID: self, Addr: a.Addr}
+	noAddr := proto.DHTContact{ID: proto.NodeID{5}}
+	l = NewLookup(self, proto.NodeID{2}, FindNode, []proto.DHTContact{a, selfC, noAddr, a}, cfg)
+	if out := l.Next(testNow); len(out) != 1 || out[0] != a {
+		t.Fatalf("seeds: self, duplicates and contacts without address must be skipped: %v", out)
+	}
+	// An answer from a node never asked changes nothing.
+	if out := l.Answer(b.ID, []proto.DHTContact{b}, nil, testNow); out != nil || l.Done() {
+		t.Fatalf("unsolicited answer was used")
+	}
+	// A failure ends it; a late answer of the failed node is ignored.
+	if out := l.Tick(testNow.Add(cfg.RPCTimeout)); len(out) != 0 || !l.Done() || len(l.Closest()) != 0 {
+		t.Fatalf("after timeout: %v done %v", out, l.Done())
+	}
+	if out := l.Answer(a.ID, []proto.DHTContact{b}, nil, testNow); out != nil {
+		t.Fatalf("answer after the end was used")
+	}
+	// Records for another key are ignored.
+	l = NewLookup(self, proto.NodeID{2}, FindValue, []proto.DHTContact{a}, cfg)
+	l.Next(testNow)
+	l.Answer(a.ID, nil, []proto.ProviderRecord{{Key: proto.HashName{9}}}, testNow)
+	if len(l.Records()) != 0 {
+		t.Fatalf("record for another key kept")
+	}
+}
