@@ -117,7 +117,9 @@ func (c *Circuit) kill(reason proto.DestroyReason) {
 }
 
 // Build builds a circuit through path (first hop first), telescoping one
-// hop at a time, and returns it once every hop answered. ctx bounds the
+// hop at a time, and returns it once every hop answered. Each descriptor
+// must verify (its signature binds the onion key the handshake
+// authenticates). ctx bounds the
 // whole build; on failure the partial circuit is destroyed.
 func (sw *Switch) Build(ctx context.Context, path []proto.NodeDescriptor) (*Circuit, error) {
 	if len(path) == 0 {
@@ -164,6 +166,11 @@ func (sw *Switch) Build(ctx context.Context, path []proto.NodeDescriptor) (*Circ
 	go c.run()
 
 	for i, d := range path {
+		if err := d.Verify(sw.cfg.Now()); err != nil {
+			c.kill(proto.DestroyFinished)
+			<-c.ended
+			return fail(fmt.Errorf("hop %d (%s): descriptor: %w", i+1, d.ID.Short(), err))
+		}
 		if err := c.addHop(ctx, i, d); err != nil {
 			c.kill(proto.DestroyFinished)
 			<-c.ended
@@ -290,8 +297,12 @@ func (c *Circuit) Truncate(ctx context.Context, keep int) error {
 	}
 }
 
-// Extend adds hop d at the end of a built circuit.
+// Extend adds hop d (a descriptor that verifies) at the end of a built
+// circuit.
 func (c *Circuit) Extend(ctx context.Context, d proto.NodeDescriptor) error {
+	if err := d.Verify(c.ep.sw.cfg.Now()); err != nil {
+		return fmt.Errorf("circuits: descriptor of %s: %w", d.ID.Short(), err)
+	}
 	n := c.Hops()
 	if n+1 > c.ep.sw.cfg.MaxRelayEarly+1 {
 		return ErrPathTooLong

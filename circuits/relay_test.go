@@ -243,3 +243,42 @@ func TestDestroyReasonReachesEveryHop(t *testing.T) {
 		t.Errorf("origin close events: %+v", got)
 	}
 }
+
+func TestBuildWithPreviousOnionKey(t *testing.T) {
+	noLeaks(t)
+	nodes := newNet(t, 3, nil)
+	old := nodes[2].desc
+	if err := nodes[2].id.RotateOnion(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	// A client still holding the old descriptor builds through the grace
+	// period, as does one with the new.
+	c := build(t, nodes[0], nodes[1])
+	ctx, cancel := context.WithTimeout(context.Background(), circWait)
+	defer cancel()
+	if err := c.Extend(ctx, old); err != nil {
+		t.Fatalf("extend with the previous onion key: %v", err)
+	}
+	if err := echoCheck(c, 1000, 1); err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := nodes[2].id.Descriptor(old.Addrs, old.Flags, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nodes[0].sw.Build(ctx, []proto.NodeDescriptor{nodes[1].desc, fresh}); err != nil {
+		t.Fatalf("with the new key: %v", err)
+	}
+	// A descriptor altered on the way is refused before any handshake...
+	bogus := fresh
+	bogus.OnionKey = nodes[1].desc.OnionKey
+	if _, err := nodes[0].sw.Build(ctx, []proto.NodeDescriptor{nodes[1].desc, bogus}); err == nil {
+		t.Fatal("built with a descriptor whose signature fails")
+	}
+	// ...and a signed one naming a key the node does not hold fails the
+	// handshake.
+	bogus.Sign(nodes[2].id.Key)
+	if _, err := nodes[0].sw.Build(ctx, []proto.NodeDescriptor{nodes[1].desc, bogus}); !errors.Is(err, ErrTruncated) {
+		t.Fatalf("built with an onion key the node does not hold: %v", err)
+	}
+}
