@@ -1,6 +1,7 @@
 package chunkstore
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/binary"
@@ -243,4 +244,55 @@ func proofOfTail(head content.Head, start uint64, peaks []content.Node) (content
 		return content.Hash{}, fmt.Errorf("%w: [%d,%d)", content.ErrNoNode, a, b)
 	})
 	return content.Proof{Live: true, Head: head, Hashes: hs}, err
+}
+
+// ResumeLivePublisher continues a live stream this store published (or
+// holds the newest chunks of) after a restart: it rebuilds the tree's peaks
+// from the store and checks them against the newest signed head. The key
+// must be the stream's publisher key.
+func (s *Store) ResumeLivePublisher(priv ed25519.PrivateKey, name proto.HashName) (*LivePublisher, error) {
+	inf, err := s.lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	if !inf.live {
+		return nil, fmt.Errorf("chunkstore: resume %v: not a live stream", name)
+	}
+	if !bytes.Equal(priv.Public().(ed25519.PublicKey), inf.d.PublicKey) {
+		return nil, fmt.Errorf("chunkstore: resume %v: %w: not the publisher's key", name, content.ErrBadSignature)
+	}
+	if err := s.Flush(context.Background()); err != nil {
+		return nil, err
+	}
+	head, err := s.Head(name)
+	if err != nil {
+		return nil, err
+	}
+	var peaks []content.Node
+	err = s.db.View(func(tx *bolt.Tx) error {
+		cb := contentBucket(tx, inf.id)
+		if cb == nil {
+			return fmt.Errorf("%w: %v", ErrNotFound, name)
+		}
+		node := inf.nodeFunc(cb)
+		for _, sp := range content.PeakSpans(head.Length) {
+			h, err := node(sp[0], sp[1])
+			if err != nil {
+				return err
+			}
+			peaks = append(peaks, content.Node{A: sp[0], B: sp[1], Hash: h})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("chunkstore: resume %v: %w", name, err)
+	}
+	w, err := content.ResumeLiveWriter(priv, name, peaks, KeepSpan, nil)
+	if err != nil {
+		return nil, err
+	}
+	if w.Root() != head.Root {
+		return nil, fmt.Errorf("chunkstore: resume %v: %w: stored tree does not lead to the newest head", name, ErrCorrupt)
+	}
+	return &LivePublisher{s: s, name: name, w: w}, nil
 }

@@ -667,3 +667,61 @@ func TestWritesAreBatched(t *testing.T) {
 		t.Fatalf("count %d", count)
 	}
 }
+
+// TestResumeLivePublisher: a publisher restarts and its stream goes on,
+// even with the old chunks evicted.
+func TestResumeLivePublisher(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "p.db")
+	small := func(c *Config) { c.WindowBytes = 16 * content.ChunkSize } // keeps 64 chunks
+	s := openTest(t, path, small)
+	pub, err := s.NewLivePublisher(testKey(6), "video/webm", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := pub.Name()
+	rnd := rand.New(rand.NewPCG(3, 3))
+	chunk := func(n int) []byte {
+		p := make([]byte, n)
+		for i := range p {
+			p[i] = byte(rnd.Uint32())
+		}
+		return p
+	}
+	for i := 0; i < 37; i++ {
+		if _, err := pub.Append(ctx, uint32(i), chunk(1+rnd.IntN(4000))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, _ := s.Head(name)
+	if _, _, err := s.Chunk(name, 0); !errors.Is(err, ErrMissing) || before.Length < 128 {
+		t.Fatalf("want old chunks evicted before the restart (head %d): %v", before.Length, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, path, small)
+	if _, err := s.ResumeLivePublisher(testKey(7), name); !errors.Is(err, content.ErrBadSignature) {
+		t.Fatalf("resume with another key: %v", err)
+	}
+	pub, err = s.ResumeLivePublisher(testKey(6), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, err := pub.Append(ctx, 100, chunk(5*content.ChunkSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if head.Length != before.Length+5 {
+		t.Fatalf("head %d after resuming at %d", head.Length, before.Length)
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Check(name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Proof(name, head.Length-70, head.Length); err != nil {
+		t.Fatal(err)
+	}
+}

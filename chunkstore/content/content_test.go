@@ -294,3 +294,41 @@ func TestProofSizeBound(t *testing.T) {
 		}
 	}
 }
+
+func TestResumeBuilder(t *testing.T) {
+	for n := 0; n < 200; n++ {
+		var full Builder
+		var leaves MemTree
+		for i := 0; i < n; i++ {
+			l := LeafHash([]byte{byte(i)})
+			full.Append(l)
+			leaves = append(leaves, l)
+		}
+		var peaks []Node
+		for _, sp := range PeakSpans(uint64(n)) {
+			h, _ := leaves.Node(sp[0], sp[1])
+			peaks = append(peaks, Node{A: sp[0], B: sp[1], Hash: h})
+		}
+		b, err := ResumeBuilder(peaks, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 7; i++ {
+			l := LeafHash([]byte{0xff, byte(i)})
+			full.Append(l)
+			b.Append(l)
+		}
+		if b.Root() != full.Root() || b.Len() != full.Len() {
+			t.Fatalf("n=%d: resumed tree differs", n)
+		}
+	}
+	for _, bad := range [][]Node{
+		{{A: 1, B: 2}},
+		{{A: 0, B: 3}},
+		{{A: 0, B: 2}, {A: 2, B: 4}},
+	} {
+		if _, err := ResumeBuilder(bad, 0, nil); !errors.Is(err, ErrBadRange) {
+			t.Fatalf("bad peaks %v: %v", bad, err)
+		}
+	}
+}

@@ -44,3 +44,16 @@ func (w *LiveWriter) Head(ts uint32) Head {
 
 // Peaks returns the current peaks (see Builder.Peaks).
 func (w *LiveWriter) Peaks() []Node { return w.tree.Peaks() }
+
+// ResumeLiveWriter continues a stream whose tree has the given peaks (see
+// PeakSpans); the caller checks that they lead to its newest signed head.
+func ResumeLiveWriter(priv ed25519.PrivateKey, name proto.HashName, peaks []Node, keepSpan uint64, onNode func(Node)) (*LiveWriter, error) {
+	b, err := ResumeBuilder(peaks, keepSpan, onNode)
+	if err != nil {
+		return nil, err
+	}
+	return &LiveWriter{priv: priv, name: name, tree: *b}, nil
+}
+
+// Root is the root of the chunks appended so far.
+func (w *LiveWriter) Root() Hash { return w.tree.Root() }

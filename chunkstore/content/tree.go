@@ -187,3 +187,34 @@ func (m MemTree) Root() Hash { return RootOf(m) }
 // every leaf, largest first. They are the left siblings in the proof of any
 // range that starts at Len().
 func (t *Builder) Peaks() []Node { return append([]Node(nil), t.peaks...) }
+
+// PeakSpans returns the spans [a, b) of the peaks of a tree of n leaves,
+// largest first: the binary decomposition of n.
+func PeakSpans(n uint64) [][2]uint64 {
+	var out [][2]uint64
+	var a uint64
+	for bit := 63; bit >= 0; bit-- {
+		if n&(1<<bit) != 0 {
+			out = append(out, [2]uint64{a, a + 1<<bit})
+			a += 1 << bit
+		}
+	}
+	return out
+}
+
+// ResumeBuilder rebuilds a Builder from the peaks of a tree (as PeakSpans
+// lays them out), so an appender can continue after a restart.
+func ResumeBuilder(peaks []Node, keepSpan uint64, onNode func(Node)) (*Builder, error) {
+	var n uint64
+	for i, p := range peaks {
+		span := p.Span()
+		if p.A != n || span == 0 || span&(span-1) != 0 || (i > 0 && span >= peaks[i-1].Span()) {
+			return nil, fmt.Errorf("%w: peak %d is [%d,%d)", ErrBadRange, i, p.A, p.B)
+		}
+		n = p.B
+	}
+	if n > MaxChunks {
+		return nil, fmt.Errorf("%w: %d leaves", ErrTooLarge, n)
+	}
+	return &Builder{n: n, peaks: append([]Node(nil), peaks...), KeepSpan: keepSpan, OnNode: onNode}, nil
+}
