@@ -725,3 +725,91 @@ func TestResumeLivePublisher(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestConcurrentIngestAndRead: writers, readers and a flusher at once
+// (run with -race).
+func TestConcurrentIngestAndRead(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, filepath.Join(t.TempDir(), "s.db"), func(c *Config) { c.BatchBytes = 50 * content.ChunkSize })
+	f := newFixture(t, 2000*content.ChunkSize+3, 13)
+	s.PutDescriptor(f.d)
+	n := uint64(len(f.chunks))
+	var wg sync.WaitGroup
+	for g := uint64(0); g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for lo := g * 50; lo < n; lo += 200 {
+				if err := s.Ingest(ctx, f.name, f.rng(t, lo, min(lo+50, n))); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	got := make([][]byte, 2)
+	for k := range got {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := s.NewReader(ctx, f.name)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			got[k], err = io.ReadAll(r)
+			if err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 5; i++ {
+			if err := s.Flush(ctx); err != nil {
+				t.Error(err)
+			}
+		}
+	}()
+	wg.Wait()
+	for k := range got {
+		if !bytes.Equal(got[k], f.data) {
+			t.Fatalf("reader %d read wrong bytes", k)
+		}
+	}
+}
+
+func TestCloseIsIdempotent(t *testing.T) {
+	s, err := Open(DefaultConfig(filepath.Join(t.TempDir(), "s.db")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, 10*content.ChunkSize, 14)
+	s.PutDescriptor(f.d)
+	if err := s.Ingest(context.Background(), f.name, f.rng(t, 0, 10)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.done: // the writer goroutine has returned
+	default:
+		t.Fatal("writer still running after Close")
+	}
+	if err := s.Flush(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("flush after close: %v", err)
+	}
+	if err := s.Ingest(context.Background(), f.name, f.rng(t, 0, 10)); err == nil {
+		t.Fatal("ingest after close succeeded")
+	}
+	// What was queued before Close reached the disk.
+	s = openTest(t, s.cfg.Path, nil)
+	if _, count, _ := s.Progress(f.name); count != 10 {
+		t.Fatalf("count %d after close and reopen", count)
+	}
+}

@@ -100,6 +100,11 @@ func (s *Store) enqueue(ctx context.Context, o *op) error {
 		return werr
 	}
 	select {
+	case <-s.quit: // checked first: a send could otherwise win the select
+		return ErrClosed
+	default:
+	}
+	select {
 	case s.ops <- o:
 		return nil
 	case <-ctx.Done():
