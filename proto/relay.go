@@ -35,7 +35,7 @@ const (
 	RelayDBProof RelayCommand = 48
 )
 
-var relayNames = map[RelayCommand]string{
+var relayNames = [256]string{
 	RelayBegin: "BEGIN", RelayData: "DATA", RelayEnd: "END", RelayConnected: "CONNECTED",
 	RelaySendme: "SENDME", RelayTruncate: "TRUNCATE", RelayTruncated: "TRUNCATED",
 	RelayDrop: "DROP", RelayExtend2: "EXTEND2", RelayExtended2: "EXTENDED2",
@@ -45,13 +45,13 @@ var relayNames = map[RelayCommand]string{
 }
 
 // Known reports whether c is a relay command veil understands.
-func (c RelayCommand) Known() bool { _, ok := relayNames[c]; return ok }
+func (c RelayCommand) Known() bool { return relayNames[c] != "" }
 
 // IsDB reports whether c belongs to the DB_* family.
 func (c RelayCommand) IsDB() bool { return c >= RelayDBQuery && c <= RelayDBProof }
 
 func (c RelayCommand) String() string {
-	if n, ok := relayNames[c]; ok {
+	if n := relayNames[c]; n != "" {
 		return n
 	}
 	return fmt.Sprintf("RELAY_CMD(%d)", uint8(c))
