@@ -100,9 +100,9 @@ func TestNodeRejectsGarbage(t *testing.T) {
 		bad := [][]byte{
 			nil,
 			{0},
-			{byte(proto.DHTPing)},           // truncated header
+			{byte(proto.DHTPing)},            // truncated header
 			{200, 0, 0, 0, 0, 0, 0, 0, 1, 0}, // unknown type
-			proto.DHTMessage{Type: proto.DHTNodes, TxID: 12345}.Append(nil), // unexpected answer
+			proto.DHTMessage{Type: proto.DHTNodes, TxID: 12345}.Append(nil),                              // unexpected answer
 			append(proto.DHTMessage{Type: proto.DHTPing, TxID: 1, Sender: stranger.Addr}.Append(nil), 0), // trailing byte
 			make([]byte, proto.MaxDHTMessage+1),
 		}

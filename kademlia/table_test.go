@@ -16,14 +16,14 @@ func TestBucketIndex(t *testing.T) {
 		id   proto.NodeID
 		want int
 	}{
-		{proto.NodeID{0x00}, 159},                  // differs in the top bit: 2^159 <= d
-		{proto.NodeID{0xc0}, 158},                  // second bit
-		{proto.NodeID{0x81}, 152},                  // last bit of the first byte
-		{proto.NodeID{0x80, 0x80}, 151},            // first bit of the second byte
-		{proto.NodeID{0x80, 19: 1}, 0},             // d = 1
-		{proto.NodeID{0x80, 19: 2}, 1},             // d = 2
-		{proto.NodeID{0x80, 19: 3}, 1},             // d = 3
-		{self, -1},                                 // no bucket
+		{proto.NodeID{0x00}, 159},       // differs in the top bit: 2^159 <= d
+		{proto.NodeID{0xc0}, 158},       // second bit
+		{proto.NodeID{0x81}, 152},       // last bit of the first byte
+		{proto.NodeID{0x80, 0x80}, 151}, // first bit of the second byte
+		{proto.NodeID{0x80, 19: 1}, 0},  // d = 1
+		{proto.NodeID{0x80, 19: 2}, 1},  // d = 2
+		{proto.NodeID{0x80, 19: 3}, 1},  // d = 3
+		{self, -1},                      // no bucket
 	}
 	for _, c := range cases {
 		if got := BucketIndex(self, c.id); got != c.want {
