@@ -370,6 +370,11 @@ func (sw *Switch) handleCreate(l cellLink, c *proto.Cell) {
 		sw.mu.Unlock()
 		proto.PutCell(c) // a peer reusing a live ID: refuse, keep the old circuit
 		return
+	case (id>>31 == 1) != l.Inbound():
+		sw.mu.Unlock()
+		proto.PutCell(c) // an ID from our half of the space: it could collide with ours
+		sendDestroy(l, id, proto.DestroyProtocol)
+		return
 	case !sw.acceptsCircuits() || sw.joined >= sw.cfg.MaxJoinedCircuits:
 		sw.mu.Unlock()
 		proto.PutCell(c)

@@ -282,3 +282,40 @@ func TestBuildWithPreviousOnionKey(t *testing.T) {
 		t.Fatalf("built with an onion key the node does not hold: %v", err)
 	}
 }
+
+func TestCreateWithIDFromWrongHalfRefused(t *testing.T) {
+	noLeaks(t)
+	nodes := newNet(t, 1, nil)
+	id, err := NewEphemeralIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *proto.Cell, 4)
+	raw := NewLinks(id, DefaultConfig())
+	raw.SetHandlers(LinkHandlers{Cell: func(l *Link, c *proto.Cell) { got <- c }})
+	defer raw.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), circWait)
+	defer cancel()
+	l, err := raw.Get(ctx, nodes[0].id.ID, nodes[0].desc.Addrs[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// We dialed, so our IDs must have the top bit set; 5 does not.
+	c := proto.GetCell()
+	c.SetCircID(5)
+	c.SetCommand(proto.CmdCreate2)
+	if err := l.SendCell(c); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d := <-got:
+		if d.Command() != proto.CmdDestroy || d.CircID() != 5 || proto.DestroyReason(d.Payload()[0]) != proto.DestroyProtocol {
+			t.Fatalf("got %v on %d reason %d", d.Command(), d.CircID(), d.Payload()[0])
+		}
+	case <-time.After(circWait):
+		t.Fatal("no DESTROY")
+	}
+	if nodes[0].sw.Joined() != 0 {
+		t.Fatal("circuit joined")
+	}
+}
