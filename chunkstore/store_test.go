@@ -693,6 +693,9 @@ func TestResumeLivePublisher(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
 	before, _ := s.Head(name)
 	if _, _, err := s.Chunk(name, 0); !errors.Is(err, ErrMissing) || before.Length < 128 {
 		t.Fatalf("want old chunks evicted before the restart (head %d): %v", before.Length, err)
