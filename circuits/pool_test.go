@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -347,5 +348,55 @@ func TestAdaptiveBuildTimeout(t *testing.T) {
 	}
 	if got := adaptiveTimeout(fast, 2*time.Second, 10*time.Second); got != 2*time.Second {
 		t.Fatalf("floor: %v", got)
+	}
+}
+
+func TestSwitchAndPoolConfigValidate(t *testing.T) {
+	if err := DefaultSwitchConfig().Validate(); err != nil {
+		t.Fatalf("default switch config: %v", err)
+	}
+	if err := DefaultPoolConfig().Validate(); err != nil {
+		t.Fatalf("default pool config: %v", err)
+	}
+	sw := []struct {
+		key string
+		mut func(*SwitchConfig)
+	}{
+		{"CircWindow", func(c *SwitchConfig) { c.CircIncrement = 0 }},
+		{"CircWindow", func(c *SwitchConfig) { c.CircWindow = 150 }},
+		{"StreamWindow", func(c *SwitchConfig) { c.StreamWindow = 10 }},
+		{"MaxJoinedCircuits", func(c *SwitchConfig) { c.MaxJoinedCircuits = -1 }},
+		{"MaxStreams", func(c *SwitchConfig) { c.MaxStreams = 0 }},
+		{"MaxRelayEarly", func(c *SwitchConfig) { c.MaxRelayEarly = 0 }},
+		{"ExtendTimeout", func(c *SwitchConfig) { c.ExtendTimeout = 0 }},
+		{"QueueCells", func(c *SwitchConfig) { c.QueueCells = 100 }},
+		{"Now", func(c *SwitchConfig) { c.Now = nil }},
+	}
+	for _, tc := range sw {
+		c := DefaultSwitchConfig()
+		tc.mut(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.key) {
+			t.Errorf("switch config with bad %s: %v", tc.key, err)
+		}
+	}
+	pc := []struct {
+		key string
+		mut func(*PoolConfig)
+	}{
+		{"MinCircuits", func(c *PoolConfig) { c.MinCircuits = 0 }},
+		{"MaxCircuits", func(c *PoolConfig) { c.MaxCircuits = c.MinCircuits - 1 }},
+		{"MaxTime", func(c *PoolConfig) { c.MaxTime = 0 }},
+		{"MaxTimeInactive", func(c *PoolConfig) { c.MaxTimeInactive = -time.Second }},
+		{"MaxTraffic", func(c *PoolConfig) { c.MaxTraffic = 0 }},
+		{"BuildTimeout", func(c *PoolConfig) { c.BuildTimeout = 0 }},
+		{"MinBuildTimeout", func(c *PoolConfig) { c.MinBuildTimeout = time.Hour }},
+		{"CheckInterval", func(c *PoolConfig) { c.CheckInterval = 0 }},
+	}
+	for _, tc := range pc {
+		c := DefaultPoolConfig()
+		tc.mut(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.key) {
+			t.Errorf("pool config with bad %s: %v", tc.key, err)
+		}
 	}
 }

@@ -400,17 +400,6 @@ func (sw *Switch) handleCreate(l cellLink, c *proto.Cell) {
 	go rc.run(c)
 }
 
-// register maps (l, id) to q. It fails when the switch is closed.
-func (sw *Switch) register(l cellLink, id uint32, q circuitQueue) error {
-	sw.mu.Lock()
-	defer sw.mu.Unlock()
-	if sw.closed {
-		return ErrSwitchClosed
-	}
-	sw.circs[circKey{l, id}] = q
-	return nil
-}
-
 func (sw *Switch) unregister(l cellLink, id uint32, q circuitQueue) {
 	sw.mu.Lock()
 	if sw.circs[circKey{l, id}] == q {
