@@ -279,7 +279,7 @@ func (c *Core) handleAnswer(from proto.NodeID, m proto.DHTMessage, now time.Time
 			records = append(records, r)
 		}
 	}
-	delete(c.pending, m.TxID)
+	c.forget(m.TxID)
 	c.seen(p.to, nil, now)
 	o := c.ops[p.op]
 	if o == nil {
@@ -313,8 +313,18 @@ func (c *Core) Unreachable(txid uint64, now time.Time) {
 	}
 }
 
-func (c *Core) expire(txid uint64, p pendingRPC, now time.Time) {
+// forget drops a pending RPC. Go maps never shrink, so an emptied map is
+// replaced: a node that once had many RPCs in flight does not keep the
+// memory (10,000 simulated nodes would).
+func (c *Core) forget(txid uint64) {
 	delete(c.pending, txid)
+	if len(c.pending) == 0 {
+		c.pending = make(map[uint64]pendingRPC)
+	}
+}
+
+func (c *Core) expire(txid uint64, p pendingRPC, now time.Time) {
+	c.forget(txid)
 	c.table.Failed(p.to.ID)
 	o := c.ops[p.op]
 	if o == nil {

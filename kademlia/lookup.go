@@ -1,6 +1,7 @@
 package kademlia
 
 import (
+	"bytes"
 	"slices"
 	"time"
 
@@ -16,6 +17,7 @@ const (
 )
 
 type candidate struct {
+	dist     proto.NodeID // XOR distance to the target
 	contact  proto.DHTContact
 	state    uint8
 	round    int // 1 for the seeds, parent's round + 1 for contacts learned
@@ -45,8 +47,11 @@ type Lookup struct {
 	timeout      time.Duration
 	stopOnValue  bool
 
-	cands    []candidate // sorted by distance to target
-	seen     map[proto.NodeID]struct{}
+	// cands is sorted by distance to target. A contact once added is
+	// never added again: it stays in cands, or it was dropped for being
+	// beyond the MaxCandidates closest, where it can never come back as
+	// cands only gains closer contacts.
+	cands    []candidate
 	inflight int
 	records  []proto.ProviderRecord
 	done     bool
@@ -61,7 +66,6 @@ func NewLookup(self, target proto.NodeID, kind LookupKind, seeds []proto.DHTCont
 		self: self, target: target, kind: kind,
 		k: cfg.K, alpha: cfg.Alpha, maxCands: cfg.MaxCandidates,
 		timeout: cfg.RPCTimeout, stopOnValue: cfg.StopOnValue,
-		seen:  make(map[proto.NodeID]struct{}, 4*cfg.K),
 		cands: make([]candidate, 0, 4*cfg.K),
 	}
 	if kind == FindValue {
@@ -77,20 +81,19 @@ func (l *Lookup) Target() proto.NodeID { return l.target }
 // Kind is what the lookup asks for.
 func (l *Lookup) Kind() LookupKind { return l.kind }
 
-func (l *Lookup) index(id proto.NodeID) int {
-	i, found := slices.BinarySearchFunc(l.cands, id, func(c candidate, id proto.NodeID) int {
-		switch {
-		case c.contact.ID == id:
-			return 0
-		case proto.Closer(l.target, c.contact.ID, id):
-			return -1
-		}
-		return 1
+// search returns where id is or would be in cands.
+func (l *Lookup) search(id proto.NodeID) (int, bool) {
+	d := proto.Xor(id, l.target)
+	return slices.BinarySearchFunc(l.cands, d, func(c candidate, d proto.NodeID) int {
+		return bytes.Compare(c.dist[:], d[:])
 	})
-	if !found {
-		return -1
+}
+
+func (l *Lookup) index(id proto.NodeID) int {
+	if i, found := l.search(id); found {
+		return i
 	}
-	return i
+	return -1
 }
 
 func (l *Lookup) add(cs []proto.DHTContact, round int) {
@@ -98,20 +101,11 @@ func (l *Lookup) add(cs []proto.DHTContact, round int) {
 		if c.ID == l.self || c.ID.IsZero() || !c.Addr.IsValid() {
 			continue
 		}
-		if _, dup := l.seen[c.ID]; dup {
-			continue
+		i, dup := l.search(c.ID)
+		if dup || i >= l.maxCands {
+			continue // known, or farther than everything kept
 		}
-		i, _ := slices.BinarySearchFunc(l.cands, c.ID, func(x candidate, id proto.NodeID) int {
-			if proto.Closer(l.target, x.contact.ID, id) {
-				return -1
-			}
-			return 1
-		})
-		if i >= l.maxCands {
-			continue // farther than everything kept: never asked anyway
-		}
-		l.seen[c.ID] = struct{}{}
-		l.cands = slices.Insert(l.cands, i, candidate{contact: c, round: round})
+		l.cands = slices.Insert(l.cands, i, candidate{dist: proto.Xor(c.ID, l.target), contact: c, round: round})
 		if len(l.cands) > l.maxCands {
 			// Drop the farthest candidate not in flight.
 			for j := len(l.cands) - 1; j >= 0; j-- {
