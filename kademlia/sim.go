@@ -385,6 +385,9 @@ func (s *Sim) Kill(frac float64) []int {
 	return perm[:n]
 }
 
+// SetAlive takes node i down (without notice) or back up.
+func (s *Sim) SetAlive(i int, up bool) { s.nodes[i].alive = up }
+
 // RandomAlive returns a random node that is up.
 func (s *Sim) RandomAlive() int {
 	for {

@@ -37,9 +37,13 @@ func (st *simStats) pct(p float64) int {
 // simNetwork builds a network of n nodes, has `records` random nodes
 // provide one hash_name each, then takes churn of the nodes down.
 func simNetwork(tb testing.TB, n int, seed uint64, records int, churn float64) (*Sim, []proto.HashName) {
-	tb.Helper()
 	cfg := DefaultSimConfig(n, seed)
 	cfg.Core.StopOnValue = true
+	return simNetworkCfg(tb, cfg, records, churn)
+}
+
+func simNetworkCfg(tb testing.TB, cfg SimConfig, records int, churn float64) (*Sim, []proto.HashName) {
+	tb.Helper()
 	s, err := NewSim(cfg)
 	if err != nil {
 		tb.Fatal(err)
@@ -75,11 +79,30 @@ func simLookups(tb testing.TB, s *Sim, keys []proto.HashName, n int) simStats {
 }
 
 func TestSimSmall(t *testing.T) {
-	s, keys := simNetwork(t, 300, 1, 20, 0.25)
-	st := simLookups(t, s, keys, 100)
-	t.Logf("success %d/%d, rounds median %d p99 %d, msgs/lookup %.1f", st.ok, st.total, st.pct(0.5), st.pct(0.99), float64(st.msgs)/float64(st.total))
-	if st.ok < st.total*95/100 {
-		t.Errorf("only %d/%d lookups found the record", st.ok, st.total)
+	cases := []struct {
+		name  string
+		loss  float64
+		churn float64
+	}{
+		{"no churn", 0, 0},
+		{"quarter gone", 0, 0.25},
+		{"quarter gone, 5% loss", 0.05, 0.25},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := DefaultSimConfig(300, 1)
+			cfg.Core.StopOnValue = true
+			cfg.Loss = c.loss
+			s, keys := simNetworkCfg(t, cfg, 20, c.churn)
+			st := simLookups(t, s, keys, 100)
+			t.Logf("success %d/%d, rounds median %d p99 %d, msgs/lookup %.1f", st.ok, st.total, st.pct(0.5), st.pct(0.99), float64(st.msgs)/float64(st.total))
+			if st.ok < st.total*97/100 {
+				t.Errorf("only %d/%d lookups found the record", st.ok, st.total)
+			}
+			if st.pct(0.5) > 5 {
+				t.Errorf("median rounds %d", st.pct(0.5))
+			}
+		})
 	}
 }
 
@@ -130,5 +153,78 @@ func BenchmarkSimLookup(b *testing.B) {
 				b.ReportMetric(float64(st.msgs)/float64(st.total), "msgs/lookup")
 			})
 		}
+	}
+}
+
+// TestSimRepublish: records live RecordTTL; a provider that stays up
+// republishes its record so it outlives that, one gone does not.
+func TestSimRepublish(t *testing.T) {
+	cfg := DefaultSimConfig(200, 5)
+	cfg.Core.StopOnValue = true
+	s, err := NewSim(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Build(); err != nil {
+		t.Fatal(err)
+	}
+	kept, lost := proto.HashName{1, 1}, proto.HashName{2, 2}
+	if r, err := s.Provide(10, kept); err != nil || r.Stored == 0 {
+		t.Fatalf("provide: %v %d", err, r.Stored)
+	}
+	if r, err := s.Provide(11, lost); err != nil || r.Stored == 0 {
+		t.Fatalf("provide: %v %d", err, r.Stored)
+	}
+	s.SetAlive(11, false)
+	if r, _ := s.FindValue(50, lost); len(r.Records) == 0 {
+		t.Fatalf("record of the gone provider not found before it expires")
+	}
+	for elapsed := time.Duration(0); elapsed <= cfg.Core.RecordTTL; elapsed += cfg.Core.RepublishInterval / 2 {
+		if err := s.Advance(cfg.Core.RepublishInterval / 2); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RunIdle(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := uint64(s.Now().Unix())
+	for _, from := range []int{50, 60, 70} {
+		r, err := s.FindValue(from, kept)
+		if err != nil || len(r.Records) == 0 || r.Records[0].Expires <= now {
+			t.Fatalf("republished record not found from %d: %v %d", from, err, len(r.Records))
+		}
+		if r, _ := s.FindValue(from, lost); len(r.Records) != 0 {
+			t.Fatalf("expired record still served")
+		}
+	}
+}
+
+// BenchmarkSimBuild measures building a 10,000-node network: every node
+// joins through the bridge (FIND_PEER, FIND_NODE of itself, refresh of
+// its non-full buckets). ns/op is the wall time of one build.
+func BenchmarkSimBuild(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
+			var live uint64
+			var msgs uint64
+			for range b.N {
+				s, err := NewSim(DefaultSimConfig(n, 1))
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := s.Build(); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				runtime.GC()
+				var m runtime.MemStats
+				runtime.ReadMemStats(&m)
+				live, msgs = m.HeapAlloc, s.Sent
+				runtime.KeepAlive(s)
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(live)/(1<<20), "live-MB")
+			b.ReportMetric(float64(msgs), "msgs")
+		})
 	}
 }
