@@ -4,6 +4,20 @@
 // verified against its signed descriptor (or a live stream's signed head);
 // see package content for the integrity model.
 //
+// Use:
+//
+//	requester  PutDescriptor(d) (after checking HashNameOf(d) is the name
+//	           asked for), then Ingest(ctx, name, content.Range{...}) per
+//	           window (it verifies); NewReader streams it in order; Progress and
+//	           Config.OnProgress give DB_INFO's P.
+//	server     Chunk(name, i) gives the bytes and DB_DATA's stamp; Proof(name,
+//	           lo, hi) the DB_PROOF bytes (Proof.Append); any run of chunks it
+//	           holds can be proved, from the nodes it learned verifying them.
+//	publisher  Publish(ctx, key, mime, created, r); live: NewLivePublisher
+//	           then Append, ResumeLivePublisher after a restart.
+//
+// Chunk indices here are 0-based; the wire's numbering is ordb's business.
+//
 // One Store per file: a second process (or a second Open in this one) gets
 // ErrLocked after Config.LockTimeout instead of hanging.
 //
