@@ -816,3 +816,27 @@ func TestCloseIsIdempotent(t *testing.T) {
 		t.Fatalf("count %d after close and reopen", count)
 	}
 }
+
+func TestPublishTiny(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, filepath.Join(t.TempDir(), "p.db"), nil)
+	for _, size := range []int{0, 1, content.ChunkSize, GroupChunks*content.ChunkSize + 1} {
+		data := bytes.Repeat([]byte{7}, size)
+		d, name, err := s.Publish(ctx, testKey(2), "text/plain", uint64(size), bytes.NewReader(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if size == 0 && content.RootOfDescriptor(d) != content.EmptyRoot {
+			t.Fatal("empty content root")
+		}
+		if got := readAll(t, s, name); !bytes.Equal(got, data) {
+			t.Fatalf("size %d: read %d bytes", size, len(got))
+		}
+		if p, count, _ := s.Progress(name); p != 3 || count != content.ChunkCount(uint64(size)) {
+			t.Fatalf("size %d: progress %d count %d", size, p, count)
+		}
+		if _, err := s.Check(name); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
