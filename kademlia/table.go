@@ -21,8 +21,9 @@ type Entry struct {
 
 type bucket struct {
 	entries     []Entry // least recently seen first
-	replacement *Entry  // waits for the ping of entries[0]
-	pinging     bool    // a ping of entries[0] is in flight
+	replacement *Entry       // waits for the ping of pingTarget
+	pinging     bool         // a ping of pingTarget is in flight
+	pingTarget  proto.NodeID // the oldest contact when the ping went out
 	lastLookup  int64   // unix nanoseconds; 0: never
 }
 
@@ -152,7 +153,7 @@ func (t *Table) Seen(c proto.DHTContact, onionKey []byte, now time.Time) (oldest
 		e.LastSeen, e.Fails = now, 0
 		copy(b.entries[i:], b.entries[i+1:])
 		b.entries[len(b.entries)-1] = e
-		if i == 0 && b.pinging {
+		if b.pinging && sameID(&b.pingTarget, &c.ID) {
 			// The oldest answered its ping: it stays, the newcomer goes.
 			b.pinging, b.replacement = false, nil
 		}
@@ -175,7 +176,7 @@ func (t *Table) Seen(c proto.DHTContact, onionKey []byte, now time.Time) (oldest
 		// A ping is already out: the most recent newcomer waits instead.
 		return oldest, false, ErrBucketFull
 	}
-	b.pinging = true
+	b.pinging, b.pingTarget = true, b.entries[0].Contact.ID
 	return b.entries[0].Contact, true, nil
 }
 
@@ -196,7 +197,7 @@ func (t *Table) Failed(id proto.NodeID) bool {
 		return false
 	}
 	b.entries[i].Fails++
-	if b.entries[i].Fails < t.maxFails && !(i == 0 && b.pinging) {
+	if b.entries[i].Fails < t.maxFails && !(b.pinging && sameID(&b.pingTarget, &id)) {
 		return false
 	}
 	t.removeAt(b, i)

@@ -246,3 +246,27 @@ func TestTableRefresh(t *testing.T) {
 		t.Fatalf("JoinRefresh %v", jr)
 	}
 }
+
+// The contact pinged for eviction may be heard from by other traffic
+// before its pong: that too settles the ping, and the next newcomer gets
+// a ping of its own.
+func TestTablePingTargetSeenElsewhere(t *testing.T) {
+	tb, cfg := testTable(0)
+	var ids []proto.NodeID
+	for i := range cfg.K {
+		id := idInBucket(tb.Self(), 159, uint64(i))
+		ids = append(ids, id)
+		tb.Seen(contactAt(id, "127.0.0.1:1"), nil, testNow)
+	}
+	later := testNow.Add(cfg.PingAfter + time.Second)
+	oldest, ping, _ := tb.Seen(contactAt(idInBucket(tb.Self(), 159, 100), "127.0.0.1:2"), nil, later)
+	if !ping || oldest.ID != ids[0] {
+		t.Fatal("no ping")
+	}
+	tb.Seen(contactAt(ids[0], "127.0.0.1:1"), nil, later) // heard from: settles the ping
+	much := later.Add(cfg.PingAfter + time.Second)
+	oldest, ping, _ = tb.Seen(contactAt(idInBucket(tb.Self(), 159, 101), "127.0.0.1:3"), nil, much)
+	if !ping || oldest.ID != ids[1] {
+		t.Fatalf("second newcomer: ping %v of %v, want a ping of %v", ping, oldest.ID.Short(), ids[1].Short())
+	}
+}
