@@ -20,11 +20,11 @@ type Entry struct {
 }
 
 type bucket struct {
-	entries     []Entry // least recently seen first
+	entries     []Entry      // least recently seen first
 	replacement *Entry       // waits for the ping of pingTarget
 	pinging     bool         // a ping of pingTarget is in flight
 	pingTarget  proto.NodeID // the oldest contact when the ping went out
-	lastLookup  int64   // unix nanoseconds; 0: never
+	lastLookup  int64        // unix nanoseconds; 0: never
 }
 
 // Table is the routing table: IDBits buckets where bucket j holds contacts
