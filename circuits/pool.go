@@ -334,8 +334,10 @@ func (p *Pool) LastError() error {
 	return p.lastErr
 }
 
-// TunnelData sends payload to dest (a service at the circuit's last hop)
-// through c, on a stream the pool keeps open per circuit and destination.
+// TunnelData sends payload to dest through c (seed 000's tunnel_data): a
+// service registered at the circuit's last hop, or "ip:port" when the last
+// hop is an exit whose policy allows it. The bytes go on a stream the pool
+// keeps open per circuit and destination.
 // What comes back goes to PoolConfig.OnData.
 func (p *Pool) TunnelData(c *Circuit, dest string, payload []byte) error {
 	k := tunnelKey{c.handle, dest}
