@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"veil/circuits/onion"
 	"veil/proto"
 )
 
@@ -144,3 +145,63 @@ func TestCircuitOverMemLinks(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestRelayProtocolViolations(t *testing.T) {
+	cases := []struct {
+		name string
+		hops int
+		send func(c *Circuit, nodes []*cnode) error
+	}{
+		{"EXTEND2 in RELAY", 1, func(c *Circuit, nodes []*cnode) error {
+			ext := extendTo(t, nodes[2])
+			return c.ep.sendControl(0, false, proto.RelayExtend2, 0, ext)
+		}},
+		{"EXTEND2 past an existing next hop", 2, func(c *Circuit, nodes []*cnode) error {
+			return c.ep.sendControl(0, true, proto.RelayExtend2, 0, extendTo(t, nodes[3]))
+		}},
+		{"garbage EXTEND2", 1, func(c *Circuit, nodes []*cnode) error {
+			return c.ep.sendControl(0, true, proto.RelayExtend2, 0, []byte{1, 2, 3})
+		}},
+		{"EXTENDED2 towards the last hop", 1, func(c *Circuit, nodes []*cnode) error {
+			return c.ep.sendControl(0, false, proto.RelayExtended2, 0, []byte{0, 0})
+		}},
+		{"DATA on stream 0", 1, func(c *Circuit, nodes []*cnode) error {
+			return c.ep.sendControl(0, false, proto.RelayData, 0, []byte("x"))
+		}},
+		{"BEGIN with a stream ID of the last hop's half", 1, func(c *Circuit, nodes []*cnode) error {
+			return c.ep.sendControl(0, false, proto.RelayBegin, lastHopStreams+1, onionBegin("echo"))
+		}},
+		{"unsolicited circuit SENDME", 1, func(c *Circuit, nodes []*cnode) error {
+			sm := onion.Sendme{Version: onion.SendmeVersion, Data: make([]byte, onion.TagSize)}
+			return c.ep.sendControl(0, false, proto.RelaySendme, 0, sm.Append(nil))
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			noLeaks(t)
+			nodes := newMemNodes(t, 4)
+			c := build(t, nodes[0], nodes[1:1+tc.hops]...)
+			if err := tc.send(c, nodes); err != nil {
+				t.Fatal(err)
+			}
+			waitClosed(t, c)
+			if c.Reason() != proto.DestroyProtocol {
+				t.Fatalf("closed with %v", c.Reason())
+			}
+			for _, n := range nodes[1:] {
+				waitUntil(t, "relays to drop the circuit", func() bool { return n.sw.Joined() == 0 })
+			}
+		})
+	}
+}
+
+func extendTo(t *testing.T, n *cnode) []byte {
+	_, create, err := onion.NewClientHandshake(nil, n.id.ID, n.desc.OnionKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := onion.Extend2{Next: n.id.ID, Addr: n.desc.Addrs[0], Create: create}
+	return e.Append(nil)
+}
+
+func onionBegin(dest string) []byte { return onion.Begin{Dest: dest}.Append(nil) }
