@@ -2,12 +2,15 @@ package circuits
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"slices"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"veil/circuits/onion"
 )
 
 // countingSink is a service that reads everything and reports the total
@@ -35,13 +38,15 @@ func countingSink(total *atomic.Int64, done chan<- struct{}, want *atomic.Int64)
 // 127.0.0.1, and reports MB/s of delivered payload.
 func BenchmarkCircuit3Hop(b *testing.B) {
 	b.Run("tor-windows", func(b *testing.B) { benchCircuit3Hop(b, nil) })
-	b.Run("2x-windows", func(b *testing.B) {
-		benchCircuit3Hop(b, func(i int, cfg *SwitchConfig) {
-			cfg.CircWindow, cfg.CircIncrement = 2000, 200
-			cfg.StreamWindow, cfg.StreamIncrement = 1000, 100
-			cfg.QueueCells = 2*cfg.CircWindow + 512
+	for _, k := range []int{2, 4} {
+		b.Run(fmt.Sprintf("%dx-windows", k), func(b *testing.B) {
+			benchCircuit3Hop(b, func(i int, cfg *SwitchConfig) {
+				cfg.CircWindow, cfg.CircIncrement = k*onion.CircWindowStart, k*onion.CircWindowIncrement
+				cfg.StreamWindow, cfg.StreamIncrement = k*onion.StreamWindowStart, k*onion.StreamWindowIncrement
+				cfg.QueueCells = 2*cfg.CircWindow + 512
+			})
 		})
-	})
+	}
 }
 
 // BenchmarkCircuit3HopMem is BenchmarkCircuit3Hop over in-memory links: the
