@@ -205,7 +205,7 @@ type Switch struct {
 	links linkGetter
 	cfg   SwitchConfig
 
-	mu       sync.Mutex // guards the fields below
+	mu       sync.RWMutex // guards the fields below; read-locked per cell to find its circuit
 	circs    map[circKey]circuitQueue
 	joined   int
 	services map[string]Service
@@ -308,9 +308,9 @@ func (sw *Switch) handleCell(l cellLink, c *proto.Cell) {
 		sw.handleCreate(l, c)
 		return
 	}
-	sw.mu.Lock()
+	sw.mu.RLock()
 	q := sw.circs[circKey{l, c.CircID()}]
-	sw.mu.Unlock()
+	sw.mu.RUnlock()
 	if q == nil {
 		proto.PutCell(c) // unknown circuit (or one just torn down): drop
 		return
