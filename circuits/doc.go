@@ -1,7 +1,11 @@
 // Package circuits carries veil's cells between nodes: node identity (the
 // Ed25519 identity key, the node ID derived from it and the rotating X25519
 // onion key), links (TLS 1.3 over TCP, mutually authenticated by the
-// identity keys) and, in later files, onion circuits built over those links.
+// identity keys), and the onion circuits built over those links: the Switch
+// (CREATE2, relaying, EXTEND2, DESTROY; see its doc comment), origin
+// Circuits with their Streams and SENDME flow control, and the Pool that
+// keeps MinCircuits..MaxCircuits built. The handshake, per-hop crypto and
+// window counters are pure and live in package onion.
 //
 // # Identity
 //
