@@ -217,6 +217,9 @@ func (s *Store) lookup(name proto.HashName) (*info, error) {
 		if idb == nil {
 			return fmt.Errorf("%w: %v", ErrNotFound, name)
 		}
+		if len(idb) != 8 {
+			return fmt.Errorf("%w: content ID of %v has %d bytes", ErrCorrupt, name, len(idb))
+		}
 		inf.id = binary.BigEndian.Uint64(idb)
 		cb := contentBucket(tx, inf.id)
 		if cb == nil {
@@ -362,8 +365,8 @@ func (inf *info) fromRecord(rec []byte, i uint64) (chunk []byte, ts uint32, ok b
 	if len(rec) != inf.recordLen(i/GroupChunks) {
 		return nil, 0, false, fmt.Errorf("%w: record %d of %v has %d bytes", ErrCorrupt, i/GroupChunks, inf.name, len(rec))
 	}
-	if binary.BigEndian.Uint64(rec)&(1<<k) == 0 {
-		return nil, 0, false, nil
+	if binary.BigEndian.Uint64(rec)&(1<<k) == 0 || inf.chunkLen(i) == 0 {
+		return nil, 0, false, nil // absent, or past a static content's end (a bad bitmap claims it)
 	}
 	off := inf.slotOffset(k)
 	ts = uint32(inf.stamp.Timestamp)
@@ -564,6 +567,9 @@ func (s *Store) Delete(name proto.HashName) error {
 		id := bytes.Clone(idb)
 		if err := tx.Bucket(bucketNames).Delete(name[:]); err != nil {
 			return err
+		}
+		if tx.Bucket(bucketContent).Bucket(id) == nil {
+			return nil // a damaged entry: dropping the name is all there is to do
 		}
 		return tx.Bucket(bucketContent).DeleteBucket(id)
 	})

@@ -349,7 +349,13 @@ func (s *Store) evict(cb *bolt.Bucket, inf *info, length uint64) (uint64, error)
 	rb := cb.Bucket(bucketRecords)
 	var dead [][]byte
 	c := rb.Cursor()
-	for k, v := c.First(); k != nil && (binary.BigEndian.Uint64(k)+1)*GroupChunks <= cut; k, v = c.Next() {
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if len(k) != 8 {
+			continue // a damaged key: not ours to judge here (Have reports it)
+		}
+		if (binary.BigEndian.Uint64(k)+1)*GroupChunks > cut {
+			break
+		}
 		if len(v) >= 8 {
 			dropped += popcount(binary.BigEndian.Uint64(v))
 		}
@@ -365,8 +371,14 @@ func (s *Store) evict(cb *bolt.Bucket, inf *info, length uint64) (uint64, error)
 	nb := cb.Bucket(bucketNodes)
 	dead = dead[:0]
 	c = nb.Cursor()
-	for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) < cut; k, _ = c.Next() {
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		if len(k) != 16 {
+			continue // a damaged key
+		}
 		a, b := binary.BigEndian.Uint64(k), binary.BigEndian.Uint64(k[8:])
+		if a >= cut {
+			break
+		}
 		if b <= cut && b-a < KeepSpan {
 			dead = append(dead, append([]byte(nil), k...))
 		}

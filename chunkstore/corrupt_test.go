@@ -1,0 +1,208 @@
+package chunkstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"path/filepath"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+
+	"veil/chunkstore/content"
+	"veil/proto"
+)
+
+// corruptFile opens the (closed) store file at path with bbolt directly
+// and lets edit change it; cb is the content's bucket.
+func corruptFile(t *testing.T, path string, name proto.HashName, edit func(tx *bolt.Tx, cb *bolt.Bucket) error) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.Update(func(tx *bolt.Tx) error {
+		idb := tx.Bucket(bucketNames).Get(name[:])
+		if len(idb) != 8 {
+			t.Fatalf("names value of %d bytes before corruption", len(idb))
+		}
+		return edit(tx, tx.Bucket(bucketContent).Bucket(idb))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCorruptFileGivesErrors: values a damaged file may hold make Store
+// methods fail with an error, never panic.
+func TestCorruptFileGivesErrors(t *testing.T) {
+	const size = 100*content.ChunkSize + 7 // 101 chunks: records 0 (64) and 1 (37)
+	cases := []struct {
+		name string
+		edit func(tx *bolt.Tx, cb *bolt.Bucket, name proto.HashName) error
+	}{
+		{"short names value", func(tx *bolt.Tx, _ *bolt.Bucket, name proto.HashName) error {
+			return tx.Bucket(bucketNames).Put(name[:], []byte{0, 1, 2})
+		}},
+		{"garbage descriptor", func(_ *bolt.Tx, cb *bolt.Bucket, _ proto.HashName) error {
+			return cb.Put(keyDesc, []byte{9, 9, 9})
+		}},
+		{"no descriptor", func(_ *bolt.Tx, cb *bolt.Bucket, _ proto.HashName) error {
+			return cb.Delete(keyDesc)
+		}},
+		{"short record", func(_ *bolt.Tx, cb *bolt.Bucket, _ proto.HashName) error {
+			return cb.Bucket(bucketRecords).Put(u64(0), []byte{0xff, 0xff, 0xff})
+		}},
+		{"bitmap past the content's end", func(_ *bolt.Tx, cb *bolt.Bucket, _ proto.HashName) error {
+			rb := cb.Bucket(bucketRecords)
+			rec := bytes.Clone(rb.Get(u64(1)))
+			binary.BigEndian.PutUint64(rec, ^uint64(0))
+			return rb.Put(u64(1), rec)
+		}},
+		{"short record key", func(_ *bolt.Tx, cb *bolt.Bucket, _ proto.HashName) error {
+			return cb.Bucket(bucketRecords).Put([]byte{0}, []byte{1})
+		}},
+		{"short node key and value", func(_ *bolt.Tx, cb *bolt.Bucket, _ proto.HashName) error {
+			return cb.Bucket(bucketNodes).Put([]byte{0}, []byte{1})
+		}},
+		{"bad head", func(_ *bolt.Tx, cb *bolt.Bucket, _ proto.HashName) error {
+			return cb.Put(keyHead, []byte{1})
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "s.db")
+			s := openTest(t, path, nil)
+			data := newFixture(t, size, 5).data
+			_, name, err := s.Publish(context.Background(), testKey(3), "x/y", 1, bytes.NewReader(data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			corruptFile(t, path, name, func(tx *bolt.Tx, cb *bolt.Bucket) error { return tc.edit(tx, cb, name) })
+			s = openTest(t, path, nil)
+			// Every read path: none may panic; each returns an error or
+			// something consistent with what is left.
+			s.Descriptor(name)
+			s.Progress(name)
+			s.Head(name)
+			s.Have(name)
+			for _, i := range []uint64{0, 63, 64, 100, 101, 127, 128, 1 << 40} {
+				s.Chunk(name, i)
+			}
+			s.Proof(name, 0, 101)
+			s.Proof(name, 64, 101)
+			s.Check(name)
+			if r, err := s.NewReader(context.Background(), name); err == nil {
+				ctx, cancel := context.WithCancel(context.Background())
+				cancel() // a missing chunk must not wait
+				r.ctx = ctx
+				io.ReadAll(r)
+			}
+			s.Names()
+			// A damaged content can still be deleted.
+			if err := s.Delete(name); err != nil {
+				t.Fatalf("delete: %v", err)
+			}
+			if _, err := s.Descriptor(name); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("after delete: %v", err)
+			}
+		})
+	}
+}
+
+// TestCorruptFileChunkPastEnd: a stored bitmap claiming slots past a static
+// content's last chunk does not make Chunk panic for those chunk numbers.
+func TestCorruptFileChunkPastEnd(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	s := openTest(t, path, nil)
+	data := newFixture(t, 100*content.ChunkSize+7, 5).data
+	_, name, err := s.Publish(context.Background(), testKey(3), "x/y", 1, bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	corruptFile(t, path, name, func(_ *bolt.Tx, cb *bolt.Bucket) error {
+		rb := cb.Bucket(bucketRecords)
+		rec := bytes.Clone(rb.Get(u64(1)))
+		binary.BigEndian.PutUint64(rec, ^uint64(0))
+		return rb.Put(u64(1), rec)
+	})
+	s = openTest(t, path, nil)
+	if c, _, err := s.Chunk(name, 100); err != nil || !bytes.Equal(c, data[100*content.ChunkSize:]) {
+		t.Fatalf("last chunk: %v", err)
+	}
+	for _, i := range []uint64{101, 120, 127} {
+		if _, _, err := s.Chunk(name, i); !errors.Is(err, ErrMissing) {
+			t.Fatalf("chunk %d past the end: err = %v, want ErrMissing", i, err)
+		}
+	}
+}
+
+// TestCorruptNamesValue: a names value that is not an 8-byte content ID is
+// reported as corruption.
+func TestCorruptNamesValue(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	s := openTest(t, path, nil)
+	_, name, err := s.Publish(context.Background(), testKey(3), "x/y", 1, bytes.NewReader([]byte("hello")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	corruptFile(t, path, name, func(tx *bolt.Tx, _ *bolt.Bucket) error {
+		return tx.Bucket(bucketNames).Put(name[:], []byte{1})
+	})
+	s = openTest(t, path, nil)
+	if _, err := s.Descriptor(name); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Descriptor: err = %v, want ErrCorrupt", err)
+	}
+}
+
+// TestCorruptKeysDoNotStopEviction: malformed record and node keys in a
+// live stream's buckets do not panic the writer when it evicts old chunks.
+func TestCorruptKeysDoNotStopEviction(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "live.db")
+	small := func(c *Config) { c.WindowBytes = 16 * content.ChunkSize } // keeps 64 chunks
+	s := openTest(t, path, small)
+	pub, err := s.NewLivePublisher(testKey(4), "video/webm", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := pub.Name()
+	chunk := bytes.Repeat([]byte{7}, content.ChunkSize)
+	if _, err := pub.Append(ctx, 1, bytes.Repeat(chunk, 10)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	corruptFile(t, path, name, func(_ *bolt.Tx, cb *bolt.Bucket) error {
+		if err := cb.Bucket(bucketRecords).Put([]byte{0}, []byte{1}); err != nil {
+			return err
+		}
+		return cb.Bucket(bucketNodes).Put([]byte{0}, []byte{1})
+	})
+	s = openTest(t, path, small)
+	pub, err = s.ResumeLivePublisher(testKey(4), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for step := range 5 {
+		if _, err := pub.Append(ctx, uint32(2+step), bytes.Repeat(chunk, 64)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := s.Chunk(name, 0); !errors.Is(err, ErrMissing) {
+		t.Fatalf("old chunk not evicted: %v", err)
+	}
+	if _, _, err := s.Chunk(name, 10+5*64-1); err != nil {
+		t.Fatalf("newest chunk: %v", err)
+	}
+}
