@@ -518,6 +518,24 @@ func (s *Stream) push(c *proto.Cell, n int) {
 	s.cond.Broadcast()
 }
 
+// popLocked drops the head of the receive queue (its cell already
+// released). The live part of rq is bounded by the stream window, but a
+// reader that never empties the queue would let the dead prefix grow with
+// every cell the stream ever carried: it is compacted away once it is half
+// the slice. Caller holds e.mu.
+func (s *Stream) popLocked() {
+	s.rq[s.rqHead] = queued{}
+	s.rqHead++
+	switch {
+	case s.rqHead == len(s.rq):
+		s.rq, s.rqHead = s.rq[:0], 0
+	case s.rqHead >= 32 && 2*s.rqHead >= len(s.rq):
+		n := copy(s.rq, s.rq[s.rqHead:])
+		clear(s.rq[n:])
+		s.rq, s.rqHead = s.rq[:n], 0
+	}
+}
+
 func (s *Stream) dropQueueLocked() {
 	for i := s.rqHead; i < len(s.rq); i++ {
 		proto.PutCell(s.rq[i].c)
@@ -565,15 +583,11 @@ func (s *Stream) Read(p []byte) (int, error) {
 		q.off += k
 		if q.off == q.n {
 			proto.PutCell(q.c)
-			*q = queued{}
-			s.rqHead++
+			s.popLocked()
 			if s.recvWin.Consumed() {
 				sendmes++
 			}
 		}
-	}
-	if s.rqHead == len(s.rq) {
-		s.rq, s.rqHead = s.rq[:0], 0
 	}
 	e.mu.Unlock()
 	for range sendmes {
@@ -607,12 +621,8 @@ func (s *Stream) ReadCell(buf []byte) (proto.RelayCommand, int, error) {
 	cmd := proto.RelayCommand(p[0])
 	n := copy(buf, p[proto.RelayHeaderSize+q.off:proto.RelayHeaderSize+q.n])
 	proto.PutCell(q.c)
-	*q = queued{}
-	s.rqHead++
+	s.popLocked()
 	sendme := s.recvWin.Consumed()
-	if s.rqHead == len(s.rq) {
-		s.rq, s.rqHead = s.rq[:0], 0
-	}
 	e.mu.Unlock()
 	if sendme {
 		_ = e.sendControl(lastHop, false, proto.RelaySendme, s.id, nil)
