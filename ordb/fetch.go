@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/bits"
 	"math/rand/v2"
 
 	"veil/chunkstore"
@@ -65,25 +66,43 @@ func Fetch(ctx context.Context, s CellStream, name proto.HashName, store *chunks
 	if err != nil {
 		return d, err
 	}
-	ranges := missing(have, total, uint64(cfg.ChunksPerQuery))
-	held := total - countMissing(ranges)
+	// Ranges are found as they are needed, never listed whole: a content
+	// may have up to content.MaxChunks chunks.
+	gaps := gapFinder{have: have, total: total, per: uint64(cfg.ChunksPerQuery)}
+	held := countHeld(have, total)
 
-	next, inFlight := 0, 0
-	for next < len(ranges) || inFlight > 0 {
-		for inFlight < cfg.InFlight && next < len(ranges) {
-			r := ranges[next]
+	// Answers come in query order on the one stream: pending holds the
+	// ranges asked, oldest first; retry the rests of short answers.
+	var pending, retry [][2]uint64
+	for {
+		for len(pending) < cfg.InFlight {
+			var r [2]uint64
+			if len(retry) > 0 {
+				r, retry = retry[0], retry[1:]
+			} else if lo, hi, ok := gaps.next(); ok {
+				r = [2]uint64{lo, hi}
+			} else {
+				break
+			}
 			query.Chunk, query.NbChunks, query.RequestID = uint32(r[0]), uint16(r[1]-r[0]), rand.Uint64()
 			if err := c.send(query); err != nil {
 				return d, ctxErr(ctx, err)
 			}
-			next++
-			inFlight++
+			pending = append(pending, r)
 		}
-		n, err := recvRange(ctx, c, name, store)
+		if len(pending) == 0 {
+			break
+		}
+		want := pending[0]
+		pending = pending[1:]
+		n, err := recvRange(ctx, c, name, store, want)
 		if err != nil {
 			return d, ctxErr(ctx, err)
 		}
-		inFlight--
+		if want[0]+n < want[1] {
+			// The ORDB serves fewer chunks per query than we asked for.
+			retry = append(retry, [2]uint64{want[0] + n, want[1]})
+		}
 		held += n
 		if cfg.Progress != nil {
 			cfg.Progress(held, total)
@@ -123,9 +142,10 @@ func recvDescriptor(c *msgConn, name proto.HashName) (proto.DBConnected, error) 
 	return d, nil
 }
 
-// recvRange reads one DB_PROOF + DB_DATA answer, verifies and stores it,
-// and returns the chunks it held.
-func recvRange(ctx context.Context, c *msgConn, name proto.HashName, store *chunkstore.Store) (uint64, error) {
+// recvRange reads one DB_PROOF + DB_DATA answer to the query for chunks
+// [want[0], want[1]), verifies and stores it, and returns the chunks it
+// held. The answer must start at want[0] and may stop short of want[1].
+func recvRange(ctx context.Context, c *msgConn, name proto.HashName, store *chunkstore.Store, want [2]uint64) (uint64, error) {
 	cmd, msg, err := c.recv()
 	if err != nil {
 		return 0, fmt.Errorf("reading proof: %w", err)
@@ -159,6 +179,9 @@ func recvRange(ctx context.Context, c *msgConn, name proto.HashName, store *chun
 	if dm.Chunk != pm.Chunk || uint32(dm.NbChunks()) != pm.NbChunks {
 		return 0, fmt.Errorf("%w: DB_DATA covers %d+%d, its proof %d+%d", ErrProtocol, dm.Chunk, dm.NbChunks(), pm.Chunk, pm.NbChunks)
 	}
+	if uint64(dm.Chunk) != want[0] || uint64(dm.NbChunks()) > want[1]-want[0] {
+		return 0, fmt.Errorf("%w: answer covers %d+%d, query asked %d+%d", ErrProtocol, dm.Chunk, dm.NbChunks(), want[0], want[1]-want[0])
+	}
 	r := content.Range{Start: uint64(dm.Chunk), Proof: proof}
 	for i := range dm.NbChunks() {
 		r.Chunks = append(r.Chunks, dm.ChunkData(i))
@@ -169,31 +192,46 @@ func recvRange(ctx context.Context, c *msgConn, name proto.HashName, store *chun
 	return uint64(len(r.Chunks)), nil
 }
 
-// missing lists the runs of chunks not in have, each at most per long.
-func missing(have []uint64, total, per uint64) [][2]uint64 {
-	var out [][2]uint64
-	for i := uint64(0); i < total; {
-		if w := i / 64; w < uint64(len(have)) && have[w]&(1<<(i%64)) != 0 {
-			i++
-			continue
-		}
-		j := i + 1
-		for j < total && j-i < per {
-			if w := j / 64; w < uint64(len(have)) && have[w]&(1<<(j%64)) != 0 {
-				break
-			}
-			j++
-		}
-		out = append(out, [2]uint64{i, j})
-		i = j
-	}
-	return out
+// gapFinder yields, in order, the runs of chunks of [0, total) not in the
+// have-bitmap, each at most per long.
+type gapFinder struct {
+	have       []uint64
+	total, per uint64
+	i          uint64 // next chunk to look at
 }
 
-func countMissing(rs [][2]uint64) uint64 {
+func (g *gapFinder) held(i uint64) bool {
+	w := i / 64
+	return w < uint64(len(g.have)) && g.have[w]&(1<<(i%64)) != 0
+}
+
+// next returns the next run [lo, hi), or ok false when none is left.
+func (g *gapFinder) next() (lo, hi uint64, ok bool) {
+	for g.i < g.total && g.held(g.i) {
+		g.i++
+	}
+	if g.i >= g.total {
+		return 0, 0, false
+	}
+	lo = g.i
+	for g.i < g.total && g.i-lo < g.per && !g.held(g.i) {
+		g.i++
+	}
+	return lo, g.i, true
+}
+
+// countHeld counts the chunks of [0, total) set in have.
+func countHeld(have []uint64, total uint64) uint64 {
 	var n uint64
-	for _, r := range rs {
-		n += r[1] - r[0]
+	for w, word := range have {
+		lo := uint64(w) * 64
+		if lo >= total {
+			break
+		}
+		if total-lo < 64 {
+			word &= 1<<(total-lo) - 1
+		}
+		n += uint64(bits.OnesCount64(word))
 	}
 	return n
 }
