@@ -1,7 +1,9 @@
 package circuits
 
 import (
+	"runtime"
 	"testing"
+	"time"
 
 	"veil/proto"
 )
@@ -71,4 +73,35 @@ func TestStreamQueueBoundedUnderSteadyBacklog(t *testing.T) {
 			s.Close()
 		})
 	}
+}
+
+// Moving a stream's deadline again and again (as net.Conn users do per
+// request) keeps one timer per deadline, not one per call until each
+// fires.
+func TestStreamDeadlineTimersDoNotPileUp(t *testing.T) {
+	e := newBareEndpoint(t)
+	e.mu.Lock()
+	s := e.newStreamLocked(1, "x")
+	e.mu.Unlock()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	far := time.Now().Add(time.Hour)
+	for i := range 200_000 {
+		s.SetDeadline(far.Add(time.Duration(i)))
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 4<<20 {
+		t.Fatalf("heap grew by %d MB after 200000 SetDeadline calls", grew>>20)
+	}
+	// The last deadline still applies, and clearing it stops its timer.
+	if err := s.SetDeadline(time.Now().Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Read(make([]byte, 1)); !isTimeout(err) {
+		t.Fatalf("read past the deadline: %v", err)
+	}
+	s.SetDeadline(time.Time{})
+	s.Close()
 }

@@ -485,9 +485,11 @@ type Stream struct {
 	localClosed bool
 	peerEnded   bool
 	endReason   uint8
-	maxQueued   int       // high-water mark of len(rq), for tests and metrics
-	deadline    time.Time // for reads
-	wdeadline   time.Time // for writes
+	maxQueued   int         // high-water mark of len(rq), for tests and metrics
+	deadline    time.Time   // for reads
+	wdeadline   time.Time   // for writes
+	rtimer      *time.Timer // wakes readers at deadline; one per stream, reset on each change
+	wtimer      *time.Timer // wakes writers at wdeadline
 }
 
 type queued struct {
@@ -707,11 +709,13 @@ func (deadlineError) Temporary() bool { return true }
 func (deadlineError) Unwrap() error   { return context.DeadlineExceeded }
 
 // SetReadDeadline makes Read fail once t has passed (zero: no deadline).
-func (s *Stream) SetReadDeadline(t time.Time) error { return s.setDeadline(&s.deadline, t) }
+func (s *Stream) SetReadDeadline(t time.Time) error { return s.setDeadline(&s.deadline, &s.rtimer, t) }
 
 // SetWriteDeadline makes Write fail once t has passed while it waits for
 // a window to open (zero: no deadline).
-func (s *Stream) SetWriteDeadline(t time.Time) error { return s.setDeadline(&s.wdeadline, t) }
+func (s *Stream) SetWriteDeadline(t time.Time) error {
+	return s.setDeadline(&s.wdeadline, &s.wtimer, t)
+}
 
 // SetDeadline sets both deadlines.
 func (s *Stream) SetDeadline(t time.Time) error {
@@ -719,19 +723,25 @@ func (s *Stream) SetDeadline(t time.Time) error {
 	return s.SetWriteDeadline(t)
 }
 
-func (s *Stream) setDeadline(d *time.Time, t time.Time) error {
+// setDeadline sets *d and replaces the timer *tm that wakes waiters when it
+// passes, so moving a deadline often keeps a single timer alive.
+func (s *Stream) setDeadline(d *time.Time, tm **time.Timer, t time.Time) error {
 	e := s.e
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	*d = t
-	s.cond.Broadcast()
-	e.mu.Unlock()
+	if *tm != nil {
+		(*tm).Stop()
+		*tm = nil
+	}
 	if !t.IsZero() {
-		time.AfterFunc(time.Until(t), func() {
+		*tm = time.AfterFunc(time.Until(t), func() {
 			e.mu.Lock()
 			s.cond.Broadcast()
 			e.mu.Unlock()
 		})
 	}
+	s.cond.Broadcast()
 	return nil
 }
 
