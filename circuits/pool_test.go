@@ -367,6 +367,7 @@ func TestSwitchAndPoolConfigValidate(t *testing.T) {
 		{"StreamWindow", func(c *SwitchConfig) { c.StreamWindow = 10 }},
 		{"MaxJoinedCircuits", func(c *SwitchConfig) { c.MaxJoinedCircuits = -1 }},
 		{"MaxStreams", func(c *SwitchConfig) { c.MaxStreams = 0 }},
+		{"MaxStreams", func(c *SwitchConfig) { c.MaxStreams = 0x8000 }}, // more than one end's stream IDs
 		{"MaxRelayEarly", func(c *SwitchConfig) { c.MaxRelayEarly = 0 }},
 		{"ExtendTimeout", func(c *SwitchConfig) { c.ExtendTimeout = 0 }},
 		{"QueueCells", func(c *SwitchConfig) { c.QueueCells = 100 }},

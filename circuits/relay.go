@@ -62,7 +62,8 @@ type SwitchConfig struct {
 	// for tests and benchmarks (doubling them measured no faster here).
 	CircWindow, CircIncrement     int
 	StreamWindow, StreamIncrement int
-	// MaxStreams bounds the streams open on one circuit at either end.
+	// MaxStreams bounds the streams open on one circuit at either end
+	// (at most 32767, the IDs one end numbers its streams with).
 	MaxStreams int
 	// MaxRelayEarly bounds RELAY_EARLY cells per circuit (Tor: 8), so
 	// circuits are at most MaxRelayEarly+1 hops.
@@ -120,8 +121,10 @@ func (c SwitchConfig) Validate() error {
 	switch {
 	case c.MaxJoinedCircuits < 0:
 		return fmt.Errorf("circuits: switch config: MaxJoinedCircuits %d must not be negative", c.MaxJoinedCircuits)
-	case c.MaxStreams < 1 || c.MaxStreams > 65535:
-		return fmt.Errorf("circuits: switch config: MaxStreams %d must be in 1..65535", c.MaxStreams)
+	case c.MaxStreams < 1 || c.MaxStreams >= lastHopStreams:
+		// Each end numbers its streams in half the ID space: beyond it,
+		// opening a stream would search forever for a free ID.
+		return fmt.Errorf("circuits: switch config: MaxStreams %d must be in 1..%d", c.MaxStreams, lastHopStreams-1)
 	case c.MaxRelayEarly < 1:
 		return fmt.Errorf("circuits: switch config: MaxRelayEarly %d must be at least 1", c.MaxRelayEarly)
 	case c.ExtendTimeout <= 0:
