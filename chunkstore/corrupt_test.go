@@ -68,6 +68,25 @@ func TestCorruptFileGivesErrors(t *testing.T) {
 		{"short node key and value", func(_ *bolt.Tx, cb *bolt.Bucket, _ proto.HashName) error {
 			return cb.Bucket(bucketNodes).Put([]byte{0}, []byte{1})
 		}},
+		{"no records bucket", func(_ *bolt.Tx, cb *bolt.Bucket, _ proto.HashName) error {
+			return cb.DeleteBucket(bucketRecords)
+		}},
+		{"no nodes bucket", func(_ *bolt.Tx, cb *bolt.Bucket, _ proto.HashName) error {
+			return cb.DeleteBucket(bucketNodes)
+		}},
+		{"records bucket is a value", func(_ *bolt.Tx, cb *bolt.Bucket, _ proto.HashName) error {
+			if err := cb.DeleteBucket(bucketRecords); err != nil {
+				return err
+			}
+			return cb.Put(bucketRecords, []byte{1})
+		}},
+		{"content bucket is a value", func(tx *bolt.Tx, _ *bolt.Bucket, name proto.HashName) error {
+			id := bytes.Clone(tx.Bucket(bucketNames).Get(name[:]))
+			if err := tx.Bucket(bucketContent).DeleteBucket(id); err != nil {
+				return err
+			}
+			return tx.Bucket(bucketContent).Put(id, []byte{1})
+		}},
 		{"bad head", func(_ *bolt.Tx, cb *bolt.Bucket, _ proto.HashName) error {
 			return cb.Put(keyHead, []byte{1})
 		}},

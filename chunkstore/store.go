@@ -153,8 +153,14 @@ func nodeKey(a, b uint64) []byte {
 	return binary.BigEndian.AppendUint64(k, b)
 }
 
+// contentBucket returns content id's bucket, or nil if it is missing or
+// damaged (without its records and nodes buckets), which callers report.
 func contentBucket(tx *bolt.Tx, id uint64) *bolt.Bucket {
-	return tx.Bucket(bucketContent).Bucket(u64(id))
+	cb := tx.Bucket(bucketContent).Bucket(u64(id))
+	if cb == nil || cb.Bucket(bucketRecords) == nil || cb.Bucket(bucketNodes) == nil {
+		return nil
+	}
+	return cb
 }
 
 // PutDescriptor checks d and records it; chunks of d can then be ingested.
