@@ -225,3 +225,44 @@ func TestCorruptKeysDoNotStopEviction(t *testing.T) {
 		t.Fatalf("newest chunk: %v", err)
 	}
 }
+
+// A damaged record is replaced when its chunks arrive again, instead of
+// failing the commit, which left the writer's error sticky and the whole
+// store refusing every later range of every content.
+func TestCorruptRecordIsRepairedByIngest(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "s.db")
+	f := newFixture(t, 150*content.ChunkSize, 6)
+	s := openTest(t, path, nil)
+	if _, err := s.PutDescriptor(f.d); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ingest(ctx, f.name, f.rng(t, 0, 64)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	corruptFile(t, path, f.name, func(_ *bolt.Tx, cb *bolt.Bucket) error {
+		return cb.Bucket(bucketRecords).Put(u64(0), []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1})
+	})
+	s = openTest(t, path, nil)
+	if _, _, err := s.Chunk(f.name, 3); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("damaged record: err = %v, want ErrCorrupt", err)
+	}
+	for _, r := range [][2]uint64{{0, 64}, {64, 150}} {
+		if err := s.Ingest(ctx, f.name, f.rng(t, r[0], r[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatalf("flush after re-ingesting a damaged record: %v", err)
+	}
+	if n, err := s.Check(f.name); err != nil || n != 150 {
+		t.Fatalf("check: %d chunks, %v", n, err)
+	}
+	if p, count, err := s.Progress(f.name); err != nil || p != 3 || count != 150 {
+		t.Fatalf("progress %d, %d chunks counted (%v); want 3, 150", p, count, err)
+	}
+	if got := readAll(t, s, f.name); !bytes.Equal(got, f.data) {
+		t.Fatal("content differs after repair")
+	}
+}

@@ -207,6 +207,7 @@ func (s *Store) commit(batch []*op) error {
 	}
 	recs := make(map[recKey][]byte)
 	added := make(map[*info]uint64)
+	lost := make(map[*info]uint64) // chunks counted in damaged records replaced
 	heads := make(map[*info]*content.Head)
 	var evicted map[*info]uint64
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -221,14 +222,20 @@ func (s *Store) commit(batch []*op) error {
 				rec := recs[key]
 				if rec == nil {
 					v := rb.Get(u64(key.r))
+					if v != nil && len(v) != o.inf.recordLen(key.r) {
+						// A damaged record: the verified range replaces
+						// it (failing the commit would stop the writer
+						// for every content); its chunks no longer count.
+						if len(v) >= 8 {
+							lost[o.inf] += popcount(binary.BigEndian.Uint64(v))
+						}
+						v = nil
+					}
 					if v == nil {
 						// A new record: adopt the range's buffer as is.
 						recs[key] = or.buf
 						added[o.inf] += popcount(binary.BigEndian.Uint64(or.buf))
 						continue
-					}
-					if len(v) != o.inf.recordLen(key.r) {
-						return fmt.Errorf("%w: record %d of %v has %d bytes", ErrCorrupt, key.r, o.inf.name, len(v))
 					}
 					rec = append([]byte(nil), v...)
 					recs[key] = rec
@@ -287,7 +294,7 @@ func (s *Store) commit(batch []*op) error {
 				count = binary.BigEndian.Uint64(v)
 			}
 			count += n
-			count -= min(evicted[inf], count)
+			count -= min(evicted[inf]+lost[inf], count)
 			if err := cb.Put(keyCount, u64(count)); err != nil {
 				return err
 			}
@@ -315,6 +322,7 @@ func (s *Store) commit(batch []*op) error {
 	s.mu.Lock()
 	for inf, n := range added {
 		inf.count += n
+		inf.count -= min(lost[inf], inf.count)
 	}
 	for inf, n := range evicted {
 		inf.count -= min(n, inf.count)
