@@ -107,3 +107,23 @@ func TestFetchHugeContentAllocatesLittle(t *testing.T) {
 		t.Fatalf("Fetch allocated %d MB before its first answer", got>>20)
 	}
 }
+
+// The DB_END a requester sends when it is done ends Serve normally, not as
+// a protocol violation.
+func TestServeEndsCleanlyOnDBEnd(t *testing.T) {
+	pub, name, _ := publish(t, 2000)
+	client, server := streamPair()
+	errc := make(chan error, 1)
+	go func() { errc <- (&Server{Store: pub}).Serve(server) }()
+	if _, err := Fetch(context.Background(), client, name, openStore(t, "r.db"), FetchConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("Serve after the requester's DB_END: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+}

@@ -22,8 +22,9 @@ type Server struct {
 }
 
 // Serve answers the queries of one stream until the stream ends or the peer
-// breaks the protocol; it closes the stream before returning. io.EOF or a
-// closed stream is a normal end and returns nil.
+// breaks the protocol; it closes the stream before returning. The
+// requester's DB_END, io.EOF or a closed stream is a normal end and
+// returns nil.
 func (srv *Server) Serve(s CellStream) error {
 	defer s.Close()
 	c := newMsgConn(s)
@@ -34,6 +35,9 @@ func (srv *Server) Serve(s CellStream) error {
 				return err
 			}
 			return nil
+		}
+		if cmd == proto.RelayDBEnd {
+			return nil // the requester is done
 		}
 		if cmd != proto.RelayDBQuery {
 			return fmt.Errorf("%w: %v where DB_QUERY was expected", ErrProtocol, cmd)
