@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -90,6 +91,17 @@ func TestNet50(t *testing.T) {
 		t.Skip("50 nodes over TLS: skipped with -short")
 	}
 	const n = 50
+	before := runtime.NumGoroutine()
+	defer func() {
+		// Every goroutine of the nodes and links is gone once closed
+		// (bounded wait: closing TCP connections takes a moment).
+		for i := 0; i < 100 && runtime.NumGoroutine() > before; i++ {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if g := runtime.NumGoroutine(); g > before {
+			t.Errorf("%d goroutines leaked", g-before)
+		}
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var wg sync.WaitGroup
