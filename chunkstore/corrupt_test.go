@@ -266,3 +266,90 @@ func TestCorruptRecordIsRepairedByIngest(t *testing.T) {
 		t.Fatal("content differs after repair")
 	}
 }
+
+// FuzzDamagedValues writes an arbitrary key and value where a damaged file
+// could hold one (a record, a node, the descriptor, count or head, the
+// names entry), then drives every read path and a write: the store returns
+// errors but never panics, and its writer keeps working.
+func FuzzDamagedValues(f *testing.F) {
+	fx := newFixture(f, 150*content.ChunkSize+3, 8)
+	f.Add(uint8(0), u64(0), []byte{1, 2, 3})
+	f.Add(uint8(0), u64(2), bytes.Repeat([]byte{0xff}, 8+22*content.ChunkSize))
+	f.Add(uint8(1), nodeKey(0, 64), []byte{1})
+	f.Add(uint8(1), []byte{0}, bytes.Repeat([]byte{7}, 32))
+	f.Add(uint8(2), keyDesc, fx.d.Append(nil)[:40])
+	f.Add(uint8(3), keyCount, []byte{1, 2})
+	f.Add(uint8(4), keyHead, make([]byte, content.HeadSize))
+	f.Add(uint8(5), []byte(nil), []byte{0, 0, 0, 0, 0, 0, 0, 9})
+	s := openTest(f, filepath.Join(f.TempDir(), "fuzz.db"), func(c *Config) { c.NoSync = true })
+	ctx := context.Background()
+	f.Fuzz(func(t *testing.T, where uint8, key, value []byte) {
+		if _, err := s.PutDescriptor(fx.d); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range [][2]uint64{{0, 64}, {64, 150}} {
+			if err := s.Ingest(ctx, fx.name, fx.rng(t, r[0], r[1])); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			cb := tx.Bucket(bucketContent).Bucket(tx.Bucket(bucketNames).Get(fx.name[:]))
+			var b *bolt.Bucket
+			switch where % 6 {
+			case 0:
+				b = cb.Bucket(bucketRecords)
+			case 1:
+				b = cb.Bucket(bucketNodes)
+			case 2:
+				key, b = keyDesc, cb
+			case 3:
+				key, b = keyCount, cb
+			case 4:
+				key, b = keyHead, cb
+			case 5:
+				key, b = fx.name[:], tx.Bucket(bucketNames)
+			}
+			if len(key) == 0 || len(key) > bolt.MaxKeySize || len(value) > 1<<20 {
+				return nil
+			}
+			if b.Bucket(key) != nil {
+				return nil // a sub-bucket's name: Put would fail
+			}
+			return b.Put(key, value)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.mu.Lock()
+		delete(s.infos, fx.name) // as after a restart
+		s.mu.Unlock()
+		s.Descriptor(fx.name)
+		s.Progress(fx.name)
+		s.Have(fx.name)
+		for _, i := range []uint64{0, 1, 63, 64, 127, 128, 149, 150, 191, 1 << 33} {
+			s.Chunk(fx.name, i)
+		}
+		s.Proof(fx.name, 0, 150)
+		s.Proof(fx.name, 100, 101)
+		s.Check(fx.name)
+		if r, err := s.NewReader(ctx, fx.name); err == nil {
+			cctx, cancel := context.WithCancel(ctx)
+			cancel()
+			r.ctx = cctx
+			io.Copy(io.Discard, r)
+		}
+		s.Ingest(ctx, fx.name, fx.rng(t, 100, 150))
+		if err := s.Flush(ctx); err != nil {
+			t.Fatalf("the writer failed after a damaged value: %v", err)
+		}
+		if err := s.Delete(fx.name); err != nil {
+			t.Fatalf("delete: %v", err)
+		}
+		s.mu.Lock()
+		delete(s.infos, fx.name)
+		s.mu.Unlock()
+	})
+}
