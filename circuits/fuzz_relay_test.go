@@ -65,3 +65,69 @@ func FuzzRelayCellsAtLastHop(f *testing.F) {
 		waitUntil(t, "the relay to drop the circuit", func() bool { return nodes[1].sw.Joined() == 0 })
 	})
 }
+
+// FuzzRelayCellsAtOrigin is FuzzRelayCellsAtLastHop the other way: a
+// hostile last hop sends arbitrary sealed relay cells back to the origin.
+func FuzzRelayCellsAtOrigin(f *testing.F) {
+	f.Add([]byte{byte(proto.RelayBegin), 0x80, 1, 5, 4, 'e', 'c', 'h', 'o', byte(proto.RelayData), 0x80, 1, 1, 'x'})
+	f.Add([]byte{byte(proto.RelayConnected), 0, 1, 0, byte(proto.RelayEnd), 0, 1, 1, 6})
+	f.Add([]byte{byte(proto.RelayExtended2), 0, 0, 2, 0, 0, byte(proto.RelayTruncated), 0, 0, 1, 9})
+	f.Add([]byte{byte(proto.RelaySendme), 0, 1, 0, byte(proto.RelayDBData), 0, 3, 2, 0, 0})
+	nodes := newMemNodes(f, 2)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		c := build(t, nodes[0], nodes[1])
+		defer c.Close()
+		var rc *relayCirc
+		nodes[1].sw.mu.RLock()
+		for _, q := range nodes[1].sw.circs {
+			if r, ok := q.(*relayCirc); ok {
+				rc = r
+			}
+		}
+		nodes[1].sw.mu.RUnlock()
+		if rc == nil {
+			t.Fatal("no circuit at the last hop")
+		}
+		for k := 0; k < 8 && len(in) >= 4; k++ {
+			cmd, sid, n := proto.RelayCommand(in[0]), uint16(in[1])<<8|uint16(in[2]), int(in[3])
+			if sid >= 0x7000 && sid < lastHopStreams {
+				sid -= 0x1000 // keep off the check stream's ID
+			}
+			in = in[4:]
+			n = min(n, len(in))
+			data := in[:n]
+			in = in[n:]
+			if !cmd.Known() {
+				continue
+			}
+			if err := rc.ep.sendControl(0, false, cmd, sid, data); err != nil {
+				break
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c.ep.mu.Lock()
+		c.ep.nextStream = 0x7000
+		c.ep.mu.Unlock()
+		s, err := c.OpenStream(ctx, "echo")
+		if err == nil {
+			msg := []byte("still alive")
+			if _, err := s.Write(msg); err == nil {
+				buf := make([]byte, len(msg))
+				s.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if _, err := s.Read(buf); err == nil && string(buf) != string(msg) {
+					t.Fatalf("echo returned %q", buf)
+				}
+			}
+			s.Close()
+		} else {
+			select {
+			case <-c.Done():
+			case <-time.After(10 * time.Second):
+				t.Fatalf("stream refused (%v) on a circuit that was not destroyed", err)
+			}
+		}
+		c.Close()
+		waitUntil(t, "the relay to drop the circuit", func() bool { return nodes[1].sw.Joined() == 0 })
+	})
+}
