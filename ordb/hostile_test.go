@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/binary"
 	"errors"
 	"runtime"
 	"testing"
@@ -125,5 +126,29 @@ func TestServeEndsCleanlyOnDBEnd(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve did not return")
+	}
+}
+
+// A peer cannot make the ORDB buffer a large message: every message a
+// server accepts (DB_QUERY, DB_END) fits one cell, so the first cell of a
+// longer one (here announcing 1 MiB) ends the stream at once, before any
+// of it is assembled. Otherwise each stream could hold 1 MiB.
+func TestServerRefusesLongMessages(t *testing.T) {
+	pub, _, _ := publish(t, 1000)
+	client, server := streamPair()
+	errc := make(chan error, 1)
+	go func() { errc <- (&Server{Store: pub}).Serve(server) }()
+	first := make([]byte, proto.RelayDataSize)
+	binary.BigEndian.PutUint32(first, proto.MaxDBMessage)
+	if err := client.WriteCell(proto.RelayDBQuery, first); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrProtocol) {
+			t.Fatalf("Serve returned %v, want ErrProtocol", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve is still assembling a 1 MiB message")
 	}
 }

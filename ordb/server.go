@@ -28,6 +28,10 @@ type Server struct {
 func (srv *Server) Serve(s CellStream) error {
 	defer s.Close()
 	c := newMsgConn(s)
+	// What a server receives (DB_QUERY, DB_END) fits one cell: refusing
+	// longer messages keeps a stream from making us buffer up to
+	// proto.MaxDBMessage.
+	c.max = proto.DBFirstFrameData
 	for {
 		cmd, msg, err := c.recv()
 		if err != nil {
