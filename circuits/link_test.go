@@ -14,7 +14,6 @@ import (
 	"io"
 	"math/big"
 	"net"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,20 +29,7 @@ const waitFor = 10 * time.Second
 // leakCheck fails the test if goroutines started during it are still
 // running (after a bounded wait) once its other cleanups have run. Call it
 // first so its cleanup runs last.
-func leakCheck(t *testing.T) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(waitFor)
-		for runtime.NumGoroutine() > before {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				t.Errorf("goroutine leak: %d before, %d after\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-}
+func leakCheck(t *testing.T) { noLeaks(t) }
 
 type closedEvent struct {
 	l   *Link

@@ -185,14 +185,7 @@ func (t *Table) Seen(c proto.DHTContact, onionKey []byte, now time.Time) (oldest
 // leaves the table and the bucket's replacement, if any, takes its place.
 // It reports whether id was removed.
 func (t *Table) Failed(id proto.NodeID) bool {
-	if id == t.self {
-		return false
-	}
-	b := t.at(BucketIndex(t.self, id))
-	if b == nil {
-		return false
-	}
-	i := t.find(b, id)
+	b, i := t.locate(id)
 	if i < 0 {
 		return false
 	}
@@ -206,14 +199,7 @@ func (t *Table) Failed(id proto.NodeID) bool {
 
 // Remove drops id from the table, promoting the bucket's replacement.
 func (t *Table) Remove(id proto.NodeID) bool {
-	if id == t.self {
-		return false
-	}
-	b := t.at(BucketIndex(t.self, id))
-	if b == nil {
-		return false
-	}
-	i := t.find(b, id)
+	b, i := t.locate(id)
 	if i < 0 {
 		return false
 	}
@@ -413,4 +399,17 @@ func RandomID(self proto.NodeID, i int, r *rand.Rand) proto.NodeID {
 		id[byteIdx] = id[byteIdx]&^mask | v
 	}
 	return id
+}
+
+// locate returns id's bucket and its index there, or -1 if id is not in
+// the table (or is ourselves).
+func (t *Table) locate(id proto.NodeID) (*bucket, int) {
+	if id == t.self {
+		return nil, -1
+	}
+	b := t.at(BucketIndex(t.self, id))
+	if b == nil {
+		return nil, -1
+	}
+	return b, t.find(b, id)
 }
