@@ -56,6 +56,18 @@ type SwitchConfig struct {
 	// MaxJoinedCircuits bounds the circuits of others we carry; CREATE2
 	// beyond it is answered with DESTROY RESOURCELIMIT.
 	MaxJoinedCircuits int
+	// MaxJoinedPerLink bounds the circuits of others we carry that arrived
+	// on one link, so one peer cannot take every MaxJoinedCircuits slot;
+	// CREATE2 beyond it is answered with DESTROY RESOURCELIMIT.
+	MaxJoinedPerLink int
+	// JoinedIdleTimeout: a circuit of others we carry that moved no relay
+	// cell either way for this long is destroyed (DESTROY TIMEOUT towards
+	// both neighbours) and its slot freed. 0 disables it. Idleness is read
+	// from the circuit's cell counters every JoinedIdleTimeout/4, so a
+	// circuit goes between JoinedIdleTimeout and 1.25 times it after its
+	// last cell. Keep it above the pool's MaxTimeInactive: origins replace
+	// their idle circuits first.
+	JoinedIdleTimeout time.Duration
 	// CircWindow/CircIncrement and StreamWindow/StreamIncrement are the
 	// SENDME windows in cells (Tor: 1000/100 and 500/50). Both ends of a
 	// circuit must agree on them: they are protocol constants, settable
@@ -92,6 +104,8 @@ func DefaultSwitchConfig() SwitchConfig {
 	return SwitchConfig{
 		Flags:             proto.FlagRelay,
 		MaxJoinedCircuits: 1000,
+		MaxJoinedPerLink:  64,
+		JoinedIdleTimeout: 5 * time.Minute,
 		CircWindow:        onion.CircWindowStart,
 		CircIncrement:     onion.CircWindowIncrement,
 		StreamWindow:      onion.StreamWindowStart,
@@ -121,6 +135,10 @@ func (c SwitchConfig) Validate() error {
 	switch {
 	case c.MaxJoinedCircuits < 0:
 		return fmt.Errorf("circuits: switch config: MaxJoinedCircuits %d must not be negative", c.MaxJoinedCircuits)
+	case c.MaxJoinedPerLink < 1:
+		return fmt.Errorf("circuits: switch config: MaxJoinedPerLink %d must be at least 1", c.MaxJoinedPerLink)
+	case c.JoinedIdleTimeout < 0:
+		return fmt.Errorf("circuits: switch config: JoinedIdleTimeout %v must not be negative (0 disables it)", c.JoinedIdleTimeout)
 	case c.MaxStreams < 1 || c.MaxStreams >= lastHopStreams:
 		// Each end numbers its streams in half the ID space: beyond it,
 		// opening a stream would search forever for a free ID.
@@ -211,6 +229,8 @@ type Switch struct {
 	mu       sync.RWMutex // guards the fields below; read-locked per cell to find its circuit
 	circs    map[circKey]circuitQueue
 	joined   int
+	perLink  map[cellLink]int // joined circuits by the link their CREATE2 came on
+	reaping  bool             // the idle reaper (reapIdle) runs
 	services map[string]Service
 	hooks    []func(Event)
 	rng      *rand.Rand
@@ -242,6 +262,7 @@ func newSwitch(id *Identity, lg linkGetter, cfg SwitchConfig) (*Switch, error) {
 		links:    lg,
 		cfg:      cfg,
 		circs:    make(map[circKey]circuitQueue),
+		perLink:  make(map[cellLink]int),
 		services: make(map[string]Service),
 		rng:      rand.New(rand.NewChaCha8(seed)),
 		stop:     make(chan struct{}),
@@ -378,29 +399,81 @@ func (sw *Switch) handleCreate(l cellLink, c *proto.Cell) {
 		proto.PutCell(c) // an ID from our half of the space: it could collide with ours
 		sendDestroy(l, id, proto.DestroyProtocol)
 		return
-	case !sw.acceptsCircuits() || sw.joined >= sw.cfg.MaxJoinedCircuits:
+	case !sw.acceptsCircuits() || sw.joined >= sw.cfg.MaxJoinedCircuits ||
+		sw.perLink[l] >= sw.cfg.MaxJoinedPerLink:
 		sw.mu.Unlock()
 		proto.PutCell(c)
 		sendDestroy(l, id, proto.DestroyResourceLimit)
 		return
 	}
 	sw.joined++
+	sw.perLink[l]++
 	sw.nextHandle++
 	rc := &relayCirc{
-		sw:     sw,
-		handle: sw.nextHandle,
-		prev:   l,
-		prevID: id,
-		in:     make(chan inbound, sw.cfg.QueueCells),
-		killc:  make(chan proto.DestroyReason, 1),
+		sw:        sw,
+		handle:    sw.nextHandle,
+		prev:      l,
+		prevID:    id,
+		in:        make(chan inbound, sw.cfg.QueueCells),
+		killc:     make(chan proto.DestroyReason, 1),
+		idleSince: sw.cfg.Now(),
 	}
 	rc.ep.init(sw, false)
 	rc.ep.handle = rc.handle
 	rc.ep.out, rc.ep.outID = l, id
 	sw.circs[key] = rc
 	sw.wg.Add(1)
+	if !sw.reaping && sw.cfg.JoinedIdleTimeout > 0 {
+		// Started with the first joined circuit: a switch that only builds
+		// its own circuits has nothing to reap.
+		sw.reaping = true
+		sw.wg.Add(1)
+		go sw.reapIdle()
+	}
 	sw.mu.Unlock()
 	go rc.run(c)
+}
+
+// reapIdle calls expireIdle every JoinedIdleTimeout/4 until Close.
+func (sw *Switch) reapIdle() {
+	defer sw.wg.Done()
+	t := time.NewTicker(max(sw.cfg.JoinedIdleTimeout/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-sw.stop:
+			return
+		case <-t.C:
+			sw.expireIdle(sw.cfg.Now())
+		}
+	}
+}
+
+// expireIdle destroys, with DESTROY TIMEOUT towards both neighbours, the
+// joined circuits whose cell counters have not moved since
+// JoinedIdleTimeout before now. As the pool does, it reads the counters
+// rather than a clock per cell: a circuit's idle time runs from its
+// creation or from the last call that saw its count change. reapIdle calls
+// it; tests call it with chosen times. TIMEOUT rather than FINISHED (what
+// an origin's Close sends) tells the origin the relay gave up on it.
+func (sw *Switch) expireIdle(now time.Time) {
+	var idle []*relayCirc
+	sw.mu.Lock()
+	for k, q := range sw.circs {
+		rc, ok := q.(*relayCirc)
+		if !ok || k.l != rc.prev || k.id != rc.prevID {
+			continue // origin circuits are the pool's; a relayCirc's next-hop key is the same circuit
+		}
+		if cells := rc.ep.stats.cellsSent.Load() + rc.ep.stats.cellsRecv.Load(); cells != rc.idleCells {
+			rc.idleCells, rc.idleSince = cells, now
+		} else if now.Sub(rc.idleSince) >= sw.cfg.JoinedIdleTimeout {
+			idle = append(idle, rc)
+		}
+	}
+	sw.mu.Unlock()
+	for _, rc := range idle {
+		rc.kill(proto.DestroyTimeout)
+	}
 }
 
 func (sw *Switch) unregister(l cellLink, id uint32, q circuitQueue) {
@@ -480,6 +553,10 @@ type relayCirc struct {
 	prevID uint32
 	in     chan inbound
 	killc  chan proto.DestroyReason
+
+	// Guarded by sw.mu: expireIdle's last look at the cell counters.
+	idleCells uint64
+	idleSince time.Time
 
 	// Owned by run.
 	hop       *onion.Hop
@@ -763,6 +840,9 @@ func (rc *relayCirc) teardown(reason proto.DestroyReason, sendPrev bool) {
 	rc.ep.close(reason)
 	sw.mu.Lock()
 	sw.joined--
+	if sw.perLink[rc.prev]--; sw.perLink[rc.prev] <= 0 {
+		delete(sw.perLink, rc.prev)
+	}
 	sw.mu.Unlock()
 	// Drain what the handlers queued before they saw us go.
 	for {

@@ -1,0 +1,173 @@
+package circuits
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"veil/proto"
+)
+
+func TestJoinedLimitsConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		key   string
+		tweak func(*SwitchConfig)
+	}{
+		{"MaxJoinedPerLink", func(c *SwitchConfig) { c.MaxJoinedPerLink = 0 }},
+		{"JoinedIdleTimeout", func(c *SwitchConfig) { c.JoinedIdleTimeout = -time.Second }},
+	} {
+		c := DefaultSwitchConfig()
+		tc.tweak(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.key) {
+			t.Errorf("%s: %v", tc.key, err)
+		}
+	}
+	c := DefaultSwitchConfig()
+	c.JoinedIdleTimeout = 0 // disabled
+	if err := c.Validate(); err != nil {
+		t.Errorf("JoinedIdleTimeout 0: %v", err)
+	}
+}
+
+func hasClosed(n *cnode, reason proto.DestroyReason) bool {
+	for _, e := range n.eventsOf(EventClosed) {
+		if e.Reason == reason {
+			return true
+		}
+	}
+	return false
+}
+
+// One peer cannot take more than MaxJoinedPerLink of a relay's slots;
+// another peer still gets one, and a slot the peer frees is its again.
+func TestMaxJoinedPerLinkRefusesCreate(t *testing.T) {
+	noLeaks(t)
+	nodes := newNet(t, 3, func(i int, cfg *SwitchConfig) {
+		if i == 1 {
+			cfg.MaxJoinedPerLink = 2
+		}
+	})
+	a, r, b := nodes[0], nodes[1], nodes[2]
+	a1 := build(t, a, r)
+	a2 := build(t, a, r)
+	ctx, cancel := context.WithTimeout(context.Background(), circWait)
+	defer cancel()
+	if _, err := a.sw.Build(ctx, descs(r)); !errors.Is(err, ErrBuildFailed) || !errors.Is(err, ErrDestroyed) {
+		t.Fatalf("third circuit from one peer: %v", err)
+	}
+	if !hasClosed(a, proto.DestroyResourceLimit) {
+		t.Fatalf("no RESOURCELIMIT: %+v", a.eventsOf(EventClosed))
+	}
+	if n := r.sw.Joined(); n != 2 {
+		t.Fatalf("relay carries %d circuits, want 2", n)
+	}
+	bc := build(t, b, r)
+	if err := echoCheck(bc, 100, 1); err != nil {
+		t.Fatalf("the other peer's circuit: %v", err)
+	}
+	a1.Close()
+	waitUntil(t, "the relay to drop a circuit", func() bool { return r.sw.Joined() == 2 })
+	a3 := build(t, a, r)
+	for i, c := range []*Circuit{a2, a3} {
+		if err := echoCheck(c, 100, uint64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []*Circuit{a2, a3, bc} {
+		c.Close()
+	}
+	waitUntil(t, "the relay to drop every circuit", func() bool { return r.sw.Joined() == 0 })
+	r.sw.mu.Lock()
+	left := len(r.sw.perLink)
+	r.sw.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d links still counted with no circuit", left)
+	}
+}
+
+// A joined circuit idle for JoinedIdleTimeout (on the relay's clock) is
+// destroyed at the origin and the next hop; one that moves cells is not.
+func TestJoinedIdleTimeoutDestroysIdleCircuit(t *testing.T) {
+	noLeaks(t)
+	clock := new(testClock)
+	const timeout = 5 * time.Minute
+	nodes := newNet(t, 3, func(i int, cfg *SwitchConfig) {
+		if i == 1 {
+			cfg.Now = clock.Now
+			cfg.JoinedIdleTimeout = timeout // its own ticker fires every 75 s: too late to interfere
+		}
+	})
+	o, m, l := nodes[0], nodes[1], nodes[2]
+	idle := build(t, o, m, l)
+	active := build(t, o, m, l)
+	for i, c := range []*Circuit{idle, active} {
+		if err := echoCheck(c, 100, uint64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.sw.expireIdle(clock.Now())
+	for step := range 2 {
+		clock.Advance(timeout * 3 / 5)
+		if err := echoCheck(active, 100, uint64(step)); err != nil {
+			t.Fatal(err)
+		}
+		m.sw.expireIdle(clock.Now())
+	}
+	// idle has now been idle for 6 minutes, active for none.
+	waitClosed(t, idle)
+	if r := idle.Reason(); r != proto.DestroyTimeout {
+		t.Fatalf("idle circuit closed with %v, want TIMEOUT", r)
+	}
+	waitUntil(t, "the relay to free the slot", func() bool { return m.sw.Joined() == 1 })
+	waitUntil(t, "the last hop to drop the circuit", func() bool { return l.sw.Joined() == 1 })
+	if !hasClosed(l, proto.DestroyTimeout) || !hasClosed(m, proto.DestroyTimeout) {
+		t.Fatalf("no TIMEOUT at the relay or the last hop: %+v %+v", m.eventsOf(EventClosed), l.eventsOf(EventClosed))
+	}
+	select {
+	case <-active.Done():
+		t.Fatalf("active circuit closed: %v", active.Reason())
+	default:
+	}
+	if err := echoCheck(active, 1000, 9); err != nil {
+		t.Fatalf("active circuit after the idle one expired: %v", err)
+	}
+	// Left idle in turn, it goes too.
+	m.sw.expireIdle(clock.Now())
+	clock.Advance(timeout)
+	m.sw.expireIdle(clock.Now())
+	waitClosed(t, active)
+	waitUntil(t, "the relay to free every slot", func() bool { return m.sw.Joined() == 0 })
+	waitUntil(t, "the last hop to drop every circuit", func() bool { return l.sw.Joined() == 0 })
+}
+
+// The switch's own ticker expires idle joined circuits; with the timeout
+// disabled, no reaper runs.
+func TestJoinedIdleReaperRuns(t *testing.T) {
+	noLeaks(t)
+	nodes := newNet(t, 3, func(i int, cfg *SwitchConfig) {
+		switch i {
+		case 1:
+			cfg.JoinedIdleTimeout = 400 * time.Millisecond
+		case 2:
+			cfg.JoinedIdleTimeout = 0
+		}
+	})
+	c := build(t, nodes[0], nodes[1])
+	kept := build(t, nodes[0], nodes[2])
+	waitClosed(t, c)
+	if r := c.Reason(); r != proto.DestroyTimeout {
+		t.Fatalf("closed with %v, want TIMEOUT", r)
+	}
+	waitUntil(t, "the relay to free the slot", func() bool { return nodes[1].sw.Joined() == 0 })
+	nodes[2].sw.mu.Lock()
+	reaping := nodes[2].sw.reaping
+	nodes[2].sw.mu.Unlock()
+	if reaping {
+		t.Fatal("a reaper runs with JoinedIdleTimeout 0")
+	}
+	if err := echoCheck(kept, 100, 1); err != nil {
+		t.Fatal(err)
+	}
+}
