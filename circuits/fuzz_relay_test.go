@@ -38,31 +38,7 @@ func FuzzRelayCellsAtLastHop(f *testing.F) {
 				break // destroyed already
 			}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		c.ep.mu.Lock()
-		c.ep.nextStream = 0x7000 // an ID the cells above did not use
-		c.ep.mu.Unlock()
-		s, err := c.OpenStream(ctx, "echo")
-		if err == nil {
-			msg := []byte("still alive")
-			if _, err := s.Write(msg); err == nil {
-				buf := make([]byte, len(msg))
-				s.SetReadDeadline(time.Now().Add(10 * time.Second))
-				if _, err := s.Read(buf); err == nil && string(buf) != string(msg) {
-					t.Fatalf("echo returned %q", buf)
-				}
-			}
-			s.Close()
-		} else {
-			select {
-			case <-c.Done():
-			case <-time.After(10 * time.Second):
-				t.Fatalf("stream refused (%v) on a circuit that was not destroyed", err)
-			}
-		}
-		c.Close()
-		waitUntil(t, "the relay to drop the circuit", func() bool { return nodes[1].sw.Joined() == 0 })
+		checkAliveOrDestroyed(t, c, nodes[1])
 	})
 }
 
@@ -104,30 +80,38 @@ func FuzzRelayCellsAtOrigin(f *testing.F) {
 				break
 			}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		c.ep.mu.Lock()
-		c.ep.nextStream = 0x7000
-		c.ep.mu.Unlock()
-		s, err := c.OpenStream(ctx, "echo")
-		if err == nil {
-			msg := []byte("still alive")
-			if _, err := s.Write(msg); err == nil {
-				buf := make([]byte, len(msg))
-				s.SetReadDeadline(time.Now().Add(10 * time.Second))
-				if _, err := s.Read(buf); err == nil && string(buf) != string(msg) {
-					t.Fatalf("echo returned %q", buf)
-				}
-			}
-			s.Close()
-		} else {
-			select {
-			case <-c.Done():
-			case <-time.After(10 * time.Second):
-				t.Fatalf("stream refused (%v) on a circuit that was not destroyed", err)
+		checkAliveOrDestroyed(t, c, nodes[1])
+	})
+}
+
+// checkAliveOrDestroyed asserts what must hold after hostile cells: the
+// circuit either still carries an echo stream intact or was destroyed, and
+// the relay then releases it.
+func checkAliveOrDestroyed(t *testing.T, c *Circuit, relay *cnode) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c.ep.mu.Lock()
+	c.ep.nextStream = 0x7000 // an ID the hostile cells did not use
+	c.ep.mu.Unlock()
+	s, err := c.OpenStream(ctx, "echo")
+	if err == nil {
+		msg := []byte("still alive")
+		if _, err := s.Write(msg); err == nil {
+			buf := make([]byte, len(msg))
+			s.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := s.Read(buf); err == nil && string(buf) != string(msg) {
+				t.Fatalf("echo returned %q", buf)
 			}
 		}
-		c.Close()
-		waitUntil(t, "the relay to drop the circuit", func() bool { return nodes[1].sw.Joined() == 0 })
-	})
+		s.Close()
+	} else {
+		select {
+		case <-c.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("stream refused (%v) on a circuit that was not destroyed", err)
+		}
+	}
+	c.Close()
+	waitUntil(t, "the relay to drop the circuit", func() bool { return relay.sw.Joined() == 0 })
 }
