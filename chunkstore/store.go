@@ -384,38 +384,66 @@ func (inf *info) fromRecord(rec []byte, i uint64) (chunk []byte, ts uint32, ok b
 
 // Chunk returns chunk i (a copy) and the stamp to send in its DB_DATA.
 func (s *Store) Chunk(name proto.HashName, i uint64) ([]byte, content.Stamp, error) {
-	inf, err := s.lookup(name)
+	out, st, err := s.AppendChunks(nil, nil, name, i, i+1)
 	if err != nil {
 		return nil, content.Stamp{}, err
 	}
-	var out []byte
-	var st content.Stamp
+	return out, st[0], nil
+}
+
+// AppendChunks appends chunks [lo, hi) to dst and the stamp to send with
+// each to stamps, reading them in one transaction: what an ORDB serving a
+// query wants. It fails with ErrMissing, appending nothing, if any chunk of
+// the range is not stored.
+func (s *Store) AppendChunks(dst []byte, stamps []content.Stamp, name proto.HashName, lo, hi uint64) ([]byte, []content.Stamp, error) {
+	inf, err := s.lookup(name)
+	if err != nil {
+		return dst, stamps, err
+	}
+	if hi < lo {
+		return dst, stamps, fmt.Errorf("%w: [%d, %d)", content.ErrBadRange, lo, hi)
+	}
+	n0, s0 := len(dst), len(stamps)
+	var head content.Head
+	if inf.live {
+		s.mu.Lock()
+		head = inf.head
+		s.mu.Unlock()
+	}
 	err = s.db.View(func(tx *bolt.Tx) error {
 		cb := contentBucket(tx, inf.id)
 		if cb == nil {
 			return fmt.Errorf("%w: %v", ErrNotFound, name)
 		}
-		rec := cb.Bucket(bucketRecords).Get(u64(i / GroupChunks))
-		if rec == nil {
-			return fmt.Errorf("%w: chunk %d of %v", ErrMissing, i, name)
-		}
-		c, ts, ok, err := inf.fromRecord(rec, i)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return fmt.Errorf("%w: chunk %d of %v", ErrMissing, i, name)
-		}
-		out = bytes.Clone(c)
-		st = inf.stamp
-		if inf.live {
-			s.mu.Lock()
-			st = content.LiveStamp(ts, inf.head)
-			s.mu.Unlock()
+		rb := cb.Bucket(bucketRecords)
+		var rec []byte
+		for i := lo; i < hi; i++ {
+			if i == lo || i%GroupChunks == 0 {
+				rec = rb.Get(u64(i / GroupChunks))
+			}
+			if rec == nil {
+				return fmt.Errorf("%w: chunk %d of %v", ErrMissing, i, name)
+			}
+			c, ts, ok, err := inf.fromRecord(rec, i)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("%w: chunk %d of %v", ErrMissing, i, name)
+			}
+			dst = append(dst, c...)
+			st := inf.stamp
+			if inf.live {
+				st = content.LiveStamp(ts, head)
+			}
+			stamps = append(stamps, st)
 		}
 		return nil
 	})
-	return out, st, err
+	if err != nil {
+		return dst[:n0], stamps[:s0], err
+	}
+	return dst, stamps, nil
 }
 
 // nodeFunc builds tree nodes from what the store holds: kept nodes first,

@@ -18,7 +18,7 @@ type ordbNode struct {
 	desc proto.NodeDescriptor
 }
 
-func newORDBNode(t *testing.T) *ordbNode {
+func newORDBNode(t testing.TB) *ordbNode {
 	t.Helper()
 	id, err := circuits.NewEphemeralIdentity()
 	if err != nil {

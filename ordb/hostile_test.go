@@ -58,7 +58,7 @@ func TestFetchRejectsAnswerForAnotherRange(t *testing.T) {
 			if !q.WantsDescriptor() {
 				q.Chunk, q.NbChunks = 0, 1 // always chunk 0
 			}
-			if err := srv.answer(c, q); err != nil {
+			if err := srv.answer(c, new(serveBufs), q); err != nil {
 				return
 			}
 		}

@@ -62,7 +62,7 @@ func (p *pipeEnd) WriteCell(cmd proto.RelayCommand, data []byte) error {
 
 func (p *pipeEnd) Close() error { p.closeOnce.Do(func() { close(p.done) }); return nil }
 
-func openStore(t *testing.T, name string) *chunkstore.Store {
+func openStore(t testing.TB, name string) *chunkstore.Store {
 	t.Helper()
 	cfg := chunkstore.DefaultConfig(filepath.Join(t.TempDir(), name))
 	cfg.NoSync = true
@@ -76,7 +76,7 @@ func openStore(t *testing.T, name string) *chunkstore.Store {
 
 // publish stores n random bytes in a fresh store and returns it, the name
 // and the bytes.
-func publish(t *testing.T, n int) (*chunkstore.Store, proto.HashName, []byte) {
+func publish(t testing.TB, n int) (*chunkstore.Store, proto.HashName, []byte) {
 	t.Helper()
 	st := openStore(t, "publisher.db")
 	data := make([]byte, n)

@@ -28,6 +28,7 @@ type Server struct {
 func (srv *Server) Serve(s CellStream) error {
 	defer s.Close()
 	c := newMsgConn(s)
+	var bufs serveBufs
 	// What a server receives (DB_QUERY, DB_END) fits one cell: refusing
 	// longer messages keeps a stream from making us buffer up to
 	// proto.MaxDBMessage.
@@ -50,7 +51,7 @@ func (srv *Server) Serve(s CellStream) error {
 		if err != nil {
 			return fmt.Errorf("%w: %v", ErrProtocol, err)
 		}
-		if err := srv.answer(c, q); err != nil {
+		if err := srv.answer(c, &bufs, q); err != nil {
 			return err
 		}
 	}
@@ -58,7 +59,7 @@ func (srv *Server) Serve(s CellStream) error {
 
 // answer sends the reply to one query: the descriptor, proved chunks, or
 // DB_END UNAVAILABLE.
-func (srv *Server) answer(c *msgConn, q proto.DBQuery) error {
+func (srv *Server) answer(c *msgConn, b *serveBufs, q proto.DBQuery) error {
 	unavailable := func() error { return c.send(proto.DBEnd{Reason: proto.DBEndUnavailable}) }
 	if q.Counter >= proto.MaxCounter {
 		return unavailable() // the seed's loop breaker
@@ -74,36 +75,39 @@ func (srv *Server) answer(c *msgConn, q proto.DBQuery) error {
 	if !ok {
 		return unavailable()
 	}
+	data, stamps, err := srv.Store.AppendChunks(b.data[:0], b.stamps[:0], q.HashName, lo, hi)
+	b.data, b.stamps = data, stamps
+	if err != nil {
+		return unavailable()
+	}
 	// One DB_PROOF + DB_DATA pair per run of chunks sharing a stamp (all of
 	// a static content's chunks do; a live stream's change each second).
-	var data []byte
-	var stamp content.Stamp
-	start := lo
-	flush := func(end uint64) error {
+	for start := lo; start < hi; {
+		end := start + 1
+		for end < hi && stamps[end-lo] == stamps[start-lo] {
+			end++
+		}
 		p, err := srv.Store.Proof(q.HashName, start, end)
 		if err != nil {
 			return unavailable()
 		}
+		st := stamps[start-lo]
 		if err := c.send(proto.DBProof{Chunk: uint32(start), NbChunks: uint32(end - start), Proof: p.Append(nil)}); err != nil {
 			return err
 		}
-		return c.send(proto.DBData{Chunk: uint32(start), Timestamp: stamp.Timestamp, Tag: stamp.Tag, Data: data})
-	}
-	for i := lo; i < hi; i++ {
-		chunk, st, err := srv.Store.Chunk(q.HashName, i)
-		if err != nil {
-			return unavailable()
+		run := data[(start-lo)*proto.ChunkSize : min(uint64(len(data)), (end-lo)*proto.ChunkSize)]
+		if err := c.send(proto.DBData{Chunk: uint32(start), Timestamp: st.Timestamp, Tag: st.Tag, Data: run}); err != nil {
+			return err
 		}
-		if i > start && st != stamp {
-			if err := flush(i); err != nil {
-				return err
-			}
-			data, start = data[:0], i
-		}
-		stamp = st
-		data = append(data, chunk...)
+		start = end
 	}
-	return flush(hi)
+	return nil
+}
+
+// serveBufs are one stream's scratch buffers, reused from query to query.
+type serveBufs struct {
+	data   []byte
+	stamps []content.Stamp
 }
 
 // clamp turns a query into the chunk range [lo, hi) to serve.
