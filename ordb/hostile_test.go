@@ -84,8 +84,9 @@ func TestFetchHugeContentAllocatesLittle(t *testing.T) {
 	name := content.HashNameOf(d)
 	client, server := streamPair()
 	go func() {
-		// The descriptor, then nothing to serve.
-		defer server.Close()
+		// The descriptor, then nothing to serve. The server keeps reading
+		// until Fetch closes the stream: closing first would race Fetch's
+		// other queries in flight and fail them with a closed pipe.
 		c := newMsgConn(server)
 		if _, _, err := c.recv(); err != nil {
 			return
@@ -95,6 +96,11 @@ func TestFetchHugeContentAllocatesLittle(t *testing.T) {
 			return
 		}
 		c.send(proto.DBEnd{Reason: proto.DBEndUnavailable})
+		for {
+			if _, _, err := c.recv(); err != nil {
+				return
+			}
+		}
 	}()
 	dst := openStore(t, "r.db")
 	var before, after runtime.MemStats
