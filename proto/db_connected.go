@@ -3,7 +3,6 @@ package proto
 import (
 	"encoding/binary"
 	"fmt"
-	"math/bits"
 )
 
 // DBConnected is the answer to a DB_QUERY for chunk 0: the content's
@@ -45,21 +44,15 @@ const RootSize = 32
 // MaxMIMEType bounds the MIME type (it sits behind a one-byte length).
 const MaxMIMEType = 255
 
-func sizeBytes(n uint64) int { return (bits.Len64(n) + 7) / 8 }
-
 // Len is the encoded size.
 func (m DBConnected) Len() int {
-	return 1 + sizeBytes(m.Size) + 1 + len(m.Type) + 1 + len(m.PublicKey) + 1 +
+	return minimalUintLen(m.Size) + 1 + len(m.Type) + 1 + len(m.PublicKey) + 1 +
 		1 + len(m.Root) + 8 + 1 + len(m.Signature)
 }
 
 // AppendSigned appends the bytes the signature covers.
 func (m DBConnected) AppendSigned(b []byte) []byte {
-	n := sizeBytes(m.Size)
-	b = append(b, byte(n))
-	for i := n - 1; i >= 0; i-- {
-		b = append(b, byte(m.Size>>(8*i)))
-	}
+	b = appendMinimalUint(b, m.Size)
 	b = append(b, byte(len(m.Type)))
 	b = append(b, m.Type...)
 	b = append(b, byte(len(m.PublicKey)))
@@ -102,13 +95,7 @@ func (m DBConnected) Validate() error {
 func ParseDBConnected(b []byte) (DBConnected, error) {
 	var m DBConnected
 	r := reader{b: b, what: "db_connected"}
-	sz := r.lenPrefixed(8)
-	if r.err == nil && len(sz) > 0 && sz[0] == 0 {
-		r.fail(fmt.Errorf("db_connected: %w: size not minimally encoded", ErrBadValue))
-	}
-	for _, c := range sz {
-		m.Size = m.Size<<8 | uint64(c)
-	}
+	m.Size = r.minimalUint(8, "size")
 	m.Type = string(r.lenPrefixed(MaxMIMEType))
 	m.PublicKey = r.lenPrefixed(IdentityKeySize)
 	m.Flags = r.byte()

@@ -41,17 +41,13 @@ func (q DBQuery) WantsDescriptor() bool { return q.Chunk == 0 && q.NbChunks == 0
 
 // Len is the encoded size.
 func (q DBQuery) Len() int {
-	return 1 + IDSize + 1 + sizeBytes(uint64(q.Chunk)) + 2 + 1 + 8
+	return 1 + IDSize + minimalUintLen(uint64(q.Chunk)) + 2 + 1 + 8
 }
 
 // Append encodes q onto b. Fields are assumed valid (see Validate).
 func (q DBQuery) Append(b []byte) []byte {
 	b = appendHashName(b, q.HashName)
-	n := sizeBytes(uint64(q.Chunk))
-	b = append(b, byte(n))
-	for i := n - 1; i >= 0; i-- {
-		b = append(b, byte(q.Chunk>>(8*i)))
-	}
+	b = appendMinimalUint(b, uint64(q.Chunk))
 	b = binary.BigEndian.AppendUint16(b, q.NbChunks)
 	b = append(b, q.Counter)
 	return binary.BigEndian.AppendUint64(b, q.RequestID)
@@ -70,13 +66,7 @@ func ParseDBQuery(b []byte) (DBQuery, error) {
 	var q DBQuery
 	r := reader{b: b, what: "db_query"}
 	q.HashName = parseHashName(&r)
-	nb := r.lenPrefixed(maxChunkNbSize)
-	if r.err == nil && len(nb) > 0 && nb[0] == 0 {
-		r.fail(fmt.Errorf("db_query: %w: chunk nb not minimally encoded", ErrBadValue))
-	}
-	for _, c := range nb {
-		q.Chunk = q.Chunk<<8 | uint32(c)
-	}
+	q.Chunk = uint32(r.minimalUint(maxChunkNbSize, "chunk nb"))
 	q.NbChunks = r.uint16()
 	q.Counter = r.byte()
 	q.RequestID = r.uint64()

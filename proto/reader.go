@@ -3,6 +3,7 @@ package proto
 import (
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 )
 
 // reader walks a message with bounds checks. After the first error every
@@ -84,4 +85,33 @@ func (r *reader) end() error {
 		return fmt.Errorf("%s: %w (%d bytes)", r.what, ErrTrailing, len(r.b))
 	}
 	return nil
+}
+
+// minimalUint reads the seed's length-prefixed integer: a one-byte length
+// (at most max) then a big-endian value with no leading zero byte, so
+// that every value has exactly one encoding (0 is the empty value).
+func (r *reader) minimalUint(max int, field string) uint64 {
+	p := r.lenPrefixed(max)
+	if r.err == nil && len(p) > 0 && p[0] == 0 {
+		r.fail(fmt.Errorf("%s: %w: %s not minimally encoded", r.what, ErrBadValue, field))
+		return 0
+	}
+	var v uint64
+	for _, c := range p {
+		v = v<<8 | uint64(c)
+	}
+	return v
+}
+
+// minimalUintLen is the encoded size of appendMinimalUint(nil, v).
+func minimalUintLen(v uint64) int { return 1 + (bits.Len64(v)+7)/8 }
+
+// appendMinimalUint appends v as minimalUint reads it.
+func appendMinimalUint(b []byte, v uint64) []byte {
+	n := minimalUintLen(v) - 1
+	b = append(b, byte(n))
+	for i := n - 1; i >= 0; i-- {
+		b = append(b, byte(v>>(8*i)))
+	}
+	return b
 }
