@@ -24,7 +24,6 @@ var (
 	ErrStoreFull     = errors.New("kademlia: record store full")
 	ErrUnexpected    = errors.New("kademlia: unexpected answer")
 	ErrNotRequest    = errors.New("kademlia: not a request")
-	ErrWrongKey      = errors.New("kademlia: record is for another key")
 	ErrNoIdentity    = errors.New("kademlia: node has no identity key to sign with")
 	ErrTooManyOps    = errors.New("kademlia: too many operations in progress")
 	ErrClosed        = errors.New("kademlia: node closed")
