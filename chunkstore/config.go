@@ -24,8 +24,8 @@ type Config struct {
 	// QueueLen bounds the verified ranges waiting for the writer; Ingest
 	// blocks (honouring its context) when it is full.
 	QueueLen int
-	// WindowBytes is the download window (the seed's ~500 kB); a live
-	// stream keeps the newest 4 x WindowBytes of chunks.
+	// WindowBytes is the download window (the Peersm specification's
+	// ~500 kB); a live stream keeps the newest 4 x WindowBytes of chunks.
 	WindowBytes int
 	// OnProgress, if set, is called from the writer goroutine when a static
 	// content first reaches a quarter: p is DB_INFO's P (0 = 25% ...

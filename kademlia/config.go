@@ -24,7 +24,6 @@ var (
 	ErrStoreFull     = errors.New("kademlia: record store full")
 	ErrUnexpected    = errors.New("kademlia: unexpected answer")
 	ErrNotRequest    = errors.New("kademlia: not a request")
-	ErrWrongKey      = errors.New("kademlia: record is for another key")
 	ErrNoIdentity    = errors.New("kademlia: node has no identity key to sign with")
 	ErrTooManyOps    = errors.New("kademlia: too many operations in progress")
 	ErrClosed        = errors.New("kademlia: node closed")
@@ -38,11 +37,12 @@ var (
 // from DefaultConfig.
 type Config struct {
 	// K is the bucket size and the number of closest nodes a lookup
-	// returns and a record is stored on (seed: 8).
+	// returns and a record is stored on (the Peersm specification: 8).
 	K int
 	// Alpha is the number of FIND_NODE RPCs a lookup keeps in flight.
 	Alpha int
-	// AlphaFindValue is the same for FIND_VALUE (seed: the 4 closest).
+	// AlphaFindValue is the same for FIND_VALUE (the Peersm specification:
+	// the 4 closest).
 	AlphaFindValue int
 	// MaxPerSubnet bounds the contacts of one /24 (IPv4) or /48 (IPv6)
 	// in one bucket; 0 disables the limit (tests on 127.0.0.1).
@@ -78,8 +78,8 @@ type Config struct {
 	MaxOps int
 	// StopOnValue ends a FIND_VALUE lookup at the first answer that
 	// carries records. When false the lookup goes on to the K closest, so
-	// that it collects providers from several nodes (the seed's reason to
-	// iterate).
+	// that it collects providers from several nodes (the Peersm
+	// specification's reason to iterate).
 	StopOnValue bool
 	// RebootstrapInterval: while the table is empty, bootstrap through the
 	// bridges again this often.

@@ -11,8 +11,9 @@
 //     take its place. At most MaxPerSubnet contacts of one /24 (IPv4) or
 //     /48 (IPv6) share a bucket.
 //   - Lookup: events in (Answer, Fail, Tick), contacts to query out. Alpha
-//     RPCs in flight (AlphaFindValue for FIND_VALUE, 4 per the seed); it
-//     ends when the K closest contacts seen have all answered.
+//     RPCs in flight (AlphaFindValue for FIND_VALUE, 4 per the Peersm
+//     specification); it ends when the K closest contacts seen have all
+//     answered.
 //   - Store: provider records, verified, bounded, expiring.
 //   - Core: one node's whole DHT behaviour. Handle(from, msg, now),
 //     Tick(now) and the calls FindNode, FindValue, Provide, Bootstrap take

@@ -3,6 +3,7 @@ package kademlia
 import (
 	"crypto/ed25519"
 	"encoding/binary"
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 	"time"
@@ -41,3 +42,10 @@ func contactAt(id proto.NodeID, addr string) proto.DHTContact {
 }
 
 func identContact(id Identity) proto.DHTContact { return proto.DHTContact{ID: id.ID, Addr: id.Addr} }
+
+// seedFrom derives a reproducible rand for tests.
+func seedFrom(v uint64) *rand.Rand {
+	var seed [32]byte
+	binary.LittleEndian.PutUint64(seed[:], v)
+	return rand.New(rand.NewChaCha8(seed))
+}

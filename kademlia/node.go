@@ -3,7 +3,6 @@ package kademlia
 import (
 	"context"
 	crand "crypto/rand"
-	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -337,11 +336,4 @@ func (n *Node) Close() error {
 		<-n.done
 	}
 	return nil
-}
-
-// seedFrom derives a reproducible rand for tests and tools.
-func seedFrom(v uint64) *rand.Rand {
-	var seed [32]byte
-	binary.LittleEndian.PutUint64(seed[:], v)
-	return rand.New(rand.NewChaCha8(seed))
 }

@@ -28,10 +28,10 @@ type bucket struct {
 }
 
 // Table is the routing table: IDBits buckets where bucket j holds contacts
-// at XOR distance d with 2^j <= d < 2^(j+1) (the seed's numbering), each
-// at most K long, least recently seen first. It is a pure data structure:
-// the caller sends the pings it asks for and reports their outcome. Not
-// safe for concurrent use.
+// at XOR distance d with 2^j <= d < 2^(j+1) (the Peersm specification's
+// numbering), each at most K long, least recently seen first. It is a pure
+// data structure: the caller sends the pings it asks for and reports their
+// outcome. Not safe for concurrent use.
 type Table struct {
 	self         proto.NodeID
 	k            int

@@ -5,10 +5,11 @@
 //
 // What is here today: Server answers from its own chunkstore, and Fetch
 // pulls a whole content over one stream, pipelining queries and verifying
-// every range before it is stored. The seed's list handling (OR_files_P,
-// OR_streams_P rotation, relaying to other peers with the 0-5 counter,
-// DB_INFO, FIND_VALUE then facilitators) comes with the ORDB issue, and the
-// five-circuit window with the window issue.
+// every range before it is stored. The Peersm specification's list
+// handling (OR_files_P, OR_streams_P rotation, relaying to other peers with
+// the 0-5 counter, DB_INFO, FIND_VALUE then facilitators) is planned, and
+// so is the five-circuit window (package window); docs/PROTOCOL.md
+// describes both.
 //
 // On a stream, every DB_* message is framed by proto (DBFramer/Assembler):
 //

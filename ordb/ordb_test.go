@@ -259,7 +259,8 @@ func (s *countingStream) WriteCell(cmd proto.RelayCommand, data []byte) error {
 	return s.CellStream.WriteCell(cmd, data)
 }
 
-// A query whose counter reached 5 gets DB_END (the seed's loop breaker).
+// A query whose counter reached 5 gets DB_END (the Peersm specification's
+// loop breaker).
 func TestServerEndsAtCounterFive(t *testing.T) {
 	pub, name, _ := publish(t, 1000)
 	c := newMsgConn(serve(t, pub, nil))

@@ -62,7 +62,7 @@ func (srv *Server) Serve(s CellStream) error {
 func (srv *Server) answer(c *msgConn, b *serveBufs, q proto.DBQuery) error {
 	unavailable := func() error { return c.send(proto.DBEnd{Reason: proto.DBEndUnavailable}) }
 	if q.Counter >= proto.MaxCounter {
-		return unavailable() // the seed's loop breaker
+		return unavailable() // the Peersm specification's loop breaker
 	}
 	d, err := srv.Store.Descriptor(q.HashName)
 	if err != nil {

@@ -3,5 +3,6 @@
 // which chunk ranges to ask on which circuit, measures time to first data and
 // rate per GET, replaces slow circuits and delivers chunks in order.
 //
-// It is empty until the window issue is taken; see ../shared/DESIGN.md.
+// It is empty for now; docs/PROTOCOL.md ("The window") describes what it
+// will do.
 package window

@@ -120,13 +120,14 @@ func CheckHead(pub ed25519.PublicKey, name proto.HashName, h Head) error {
 }
 
 // Stamp is DB_DATA's 8-byte "signature" field: a timestamp and a tag.
-// veil fills the timestamp as the seed asks (a static content's creation
-// time, or the second a live chunk was appended, which its leaf hash
-// authenticates) and the tag with the first 4 bytes of the signature that
-// anchors the chunk (the descriptor's, or the head's the proof carries).
-// Only the live timestamp is verified; the tag is a hint. The fields are
-// proto.DBData's Timestamp and Tag. All chunks of one DB_DATA share a
-// stamp, so a live server splits DB_DATA where the timestamp changes.
+// veil fills the timestamp as the Peersm specification asks (a static
+// content's creation time, or the second a live chunk was appended, which
+// its leaf hash authenticates) and the tag with the first 4 bytes of the
+// signature that anchors the chunk (the descriptor's, or the head's the
+// proof carries). Only the live timestamp is verified; the tag is a hint.
+// The fields are proto.DBData's Timestamp and Tag. All chunks of one
+// DB_DATA share a stamp, so a live server splits DB_DATA where the
+// timestamp changes.
 type Stamp struct {
 	Timestamp uint32
 	Tag       [4]byte

@@ -39,11 +39,11 @@ var errUsage = errors.New("usage")
 
 func commands() []command {
 	return []command{
-		{name: "node", summary: "run a long-lived node (relay, ORDB, facilitator, bridge)", setup: setupPending("node", "the circuits, kademlia and ORDB issues")},
-		{name: "put", args: "FILE", summary: "publish a file and print its hash_name", setup: setupPending("put", "the ORDB issue")},
-		{name: "get", args: "HASH|MAGNET", summary: "fetch content anonymously through circuits", setup: setupPending("get", "the window and ORDB issues")},
-		{name: "stream", args: "HASH", summary: "play content while it downloads", setup: setupPending("stream", "the window and gateway issues")},
-		{name: "status", summary: "show a running node's circuits, links and transfers", setup: setupPending("status", "the control-port issue")},
+		{name: "node", summary: "run a long-lived node (relay, ORDB, facilitator, bridge)", setup: setupPending("node", "the node composition (links, switch, DHT, store and ORDB in one process)")},
+		{name: "put", args: "FILE", summary: "publish a file and print its hash_name", setup: setupPending("put", "a node to publish into and DB_INFO")},
+		{name: "get", args: "HASH|MAGNET", summary: "fetch content anonymously through circuits", setup: setupPending("get", "the five-circuit window and the ORDB's relaying")},
+		{name: "stream", args: "HASH", summary: "play content while it downloads", setup: setupPending("stream", "the five-circuit window and the HTTP gateway")},
+		{name: "status", summary: "show a running node's circuits, links and transfers", setup: setupPending("status", "the control port")},
 		{name: "testnet", summary: "run a whole local network in one process and fetch content through it", setup: setupTestnet},
 		{name: "version", summary: "print veil's version", setup: setupVersion},
 	}
@@ -120,7 +120,7 @@ func printCommands(w io.Writer) {
 func setupPending(name, what string) func(*flag.FlagSet) func(context.Context, *env) error {
 	return func(*flag.FlagSet) func(context.Context, *env) error {
 		return func(context.Context, *env) error {
-			return fmt.Errorf("not available yet: %s arrives with %s (see README.md)", name, what)
+			return fmt.Errorf("not available yet: %s needs %s (planned; see docs/ARCHITECTURE.md)", name, what)
 		}
 	}
 }
