@@ -55,8 +55,8 @@
 //	| next min(remaining, 498) message bytes                          |
 //	+--------------------------------------------------------- ... ---+
 //
-// The messages themselves are byte-exact as the seed gives them; veil's
-// additions (marked) come after the seed's fields or in new commands.
+// The messages themselves are byte-exact as the Peersm specification gives
+// them; veil's additions (marked) come after its fields or in new commands.
 //
 // DB_QUERY (DBQuery): a GET. Chunk 0 with nb chunks 0 asks for the
 // descriptor. An ORDB relaying a query increments the counter; at 5 it
@@ -75,10 +75,10 @@
 //	| n | size | t | MIME | 32 | Ed25519| flags | r | root | created | 64 | sig |
 //	| 1 | n<=8 | 1 | t    | 1  | key 32 | 1     | 1 | 0|32 | 8       | 1  | 64  |
 //	+---+------+---+------+----+--------+-------+---+------+---------+----+-----+
-//	 seed ............................... | veil ............................
+//	 Peersm ............................. | veil ............................
 //
 // DB_DATA (DBData): one or more consecutive 498-byte chunks from chunk nb
-// (only the content's last chunk may be shorter). The seed's 8-byte
+// (only the content's last chunk may be shorter). The Peersm 8-byte
 // signature is a timestamp and a 4-byte tag:
 //
 //	+----------+---------------+-----+------------------------ ... ---+
@@ -104,7 +104,7 @@
 //
 // DB_FIND_PEER (DBFindPeer) is one DBPeer record; DB_FOUND_PEER
 // (DBFoundPeer) is 1..16 records back to back. IP and port are both present
-// or both absent; the seed's RSA modulus slot carries the X25519 onion key:
+// or both absent; the Peersm RSA modulus slot carries the X25519 onion key:
 //
 //	+----+----+--------+----------+-------+------+----+-----------+
 //	| 20 | ID | ip len | IP       | 0 | 2 | port | 32 | onion key |

@@ -87,7 +87,7 @@ func (r *reader) end() error {
 	return nil
 }
 
-// minimalUint reads the seed's length-prefixed integer: a one-byte length
+// minimalUint reads the Peersm length-prefixed integer: a one-byte length
 // (at most max) then a big-endian value with no leading zero byte, so
 // that every value has exactly one encoding (0 is the empty value).
 func (r *reader) minimalUint(max int, field string) uint64 {
