@@ -39,7 +39,7 @@ const (
 )
 
 // RootSize is the size of a Merkle root in a descriptor.
-const RootSize = 32
+const RootSize = TreeHashSize
 
 // MaxMIMEType bounds the MIME type (it sits behind a one-byte length).
 const MaxMIMEType = 255

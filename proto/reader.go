@@ -115,3 +115,18 @@ func appendMinimalUint(b []byte, v uint64) []byte {
 	}
 	return b
 }
+
+// endPadded is end for a body that fills a fixed cell: the bytes after the
+// message are the cell's padding and must all be zero, so that a body has
+// one encoding however much padding carries it.
+func (r *reader) endPadded() error {
+	if r.err != nil {
+		return r.err
+	}
+	for _, c := range r.b {
+		if c != 0 {
+			return fmt.Errorf("%s: %w (%d bytes of non-zero padding)", r.what, ErrTrailing, len(r.b))
+		}
+	}
+	return nil
+}
