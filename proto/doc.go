@@ -1,6 +1,7 @@
 // Package proto is the only place where bytes become values: link cells,
-// relay cells, the DB_* messages of the Peersm specification, node
-// descriptors and DHT RPCs. It imports nothing else of veil's.
+// relay cells, the onion circuit bodies (CREATE2 ... END), the DB_*
+// messages of the Peersm specification, Merkle proofs, node descriptors
+// and DHT RPCs. It imports nothing else of veil's.
 //
 // Every message has Parse(b) (M, error), Append(b) []byte and Len(). Parsers
 // check every length before slicing, refuse lengths over their limit before
@@ -87,7 +88,7 @@
 //	+----------+---------------+-----+------------------------ ... ---+
 //
 // DB_PROOF (DBProof, veil): precedes the DB_DATA it covers; the proof
-// bytes are chunkstore's (a Merkle proof against the descriptor's root):
+// bytes are a MerkleProof (drawn below) against the descriptor's root:
 //
 //	+----------+-----------+--------------+---------------------- ... ---+
 //	| chunk nb | nb chunks | proof length | proof                        |
@@ -118,6 +119,83 @@
 //	| reason |
 //	| 1      |
 //	+--------+
+//
+// # Merkle proofs
+//
+// The proof bytes of a DB_PROOF (MerkleProof). The hashes are the sibling
+// subtrees, left to right, that rebuild the root from the covered chunks;
+// a live stream's proof first carries the signed head (LiveHead) it leads
+// to. At most MaxProofHashes (60) hashes, so a proof fits MaxProofSize:
+//
+//	static:
+//	+------+---------+--------------------------- ... ---+
+//	| kind | n       | hashes                            |
+//	| 1, 0 | 1, <=60 | n x 32                            |
+//	+------+---------+--------------------------- ... ---+
+//	live:
+//	+------+--------------------------------+---------+-------- ... ---+
+//	| kind | head                           | n       | hashes         |
+//	| 1, 1 | 108                            | 1, <=60 | n x 32         |
+//	+------+--------------------------------+---------+-------- ... ---+
+//	head (LiveHead), signed by the content's key:
+//	+----------------+---------------+------+-------------------+
+//	| length, chunks | timestamp (s) | root | Ed25519 signature |
+//	| 8              | 4             | 32   | 64                |
+//	+----------------+---------------+------+-------------------+
+//
+// # Onion bodies
+//
+// The circuit-level bodies of Tor's link protocol, as veil uses them.
+// CREATE2 and CREATED2 fill a fixed cell: the bytes after the body must be
+// zero. The relay-cell bodies are exactly the relay cell's Length bytes.
+//
+// CREATE2 cell payload (Create2), also the tail of an EXTEND2:
+//
+//	+-------+------+--------------------------- ... ---+---------- ... ---+
+//	| HTYPE | HLEN | HDATA                             | zero padding     |
+//	| 2     | 2    | HLEN (<= 505; <= 455 in EXTEND2)  | to 509           |
+//	+-------+------+--------------------------- ... ---+---------- ... ---+
+//
+// CREATED2 cell payload and EXTENDED2 relay data (Created2):
+//
+//	+------+--------------------------- ... ---+---------- ... ---+
+//	| HLEN | HDATA                             | zero padding     |
+//	| 2    | HLEN (<= 507)                     | (CREATED2 only)  |
+//	+------+--------------------------- ... ---+---------- ... ---+
+//
+// ntor HDATA (HTYPE 2): the client's (NtorRequest) names the node and the
+// onion key it expects, the server's (NtorReply) proves it holds that key:
+//
+//	client (NtorRequest):                   server (NtorReply):
+//	+---------+-------------+-------------+   +-------------+------+
+//	| node ID | onion key B | ephemeral X |   | ephemeral Y | AUTH |
+//	| 20      | 32          | 32          |   | 32          | 32   |
+//	+---------+-------------+-------------+   +-------------+------+
+//
+// EXTEND2 relay data (Extend2), sent in RELAY_EARLY:
+//
+//	+---------+--------+----------+------+-------+------+-------- ... ---+
+//	| next ID | IP len | IP       | port | HTYPE | HLEN | HDATA          |
+//	| 20      | 1      | 4 or 16  | 2    | 2     | 2    | HLEN           |
+//	+---------+--------+----------+------+-------+------+-------- ... ---+
+//
+// SENDME relay data (Sendme): nothing at all for version 0 (stream level);
+// at circuit level version 1 with the 16-byte GMAC tag of the cell that
+// triggered it:
+//
+//	+---------+----------+------------------- ... ---+
+//	| version | data len | data                      |
+//	| 1       | 2        | data len (<= 495)         |
+//	+---------+----------+------------------- ... ---+
+//
+// BEGIN relay data (Begin): the service ("echo", "ordb") or host:port the
+// last hop hands the stream to. END and TRUNCATED relay data (End): the
+// reason.
+//
+//	+----------+--------------------+       +--------+
+//	| dest len | destination        |       | reason |
+//	| 1, >= 1  | dest len           |       | 1      |
+//	+----------+--------------------+       +--------+
 //
 // Node descriptors and DHT RPCs are drawn on their types (NodeDescriptor,
 // DHTMessage).
