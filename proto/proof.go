@@ -129,6 +129,16 @@ func (h LiveHead) Append(b []byte) []byte {
 	return append(b, h.Signature[:]...)
 }
 
+// AppendSigned appends what the publisher signs for h, binding it to the
+// stream name: [hash_name 20B][length 8B][timestamp 4B][root 32B], the
+// head without its signature. The signer prefixes its own domain string.
+func (h LiveHead) AppendSigned(b []byte, name HashName) []byte {
+	b = append(b, name[:]...)
+	b = binary.BigEndian.AppendUint64(b, h.Length)
+	b = binary.BigEndian.AppendUint32(b, h.Timestamp)
+	return append(b, h.Root[:]...)
+}
+
 // ParseLiveHead decodes exactly LiveHeadSize bytes.
 func ParseLiveHead(b []byte) (LiveHead, error) {
 	r := reader{b: b, what: "live head"}

@@ -104,6 +104,20 @@ func TestProofExactBytes(t *testing.T) {
 	}
 }
 
+func TestLiveHeadAppendSigned(t *testing.T) {
+	h := sampleLiveHead()
+	name := hashName(0x44)
+	got := h.AppendSigned([]byte("ctx"), name)
+	want := append(append([]byte("ctx"), name[:]...), h.Append(nil)[:LiveHeadSize-SignatureSize]...)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("AppendSigned:\n got  %x\n want %x", got, want)
+	}
+	h.Signature[3] ^= 1
+	if !bytes.Equal(h.AppendSigned([]byte("ctx"), name), want) {
+		t.Fatal("the signed bytes cover the signature")
+	}
+}
+
 func TestProofRefusals(t *testing.T) {
 	over := append([]byte{ProofStatic, MaxProofHashes + 1}, make([]byte, (MaxProofHashes+1)*TreeHashSize)...)
 	tests := []struct {
