@@ -25,7 +25,10 @@ const (
 //
 //	[HTYPE 2B][HLEN 2B][HDATA HLEN bytes]
 //
-// In a cell it is zero-padded to CellPayloadSize.
+// In a cell it is zero-padded to CellPayloadSize. HTYPE names the layout
+// of HDATA (NtorRequest for HandshakeNtor); it is not checked here: the
+// handshake layer refuses an unknown one (onion.ErrHandshakeType), in the
+// one place that turns handshake failures into a DESTROY reason.
 type Create2 struct {
 	HType uint16
 	HData []byte // at most MaxCreate2HLen bytes; aliases the parsed buffer
