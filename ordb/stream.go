@@ -1,7 +1,6 @@
 package ordb
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -30,8 +29,7 @@ var (
 // for concurrent use of the same direction.
 type msgConn struct {
 	s      CellStream
-	max    int // longest message accepted; 0: proto.MaxDBMessage
-	asm    proto.Assembler
+	asm    proto.Assembler // asm.Max: longest message accepted
 	in     [proto.RelayDataSize]byte
 	out    [proto.RelayDataSize]byte
 	enc    []byte
@@ -67,13 +65,6 @@ func (c *msgConn) recv() (proto.RelayCommand, []byte, error) {
 		}
 		if !cmd.IsDB() {
 			return 0, nil, fmt.Errorf("%w: %v cell on a DB stream", ErrProtocol, cmd)
-		}
-		// Refuse an oversized message at its first cell, before the
-		// Assembler buffers any of it.
-		if c.max > 0 && cmd != proto.RelayDBMore && n >= proto.DBFrameHeaderSize {
-			if total := binary.BigEndian.Uint32(c.in[:]); total > uint32(c.max) {
-				return 0, nil, fmt.Errorf("%w: %v of %d bytes > %d", ErrProtocol, cmd, total, c.max)
-			}
 		}
 		mcmd, msg, err := c.asm.Feed(cmd, c.in[:n])
 		if err != nil {

@@ -6,12 +6,12 @@ import (
 )
 
 // DBConnected is the answer to a DB_QUERY for chunk 0: the content's
-// descriptor. The seed's three fields come first, byte-exact; veil appends
-// what makes the descriptor verifiable:
+// descriptor. The Peersm specification's three fields come first,
+// byte-exact; veil appends what makes the descriptor verifiable:
 //
-//	[size length 1B][size, big-endian, minimal]     seed
-//	[type length 1B][MIME type]                     seed
-//	[public key length 1B][Ed25519 public key 32B]  seed (RSA modulus there)
+//	[size length 1B][size, big-endian, minimal]     Peersm
+//	[type length 1B][MIME type]                     Peersm
+//	[public key length 1B][Ed25519 public key 32B]  Peersm (RSA modulus there)
 //	[flags 1B]                                      veil: bit 0 = live stream
 //	[root length 1B][Merkle root]                   veil: 0 or 32 bytes
 //	[created 8B, unix seconds]                      veil
@@ -39,7 +39,7 @@ const (
 )
 
 // RootSize is the size of a Merkle root in a descriptor.
-const RootSize = 32
+const RootSize = TreeHashSize
 
 // MaxMIMEType bounds the MIME type (it sits behind a one-byte length).
 const MaxMIMEType = 255

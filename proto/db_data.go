@@ -13,12 +13,13 @@ const DBDataHeaderSize = 4 + 8
 // MaxDBMessage.
 const MaxDBDataChunks = (MaxDBMessage - DBDataHeaderSize) / ChunkSize
 
-// DBData is the DB_DATA answer, byte-exact as the seed:
+// DBData is the DB_DATA answer, byte-exact as the Peersm specification
+// gives it:
 //
 //	[chunk nb 4B][signature 8B = timestamp 4B + tag 4B][data]
 //
 // Data is one or more consecutive ChunkSize-byte chunks starting at chunk
-// Chunk; only the last chunk of the content may be shorter. The seed's
+// Chunk; only the last chunk of the content may be shorter. The Peersm
 // 8-byte "signature" is split as veil uses it: Timestamp (unix seconds, for
 // live streams and the sliding window) and Tag, 4 bytes the content layer
 // may use (zero otherwise). Chunks are checked against the content's Merkle

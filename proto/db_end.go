@@ -5,7 +5,7 @@ import "fmt"
 // DBEndReason says why a DB_* exchange on a stream ended.
 type DBEndReason uint8
 
-// DB_END reasons (the seed's numbering).
+// DB_END reasons (the Peersm specification's numbering).
 const (
 	// DBEndUnavailable: the content (or the query's chunks) cannot be found,
 	// or the query's counter reached MaxCounter.

@@ -16,8 +16,8 @@ const (
 	portSize = 2
 )
 
-// DBPeer is one DB_FIND_PEER / DB_FOUND_PEER record, byte-exact as the seed
-// (the seed's RSA "modulus" slot carries the X25519 onion key):
+// DBPeer is one DB_FIND_PEER / DB_FOUND_PEER record, byte-exact as the Peersm
+// specification (its RSA "modulus" slot carries the X25519 onion key):
 //
 //	[ID length 1B = 20][ID 20B]
 //	[IP length 1B = 0|4|16][IP]

@@ -13,13 +13,13 @@ const MaxCounter = 5
 // maxChunkNbSize is the longest chunk nb field: a uint32.
 const maxChunkNbSize = 4
 
-// DBQuery is the DB_QUERY ("GET") message. The seed's fields come first,
+// DBQuery is the DB_QUERY ("GET") message. The Peersm fields come first,
 // byte-exact; veil appends a request ID:
 //
-//	[hash_name length 1B = 20][hash_name 20B]          seed
-//	[chunk nb length 1B = 0..4][chunk nb, big-endian,   seed
+//	[hash_name length 1B = 20][hash_name 20B]          Peersm
+//	[chunk nb length 1B = 0..4][chunk nb, big-endian,   Peersm
 //	                            minimal: 0 is empty]
-//	[nb chunks 2B][counter 1B = 0..5]                   seed
+//	[nb chunks 2B][counter 1B = 0..5]                   Peersm
 //	[request ID 8B]                                     veil
 //
 // Chunk 0 with NbChunks 0 asks for the descriptor (DB_CONNECTED). The

@@ -139,7 +139,7 @@ func TestDBRoundTrip(t *testing.T) {
 	}
 }
 
-// TestDBExactBytes pins each layout to hand-written bytes, as the seed gives them.
+// TestDBExactBytes pins each layout to hand-written bytes, as the Peersm specification gives them.
 func TestDBExactBytes(t *testing.T) {
 	h := strings.Repeat("11", 20)
 	k := hex.EncodeToString(fill(32, 0x30))
@@ -278,7 +278,7 @@ func TestDBTrailing(t *testing.T) {
 }
 
 // TestDBTruncated feeds every proper prefix of each valid message. Each must
-// fail, except where the seed's layout is delimited only by the message's
+// fail, except where the Peersm layout is delimited only by the message's
 // end (DB_DATA's data, DB_INFO's optional F, DB_FOUND_PEER's list): there a
 // prefix may parse, but only as exactly the bytes it holds. The framing
 // (Assembler) carries the total length, so those truncations are caught

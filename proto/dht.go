@@ -192,7 +192,7 @@ func dhtParseContact(r *reader) DHTContact {
 //	[signature 64B]
 //
 // addr is [IP length 1B = 0|4|16][IP][port 2B when the IP is present]. The
-// seed's STORE ['abcd', ID, modulus, IP:port, P] with the F flag of its
+// Peersm STORE ['abcd', ID, modulus, IP:port, P] with the F flag of its
 // DB_INFO, the onion key in the modulus slot. The ORDB ID must be
 // NodeIDFromKey(identity key); the signature covers SignedBytes.
 type ProviderRecord struct {

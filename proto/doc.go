@@ -1,6 +1,7 @@
 // Package proto is the only place where bytes become values: link cells,
-// relay cells, the DB_* messages of the Peersm specification, node
-// descriptors and DHT RPCs. It imports nothing else of veil's.
+// relay cells, the onion circuit bodies (CREATE2 ... END), the DB_*
+// messages of the Peersm specification, Merkle proofs, node descriptors
+// and DHT RPCs. It imports nothing else of veil's.
 //
 // Every message has Parse(b) (M, error), Append(b) []byte and Len(). Parsers
 // check every length before slicing, refuse lengths over their limit before
@@ -55,8 +56,8 @@
 //	| next min(remaining, 498) message bytes                          |
 //	+--------------------------------------------------------- ... ---+
 //
-// The messages themselves are byte-exact as the seed gives them; veil's
-// additions (marked) come after the seed's fields or in new commands.
+// The messages themselves are byte-exact as the Peersm specification gives
+// them; veil's additions (marked) come after its fields or in new commands.
 //
 // DB_QUERY (DBQuery): a GET. Chunk 0 with nb chunks 0 asks for the
 // descriptor. An ORDB relaying a query increments the counter; at 5 it
@@ -75,10 +76,10 @@
 //	| n | size | t | MIME | 32 | Ed25519| flags | r | root | created | 64 | sig |
 //	| 1 | n<=8 | 1 | t    | 1  | key 32 | 1     | 1 | 0|32 | 8       | 1  | 64  |
 //	+---+------+---+------+----+--------+-------+---+------+---------+----+-----+
-//	 seed ............................... | veil ............................
+//	 Peersm ............................. | veil ............................
 //
 // DB_DATA (DBData): one or more consecutive 498-byte chunks from chunk nb
-// (only the content's last chunk may be shorter). The seed's 8-byte
+// (only the content's last chunk may be shorter). The Peersm 8-byte
 // signature is a timestamp and a 4-byte tag:
 //
 //	+----------+---------------+-----+------------------------ ... ---+
@@ -87,7 +88,7 @@
 //	+----------+---------------+-----+------------------------ ... ---+
 //
 // DB_PROOF (DBProof, veil): precedes the DB_DATA it covers; the proof
-// bytes are chunkstore's (a Merkle proof against the descriptor's root):
+// bytes are a MerkleProof (drawn below) against the descriptor's root:
 //
 //	+----------+-----------+--------------+---------------------- ... ---+
 //	| chunk nb | nb chunks | proof length | proof                        |
@@ -104,7 +105,7 @@
 //
 // DB_FIND_PEER (DBFindPeer) is one DBPeer record; DB_FOUND_PEER
 // (DBFoundPeer) is 1..16 records back to back. IP and port are both present
-// or both absent; the seed's RSA modulus slot carries the X25519 onion key:
+// or both absent; the Peersm RSA modulus slot carries the X25519 onion key:
 //
 //	+----+----+--------+----------+-------+------+----+-----------+
 //	| 20 | ID | ip len | IP       | 0 | 2 | port | 32 | onion key |
@@ -118,6 +119,83 @@
 //	| reason |
 //	| 1      |
 //	+--------+
+//
+// # Merkle proofs
+//
+// The proof bytes of a DB_PROOF (MerkleProof). The hashes are the sibling
+// subtrees, left to right, that rebuild the root from the covered chunks;
+// a live stream's proof first carries the signed head (LiveHead) it leads
+// to. At most MaxProofHashes (60) hashes, so a proof fits MaxProofSize:
+//
+//	static:
+//	+------+---------+--------------------------- ... ---+
+//	| kind | n       | hashes                            |
+//	| 1, 0 | 1, <=60 | n x 32                            |
+//	+------+---------+--------------------------- ... ---+
+//	live:
+//	+------+--------------------------------+---------+-------- ... ---+
+//	| kind | head                           | n       | hashes         |
+//	| 1, 1 | 108                            | 1, <=60 | n x 32         |
+//	+------+--------------------------------+---------+-------- ... ---+
+//	head (LiveHead), signed by the content's key:
+//	+----------------+---------------+------+-------------------+
+//	| length, chunks | timestamp (s) | root | Ed25519 signature |
+//	| 8              | 4             | 32   | 64                |
+//	+----------------+---------------+------+-------------------+
+//
+// # Onion bodies
+//
+// The circuit-level bodies of Tor's link protocol, as veil uses them.
+// CREATE2 and CREATED2 fill a fixed cell: the bytes after the body must be
+// zero. The relay-cell bodies are exactly the relay cell's Length bytes.
+//
+// CREATE2 cell payload (Create2), also the tail of an EXTEND2:
+//
+//	+-------+------+--------------------------- ... ---+---------- ... ---+
+//	| HTYPE | HLEN | HDATA                             | zero padding     |
+//	| 2     | 2    | HLEN (<= 505; <= 455 in EXTEND2)  | to 509           |
+//	+-------+------+--------------------------- ... ---+---------- ... ---+
+//
+// CREATED2 cell payload and EXTENDED2 relay data (Created2):
+//
+//	+------+--------------------------- ... ---+---------- ... ---+
+//	| HLEN | HDATA                             | zero padding     |
+//	| 2    | HLEN (<= 507)                     | (CREATED2 only)  |
+//	+------+--------------------------- ... ---+---------- ... ---+
+//
+// ntor HDATA (HTYPE 2): the client's (NtorRequest) names the node and the
+// onion key it expects, the server's (NtorReply) proves it holds that key:
+//
+//	client (NtorRequest):                   server (NtorReply):
+//	+---------+-------------+-------------+   +-------------+------+
+//	| node ID | onion key B | ephemeral X |   | ephemeral Y | AUTH |
+//	| 20      | 32          | 32          |   | 32          | 32   |
+//	+---------+-------------+-------------+   +-------------+------+
+//
+// EXTEND2 relay data (Extend2), sent in RELAY_EARLY:
+//
+//	+---------+--------+----------+------+-------+------+-------- ... ---+
+//	| next ID | IP len | IP       | port | HTYPE | HLEN | HDATA          |
+//	| 20      | 1      | 4 or 16  | 2    | 2     | 2    | HLEN           |
+//	+---------+--------+----------+------+-------+------+-------- ... ---+
+//
+// SENDME relay data (Sendme): nothing at all for version 0 (stream level);
+// at circuit level version 1 with the 16-byte GMAC tag of the cell that
+// triggered it:
+//
+//	+---------+----------+------------------- ... ---+
+//	| version | data len | data                      |
+//	| 1       | 2        | data len (<= 495)         |
+//	+---------+----------+------------------- ... ---+
+//
+// BEGIN relay data (Begin): the service ("echo", "ordb") or host:port the
+// last hop hands the stream to. END and TRUNCATED relay data (End): the
+// reason.
+//
+//	+----------+--------------------+       +--------+
+//	| dest len | destination        |       | reason |
+//	| 1, >= 1  | dest len           |       | 1      |
+//	+----------+--------------------+       +--------+
 //
 // Node descriptors and DHT RPCs are drawn on their types (NodeDescriptor,
 // DHTMessage).

@@ -152,6 +152,12 @@ func AppendDBFrames(b []byte, h RelayHeader, cmd RelayCommand, msg []byte) ([]by
 // After an error the partial message is dropped and the Assembler is idle
 // again; the caller should end the stream, since its peer broke the framing.
 type Assembler struct {
+	// Max bounds the messages this Assembler accepts, in bytes: a message
+	// announced longer is refused at its first cell, before any of it is
+	// buffered. 0 (and anything over it) means MaxDBMessage. A server that
+	// only expects queries sets it to what a query can be.
+	Max int
+
 	cmd  RelayCommand
 	want int // announced total; 0 when idle
 	buf  []byte
@@ -174,8 +180,8 @@ func (a *Assembler) Reset() {
 // otherwise msg is nil. msg aliases data or the Assembler's buffer: it is
 // valid until the next call to Feed or Reset, and while data is unchanged.
 //
-// The announced length is checked against MaxDBMessage before anything is
-// allocated, and the buffer grows only as bytes arrive.
+// The announced length is checked against Max (MaxDBMessage) before
+// anything is allocated, and the buffer grows only as bytes arrive.
 func (a *Assembler) Feed(cmd RelayCommand, data []byte) (RelayCommand, []byte, error) {
 	cmd, msg, err := a.feed(cmd, data)
 	if err != nil {
@@ -224,11 +230,15 @@ func (a *Assembler) feed(cmd RelayCommand, data []byte) (RelayCommand, []byte, e
 	}
 	total := binary.BigEndian.Uint32(data)
 	body := data[DBFrameHeaderSize:]
+	limit := MaxDBMessage
+	if a.Max > 0 && a.Max < limit {
+		limit = a.Max
+	}
 	switch {
 	case total == 0:
 		return 0, nil, fmt.Errorf("db frame: %w: empty message", ErrBadLength)
-	case total > MaxDBMessage:
-		return 0, nil, fmt.Errorf("db frame: %w: message of %d bytes > %d", ErrTooLong, total, MaxDBMessage)
+	case total > uint32(limit):
+		return 0, nil, fmt.Errorf("db frame: %w: %v of %d bytes > %d", ErrTooLong, cmd, total, limit)
 	case uint32(len(body)) > total:
 		return 0, nil, fmt.Errorf("db frame: %w: %d bytes for a message of %d", ErrBadLength, len(body), total)
 	case len(body) != min(int(total), DBFirstFrameData):

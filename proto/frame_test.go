@@ -260,6 +260,25 @@ func TestAssemblerRefusesBeforeAllocating(t *testing.T) {
 	}
 }
 
+// TestAssemblerMax checks a lowered limit refuses a longer message at its
+// first cell, keeps refusing after Reset, and never raises MaxDBMessage.
+func TestAssemblerMax(t *testing.T) {
+	a := Assembler{Max: 10}
+	if _, _, err := a.Feed(RelayDBData, first(11, fill(11, 0))); !errors.Is(err, ErrTooLong) {
+		t.Fatalf("11 bytes with Max 10: %v", err)
+	}
+	if _, _, err := a.Feed(RelayDBData, first(600, fill(DBFirstFrameData, 0))); !errors.Is(err, ErrTooLong) || cap(a.buf) != 0 {
+		t.Fatalf("multi-cell message over Max: %v, buffered %d", err, cap(a.buf))
+	}
+	if cmd, msg, err := a.Feed(RelayDBQuery, first(10, fill(10, 3))); err != nil || cmd != RelayDBQuery || !bytes.Equal(msg, fill(10, 3)) {
+		t.Fatalf("10 bytes with Max 10: %v", err)
+	}
+	huge := Assembler{Max: 2 * MaxDBMessage}
+	if _, _, err := huge.Feed(RelayDBData, first(MaxDBMessage+1, fill(DBFirstFrameData, 0))); !errors.Is(err, ErrTooLong) {
+		t.Fatalf("Max over MaxDBMessage raised the limit: %v", err)
+	}
+}
+
 // TestAssemblerTruncated checks that every truncation of a framed message
 // is caught: cut cells leave it pending, a cut last cell is an error.
 func TestAssemblerTruncated(t *testing.T) {

@@ -87,7 +87,7 @@ func (r *reader) end() error {
 	return nil
 }
 
-// minimalUint reads the seed's length-prefixed integer: a one-byte length
+// minimalUint reads the Peersm length-prefixed integer: a one-byte length
 // (at most max) then a big-endian value with no leading zero byte, so
 // that every value has exactly one encoding (0 is the empty value).
 func (r *reader) minimalUint(max int, field string) uint64 {
@@ -114,4 +114,19 @@ func appendMinimalUint(b []byte, v uint64) []byte {
 		b = append(b, byte(v>>(8*i)))
 	}
 	return b
+}
+
+// endPadded is end for a body that fills a fixed cell: the bytes after the
+// message are the cell's padding and must all be zero, so that a body has
+// one encoding however much padding carries it.
+func (r *reader) endPadded() error {
+	if r.err != nil {
+		return r.err
+	}
+	for _, c := range r.b {
+		if c != 0 {
+			return fmt.Errorf("%s: %w (%d bytes of non-zero padding)", r.what, ErrTrailing, len(r.b))
+		}
+	}
+	return nil
 }

@@ -69,6 +69,15 @@ const (
 	relayOffData   = RelayHeaderSize
 )
 
+// Offsets of the fields the per-hop crypto reads and writes in place in an
+// encrypted relay payload, where no RelayCell can be parsed yet.
+const (
+	// RelayRecognizedOffset is where the 2-byte Recognized field starts.
+	RelayRecognizedOffset = relayOffRecog
+	// RelayDigestOffset is where the DigestSize-byte Digest field starts.
+	RelayDigestOffset = relayOffDigest
+)
+
 // RelayHeader is the decoded header of a relay cell payload.
 type RelayHeader struct {
 	Command    RelayCommand

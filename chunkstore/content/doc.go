@@ -41,7 +41,8 @@
 // parent does. The verifier rebuilds the root from the chunks and those
 // hashes. A proof holds at most 2*ceil(log2 N) hashes: 48 for 4 GB.
 //
-// Wire form (the opaque bytes of a DB_PROOF):
+// Wire form (the bytes of a DB_PROOF; proto.MerkleProof parses and encodes
+// it):
 //
 //	[kind 1B]  0 = static content, 1 = live stream
 //	[head 108B, live only: length 8B | timestamp 4B | root 32B | signature 64B]

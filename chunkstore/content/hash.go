@@ -3,7 +3,6 @@ package content
 import (
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"math/bits"
 
 	"veil/proto"
@@ -13,7 +12,7 @@ import (
 const ChunkSize = proto.ChunkSize
 
 // HashSize is the size of a tree hash (and of a descriptor's Merkle root).
-const HashSize = proto.RootSize
+const HashSize = proto.TreeHashSize
 
 // MaxChunks bounds the chunks of one content so that every range proof fits
 // MaxProofHashes (2 x 30 levels): 2^30 chunks is ~534 GB.
@@ -28,10 +27,8 @@ const (
 	tagEmpty    = 0x03
 )
 
-// Hash is a node of the Merkle tree.
-type Hash [HashSize]byte
-
-func (h Hash) String() string { return hex.EncodeToString(h[:]) }
+// Hash is a node of the Merkle tree; proto fixes its encoding.
+type Hash = proto.TreeHash
 
 // EmptyRoot is the root of a content with no chunk.
 var EmptyRoot = Hash(sha256.Sum256([]byte{tagEmpty}))

@@ -3,7 +3,6 @@ package content
 import (
 	"crypto/ed25519"
 	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
 
 	"veil/proto"
@@ -93,10 +92,7 @@ func RootOfDescriptor(d proto.DBConnected) Hash {
 func headMessage(name proto.HashName, h Head) []byte {
 	b := make([]byte, 0, len(HeadContext)+proto.IDSize+8+4+HashSize)
 	b = append(b, HeadContext...)
-	b = append(b, name[:]...)
-	b = binary.BigEndian.AppendUint64(b, h.Length)
-	b = binary.BigEndian.AppendUint32(b, h.Timestamp)
-	return append(b, h.Root[:]...)
+	return h.AppendSigned(b, name)
 }
 
 // SignHead signs a live stream's head; name binds it to one stream.

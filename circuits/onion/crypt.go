@@ -9,10 +9,10 @@ import (
 	"veil/proto"
 )
 
-// Offsets in a relay cell payload (proto draws the layout).
+// Offsets in a relay cell payload, where the crypto works in place.
 const (
-	offRecognized = 1
-	offDigest     = 5
+	offRecognized = proto.RelayRecognizedOffset
+	offDigest     = proto.RelayDigestOffset
 )
 
 // Payload is a cell payload; crypto runs on it in place.

@@ -1,8 +1,8 @@
 // Package onion holds the pure parts of veil's onion circuits: the ntor-style
 // handshake, the per-hop layered crypto that runs in place on a cell payload,
-// the SENDME flow-control windows, and the byte layouts of the circuit-level
-// bodies (CREATE2, CREATED2, EXTEND2, EXTENDED2, SENDME, BEGIN, END,
-// TRUNCATED). It has no goroutines, sockets, locks, clocks or global
+// the SENDME flow-control windows, and the circuit layer's names for the
+// circuit-level bodies (CREATE2, CREATED2, EXTEND2, EXTENDED2, SENDME, BEGIN,
+// END, TRUNCATED), which proto parses and encodes. It has no goroutines, sockets, locks, clocks or global
 // randomness: callers pass randomness in and act on what it returns. Nothing
 // here is safe for concurrent use unless said so.
 //
@@ -60,26 +60,11 @@
 // replayed or reordered cell fails like a modified one. The 16-byte tag each
 // end computes for a cell is what an authenticated SENDME carries.
 //
-// # Wire layouts (all integers big-endian)
+// # Wire layouts
 //
-// CREATE2 cell payload (zero-padded to 509 bytes):
-//
-//	| HTYPE 2 | HLEN 2 | HDATA HLEN |      ntor HDATA = ID 20 | B 32 | X 32
-//
-// CREATED2 cell payload (zero-padded), and EXTENDED2 relay data:
-//
-//	| HLEN 2 | HDATA HLEN |                ntor HDATA = Y 32 | AUTH 32
-//
-// EXTEND2 relay data (sent in RELAY_EARLY; the onion key B travels in HDATA):
-//
-//	| NextID 20 | IPLen 1 (4|16) | IP | Port 2 | HTYPE 2 | HLEN 2 | HDATA |
-//
-// SENDME relay data (stream level: empty; circuit level: version 1 with the
-// 16-byte GMAC tag of the cell that triggered it):
-//
-//	| Version 1 | DataLen 2 | Data DataLen |
-//
-// BEGIN relay data: | DestLen 1 | Dest DestLen (1..255) |
-//
-// END, TRUNCATED relay data: | Reason 1 |
+// proto draws and parses every byte these use: the CREATE2/CREATED2 and
+// EXTEND2/EXTENDED2 bodies, the ntor HDATA (proto.NtorRequest ID | B | X,
+// proto.NtorReply Y | AUTH), SENDME, BEGIN and END/TRUNCATED. The crypto
+// here works in place on a relay payload at proto.RelayRecognizedOffset and
+// proto.RelayDigestOffset.
 package onion

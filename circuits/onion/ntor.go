@@ -135,11 +135,9 @@ func NewClientHandshake(rnd io.Reader, id proto.NodeID, onionKey []byte) (*Clien
 	}
 	c := &ClientHandshake{id: id, x: x}
 	copy(c.b[:], onionKey)
-	h := make([]byte, 0, NtorClientLen)
-	h = append(h, id[:]...)
-	h = append(h, onionKey...)
-	h = append(h, x.PublicKey().Bytes()...)
-	return c, Create2{HType: HandshakeNtor, HData: h}, nil
+	req := proto.NtorRequest{ID: id, B: c.b}
+	copy(req.X[:], x.PublicKey().Bytes())
+	return c, Create2{HType: HandshakeNtor, HData: req.Append(make([]byte, 0, NtorClientLen))}, nil
 }
 
 // Finish checks the server's answer and returns the hop's key material. It
@@ -150,10 +148,11 @@ func (c *ClientHandshake) Finish(reply Created2) (KeyMaterial, error) {
 		return KeyMaterial{}, ErrState
 	}
 	c.done = true
-	if len(reply.HData) != NtorServerLen {
-		return KeyMaterial{}, fmt.Errorf("%w: reply of %d bytes", ErrBadAuth, len(reply.HData))
+	rep, err := proto.ParseNtorReply(reply.HData)
+	if err != nil {
+		return KeyMaterial{}, fmt.Errorf("%w: %w", ErrBadAuth, err)
 	}
-	y, auth := reply.HData[:32], reply.HData[32:]
+	y, auth := rep.Y[:], rep.Auth[:]
 	xy, err := dh(c.x, y)
 	if err != nil {
 		return KeyMaterial{}, err
@@ -178,12 +177,11 @@ func ServerHandshake(rnd io.Reader, self proto.NodeID, keys ServerKeys, req Crea
 	if req.HType != HandshakeNtor {
 		return Created2{}, KeyMaterial{}, fmt.Errorf("%w: %d", ErrHandshakeType, req.HType)
 	}
-	if len(req.HData) != NtorClientLen {
-		return Created2{}, KeyMaterial{}, fmt.Errorf("onion: ntor request: %w (%d bytes)", proto.ErrBadLength, len(req.HData))
+	m, err := proto.ParseNtorRequest(req.HData)
+	if err != nil {
+		return Created2{}, KeyMaterial{}, fmt.Errorf("onion: %w: %w", proto.ErrBadLength, err)
 	}
-	id := req.HData[:proto.IDSize]
-	bpub := req.HData[proto.IDSize : proto.IDSize+32]
-	x := req.HData[proto.IDSize+32:]
+	id, bpub, x := m.ID[:], m.B[:], m.X[:]
 	if subtle.ConstantTimeCompare(id, self[:]) != 1 {
 		return Created2{}, KeyMaterial{}, ErrWrongNode
 	}
@@ -205,8 +203,8 @@ func ServerHandshake(rnd io.Reader, self proto.NodeID, keys ServerKeys, req Crea
 	}
 	ypub := y.PublicKey().Bytes()
 	km, auth := derive(xy, xb, id, bpub, x, ypub)
-	out := make([]byte, 0, NtorServerLen)
-	out = append(out, ypub...)
-	out = append(out, auth...)
-	return Created2{HData: out}, km, nil
+	var rep proto.NtorReply
+	copy(rep.Y[:], ypub)
+	copy(rep.Auth[:], auth)
+	return Created2{HData: rep.Append(make([]byte, 0, NtorServerLen))}, km, nil
 }
