@@ -38,11 +38,14 @@ const FileName = "veil.toml"
 // Config is the whole configuration. Its toml tags are the keys of the
 // file; the environment variable of key a.b is VEIL_A_B.
 type Config struct {
-	Roles   Roles    `toml:"roles"`
-	Listen  string   `toml:"listen"`
-	DataDir string   `toml:"data_dir"`
-	Bridges []string `toml:"bridges"`
-	HTTP    string   `toml:"http"`
+	Roles  Roles  `toml:"roles"`
+	Listen string `toml:"listen"`
+	// Advertise is the address other nodes reach this one at, when it
+	// differs from Listen (NAT, or Listen on 0.0.0.0).
+	Advertise string   `toml:"advertise"`
+	DataDir   string   `toml:"data_dir"`
+	Bridges   []string `toml:"bridges"`
+	HTTP      string   `toml:"http"`
 	// LogLevel is error, warn, info or debug.
 	LogLevel string `toml:"log_level"`
 	// AllowPrivate lets links, the DHT and paths use loopback and private
@@ -255,6 +258,12 @@ func (c Config) Validate() error {
 	if c.Listen != "" {
 		if _, err := netip.ParseAddrPort(c.Listen); err != nil {
 			return &Error{"listen", c.Listen, `want IP:PORT (e.g. "0.0.0.0:7700"), or "" to accept no links (client only)`}
+		}
+	}
+	if c.Advertise != "" {
+		ap, err := netip.ParseAddrPort(c.Advertise)
+		if err != nil || ap.Addr().IsUnspecified() || ap.Port() == 0 {
+			return &Error{"advertise", c.Advertise, `want the IP:PORT others reach this node at (a specific IP and port), or "" for the listen address`}
 		}
 	}
 	if c.HTTP != "" {

@@ -12,6 +12,11 @@ const DefaultFile = `# veil configuration: $XDG_CONFIG_HOME/veil/veil.toml
 # "" accepts none: the node is then only a client of others.
 listen = "0.0.0.0:7700"
 
+# The IP:PORT other nodes reach this node at, when it differs from listen
+# (behind NAT, or listen on 0.0.0.0). "" means the listen address when it
+# names one IP.
+advertise = ""
+
 # Where the node keeps its identity, its stores and the API cookie.
 # "" means $XDG_DATA_HOME/veil (~/.local/share/veil). Flag: --data-dir.
 data_dir = ""

@@ -1,0 +1,93 @@
+package node
+
+import (
+	"context"
+	"fmt"
+
+	"veil/circuits"
+	"veil/kademlia"
+	"veil/proto"
+)
+
+// linksTransport carries DHT RPCs over links as proto.CmdDHT var cells: on
+// the existing link to the peer if there is one (answers go back on the
+// link the request came on), else on a new one.
+type linksTransport struct{ n *Node }
+
+var _ kademlia.Transport = linksTransport{}
+
+// Send delivers one RPC.
+func (t linksTransport) Send(ctx context.Context, to proto.DHTContact, payload []byte) error {
+	l, err := t.n.link(ctx, to)
+	if err != nil {
+		return err
+	}
+	return l.SendVar(proto.VarCell{Command: proto.CmdDHT, Payload: payload})
+}
+
+// link returns the link to c, dialing it when there is none. A private
+// address is dialed only when allow_private is set.
+func (n *Node) link(ctx context.Context, c proto.DHTContact) (*circuits.Link, error) {
+	if l := n.links.Lookup(c.ID); l != nil {
+		return l, nil
+	}
+	if !c.Addr.IsValid() {
+		return nil, fmt.Errorf("%w: no link to %v and no address", kademlia.ErrUnreachable, c.ID.Short())
+	}
+	if a := c.Addr.Addr(); !n.cfg.Load().AllowPrivate && (a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsUnspecified()) {
+		return nil, fmt.Errorf("%w: %v has a private address (allow_private is off)", kademlia.ErrUnreachable, c.ID.Short())
+	}
+	return n.links.Get(ctx, c.ID, c.Addr.String())
+}
+
+// handleVar receives var cells from links (on the link's read goroutine).
+func (n *Node) handleVar(l *circuits.Link, v proto.VarCell) {
+	if v.Command != proto.CmdDHT {
+		return
+	}
+	if isDescMsg(v.Payload) {
+		n.handleDesc(l, v.Payload)
+		return
+	}
+	_ = n.dht.Deliver(l.Peer(), v.Payload) // copies the payload
+	// Whoever we speak DHT with may be a hop of our circuits: learn its
+	// descriptor. Clients do not answer, and asking costs one small cell.
+	if n.dir.shouldAsk(l.Peer()) {
+		go func() { _ = l.SendVar(proto.VarCell{Command: proto.CmdDHT, Payload: []byte{descRequest}}) }()
+	}
+}
+
+// handleDesc answers a descriptor request with our own, or keeps the
+// descriptor a peer sent about itself.
+func (n *Node) handleDesc(l *circuits.Link, p []byte) {
+	switch p[0] {
+	case descRequest:
+		if d := n.desc.Load(); d != nil {
+			b := appendDescAnswer(make([]byte, 0, 1+d.Len()), *d)
+			go func() { _ = l.SendVar(proto.VarCell{Command: proto.CmdDHT, Payload: b}) }()
+		}
+	case descAnswer:
+		d, err := parseDescAnswer(append([]byte(nil), p...), l.Peer())
+		if err == nil {
+			err = d.Verify(n.now())
+		}
+		if err != nil {
+			n.log.Debug("descriptor refused", "peer", l.Peer().Short(), "err", err)
+			return
+		}
+		n.dir.Add(d)
+	}
+}
+
+// askDescriptor requests c's descriptor over a link to it (dialed if needed).
+func (n *Node) askDescriptor(ctx context.Context, c proto.DHTContact) {
+	if c.ID == n.id.ID || !n.dir.shouldAsk(c.ID) {
+		return
+	}
+	l, err := n.link(ctx, c)
+	if err != nil {
+		n.log.Debug("link for a descriptor", "peer", c.ID.Short(), "err", err)
+		return
+	}
+	_ = l.SendVar(proto.VarCell{Command: proto.CmdDHT, Payload: []byte{descRequest}})
+}

@@ -1,0 +1,98 @@
+package node
+
+import (
+	"sync"
+	"time"
+
+	"veil/circuits"
+	"veil/proto"
+)
+
+// directory is what the node knows of other nodes: the signed descriptors
+// they gave over authenticated links (see descx.go). Path selection draws
+// from it. Safe for concurrent use.
+type directory struct {
+	now func() time.Time
+
+	mu    sync.Mutex // guards nodes and asked
+	nodes map[proto.NodeID]proto.NodeDescriptor
+	asked map[proto.NodeID]time.Time // descriptor requests sent, to ask each peer once in a while
+}
+
+var _ circuits.Directory = (*directory)(nil)
+
+func newDirectory(now func() time.Time) *directory {
+	return &directory{now: now, nodes: map[proto.NodeID]proto.NodeDescriptor{}, asked: map[proto.NodeID]time.Time{}}
+}
+
+// Nodes returns the descriptors valid now.
+func (d *directory) Nodes() []proto.NodeDescriptor {
+	now := uint64(d.now().Unix())
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]proto.NodeDescriptor, 0, len(d.nodes))
+	for id, desc := range d.nodes {
+		// Add took only verified descriptors: only time can void them.
+		if now < desc.ValidAfter || now >= desc.ValidUntil {
+			delete(d.nodes, id)
+			continue
+		}
+		out = append(out, desc)
+	}
+	return out
+}
+
+// Len is the number of descriptors held.
+func (d *directory) Len() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.nodes)
+}
+
+// Get returns id's descriptor if it is known and valid.
+func (d *directory) Get(id proto.NodeID) (proto.NodeDescriptor, bool) {
+	d.mu.Lock()
+	desc, ok := d.nodes[id]
+	d.mu.Unlock()
+	if !ok || desc.Verify(d.now()) != nil {
+		return proto.NodeDescriptor{}, false
+	}
+	return desc, true
+}
+
+// Add keeps desc, which the caller verified, unless a newer one is held.
+func (d *directory) Add(desc proto.NodeDescriptor) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if old, ok := d.nodes[desc.ID]; ok && old.ValidAfter > desc.ValidAfter {
+		return
+	}
+	d.nodes[desc.ID] = desc
+}
+
+// Forget drops id (it went away: a dial or a build through it failed).
+func (d *directory) Forget(id proto.NodeID) {
+	d.mu.Lock()
+	delete(d.nodes, id)
+	d.mu.Unlock()
+}
+
+// shouldAsk reports whether to request id's descriptor now: it is not
+// held (or expires within refreshBefore) and was not asked within askEvery.
+func (d *directory) shouldAsk(id proto.NodeID) bool {
+	const askEvery, refreshBefore = 30 * time.Second, time.Hour
+	now := d.now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if desc, ok := d.nodes[id]; ok && time.Unix(int64(desc.ValidUntil), 0).Sub(now) > refreshBefore {
+		return false
+	}
+	if t, ok := d.asked[id]; ok && now.Sub(t) < askEvery {
+		return false
+	}
+	if len(d.asked) > 4096 {
+		clear(d.asked) // bounded: forgetting only means asking again
+	}
+	d.asked[id] = now
+	return true
+}
