@@ -415,3 +415,22 @@ func (n *Node) Close() error {
 	})
 	return nil
 }
+
+// WaitPaths waits until the directory holds enough nodes for a path of
+// the configured length (a relay for each hop but the last, and an ORDB),
+// or ctx ends.
+func (n *Node) WaitPaths(ctx context.Context) error {
+	want := n.cfg.Load().Tunnels.Hops
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if n.dir.Len() >= want {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("knows %d nodes, needs %d for a path: %w", n.dir.Len(), want, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
