@@ -20,6 +20,7 @@ type progressBar struct {
 	lastDraw time.Time
 	lastTen  int
 	said     bool
+	attempt  int // the circuit attempt last shown
 }
 
 func newProgressBar(w io.Writer) *progressBar {
@@ -32,9 +33,18 @@ func newProgressBar(w io.Writer) *progressBar {
 	return b
 }
 
-func (b *progressBar) update(held, total, size, resumed uint64) {
+func (b *progressBar) update(held, total, size, resumed uint64, attempt int) {
 	if total == 0 {
 		return
+	}
+	if attempt > b.attempt {
+		if b.attempt > 0 {
+			if b.term {
+				fmt.Fprintln(b.w)
+			}
+			fmt.Fprintf(b.w, "get: circuit lost; resuming through a new circuit (attempt %d) with %d of %d chunks held\n", attempt, held, total)
+		}
+		b.attempt = attempt
 	}
 	if !b.said {
 		b.said = true

@@ -71,6 +71,7 @@ type Event struct {
 	Total   uint64 `json:"chunks_total"`
 	Size    uint64 `json:"size"`
 	Resumed uint64 `json:"chunks_resumed"`
+	Attempt int    `json:"attempt"`
 	Done    bool   `json:"done,omitempty"`
 	Error   string `json:"error,omitempty"`
 	// NotFound is set with Error when no provider was found.
@@ -177,7 +178,7 @@ func startAPI(n *Node, addr string) (*apiServer, error) {
 		_, err := n.Fetch(r.Context(), name, func(p Progress) {
 			if now := time.Now(); now.Sub(last) >= 200*time.Millisecond || p.Held == p.Total {
 				last = now
-				_ = enc.Encode(Event{Held: p.Held, Total: p.Total, Size: p.Size, Resumed: p.Resumed})
+				_ = enc.Encode(Event{Held: p.Held, Total: p.Total, Size: p.Size, Resumed: p.Resumed, Attempt: p.Attempt})
 				if fl != nil {
 					fl.Flush()
 				}

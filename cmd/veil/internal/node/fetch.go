@@ -108,6 +108,7 @@ type Progress struct {
 	Held, Total uint64 // chunks
 	Size        uint64 // bytes of the content (0 until the descriptor came)
 	Resumed     uint64 // chunks already held when the fetch started
+	Attempt     int    // the circuit this is the attempt of (1: the first)
 }
 
 // maxAttempts bounds the circuits one fetch tries.
@@ -142,7 +143,7 @@ func (n *Node) Fetch(ctx context.Context, name proto.HashName, progress func(Pro
 		if size > 0 {
 			t.size = size
 		}
-		p := Progress{Held: held, Total: total, Size: t.size, Resumed: t.resumed}
+		p := Progress{Held: held, Total: total, Size: t.size, Resumed: t.resumed, Attempt: t.attempts}
 		t.mu.Unlock()
 		if progress != nil {
 			progress(p)
