@@ -84,6 +84,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(fs.Output(), "\nflags:\n")
 			fs.PrintDefaults()
 		}
+		printExitCodes(fs.Output())
 	}
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -119,6 +120,10 @@ func printCommands(w io.Writer) {
 		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(w, "\nRun `veil <command> --help` for a command's flags.\n")
+	printExitCodes(w)
+}
+
+func printExitCodes(w io.Writer) {
 	fmt.Fprintf(w, "\nexit codes:\n  %d  success\n  %d  failure\n  %d  bad flags, arguments or configuration\n  %d  content not found (no provider)\n  %d  no running node (put, status), or no bridge to start one (get)\n",
 		exitOK, exitFailure, exitUsage, exitNotFound, exitNoNode)
 }

@@ -53,8 +53,26 @@ func (n *Node) handleVar(l *circuits.Link, v proto.VarCell) {
 	// Whoever we speak DHT with may be a hop of our circuits: learn its
 	// descriptor. Clients do not answer, and asking costs one small cell.
 	if n.dir.shouldAsk(l.Peer()) {
-		go func() { _ = l.SendVar(proto.VarCell{Command: proto.CmdDHT, Payload: []byte{descRequest}}) }()
+		n.sendDesc(l, []byte{descRequest})
 	}
+}
+
+// sendDesc sends a descriptor message off the link's read goroutine (a
+// send blocks while the link's queue is full; blocking the reader could
+// stall both directions). At most descSends are in flight; beyond that
+// the message is dropped, which costs only a later retry.
+func (n *Node) sendDesc(l *circuits.Link, payload []byte) {
+	select {
+	case n.descSem <- struct{}{}:
+	default:
+		return
+	}
+	n.descWG.Add(1)
+	go func() {
+		defer n.descWG.Done()
+		defer func() { <-n.descSem }()
+		_ = l.SendVar(proto.VarCell{Command: proto.CmdDHT, Payload: payload})
+	}()
 }
 
 // handleDesc answers a descriptor request with our own, or keeps the
@@ -63,8 +81,7 @@ func (n *Node) handleDesc(l *circuits.Link, p []byte) {
 	switch p[0] {
 	case descRequest:
 		if d := n.desc.Load(); d != nil {
-			b := appendDescAnswer(make([]byte, 0, 1+d.Len()), *d)
-			go func() { _ = l.SendVar(proto.VarCell{Command: proto.CmdDHT, Payload: b}) }()
+			n.sendDesc(l, appendDescAnswer(make([]byte, 0, 1+d.Len()), *d))
 		}
 	case descAnswer:
 		d, err := parseDescAnswer(append([]byte(nil), p...), l.Peer())

@@ -47,6 +47,9 @@ const ORDBDest = "ordb"
 // at half that.
 const descValidity = 24 * time.Hour
 
+// descSends bounds the descriptor messages being sent at once.
+const descSends = 64
+
 // Options are what a Node is made from besides the configuration file.
 type Options struct {
 	Config config.Config
@@ -76,6 +79,9 @@ type Node struct {
 
 	api *apiServer
 
+	descSem chan struct{}  // bounds descriptor sends in flight (sendDesc)
+	descWG  sync.WaitGroup // those sends; they end when the links close
+
 	mu        sync.Mutex // guards transfers and published
 	transfers map[proto.HashName]*transfer
 	published int
@@ -99,6 +105,7 @@ func Start(opts Options) (_ *Node, err error) {
 		level:     opts.LogLevel,
 		now:       time.Now,
 		transfers: map[proto.HashName]*transfer{},
+		descSem:   make(chan struct{}, descSends),
 	}
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
@@ -402,6 +409,7 @@ func (n *Node) Close() error {
 		if n.links != nil {
 			n.links.Close()
 		}
+		n.descWG.Wait()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		for _, s := range []*chunkstore.Store{n.served, n.cache} {

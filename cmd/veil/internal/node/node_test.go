@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"io"
+	"log/slog"
 	mrand "math/rand/v2"
 	"net/http"
 	"os"
@@ -147,5 +148,37 @@ func TestAPIGuard(t *testing.T) {
 	}
 	if st, err := c.Status(ctx); err != nil || st.ID != n.ID().String() {
 		t.Fatalf("client status: %+v %v", st, err)
+	}
+}
+
+// Reload changes the log level and the bridges at run time (SIGHUP), and
+// refuses a bad configuration.
+func TestReload(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	bridge := startTest(t, ctx, testConfig(t, t.TempDir()))
+	c := testConfig(t, t.TempDir())
+	level := new(slog.LevelVar)
+	n, err := Start(Options{Config: c, LogLevel: level})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	go n.Run(ctx)
+	c.LogLevel = "debug"
+	c.Bridges = []string{bridge.BridgeLine()}
+	if err := n.Reload(c); err != nil {
+		t.Fatal(err)
+	}
+	if level.Level() != slog.LevelDebug {
+		t.Fatalf("level %v after reload", level.Level())
+	}
+	waitFor(t, 20*time.Second, "the reloaded bridge to know the node", func() bool {
+		_, ok := bridge.dir.Get(n.ID())
+		return ok
+	})
+	c.Tunnels.Hops = 0
+	if err := n.Reload(c); err == nil {
+		t.Fatal("bad configuration accepted by Reload")
 	}
 }
