@@ -87,6 +87,21 @@ func TestDirectory(t *testing.T) {
 	if !dir.shouldAsk(d.ID) {
 		t.Fatal("a descriptor about to expire is not asked again")
 	}
+	// A node whose link died leaves paths until it speaks again or
+	// downFor passes.
+	dir.Down(d.ID)
+	if len(dir.Nodes()) != 0 {
+		t.Fatal("a node seen going down is still offered")
+	}
+	dir.Up(d.ID)
+	if len(dir.Nodes()) != 1 {
+		t.Fatal("a node back up is not offered")
+	}
+	dir.Down(d.ID)
+	now = now.Add(downFor)
+	if len(dir.Nodes()) != 1 {
+		t.Fatal("a node down long ago is not offered again")
+	}
 	older := d
 	older.ValidAfter--
 	dir.Add(older)

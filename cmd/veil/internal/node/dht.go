@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"veil/circuits"
@@ -49,6 +50,7 @@ func (n *Node) handleVar(l *circuits.Link, v proto.VarCell) {
 		n.handleDesc(l, v.Payload)
 		return
 	}
+	n.dir.Up(l.Peer())
 	_ = n.dht.Deliver(l.Peer(), v.Payload) // copies the payload
 	// Whoever we speak DHT with may be a hop of our circuits: learn its
 	// descriptor. Clients do not answer, and asking costs one small cell.
@@ -93,6 +95,18 @@ func (n *Node) handleDesc(l *circuits.Link, p []byte) {
 			return
 		}
 		n.dir.Add(d)
+		n.dir.Up(d.ID)
+	}
+}
+
+// handleClosed is told of every link that ended. One the peer's side
+// closed or broke, with no other link to that peer left, takes the peer
+// out of paths for a while: it most likely went away, and circuits
+// through it would fail.
+func (n *Node) handleClosed(l *circuits.Link, err error) {
+	n.sw.HandleClosed(l, err)
+	if !errors.Is(err, circuits.ErrLinkClosed) && n.links.Lookup(l.Peer()) == nil {
+		n.dir.Down(l.Peer())
 	}
 }
 

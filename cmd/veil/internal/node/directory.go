@@ -14,24 +14,38 @@ import (
 type directory struct {
 	now func() time.Time
 
-	mu    sync.Mutex // guards nodes and asked
+	mu    sync.Mutex // guards nodes, asked and down
 	nodes map[proto.NodeID]proto.NodeDescriptor
 	asked map[proto.NodeID]time.Time // descriptor requests sent, to ask each peer once in a while
+	// down holds the nodes whose link the peer's side closed or broke
+	// (likely gone: stopped, crashed, restarted elsewhere), with the time.
+	// Paths avoid them for downFor, or until they speak to us again.
+	down map[proto.NodeID]time.Time
 }
+
+// downFor is how long a node whose link died stays out of paths.
+const downFor = 5 * time.Minute
 
 var _ circuits.Directory = (*directory)(nil)
 
 func newDirectory(now func() time.Time) *directory {
-	return &directory{now: now, nodes: map[proto.NodeID]proto.NodeDescriptor{}, asked: map[proto.NodeID]time.Time{}}
+	return &directory{now: now, nodes: map[proto.NodeID]proto.NodeDescriptor{}, asked: map[proto.NodeID]time.Time{}, down: map[proto.NodeID]time.Time{}}
 }
 
-// Nodes returns the descriptors valid now.
+// Nodes returns the descriptors valid now, but for nodes seen going down.
 func (d *directory) Nodes() []proto.NodeDescriptor {
-	now := uint64(d.now().Unix())
+	t := d.now()
+	now := uint64(t.Unix())
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	out := make([]proto.NodeDescriptor, 0, len(d.nodes))
 	for id, desc := range d.nodes {
+		if at, ok := d.down[id]; ok {
+			if t.Sub(at) < downFor {
+				continue
+			}
+			delete(d.down, id)
+		}
 		// Add took only verified descriptors: only time can void them.
 		if now < desc.ValidAfter || now >= desc.ValidUntil {
 			delete(d.nodes, id)
@@ -68,6 +82,24 @@ func (d *directory) Add(desc proto.NodeDescriptor) {
 		return
 	}
 	d.nodes[desc.ID] = desc
+}
+
+// Down notes that id's link died.
+func (d *directory) Down(id proto.NodeID) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.nodes[id]; ok {
+		d.down[id] = d.now()
+	}
+}
+
+// Up notes that id spoke to us: it is back in paths.
+func (d *directory) Up(id proto.NodeID) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.down) > 0 {
+		delete(d.down, id)
+	}
 }
 
 // Forget drops id (it went away: a dial or a build through it failed).

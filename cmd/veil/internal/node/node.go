@@ -179,7 +179,7 @@ func Start(opts Options) (_ *Node, err error) {
 	if n.dht, err = kademlia.NewNode(dcfg, kid, linksTransport{n}); err != nil {
 		return nil, err
 	}
-	n.links.SetHandlers(circuits.LinkHandlers{Cell: n.sw.HandleCell, Closed: n.sw.HandleClosed, Var: n.handleVar})
+	n.links.SetHandlers(circuits.LinkHandlers{Cell: n.sw.HandleCell, Closed: n.handleClosed, Var: n.handleVar})
 
 	pcfg := circuits.DefaultPoolConfig()
 	pcfg.MinCircuits, pcfg.MaxCircuits = cfg.Tunnels.MinCircuits, cfg.Tunnels.MaxCircuits

@@ -14,6 +14,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"veil/kademlia"
+	"veil/proto"
 )
 
 // procNet is a network of `veil node` processes on 127.0.0.1.
@@ -141,6 +144,22 @@ func (p *proc) wait(d time.Duration) error {
 	}
 }
 
+// tableRoom is how many of nodes a full routing table of self holds: each
+// bucket (by shared prefix length) keeps at most k.
+func tableRoom(self proto.NodeID, nodes []proto.NodeID, k int) int {
+	per := map[int]int{}
+	for _, id := range nodes {
+		if id != self {
+			per[proto.CommonPrefixLen(self, id)]++
+		}
+	}
+	room := 0
+	for _, n := range per {
+		room += min(n, k)
+	}
+	return room
+}
+
 func status(t *testing.T, c *Client) Status {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -182,16 +201,29 @@ func TestNodeProcesses(t *testing.T) {
 		byID[status(t, c).ID] = i
 	}
 
-	// Every routing table fills; every pool builds its circuits.
+	// Every routing table fills (holds every other node its buckets have
+	// room for), every directory knows every other node, every pool
+	// builds its circuits.
+	ids := make([]proto.NodeID, 0, nNodes)
+	for id := range byID {
+		nid, err := proto.ParseNodeID(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, nid)
+	}
 	for i, c := range clients {
+		self, _ := proto.ParseNodeID(status(t, c).ID)
+		full := tableRoom(self, ids, kademlia.DefaultConfig().K)
 		deadline := time.Now().Add(60 * time.Second)
 		for {
 			st := status(t, c)
-			if st.DHTSize >= nNodes-2 && st.Directory >= nNodes-2 && len(st.Circuits) >= 2 {
+			if st.DHTSize >= full && st.Directory >= nNodes-1 && len(st.Circuits) >= 2 {
+				t.Logf("node%d: table %d (full), directory %d, circuits %d", i, st.DHTSize, st.Directory, len(st.Circuits))
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("node%d: table %d, directory %d, circuits %d (%s)", i, st.DHTSize, st.Directory, len(st.Circuits), st.PoolError)
+				t.Fatalf("node%d: table %d of %d, directory %d, circuits %d (%s)", i, st.DHTSize, full, st.Directory, len(st.Circuits), st.PoolError)
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
