@@ -184,18 +184,32 @@ func (n *Node) Fetch(ctx context.Context, name proto.HashName, progress func(Pro
 	return proto.DBConnected{}, lastErr
 }
 
-// complete returns the descriptor of a content the cache holds whole.
+// complete returns the descriptor of a content the node holds whole:
+// fetched before, or published here.
 func (n *Node) complete(name proto.HashName) (proto.DBConnected, bool) {
-	d, err := n.cache.Descriptor(name)
+	if d, ok := complete(n.cache, name); ok {
+		return d, true
+	}
+	if n.served != nil {
+		return complete(n.served, name)
+	}
+	return proto.DBConnected{}, false
+}
+
+// complete returns the descriptor of a static content s holds whole.
+func complete(s *chunkstore.Store, name proto.HashName) (proto.DBConnected, bool) {
+	d, err := s.Descriptor(name)
 	if err != nil || d.Flags&proto.FlagLive != 0 {
 		return d, false
 	}
 	total := content.ChunkCount(d.Size)
-	return d, n.held(name, total) == total
+	return d, held(s, name, total) == total
 }
 
-func (n *Node) held(name proto.HashName, total uint64) uint64 {
-	_, count, err := n.cache.Progress(name)
+func (n *Node) held(name proto.HashName, total uint64) uint64 { return held(n.cache, name, total) }
+
+func held(s *chunkstore.Store, name proto.HashName, total uint64) uint64 {
+	_, count, err := s.Progress(name)
 	if err != nil {
 		return 0
 	}
@@ -289,7 +303,7 @@ func (n *Node) provider(ctx context.Context, name proto.HashName, rng *mrand.Ran
 // Open returns a reader of a content the node holds: fetched (cache) or
 // published (served store).
 func (n *Node) Open(ctx context.Context, name proto.HashName) (*chunkstore.Reader, error) {
-	if _, ok := n.complete(name); ok {
+	if _, ok := complete(n.cache, name); ok {
 		return n.cache.NewReader(ctx, name)
 	}
 	if n.served != nil {

@@ -284,6 +284,13 @@ func (n *Node) Run(ctx context.Context) error {
 		return err
 	}
 	n.log.Info("node up", "id", n.id.ID.Short(), "addr", n.addr, "flags", n.cfg.Load().Roles.Flags())
+	if n.served != nil {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.announceServed(ctx)
+		}()
+	}
 	rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	discover := time.NewTimer(0)
 	defer discover.Stop()
@@ -337,6 +344,41 @@ func (n *Node) discover(ctx context.Context, rng *rand.Rand) {
 	for _, c := range r.Closest {
 		n.askDescriptor(lctx, c)
 	}
+}
+
+// announceServed stores again, once the node has joined the DHT, the
+// provider records of what it published in earlier sessions: the DHT
+// keeps republishing only what was provided since the node started.
+func (n *Node) announceServed(ctx context.Context) {
+	names, err := n.served.Names()
+	if err != nil || len(names) == 0 {
+		return
+	}
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if st, err := n.dht.Stats(ctx); err == nil && st.TableSize > 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+	stored := 0
+	for _, name := range names {
+		if d, ok := complete(n.served, name); !ok || d.Flags&proto.FlagLive != 0 {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, time.Minute)
+		if r, err := n.dht.Provide(pctx, name, proto.MaxPieces, n.cfg.Load().Roles.Facilitator); err == nil && r.Stored > 0 {
+			stored++
+		}
+		cancel()
+	}
+	// Counts only: a hash_name is never logged.
+	n.log.Info("announced what this node serves", "contents", len(names), "stored", stored)
 }
 
 // Reload applies a new configuration: what can change while running (the

@@ -99,6 +99,25 @@ func TestNodesPublishFetch(t *testing.T) {
 	if err != nil || bytes.Equal(d.PublicKey, nodes[1].id.PublicKey()) {
 		t.Fatalf("descriptor key is the node identity key (%v)", err)
 	}
+	// The publisher restarts (same ID, a new port): it announces again
+	// what it serves, and a new node fetches it from there.
+	pubCfg := nodes[1].cfg.Load()
+	pubID := nodes[1].ID()
+	nodes[1].Close()
+	again := startTest(t, ctx, *pubCfg)
+	if again.ID() != pubID {
+		t.Fatalf("restarted publisher has ID %v, had %v", again.ID(), pubID)
+	}
+	waitFor(t, 30*time.Second, "the restarted publisher's announcement", func() bool {
+		st, err := again.dht.Stats(ctx)
+		return err == nil && st.Records > 0
+	})
+	late := startTest(t, ctx, testConfig(t, t.TempDir(), bridge.BridgeLine()))
+	waitFor(t, 30*time.Second, "the late node's directory", func() bool { _, ok := late.dir.Get(again.ID()); return ok && late.dir.Len() >= 4 })
+	if _, err := late.Fetch(ctx, pub.Name, nil); err != nil {
+		t.Fatalf("fetch from the restarted publisher: %v", err)
+	}
+
 	// A content nobody published is not found, quickly.
 	if _, err := getter.provider(ctx, proto.HashName{1, 2, 3}, mrand.New(mrand.NewPCG(1, 2))); err != ErrNotFound {
 		t.Fatalf("unknown content: %v", err)
