@@ -73,3 +73,34 @@ func TestGetWithoutNodeOrBridge(t *testing.T) {
 		t.Fatalf("bad --set: exit %d: %s", code, errs)
 	}
 }
+
+// The CLI applies the file, then VEIL_* variables, then flags.
+func TestCLIOverrides(t *testing.T) {
+	dir := isolate(t)
+	path := filepath.Join(dir, "veil.toml")
+	if err := os.WriteFile(path, []byte("[tunnels]\nhops = 0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errs := runArgs("status", "--config", path); code != exitUsage || !strings.Contains(errs, "tunnels.hops") {
+		t.Fatalf("bad file: exit %d: %s", code, errs)
+	}
+	// A flag repairs the file's bad value: the command gets as far as
+	// looking for a node.
+	if code, _, errs := runArgs("status", "--config", path, "--set", "tunnels.hops=3"); code != exitNoNode {
+		t.Fatalf("flag over file: exit %d: %s", code, errs)
+	}
+	t.Setenv("VEIL_TUNNELS_HOPS", "3")
+	if code, _, errs := runArgs("status", "--config", path); code != exitNoNode {
+		t.Fatalf("env over file: exit %d: %s", code, errs)
+	}
+	// ... and the flag wins over the variable.
+	if code, _, errs := runArgs("status", "--config", path, "--set", "tunnels.hops=0"); code != exitUsage {
+		t.Fatalf("flag over env: exit %d: %s", code, errs)
+	}
+	// --bridge is repeatable; each value is checked.
+	id := strings.Repeat("ab", 20)
+	code, _, errs := runArgs("status", "--bridge", id+"@127.0.0.1:1", "--bridge", "nonsense")
+	if code != exitUsage || !strings.Contains(errs, `"nonsense"`) {
+		t.Fatalf("second --bridge: exit %d: %s", code, errs)
+	}
+}

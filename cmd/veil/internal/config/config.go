@@ -142,6 +142,16 @@ func (c Config) DataDirOrDefault() string {
 // Parse decodes a configuration file over the defaults and checks it. A
 // key veil does not know is an error, not silence.
 func Parse(b []byte) (Config, error) {
+	c, err := decode(b)
+	if err != nil {
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+// decode is Parse without the value checks: the environment and flags may
+// still change the values.
+func decode(b []byte) (Config, error) {
 	c := Default()
 	md, err := toml.NewDecoder(bytes.NewReader(b)).Decode(&c)
 	if err != nil {
@@ -154,12 +164,23 @@ func Parse(b []byte) (Config, error) {
 		}
 		return c, fmt.Errorf("config: %w: %s (run `veil config default` for the known keys)", ErrUnknownKey, strings.Join(keys, ", "))
 	}
-	return c, c.Validate()
+	return c, nil
 }
 
 // Load reads the file at path over the defaults. A missing file is not an
 // error when missingOK: every key has a default.
 func Load(path string, missingOK bool) (Config, error) {
+	c, err := load(path, missingOK)
+	if err == nil {
+		err = c.Validate()
+	}
+	if err != nil && !strings.HasPrefix(err.Error(), path) {
+		err = fmt.Errorf("%s: %w", path, err)
+	}
+	return c, err
+}
+
+func load(path string, missingOK bool) (Config, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) && missingOK {
 		return Default(), nil
@@ -167,7 +188,7 @@ func Load(path string, missingOK bool) (Config, error) {
 	if err != nil {
 		return Default(), fmt.Errorf("config: %w", err)
 	}
-	c, err := Parse(b)
+	c, err := decode(b)
 	if err != nil {
 		return c, fmt.Errorf("%s: %w", path, err)
 	}
@@ -416,7 +437,7 @@ type Override struct{ Key, Value string }
 // getenv knows, then the command-line overrides, each winning over the
 // ones before; then it checks the result.
 func Resolve(path string, explicit bool, getenv func(string) string, overrides []Override) (Config, error) {
-	c, err := Load(path, !explicit)
+	c, err := load(path, !explicit)
 	if err != nil {
 		return c, err
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -50,9 +51,26 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
+// checkLeaks fails t if goroutines started during it outlive it (closing
+// TCP connections takes a moment: the wait is bounded).
+func checkLeaks(t *testing.T) {
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		http.DefaultClient.CloseIdleConnections()
+		for i := 0; i < 100 && runtime.NumGoroutine() > before; i++ {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if g := runtime.NumGoroutine(); g > before {
+			buf := make([]byte, 1<<20)
+			t.Errorf("%d goroutines leaked:\n%s", g-before, buf[:runtime.Stack(buf, true)])
+		}
+	})
+}
+
 // Nodes in one process: a bridge, relays/ORDBs joining through it, a
 // content published at one and fetched at another through a circuit.
 func TestNodesPublishFetch(t *testing.T) {
+	checkLeaks(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	bc := testConfig(t, t.TempDir())
@@ -125,6 +143,7 @@ func TestNodesPublishFetch(t *testing.T) {
 }
 
 func TestAPIGuard(t *testing.T) {
+	checkLeaks(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	dir := t.TempDir()
