@@ -1,4 +1,4 @@
-package node
+package node_test
 
 import (
 	"bytes"
@@ -15,133 +15,39 @@ import (
 	"testing"
 	"time"
 
+	"veil/cmd/veil/internal/node"
+	"veil/cmd/veil/internal/procnet"
 	"veil/kademlia"
 	"veil/proto"
 )
 
-// procNet is a network of `veil node` processes on 127.0.0.1.
-type procNet struct {
-	t     *testing.T
-	bin   string
-	root  string
-	env   []string
-	procs []*proc
-}
-
-type proc struct {
-	name string
-	dir  string // data directory
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the process has exited
-	err  error
-}
-
-func newProcNet(t *testing.T) *procNet {
-	root := t.TempDir()
-	bin := filepath.Join(root, "veil")
-	build := exec.Command("go", "build", "-o", bin, "veil/cmd/veil")
-	if out, err := build.CombinedOutput(); err != nil {
+// buildVeil builds the veil binary into dir.
+func buildVeil(t *testing.T, dir string) string {
+	bin := filepath.Join(dir, "veil")
+	if out, err := exec.Command("go", "build", "-o", bin, "veil/cmd/veil").CombinedOutput(); err != nil {
 		t.Fatalf("building veil: %v\n%s", err, out)
 	}
-	env := []string{"XDG_CONFIG_HOME=" + filepath.Join(root, "config"), "XDG_DATA_HOME=" + filepath.Join(root, "xdgdata")}
-	for _, kv := range os.Environ() {
-		if k, _, _ := strings.Cut(kv, "="); !strings.HasPrefix(k, "VEIL_") && !strings.HasPrefix(k, "XDG_") {
-			env = append(env, kv)
-		}
-	}
-	pn := &procNet{t: t, bin: bin, root: root, env: env}
-	t.Cleanup(func() {
-		for _, p := range pn.procs {
-			p.stop(syscall.SIGKILL, 10*time.Second)
-		}
-	})
-	return pn
+	return bin
 }
 
-// common are the flags of every process: loopback only, free ports, few circuits.
-var common = []string{"--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--set", "allow_private=true",
-	"--set", "tunnels.min_circuits=2", "--set", "tunnels.max_circuits=2"}
-
-// spawn starts the veil binary with args, its stderr going to name.log.
-func (pn *procNet) spawn(name, dir string, args ...string) *proc {
-	pn.t.Helper()
-	logf, err := os.OpenFile(filepath.Join(pn.root, name+".log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+// nodeProc starts a node process or fails t.
+func nodeProc(t *testing.T, pn *procnet.Net, name, dir string, extra ...string) (*procnet.Proc, *node.Client) {
+	t.Helper()
+	p, c, err := pn.Node(name, dir, extra...)
 	if err != nil {
-		pn.t.Fatal(err)
+		t.Fatal(err)
 	}
-	cmd := exec.Command(pn.bin, args...)
-	cmd.Env, cmd.Stderr = pn.env, logf
-	cmd.Stdout = logf
-	if err := cmd.Start(); err != nil {
-		pn.t.Fatal(err)
+	return p, c
+}
+
+// spawn starts a process or fails t.
+func spawn(t *testing.T, pn *procnet.Net, name, dir string, args ...string) *procnet.Proc {
+	t.Helper()
+	p, err := pn.Spawn(name, dir, args...)
+	if err != nil {
+		t.Fatal(err)
 	}
-	p := &proc{name: name, dir: dir, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		logf.Close()
-		close(p.done)
-	}()
-	pn.procs = append(pn.procs, p)
 	return p
-}
-
-func (pn *procNet) log(name string) string {
-	b, _ := os.ReadFile(filepath.Join(pn.root, name+".log"))
-	return string(b)
-}
-
-// node starts `veil node` on dir and waits for its API.
-func (pn *procNet) node(name, dir string, extra ...string) (*proc, *Client) {
-	pn.t.Helper()
-	p := pn.spawn(name, dir, append(append([]string{"node", "--data-dir", dir}, common...), extra...)...)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		c, err := Dial(ctx, dir, "")
-		cancel()
-		if err == nil {
-			return p, c
-		}
-		select {
-		case <-p.done:
-			pn.t.Fatalf("%s exited: %v\n%s", name, p.err, pn.log(name))
-		default:
-		}
-		if time.Now().After(deadline) {
-			pn.t.Fatalf("%s: API not up: %v\n%s", name, err, pn.log(name))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// stop signals p and waits (bounded) for it to exit.
-func (p *proc) stop(sig syscall.Signal, wait time.Duration) bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-	}
-	_ = p.cmd.Process.Signal(sig)
-	select {
-	case <-p.done:
-		return true
-	case <-time.After(wait):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		return false
-	}
-}
-
-// wait waits (bounded) for p to exit by itself.
-func (p *proc) wait(d time.Duration) error {
-	select {
-	case <-p.done:
-		return p.err
-	case <-time.After(d):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		return fmt.Errorf("%s did not finish in %v", p.name, d)
-	}
 }
 
 // tableRoom is how many of nodes a full routing table of self holds: each
@@ -160,7 +66,7 @@ func tableRoom(self proto.NodeID, nodes []proto.NodeID, k int) int {
 	return room
 }
 
-func status(t *testing.T, c *Client) Status {
+func status(t *testing.T, c *node.Client) node.Status {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -181,20 +87,22 @@ func TestNodeProcesses(t *testing.T) {
 	if testing.Short() {
 		nNodes = 6
 	}
-	pn := newProcNet(t)
+	root := t.TempDir()
+	pn := procnet.New(buildVeil(t, root), root)
+	t.Cleanup(pn.Close)
 	dirs := make([]string, nNodes)
 	for i := range dirs {
-		dirs[i] = filepath.Join(pn.root, fmt.Sprintf("node%d", i))
+		dirs[i] = filepath.Join(pn.Root, fmt.Sprintf("node%d", i))
 	}
-	procs := make([]*proc, nNodes)
-	clients := make([]*Client, nNodes)
-	procs[0], clients[0] = pn.node("node0", dirs[0], "--set", "roles.bridge=true")
+	procs := make([]*procnet.Proc, nNodes)
+	clients := make([]*node.Client, nNodes)
+	procs[0], clients[0] = nodeProc(t, pn, "node0", dirs[0], "--set", "roles.bridge=true")
 	bridge := status(t, clients[0]).BridgeLine
 	if bridge == "" {
 		t.Fatal("the bridge has no bridge line")
 	}
 	for i := 1; i < nNodes; i++ {
-		procs[i], clients[i] = pn.node(fmt.Sprintf("node%d", i), dirs[i], "--bridge", bridge)
+		procs[i], clients[i] = nodeProc(t, pn, fmt.Sprintf("node%d", i), dirs[i], "--bridge", bridge)
 	}
 	byID := map[string]int{}
 	for i, c := range clients {
@@ -232,23 +140,23 @@ func TestNodeProcesses(t *testing.T) {
 	// Put at node 1.
 	data := make([]byte, 40<<20)
 	rand.Read(data)
-	src := filepath.Join(pn.root, "content")
+	src := filepath.Join(pn.Root, "content")
 	if err := os.WriteFile(src, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	put := pn.spawn("put", "", "put", "--data-dir", dirs[1], src)
-	if err := put.wait(60 * time.Second); err != nil {
-		t.Fatalf("put: %v\n%s", err, pn.log("put"))
+	put := spawn(t, pn, "put", "", "put", "--data-dir", dirs[1], src)
+	if err := put.Wait(60 * time.Second); err != nil {
+		t.Fatalf("put: %v\n%s", err, pn.Log("put"))
 	}
-	hash := regexp.MustCompile(`(?m)^[0-9a-f]{40}$`).FindString(pn.log("put"))
+	hash := regexp.MustCompile(`(?m)^[0-9a-f]{40}$`).FindString(pn.Log("put"))
 	if hash == "" {
-		t.Fatalf("put printed no hash_name:\n%s", pn.log("put"))
+		t.Fatalf("put printed no hash_name:\n%s", pn.Log("put"))
 	}
 
 	// Get at the last node; SIGTERM a relay of its circuit mid-way.
 	getter := nNodes - 1
-	out := filepath.Join(pn.root, "got")
-	get := pn.spawn("get", "", "get", "--data-dir", dirs[getter], "-o", out, hash)
+	out := filepath.Join(pn.Root, "got")
+	get := spawn(t, pn, "get", "", "get", "--data-dir", dirs[getter], "-o", out, hash)
 	victim := -1
 	for deadline := time.Now().Add(60 * time.Second); victim < 0; {
 		for _, tr := range status(t, clients[getter]).Transfers {
@@ -263,8 +171,8 @@ func TestNodeProcesses(t *testing.T) {
 			}
 		}
 		select {
-		case <-get.done:
-			t.Fatalf("get ended before a relay could be stopped mid-way: %v\n%s", get.err, pn.log("get"))
+		case <-get.Done():
+			t.Fatalf("get ended before a relay could be stopped mid-way: %v\n%s", get.Err(), pn.Log("get"))
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -273,54 +181,54 @@ func TestNodeProcesses(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	victimID := status(t, clients[victim]).ID
-	if !procs[victim].stop(syscall.SIGTERM, 20*time.Second) {
+	if !procs[victim].Stop(syscall.SIGTERM, 20*time.Second) {
 		t.Fatalf("node%d did not stop on SIGTERM", victim)
 	}
-	if err := get.wait(120 * time.Second); err != nil {
-		t.Fatalf("get after stopping relay node%d: %v\n%s", victim, err, pn.log("get"))
+	if err := get.Wait(120 * time.Second); err != nil {
+		t.Fatalf("get after stopping relay node%d: %v\n%s", victim, err, pn.Log("get"))
 	}
 	if got, err := os.ReadFile(out); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("got %d bytes (%v), want the %d put", len(got), err, len(data))
 	}
-	if !strings.Contains(pn.log("get"), "circuit lost; resuming through a new circuit") {
-		t.Fatalf("the get did not change circuits after relay node%d stopped:\n%s", victim, pn.log("get"))
+	if !strings.Contains(pn.Log("get"), "circuit lost; resuming through a new circuit") {
+		t.Fatalf("the get did not change circuits after relay node%d stopped:\n%s", victim, pn.Log("get"))
 	}
-	t.Logf("get completed across the SIGTERM of relay node%d:\n%s", victim, pn.log("get"))
+	t.Logf("get completed across the SIGTERM of relay node%d:\n%s", victim, pn.Log("get"))
 
 	// The stopped relay comes back with its ID.
-	_, c := pn.node(fmt.Sprintf("node%d-again", victim), dirs[victim], "--bridge", bridge)
+	_, c := nodeProc(t, pn, fmt.Sprintf("node%d-again", victim), dirs[victim], "--bridge", bridge)
 	if id := status(t, c).ID; id != victimID {
 		t.Fatalf("restarted node%d has ID %s, had %s", victim, id, victimID)
 	}
 
 	// An ephemeral getter (no node on its data directory) killed with
 	// SIGKILL mid-way resumes without fetching again what it stored.
-	edir := filepath.Join(pn.root, "ephemeral")
-	eout := filepath.Join(pn.root, "got2")
+	edir := filepath.Join(pn.Root, "ephemeral")
+	eout := filepath.Join(pn.Root, "got2")
 	eargs := []string{"get", "--data-dir", edir, "--set", "allow_private=true", "--bridge", bridge, "-o", eout, hash}
-	g1 := pn.spawn("eget1", edir, eargs...)
-	for deadline := time.Now().Add(60 * time.Second); !regexp.MustCompile(`get: +[2-8]0%`).MatchString(pn.log("eget1")); {
+	g1 := spawn(t, pn, "eget1", edir, eargs...)
+	for deadline := time.Now().Add(60 * time.Second); !regexp.MustCompile(`get: +[2-8]0%`).MatchString(pn.Log("eget1")); {
 		select {
-		case <-g1.done:
-			t.Fatalf("first get ended before it could be killed: %v\n%s", g1.err, pn.log("eget1"))
+		case <-g1.Done():
+			t.Fatalf("first get ended before it could be killed: %v\n%s", g1.Err(), pn.Log("eget1"))
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("first get made no progress:\n%s", pn.log("eget1"))
+			t.Fatalf("first get made no progress:\n%s", pn.Log("eget1"))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	g1.stop(syscall.SIGKILL, 10*time.Second)
-	g2 := pn.spawn("eget2", edir, eargs...)
-	if err := g2.wait(120 * time.Second); err != nil {
-		t.Fatalf("second get: %v\n%s", err, pn.log("eget2"))
+	g1.Stop(syscall.SIGKILL, 10*time.Second)
+	g2 := spawn(t, pn, "eget2", edir, eargs...)
+	if err := g2.Wait(120 * time.Second); err != nil {
+		t.Fatalf("second get: %v\n%s", err, pn.Log("eget2"))
 	}
-	m := regexp.MustCompile(`resuming: (\d+) of (\d+) chunks`).FindStringSubmatch(pn.log("eget2"))
+	m := regexp.MustCompile(`resuming: (\d+) of (\d+) chunks`).FindStringSubmatch(pn.Log("eget2"))
 	if m == nil {
-		t.Fatalf("second get did not resume:\n%s", pn.log("eget2"))
+		t.Fatalf("second get did not resume:\n%s", pn.Log("eget2"))
 	}
 	if held, _ := strconv.Atoi(m[1]); held == 0 {
-		t.Fatalf("second get resumed from nothing:\n%s", pn.log("eget2"))
+		t.Fatalf("second get resumed from nothing:\n%s", pn.Log("eget2"))
 	}
 	if got, err := os.ReadFile(eout); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("resumed get gave %d bytes (%v), want the %d put", len(got), err, len(data))
@@ -329,7 +237,7 @@ func TestNodeProcesses(t *testing.T) {
 
 	// Every node stops cleanly on SIGTERM.
 	for i, p := range procs {
-		if i != victim && !p.stop(syscall.SIGTERM, 20*time.Second) {
+		if i != victim && !p.Stop(syscall.SIGTERM, 20*time.Second) {
 			t.Errorf("node%d did not stop on SIGTERM", i)
 		}
 	}
