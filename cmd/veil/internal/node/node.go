@@ -306,6 +306,11 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 		case <-discover.C:
 			n.discover(ctx, rng)
+			// The pool retries failed builds only every few seconds: wake
+			// it as soon as the directory may offer paths.
+			if len(n.pool.FindCircuits()) < n.cfg.Load().Tunnels.MinCircuits {
+				_ = n.pool.BuildTunnels(n.cfg.Load().Tunnels.Hops)
+			}
 			// Look around often while the directory is thin, rarely after.
 			next := 30 * time.Second
 			if n.dir.Len() < 2*n.cfg.Load().Tunnels.Hops+2 {
