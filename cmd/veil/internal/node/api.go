@@ -150,7 +150,9 @@ func startAPI(n *Node, addr string) (*apiServer, error) {
 		if mime == "" || len(mime) > 255 {
 			mime = "application/octet-stream"
 		}
-		p, err := n.Publish(r.Context(), mime, r.Body)
+		ctx, cancel := n.requestContext(r)
+		defer cancel()
+		p, err := n.Publish(ctx, mime, r.Body)
 		if err != nil && p.Size == 0 && p.Name == (proto.HashName{}) {
 			code := http.StatusInternalServerError
 			if errors.Is(err, ErrNotORDB) {
@@ -175,7 +177,9 @@ func startAPI(n *Node, addr string) (*apiServer, error) {
 		enc := json.NewEncoder(w)
 		fl, _ := w.(http.Flusher)
 		last := time.Time{}
-		_, err := n.Fetch(r.Context(), name, func(p Progress) {
+		ctx, cancel := n.requestContext(r)
+		defer cancel()
+		_, err := n.Fetch(ctx, name, func(p Progress) {
 			if now := time.Now(); now.Sub(last) >= 200*time.Millisecond || p.Held == p.Total {
 				last = now
 				_ = enc.Encode(Event{Held: p.Held, Total: p.Total, Size: p.Size, Resumed: p.Resumed, Attempt: p.Attempt})
@@ -209,6 +213,14 @@ func startAPI(n *Node, addr string) (*apiServer, error) {
 		_ = a.srv.Serve(ln)
 	}()
 	return a, nil
+}
+
+// requestContext ends with the request or when the node stops, so that
+// stopping does not wait for long publications or fetches (which resume).
+func (n *Node) requestContext(r *http.Request) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(r.Context())
+	stop := context.AfterFunc(n.ctx, cancel)
+	return ctx, func() { stop(); cancel() }
 }
 
 // guard refuses requests without the cookie.

@@ -26,6 +26,9 @@ var (
 	// ErrNotORDB: publishing needs the ORDB role (what is published is
 	// served by this node's ORDB service).
 	ErrNotORDB = errors.New("node: publishing needs roles.ordb = true")
+	// errProviderUnknown: providers exist but their descriptors are not
+	// in the directory yet.
+	errProviderUnknown = errors.New("node: no descriptor for the providers")
 )
 
 // Published is the outcome of a publication.
@@ -283,21 +286,11 @@ func (n *Node) provider(ctx context.Context, name proto.HashName, rng *mrand.Ran
 			return d, nil
 		}
 	}
-	// Not in the directory yet: ask the first provider for its
-	// descriptor and wait a little for the answer.
-	rec := recs[0]
-	n.askDescriptor(lctx, proto.DHTContact{ID: rec.ORDB, Addr: rec.Addr})
-	for range 50 {
-		if d, ok := n.dir.Get(rec.ORDB); ok {
-			return d, nil
-		}
-		select {
-		case <-lctx.Done():
-			return proto.NodeDescriptor{}, lctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return proto.NodeDescriptor{}, fmt.Errorf("no descriptor for provider %s", rec.ORDB.Short())
+	// None is in the directory yet. Asking a provider for its descriptor
+	// directly would link this node to it just before a circuit asks it
+	// for name: the attempt fails instead, and discovery fills the
+	// directory meanwhile.
+	return proto.NodeDescriptor{}, fmt.Errorf("%w: %d providers, none among the %d nodes known yet", errProviderUnknown, len(recs), n.dir.Len())
 }
 
 // Open returns a reader of a content the node holds: fetched (cache) or

@@ -439,10 +439,10 @@ func LevelOf(s string) slog.Level {
 // flushes and closes the stores. Idempotent.
 func (n *Node) Close() error {
 	n.closed.Do(func() {
+		n.cancel() // ends Run, and the fetches and publications of the API
 		if n.api != nil {
 			n.api.close()
 		}
-		n.cancel()
 		if n.pool != nil {
 			n.pool.Close()
 		}

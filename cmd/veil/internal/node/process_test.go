@@ -201,6 +201,44 @@ func TestNodeProcesses(t *testing.T) {
 		t.Fatalf("restarted node%d has ID %s, had %s", victim, id, victimID)
 	}
 
+	// A getting node stopped with SIGTERM mid-get exits promptly and
+	// cleanly, keeping what it stored: once restarted, a new get resumes.
+	g := nNodes - 2
+	out3 := filepath.Join(pn.Root, "got3")
+	get3 := spawn(t, pn, "get3", "", "get", "--data-dir", dirs[g], "-o", out3, hash)
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		sts := status(t, clients[g]).Transfers
+		if len(sts) == 1 && sts[0].Held > 0 && sts[0].Held*2 < sts[0].Total {
+			break
+		}
+		select {
+		case <-get3.Done():
+			t.Fatalf("get ended before its node could be stopped: %v\n%s", get3.Err(), pn.Log("get3"))
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no transfer in progress at the getting node")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !procs[g].Stop(syscall.SIGTERM, 20*time.Second) || procs[g].Err() != nil {
+		t.Fatalf("node%d did not stop cleanly on SIGTERM mid-get: %v\n%s", g, procs[g].Err(), pn.Log(fmt.Sprintf("node%d", g)))
+	}
+	if err := get3.Wait(20 * time.Second); err == nil {
+		t.Fatalf("get reported success though its node stopped:\n%s", pn.Log("get3"))
+	}
+	_, clients[g] = nodeProc(t, pn, fmt.Sprintf("node%d-again", g), dirs[g], "--bridge", bridge)
+	get4 := spawn(t, pn, "get4", "", "get", "--data-dir", dirs[g], "-o", out3, hash)
+	if err := get4.Wait(120 * time.Second); err != nil {
+		t.Fatalf("get after the node's restart: %v\n%s", err, pn.Log("get4"))
+	}
+	if m := regexp.MustCompile(`resuming: (\d+) of`).FindStringSubmatch(pn.Log("get4")); m == nil || m[1] == "0" {
+		t.Fatalf("the restarted node did not resume:\n%s", pn.Log("get4"))
+	}
+	if got, err := os.ReadFile(out3); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("resumed get gave %d bytes (%v), want the %d put", len(got), err, len(data))
+	}
+
 	// An ephemeral getter (no node on its data directory) killed with
 	// SIGKILL mid-way resumes without fetching again what it stored.
 	edir := filepath.Join(pn.Root, "ephemeral")
@@ -237,7 +275,7 @@ func TestNodeProcesses(t *testing.T) {
 
 	// Every node stops cleanly on SIGTERM.
 	for i, p := range procs {
-		if i != victim && !p.Stop(syscall.SIGTERM, 20*time.Second) {
+		if i != victim && i != g && !p.Stop(syscall.SIGTERM, 20*time.Second) {
 			t.Errorf("node%d did not stop on SIGTERM", i)
 		}
 	}
