@@ -74,12 +74,29 @@ func (d *directory) Get(id proto.NodeID) (proto.NodeDescriptor, bool) {
 	return desc, true
 }
 
+// maxDirectory bounds the descriptors held: each costs a peer only a key
+// pair, so a flood of identities must not grow the map without end.
+const maxDirectory = 1 << 14
+
 // Add keeps desc, which the caller verified, unless a newer one is held.
+// A full directory first drops what expired, then refuses newcomers.
 func (d *directory) Add(desc proto.NodeDescriptor) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if old, ok := d.nodes[desc.ID]; ok && old.ValidAfter > desc.ValidAfter {
+	old, ok := d.nodes[desc.ID]
+	if ok && old.ValidAfter > desc.ValidAfter {
 		return
+	}
+	if !ok && len(d.nodes) >= maxDirectory {
+		now := uint64(d.now().Unix())
+		for id, x := range d.nodes {
+			if now >= x.ValidUntil {
+				delete(d.nodes, id)
+			}
+		}
+		if len(d.nodes) >= maxDirectory {
+			return
+		}
 	}
 	d.nodes[desc.ID] = desc
 }
@@ -100,13 +117,6 @@ func (d *directory) Up(id proto.NodeID) {
 	if len(d.down) > 0 {
 		delete(d.down, id)
 	}
-}
-
-// Forget drops id (it went away: a dial or a build through it failed).
-func (d *directory) Forget(id proto.NodeID) {
-	d.mu.Lock()
-	delete(d.nodes, id)
-	d.mu.Unlock()
 }
 
 // shouldAsk reports whether to request id's descriptor now: it is not

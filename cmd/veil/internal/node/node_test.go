@@ -7,7 +7,9 @@ import (
 	"io"
 	"log/slog"
 	mrand "math/rand/v2"
+	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -218,5 +220,20 @@ func TestReload(t *testing.T) {
 	c.Tunnels.Hops = 0
 	if err := n.Reload(c); err == nil {
 		t.Fatal("bad configuration accepted by Reload")
+	}
+}
+
+func TestAdvertised(t *testing.T) {
+	c := config.Default()
+	tcp := func(s string) net.Addr { return net.TCPAddrFromAddrPort(netip.MustParseAddrPort(s)) }
+	if _, err := advertised(c, tcp("0.0.0.0:7700")); err == nil || !strings.Contains(err.Error(), "advertise") {
+		t.Fatalf("listen on every interface without advertise: %v", err)
+	}
+	if ap, err := advertised(c, tcp("127.0.0.1:7700")); err != nil || ap.String() != "127.0.0.1:7700" {
+		t.Fatalf("specific listen address: %v %v", ap, err)
+	}
+	c.Advertise = "203.0.113.5:7700"
+	if ap, err := advertised(c, tcp("0.0.0.0:7700")); err != nil || ap.String() != c.Advertise {
+		t.Fatalf("advertise: %v %v", ap, err)
 	}
 }
