@@ -114,8 +114,9 @@ type Progress struct {
 	Attempt     int    // the circuit this is the attempt of (1: the first)
 }
 
-// maxAttempts bounds the circuits one fetch tries.
-const maxAttempts = 12
+// maxAttempts bounds the attempts of one fetch; maxNotFound those that
+// found no provider record at all (a record may still be on its way).
+const maxAttempts, maxNotFound = 12, 3
 
 // Fetch gets a content into the fetch cache: it finds a provider in the
 // DHT, builds a circuit whose last hop is that provider's ORDB and pulls
@@ -162,6 +163,7 @@ func (n *Node) Fetch(ctx context.Context, name proto.HashName, progress func(Pro
 	}
 	rng := mrand.New(mrand.NewPCG(mrand.Uint64(), mrand.Uint64()))
 	var lastErr error
+	notFound := 0
 	for attempt := 1; attempt <= maxAttempts; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return proto.DBConnected{}, err
@@ -174,6 +176,11 @@ func (n *Node) Fetch(ctx context.Context, name proto.HashName, progress func(Pro
 			return d, nil
 		}
 		lastErr = err
+		if errors.Is(err, ErrNotFound) {
+			if notFound++; notFound == maxNotFound {
+				return proto.DBConnected{}, err
+			}
+		}
 		t.mu.Lock()
 		t.err = err.Error()
 		t.mu.Unlock()

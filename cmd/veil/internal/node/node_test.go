@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"io"
 	"log/slog"
 	mrand "math/rand/v2"
@@ -141,6 +142,10 @@ func TestNodesPublishFetch(t *testing.T) {
 	// A content nobody published is not found, quickly.
 	if _, err := getter.provider(ctx, proto.HashName{1, 2, 3}, mrand.New(mrand.NewPCG(1, 2))); err != ErrNotFound {
 		t.Fatalf("unknown content: %v", err)
+	}
+	t0 := time.Now()
+	if _, err := getter.Fetch(ctx, proto.HashName{1, 2, 3}, nil); !errors.Is(err, ErrNotFound) || time.Since(t0) > 20*time.Second {
+		t.Fatalf("fetch of unknown content: %v after %v", err, time.Since(t0))
 	}
 }
 
