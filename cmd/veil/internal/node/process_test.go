@@ -137,6 +137,18 @@ func TestNodeProcesses(t *testing.T) {
 		}
 	}
 
+	// SIGHUP reloads the configuration; the node keeps running.
+	if err := procs[0].Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(pn.Log("node0"), "configuration reloaded"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload on SIGHUP:\n%s", pn.Log("node0"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	status(t, clients[0])
+
 	// Put at node 1.
 	data := make([]byte, 40<<20)
 	rand.Read(data)
