@@ -50,8 +50,12 @@ func (n *Node) handleVar(l *circuits.Link, v proto.VarCell) {
 		n.handleDesc(l, v.Payload)
 		return
 	}
+	dht := n.dhtReady.Load()
+	if dht == nil {
+		return
+	}
 	n.dir.Up(l.Peer())
-	_ = n.dht.Deliver(l.Peer(), v.Payload) // copies the payload
+	_ = dht.Deliver(l.Peer(), v.Payload) // copies the payload
 	// Whoever we speak DHT with may be a hop of our circuits: learn its
 	// descriptor. Clients do not answer, and asking costs one small cell.
 	if n.dir.shouldAsk(l.Peer()) {

@@ -66,16 +66,19 @@ type Node struct {
 	level   *slog.LevelVar
 	now     func() time.Time
 
-	id     *circuits.Identity
-	links  *circuits.Links
-	sw     *circuits.Switch
-	dht    *kademlia.Node
-	dir    *directory
-	pool   *circuits.Pool
-	served *chunkstore.Store // nil for a node that is not an ORDB
-	cache  *chunkstore.Store
-	addr   netip.AddrPort // where others reach us; invalid for a client
-	desc   atomic.Pointer[proto.NodeDescriptor]
+	id    *circuits.Identity
+	links *circuits.Links
+	sw    *circuits.Switch
+	dht   *kademlia.Node
+	// dhtReady is dht for the link handlers, which may run before Start
+	// has made it.
+	dhtReady atomic.Pointer[kademlia.Node]
+	dir      *directory
+	pool     *circuits.Pool
+	served   *chunkstore.Store // nil for a node that is not an ORDB
+	cache    *chunkstore.Store
+	addr     netip.AddrPort // where others reach us; invalid for a client
+	desc     atomic.Pointer[proto.NodeDescriptor]
 
 	api *apiServer
 
@@ -152,6 +155,9 @@ func Start(opts Options) (_ *Node, err error) {
 		srv := &ordb.Server{Store: n.served}
 		n.sw.Handle(ORDBDest, func(s *circuits.Stream) { _ = srv.Serve(s) })
 	}
+	// Handlers before Listen: a link keeps the handlers it started with.
+	// DHT cells arriving before the DHT exists are dropped (dhtReady).
+	n.links.SetHandlers(circuits.LinkHandlers{Cell: n.sw.HandleCell, Closed: n.handleClosed, Var: n.handleVar})
 	if !cfg.ClientOnly() && cfg.Listen != "" {
 		la, err := n.links.Listen(cfg.Listen)
 		if err != nil {
@@ -179,7 +185,7 @@ func Start(opts Options) (_ *Node, err error) {
 	if n.dht, err = kademlia.NewNode(dcfg, kid, linksTransport{n}); err != nil {
 		return nil, err
 	}
-	n.links.SetHandlers(circuits.LinkHandlers{Cell: n.sw.HandleCell, Closed: n.handleClosed, Var: n.handleVar})
+	n.dhtReady.Store(n.dht)
 
 	pcfg := circuits.DefaultPoolConfig()
 	pcfg.MinCircuits, pcfg.MaxCircuits = cfg.Tunnels.MinCircuits, cfg.Tunnels.MaxCircuits
