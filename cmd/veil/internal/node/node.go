@@ -82,6 +82,8 @@ type Node struct {
 
 	api *apiServer
 
+	lastBootstrap time.Time // owned by Run
+
 	descSem chan struct{}  // bounds descriptor sends in flight (sendDesc)
 	descWG  sync.WaitGroup // those sends; they end when the links close
 
@@ -334,7 +336,10 @@ func (n *Node) discover(ctx context.Context, rng *rand.Rand) {
 	if err != nil {
 		return
 	}
-	if st.TableSize == 0 {
+	// Bootstrap again while alone, but not every second at an
+	// unreachable bridge.
+	if now := n.now(); st.TableSize == 0 && now.Sub(n.lastBootstrap) >= 5*time.Second {
+		n.lastBootstrap = now
 		if _, err := n.dht.Bootstrap(ctx, nil); err != nil {
 			n.log.Debug("bootstrap", "err", err)
 		}
