@@ -300,6 +300,7 @@ func (n *Node) Run(ctx context.Context) error {
 		}()
 	}
 	rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	n.lastBootstrap = n.now() // the DHT's Run bootstraps as it starts
 	discover := time.NewTimer(0)
 	defer discover.Stop()
 	resign := time.NewTicker(descValidity / 2)
