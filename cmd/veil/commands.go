@@ -39,11 +39,12 @@ var errUsage = errors.New("usage")
 
 func commands() []command {
 	return []command{
-		{name: "node", summary: "run a long-lived node (relay, ORDB, facilitator, bridge)", setup: setupPending("node", "the node composition (links, switch, DHT, store and ORDB in one process)")},
-		{name: "put", args: "FILE", summary: "publish a file and print its hash_name", setup: setupPending("put", "a node to publish into and DB_INFO")},
-		{name: "get", args: "HASH|MAGNET", summary: "fetch content anonymously through circuits", setup: setupPending("get", "the five-circuit window and the ORDB's relaying")},
+		{name: "node", summary: "run a long-lived node (relay, ORDB, facilitator, bridge)", setup: setupNode},
+		{name: "put", args: "FILE", summary: "publish a file through the running node and print its hash_name", setup: setupPut},
+		{name: "get", args: "HASH", summary: "fetch content anonymously through circuits", setup: setupGet},
 		{name: "stream", args: "HASH", summary: "play content while it downloads", setup: setupPending("stream", "the five-circuit window and the HTTP gateway")},
-		{name: "status", summary: "show a running node's circuits, links and transfers", setup: setupPending("status", "the control port")},
+		{name: "status", summary: "show a running node's circuits, links and transfers", setup: setupStatus},
+		{name: "config", args: "default | check [FILE] | path", summary: "print the default configuration file, or check one", setup: setupConfig},
 		{name: "testnet", summary: "run a whole local network in one process and fetch content through it", setup: setupTestnet},
 		{name: "version", summary: "print veil's version", setup: setupVersion},
 	}
@@ -83,6 +84,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(fs.Output(), "\nflags:\n")
 			fs.PrintDefaults()
 		}
+		printExitCodes(fs.Output())
 	}
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -102,6 +104,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	default:
+		var xe *exitError
+		if errors.As(err, &xe) {
+			fmt.Fprintf(stderr, "veil %s: %v\n", cmd.name, err)
+			return xe.code
+		}
 		fmt.Fprintf(stderr, "veil %s: %v\n", cmd.name, err)
 		return 1
 	}
@@ -113,6 +120,12 @@ func printCommands(w io.Writer) {
 		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(w, "\nRun `veil <command> --help` for a command's flags.\n")
+	printExitCodes(w)
+}
+
+func printExitCodes(w io.Writer) {
+	fmt.Fprintf(w, "\nexit codes:\n  %d  success\n  %d  failure\n  %d  bad flags, arguments or configuration\n  %d  content not found (no provider)\n  %d  no running node (put, status), or no bridge to start one (get)\n",
+		exitOK, exitFailure, exitUsage, exitNotFound, exitNoNode)
 }
 
 // setupPending is the setup of a command whose machinery has not landed yet:

@@ -21,6 +21,7 @@ func setupTestnet(fs *flag.FlagSet) func(context.Context, *env) error {
 	size := fs.Int64("size", 8<<20, "bytes of random content to publish when -file is not given")
 	file := fs.String("file", "", "publish this file instead of random bytes")
 	dir := fs.String("dir", "", "keep the nodes' stores in this directory (default: a temporary one, removed at exit)")
+	procs := fs.Bool("procs", false, "run each node as its own `veil node` process, joined through a bridge, and move the content with `veil put` and `veil get`")
 	return func(ctx context.Context, e *env) error {
 		if len(e.args) != 0 {
 			return errUsage
@@ -34,7 +35,11 @@ func setupTestnet(fs *flag.FlagSet) func(context.Context, *env) error {
 		if *file == "" && (*size < 0 || *size > 1<<30) {
 			return fmt.Errorf("-size must be between 0 and 1 GiB, got %d", *size)
 		}
-		return runTestnet(ctx, e.stdout, testnetConfig{nodes: *nodes, hops: *hops, size: *size, file: *file, dir: *dir})
+		cfg := testnetConfig{nodes: *nodes, hops: *hops, size: *size, file: *file, dir: *dir}
+		if *procs {
+			return runTestnetProcs(ctx, e.stdout, cfg)
+		}
+		return runTestnet(ctx, e.stdout, cfg)
 	}
 }
 

@@ -1,0 +1,283 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"veil/proto"
+)
+
+// The local API: JSON under /api/v1/ on a loopback address, for the veil
+// command and other local programs. Every request carries the cookie the
+// node writes to its data directory (mode 0600) at start, in the
+// CookieHeader header; without it, or with a wrong one, the answer is 401.
+//
+//	GET  /api/v1/status            Status
+//	POST /api/v1/put               body: the content (Content-Type: its MIME type) -> PutResult
+//	POST /api/v1/get/{hash_name}   fetches; answers NDJSON Event lines until done
+//	GET  /api/v1/content/{hash_name}  the bytes of a content the node holds
+const CookieHeader = "X-Veil-Cookie"
+
+// Status is the node's state as /api/v1/status gives it.
+type Status struct {
+	ID         string           `json:"id"`
+	Addr       string           `json:"addr,omitempty"`
+	BridgeLine string           `json:"bridge_line,omitempty"`
+	Flags      uint8            `json:"flags"`
+	Links      int              `json:"links"`
+	Circuits   []CircuitStatus  `json:"circuits"`
+	Ready      float64          `json:"tunnels_ready"`
+	PoolError  string           `json:"pool_error,omitempty"`
+	Joined     int              `json:"joined_circuits"`
+	DHTSize    int              `json:"dht_table_size"`
+	DHTRecords int              `json:"dht_records"`
+	Directory  int              `json:"directory_size"`
+	Published  int              `json:"published"`
+	Transfers  []TransferStatus `json:"transfers"`
+}
+
+// CircuitStatus is one of the pool's circuits.
+type CircuitStatus struct {
+	ID        uint64   `json:"id"`
+	Path      []string `json:"path"`
+	BytesSent uint64   `json:"bytes_sent"`
+	BytesRecv uint64   `json:"bytes_recv"`
+}
+
+// PutResult answers /api/v1/put.
+type PutResult struct {
+	HashName string `json:"hash_name"`
+	Size     uint64 `json:"size"`
+	StoredOn int    `json:"stored_on"`
+	Warning  string `json:"warning,omitempty"`
+}
+
+// Event is one line of /api/v1/get's answer.
+type Event struct {
+	Held    uint64 `json:"chunks_held"`
+	Total   uint64 `json:"chunks_total"`
+	Size    uint64 `json:"size"`
+	Resumed uint64 `json:"chunks_resumed"`
+	Attempt int    `json:"attempt"`
+	Done    bool   `json:"done,omitempty"`
+	Error   string `json:"error,omitempty"`
+	// NotFound is set with Error when no provider was found.
+	NotFound bool `json:"not_found,omitempty"`
+}
+
+// Status returns a snapshot of the node.
+func (n *Node) Status(ctx context.Context) Status {
+	st := Status{ID: n.id.ID.String(), BridgeLine: n.BridgeLine(), Flags: n.cfg.Load().Roles.Flags(),
+		Links: n.links.Len(), Ready: n.pool.TunnelsReady(), Joined: n.sw.Joined(), Directory: n.dir.Len(),
+		Circuits: []CircuitStatus{}, Transfers: []TransferStatus{}}
+	if n.addr.IsValid() {
+		st.Addr = n.addr.String()
+	}
+	if err := n.pool.LastError(); err != nil {
+		st.PoolError = err.Error()
+	}
+	for _, c := range n.pool.FindCircuits() {
+		cs := CircuitStatus{ID: c.ID()}
+		for _, d := range c.Path() {
+			cs.Path = append(cs.Path, d.ID.String())
+		}
+		s := c.Stats()
+		cs.BytesSent, cs.BytesRecv = s.BytesSent, s.BytesRecv
+		st.Circuits = append(st.Circuits, cs)
+	}
+	if ds, err := n.dht.Stats(ctx); err == nil {
+		st.DHTSize, st.DHTRecords = ds.TableSize, ds.Records
+	}
+	now := n.now()
+	n.mu.Lock()
+	st.Published = n.published
+	for name, t := range n.transfers {
+		st.Transfers = append(st.Transfers, t.status(name, now))
+	}
+	n.mu.Unlock()
+	slices.SortFunc(st.Transfers, func(a, b TransferStatus) int { return strings.Compare(a.HashName, b.HashName) })
+	return st
+}
+
+type apiServer struct {
+	addr   string
+	cookie string
+	srv    *http.Server
+	done   chan struct{}
+	files  []string
+}
+
+// startAPI listens on addr, writes the cookie and the address to the data
+// directory, and serves until close.
+func startAPI(n *Node, addr string) (*apiServer, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("local API: %w", err)
+	}
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	a := &apiServer{addr: ln.Addr().String(), cookie: hex.EncodeToString(raw[:]), done: make(chan struct{})}
+	for name, body := range map[string]string{CookieFile: a.cookie, APIAddrFile: a.addr} {
+		path := filepath.Join(n.dataDir, name)
+		if err := writeFile0600(path, body+"\n"); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("local API: %w", err)
+		}
+		a.files = append(a.files, path)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, n.Status(r.Context()))
+	})
+	mux.HandleFunc("POST /api/v1/put", func(w http.ResponseWriter, r *http.Request) {
+		mime := r.Header.Get("Content-Type")
+		if mime == "" || len(mime) > 255 {
+			mime = "application/octet-stream"
+		}
+		ctx, cancel := n.requestContext(r)
+		defer cancel()
+		p, err := n.Publish(ctx, mime, r.Body)
+		if err != nil && p.Size == 0 && p.Name == (proto.HashName{}) {
+			code := http.StatusInternalServerError
+			if errors.Is(err, ErrNotORDB) {
+				code = http.StatusConflict
+			}
+			writeError(w, code, err)
+			return
+		}
+		res := PutResult{HashName: p.Name.String(), Size: p.Size, StoredOn: p.StoredOn}
+		if err != nil {
+			res.Warning = err.Error()
+		}
+		writeJSON(w, http.StatusOK, res)
+	})
+	mux.HandleFunc("POST /api/v1/get/{hash}", func(w http.ResponseWriter, r *http.Request) {
+		name, ok := hashArg(w, r)
+		if !ok {
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.WriteHeader(http.StatusOK)
+		enc := json.NewEncoder(w)
+		fl, _ := w.(http.Flusher)
+		last := time.Time{}
+		ctx, cancel := n.requestContext(r)
+		defer cancel()
+		_, err := n.Fetch(ctx, name, func(p Progress) {
+			if now := time.Now(); now.Sub(last) >= 200*time.Millisecond || p.Held == p.Total {
+				last = now
+				_ = enc.Encode(Event{Held: p.Held, Total: p.Total, Size: p.Size, Resumed: p.Resumed, Attempt: p.Attempt})
+				if fl != nil {
+					fl.Flush()
+				}
+			}
+		})
+		if err != nil {
+			_ = enc.Encode(Event{Error: err.Error(), NotFound: errors.Is(err, ErrNotFound)})
+			return
+		}
+		_ = enc.Encode(Event{Done: true})
+	})
+	mux.HandleFunc("GET /api/v1/content/{hash}", func(w http.ResponseWriter, r *http.Request) {
+		name, ok := hashArg(w, r)
+		if !ok {
+			return
+		}
+		rd, err := n.Open(r.Context(), name)
+		if err != nil {
+			writeError(w, http.StatusNotFound, err)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		http.ServeContent(w, r, "", time.Time{}, rd)
+	})
+	a.srv = &http.Server{Handler: a.guard(mux), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		defer close(a.done)
+		_ = a.srv.Serve(ln)
+	}()
+	return a, nil
+}
+
+// requestContext ends with the request or when the node stops, so that
+// stopping does not wait for long publications or fetches (which resume).
+func (n *Node) requestContext(r *http.Request) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(r.Context())
+	stop := context.AfterFunc(n.ctx, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+// guard refuses requests without the cookie.
+func (a *apiServer) guard(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := r.Header.Get(CookieHeader)
+		if subtle.ConstantTimeCompare([]byte(got), []byte(a.cookie)) != 1 {
+			writeError(w, http.StatusUnauthorized, errors.New("missing or wrong cookie: send the content of "+CookieFile+" from the node's data directory in the "+CookieHeader+" header"))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (a *apiServer) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = a.srv.Shutdown(ctx)
+	_ = a.srv.Close()
+	<-a.done
+	for _, f := range a.files {
+		_ = os.Remove(f)
+	}
+}
+
+func hashArg(w http.ResponseWriter, r *http.Request) (proto.HashName, bool) {
+	name, err := proto.ParseHashName(r.PathValue("hash"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return name, false
+	}
+	return name, true
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	writeJSON(w, code, map[string]string{"error": err.Error()})
+}
+
+// writeFile0600 replaces path with body, readable by the owner only.
+func writeFile0600(path, body string) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.WriteString(f, body); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

@@ -1,0 +1,145 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// ErrNoNode: no node runs for this data directory (or its API is off).
+var ErrNoNode = errors.New("no running node")
+
+// Client talks to a running node's local API.
+type Client struct {
+	Base   string // http://127.0.0.1:7780
+	Cookie string
+	HTTP   *http.Client
+}
+
+// Dial finds the node running on dataDir: the address it wrote (or
+// fallback), the cookie, and checks it answers. ErrNoNode otherwise.
+func Dial(ctx context.Context, dataDir, fallback string) (*Client, error) {
+	cookie, err := os.ReadFile(filepath.Join(dataDir, CookieFile))
+	if err != nil {
+		return nil, fmt.Errorf("%w (no %s in %s)", ErrNoNode, CookieFile, dataDir)
+	}
+	addr := fallback
+	if b, err := os.ReadFile(filepath.Join(dataDir, APIAddrFile)); err == nil {
+		addr = strings.TrimSpace(string(b))
+	}
+	if addr == "" {
+		return nil, fmt.Errorf("%w (local API off)", ErrNoNode)
+	}
+	c := &Client{Base: "http://" + addr, Cookie: strings.TrimSpace(string(cookie)), HTTP: &http.Client{}}
+	if _, err := c.Status(ctx); err != nil {
+		var he *HTTPError
+		if errors.As(err, &he) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w at %s: %v", ErrNoNode, addr, err)
+	}
+	return c, nil
+}
+
+// HTTPError is an API error answer.
+type HTTPError struct {
+	Code int
+	Msg  string
+}
+
+func (e *HTTPError) Error() string { return fmt.Sprintf("node API: %d: %s", e.Code, e.Msg) }
+
+func (c *Client) do(ctx context.Context, method, path, ctype string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set(CookieHeader, c.Cookie)
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent {
+		defer resp.Body.Close()
+		var e struct{ Error string }
+		_ = json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&e)
+		return nil, &HTTPError{Code: resp.StatusCode, Msg: e.Error}
+	}
+	return resp, nil
+}
+
+func (c *Client) getJSON(ctx context.Context, method, path, ctype string, body io.Reader, v any) error {
+	resp, err := c.do(ctx, method, path, ctype, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// Status asks the node's status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var st Status
+	err := c.getJSON(ctx, http.MethodGet, "/api/v1/status", "", nil, &st)
+	return st, err
+}
+
+// Put publishes body.
+func (c *Client) Put(ctx context.Context, mime string, body io.Reader) (PutResult, error) {
+	var r PutResult
+	err := c.getJSON(ctx, http.MethodPost, "/api/v1/put", mime, body, &r)
+	return r, err
+}
+
+// Get makes the node fetch name, calling progress with each event; it
+// returns the last event's error.
+func (c *Client) Get(ctx context.Context, name string, progress func(Event)) error {
+	resp, err := c.do(ctx, http.MethodPost, "/api/v1/get/"+name, "", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		var ev Event
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return fmt.Errorf("node API: bad event: %w", err)
+		}
+		switch {
+		case ev.Error != "":
+			if ev.NotFound {
+				return fmt.Errorf("%w (%s)", ErrNotFound, ev.Error)
+			}
+			return errors.New(ev.Error)
+		case ev.Done:
+			return nil
+		}
+		if progress != nil {
+			progress(ev)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	return errors.New("node API: the fetch ended without a result")
+}
+
+// Content copies the bytes of name to w.
+func (c *Client) Content(ctx context.Context, name string, w io.Writer) (int64, error) {
+	resp, err := c.do(ctx, http.MethodGet, "/api/v1/content/"+name, "", nil)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	return io.Copy(w, resp.Body)
+}

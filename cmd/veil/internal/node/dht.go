@@ -1,0 +1,128 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"veil/circuits"
+	"veil/kademlia"
+	"veil/proto"
+)
+
+// linksTransport carries DHT RPCs over links as proto.CmdDHT var cells: on
+// the existing link to the peer if there is one (answers go back on the
+// link the request came on), else on a new one.
+type linksTransport struct{ n *Node }
+
+var _ kademlia.Transport = linksTransport{}
+
+// Send delivers one RPC.
+func (t linksTransport) Send(ctx context.Context, to proto.DHTContact, payload []byte) error {
+	l, err := t.n.link(ctx, to)
+	if err != nil {
+		return err
+	}
+	return l.SendVar(proto.VarCell{Command: proto.CmdDHT, Payload: payload})
+}
+
+// link returns the link to c, dialing it when there is none. A private
+// address is dialed only when allow_private is set.
+func (n *Node) link(ctx context.Context, c proto.DHTContact) (*circuits.Link, error) {
+	if l := n.links.Lookup(c.ID); l != nil {
+		return l, nil
+	}
+	if !c.Addr.IsValid() {
+		return nil, fmt.Errorf("%w: no link to %v and no address", kademlia.ErrUnreachable, c.ID.Short())
+	}
+	if a := c.Addr.Addr(); !n.cfg.Load().AllowPrivate && (a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsUnspecified()) {
+		return nil, fmt.Errorf("%w: %v has a private address (allow_private is off)", kademlia.ErrUnreachable, c.ID.Short())
+	}
+	return n.links.Get(ctx, c.ID, c.Addr.String())
+}
+
+// handleVar receives var cells from links (on the link's read goroutine).
+func (n *Node) handleVar(l *circuits.Link, v proto.VarCell) {
+	if v.Command != proto.CmdDHT {
+		return
+	}
+	if isDescMsg(v.Payload) {
+		n.handleDesc(l, v.Payload)
+		return
+	}
+	dht := n.dhtReady.Load()
+	if dht == nil {
+		return
+	}
+	n.dir.Up(l.Peer())
+	_ = dht.Deliver(l.Peer(), v.Payload) // copies the payload
+	// Whoever we speak DHT with may be a hop of our circuits: learn its
+	// descriptor. Clients do not answer, and asking costs one small cell.
+	if n.dir.shouldAsk(l.Peer()) {
+		n.sendDesc(l, []byte{descRequest})
+	}
+}
+
+// sendDesc sends a descriptor message off the link's read goroutine (a
+// send blocks while the link's queue is full; blocking the reader could
+// stall both directions). At most descSends are in flight; beyond that
+// the message is dropped, which costs only a later retry.
+func (n *Node) sendDesc(l *circuits.Link, payload []byte) {
+	select {
+	case n.descSem <- struct{}{}:
+	default:
+		return
+	}
+	n.descWG.Add(1)
+	go func() {
+		defer n.descWG.Done()
+		defer func() { <-n.descSem }()
+		_ = l.SendVar(proto.VarCell{Command: proto.CmdDHT, Payload: payload})
+	}()
+}
+
+// handleDesc answers a descriptor request with our own, or keeps the
+// descriptor a peer sent about itself.
+func (n *Node) handleDesc(l *circuits.Link, p []byte) {
+	switch p[0] {
+	case descRequest:
+		if d := n.desc.Load(); d != nil {
+			n.sendDesc(l, appendDescAnswer(make([]byte, 0, 1+d.Len()), *d))
+		}
+	case descAnswer:
+		d, err := parseDescAnswer(append([]byte(nil), p...), l.Peer())
+		if err == nil {
+			err = d.Verify(n.now())
+		}
+		if err != nil {
+			n.log.Debug("descriptor refused", "peer", l.Peer().Short(), "err", err)
+			return
+		}
+		n.dir.Add(d)
+		n.dir.Up(d.ID)
+	}
+}
+
+// handleClosed is told of every link that ended. One the peer's side
+// closed or broke, with no other link to that peer left, takes the peer
+// out of paths for a while: it most likely went away, and circuits
+// through it would fail.
+func (n *Node) handleClosed(l *circuits.Link, err error) {
+	n.sw.HandleClosed(l, err)
+	if !errors.Is(err, circuits.ErrLinkClosed) && n.links.Lookup(l.Peer()) == nil {
+		n.dir.Down(l.Peer())
+	}
+}
+
+// askDescriptor requests c's descriptor over a link to it (dialed if needed).
+func (n *Node) askDescriptor(ctx context.Context, c proto.DHTContact) {
+	if c.ID == n.id.ID || !n.dir.shouldAsk(c.ID) {
+		return
+	}
+	l, err := n.link(ctx, c)
+	if err != nil {
+		n.log.Debug("link for a descriptor", "peer", c.ID.Short(), "err", err)
+		return
+	}
+	_ = l.SendVar(proto.VarCell{Command: proto.CmdDHT, Payload: []byte{descRequest}})
+}

@@ -1,0 +1,315 @@
+package node
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"veil/chunkstore"
+	"veil/chunkstore/content"
+	"veil/circuits"
+	"veil/ordb"
+	"veil/proto"
+)
+
+// Fetch errors.
+var (
+	// ErrNotFound: no provider record for the content in the DHT.
+	ErrNotFound = errors.New("node: no provider found for this hash_name")
+	// ErrNotORDB: publishing needs the ORDB role (what is published is
+	// served by this node's ORDB service).
+	ErrNotORDB = errors.New("node: publishing needs roles.ordb = true")
+	// errProviderUnknown: providers exist but their descriptors are not
+	// in the directory yet.
+	errProviderUnknown = errors.New("node: no descriptor for the providers")
+)
+
+// Published is the outcome of a publication.
+type Published struct {
+	Name     proto.HashName
+	Size     uint64
+	StoredOn int // DHT nodes that took the provider record
+}
+
+// Publish stores a static content in the served store, signed by a key
+// made for this content alone (never the node's identity key), and
+// announces in the DHT that this node's ORDB serves it.
+func (n *Node) Publish(ctx context.Context, mime string, src io.Reader) (Published, error) {
+	if n.served == nil {
+		return Published{}, ErrNotORDB
+	}
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return Published{}, err
+	}
+	d, name, err := n.served.Publish(ctx, key, mime, uint64(n.now().Unix()), src)
+	clear(key) // nothing will be signed with it again: static content
+	if err != nil {
+		return Published{}, err
+	}
+	if err := n.served.Flush(ctx); err != nil {
+		return Published{}, err
+	}
+	n.mu.Lock()
+	n.published++
+	n.mu.Unlock()
+	p := Published{Name: name, Size: d.Size}
+	r, err := n.dht.Provide(ctx, name, proto.MaxPieces, n.cfg.Load().Roles.Facilitator)
+	if err != nil {
+		return p, fmt.Errorf("announcing in the DHT: %w", err)
+	}
+	p.StoredOn = r.Stored
+	return p, nil
+}
+
+// transfer is one fetch in progress, for status.
+type transfer struct {
+	mu       sync.Mutex
+	held     uint64
+	total    uint64
+	size     uint64
+	resumed  uint64 // chunks held when the fetch started
+	attempts int
+	path     []proto.NodeID // current circuit, the ORDB last
+	started  time.Time
+	err      string
+}
+
+// TransferStatus is a snapshot of a transfer.
+type TransferStatus struct {
+	HashName string   `json:"hash_name"`
+	Held     uint64   `json:"chunks_held"`
+	Total    uint64   `json:"chunks_total"`
+	Size     uint64   `json:"size"`
+	Resumed  uint64   `json:"chunks_resumed"`
+	Attempts int      `json:"attempts"`
+	Circuit  []string `json:"circuit,omitempty"`
+	Seconds  float64  `json:"seconds"`
+	Error    string   `json:"error,omitempty"`
+}
+
+func (t *transfer) status(name proto.HashName, now time.Time) TransferStatus {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := TransferStatus{HashName: name.String(), Held: t.held, Total: t.total, Size: t.size, Resumed: t.resumed,
+		Attempts: t.attempts, Seconds: now.Sub(t.started).Seconds(), Error: t.err}
+	for _, id := range t.path {
+		s.Circuit = append(s.Circuit, id.String())
+	}
+	return s
+}
+
+// Progress is reported while fetching.
+type Progress struct {
+	Held, Total uint64 // chunks
+	Size        uint64 // bytes of the content (0 until the descriptor came)
+	Resumed     uint64 // chunks already held when the fetch started
+	Attempt     int    // the circuit this is the attempt of (1: the first)
+}
+
+// maxAttempts bounds the attempts of one fetch; maxNotFound those that
+// found no provider record at all (a record may still be on its way).
+const maxAttempts, maxNotFound = 12, 3
+
+// Fetch gets a content into the fetch cache: it finds a provider in the
+// DHT, builds a circuit whose last hop is that provider's ORDB and pulls
+// the chunks through it, verifying each. A broken circuit is replaced and
+// the fetch resumes from what the cache holds. progress may be nil.
+func (n *Node) Fetch(ctx context.Context, name proto.HashName, progress func(Progress)) (proto.DBConnected, error) {
+	if d, ok := n.complete(name); ok {
+		total := content.ChunkCount(d.Size)
+		if progress != nil {
+			progress(Progress{Held: total, Total: total, Size: d.Size, Resumed: total})
+		}
+		return d, nil
+	}
+	t := &transfer{started: n.now()}
+	n.mu.Lock()
+	n.transfers[name] = t
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		if n.transfers[name] == t {
+			delete(n.transfers, name)
+		}
+		n.mu.Unlock()
+	}()
+	report := func(held, total, size uint64) {
+		t.mu.Lock()
+		t.held, t.total = held, total
+		if size > 0 {
+			t.size = size
+		}
+		p := Progress{Held: held, Total: total, Size: t.size, Resumed: t.resumed, Attempt: t.attempts}
+		t.mu.Unlock()
+		if progress != nil {
+			progress(p)
+		}
+	}
+	if d, err := n.cache.Descriptor(name); err == nil {
+		total := content.ChunkCount(d.Size)
+		held := n.held(name, total)
+		t.mu.Lock()
+		t.resumed, t.size = held, d.Size
+		t.mu.Unlock()
+		report(held, total, d.Size)
+	}
+	rng := mrand.New(mrand.NewPCG(mrand.Uint64(), mrand.Uint64()))
+	var lastErr error
+	notFound := 0
+	for attempt := 1; attempt <= maxAttempts; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return proto.DBConnected{}, err
+		}
+		t.mu.Lock()
+		t.attempts = attempt
+		t.mu.Unlock()
+		d, err := n.fetchOnce(ctx, name, rng, t, report)
+		if err == nil {
+			return d, nil
+		}
+		lastErr = err
+		if errors.Is(err, ErrNotFound) {
+			if notFound++; notFound == maxNotFound {
+				return proto.DBConnected{}, err
+			}
+		}
+		t.mu.Lock()
+		t.err = err.Error()
+		t.mu.Unlock()
+		n.log.Info("fetch attempt failed", "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return proto.DBConnected{}, ctx.Err()
+		case <-time.After(time.Duration(min(attempt, 5)) * 300 * time.Millisecond):
+		}
+	}
+	return proto.DBConnected{}, lastErr
+}
+
+// complete returns the descriptor of a content the node holds whole:
+// fetched before, or published here.
+func (n *Node) complete(name proto.HashName) (proto.DBConnected, bool) {
+	if d, ok := complete(n.cache, name); ok {
+		return d, true
+	}
+	if n.served != nil {
+		return complete(n.served, name)
+	}
+	return proto.DBConnected{}, false
+}
+
+// complete returns the descriptor of a static content s holds whole.
+func complete(s *chunkstore.Store, name proto.HashName) (proto.DBConnected, bool) {
+	d, err := s.Descriptor(name)
+	if err != nil || d.Flags&proto.FlagLive != 0 {
+		return d, false
+	}
+	total := content.ChunkCount(d.Size)
+	return d, held(s, name, total) == total
+}
+
+func (n *Node) held(name proto.HashName, total uint64) uint64 { return held(n.cache, name, total) }
+
+func held(s *chunkstore.Store, name proto.HashName, total uint64) uint64 {
+	_, count, err := s.Progress(name)
+	if err != nil {
+		return 0
+	}
+	return min(count, total)
+}
+
+// fetchOnce is one attempt: provider, circuit, Fetch.
+func (n *Node) fetchOnce(ctx context.Context, name proto.HashName, rng *mrand.Rand, t *transfer, report func(held, total, size uint64)) (proto.DBConnected, error) {
+	last, err := n.provider(ctx, name, rng)
+	if err != nil {
+		return proto.DBConnected{}, err
+	}
+	cfg := n.cfg.Load()
+	path, err := circuits.SelectPathTo(n.dir.Nodes(), cfg.Tunnels.Hops, n.id.ID, last, cfg.AllowPrivate, n.now(), rng)
+	if err != nil {
+		return proto.DBConnected{}, fmt.Errorf("choosing a path (%d nodes known): %w", n.dir.Len(), err)
+	}
+	bctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	circ, err := n.sw.Build(bctx, path)
+	cancel()
+	if err != nil {
+		return proto.DBConnected{}, fmt.Errorf("building a circuit: %w", err)
+	}
+	defer circ.Close()
+	ids := make([]proto.NodeID, len(path))
+	for i, d := range path {
+		ids[i] = d.ID
+	}
+	t.mu.Lock()
+	t.path = ids
+	t.mu.Unlock()
+	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	s, err := circ.OpenStream(sctx, ORDBDest)
+	cancel()
+	if err != nil {
+		return proto.DBConnected{}, fmt.Errorf("opening the ORDB stream: %w", err)
+	}
+	var size uint64
+	d, err := ordb.Fetch(ctx, s, name, n.cache, ordb.FetchConfig{Progress: func(held, total uint64) {
+		if size == 0 {
+			if d, err := n.cache.Descriptor(name); err == nil {
+				size = d.Size
+			}
+		}
+		report(held, total, size)
+	}})
+	if err != nil {
+		return d, fmt.Errorf("fetching through the circuit: %w", err)
+	}
+	total := content.ChunkCount(d.Size)
+	report(total, total, d.Size)
+	return d, nil
+}
+
+// provider finds the ORDBs that announced name and returns the descriptor
+// of one of them.
+func (n *Node) provider(ctx context.Context, name proto.HashName, rng *mrand.Rand) (proto.NodeDescriptor, error) {
+	lctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	r, err := n.dht.FindValue(lctx, name)
+	if err != nil {
+		return proto.NodeDescriptor{}, fmt.Errorf("DHT lookup: %w", err)
+	}
+	if len(r.Records) == 0 {
+		return proto.NodeDescriptor{}, ErrNotFound
+	}
+	recs := slices.Clone(r.Records)
+	rng.Shuffle(len(recs), func(i, j int) { recs[i], recs[j] = recs[j], recs[i] })
+	for _, rec := range recs {
+		if d, ok := n.dir.Get(rec.ORDB); ok && d.Flags&proto.FlagORDB != 0 {
+			return d, nil
+		}
+	}
+	// None is in the directory yet. Asking a provider for its descriptor
+	// directly would link this node to it just before a circuit asks it
+	// for name: the attempt fails instead, and discovery fills the
+	// directory meanwhile.
+	return proto.NodeDescriptor{}, fmt.Errorf("%w: %d providers, none among the %d nodes known yet", errProviderUnknown, len(recs), n.dir.Len())
+}
+
+// Open returns a reader of a content the node holds: fetched (cache) or
+// published (served store).
+func (n *Node) Open(ctx context.Context, name proto.HashName) (*chunkstore.Reader, error) {
+	if _, ok := complete(n.cache, name); ok {
+		return n.cache.NewReader(ctx, name)
+	}
+	if n.served != nil {
+		if _, err := n.served.Descriptor(name); err == nil {
+			return n.served.NewReader(ctx, name)
+		}
+	}
+	return nil, fmt.Errorf("%w: %v", chunkstore.ErrNotFound, name)
+}

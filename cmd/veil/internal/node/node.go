@@ -1,0 +1,503 @@
+// Package node is one long-lived veil node: links, the circuit switch, the
+// DHT over links, a directory of node descriptors learned through it, a
+// pool of circuits, the ORDB service, the stores and the local HTTP API.
+// The veil command runs it (`veil node`), or an ephemeral client-only one
+// for the length of a `veil get`.
+//
+// What the node serves and what it fetches are kept apart: published
+// content goes into served.db, which the ORDB service answers from;
+// fetched content goes into cache.db, which no peer can query.
+package node
+
+import (
+	"context"
+	crand "crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"veil/chunkstore"
+	"veil/circuits"
+	"veil/cmd/veil/internal/config"
+	"veil/kademlia"
+	"veil/ordb"
+	"veil/proto"
+)
+
+// Files of the data directory.
+const (
+	ServedFile  = "served.db"  // content this node published: the ORDB serves it
+	CacheFile   = "cache.db"   // content fetched for the user: never served
+	CookieFile  = "api.cookie" // the local API's secret, mode 0600
+	APIAddrFile = "api.addr"   // where the local API listens while the node runs
+)
+
+// ORDBDest is the stream destination at which nodes serve DB_* queries.
+const ORDBDest = "ordb"
+
+// descValidity is how long the node's descriptor holds; it is re-signed
+// at half that.
+const descValidity = 24 * time.Hour
+
+// descSends bounds the descriptor messages being sent at once.
+const descSends = 64
+
+// Options are what a Node is made from besides the configuration file.
+type Options struct {
+	Config config.Config
+	Log    *slog.Logger // nil: discard
+	// LogLevel, if set, is the level Reload adjusts.
+	LogLevel *slog.LevelVar
+}
+
+// Node is a running veil node. Start makes one; Close stops it.
+type Node struct {
+	cfg     atomic.Pointer[config.Config]
+	dataDir string
+	log     *slog.Logger
+	level   *slog.LevelVar
+	now     func() time.Time
+
+	id    *circuits.Identity
+	links *circuits.Links
+	sw    *circuits.Switch
+	dht   *kademlia.Node
+	// dhtReady is dht for the link handlers, which may run before Start
+	// has made it.
+	dhtReady atomic.Pointer[kademlia.Node]
+	dir      *directory
+	pool     *circuits.Pool
+	served   *chunkstore.Store // nil for a node that is not an ORDB
+	cache    *chunkstore.Store
+	addr     netip.AddrPort // where others reach us; invalid for a client
+	desc     atomic.Pointer[proto.NodeDescriptor]
+
+	api *apiServer
+
+	lastBootstrap time.Time // owned by Run
+
+	descSem chan struct{}  // bounds descriptor sends in flight (sendDesc)
+	descWG  sync.WaitGroup // those sends; they end when the links close
+
+	mu        sync.Mutex // guards transfers and published
+	transfers map[proto.HashName]*transfer
+	published int
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closed sync.Once
+}
+
+// Start brings a node up: identity, stores, links, switch, DHT, pool and
+// API. Run bootstraps and keeps it going; Close stops it.
+func Start(opts Options) (_ *Node, err error) {
+	cfg := opts.Config
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	n := &Node{
+		dataDir:   cfg.DataDirOrDefault(),
+		log:       opts.Log,
+		level:     opts.LogLevel,
+		now:       time.Now,
+		transfers: map[proto.HashName]*transfer{},
+		descSem:   make(chan struct{}, descSends),
+	}
+	if n.log == nil {
+		n.log = slog.New(slog.DiscardHandler)
+	}
+	n.cfg.Store(&cfg)
+	n.dir = newDirectory(n.now)
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+	if err := os.MkdirAll(n.dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	// A node that offers nothing shows a fresh link identity each session:
+	// nothing ties its sessions together. Relays and ORDBs keep theirs,
+	// their ID being their DHT position.
+	if cfg.ClientOnly() {
+		n.id, err = circuits.NewEphemeralIdentity()
+	} else {
+		n.id, err = circuits.LoadOrCreateIdentity(n.dataDir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if n.cache, err = chunkstore.Open(chunkstore.DefaultConfig(filepath.Join(n.dataDir, CacheFile))); err != nil {
+		return nil, fmt.Errorf("fetch cache: %w", err)
+	}
+	if cfg.Roles.ORDB {
+		if n.served, err = chunkstore.Open(chunkstore.DefaultConfig(filepath.Join(n.dataDir, ServedFile))); err != nil {
+			return nil, fmt.Errorf("served store: %w", err)
+		}
+	}
+
+	n.links = circuits.NewLinks(n.id, circuits.DefaultConfig())
+	swCfg := circuits.DefaultSwitchConfig()
+	swCfg.Flags = cfg.Roles.Flags()
+	swCfg.MaxJoinedCircuits = cfg.Tunnels.MaxJoinedCircuits
+	if n.sw, err = circuits.NewSwitch(n.id, n.links, swCfg); err != nil {
+		return nil, err
+	}
+	if n.served != nil {
+		srv := &ordb.Server{Store: n.served}
+		n.sw.Handle(ORDBDest, func(s *circuits.Stream) { _ = srv.Serve(s) })
+	}
+	// Handlers before Listen: a link keeps the handlers it started with.
+	// DHT cells arriving before the DHT exists are dropped (dhtReady).
+	n.links.SetHandlers(circuits.LinkHandlers{Cell: n.sw.HandleCell, Closed: n.handleClosed, Var: n.handleVar})
+	if !cfg.ClientOnly() && cfg.Listen != "" {
+		la, err := n.links.Listen(cfg.Listen)
+		if err != nil {
+			return nil, err
+		}
+		if n.addr, err = advertised(cfg, la); err != nil {
+			return nil, err
+		}
+	}
+	if err := n.refreshDescriptor(); err != nil {
+		return nil, err
+	}
+
+	dcfg := kademlia.DefaultNodeConfig()
+	if cfg.AllowPrivate {
+		dcfg.DHT.MaxPerSubnet = 0
+	}
+	for _, b := range cfg.ParsedBridges() {
+		dcfg.Bridges = append(dcfg.Bridges, proto.DHTContact{ID: b.ID, Addr: b.Addr})
+	}
+	kid := kademlia.Identity{ID: n.id.ID, Addr: n.addr, OnionKey: n.id.OnionPublic()}
+	if !cfg.ClientOnly() {
+		kid.Key = n.id.Key // signs the provider records of what we publish
+	}
+	if n.dht, err = kademlia.NewNode(dcfg, kid, linksTransport{n}); err != nil {
+		return nil, err
+	}
+	n.dhtReady.Store(n.dht)
+
+	pcfg := circuits.DefaultPoolConfig()
+	pcfg.MinCircuits, pcfg.MaxCircuits = cfg.Tunnels.MinCircuits, cfg.Tunnels.MaxCircuits
+	pcfg.MaxTime, _ = cfg.MaxTime()
+	pcfg.MaxTimeInactive, _ = cfg.MaxTimeInactive()
+	pcfg.MaxTraffic, _ = cfg.MaxTraffic()
+	pcfg.ExitFlags = proto.FlagORDB
+	pcfg.AllowSameSubnet = cfg.AllowPrivate
+	if n.pool, err = circuits.NewPool(n.sw, n.dir, pcfg); err != nil {
+		return nil, err
+	}
+
+	if cfg.HTTP != "" {
+		if n.api, err = startAPI(n, cfg.HTTP); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+// advertised is the address others reach us at.
+func advertised(cfg config.Config, la net.Addr) (netip.AddrPort, error) {
+	if cfg.Advertise != "" {
+		return netip.ParseAddrPort(cfg.Advertise)
+	}
+	ap, err := netip.ParseAddrPort(la.String())
+	if err != nil {
+		return ap, err
+	}
+	if ap.Addr().IsUnspecified() {
+		return netip.AddrPort{}, errors.New("config: listen is on every interface: set `advertise` to the IP:PORT others reach this node at")
+	}
+	return ap, nil
+}
+
+// refreshDescriptor signs a new descriptor of the node (rotating the
+// onion key when due first).
+func (n *Node) refreshDescriptor() error {
+	if n.cfg.Load().ClientOnly() {
+		return nil
+	}
+	if _, err := n.id.RotateOnionIfDue(n.now()); err != nil {
+		n.log.Warn("rotating the onion key", "err", err)
+	}
+	var addrs []netip.AddrPort
+	if n.addr.IsValid() {
+		addrs = []netip.AddrPort{n.addr}
+	}
+	d, err := n.id.Descriptor(addrs, n.cfg.Load().Roles.Flags(), descValidity)
+	if err != nil {
+		return err
+	}
+	n.desc.Store(&d)
+	return nil
+}
+
+// ID is the node's ID.
+func (n *Node) ID() proto.NodeID { return n.id.ID }
+
+// Addr is where others reach the node (invalid for a client-only node).
+func (n *Node) Addr() netip.AddrPort { return n.addr }
+
+// BridgeLine is how others name this node in their `bridges`.
+func (n *Node) BridgeLine() string {
+	if !n.addr.IsValid() {
+		return ""
+	}
+	return config.Bridge{ID: n.id.ID, Addr: n.addr}.String()
+}
+
+// APIAddr is where the local API listens ("" when off).
+func (n *Node) APIAddr() string {
+	if n.api == nil {
+		return ""
+	}
+	return n.api.addr
+}
+
+// Run bootstraps through the bridges, keeps the directory and the pool
+// filled and the descriptor fresh until ctx ends or Close. It returns nil
+// then.
+func (n *Node) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-n.ctx.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	n.wg.Add(2)
+	go func() {
+		defer n.wg.Done()
+		_ = n.dht.Run(ctx)
+	}()
+	go func() {
+		defer n.wg.Done()
+		_ = n.pool.Run(ctx)
+	}()
+	if err := n.pool.BuildTunnels(n.cfg.Load().Tunnels.Hops); err != nil {
+		return err
+	}
+	n.log.Info("node up", "id", n.id.ID.Short(), "addr", n.addr, "flags", n.cfg.Load().Roles.Flags())
+	if n.served != nil {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.announceServed(ctx)
+		}()
+	}
+	rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	n.lastBootstrap = n.now() // the DHT's Run bootstraps as it starts
+	discover := time.NewTimer(0)
+	defer discover.Stop()
+	resign := time.NewTicker(descValidity / 2)
+	defer resign.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-resign.C:
+			if err := n.refreshDescriptor(); err != nil {
+				n.log.Warn("re-signing the descriptor", "err", err)
+			}
+		case <-discover.C:
+			n.discover(ctx, rng)
+			// The pool retries failed builds only every few seconds: wake
+			// it as soon as the directory may offer paths.
+			if len(n.pool.FindCircuits()) < n.cfg.Load().Tunnels.MinCircuits {
+				_ = n.pool.BuildTunnels(n.cfg.Load().Tunnels.Hops)
+			}
+			// Look around often while the directory is thin, rarely after.
+			next := 30 * time.Second
+			if n.dir.Len() < 2*n.cfg.Load().Tunnels.Hops+2 {
+				next = time.Second
+			}
+			discover.Reset(next)
+		}
+	}
+}
+
+// discover runs a DHT lookup (of ourselves while the table is empty, of a
+// random ID otherwise) and asks the nodes it found for their descriptors.
+func (n *Node) discover(ctx context.Context, rng *rand.Rand) {
+	st, err := n.dht.Stats(ctx)
+	if err != nil {
+		return
+	}
+	// Bootstrap again while alone, but not every second at an
+	// unreachable bridge.
+	if now := n.now(); st.TableSize == 0 && now.Sub(n.lastBootstrap) >= 5*time.Second {
+		n.lastBootstrap = now
+		if _, err := n.dht.Bootstrap(ctx, nil); err != nil {
+			n.log.Debug("bootstrap", "err", err)
+		}
+	}
+	var target proto.NodeID
+	if rng.IntN(2) == 0 {
+		target = n.id.ID
+	} else {
+		_, _ = crand.Read(target[:])
+	}
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	r, err := n.dht.FindNode(lctx, target)
+	if err != nil {
+		n.log.Debug("discovery lookup", "err", err)
+		return
+	}
+	for _, c := range r.Closest {
+		n.askDescriptor(lctx, c)
+	}
+}
+
+// announceServed stores again, once the node has joined the DHT, the
+// provider records of what it published in earlier sessions: the DHT
+// keeps republishing only what was provided since the node started.
+func (n *Node) announceServed(ctx context.Context) {
+	names, err := n.served.Names()
+	if err != nil || len(names) == 0 {
+		return
+	}
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if st, err := n.dht.Stats(ctx); err == nil && st.TableSize > 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+	stored := 0
+	for _, name := range names {
+		if d, ok := complete(n.served, name); !ok || d.Flags&proto.FlagLive != 0 {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, time.Minute)
+		if r, err := n.dht.Provide(pctx, name, proto.MaxPieces, n.cfg.Load().Roles.Facilitator); err == nil && r.Stored > 0 {
+			stored++
+		}
+		cancel()
+	}
+	// Counts only: a hash_name is never logged.
+	n.log.Info("announced what this node serves", "contents", len(names), "stored", stored)
+}
+
+// Reload applies a new configuration: what can change while running (the
+// log level, the bridges: bootstrapped through at once) changes; the rest
+// is reported as needing a restart.
+func (n *Node) Reload(cfg config.Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	old := n.cfg.Load()
+	if n.level != nil {
+		n.level.Set(LevelOf(cfg.LogLevel))
+	}
+	next := *old
+	next.LogLevel, next.Bridges = cfg.LogLevel, cfg.Bridges
+	n.cfg.Store(&next)
+	var bridges []proto.DHTContact
+	for _, b := range cfg.ParsedBridges() {
+		bridges = append(bridges, proto.DHTContact{ID: b.ID, Addr: b.Addr})
+	}
+	if len(bridges) > 0 {
+		go func() {
+			ctx, cancel := context.WithTimeout(n.ctx, 30*time.Second)
+			defer cancel()
+			if _, err := n.dht.Bootstrap(ctx, bridges); err != nil {
+				n.log.Warn("bootstrap after reload", "err", err)
+			}
+		}()
+	}
+	cfg.LogLevel, cfg.Bridges = old.LogLevel, old.Bridges
+	cfg.DataDir = old.DataDir
+	if fmt.Sprint(cfg) != fmt.Sprint(*old) {
+		n.log.Warn("reload: settings other than log_level and bridges take effect at the next start")
+	}
+	return nil
+}
+
+// LevelOf maps log_level to a slog level.
+func LevelOf(s string) slog.Level {
+	switch s {
+	case "error":
+		return slog.LevelError
+	case "info":
+		return slog.LevelInfo
+	case "debug":
+		return slog.LevelDebug
+	}
+	return slog.LevelWarn
+}
+
+// Close stops the node: the API, the pool (destroying our circuits), the
+// DHT, the switch (destroying the circuits we carry), the links, then
+// flushes and closes the stores. Idempotent.
+func (n *Node) Close() error {
+	n.closed.Do(func() {
+		n.cancel() // ends Run, and the fetches and publications of the API
+		if n.api != nil {
+			n.api.close()
+		}
+		if n.pool != nil {
+			n.pool.Close()
+		}
+		if n.dht != nil {
+			n.dht.Close()
+		}
+		n.wg.Wait()
+		if n.sw != nil {
+			n.sw.Close()
+		}
+		if n.links != nil {
+			n.links.Close()
+		}
+		n.descWG.Wait()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, s := range []*chunkstore.Store{n.served, n.cache} {
+			if s != nil {
+				if err := s.Flush(ctx); err != nil {
+					n.log.Error("flushing a store", "err", err)
+				}
+				s.Close()
+			}
+		}
+	})
+	return nil
+}
+
+// WaitPaths waits until the directory holds enough nodes for a path of
+// the configured length (a relay for each hop but the last, and an ORDB),
+// or ctx ends.
+func (n *Node) WaitPaths(ctx context.Context) error {
+	want := n.cfg.Load().Tunnels.Hops
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if n.dir.Len() >= want {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("knows %d nodes, needs %d for a path: %w", n.dir.Len(), want, ctx.Err())
+		case <-t.C:
+		}
+	}
+}

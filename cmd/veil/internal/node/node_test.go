@@ -1,0 +1,244 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"veil/cmd/veil/internal/config"
+	"veil/proto"
+)
+
+// testConfig is a node on 127.0.0.1 with free ports.
+func testConfig(t *testing.T, dir string, bridges ...string) config.Config {
+	t.Helper()
+	c := config.Default()
+	c.Listen, c.HTTP, c.DataDir, c.AllowPrivate = "127.0.0.1:0", "127.0.0.1:0", dir, true
+	c.Bridges = bridges
+	c.Tunnels.MinCircuits, c.Tunnels.MaxCircuits = 2, 2
+	return c
+}
+
+func startTest(t *testing.T, ctx context.Context, c config.Config) *Node {
+	t.Helper()
+	n, err := Start(Options{Config: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go n.Run(ctx)
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// waitFor polls cond for at most d.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// checkLeaks fails t if goroutines started during it outlive it (closing
+// TCP connections takes a moment: the wait is bounded).
+func checkLeaks(t *testing.T) {
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		http.DefaultClient.CloseIdleConnections()
+		for i := 0; i < 100 && runtime.NumGoroutine() > before; i++ {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if g := runtime.NumGoroutine(); g > before {
+			buf := make([]byte, 1<<20)
+			t.Errorf("%d goroutines leaked:\n%s", g-before, buf[:runtime.Stack(buf, true)])
+		}
+	})
+}
+
+// Nodes in one process: a bridge, relays/ORDBs joining through it, a
+// content published at one and fetched at another through a circuit.
+func TestNodesPublishFetch(t *testing.T) {
+	checkLeaks(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	bc := testConfig(t, t.TempDir())
+	bc.Roles.Bridge = true
+	bridge := startTest(t, ctx, bc)
+	nodes := []*Node{bridge}
+	for range 6 {
+		nodes = append(nodes, startTest(t, ctx, testConfig(t, t.TempDir(), bridge.BridgeLine())))
+	}
+	for i, n := range nodes {
+		waitFor(t, 30*time.Second, "directories", func() bool { return n.dir.Len() >= len(nodes)-2 })
+		t.Logf("node %d: directory %d", i, n.dir.Len())
+	}
+	data := make([]byte, 200_001)
+	rand.Read(data)
+	pub, err := nodes[1].Publish(ctx, "application/octet-stream", bytes.NewReader(data))
+	if err != nil || pub.StoredOn == 0 {
+		t.Fatalf("publish: %+v %v", pub, err)
+	}
+	getter := nodes[len(nodes)-1]
+	var last Progress
+	if _, err := getter.Fetch(ctx, pub.Name, func(p Progress) { last = p }); err != nil {
+		t.Fatal(err)
+	}
+	if last.Held != last.Total || last.Size != uint64(len(data)) {
+		t.Fatalf("last progress %+v", last)
+	}
+	r, err := getter.Open(ctx, pub.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(r)
+	if !bytes.Equal(got, data) {
+		t.Fatal("fetched bytes differ")
+	}
+	// What the getter fetched is in its cache, not in what its ORDB serves.
+	if getter.served != nil {
+		if _, err := getter.served.Descriptor(pub.Name); err == nil {
+			t.Fatal("fetched content reachable by the getter's ORDB service")
+		}
+	}
+	// The content's descriptor is not signed by the publisher's node key.
+	d, err := nodes[1].served.Descriptor(pub.Name)
+	if err != nil || bytes.Equal(d.PublicKey, nodes[1].id.PublicKey()) {
+		t.Fatalf("descriptor key is the node identity key (%v)", err)
+	}
+	// The publisher restarts (same ID, a new port): it announces again
+	// what it serves, and a new node fetches it from there.
+	pubCfg := nodes[1].cfg.Load()
+	pubID := nodes[1].ID()
+	nodes[1].Close()
+	again := startTest(t, ctx, *pubCfg)
+	if again.ID() != pubID {
+		t.Fatalf("restarted publisher has ID %v, had %v", again.ID(), pubID)
+	}
+	waitFor(t, 30*time.Second, "the restarted publisher's announcement", func() bool {
+		st, err := again.dht.Stats(ctx)
+		return err == nil && st.Records > 0
+	})
+	late := startTest(t, ctx, testConfig(t, t.TempDir(), bridge.BridgeLine()))
+	waitFor(t, 30*time.Second, "the late node's directory", func() bool { _, ok := late.dir.Get(again.ID()); return ok && late.dir.Len() >= 4 })
+	if _, err := late.Fetch(ctx, pub.Name, nil); err != nil {
+		t.Fatalf("fetch from the restarted publisher: %v", err)
+	}
+
+	// A content nobody published is not found, quickly.
+	if _, err := getter.provider(ctx, proto.HashName{1, 2, 3}, mrand.New(mrand.NewPCG(1, 2))); err != ErrNotFound {
+		t.Fatalf("unknown content: %v", err)
+	}
+	t0 := time.Now()
+	if _, err := getter.Fetch(ctx, proto.HashName{1, 2, 3}, nil); !errors.Is(err, ErrNotFound) || time.Since(t0) > 20*time.Second {
+		t.Fatalf("fetch of unknown content: %v after %v", err, time.Since(t0))
+	}
+}
+
+func TestAPIGuard(t *testing.T) {
+	checkLeaks(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	n := startTest(t, ctx, testConfig(t, dir))
+	fi, err := os.Stat(filepath.Join(dir, CookieFile))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("cookie file: %v %v", fi, err)
+	}
+	base := "http://" + n.APIAddr()
+	for _, tt := range []struct {
+		cookie, path string
+		code         int
+		body         string
+	}{
+		{"", "/api/v1/status", 401, "cookie"},
+		{"wrong", "/api/v1/status", 401, "cookie"},
+		{"good", "/api/v1/status", 200, n.ID().String()},
+		{"good", "/api/v1/content/xyz", 400, "hash_name"},
+		{"good", "/api/v1/content/" + strings.Repeat("00", 20), 404, "not found"},
+	} {
+		req, _ := http.NewRequest("GET", base+tt.path, nil)
+		if tt.cookie == "good" {
+			req.Header.Set(CookieHeader, n.api.cookie)
+		} else if tt.cookie != "" {
+			req.Header.Set(CookieHeader, tt.cookie)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.code || !strings.Contains(string(b), tt.body) {
+			t.Errorf("%s %q: %d %s", tt.path, tt.cookie, resp.StatusCode, b)
+		}
+	}
+	c, err := Dial(ctx, dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := c.Status(ctx); err != nil || st.ID != n.ID().String() {
+		t.Fatalf("client status: %+v %v", st, err)
+	}
+}
+
+// Reload changes the log level and the bridges at run time (SIGHUP), and
+// refuses a bad configuration.
+func TestReload(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	bridge := startTest(t, ctx, testConfig(t, t.TempDir()))
+	c := testConfig(t, t.TempDir())
+	level := new(slog.LevelVar)
+	n, err := Start(Options{Config: c, LogLevel: level})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	go n.Run(ctx)
+	c.LogLevel = "debug"
+	c.Bridges = []string{bridge.BridgeLine()}
+	if err := n.Reload(c); err != nil {
+		t.Fatal(err)
+	}
+	if level.Level() != slog.LevelDebug {
+		t.Fatalf("level %v after reload", level.Level())
+	}
+	waitFor(t, 20*time.Second, "the reloaded bridge to know the node", func() bool {
+		_, ok := bridge.dir.Get(n.ID())
+		return ok
+	})
+	c.Tunnels.Hops = 0
+	if err := n.Reload(c); err == nil {
+		t.Fatal("bad configuration accepted by Reload")
+	}
+}
+
+func TestAdvertised(t *testing.T) {
+	c := config.Default()
+	tcp := func(s string) net.Addr { return net.TCPAddrFromAddrPort(netip.MustParseAddrPort(s)) }
+	if _, err := advertised(c, tcp("0.0.0.0:7700")); err == nil || !strings.Contains(err.Error(), "advertise") {
+		t.Fatalf("listen on every interface without advertise: %v", err)
+	}
+	if ap, err := advertised(c, tcp("127.0.0.1:7700")); err != nil || ap.String() != "127.0.0.1:7700" {
+		t.Fatalf("specific listen address: %v %v", ap, err)
+	}
+	c.Advertise = "203.0.113.5:7700"
+	if ap, err := advertised(c, tcp("0.0.0.0:7700")); err != nil || ap.String() != c.Advertise {
+		t.Fatalf("advertise: %v %v", ap, err)
+	}
+}
