@@ -13,7 +13,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -29,6 +32,8 @@ import (
 //	POST /api/v1/put               body: the content (Content-Type: its MIME type) -> PutResult
 //	POST /api/v1/get/{hash_name}   fetches; answers NDJSON Event lines until done
 //	GET  /api/v1/content/{hash_name}  the bytes of a content the node holds
+//	GET  /api/v1/debug/memory      Memory, after a garbage collection
+//	GET  /api/v1/debug/pprof/heap  the heap profile (go tool pprof)
 const CookieHeader = "X-Veil-Cookie"
 
 // Status is the node's state as /api/v1/status gives it.
@@ -76,6 +81,50 @@ type Event struct {
 	Error   string `json:"error,omitempty"`
 	// NotFound is set with Error when no provider was found.
 	NotFound bool `json:"not_found,omitempty"`
+}
+
+// Memory is the node process's memory as /api/v1/debug/memory gives it,
+// taken right after a garbage collection so that the heap figures count
+// live objects only.
+type Memory struct {
+	HeapAlloc  uint64 `json:"heap_alloc"`  // bytes of live heap objects
+	HeapInuse  uint64 `json:"heap_inuse"`  // bytes of heap spans in use
+	StackInuse uint64 `json:"stack_inuse"` // bytes of goroutine stacks
+	Sys        uint64 `json:"sys"`         // bytes obtained from the OS
+	Goroutines int    `json:"goroutines"`
+	RSS        uint64 `json:"rss"` // resident set (VmRSS), 0 where /proc is missing
+}
+
+// readMemory collects Memory.
+func readMemory() Memory {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return Memory{HeapAlloc: ms.HeapAlloc, HeapInuse: ms.HeapInuse, StackInuse: ms.StackInuse,
+		Sys: ms.Sys, Goroutines: runtime.NumGoroutine(), RSS: ProcessRSS(os.Getpid())}
+}
+
+// ProcessRSS is the resident set of process pid in bytes, from
+// /proc/PID/status (VmRSS); 0 when it cannot be read.
+func ProcessRSS(pid int) uint64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(rest)
+			if len(f) != 2 || f[1] != "kB" {
+				return 0
+			}
+			kb, err := strconv.ParseUint(f[0], 10, 64)
+			if err != nil {
+				return 0
+			}
+			return kb << 10
+		}
+	}
+	return 0
 }
 
 // Status returns a snapshot of the node.
@@ -206,6 +255,13 @@ func startAPI(n *Node, addr string) (*apiServer, error) {
 		}
 		w.Header().Set("Content-Type", "application/octet-stream")
 		http.ServeContent(w, r, "", time.Time{}, rd)
+	})
+	mux.HandleFunc("GET /api/v1/debug/memory", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, readMemory())
+	})
+	mux.HandleFunc("GET /api/v1/debug/pprof/heap", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		_ = pprof.Lookup("heap").WriteTo(w, 0)
 	})
 	a.srv = &http.Server{Handler: a.guard(mux), ReadHeaderTimeout: 10 * time.Second}
 	go func() {

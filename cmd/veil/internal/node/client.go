@@ -143,3 +143,21 @@ func (c *Client) Content(ctx context.Context, name string, w io.Writer) (int64, 
 	defer resp.Body.Close()
 	return io.Copy(w, resp.Body)
 }
+
+// Memory asks the node's memory figures (it collects garbage first).
+func (c *Client) Memory(ctx context.Context) (Memory, error) {
+	var m Memory
+	err := c.getJSON(ctx, http.MethodGet, "/api/v1/debug/memory", "", nil, &m)
+	return m, err
+}
+
+// HeapProfile copies the node's heap profile (pprof format) to w.
+func (c *Client) HeapProfile(ctx context.Context, w io.Writer) error {
+	resp, err := c.do(ctx, http.MethodGet, "/api/v1/debug/pprof/heap", "", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(w, resp.Body)
+	return err
+}

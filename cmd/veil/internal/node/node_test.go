@@ -170,6 +170,9 @@ func TestAPIGuard(t *testing.T) {
 		{"good", "/api/v1/status", 200, n.ID().String()},
 		{"good", "/api/v1/content/xyz", 400, "hash_name"},
 		{"good", "/api/v1/content/" + strings.Repeat("00", 20), 404, "not found"},
+		{"", "/api/v1/debug/memory", 401, "cookie"},
+		{"", "/api/v1/debug/pprof/heap", 401, "cookie"},
+		{"good", "/api/v1/debug/pprof/heap", 200, ""},
 	} {
 		req, _ := http.NewRequest("GET", base+tt.path, nil)
 		if tt.cookie == "good" {
@@ -193,6 +196,14 @@ func TestAPIGuard(t *testing.T) {
 	}
 	if st, err := c.Status(ctx); err != nil || st.ID != n.ID().String() {
 		t.Fatalf("client status: %+v %v", st, err)
+	}
+	// The memory figures are this process's (the node runs in it).
+	m, err := c.Memory(ctx)
+	if err != nil || m.HeapAlloc == 0 || m.HeapAlloc > m.Sys || m.Goroutines < 2 {
+		t.Fatalf("memory: %+v %v", m, err)
+	}
+	if rss := ProcessRSS(os.Getpid()); rss == 0 || m.RSS == 0 || rss < m.HeapAlloc/2 {
+		t.Fatalf("RSS %d, reported %d, heap %d", rss, m.RSS, m.HeapAlloc)
 	}
 }
 
