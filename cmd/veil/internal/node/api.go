@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
@@ -34,6 +35,7 @@ import (
 //	GET  /api/v1/content/{hash_name}  the bytes of a content the node holds
 //	GET  /api/v1/debug/memory      Memory, after a garbage collection
 //	GET  /api/v1/debug/pprof/heap  the heap profile (go tool pprof)
+//	GET  /api/v1/debug/pprof/profile?seconds=N  a CPU profile of N (1..60) seconds
 const CookieHeader = "X-Veil-Cookie"
 
 // Status is the node's state as /api/v1/status gives it.
@@ -254,7 +256,14 @@ func startAPI(n *Node, addr string) (*apiServer, error) {
 			return
 		}
 		w.Header().Set("Content-Type", "application/octet-stream")
-		http.ServeContent(w, r, "", time.Time{}, rd)
+		var rs io.ReadSeeker = rd
+		if rd.Size() >= 0 {
+			// Static content the node holds whole: no Read waits. (A
+			// live stream's reads do wait for chunks; they stay as they
+			// are, not to hold back what arrived.)
+			rs = fillReader{rd}
+		}
+		http.ServeContent(w, r, "", time.Time{}, rs)
 	})
 	mux.HandleFunc("GET /api/v1/debug/memory", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, readMemory())
@@ -262,6 +271,25 @@ func startAPI(n *Node, addr string) (*apiServer, error) {
 	mux.HandleFunc("GET /api/v1/debug/pprof/heap", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		_ = pprof.Lookup("heap").WriteTo(w, 0)
+	})
+	mux.HandleFunc("GET /api/v1/debug/pprof/profile", func(w http.ResponseWriter, r *http.Request) {
+		secs, err := strconv.Atoi(r.URL.Query().Get("seconds"))
+		if err != nil || secs < 1 || secs > 60 {
+			writeError(w, http.StatusBadRequest, errors.New("seconds: want 1..60"))
+			return
+		}
+		var buf bytes.Buffer
+		if err := pprof.StartCPUProfile(&buf); err != nil {
+			writeError(w, http.StatusConflict, err) // one profile at a time
+			return
+		}
+		select {
+		case <-time.After(time.Duration(secs) * time.Second):
+		case <-r.Context().Done():
+		}
+		pprof.StopCPUProfile()
+		w.Header().Set("Content-Type", "application/octet-stream")
+		_, _ = w.Write(buf.Bytes())
 	})
 	a.srv = &http.Server{Handler: a.guard(mux), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
@@ -300,6 +328,26 @@ func (a *apiServer) close() {
 	for _, f := range a.files {
 		_ = os.Remove(f)
 	}
+}
+
+// fillReader fills each Read as far as it can: a chunkstore.Reader
+// returns one 498-byte chunk per Read, and the HTTP server writes what each
+// Read gives, so without it the content goes out in tiny writes.
+type fillReader struct{ io.ReadSeeker }
+
+func (f fillReader) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		m, err := f.ReadSeeker.Read(p[n:])
+		n += m
+		if err != nil {
+			if n > 0 && err == io.EOF {
+				return n, nil // EOF again on the next Read
+			}
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 func hashArg(w http.ResponseWriter, r *http.Request) (proto.HashName, bool) {

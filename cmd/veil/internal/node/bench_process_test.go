@@ -214,6 +214,7 @@ func BenchmarkNodeGet(b *testing.B) {
 	data := make([]byte, size)
 	rng := rand.NewChaCha8([32]byte{1})
 	b.SetBytes(size)
+	var fetchTotal, copyTotal time.Duration
 	b.ResetTimer()
 	for i := range b.N {
 		b.StopTimer()
@@ -234,15 +235,88 @@ func BenchmarkNodeGet(b *testing.B) {
 		g := benchNodes - 1 - i%(benchNodes-2)
 		out := filepath.Join(tn.pn.Root, fmt.Sprintf("got%d", i))
 		b.StartTimer()
+		start := time.Now()
 		get := spawn(b, tn.pn, fmt.Sprintf("get%d", i), "", "get", "--data-dir", tn.dirs[g], "-o", out, hash)
+		fetched := watchTransfer(tn.clients[g], hash, get.Done())
+		profiled := cpuProfiles(b, tn, 4)
 		if err := get.Wait(10 * time.Minute); err != nil {
 			b.Fatalf("get at node%d: %v\n%s", g, err, tn.pn.Log(fmt.Sprintf("get%d", i)))
 		}
 		b.StopTimer()
+		took := time.Since(start)
+		profiled.Wait()
+		fetch := <-fetched
+		fetchTotal += fetch
+		b.Logf("round %d: get %v, of which the node's fetch %v (the rest: the process, the copy out of the cache into the file)", i, took, fetch)
 		if got, err := os.ReadFile(out); err != nil || !bytes.Equal(got, data) {
 			b.Fatalf("got %d bytes (%v), want the %d put", len(got), err, len(data))
 		}
+		// The same get again: the node holds the content, so this is the
+		// process and the copy out alone.
+		start = time.Now()
+		again := spawn(b, tn.pn, fmt.Sprintf("again%d", i), "", "get", "--data-dir", tn.dirs[g], "-o", out, hash)
+		if err := again.Wait(5 * time.Minute); err != nil {
+			b.Fatalf("second get at node%d: %v\n%s", g, err, tn.pn.Log(fmt.Sprintf("again%d", i)))
+		}
+		copyTotal += time.Since(start)
 		_ = os.Remove(out)
 		_ = os.Remove(src)
 	}
+	b.ReportMetric(float64(size)*float64(b.N)/fetchTotal.Seconds()/1e6, "fetch-MB/s")
+	b.ReportMetric(float64(size)*float64(b.N)/copyTotal.Seconds()/1e6, "held-get-MB/s")
+}
+
+// cpuProfiles profiles every node for secs seconds into
+// $VEIL_BENCH_PROFILES/cpu-nodeI.pb.gz when that variable names a
+// directory. Wait for the returned group before the network stops.
+func cpuProfiles(b *testing.B, tn *testNet, secs int) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	dir := os.Getenv("VEIL_BENCH_PROFILES")
+	if dir == "" {
+		return &wg
+	}
+	for i, c := range tn.clients {
+		wg.Go(func() {
+			var buf bytes.Buffer
+			if err := c.CPUProfile(context.Background(), secs, &buf); err != nil {
+				b.Errorf("profiling node%d: %v", i, err)
+				return
+			}
+			_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("cpu-node%d.pb.gz", i)), buf.Bytes(), 0o600)
+		})
+	}
+	return &wg
+}
+
+// watchTransfer polls the node's transfers until done is closed and
+// sends how long after its start the transfer of hash was last seen: when
+// the node's fetch ended, to the polling interval.
+func watchTransfer(c *node.Client, hash string, done <-chan struct{}) <-chan time.Duration {
+	out := make(chan time.Duration, 1)
+	start := time.Now()
+	go func() {
+		var last time.Duration
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				out <- last
+				return
+			case <-t.C:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			st, err := c.Status(ctx)
+			cancel()
+			if err != nil {
+				continue
+			}
+			for _, tr := range st.Transfers {
+				if tr.HashName == hash {
+					last = time.Since(start)
+				}
+			}
+		}
+	}()
+	return out
 }

@@ -153,7 +153,17 @@ func (c *Client) Memory(ctx context.Context) (Memory, error) {
 
 // HeapProfile copies the node's heap profile (pprof format) to w.
 func (c *Client) HeapProfile(ctx context.Context, w io.Writer) error {
-	resp, err := c.do(ctx, http.MethodGet, "/api/v1/debug/pprof/heap", "", nil)
+	return c.copyTo(ctx, "/api/v1/debug/pprof/heap", w)
+}
+
+// CPUProfile profiles the node for secs seconds (1..60) and copies the
+// profile (pprof format) to w.
+func (c *Client) CPUProfile(ctx context.Context, secs int, w io.Writer) error {
+	return c.copyTo(ctx, fmt.Sprintf("/api/v1/debug/pprof/profile?seconds=%d", secs), w)
+}
+
+func (c *Client) copyTo(ctx context.Context, path string, w io.Writer) error {
+	resp, err := c.do(ctx, http.MethodGet, path, "", nil)
 	if err != nil {
 		return err
 	}
