@@ -118,6 +118,9 @@ func (c *Client) Get(ctx context.Context, name string, progress func(Event)) err
 		switch {
 		case ev.Error != "":
 			if ev.NotFound {
+				if ev.Error == ErrNotFound.Error() {
+					return ErrNotFound
+				}
 				return fmt.Errorf("%w (%s)", ErrNotFound, ev.Error)
 			}
 			return errors.New(ev.Error)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -303,6 +304,16 @@ func TestNodeProcesses(t *testing.T) {
 		t.Fatalf("resumed get gave %d bytes (%v), want the %d put", len(got), err, len(data))
 	}
 	t.Logf("killed getter resumed: %s", m[0])
+
+	// A content nobody announced: exit code 3, said plainly, once.
+	nf := spawn(t, pn, "notfound", "", "get", "--data-dir", dirs[1], "-o", filepath.Join(pn.Root, "nothing"), strings.Repeat("0f", 20))
+	var ee *exec.ExitError
+	if err := nf.Wait(60 * time.Second); !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Fatalf("get of an unknown hash_name: %v\n%s", err, pn.Log("notfound"))
+	}
+	if l := pn.Log("notfound"); strings.Count(l, "no provider found") != 1 {
+		t.Fatalf("get of an unknown hash_name says:\n%s", l)
+	}
 
 	// Every node stops cleanly on SIGTERM.
 	for i, p := range procs {
