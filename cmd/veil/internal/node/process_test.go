@@ -25,7 +25,11 @@ import (
 // buildVeil builds the veil binary into dir.
 func buildVeil(t testing.TB, dir string) string {
 	bin := filepath.Join(dir, "veil")
-	if out, err := exec.Command("go", "build", "-o", bin, "veil/cmd/veil").CombinedOutput(); err != nil {
+	args := []string{"build", "-o", bin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	if out, err := exec.Command("go", append(args, "veil/cmd/veil")...).CombinedOutput(); err != nil {
 		t.Fatalf("building veil: %v\n%s", err, out)
 	}
 	return bin
@@ -78,6 +82,21 @@ func status(t testing.TB, c *node.Client) node.Status {
 	return st
 }
 
+// checkRaces fails t when a process's log under root reports a data race
+// (processes are built with -race when the test runs with it).
+func checkRaces(t testing.TB, root string) {
+	logs, _ := filepath.Glob(filepath.Join(root, "*.log"))
+	for _, path := range logs {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		if i := bytes.Index(b, []byte("WARNING: DATA RACE")); i >= 0 {
+			t.Errorf("%s reports a data race:\n%s", filepath.Base(path), b[i:min(len(b), i+6000)])
+		}
+	}
+}
+
 // testNet is a network of node processes that has settled.
 type testNet struct {
 	pn      *procnet.Net
@@ -97,6 +116,9 @@ func startNet(t testing.TB, nNodes int) *testNet {
 	t.Helper()
 	root := t.TempDir()
 	pn := procnet.New(buildVeil(t, root), root)
+	// Cleanups run last first: the logs are read once every process
+	// has ended.
+	t.Cleanup(func() { checkRaces(t, root) })
 	t.Cleanup(pn.Close)
 	tn := &testNet{pn: pn, dirs: make([]string, nNodes), procs: make([]*procnet.Proc, nNodes),
 		clients: make([]*node.Client, nNodes), byID: map[string]int{}}
