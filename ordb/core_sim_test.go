@@ -32,6 +32,7 @@ type coreSim struct {
 	forwards map[uint64]int // Forward actions per request ID, all cores
 	mod      func(*Config)  // applied to every core's config
 	post     func(*Core)    // applied to every new core
+	trace    bool           // log every message and action
 }
 
 type simKind uint8
@@ -183,6 +184,9 @@ func (s *coreSim) send(from simEnd, m simMsg) {
 
 // ask has requester end r send q.
 func (s *coreSim) ask(r simEnd, q proto.DBQuery) {
+	if _, ok := s.links[r]; !ok {
+		return // cut: nothing leaves
+	}
 	s.nodes[r.node].asked[q.RequestID] = true
 	s.send(r, simMsg{kind: mQuery, q: q})
 }
@@ -208,6 +212,9 @@ func (s *coreSim) run() {
 }
 
 func (s *coreSim) deliver(m simMsg) {
+	if s.trace {
+		s.t.Logf("%v deliver to %v: kind %d q %+v id %d %T reason %v", s.now.Sub(t0), m.to, m.kind, m.q, m.id, m.msg, m.reason)
+	}
 	if m.kind < mLookup {
 		if _, ok := s.links[m.to]; !ok {
 			return // the circuit was cut while the message travelled
@@ -280,6 +287,9 @@ func (s *coreSim) holderAnswers(at simEnd, mode holderMode, q proto.DBQuery) {
 func (s *coreSim) drain(i int) {
 	c := s.nodes[i].core
 	for _, a := range c.Ready() {
+		if s.trace {
+			s.t.Logf("    core %d: %#v", i, a)
+		}
 		switch a := a.(type) {
 		case ServeLocal:
 			s.serve(simEnd{i, a.Circuit}, a.Query, false)
