@@ -388,6 +388,9 @@ func (c *Core) AddNeighbour(id CircuitID, now time.Time) {
 // HandleQuery decides what to do with a DB_QUERY that arrived on circuit
 // from (a requester, or another ORDB relaying).
 func (c *Core) HandleQuery(from CircuitID, q proto.DBQuery, now time.Time) {
+	if from == 0 {
+		return // no circuit to answer on
+	}
 	ci := c.open(from)
 	end := func() { c.emit(SendEnd{Circuit: from, RequestID: q.RequestID, Reason: proto.DBEndUnavailable}) }
 	// The Peersm specification's loop breaker.
@@ -730,6 +733,8 @@ func (c *Core) HandleConnect(provider proto.NodeID, circ CircuitID, ok bool, now
 		if l := c.lookups[h]; l != nil && l.connecting > 0 {
 			l.connecting--
 		}
+		// No STORE for a name found in the DHT: its provider is there
+		// already, and naming this ORDB too would only add a hop.
 		if ok {
 			c.names.add(h, &ref{circ: circ, kind: relayRef, last: ^uint64(0)}, false, c.alive)
 		}

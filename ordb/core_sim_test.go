@@ -33,6 +33,8 @@ type coreSim struct {
 	mod      func(*Config)  // applied to every core's config
 	post     func(*Core)    // applied to every new core
 	trace    bool           // log every message and action
+	record   bool           // keep every action in log
+	log      []string
 }
 
 type simKind uint8
@@ -212,13 +214,13 @@ func (s *coreSim) run() {
 }
 
 func (s *coreSim) deliver(m simMsg) {
-	if s.trace {
-		s.t.Logf("%v deliver to %v: kind %d q %+v id %d %T reason %v", s.now.Sub(t0), m.to, m.kind, m.q, m.id, m.msg, m.reason)
-	}
 	if m.kind < mLookup {
 		if _, ok := s.links[m.to]; !ok {
 			return // the circuit was cut while the message travelled
 		}
+	}
+	if s.trace {
+		s.t.Logf("%v deliver to %v: kind %d q %+v id %d %T reason %v", s.now.Sub(t0), m.to, m.kind, m.q, m.id, m.msg, m.reason)
 	}
 	n := s.nodes[m.to.node]
 	switch n.kind {
@@ -289,6 +291,9 @@ func (s *coreSim) drain(i int) {
 	for _, a := range c.Ready() {
 		if s.trace {
 			s.t.Logf("    core %d: %#v", i, a)
+		}
+		if s.record {
+			s.log = append(s.log, fmt.Sprintf("%v %d %#v", s.now.Sub(t0), i, a))
 		}
 		switch a := a.(type) {
 		case ServeLocal:
