@@ -281,41 +281,64 @@ type circuit struct {
 
 // Core is the ORDB decision logic of the Peersm specification as a pure
 // state machine: the OR_files_P / OR_streams_P lists, the decision for a
-// DB_QUERY (counter, descriptor, local seeds, lists with rotation, DHT,
-// facilitators, DB_END), the relayed request IDs, the routing of answers
-// back to requesters, and DB_INFO handling (STORE, propagation to
-// neighbour ORDBs of only what they do not know).
+// DB_QUERY, the relayed request IDs, the routing of answers back to
+// requesters, and DB_INFO handling (STORE, propagation to neighbour ORDBs
+// of only what they do not know).
+//
+// A DB_QUERY is decided in the Peersm specification's order: counter at
+// MaxCounter, or a request ID already relayed: DB_END UNAVAILABLE; the
+// descriptor or chunks the user seeds: ServeLocal; else the first valid
+// reference of the name's list, which goes to the end of the list (a
+// holder gets the counter as it came, another ORDB gets counter + 1);
+// else FIND_VALUE, Connect to the providers found and forward once, with
+// counter + 1, on the first circuit up; else facilitators; else DB_END
+// UNAVAILABLE. A reference that fails (DB_END DESTROYED, a holder's
+// UNAVAILABLE, silence past ForwardTimeout, a wrong answer) gets a strike
+// and the next one is tried, up to MaxAttempts forwards; every request
+// ends by RequestTimeout at the latest.
 //
 // Inputs are the Handle* methods, AddNeighbour, CircuitClosed and Tick,
 // all taking now; Ready hands out the Actions. No goroutines, no I/O, no
 // clock, no randomness: the same inputs give the same actions. Not safe
-// for concurrent use: one goroutine (the shell) owns a Core.
+// for concurrent use: one goroutine, the shell, owns a Core.
 //
-// What a shell does:
+// What a shell does. It names every circuit stream that carries DB_*
+// messages with a CircuitID it never reuses, calls AddNeighbour for each
+// circuit it keeps to another ORDB and CircuitClosed when a circuit ends,
+// and calls Tick when NextDeadline is reached. It feeds what it parses:
 //
-//   - Names every circuit stream with a CircuitID never reused, and calls
-//     CircuitClosed when one ends. Calls AddNeighbour for each circuit to
-//     another ORDB it keeps (Connect results are neighbours already).
-//   - Feeds parsed messages: DB_QUERY -> HandleQuery; DB_INFO ->
-//     HandleInfo; a live stream's advertisement -> HandleStreamInfo; a
-//     neighbour ORDB's announcement -> HandleAnnounce; DB_CONNECTED,
-//     DB_PROOF, DB_DATA on a forwarded request's stream -> HandleAnswer;
-//     DB_END -> HandleEnd (from a requester's stream or a forwarded one).
-//     One forwarded request per downstream stream lets the shell name the
-//     request ID of what comes back.
-//   - Calls Tick at NextDeadline (or periodically), then drains Ready
-//     after every call and carries out each Action in order:
-//     ServeLocal: answer from the chunkstore (Server's logic);
-//     Forward: open a stream on Circuit, send Query; Deliver: send Msg to
-//     the requester's stream; SendEnd: send DB_END (closing that
-//     request's stream); Lookup: kademlia FindValue, then HandleLookup;
-//     Connect: build a circuit to the provider, then HandleConnect;
-//     AskFacilitator: hand the query to the facilitator service, then
-//     HandleFacilitator with the circuit its answers come on; Store:
-//     kademlia Provide(HashName, P, own facilitator flag); Propagate: send
-//     the announcement on To.
-//   - Keeps answers on one upstream stream in query order when it
-//     pipelines several requests there (the Core routes per request).
+//	DB_QUERY on any stream                  HandleQuery
+//	DB_INFO from a peer                     HandleInfo
+//	a holder's live-stream range            HandleStreamInfo
+//	a neighbour ORDB's announcement         HandleAnnounce
+//	DB_CONNECTED, DB_PROOF, DB_DATA on a    HandleAnswer(stream, request ID)
+//	  forwarded request's stream
+//	DB_END (requester's or forwarded)       HandleEnd(stream, request ID)
+//	kademlia FindValue result               HandleLookup(name, Records, true)
+//	circuit to a provider built / failed    HandleConnect
+//	the facilitator service's reply         HandleFacilitator
+//
+// After each call it drains Ready and carries out the actions in order:
+//
+//	ServeLocal      answer Query on Circuit from the chunkstore, as
+//	                Server does (for a live stream's descriptor, with its
+//	                own start two windows behind its newest chunk)
+//	Forward         open a new stream on Circuit, send Query; what comes
+//	                back on that stream belongs to Query.RequestID
+//	Deliver         send Msg to the requester on Circuit
+//	SendEnd         send DB_END Reason on Circuit for RequestID; the
+//	                request's stream is done
+//	Lookup          kademlia FindValue(HashName)
+//	Connect         build a circuit to Provider (address, onion key) and
+//	                open an ORDB stream on it
+//	AskFacilitator  hand Query to the facilitator service
+//	Store           kademlia Provide(HashName, P, the node's own F flag)
+//	Propagate       send the announcement (HashName, Size, Type) on To
+//
+// A requester's stream may carry several queries: the shell keeps the
+// answers on it in query order (the Core routes per request, not per
+// stream). Nothing of this reaches a log next to an address: the Core
+// never learns who asked, and the shell must not write it down.
 type Core struct {
 	cfg   Config
 	seeds Seeds
@@ -765,7 +788,8 @@ func (c *Core) HandleFacilitator(id uint64, circ CircuitID, ok bool, now time.Ti
 // HandleAnswer takes a message that came back on circuit from for the
 // forwarded request id: DB_CONNECTED, DB_PROOF or DB_DATA. It is delivered
 // to the requester when it fits the query; a wrong answer counts as a
-// failure of the reference.
+// failure of the reference. A delivered msg is carried as it came: its
+// byte slices must stay valid until the shell has drained Ready.
 func (c *Core) HandleAnswer(from CircuitID, id uint64, msg proto.DBMessage, now time.Time) error {
 	r := c.pending[id]
 	if r == nil || r.down != from || from == 0 || (r.state != stForwarded && r.state != stFacilitator && r.state != stAnswering) {
