@@ -635,3 +635,32 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("MaxAttempts 0: %v", err)
 	}
 }
+
+// A circuit that closes under a forwarded request sends it to the next
+// reference; connects that all fail send the request on to facilitators.
+func TestCoreClosedAndFailedConnects(t *testing.T) {
+	h := hn(1)
+	c := newTestCore(t, nil, nil)
+	holder(t, c, 1, h)
+	holder(t, c, 2, h)
+	c.HandleQuery(req, query(h, 0, 1, 3, 5), t0)
+	wantActions(t, c.Ready(), Forward{Circuit: 1, Query: query(h, 0, 1, 3, 5)})
+	c.CircuitClosed(1, t0)
+	wantActions(t, c.Ready(), Forward{Circuit: 2, Query: query(h, 0, 1, 3, 5)})
+	if files, _ := c.Refs(h); !reflect.DeepEqual(refCircuits(files), []CircuitID{1, 2}) {
+		t.Fatalf("list %v: the closed circuit 1, never met, should stay", refCircuits(files))
+	}
+	c.CircuitClosed(2, t0)
+	wantActions(t, c.Ready(), Lookup{HashName: h})
+	p1 := proto.ProviderRecord{Key: h, ORDB: nodeID(1)}
+	p2 := proto.ProviderRecord{Key: h, ORDB: nodeID(2)}
+	c.HandleLookup(h, []proto.ProviderRecord{p1, p2}, true, t0)
+	wantActions(t, c.Ready(), Connect{Provider: p1, HashName: h}, Connect{Provider: p2, HashName: h})
+	c.HandleConnect(nodeID(1), 0, false, t0)
+	wantActions(t, c.Ready()) // one connect still pending
+	c.HandleConnect(nodeID(2), 0, false, t0)
+	wantActions(t, c.Ready(), AskFacilitator{Query: query(h, 0, 1, 3, 5)})
+	if files, _ := c.Refs(h); len(files) != 0 {
+		t.Fatalf("closed circuits met while choosing still listed: %v", refCircuits(files))
+	}
+}
