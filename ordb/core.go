@@ -561,12 +561,8 @@ func (c *Core) cancelDown(r *request) {
 // reference: strike the reference, try the next one.
 func (c *Core) downFailed(r *request, reason proto.DBEndReason, now time.Time) {
 	if x := r.downRef; x != nil {
-		// A holder that cannot serve what it advertised is poisoning the
-		// list; a relay saying UNAVAILABLE just found nothing this time.
-		if x.kind == holderRef || reason != proto.DBEndUnavailable {
-			if e := c.names.get(r.q.HashName); e != nil {
-				c.names.strike(e, x)
-			}
+		if e := c.names.get(r.q.HashName); e != nil && (reason != proto.DBEndUnavailable || c.mustHave(e, x, r.q)) {
+			c.names.strike(e, x)
 		}
 	}
 	r.down, r.downRef = 0, nil
@@ -575,6 +571,23 @@ func (c *Core) downFailed(r *request, reason proto.DBEndReason, now time.Time) {
 		return
 	}
 	c.advance(r, now)
+}
+
+// mustHave reports whether reference x cannot honestly answer q with
+// UNAVAILABLE: a holder lacks neither the descriptor of what it advertised
+// nor, at P = 100 %, a chunk inside a size known from a verified
+// descriptor. Anything else may be honest (a partial holder, a chunk past
+// the end, a relay that found nothing this time), and must not cost the
+// reference a strike: otherwise any requester could clear honest holders
+// from the lists with queries they cannot answer.
+func (c *Core) mustHave(e *nameEntry, x *ref, q proto.DBQuery) bool {
+	if x.kind != holderRef {
+		return false
+	}
+	if q.WantsDescriptor() {
+		return true
+	}
+	return e.verified && !e.live && x.p == proto.MaxP && uint64(q.Chunk) < content.ChunkCount(e.size)
 }
 
 // HandleInfo takes a peer's DB_INFO received on circuit from: from holds

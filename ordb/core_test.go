@@ -330,11 +330,11 @@ func TestCoreDestroyedRetriesNext(t *testing.T) {
 	wantActions(t, c.Ready(), Forward{Circuit: 2, Query: q})
 	c.HandleEnd(2, 9, proto.DBEndUnavailable, t0)
 	wantActions(t, c.Ready(), unavailable(req, 9))
+	// DESTROYED costs a strike; UNAVAILABLE for chunks may be honest (a
+	// partial holder, a range past the end) and costs none.
 	files, _ := c.Refs(h)
-	for _, f := range files {
-		if f.Strikes != 1 {
-			t.Fatalf("reference %d has %d strikes, want 1", f.Circuit, f.Strikes)
-		}
+	if got := []uint8{files[0].Strikes, files[1].Strikes}; files[0].Circuit != 1 || !reflect.DeepEqual(got, []uint8{1, 0}) {
+		t.Fatalf("list %+v, want circuit 1 with one strike, 2 with none", files)
 	}
 	// A late answer from a reference given up on is not delivered.
 	if err := c.HandleAnswer(1, 9, proto.DBProof{NbChunks: 1}, t0); !errors.Is(err, ErrUnknownRequest) {
@@ -569,9 +569,9 @@ func TestCoreHostileInfo(t *testing.T) {
 	if !reflect.DeepEqual(refCircuits(files), []CircuitID{1, 2, 3}) {
 		t.Fatalf("list %v", refCircuits(files))
 	}
-	// Circuit 1 advertised but never serves.
+	// Circuit 1 advertised but never serves, not even the descriptor.
 	for id := uint64(1); id <= 6; id++ {
-		c.HandleQuery(req, query(h, 0, 1, 4, id), t0)
+		c.HandleQuery(req, query(h, 0, 0, 4, id), t0)
 		for _, a := range c.Ready() {
 			if f, ok := a.(Forward); ok && f.Circuit == 1 {
 				c.HandleEnd(1, id, proto.DBEndUnavailable, t0)
@@ -662,5 +662,46 @@ func TestCoreClosedAndFailedConnects(t *testing.T) {
 	wantActions(t, c.Ready(), AskFacilitator{Query: query(h, 0, 1, 3, 5)})
 	if files, _ := c.Refs(h); len(files) != 0 {
 		t.Fatalf("closed circuits met while choosing still listed: %v", refCircuits(files))
+	}
+}
+
+// A requester cannot clear honest holders from a list by asking them for
+// what they cannot have (chunks past the end, chunks a partial holder
+// lacks): UNAVAILABLE for chunks costs no strike. At P = 100 % and inside
+// a verified size it does.
+func TestCoreQueriesCannotEvictHolders(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(nil)
+	d, err := content.NewDescriptor(priv, 10*proto.ChunkSize, "video/mp4", content.Hash{1}, 1_700_000_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := content.HashNameOf(d)
+	c := newTestCore(t, nil, func(c *Config) { c.Facilitators = false })
+	c.HandleInfo(1, proto.DBInfo{HashName: h, P: 1}, t0) // 50 %
+	c.Ready()
+	for id := uint64(1); id <= 10; id++ {
+		c.HandleQuery(req, query(h, 1_000_000, 1, 4, id), t0)
+		c.Ready()
+		c.HandleEnd(1, id, proto.DBEndUnavailable, t0)
+		wantActions(t, c.Ready(), unavailable(req, id))
+	}
+	if files, _ := c.Refs(h); len(files) != 1 || files[0].Strikes != 0 {
+		t.Fatalf("after unanswerable queries: %+v", files)
+	}
+	// The descriptor verified, and the holder claims 100 %: lacking chunk 3
+	// is a lie.
+	c.HandleQuery(req, query(h, 0, 0, 4, 20), t0)
+	c.Ready()
+	c.HandleAnswer(1, 20, d, t0)
+	c.HandleInfo(1, proto.DBInfo{HashName: h, P: 3}, t0)
+	c.Ready()
+	for id := uint64(21); id <= 22; id++ {
+		c.HandleQuery(req, query(h, 3, 1, 4, id), t0)
+		c.Ready()
+		c.HandleEnd(1, id, proto.DBEndUnavailable, t0)
+		c.Ready()
+	}
+	if files, _ := c.Refs(h); len(files) != 0 {
+		t.Fatalf("a full holder lacking chunks stays listed: %+v", files)
 	}
 }
