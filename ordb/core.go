@@ -811,8 +811,15 @@ func (c *Core) HandleAnswer(from CircuitID, id uint64, msg proto.DBMessage, now 
 	complete, fits := false, false
 	switch m := msg.(type) {
 	case proto.DBConnected:
-		if r.q.WantsDescriptor() && r.state != stAnswering && content.HashNameOf(m) == r.q.HashName &&
-			content.CheckDescriptor(m) == nil {
+		if !r.q.WantsDescriptor() || r.state == stAnswering {
+			break
+		}
+		if r.downRef == nil {
+			// From facilitators: BitTorrent content is named by its
+			// infohash, which the requester checks against the info
+			// dictionary; nothing here to verify it with.
+			fits, complete = true, true
+		} else if content.HashNameOf(m) == r.q.HashName && content.CheckDescriptor(m) == nil {
 			fits, complete = true, true
 			c.learnDescriptor(r.q.HashName, m)
 		}

@@ -312,6 +312,18 @@ func TestCoreLookupEmptyThenFacilitator(t *testing.T) {
 	if c.Pending() != 0 {
 		t.Fatal("a complete answer left the request pending")
 	}
+
+	// A facilitator's descriptor is not checked against the hash_name
+	// (an infohash names BitTorrent content): the requester checks it.
+	c.HandleQuery(req, query(h, 0, 0, 0, 9), t0)
+	c.HandleLookup(h, nil, true, t0)
+	c.Ready()
+	c.HandleFacilitator(9, 61, true, t0)
+	desc := proto.DBConnected{Size: 5, Type: "application/x-bittorrent"}
+	if err := c.HandleAnswer(61, 9, desc, t0); err != nil {
+		t.Fatal(err)
+	}
+	wantActions(t, c.Ready(), Deliver{Circuit: req, RequestID: 9, Msg: desc})
 }
 
 // DESTROYED (or UNAVAILABLE from a holder) tries the next reference and
