@@ -1,0 +1,33 @@
+package window
+
+import "testing"
+
+// BenchmarkWindowSim downloads 100 MB through five simulated circuits per
+// scenario and reports, besides the simulator's own speed:
+//   - efficiency%: the achieved rate over the sum of the five best circuits'
+//     rates;
+//   - dup%: chunks received twice over chunks delivered;
+//   - first-ms: virtual time to the first in-order chunk.
+func BenchmarkWindowSim(b *testing.B) {
+	const size = 100e6
+	for _, name := range scenarioNames {
+		b.Run(name, func(b *testing.B) {
+			var eff, dup, first float64
+			for i := 0; i < b.N; i++ {
+				cfg, capacity := scenario(name, size, uint64(i+1))
+				s := newSim(cfg)
+				s.run()
+				if len(s.errs) > 0 || !s.done {
+					b.Fatalf("run %d: done=%v fail=%v errors %q", i, s.done, s.failErr, s.errs)
+				}
+				eff += s.efficiency(capacity)
+				dup += float64(s.dups) / float64(s.chunks)
+				first += float64(s.firstAt.Milliseconds())
+			}
+			n := float64(b.N)
+			b.ReportMetric(100*eff/n, "efficiency%")
+			b.ReportMetric(100*dup/n, "dup%")
+			b.ReportMetric(first/n, "first-ms")
+		})
+	}
+}
