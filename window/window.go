@@ -26,6 +26,10 @@ type Window struct {
 	held     bitset // chunks the shell holds
 	inflight bitset // chunks asked and not yet arrived, each on one GET
 	nheld    uint64 // static content: chunks held
+	// delivered marks a static content's chunks handed to Deliver, so a
+	// chunk is delivered once even when seeks make the read position
+	// pass it twice.
+	delivered bitset
 
 	base uint64 // read position: the next chunk to deliver
 	scan uint64 // no free chunk in [base, scan)
@@ -306,8 +310,11 @@ func (w *Window) data(ev Data, now time.Time) {
 			continue
 		}
 		// Verified chunks we did not ask for (a cancelled GET's late
-		// answer, a generous ORDB) are kept if they fit the window.
-		if !mine && !w.inflight.get(i) && (i < w.base || i >= w.base+uint64(w.cfg.MaxWindow)) {
+		// answer, a generous ORDB) are the shell's already: a static
+		// content's are kept; a live stream's only inside the window, so
+		// that its bitmaps stay bounded.
+		inWindow := i >= w.base && i < w.base+uint64(w.cfg.MaxWindow)
+		if !mine && !w.inflight.get(i) && w.live && !inWindow {
 			w.stats.Ignored++
 			continue
 		}
@@ -315,7 +322,9 @@ func (w *Window) data(ev Data, now time.Time) {
 		w.held.set(i)
 		w.nheld++
 		w.stats.Received++
-		w.top = max(w.top, i+1)
+		if inWindow {
+			w.top = max(w.top, i+1)
+		}
 		progress = true
 	}
 	if progress {
@@ -451,6 +460,9 @@ func (w *Window) seek(chunk uint64, now time.Time) {
 		w.pendingSeek, w.hasPendingSeek = chunk, true
 		return
 	}
+	if w.end == 0 {
+		return
+	}
 	if chunk >= w.end {
 		chunk = w.end - 1
 	}
@@ -475,7 +487,7 @@ func (w *Window) seek(chunk uint64, now time.Time) {
 }
 
 // advance delivers the held chunks at the read position, wraps a static
-// content's read position to its first missing chunk at the end, and
+// content's read position to its first undelivered chunk at the end, and
 // finishes when everything is held.
 func (w *Window) advance() {
 	if !w.known || w.over {
@@ -483,16 +495,14 @@ func (w *Window) advance() {
 	}
 	for {
 		from := w.base
-		w.base = nextClear(&w.held, &bitset{}, w.base, w.end)
-		if w.base > from {
-			w.actions = append(w.actions, Deliver{From: from, To: w.base})
-			w.stats.Delivered += w.base - from
-		}
+		w.base = nextClear(&w.held, &none, w.base, w.end)
+		w.deliver(from, w.base)
 		if w.live {
 			w.evict()
 			break
 		}
 		if w.nheld >= w.end {
+			w.deliver(0, w.end) // what a seek skipped, in order
 			w.cancelAll()
 			w.over = true
 			w.actions = append(w.actions, Done{})
@@ -501,11 +511,40 @@ func (w *Window) advance() {
 		if w.base < w.end {
 			break
 		}
-		w.base = nextClear(&w.held, &bitset{}, 0, w.end) // wrap to what a seek skipped
+		// At the end: back to what a seek skipped.
+		w.base = nextClear(&w.delivered, &none, 0, w.end)
 		w.scan, w.top = w.base, w.base
 	}
 	w.scan = max(w.scan, w.base)
 	w.top = max(w.top, w.base)
+}
+
+// none is the empty set.
+var none bitset
+
+// deliver hands the held chunks of [from, to) to Deliver, once each: a
+// static content's chunks already delivered before a seek are skipped.
+func (w *Window) deliver(from, to uint64) {
+	if w.live {
+		if to > from {
+			w.actions = append(w.actions, Deliver{From: from, To: to})
+			w.stats.Delivered += to - from
+		}
+		return
+	}
+	for i := from; i < to; {
+		lo := nextClear(&w.delivered, &none, i, to)
+		if lo >= to {
+			return
+		}
+		hi := nextSet(&w.delivered, lo, to)
+		for j := lo; j < hi; j++ {
+			w.delivered.set(j)
+		}
+		w.actions = append(w.actions, Deliver{From: lo, To: hi})
+		w.stats.Delivered += hi - lo
+		i = hi
+	}
 }
 
 // evict hands a live stream's chunks more than LiveKeep windows behind the
@@ -551,6 +590,20 @@ func (w *Window) refill(now time.Time) {
 		}
 		return 0
 	})
+	if len(w.byRate) == 0 {
+		return
+	}
+	// Holes first: chunks below the highest asked that are free again (a
+	// GET that failed, stalled or was cut short) hold the read position
+	// up, so each goes at once to the circuit expected to bring it
+	// soonest, even past its target.
+	for {
+		lo, hi, ok := w.next()
+		if !ok || lo >= w.top {
+			break
+		}
+		w.send(w.soonest(), lo, hi, false, now)
+	}
 	for _, c := range w.byRate {
 		target := w.target(c)
 		for c.outstanding < target {
@@ -561,6 +614,24 @@ func (w *Window) refill(now time.Time) {
 			w.send(c, lo, hi, false, now)
 		}
 	}
+}
+
+// soonest returns the active circuit expected to deliver a new GET first:
+// after what it has outstanding, at its rate, plus its tm. Circuits not
+// measured yet come last.
+func (w *Window) soonest() *circuit {
+	var best *circuit
+	var bestAt float64
+	for _, c := range w.byRate {
+		at := 1e9 + float64(c.outstanding)
+		if r, tm := c.rate(), c.tm(); r > 0 && tm > 0 {
+			at = float64(c.outstanding)/r + tm.Seconds()
+		}
+		if best == nil || at < bestAt {
+			best, bestAt = c, at
+		}
+	}
+	return best
 }
 
 // target is how many chunks circuit c should have outstanding so that it
