@@ -250,6 +250,16 @@ func (w *Window) descriptor(ev Descriptor, now time.Time) {
 		return
 	}
 	w.known = true
+	// A descriptor GET still outstanding (this answer came on another
+	// one, or unasked) is of no use now.
+	for _, c := range w.circs {
+		for _, o := range slices.Clone(c.gets) {
+			if o.desc {
+				w.actions = append(w.actions, Cancel{Circuit: c.id, RequestID: o.id})
+				w.abandon(o)
+			}
+		}
+	}
 	w.live = ev.Live
 	if ev.Live {
 		w.end = MaxChunks
@@ -470,11 +480,12 @@ func (w *Window) seek(chunk uint64, now time.Time) {
 		chunk = w.evicted
 	}
 	w.base, w.scan, w.top = chunk, chunk, chunk
-	// GETs wholly outside the new window only hold circuits up.
+	// GETs not wholly inside the new window would hold circuits up or
+	// stretch it; their chunks are asked again if still wanted.
 	hi := chunk + uint64(w.win)
 	for _, c := range w.circs {
 		for _, g := range slices.Clone(c.gets) {
-			if !g.desc && (g.hi <= chunk || g.lo >= hi) {
+			if !g.desc && (g.lo < chunk || g.hi > hi) {
 				w.actions = append(w.actions, Cancel{Circuit: c.id, RequestID: g.id})
 				w.abandon(g)
 			} else if !g.desc {
@@ -761,3 +772,6 @@ func (w *Window) send(c *circuit, lo, hi uint64, desc bool, now time.Time) {
 		RequestID: g.id,
 	}})
 }
+
+// outstanding reports whether GET id is outstanding (for tests).
+func (w *Window) outstanding(id uint64) bool { return w.gets[id] != nil }
