@@ -65,11 +65,12 @@ func (c *circuit) noteTM(tm time.Duration, now time.Time) {
 
 // rate is the circuit's estimated rate in chunks per second, 0 if unknown.
 func (c *circuit) rate() float64 {
-	if c.rt > 0 && c.rk > 0 {
-		return max(c.rk/c.rt, c.rLow)
-	}
-	return c.rLow
+	// Until the samples span rateMinSpan, spread them over it: two
+	// answers bunched by jitter must not look like an infinite rate.
+	return max(c.rk/max(c.rt, rateMinSpan), c.rLow)
 }
+
+const rateMinSpan = 0.02 // seconds
 
 // sample adds n chunks that arrived gap after the previous ones.
 func (c *circuit) sample(n int, gap time.Duration, now time.Time, halfLife time.Duration) {

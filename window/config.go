@@ -81,7 +81,7 @@ func DefaultConfig(name proto.HashName) Config {
 		StallFactor:      4,
 		StallMin:         200 * time.Millisecond,
 		FirstDataTimeout: 15 * time.Second,
-		SlowRatio:        0.3,
+		SlowRatio:        0.4,
 		SlowWarmup:       150 * time.Millisecond,
 		RateHalfLife:     time.Second,
 		MaxFailures:      30,

@@ -66,8 +66,10 @@
 //     the first missing chunk ("resumed from where it was"), on the circuit
 //     expected to bring them soonest, even past its target.
 //  7. Slow: once its rate rests on SlowWarmup of measurements, a circuit
-//     below SlowRatio (0.3) x the median rate of the active circuits (3 or
-//     more measured) is replaced.
+//     below SlowRatio (0.4) x the lower median rate of the active circuits
+//     (3 or more measured) is replaced, one at a time: not while a
+//     replacement is awaited, so that a set of uneven circuits does not
+//     churn.
 //  8. Stall: a circuit with GETs outstanding and no data for StallFactor x
 //     (tm + one GET's transfer time), at least StallMin (FirstDataTimeout
 //     before its first answer), is replaced.

@@ -362,7 +362,7 @@ func (w *Window) measure(g *get, count int, now time.Time) {
 	// least tm before the previous data arrived).
 	backToBack := !c.lastArrival.IsZero() &&
 		(!first || !g.sent.After(c.lastArrival.Add(-c.tm())))
-	if gap := now.Sub(c.lastArrival); backToBack && gap > 0 {
+	if gap := now.Sub(c.lastArrival); backToBack && gap >= 0 {
 		c.sample(count, gap, now, w.cfg.RateHalfLife)
 	} else if d := now.Sub(g.sent).Seconds(); d > 0 {
 		c.rLow = max(c.rLow, float64(count)/d)
@@ -380,16 +380,23 @@ func (w *Window) checkSlow(c *circuit) {
 		return
 	}
 	var rates []float64
+	n := 0
 	for _, o := range w.circs {
-		if o.state == active && o.sampled >= w.cfg.SlowWarmup {
-			rates = append(rates, o.rate())
+		if o.state == active {
+			n++
+			if o.sampled >= w.cfg.SlowWarmup {
+				rates = append(rates, o.rate())
+			}
 		}
+	}
+	if n < w.cfg.Circuits {
+		return // one replacement at a time: no churn among many slowish circuits
 	}
 	if len(rates) < 3 {
 		return
 	}
 	slices.Sort(rates)
-	if c.rate() < w.cfg.SlowRatio*rates[len(rates)/2] {
+	if c.rate() < w.cfg.SlowRatio*rates[(len(rates)-1)/2] { // the lower median
 		w.replace(c, WhySlow)
 	}
 }
@@ -656,7 +663,7 @@ func (w *Window) target(c *circuit) int {
 	if tm == 0 || r == 0 {
 		return w.cfg.BlockGets * g
 	}
-	return int(r*1.5*tm.Seconds()) + 2*g
+	return min(int(r*1.5*tm.Seconds())+2*g, w.cfg.MaxWindow/w.cfg.Circuits)
 }
 
 // window sizes the window: every circuit's target in flight, plus what

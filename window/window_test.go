@@ -426,3 +426,49 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// hetero returns circuits of 1 to 10 MB/s and 50 to 200 ms round trips.
+func hetero(cfg *simConfig, jitter float64) {
+	rates := []float64{1e6, 2e6, 4e6, 6e6, 10e6}
+	rtts := []time.Duration{50, 200, 100, 150, 80}
+	for i := range cfg.Circuits {
+		cfg.Circuits[i] = simCirc{Rate: rates[i], RTT: rtts[i] * time.Millisecond, Jitter: jitter}
+	}
+}
+
+// Rates are measured right under jitter: answers bunched by a late
+// message must not bias the estimate (they once did, by 25 %).
+func TestRateUnderJitter(t *testing.T) {
+	cfg, _ := scenario("equal", 100e6, 21)
+	hetero(&cfg, 0.5)
+	s := newSim(cfg)
+	for s.q.Len() > 0 && s.now < 3*time.Second {
+		e := popEv(s)
+		s.now = e.at
+		s.step(e)
+		s.flush()
+	}
+	for _, c := range s.w.circs {
+		o := s.circs[c.id]
+		if got := c.rate() * ChunkSize; got < 0.85*o.p.Rate || got > 1.15*o.p.Rate {
+			t.Errorf("circuit %d: rate %.2f MB/s, really %.2f", c.id, got/1e6, o.p.Rate/1e6)
+		}
+		if tm := c.tm(); tm < o.p.RTT || tm > o.p.RTT*3/2 {
+			t.Errorf("circuit %d: tm %v, round trip %v", c.id, tm, o.p.RTT)
+		}
+	}
+}
+
+// Uneven but decent circuits are kept: only the one far below the others
+// is replaced, and its replacement is not.
+func TestUnevenCircuitsNoChurn(t *testing.T) {
+	cfg, _ := scenario("equal", testSize, 23)
+	hetero(&cfg, 0.2)
+	s := newSim(cfg)
+	s.run()
+	checkRun(t, s)
+	if s.replaced[WhySlow] != 1 || len(s.replaced) != 1 {
+		t.Errorf("replaced %v; want the 1 MB/s circuit only", s.replaced)
+	}
+	t.Logf("efficiency %.1f %% of 23 MB/s", 100*s.efficiency(23e6))
+}
