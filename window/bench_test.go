@@ -8,9 +8,16 @@ import "testing"
 //     rates;
 //   - dup%: chunks received twice over chunks delivered;
 //   - first-ms: virtual time to the first in-order chunk.
-func BenchmarkWindowSim(b *testing.B) {
+func BenchmarkWindowSim(b *testing.B) { benchScenarios(b, scenarioNames) }
+
+// BenchmarkWindowSimMore runs other setups the same way: more jitter,
+// uneven circuits, small answer messages, slow paths, fast circuits, one
+// circuit at a third of the others' rate, two deaths.
+func BenchmarkWindowSimMore(b *testing.B) { benchScenarios(b, moreScenarios) }
+
+func benchScenarios(b *testing.B, names []string) {
 	const size = 100e6
-	for _, name := range scenarioNames {
+	for _, name := range names {
 		b.Run(name, func(b *testing.B) {
 			var eff, dup, first float64
 			for i := 0; i < b.N; i++ {

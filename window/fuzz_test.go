@@ -82,9 +82,24 @@ func (f *fuzzShell) run() {
 		f.check()
 	}
 	// Drain: answer everything in order; a static content must finish.
-	for steps := 0; steps < 5000 && !f.over && f.known && !f.live && len(f.gets) > 0; steps++ {
+	f.data = nil
+	for steps := 0; steps < 5000 && !f.over && f.known && !f.live; steps++ {
+		if len(f.gets) == 0 {
+			// Nothing outstanding: the window waits for circuits (or
+			// time, for a Tick).
+			if len(f.circs) < f.cfg.Circuits {
+				f.add()
+			} else {
+				f.now = f.now.Add(time.Second)
+				f.w.Tick(f.now)
+				f.check()
+			}
+			if len(f.gets) == 0 {
+				f.fatalf("static content stuck: nothing asked, window not over; stats %+v", f.w.Stats())
+			}
+			continue
+		}
 		g := f.gets[0]
-		f.data = nil
 		if g.Query.WantsDescriptor() {
 			f.w.Handle(Descriptor{Circuit: g.Circuit, RequestID: g.Query.RequestID, Size: 0}, f.now)
 		} else {

@@ -48,10 +48,46 @@ func scenario(name string, size, seed uint64) (simConfig, float64) {
 	case "stall":
 		cfg.Circuits = five()
 		cfg.Circuits[3].StallAt = expected * 3 / 10
+	// More setups, for BenchmarkWindowSimMore.
+	case "jitter50":
+		cfg.Circuits = five()
+		for i := range cfg.Circuits {
+			cfg.Circuits[i].Jitter = 0.5
+		}
+	case "uneven":
+		cfg.Circuits = five()
+		hetero(&cfg, 0.2)
+		capacity = 24e6 // 10, 6, 4, 2 and the 2 MB/s replacement of the 1 MB/s
+	case "msg8":
+		cfg.Circuits = five()
+		cfg.MsgChunks = 8
+	case "slowpaths":
+		cfg.Circuits = five()
+		for i := range cfg.Circuits {
+			cfg.Circuits[i].Rate, cfg.Circuits[i].RTT = 1e6, 300*time.Millisecond
+		}
+		cfg.Replacement.Rate = 1e6
+		capacity = 5e6
+	case "fast":
+		cfg.Circuits = five()
+		for i := range cfg.Circuits {
+			cfg.Circuits[i].Rate = 10e6
+		}
+		capacity = 50e6
+	case "third":
+		cfg.Circuits = five()
+		cfg.Circuits[2].Rate = simRate / 3
+	case "twodie":
+		cfg.Circuits = five()
+		cfg.Circuits[1].FailAt = expected * 3 / 10
+		cfg.Circuits[3].FailAt = expected / 2
 	default:
 		panic("unknown scenario " + name)
 	}
 	return cfg, capacity
 }
 
-var scenarioNames = []string{"equal", "oneslow", "onedies", "rtt10x", "stall"}
+var (
+	scenarioNames = []string{"equal", "oneslow", "onedies", "rtt10x", "stall"}
+	moreScenarios = []string{"jitter50", "uneven", "msg8", "slowpaths", "fast", "third", "twodie"}
+)

@@ -622,9 +622,13 @@ func (w *Window) refill(now time.Time) {
 		}
 		w.send(w.soonest(), lo, hi, false, now)
 	}
+	var total float64
+	for _, c := range w.byRate {
+		total += c.rate()
+	}
 	for _, c := range w.byRate {
 		target := w.target(c)
-		for c.outstanding < target {
+		for c.outstanding < target && !w.tooLate(c, total) {
 			lo, hi, ok := w.next()
 			if !ok {
 				return
@@ -650,6 +654,19 @@ func (w *Window) soonest() *circuit {
 		}
 	}
 	return best
+}
+
+// tooLate reports whether one more GET on c would make it finish after
+// all circuits together (total, chunks per second) would finish what is
+// left of a static content: at the tail, the last chunks go to the
+// circuits that bring them soonest rather than queue on a slow one.
+func (w *Window) tooLate(c *circuit, total float64) bool {
+	r := c.rate()
+	if w.live || r == 0 || total == 0 || c.outstanding == 0 {
+		return false
+	}
+	left := float64(w.end - w.nheld)
+	return float64(c.outstanding+w.cfg.ChunksPerGet)/r > left/total
 }
 
 // target is how many chunks circuit c should have outstanding so that it
