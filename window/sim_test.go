@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash"
 	"hash/fnv"
+	"io"
 	"math/rand/v2"
 	"time"
 
@@ -41,6 +42,7 @@ type simConfig struct {
 	Window      Config
 	Seek        []simSeek
 	MaxTime     time.Duration
+	Log         io.Writer // if set, a readable line per action
 }
 
 type simSeek struct {
@@ -126,6 +128,7 @@ type sim struct {
 
 	// results and checks
 	trace     hash.Hash64
+	log       io.Writer // if set, a readable line per action
 	chunks    uint64 // static content chunks
 	received  bitset // chunks the "shell" stored
 	delivered bitset
@@ -161,7 +164,7 @@ func newSim(cfg simConfig) *sim {
 		cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 0x5eed)),
 		start: time.Unix(1_800_000_000, 0), circs: map[CircuitID]*simORDB{},
 		trace: fnv.New64a(), tick: -1, firstAt: -1, replaced: map[Why]int{},
-		sentOn: map[uint64]CircuitID{},
+		sentOn: map[uint64]CircuitID{}, log: cfg.Log,
 	}
 	s.chunks = (cfg.Size + ChunkSize - 1) / ChunkSize
 	if cfg.Live {
@@ -360,6 +363,9 @@ func (s *sim) arrive(o *simORDB, m simMsg) {
 func (s *sim) flush() {
 	for _, a := range s.w.Ready() {
 		fmt.Fprintf(s.trace, "%d %T %v\n", s.now, a, a)
+		if s.log != nil {
+			fmt.Fprintf(s.log, "%9.3fms %s\n", float64(s.now)/1e6, actionString(a))
+		}
 		switch a := a.(type) {
 		case SendGet:
 			s.sends = append(s.sends, a)
@@ -451,4 +457,29 @@ func (s *sim) efficiency(capacity float64) float64 {
 		return 0
 	}
 	return float64(s.cfg.Size) / s.doneAt.Seconds() / capacity
+}
+
+// actionString is an action as one line of a golden trace.
+func actionString(a Action) string {
+	switch a := a.(type) {
+	case SendGet:
+		q := a.Query
+		if q.WantsDescriptor() {
+			return fmt.Sprintf("get   c%d descriptor counter %d id %016x", a.Circuit, q.Counter, q.RequestID)
+		}
+		return fmt.Sprintf("get   c%d %d+%d counter %d id %016x", a.Circuit, q.Chunk, q.NbChunks, q.Counter, q.RequestID)
+	case Cancel:
+		return fmt.Sprintf("cancel c%d id %016x", a.Circuit, a.RequestID)
+	case ReplaceCircuit:
+		return fmt.Sprintf("replace c%d (%v)", a.Circuit, a.Why)
+	case Deliver:
+		return fmt.Sprintf("deliver %d..%d", a.From, a.To)
+	case Evict:
+		return fmt.Sprintf("evict below %d", a.Below)
+	case Done:
+		return "done"
+	case Fail:
+		return fmt.Sprintf("fail: %v", a.Err)
+	}
+	return fmt.Sprintf("%T %v", a, a)
 }
