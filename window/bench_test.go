@@ -7,7 +7,10 @@ import "testing"
 //   - efficiency%: the achieved rate over the sum of the five best circuits'
 //     rates;
 //   - dup%: chunks received twice over chunks delivered;
-//   - first-ms: virtual time to the first in-order chunk.
+//   - first-ms: virtual time to the first in-order chunk;
+//   - maxspan-chunks: the most chunks between the read position and the
+//     highest chunk asked or held ahead of it (the memory the window
+//     bounds), over the iterations.
 func BenchmarkWindowSim(b *testing.B) { benchScenarios(b, scenarioNames) }
 
 // BenchmarkWindowSimMore runs other setups the same way: more jitter,
@@ -19,7 +22,7 @@ func benchScenarios(b *testing.B, names []string) {
 	const size = 100e6
 	for _, name := range names {
 		b.Run(name, func(b *testing.B) {
-			var eff, dup, first float64
+			var eff, dup, first, span float64
 			for i := 0; i < b.N; i++ {
 				cfg, capacity := scenario(name, size, uint64(i+1))
 				s := newSim(cfg)
@@ -30,11 +33,13 @@ func benchScenarios(b *testing.B, names []string) {
 				eff += s.efficiency(capacity)
 				dup += float64(s.dups) / float64(s.chunks)
 				first += float64(s.firstAt.Milliseconds())
+				span = max(span, float64(s.maxSpan))
 			}
 			n := float64(b.N)
 			b.ReportMetric(100*eff/n, "efficiency%")
 			b.ReportMetric(100*dup/n, "dup%")
 			b.ReportMetric(first/n, "first-ms")
+			b.ReportMetric(span, "maxspan-chunks")
 		})
 	}
 }

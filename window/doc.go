@@ -60,7 +60,10 @@
 //     flight; whenever it has less, it gets the next GET. New GETs go to
 //     circuits in order of rate, best first ("next request on the circuit
 //     that showed the best rate, then the second..."), so the fastest
-//     circuits get the lowest, most urgent, chunks.
+//     circuits get the lowest, most urgent, chunks. At the tail of a
+//     static content a circuit gets no GET it would finish after all the
+//     circuits together would finish what is left, so the last chunks do
+//     not wait in a slow circuit's queue.
 //  6. Holes: chunks below the highest asked that are free again (a GET
 //     that failed, stalled, ended early or was cut) are asked at once, from
 //     the first missing chunk ("resumed from where it was"), on the circuit
