@@ -38,7 +38,7 @@ type Descriptor struct {
 
 // Data reports Count consecutive chunks from Chunk, verified against the
 // content's root and stored by the shell, from the answer to RequestID on
-// Circuit. Chunks outside that GET, or of an unknown GET, are still taken
+// Circuit (Count is at most proto.MaxDBDataChunks, what one DB_DATA holds). Chunks outside that GET, or of an unknown GET, are still taken
 // if they fall in the window (they are verified content).
 type Data struct {
 	Circuit   CircuitID

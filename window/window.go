@@ -161,7 +161,7 @@ func (w *Window) Tick(now time.Time) {
 	if w.over {
 		return
 	}
-	for i := 0; i < len(w.circs); i++ {
+	for i := 0; i < len(w.circs) && !w.over; i++ {
 		c := w.circs[i]
 		if c.state == active && c.outstanding > 0 && !now.Before(w.stallAt(c)) {
 			w.replace(c, WhyStalled)
@@ -301,7 +301,9 @@ func (w *Window) data(ev Data, now time.Time) {
 	if g != nil {
 		w.measure(g, ev.Count, now)
 	}
-	n := uint64(ev.Count)
+	// No DB_DATA carries more; a larger Count is a shell's bug, and must
+	// not make this loop run for ever.
+	n := uint64(min(ev.Count, proto.MaxDBDataChunks))
 	if ev.Chunk >= w.end {
 		w.stats.Ignored += n
 		return
