@@ -129,8 +129,8 @@ type sim struct {
 	// results and checks
 	trace     hash.Hash64
 	log       io.Writer // if set, a readable line per action
-	chunks    uint64 // static content chunks
-	received  bitset // chunks the "shell" stored
+	chunks    uint64    // static content chunks
+	received  bitset    // chunks the "shell" stored
 	delivered bitset
 	expect    uint64 // next Deliver.From expected
 	dups      uint64
