@@ -72,6 +72,24 @@ func (c *circuit) rate() float64 {
 
 const rateMinSpan = 0.02 // seconds
 
+// rateNow is rate, counting the time since the last answer as time without
+// data when an answer is overdue (its GET was sent more than tm ago): a
+// circuit that slows down or stops shows it at once, not after the decay.
+func (c *circuit) rateNow(now time.Time) float64 {
+	if len(c.gets) == 0 || c.rk == 0 {
+		return c.rate()
+	}
+	from := c.lastArrival
+	if due := c.gets[0].sent.Add(c.tm()); due.After(from) {
+		from = due
+	}
+	late := now.Sub(from).Seconds()
+	if late <= 0 {
+		return c.rate()
+	}
+	return max(c.rk/max(c.rt+late, rateMinSpan), c.rLow)
+}
+
 // sample adds n chunks that arrived gap after the previous ones.
 func (c *circuit) sample(n int, gap time.Duration, now time.Time, halfLife time.Duration) {
 	if !c.rateAt.IsZero() {

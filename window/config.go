@@ -83,7 +83,7 @@ func DefaultConfig(name proto.HashName) Config {
 		FirstDataTimeout: 15 * time.Second,
 		SlowRatio:        0.4,
 		SlowWarmup:       150 * time.Millisecond,
-		RateHalfLife:     time.Second,
+		RateHalfLife:     500 * time.Millisecond,
 		MaxFailures:      30,
 		LiveRetry:        500 * time.Millisecond,
 		LiveKeep:         4,

@@ -81,6 +81,9 @@ func scenario(name string, size, seed uint64) (simConfig, float64) {
 		cfg.Circuits = five()
 		cfg.Circuits[1].FailAt = expected * 3 / 10
 		cfg.Circuits[3].FailAt = expected / 2
+	case "degrades":
+		cfg.Circuits = five()
+		cfg.Circuits[2].SlowAt, cfg.Circuits[2].SlowBy = expected*3/10, 10
 	default:
 		panic("unknown scenario " + name)
 	}
@@ -89,5 +92,5 @@ func scenario(name string, size, seed uint64) (simConfig, float64) {
 
 var (
 	scenarioNames = []string{"equal", "oneslow", "onedies", "rtt10x", "stall"}
-	moreScenarios = []string{"jitter50", "uneven", "msg8", "slowpaths", "fast", "third", "twodie"}
+	moreScenarios = []string{"jitter50", "uneven", "msg8", "slowpaths", "fast", "third", "twodie", "degrades"}
 )

@@ -26,6 +26,8 @@ type simCirc struct {
 	FailAt    time.Duration // dies (the shell sees CircuitFailed), 0 = never
 	StallAt   time.Duration // stops answering with no error, 0 = never
 	CorruptAt time.Duration // the first answer after this fails verification
+	SlowAt    time.Duration // from then on, the rate is divided by SlowBy
+	SlowBy    float64
 }
 
 type simConfig struct {
@@ -321,7 +323,11 @@ func (s *sim) transmit(o *simORDB) {
 			k := min(uint64(s.cfg.MsgChunks), sq.hi-sq.next)
 			msg.chunk, msg.count = sq.next, int(k)
 			sq.next += k
-			tx = time.Duration(float64(k*ChunkSize) / o.p.Rate * float64(time.Second))
+			rate := o.p.Rate
+			if o.p.SlowAt > 0 && s.now >= o.p.SlowAt {
+				rate /= o.p.SlowBy
+			}
+			tx = time.Duration(float64(k*ChunkSize) / rate * float64(time.Second))
 			if sq.next >= sq.hi {
 				o.queue = o.queue[1:]
 			}

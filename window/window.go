@@ -371,15 +371,19 @@ func (w *Window) measure(g *get, count int, now time.Time) {
 	}
 	c.lastArrival = now
 	c.failures = 0
-	w.checkSlow(c)
+	for i := 0; i < len(w.circs) && !w.over; i++ {
+		if o := w.circs[i]; w.checkSlow(o, now) {
+			i--
+		}
+	}
 }
 
 // checkSlow replaces c if its rate is far below the median of the active
 // circuits (the Peersm specification: "a too slow rate compared to
 // others").
-func (w *Window) checkSlow(c *circuit) {
+func (w *Window) checkSlow(c *circuit, now time.Time) (replaced bool) {
 	if c.state != active || c.sampled < w.cfg.SlowWarmup {
-		return
+		return false
 	}
 	var rates []float64
 	n := 0
@@ -387,20 +391,19 @@ func (w *Window) checkSlow(c *circuit) {
 		if o.state == active {
 			n++
 			if o.sampled >= w.cfg.SlowWarmup {
-				rates = append(rates, o.rate())
+				rates = append(rates, o.rateNow(now))
 			}
 		}
 	}
-	if n < w.cfg.Circuits {
-		return // one replacement at a time: no churn among many slowish circuits
-	}
-	if len(rates) < 3 {
-		return
+	if n < w.cfg.Circuits || len(rates) < 3 {
+		return false // one replacement at a time: no churn among many slowish circuits
 	}
 	slices.Sort(rates)
-	if c.rate() < w.cfg.SlowRatio*rates[(len(rates)-1)/2] { // the lower median
+	if c.rateNow(now) < w.cfg.SlowRatio*rates[(len(rates)-1)/2] { // the lower median
 		w.replace(c, WhySlow)
+		return true
 	}
+	return false
 }
 
 func (w *Window) endGet(ev End, now time.Time) {

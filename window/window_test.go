@@ -31,7 +31,7 @@ func checkRun(t *testing.T, s *sim) {
 }
 
 func TestScenarios(t *testing.T) {
-	for _, name := range scenarioNames {
+	for _, name := range append(scenarioNames, "jitter50", "degrades") {
 		t.Run(name, func(t *testing.T) {
 			cfg, capacity := scenario(name, testSize, 7)
 			s := newSim(cfg)
@@ -41,11 +41,11 @@ func TestScenarios(t *testing.T) {
 			t.Logf("efficiency %.1f %%, dups %d, first %v, replaced %v, max span %d chunks", 100*eff, s.dups, s.firstAt, s.replaced, s.maxSpan)
 			// Over 2 s the start and the replacement's build second
 			// weigh more than over the benchmark's 10 s.
-			if want := map[string]float64{"equal": 0.85, "oneslow": 0.75, "onedies": 0.75, "rtt10x": 0.8, "stall": 0.65}[name]; eff < want {
+			if want := map[string]float64{"equal": 0.85, "oneslow": 0.75, "onedies": 0.75, "rtt10x": 0.8, "stall": 0.65, "jitter50": 0.85, "degrades": 0.7}[name]; eff < want {
 				t.Errorf("efficiency %.2f < %.2f", eff, want)
 			}
 			switch name {
-			case "equal", "rtt10x":
+			case "equal", "rtt10x", "jitter50":
 				if len(s.replaced) != 0 {
 					t.Errorf("replaced %v among good circuits", s.replaced)
 				}
@@ -58,8 +58,14 @@ func TestScenarios(t *testing.T) {
 					t.Errorf("replaced %v, want the dead circuit", s.replaced)
 				}
 			case "stall":
-				if s.replaced[WhyStalled] != 1 || len(s.replaced) != 1 {
+				// Caught by the stall timer, or sooner by its rate
+				// collapsing while its answers are overdue.
+				if s.replaced[WhyStalled]+s.replaced[WhySlow] != 1 || len(s.replaced) != 1 {
 					t.Errorf("replaced %v, want the stalled circuit", s.replaced)
+				}
+			case "degrades":
+				if s.replaced[WhySlow] != 1 || len(s.replaced) != 1 {
+					t.Errorf("replaced %v, want the circuit that slowed down", s.replaced)
 				}
 			}
 		})
