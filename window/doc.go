@@ -72,7 +72,9 @@
 //     below SlowRatio (0.4) x the lower median rate of the active circuits
 //     (3 or more measured) is replaced, one at a time: not while a
 //     replacement is awaited, so that a set of uneven circuits does not
-//     churn.
+//     churn. For this check, the time an overdue answer has been awaited
+//     counts as time without data, so a circuit that slows down or stops
+//     shows it at once. Every active circuit is checked at each answer.
 //  8. Stall: a circuit with GETs outstanding and no data for StallFactor x
 //     (tm + one GET's transfer time), at least StallMin (FirstDataTimeout
 //     before its first answer), is replaced.
