@@ -73,7 +73,7 @@ func (f *fuzzShell) run() {
 	}
 	f.cfg = DefaultConfig(proto.HashName{1})
 	f.cfg.MinWindow, f.cfg.MaxWindow = 256, 1024 // small, so edges are reached
-	f.w = New(f.cfg, rand.New(rand.NewPCG(seed, 1)), f.now)
+	f.w = New(f.cfg, rand.New(rand.NewPCG(seed, 1)))
 	for i := 0; i < 6; i++ {
 		f.add()
 	}

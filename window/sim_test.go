@@ -172,7 +172,7 @@ func newSim(cfg simConfig) *sim {
 	if cfg.Live {
 		s.expect = cfg.LiveStart
 	}
-	s.w = New(cfg.Window, rand.New(rand.NewPCG(cfg.Seed, 0x77)), s.start)
+	s.w = New(cfg.Window, rand.New(rand.NewPCG(cfg.Seed, 0x77)))
 	for _, p := range cfg.Circuits {
 		s.addCircuit(p)
 	}

@@ -39,15 +39,14 @@ type Window struct {
 	pendingSeek    uint64
 	hasPendingSeek bool
 
-	liveHold    uint64 // live: do not ask at or beyond this until liveRetry
-	holding     bool
-	liveRetry   time.Time
-	evicted     uint64
-	failStreak  int
-	over        bool // Done, Fail or Stop
-	actions     []Action
-	stats       Stats
-	firstSentAt time.Time
+	liveHold   uint64 // live: do not ask at or beyond this until liveRetry
+	holding    bool
+	liveRetry  time.Time
+	evicted    uint64
+	failStreak int
+	over       bool // Done, Fail or Stop
+	actions    []Action
+	stats      Stats
 }
 
 // Stats are counters for tests, benchmarks and a status page.
@@ -70,12 +69,11 @@ type Stats struct {
 // circuits (AddCircuit). rng draws request IDs, counters and the circuits
 // to use; the same rng seed and inputs give the same actions. cfg must be
 // valid (Config.Validate); New panics otherwise, a programmer's error.
-func New(cfg Config, rng *rand.Rand, now time.Time) *Window {
+func New(cfg Config, rng *rand.Rand) *Window {
 	if err := cfg.Validate(); err != nil {
 		panic(err)
 	}
 	w := &Window{cfg: cfg, rng: rng, gets: make(map[uint64]*get), win: cfg.MinWindow}
-	_ = now
 	return w
 }
 

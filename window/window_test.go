@@ -232,7 +232,7 @@ type driver struct {
 
 func newDriver(t *testing.T, circuits int) *driver {
 	d := &driver{t: t, now: time.Unix(1_800_000_000, 0)}
-	d.w = New(simWindowConfig(), rand.New(rand.NewPCG(1, 2)), d.now)
+	d.w = New(simWindowConfig(), rand.New(rand.NewPCG(1, 2)))
 	for i := 1; i <= circuits; i++ {
 		d.w.AddCircuit(CircuitID(i), d.now)
 	}
