@@ -296,9 +296,6 @@ func (w *Window) data(ev Data, now time.Time) {
 	if g != nil && (g.c.id != ev.Circuit || g.desc) {
 		g = nil
 	}
-	if g != nil {
-		w.measure(g, ev.Count, now)
-	}
 	// No DB_DATA carries more; a larger Count is a shell's bug, and must
 	// not make this loop run for ever.
 	n := uint64(min(ev.Count, proto.MaxDBDataChunks))
@@ -343,8 +340,13 @@ func (w *Window) data(ev Data, now time.Time) {
 			w.holding = false
 		}
 	}
-	if g != nil && g.left == 0 {
-		w.finish(g)
+	if g != nil {
+		// After the chunks: measuring may replace a slow circuit, and
+		// with it forget g.
+		w.measure(g, ev.Count, now)
+		if g.left == 0 {
+			w.finish(g)
+		}
 	}
 	w.advance()
 }
