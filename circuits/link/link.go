@@ -1,10 +1,9 @@
-package circuits
+package link
 
 import (
 	"bufio"
 	"crypto/ed25519"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -20,13 +19,13 @@ import (
 // Link errors. The error a link closed with is one of these, or wraps the
 // proto or network error that ended it.
 var (
-	ErrLinkClosed   = errors.New("circuits: link closed")
-	ErrClosedByPeer = errors.New("circuits: link closed by peer")
-	ErrIdleTimeout  = errors.New("circuits: link idle timeout: nothing received")
-	ErrWriteTimeout = errors.New("circuits: link write timeout: peer accepts no data")
-	ErrQueueFull    = errors.New("circuits: link send queue full")
-	ErrBadCell      = errors.New("circuits: cell cannot be sent")
-	ErrPeerID       = errors.New("circuits: peer has the wrong ID")
+	ErrClosed       = errors.New("link: closed")
+	ErrClosedByPeer = errors.New("link: closed by peer")
+	ErrIdleTimeout  = errors.New("link: idle timeout: nothing received")
+	ErrWriteTimeout = errors.New("link: write timeout: peer accepts no data")
+	ErrQueueFull    = errors.New("link: send queue full")
+	ErrBadCell      = errors.New("link: cell cannot be sent")
+	ErrPeerID       = errors.New("link: peer has the wrong ID")
 )
 
 // PeerIDError is the error of a dial that reached a node other than the one
@@ -37,27 +36,27 @@ type PeerIDError struct {
 }
 
 func (e *PeerIDError) Error() string {
-	return fmt.Sprintf("circuits: peer at %s has ID %s, want %s", e.Addr, e.Got, e.Want)
+	return fmt.Sprintf("link: peer at %s has ID %s, want %s", e.Addr, e.Got, e.Want)
 }
 
 // Is makes errors.Is(err, ErrPeerID) true.
 func (e *PeerIDError) Is(target error) bool { return target == ErrPeerID }
 
-// LinkHandlers receive what arrives on links. They are called from the
+// Handlers receive what arrives on links. They are called from the
 // link's read goroutine, one call at a time per link, in arrival order; a
 // slow handler back-pressures its own link only. A nil field drops what it
 // would have received.
-type LinkHandlers struct {
+type Handlers struct {
 	// Cell receives a fixed cell other than PADDING. It owns c and must
 	// eventually proto.PutCell it (or pass it on, e.g. to SendCell).
-	Cell func(l *Link, c *proto.Cell)
+	Cell func(l Conn, c *proto.Cell)
 	// Var receives a variable-length cell; v.Payload is valid only during
 	// the call.
-	Var func(l *Link, v proto.VarCell)
+	Var func(l Conn, v proto.VarCell)
 	// Closed is called once per link after its goroutines have finished,
-	// with the reason (ErrLinkClosed after a local Close). It must not call
+	// with the reason (ErrClosed after a local Close). It must not call
 	// Links.Close.
-	Closed func(l *Link, err error)
+	Closed func(l Conn, err error)
 }
 
 // outItem is one queued cell: a pooled fixed cell or an encoded var cell.
@@ -83,8 +82,8 @@ func (it outItem) release() {
 // safe for concurrent use. Links are made by Links (Listen, Get).
 type Link struct {
 	m       *Links
-	cfg     LinkConfig
-	h       LinkHandlers
+	cfg     Config
+	h       Handlers
 	conn    *tls.Conn
 	raw     *deadlineConn
 	peer    proto.NodeID
@@ -153,7 +152,7 @@ func (l *Link) LocalAddr() net.Addr { return l.raw.LocalAddr() }
 func (l *Link) Inbound() bool { return l.inbound }
 
 // QueuedBytes returns the bytes accepted by SendCell/SendVar and not yet
-// handed to TLS. It never exceeds LinkConfig.SendQueueBytes.
+// handed to TLS. It never exceeds Config.SendQueueBytes.
 func (l *Link) QueuedBytes() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -222,7 +221,7 @@ func (l *Link) enqueue(it outItem, block bool) error {
 		err := l.err
 		l.mu.Unlock()
 		it.release()
-		return fmt.Errorf("circuits: sending to %s: %w", l.peer.Short(), err)
+		return fmt.Errorf("link: sending to %s: %w", l.peer.Short(), err)
 	}
 	l.queue = append(l.queue, it)
 	l.queued += n
@@ -244,7 +243,7 @@ func (l *Link) enqueue(it outItem, block bool) error {
 // The peer sees ErrClosedByPeer. Close does not wait (it is safe to call
 // from a handler); wait on Done for the goroutines to return. Idempotent.
 func (l *Link) Close() error {
-	l.shutdown(ErrLinkClosed, true)
+	l.shutdown(ErrClosed, true)
 	return nil
 }
 
@@ -326,7 +325,7 @@ func (l *Link) writeLoop() {
 
 		if len(batch) > 0 {
 			if l.loss.Load() {
-				err = ErrLinkClosed
+				err = ErrClosed
 			} else {
 				err = l.writeBatch(bw, batch)
 				wrote = true
@@ -428,7 +427,7 @@ func (l *Link) writeErr(err error) error {
 	if errors.As(err, &ne) && ne.Timeout() {
 		return ErrWriteTimeout
 	}
-	return fmt.Errorf("circuits: writing to %s: %w", l.peer.Short(), err)
+	return fmt.Errorf("link: writing to %s: %w", l.peer.Short(), err)
 }
 
 // readLoop owns the read side: it frames cells and calls the handlers.
@@ -438,57 +437,35 @@ func (l *Link) readLoop() {
 	l.shutdown(err, false)
 }
 
-// read frames cells from src until an error, which it returns.
+// read frames cells from src with proto's CellReader and hands them to
+// the handlers until an error, which it returns. A fixed cell goes to the
+// Cell handler in a pooled cell that the handler then owns; PADDING and
+// cells arriving once the link is closing reuse the same cell.
 func (l *Link) read(src io.Reader) error {
-	br := bufio.NewReaderSize(src, l.cfg.ReadBufferSize)
-	varBuf := make([]byte, proto.VarHeaderSize+proto.MaxVarPayload)
+	r := proto.NewCellReader(src, l.cfg.ReadBufferSize)
+	c := proto.GetCell()
 	for {
-		hdr, err := br.Peek(proto.CellHeaderSize)
+		v, isVar, err := r.ReadCell(c)
 		if err != nil {
-			return l.readErr(err, len(hdr))
+			proto.PutCell(c)
+			return l.readErr(err)
 		}
-		cmd := proto.Command(hdr[proto.CircIDSize])
-		if !cmd.Known() {
-			return fmt.Errorf("circuits: from %s: %w %v", l.peer.Short(), proto.ErrUnknownCommand, cmd)
-		}
-		if cmd.IsVariable() {
-			if hdr, err = br.Peek(proto.VarHeaderSize); err != nil {
-				return l.readErr(err, len(hdr))
-			}
-			// The length field decides how much to read; proto.ParseVarCell
-			// below checks the whole cell.
-			n := int(binary.BigEndian.Uint16(hdr[proto.CellHeaderSize:]))
-			if n > proto.MaxVarPayload {
-				return fmt.Errorf("circuits: from %s: var cell: %w (%d > %d)", l.peer.Short(), proto.ErrTooLong, n, proto.MaxVarPayload)
-			}
-			buf := varBuf[:proto.VarHeaderSize+n]
-			if _, err := io.ReadFull(br, buf); err != nil {
-				return l.readErr(err, 1)
-			}
-			v, err := proto.ParseVarCell(buf)
-			if err != nil {
-				return fmt.Errorf("circuits: from %s: %w", l.peer.Short(), err)
-			}
+		if isVar {
 			if l.h.Var != nil && !l.closing.Load() {
 				l.h.Var(l, v)
 			}
 			continue
 		}
-		c := proto.GetCell()
-		if _, err := io.ReadFull(br, c[:]); err != nil {
-			proto.PutCell(c)
-			return l.readErr(err, 1)
-		}
-		if cmd == proto.CmdPadding || l.h.Cell == nil || l.closing.Load() {
-			proto.PutCell(c)
+		if c.Command() == proto.CmdPadding || l.h.Cell == nil || l.closing.Load() {
 			continue
 		}
 		l.h.Cell(l, c)
+		c = proto.GetCell()
 	}
 }
 
-// readErr names why reading stopped. partial > 0 means a cell was cut.
-func (l *Link) readErr(err error, partial int) error {
+// readErr names why reading stopped.
+func (l *Link) readErr(err error) error {
 	l.mu.Lock()
 	closed, cause := l.closed, l.err
 	l.mu.Unlock()
@@ -497,12 +474,12 @@ func (l *Link) readErr(err error, partial int) error {
 	}
 	var ne net.Error
 	switch {
-	case errors.Is(err, io.EOF) && partial == 0:
+	case err == io.EOF: // between two cells
 		return ErrClosedByPeer
 	case errors.As(err, &ne) && ne.Timeout():
 		return ErrIdleTimeout
 	}
-	return fmt.Errorf("circuits: reading from %s: %w", l.peer.Short(), err)
+	return fmt.Errorf("link: reading from %s: %w", l.peer.Short(), err)
 }
 
 // deadlineConn renews the read and write deadlines before each socket

@@ -1,9 +1,10 @@
-package circuits
+package link
 
 import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
@@ -14,6 +15,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,17 +31,47 @@ const waitFor = 10 * time.Second
 // leakCheck fails the test if goroutines started during it are still
 // running (after a bounded wait) once its other cleanups have run. Call it
 // first so its cleanup runs last.
-func leakCheck(t *testing.T) { noLeaks(t) }
+func leakCheck(t testing.TB) {
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(waitFor)
+		for runtime.NumGoroutine() > before {
+			if time.Now().After(deadline) {
+				buf := make([]byte, 1<<20)
+				t.Errorf("goroutine leak: %d before, %d after\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+				return
+			}
+			runtime.Gosched()
+		}
+	})
+}
+
+// identity is a node's Ed25519 identity key and the ID derived from it.
+type identity struct {
+	Key ed25519.PrivateKey
+	ID  proto.NodeID
+}
+
+func newIdentity(t testing.TB) *identity {
+	t.Helper()
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &identity{Key: key, ID: proto.NodeIDFromKey(key.Public().(ed25519.PublicKey))}
+}
+
+func (id *identity) PublicKey() ed25519.PublicKey { return id.Key.Public().(ed25519.PublicKey) }
 
 type closedEvent struct {
-	l   *Link
+	l   Conn
 	err error
 }
 
 // testNode is a Links listening on 127.0.0.1 whose handlers report to
 // channels (or to the handlers a test supplies).
 type testNode struct {
-	id     *Identity
+	id     *identity
 	m      *Links
 	addr   string
 	cells  chan *proto.Cell
@@ -47,23 +79,20 @@ type testNode struct {
 	closed chan closedEvent
 }
 
-func newTestNode(t *testing.T, cfg LinkConfig, h *LinkHandlers) *testNode {
+func newTestNode(t *testing.T, cfg Config, h *Handlers) *testNode {
 	t.Helper()
-	id, err := NewEphemeralIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := newIdentity(t)
 	n := &testNode{
 		id:     id,
-		m:      NewLinks(id, cfg),
+		m:      NewLinks(id.Key, cfg),
 		cells:  make(chan *proto.Cell, 1024),
 		vars:   make(chan proto.VarCell, 1024),
 		closed: make(chan closedEvent, 64),
 	}
 	if h == nil {
-		h = &LinkHandlers{
-			Cell: func(l *Link, c *proto.Cell) { n.cells <- c },
-			Var: func(l *Link, v proto.VarCell) {
+		h = &Handlers{
+			Cell: func(l Conn, c *proto.Cell) { n.cells <- c },
+			Var: func(l Conn, v proto.VarCell) {
 				v.Payload = bytes.Clone(v.Payload)
 				n.vars <- v
 			},
@@ -71,7 +100,7 @@ func newTestNode(t *testing.T, cfg LinkConfig, h *LinkHandlers) *testNode {
 	}
 	hh := *h
 	user := hh.Closed
-	hh.Closed = func(l *Link, err error) {
+	hh.Closed = func(l Conn, err error) {
 		if user != nil {
 			user(l, err)
 		}
@@ -137,7 +166,7 @@ func recvCell(t *testing.T, ch <-chan *proto.Cell) *proto.Cell {
 	}
 }
 
-func testConfig() LinkConfig {
+func testConfig() Config {
 	cfg := DefaultConfig()
 	cfg.HandshakeTimeout = 5 * time.Second
 	cfg.CloseTimeout = time.Second
@@ -155,16 +184,16 @@ func makeCell(circ uint32, cmd proto.Command, fill byte) *proto.Cell {
 	return c
 }
 
-func TestLinkConfigValidate(t *testing.T) {
+func TestConfigValidate(t *testing.T) {
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatalf("default config: %v", err)
 	}
-	for name, edit := range map[string]func(*LinkConfig){
-		"MaxLinks":          func(c *LinkConfig) { c.MaxLinks = 0 },
-		"SendQueueBytes":    func(c *LinkConfig) { c.SendQueueBytes = 100 },
-		"HandshakeTimeout":  func(c *LinkConfig) { c.HandshakeTimeout = 0 },
-		"KeepaliveInterval": func(c *LinkConfig) { c.KeepaliveInterval = c.IdleTimeout },
-		"ReadBufferSize":    func(c *LinkConfig) { c.ReadBufferSize = 10 },
+	for name, edit := range map[string]func(*Config){
+		"MaxLinks":          func(c *Config) { c.MaxLinks = 0 },
+		"SendQueueBytes":    func(c *Config) { c.SendQueueBytes = 100 },
+		"HandshakeTimeout":  func(c *Config) { c.HandshakeTimeout = 0 },
+		"KeepaliveInterval": func(c *Config) { c.KeepaliveInterval = c.IdleTimeout },
+		"ReadBufferSize":    func(c *Config) { c.ReadBufferSize = 10 },
 	} {
 		c := DefaultConfig()
 		edit(&c)
@@ -172,7 +201,7 @@ func TestLinkConfigValidate(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), name) {
 			t.Errorf("%s: got %v, want an error naming it", name, err)
 		}
-		m := NewLinks(nil, c)
+		m := NewLinks(newIdentity(t).Key, c)
 		if _, err := m.Listen("127.0.0.1:0"); err == nil {
 			t.Errorf("%s: Listen with a bad config succeeded", name)
 		}
@@ -241,12 +270,12 @@ func TestLinkWrongID(t *testing.T) {
 	leakCheck(t)
 	a := newTestNode(t, testConfig(), nil)
 	b := newTestNode(t, testConfig(), nil)
-	other, _ := NewEphemeralIdentity()
+	other := newIdentity(t)
 	_, err := b.m.Get(context.Background(), other.ID, a.addr)
 	if !errors.Is(err, ErrPeerID) {
 		t.Fatalf("got %v, want ErrPeerID", err)
 	}
-	want := fmt.Sprintf("circuits: peer at %s has ID %s, want %s", a.addr, a.id.ID, other.ID)
+	want := fmt.Sprintf("link: peer at %s has ID %s, want %s", a.addr, a.id.ID, other.ID)
 	if err.Error() != want {
 		t.Fatalf("error %q, want %q", err, want)
 	}
@@ -378,9 +407,9 @@ func TestLinkCellsBothWaysInOrder(t *testing.T) {
 		return &orderChecker{next: map[uint32]uint32{}, all: make(chan struct{}), want: 2 * senders * perSender}
 	}
 	checkA, checkB := newChecker(), newChecker()
-	handlers := func(o *orderChecker) *LinkHandlers {
-		return &LinkHandlers{
-			Cell: func(l *Link, c *proto.Cell) {
+	handlers := func(o *orderChecker) *Handlers {
+		return &Handlers{
+			Cell: func(l Conn, c *proto.Cell) {
 				if c.Command() != proto.CmdRelay {
 					o.mu.Lock()
 					o.bad = fmt.Errorf("command %v", c.Command())
@@ -389,7 +418,7 @@ func TestLinkCellsBothWaysInOrder(t *testing.T) {
 				o.see(c.Payload(), c.CircID())
 				proto.PutCell(c)
 			},
-			Var: func(l *Link, v proto.VarCell) { o.see(v.Payload, v.CircID) },
+			Var: func(l Conn, v proto.VarCell) { o.see(v.Payload, v.CircID) },
 		}
 	}
 	a := newTestNode(t, testConfig(), handlers(checkA))
@@ -455,8 +484,7 @@ func TestLinkCellsBothWaysInOrder(t *testing.T) {
 // valid identity, then lets the test write arbitrary bytes.
 func rawPeer(t *testing.T, n *testNode) *tls.Conn {
 	t.Helper()
-	id, _ := NewEphemeralIdentity()
-	cert, err := linkCertificate(id, time.Now())
+	cert, err := linkCertificate(newIdentity(t).Key, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -507,7 +535,7 @@ func TestLinkSendQueueBound(t *testing.T) {
 	cfg.SendQueueBytes = 16 << 10
 	release := make(chan struct{})
 	var got atomic.Int64
-	stall := &LinkHandlers{Cell: func(l *Link, c *proto.Cell) {
+	stall := &Handlers{Cell: func(l Conn, c *proto.Cell) {
 		got.Add(1)
 		proto.PutCell(c)
 		<-release // stop reading
@@ -570,7 +598,7 @@ func TestLinkSendQueueBound(t *testing.T) {
 	}
 	// Closing the link releases the blocked sender with an error.
 	l.Close()
-	if err := recv(t, sendErr); err == nil || !errors.Is(err, ErrLinkClosed) {
+	if err := recv(t, sendErr); err == nil || !errors.Is(err, ErrClosed) {
 		t.Fatalf("blocked SendCell after Close: %v", err)
 	}
 	if got.Load() != 1 {
@@ -688,7 +716,7 @@ func TestLinkCloseEndsBothSides(t *testing.T) {
 			t.Fatal(err)
 		}
 		closer.Close() // idempotent
-		if ev := closerNode.nextClosed(t); ev.l != closer || !errors.Is(ev.err, ErrLinkClosed) {
+		if ev := closerNode.nextClosed(t); ev.l != closer || !errors.Is(ev.err, ErrClosed) {
 			t.Fatalf("closing side: %v", ev.err)
 		}
 		if ev := otherNode.nextClosed(t); ev.l != other || !errors.Is(ev.err, ErrClosedByPeer) {
@@ -758,15 +786,15 @@ func FuzzLinkRead(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 1, 7})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var cells, vars int
-		m := &Links{cfg: DefaultConfig(), h: LinkHandlers{
-			Cell: func(l *Link, c *proto.Cell) {
+		m := &Links{cfg: DefaultConfig(), h: Handlers{
+			Cell: func(l Conn, c *proto.Cell) {
 				if !c.Command().Known() || c.Command().IsVariable() || c.Command() == proto.CmdPadding {
 					t.Fatalf("delivered a %v cell", c.Command())
 				}
 				cells++
 				proto.PutCell(c)
 			},
-			Var: func(l *Link, v proto.VarCell) {
+			Var: func(l Conn, v proto.VarCell) {
 				if len(v.Payload) > proto.MaxVarPayload {
 					t.Fatal("oversized var cell delivered")
 				}
@@ -793,15 +821,15 @@ func TestLinkReadFraming(t *testing.T) {
 	}
 	var next uint32
 	var vnext uint32
-	m := &Links{cfg: DefaultConfig(), h: LinkHandlers{
-		Cell: func(l *Link, c *proto.Cell) {
+	m := &Links{cfg: DefaultConfig(), h: Handlers{
+		Cell: func(l Conn, c *proto.Cell) {
 			if c.CircID() != next || c.Payload()[7] != byte(next)+7 {
 				t.Fatalf("cell %d: got circ %d", next, c.CircID())
 			}
 			next++
 			proto.PutCell(c)
 		},
-		Var: func(l *Link, v proto.VarCell) {
+		Var: func(l Conn, v proto.VarCell) {
 			if v.CircID != vnext || !bytes.Equal(v.Payload, bytes.Repeat([]byte{byte(vnext)}, int(vnext)*100)) {
 				t.Fatalf("var cell %d wrong", vnext)
 			}
@@ -863,10 +891,10 @@ func TestLinkCloseDuringSendsAndFromHandler(t *testing.T) {
 	cfg := testConfig()
 	cfg.SendQueueBytes = 32 << 10
 	var closer *testNode
-	closer = newTestNode(t, cfg, &LinkHandlers{Cell: func(l *Link, c *proto.Cell) {
+	closer = newTestNode(t, cfg, &Handlers{Cell: func(l Conn, c *proto.Cell) {
 		// Closing from inside a handler must not deadlock.
 		if c.CircID() == 999 {
-			l.Close()
+			l.(*Link).Close()
 		}
 		proto.PutCell(c)
 	}})
@@ -893,7 +921,7 @@ func TestLinkCloseDuringSendsAndFromHandler(t *testing.T) {
 	}
 	wg.Wait()
 	ev := closer.nextClosed(t)
-	if !errors.Is(ev.err, ErrLinkClosed) {
+	if !errors.Is(ev.err, ErrClosed) {
 		t.Fatalf("handler-closed link ended with %v", ev.err)
 	}
 	if ev := b.nextClosed(t); !errors.Is(ev.err, ErrClosedByPeer) {

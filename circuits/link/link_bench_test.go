@@ -1,4 +1,4 @@
-package circuits
+package link
 
 import (
 	"context"
@@ -20,12 +20,9 @@ func BenchmarkLinkCells(b *testing.B) {
 	var got, want atomic.Int64
 	want.Store(int64(b.N))
 	done := make(chan struct{})
-	recvID, err := NewEphemeralIdentity()
-	if err != nil {
-		b.Fatal(err)
-	}
-	recv := NewLinks(recvID, cfg)
-	recv.SetHandlers(LinkHandlers{Cell: func(l *Link, c *proto.Cell) {
+	recvID := newIdentity(b)
+	recv := NewLinks(recvID.Key, cfg)
+	recv.SetHandlers(Handlers{Cell: func(l Conn, c *proto.Cell) {
 		proto.PutCell(c)
 		if got.Add(1) == want.Load() {
 			close(done)
@@ -36,8 +33,7 @@ func BenchmarkLinkCells(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer recv.Close()
-	sendID, _ := NewEphemeralIdentity()
-	send := NewLinks(sendID, cfg)
+	send := NewLinks(newIdentity(b).Key, cfg)
 	defer send.Close()
 	l, err := send.Get(context.Background(), recvID.ID, addr.String())
 	if err != nil {
@@ -67,13 +63,11 @@ func BenchmarkLinkCells(b *testing.B) {
 // TLS 1.3 connection on 127.0.0.1 with the same certificates, written in
 // large (127-cell) writes: the ceiling the link layer is measured against.
 func BenchmarkLinkRawTLS(b *testing.B) {
-	serverID, _ := NewEphemeralIdentity()
-	clientID, _ := NewEphemeralIdentity()
-	sc, err := linkCertificate(serverID, time.Now())
+	sc, err := linkCertificate(newIdentity(b).Key, time.Now())
 	if err != nil {
 		b.Fatal(err)
 	}
-	cc, _ := linkCertificate(clientID, time.Now())
+	cc, _ := linkCertificate(newIdentity(b).Key, time.Now())
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
