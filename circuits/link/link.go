@@ -45,7 +45,8 @@ func (e *PeerIDError) Is(target error) bool { return target == ErrPeerID }
 // Handlers receive what arrives on links. They are called from the
 // link's read goroutine, one call at a time per link, in arrival order; a
 // slow handler back-pressures its own link only. A nil field drops what it
-// would have received.
+// would have received. l is the link it arrived on: a *Link from Links (a
+// *linktest.Conn on an in-memory network), on which answers go back.
 type Handlers struct {
 	// Cell receives a fixed cell other than PADDING. It owns c and must
 	// eventually proto.PutCell it (or pass it on, e.g. to SendCell).
