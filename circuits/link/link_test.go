@@ -407,9 +407,14 @@ func TestLinkCellsBothWaysInOrder(t *testing.T) {
 		return &orderChecker{next: map[uint32]uint32{}, all: make(chan struct{}), want: 2 * senders * perSender}
 	}
 	checkA, checkB := newChecker(), newChecker()
+	arrivedOn := make(chan Conn, 1) // the listener's end, from its first cell
 	handlers := func(o *orderChecker) *Handlers {
 		return &Handlers{
 			Cell: func(l Conn, c *proto.Cell) {
+				select {
+				case arrivedOn <- l:
+				default:
+				}
 				if c.Command() != proto.CmdRelay {
 					o.mu.Lock()
 					o.bad = fmt.Errorf("command %v", c.Command())
@@ -424,15 +429,6 @@ func TestLinkCellsBothWaysInOrder(t *testing.T) {
 	a := newTestNode(t, testConfig(), handlers(checkA))
 	b := newTestNode(t, testConfig(), handlers(checkB))
 	lb := b.get(t, a)
-	// The listener registers its side right after the handshake.
-	deadline := time.Now().Add(waitFor)
-	var la *Link
-	for la = a.m.Lookup(b.id.ID); la == nil && time.Now().Before(deadline); la = a.m.Lookup(b.id.ID) {
-		time.Sleep(time.Millisecond)
-	}
-	if la == nil {
-		t.Fatal("listener has no link")
-	}
 
 	var wg sync.WaitGroup
 	send := func(l *Link, sender uint32) {
@@ -460,10 +456,19 @@ func TestLinkCellsBothWaysInOrder(t *testing.T) {
 			}
 		}
 	}
+	// The dialer starts; the listener's end is known once a cell reached
+	// it, and only b dialed, so the first cell on either side is on it.
 	for s := uint32(0); s < senders; s++ {
-		wg.Add(2)
-		go send(la, s)
+		wg.Add(1)
 		go send(lb, s)
+	}
+	la := recv(t, arrivedOn).(*Link)
+	if la.Peer() != b.id.ID || !la.Inbound() || a.m.Lookup(b.id.ID) != la {
+		t.Fatal("cells arrived on a link that is not the listener's end")
+	}
+	for s := uint32(0); s < senders; s++ {
+		wg.Add(1)
+		go send(la, s)
 	}
 	wg.Wait()
 	for _, o := range []*orderChecker{checkA, checkB} {
