@@ -207,12 +207,21 @@ func TestConfigValidate(t *testing.T) {
 		}
 		m.Close()
 	}
+	// The identity key is checked too.
+	m := NewLinks(nil, DefaultConfig())
+	if _, err := m.Listen("127.0.0.1:0"); err == nil || !strings.Contains(err.Error(), "identity key") {
+		t.Errorf("Listen without an identity key: %v", err)
+	}
+	m.Close()
 }
 
 func TestLinkMutualAuth(t *testing.T) {
 	leakCheck(t)
 	a := newTestNode(t, testConfig(), nil)
 	b := newTestNode(t, testConfig(), nil)
+	if a.m.ID() != a.id.ID {
+		t.Fatalf("Links.ID %s, want the identity key's %s", a.m.ID(), a.id.ID)
+	}
 	lb := b.get(t, a)
 	if lb.Peer() != a.id.ID || !lb.PeerKey().Equal(a.id.PublicKey()) || lb.Inbound() {
 		t.Fatalf("dialer sees peer %s, want %s", lb.Peer(), a.id.ID)
