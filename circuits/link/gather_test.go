@@ -5,6 +5,9 @@ import (
 	"errors"
 	"net"
 	"testing"
+	"testing/synctest"
+
+	"veil/proto"
 )
 
 // recConn records the writes that reach the socket.
@@ -72,4 +75,43 @@ func TestDeadlineConnGathersWrites(t *testing.T) {
 	if err := c.flush(); !errors.Is(err, boom) {
 		t.Fatalf("flush after a failed socket write: %v", err)
 	}
+}
+
+// With a write buffer of one cell, var cells larger than the buffer go
+// through TLS directly; everything still arrives, in order.
+func TestLinkTinyWriteBuffer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := DefaultConfig()
+		cfg.WriteBufferSize = proto.CellSize
+		a := newPipeNode(t, cfg)
+		peer := rawPipePeer(t, a)
+		got, _ := readAll(peer)
+		l := a.onlyLink(t)
+		var want []proto.Command
+		for i := range 20 {
+			if err := l.SendCell(makeCell(uint32(i), proto.CmdRelay, 0)); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, proto.CmdRelay)
+			if i%3 == 0 {
+				v := proto.VarCell{CircID: uint32(i), Command: proto.CmdDHT, Payload: make([]byte, proto.MaxVarPayload)}
+				if err := l.SendVar(v); err != nil {
+					t.Fatal(err)
+				}
+				want = append(want, proto.CmdDHT)
+			}
+		}
+		synctest.Wait()
+		for i, cmd := range want {
+			select {
+			case c := <-got:
+				if c.cmd != cmd {
+					t.Fatalf("cell %d: %v, want %v", i, c.cmd, cmd)
+				}
+			default:
+				t.Fatalf("%d of %d cells arrived", i, len(want))
+			}
+		}
+		peer.Close()
+	})
 }

@@ -394,17 +394,28 @@ func (l *Link) writeLoop() {
 
 var paddingCell proto.Cell // CircID 0, PADDING, zero payload
 
-// writeBatch hands batch to the buffered writer, releasing the queue bytes
-// as each buffer's worth goes out so senders refill while TLS works.
+// writeBatch hands batch to the buffered writer, sending each buffer's
+// worth as it fills and releasing the queue bytes as they go, so senders
+// refill while TLS works.
 func (l *Link) writeBatch(bw *bufio.Writer, batch []outItem) error {
 	var err error
 	done := 0 // bytes written and not yet released from the queue count
 	for _, it := range batch {
 		if err == nil {
+			b := it.buf
 			if it.cell != nil {
-				_, err = bw.Write(it.cell[:])
-			} else {
-				_, err = bw.Write(it.buf)
+				b = it.cell[:]
+			}
+			if bw.Available() < len(b) && bw.Buffered() > 0 {
+				// A full buffer goes to the socket now, in one write,
+				// rather than wait in the connection for the next flush.
+				err = l.flush(bw)
+			}
+			if err == nil {
+				_, err = bw.Write(b)
+			}
+			if err == nil && bw.Buffered() == 0 {
+				err = l.raw.flush() // b was larger than the buffer: TLS took it directly
 			}
 		}
 		it.release()
