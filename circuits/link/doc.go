@@ -52,8 +52,9 @@
 //
 // Each link has two goroutines. The writer owns the connection's write
 // side: it takes every queued cell at once, copies them into a buffered
-// writer (many cells per TLS record and write call) and flushes when the
-// queue is empty. The queue is bounded in bytes (SendQueueBytes): SendCell
+// writer (many cells per TLS record) and sends the buffer when it is full
+// or the queue is empty; the TLS records of one buffer go to the socket in
+// one write call. The queue is bounded in bytes (SendQueueBytes): SendCell
 // blocks while it is full, which back-pressures whoever produces the cells.
 // The reader owns the read side, reads many cells per read through a
 // ReadBufferSize buffer and calls the handlers in order; a slow handler

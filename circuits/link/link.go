@@ -295,8 +295,9 @@ func (l *Link) exit() {
 }
 
 // writeLoop owns the write side: it takes the whole queue at once, copies
-// the cells into a buffered writer so many share a TLS record and a write
-// call, and flushes when the queue is empty.
+// the cells into a buffered writer so many share a TLS record, and sends
+// the buffer's records in one write call when it is full or the queue is
+// empty.
 func (l *Link) writeLoop() {
 	defer l.exit()
 	bw := bufio.NewWriterSize(l.conn, l.cfg.WriteBufferSize)
