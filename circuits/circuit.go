@@ -150,7 +150,7 @@ func (sw *Switch) Build(ctx context.Context, path []proto.NodeDescriptor) (*Circ
 	if err != nil {
 		return fail(err)
 	}
-	l, err := sw.links.getLink(ctx, path[0].ID, addr)
+	l, err := sw.links.Dial(ctx, path[0].ID, addr)
 	if err != nil {
 		return fail(fmt.Errorf("link to first hop: %w", err))
 	}

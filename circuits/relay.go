@@ -11,35 +11,14 @@ import (
 	"sync"
 	"time"
 
+	"veil/circuits/link"
 	"veil/circuits/onion"
 	"veil/proto"
 )
 
-// cellLink is what the circuit layer needs of a link. *Link satisfies it; a
-// test transport may too.
-type cellLink interface {
-	Peer() proto.NodeID
-	Inbound() bool
-	SendCell(c *proto.Cell) error
-	TrySendCell(c *proto.Cell) error
-}
-
-var _ cellLink = (*Link)(nil)
-
-// linkGetter returns the link to a node, dialing it if needed.
-type linkGetter interface {
-	getLink(ctx context.Context, id proto.NodeID, addr string) (cellLink, error)
-}
-
-type linksGetter struct{ m *Links }
-
-func (g linksGetter) getLink(ctx context.Context, id proto.NodeID, addr string) (cellLink, error) {
-	l, err := g.m.Get(ctx, id, addr)
-	if err != nil {
-		return nil, err
-	}
-	return l, nil
-}
+// cellLink is what the circuit layer needs of a link: *link.Link over
+// TLS, or linktest's in-memory Conn.
+type cellLink = link.Conn
 
 // Service is called in its own goroutine for each stream a circuit's origin
 // opens to it at this node (BEGIN with the service's name). It owns the
@@ -185,8 +164,8 @@ type inbound struct {
 
 // Switch is a node's circuit switch: it answers CREATE2, relays the cells
 // of circuits others build through this node, ends circuits at services,
-// and builds our own (origin) circuits. Wire it to a Links with
-// LinkHandlers{Cell: sw.HandleCell, Closed: sw.HandleClosed}. Safe for
+// and builds our own (origin) circuits. Wire it to a link.Links with
+// link.Handlers{Cell: sw.HandleCell, Closed: sw.HandleClosed}. Safe for
 // concurrent use.
 //
 // Roles. An origin circuit (Circuit, from Build) holds one onion.Hop per
@@ -223,7 +202,7 @@ type inbound struct {
 // bit set and the other side IDs with it clear.
 type Switch struct {
 	id    *Identity
-	links linkGetter
+	links link.Dialer
 	cfg   SwitchConfig
 
 	mu       sync.RWMutex // guards the fields below; read-locked per cell to find its circuit
@@ -241,12 +220,9 @@ type Switch struct {
 	stop       chan struct{} // closed by Close
 }
 
-// NewSwitch returns the circuit switch of the node id, dialing through links.
-func NewSwitch(id *Identity, links *Links, cfg SwitchConfig) (*Switch, error) {
-	return newSwitch(id, linksGetter{links}, cfg)
-}
-
-func newSwitch(id *Identity, lg linkGetter, cfg SwitchConfig) (*Switch, error) {
+// NewSwitch returns the circuit switch of the node id, dialing through lg
+// (a *link.Links, or linktest's in-memory network).
+func NewSwitch(id *Identity, lg link.Dialer, cfg SwitchConfig) (*Switch, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -315,13 +291,13 @@ func (sw *Switch) handle() uint64 {
 	return sw.nextHandle
 }
 
-// HandleCell is the LinkHandlers.Cell of the node's Links. It never blocks
-// on another link: cells go to their circuit's queue.
-func (sw *Switch) HandleCell(l *Link, c *proto.Cell) { sw.handleCell(l, c) }
+// HandleCell is the link.Handlers.Cell of the node's links. It never
+// blocks on another link: cells go to their circuit's queue.
+func (sw *Switch) HandleCell(l link.Conn, c *proto.Cell) { sw.handleCell(l, c) }
 
-// HandleClosed is the LinkHandlers.Closed of the node's Links: every
+// HandleClosed is the link.Handlers.Closed of the node's links: every
 // circuit on l learns that the link is gone.
-func (sw *Switch) HandleClosed(l *Link, err error) { sw.handleClosed(l) }
+func (sw *Switch) HandleClosed(l link.Conn, err error) { sw.handleClosed(l) }
 
 func (sw *Switch) handleCell(l cellLink, c *proto.Cell) {
 	switch c.Command() {
@@ -805,7 +781,7 @@ func (rc *relayCirc) extend(ext onion.Extend2) (proto.DestroyReason, bool, bool)
 		case <-ctx.Done():
 		}
 	}()
-	l, err := rc.sw.links.getLink(ctx, ext.Next, addrString(ext.Addr))
+	l, err := rc.sw.links.Dial(ctx, ext.Next, addrString(ext.Addr))
 	cancel()
 	if err != nil {
 		return truncated(proto.DestroyConnectFailed)

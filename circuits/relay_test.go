@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"veil/circuits/link"
 	"veil/proto"
 )
 
@@ -36,8 +37,8 @@ func waitClosed(t testing.TB, c *Circuit) {
 // bit in the next RELAY cell arriving from peer: a relay tampering with the
 // cells it forwards.
 func flipper(n *cnode, from proto.NodeID, armed *atomic.Bool) {
-	n.links.SetHandlers(LinkHandlers{
-		Cell: func(l *Link, c *proto.Cell) {
+	n.links.SetHandlers(link.Handlers{
+		Cell: func(l link.Conn, c *proto.Cell) {
 			if c.Command() == proto.CmdRelay && l.Peer() == from && armed.CompareAndSwap(true, false) {
 				c.Payload()[200] ^= 0x04
 			}
@@ -291,8 +292,8 @@ func TestCreateWithIDFromWrongHalfRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := make(chan *proto.Cell, 4)
-	raw := NewLinks(id, DefaultConfig())
-	raw.SetHandlers(LinkHandlers{Cell: func(l *Link, c *proto.Cell) { got <- c }})
+	raw := link.NewLinks(id.Key, link.DefaultConfig())
+	raw.SetHandlers(link.Handlers{Cell: func(l link.Conn, c *proto.Cell) { got <- c }})
 	defer raw.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), circWait)
 	defer cancel()

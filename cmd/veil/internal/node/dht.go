@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"veil/circuits"
+	"veil/circuits/link"
 	"veil/kademlia"
 	"veil/proto"
 )
@@ -28,7 +28,7 @@ func (t linksTransport) Send(ctx context.Context, to proto.DHTContact, payload [
 
 // link returns the link to c, dialing it when there is none. A private
 // address is dialed only when allow_private is set.
-func (n *Node) link(ctx context.Context, c proto.DHTContact) (*circuits.Link, error) {
+func (n *Node) link(ctx context.Context, c proto.DHTContact) (*link.Link, error) {
 	if l := n.links.Lookup(c.ID); l != nil {
 		return l, nil
 	}
@@ -41,9 +41,17 @@ func (n *Node) link(ctx context.Context, c proto.DHTContact) (*circuits.Link, er
 	return n.links.Get(ctx, c.ID, c.Addr.String())
 }
 
+// varConn is a link that also carries var cells: *link.Link, or an
+// in-memory link in tests.
+type varConn interface {
+	link.Conn
+	SendVar(v proto.VarCell) error
+}
+
 // handleVar receives var cells from links (on the link's read goroutine).
-func (n *Node) handleVar(l *circuits.Link, v proto.VarCell) {
-	if v.Command != proto.CmdDHT {
+func (n *Node) handleVar(c link.Conn, v proto.VarCell) {
+	l, ok := c.(varConn)
+	if v.Command != proto.CmdDHT || !ok {
 		return
 	}
 	if isDescMsg(v.Payload) {
@@ -67,7 +75,7 @@ func (n *Node) handleVar(l *circuits.Link, v proto.VarCell) {
 // send blocks while the link's queue is full; blocking the reader could
 // stall both directions). At most descSends are in flight; beyond that
 // the message is dropped, which costs only a later retry.
-func (n *Node) sendDesc(l *circuits.Link, payload []byte) {
+func (n *Node) sendDesc(l varConn, payload []byte) {
 	select {
 	case n.descSem <- struct{}{}:
 	default:
@@ -83,7 +91,7 @@ func (n *Node) sendDesc(l *circuits.Link, payload []byte) {
 
 // handleDesc answers a descriptor request with our own, or keeps the
 // descriptor a peer sent about itself.
-func (n *Node) handleDesc(l *circuits.Link, p []byte) {
+func (n *Node) handleDesc(l varConn, p []byte) {
 	switch p[0] {
 	case descRequest:
 		if d := n.desc.Load(); d != nil {
@@ -107,9 +115,9 @@ func (n *Node) handleDesc(l *circuits.Link, p []byte) {
 // closed or broke, with no other link to that peer left, takes the peer
 // out of paths for a while: it most likely went away, and circuits
 // through it would fail.
-func (n *Node) handleClosed(l *circuits.Link, err error) {
+func (n *Node) handleClosed(l link.Conn, err error) {
 	n.sw.HandleClosed(l, err)
-	if !errors.Is(err, circuits.ErrLinkClosed) && n.links.Lookup(l.Peer()) == nil {
+	if !errors.Is(err, link.ErrClosed) && n.links.Lookup(l.Peer()) == nil {
 		n.dir.Down(l.Peer())
 	}
 }
