@@ -36,7 +36,7 @@ type Circuit struct {
 	ended  chan struct{} // closed when run has returned
 	born   time.Time
 
-	mu      sync.Mutex // guards path, pending, reply, userData
+	mu      sync.Mutex // guards path, pending, reply, truncTo
 	path    []proto.NodeDescriptor
 	pending *onion.ClientHandshake // the hop being added, if any
 	reply   chan error             // where run reports the pending hop's result
@@ -46,11 +46,14 @@ type Circuit struct {
 // ID is the circuit's local handle (as in events); it never goes on the wire.
 func (c *Circuit) ID() uint64 { return c.handle }
 
-// Path returns the descriptors of the hops built so far.
+// Path returns the descriptors of the hops built so far. The hop count is
+// read under sendMu, the lock the circuit's goroutine changes the hops
+// under, and not under mu, which guards the descriptors only.
 func (c *Circuit) Path() []proto.NodeDescriptor {
+	n := c.Hops()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append([]proto.NodeDescriptor(nil), c.path[:len(c.ep.hops)]...)
+	return append([]proto.NodeDescriptor(nil), c.path[:min(n, len(c.path))]...)
 }
 
 func (c *Circuit) pathIDs() []proto.NodeID {
