@@ -55,8 +55,9 @@ type PoolConfig struct {
 	// AllowSameSubnet lets two hops share a /16 (IPv4) or /32 (IPv6):
 	// only for loopback tests.
 	AllowSameSubnet bool
-	// Seed seeds path selection (0: random).
-	Seed uint64
+	// Rand draws the paths; the pool owns it once NewPool returns (nil: a
+	// generator seeded from crypto/rand). Seed it for reproducible paths.
+	Rand *rand.Rand
 	// OnData receives what comes back on TunnelData's streams. It is
 	// called from one goroutine per stream; data is valid during the call.
 	OnData func(c *Circuit, dest string, data []byte)
@@ -262,9 +263,12 @@ func NewPool(sw *Switch, dir Directory, cfg PoolConfig) (*Pool, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	seed := cfg.Seed
-	if seed == 0 {
-		seed = rand.Uint64()
+	rng := cfg.Rand
+	if rng == nil {
+		var err error
+		if rng, err = seededRand(nil); err != nil {
+			return nil, err
+		}
 	}
 	p := &Pool{
 		sw:       sw,
@@ -272,7 +276,7 @@ func NewPool(sw *Switch, dir Directory, cfg PoolConfig) (*Pool, error) {
 		cfg:      cfg,
 		streams:  make(map[tunnelKey]*Stream),
 		activity: make(map[*Circuit]activity),
-		rng:      rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		rng:      rng,
 		wake:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 	}
@@ -522,11 +526,11 @@ func (p *Pool) tryBuild(hops int) (*Circuit, error) {
 		case <-ctx.Done():
 		}
 	}()
-	t0 := time.Now()
+	t0 := p.sw.cfg.Now()
 	c, err := p.sw.Build(ctx, path)
 	if err == nil {
 		p.mu.Lock()
-		p.samples = append(p.samples, time.Since(t0))
+		p.samples = append(p.samples, p.sw.cfg.Now().Sub(t0))
 		if len(p.samples) > buildSamplesMax {
 			p.samples = p.samples[1:]
 		}

@@ -253,8 +253,8 @@ func newSwitch(id *Identity, lg linkGetter, cfg SwitchConfig) (*Switch, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	var seed [32]byte
-	if _, err := io.ReadFull(randOr(cfg.Rand), seed[:]); err != nil {
+	rng, err := seededRand(cfg.Rand)
+	if err != nil {
 		return nil, fmt.Errorf("circuits: seeding the switch: %w", err)
 	}
 	return &Switch{
@@ -264,7 +264,7 @@ func newSwitch(id *Identity, lg linkGetter, cfg SwitchConfig) (*Switch, error) {
 		circs:    make(map[circKey]circuitQueue),
 		perLink:  make(map[cellLink]int),
 		services: make(map[string]Service),
-		rng:      rand.New(rand.NewChaCha8(seed)),
+		rng:      rng,
 		stop:     make(chan struct{}),
 	}, nil
 }
@@ -528,6 +528,15 @@ func (sw *Switch) Close() error {
 	}
 	sw.wg.Wait()
 	return nil
+}
+
+// seededRand returns a generator seeded from r (nil: crypto/rand).
+func seededRand(r io.Reader) (*rand.Rand, error) {
+	var seed [32]byte
+	if _, err := io.ReadFull(randOr(r), seed[:]); err != nil {
+		return nil, err
+	}
+	return rand.New(rand.NewChaCha8(seed)), nil
 }
 
 func randOr(r io.Reader) io.Reader {

@@ -130,11 +130,11 @@ func (e *endpoint) sendControl(target int, early bool, cmd proto.RelayCommand, s
 func (e *endpoint) sendData(s *Stream, cmd proto.RelayCommand, data []byte) error {
 	for {
 		e.mu.Lock()
-		for !e.closed && !s.localClosed && !s.peerEnded && !past(s.wdeadline) && (e.sendWin.Left() == 0 || s.sendWin.Left() == 0) {
+		for !e.closed && !s.localClosed && !s.peerEnded && !e.past(s.wdeadline) && (e.sendWin.Left() == 0 || s.sendWin.Left() == 0) {
 			s.cond.Wait()
 		}
 		err := s.writeErrLocked()
-		if err == nil && past(s.wdeadline) && (e.sendWin.Left() == 0 || s.sendWin.Left() == 0) {
+		if err == nil && e.past(s.wdeadline) && (e.sendWin.Left() == 0 || s.sendWin.Left() == 0) {
 			err = errDeadline
 		}
 		e.mu.Unlock()
@@ -568,7 +568,7 @@ func (s *Stream) writeErrLocked() error {
 func (s *Stream) Read(p []byte) (int, error) {
 	e := s.e
 	e.mu.Lock()
-	for s.rqHead == len(s.rq) && !s.peerEnded && !s.localClosed && !e.closed && !past(s.deadline) {
+	for s.rqHead == len(s.rq) && !s.peerEnded && !s.localClosed && !e.closed && !e.past(s.deadline) {
 		s.cond.Wait()
 	}
 	if s.rqHead == len(s.rq) {
@@ -610,7 +610,7 @@ func (s *Stream) ReadCell(buf []byte) (proto.RelayCommand, int, error) {
 	}
 	e := s.e
 	e.mu.Lock()
-	for s.rqHead == len(s.rq) && !s.peerEnded && !s.localClosed && !e.closed && !past(s.deadline) {
+	for s.rqHead == len(s.rq) && !s.peerEnded && !s.localClosed && !e.closed && !e.past(s.deadline) {
 		s.cond.Wait()
 	}
 	if s.rqHead == len(s.rq) {
@@ -735,7 +735,9 @@ func (s *Stream) setDeadline(d *time.Time, tm **time.Timer, t time.Time) error {
 		*tm = nil
 	}
 	if !t.IsZero() {
-		*tm = time.AfterFunc(time.Until(t), func() {
+		// The timer only wakes the waiters; they judge the deadline by
+		// the switch's clock (past), so a test clock decides.
+		*tm = time.AfterFunc(t.Sub(e.sw.cfg.Now()), func() {
 			e.mu.Lock()
 			s.cond.Broadcast()
 			e.mu.Unlock()
@@ -745,7 +747,9 @@ func (s *Stream) setDeadline(d *time.Time, tm **time.Timer, t time.Time) error {
 	return nil
 }
 
-func past(t time.Time) bool { return !t.IsZero() && !time.Now().Before(t) }
+// past reports whether deadline t (zero: none) has passed on the switch's
+// clock.
+func (e *endpoint) past(t time.Time) bool { return !t.IsZero() && !e.sw.cfg.Now().Before(t) }
 
 // StreamAddr names one end of a stream for net.Conn's LocalAddr and
 // RemoteAddr: the local circuit handle, the stream ID and the destination.
