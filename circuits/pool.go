@@ -26,8 +26,8 @@ type StaticDirectory []proto.NodeDescriptor
 // Nodes returns the list.
 func (d StaticDirectory) Nodes() []proto.NodeDescriptor { return d }
 
-// PoolConfig holds the TunnelCommunity settings of seed 000 that concern our
-// own circuits (max_joined_circuits and peer_flags are SwitchConfig's
+// PoolConfig holds the settings of the TunnelCommunity tunnel API that
+// concern our own circuits (max_joined_circuits and peer_flags are SwitchConfig's
 // MaxJoinedCircuits and Flags). Start from DefaultPoolConfig.
 type PoolConfig struct {
 	// MinCircuits is the count TunnelsReady measures against.
@@ -234,8 +234,8 @@ type tunnelKey struct {
 	dest string
 }
 
-// Pool keeps a set of origin circuits built and fresh: seed 000's
-// TunnelCommunity in Go form. Call BuildTunnels, then Run (or Check
+// Pool keeps a set of origin circuits built and fresh: the TunnelCommunity
+// tunnel API in Go form. Call BuildTunnels, then Run (or Check
 // periodically). Safe for concurrent use.
 type Pool struct {
 	sw  *Switch
@@ -295,7 +295,7 @@ func (p *Pool) poke() {
 	}
 }
 
-// BuildTunnels makes the pool keep circuits of hops hops (seed 000's
+// BuildTunnels makes the pool keep circuits of hops hops (the TunnelCommunity's
 // build_tunnels). Circuits of another length are closed and replaced.
 func (p *Pool) BuildTunnels(hops int) error {
 	if hops < 1 || hops > p.sw.cfg.MaxRelayEarly+1 {
@@ -338,7 +338,7 @@ func (p *Pool) LastError() error {
 	return p.lastErr
 }
 
-// TunnelData sends payload to dest through c (seed 000's tunnel_data): a
+// TunnelData sends payload to dest through c (the TunnelCommunity's tunnel_data): a
 // service registered at the circuit's last hop, or "ip:port" when the last
 // hop is an exit whose policy allows it. The bytes go on a stream the pool
 // keeps open per circuit and destination.
@@ -350,7 +350,7 @@ func (p *Pool) TunnelData(c *Circuit, dest string, payload []byte) error {
 		p.mu.Unlock()
 		return ErrPoolClosed
 	}
-	if !slicesContains(p.circs, c) {
+	if !slices.Contains(p.circs, c) {
 		p.mu.Unlock()
 		return ErrNotInPool
 	}
@@ -381,15 +381,6 @@ func (p *Pool) TunnelData(c *Circuit, dest string, payload []byte) error {
 	}
 	_, err := s.Write(payload)
 	return err
-}
-
-func slicesContains(cs []*Circuit, c *Circuit) bool {
-	for _, x := range cs {
-		if x == c {
-			return true
-		}
-	}
-	return false
 }
 
 func (p *Pool) readTunnel(c *Circuit, k tunnelKey, s *Stream) {

@@ -814,7 +814,7 @@ func (rc *relayCirc) extend(ext onion.Extend2) (proto.DestroyReason, bool, bool)
 		case <-ctx.Done():
 		}
 	}()
-	l, err := rc.sw.links.getLink(ctx, ext.Next, addrString(ext.Addr))
+	l, err := rc.sw.links.getLink(ctx, ext.Next, ext.Addr.String())
 	cancel()
 	if err != nil {
 		return truncated(proto.DestroyConnectFailed)
@@ -833,8 +833,6 @@ func (rc *relayCirc) extend(ext onion.Extend2) (proto.DestroyReason, bool, bool)
 	}
 	return 0, false, false
 }
-
-func addrString(a netip.AddrPort) string { return a.String() }
 
 func (rc *relayCirc) teardown(reason proto.DestroyReason, sendPrev bool) {
 	sw := rc.sw

@@ -698,8 +698,11 @@ func (s *Stream) Close() error {
 }
 
 // errDeadline is what Read and Write return once their deadline passed; it
-// is a net.Error with Timeout() true, as net.Conn's are.
+// is a net.Error with Timeout() true, as net.Conn's are. Temporary is
+// deprecated but still part of net.Error, so it stays.
 var errDeadline error = deadlineError{}
+
+var _ net.Error = deadlineError{}
 
 type deadlineError struct{}
 
