@@ -339,9 +339,7 @@ func (e *endpoint) begin(sid uint16, dest string) {
 	sw.mu.Unlock()
 	var exit netip.AddrPort
 	if svc == nil && !e.origin {
-		if ap, err := netip.ParseAddrPort(dest); err == nil && sw.exitAllows(ap) {
-			exit = ap
-		}
+		exit = sw.exitTo(dest)
 	}
 	e.mu.Lock()
 	var s *Stream
@@ -369,45 +367,15 @@ func (e *endpoint) begin(sid uint16, dest string) {
 	go func() {
 		defer sw.wg.Done()
 		defer s.Close()
-		var conn net.Conn
 		if exit.IsValid() {
-			d := net.Dialer{Timeout: sw.cfg.ExtendTimeout}
-			var err error
-			if conn, err = d.Dial("tcp", exit.String()); err != nil {
-				e.mu.Lock()
-				s.peerEnded = true // nothing more to send: END says why
-				e.mu.Unlock()
-				_ = e.sendControl(lastHop, false, proto.RelayEnd, sid, []byte{EndConnectRefused})
-				return
-			}
-		}
-		if err := e.sendControl(lastHop, false, proto.RelayConnected, sid, nil); err != nil {
-			if conn != nil {
-				conn.Close()
-			}
+			e.serveExit(s, exit)
 			return
 		}
-		if conn != nil {
-			bridge(s, conn)
+		if err := e.sendControl(lastHop, false, proto.RelayConnected, sid, nil); err != nil {
 			return
 		}
 		svc(s)
 	}()
-}
-
-// bridge copies between an exit stream and its TCP connection until either
-// side ends, then closes both.
-func bridge(s *Stream, conn net.Conn) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		io.Copy(conn, s) // until the origin ends the stream or the circuit dies
-		conn.Close()
-	}()
-	io.Copy(s, conn)
-	s.Close()
-	conn.Close()
-	<-done
 }
 
 // openStream sends BEGIN for dest to the other end and waits for CONNECTED.
