@@ -410,6 +410,8 @@ func (sw *Switch) handleCreate(l cellLink, c *proto.Cell) {
 		prevID:    id,
 		in:        make(chan inbound, sw.cfg.QueueCells),
 		killc:     make(chan proto.DestroyReason, 1),
+		dialc:     make(chan relayEvent, 1),
+		ended:     make(chan struct{}),
 		idleSince: sw.cfg.Now(),
 	}
 	rc.ep.init(sw, false)
