@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"veil/proto"
@@ -142,32 +143,51 @@ func TestJoinedIdleTimeoutDestroysIdleCircuit(t *testing.T) {
 	waitUntil(t, "the last hop to drop every circuit", func() bool { return l.sw.Joined() == 0 })
 }
 
-// The switch's own ticker expires idle joined circuits; with the timeout
-// disabled, no reaper runs.
+// The switch's own ticker expires idle joined circuits, in fake time: a
+// circuit idle for just under JoinedIdleTimeout lives, one idle for 1.25
+// times it (the reaper looks every quarter) is gone with TIMEOUT. With the
+// timeout disabled, no reaper runs and an idle circuit stays.
 func TestJoinedIdleReaperRuns(t *testing.T) {
-	noLeaks(t)
-	nodes := newNet(t, 3, func(i int, cfg *SwitchConfig) {
-		switch i {
-		case 1:
-			cfg.JoinedIdleTimeout = 400 * time.Millisecond
-		case 2:
-			cfg.JoinedIdleTimeout = 0
+	synctest.Test(t, func(t *testing.T) {
+		nodes := newMemNodes(t, 3)
+		const timeout = 5 * time.Minute // the default
+		if got := nodes[1].sw.cfg.JoinedIdleTimeout; got != timeout {
+			t.Fatalf("JoinedIdleTimeout %v, want the default %v", got, timeout)
 		}
+		nodes[2].sw.cfg.JoinedIdleTimeout = 0 // before any circuit reaches it
+		c := build(t, nodes[0], nodes[1])
+		kept := build(t, nodes[0], nodes[2])
+		time.Sleep(timeout - time.Second)
+		synctest.Wait()
+		select {
+		case <-c.Done():
+			t.Fatalf("closed (%v) before it was idle for JoinedIdleTimeout", c.Reason())
+		default:
+		}
+		time.Sleep(timeout/4 + 2*time.Second)
+		synctest.Wait()
+		select {
+		case <-c.Done():
+		default:
+			t.Fatal("still open after 1.25 JoinedIdleTimeout idle")
+		}
+		if r := c.Reason(); r != proto.DestroyTimeout {
+			t.Fatalf("closed with %v, want TIMEOUT", r)
+		}
+		if n := nodes[1].sw.Joined(); n != 0 {
+			t.Fatalf("the relay still carries %d circuits", n)
+		}
+		time.Sleep(time.Hour)
+		synctest.Wait()
+		nodes[2].sw.mu.Lock()
+		reaping := nodes[2].sw.reaping
+		nodes[2].sw.mu.Unlock()
+		if reaping {
+			t.Fatal("a reaper runs with JoinedIdleTimeout 0")
+		}
+		if err := echoCheck(kept, 100, 1); err != nil {
+			t.Fatal(err)
+		}
+		kept.Close()
 	})
-	c := build(t, nodes[0], nodes[1])
-	kept := build(t, nodes[0], nodes[2])
-	waitClosed(t, c)
-	if r := c.Reason(); r != proto.DestroyTimeout {
-		t.Fatalf("closed with %v, want TIMEOUT", r)
-	}
-	waitUntil(t, "the relay to free the slot", func() bool { return nodes[1].sw.Joined() == 0 })
-	nodes[2].sw.mu.Lock()
-	reaping := nodes[2].sw.reaping
-	nodes[2].sw.mu.Unlock()
-	if reaping {
-		t.Fatal("a reaper runs with JoinedIdleTimeout 0")
-	}
-	if err := echoCheck(kept, 100, 1); err != nil {
-		t.Fatal(err)
-	}
 }

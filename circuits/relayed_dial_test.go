@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"veil/proto"
@@ -105,4 +106,30 @@ func TestRelayDestroyWhileDialing(t *testing.T) {
 	case <-time.After(circWait):
 		t.Fatal("the relay kept the circuit while its dial was held")
 	}
+}
+
+// A next hop that never answers costs the circuit ExtendTimeout, in fake
+// time: the origin then gets TRUNCATED CONNECTFAILED, its extension fails
+// and the one-hop circuit goes on.
+func TestRelayDialTimesOut(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		nodes := newMemNodes(t, 3)
+		r := nodes[1]
+		d := blockingDialer{linkGetter: r.sw.links, started: make(chan proto.NodeID, 4), release: make(chan struct{})}
+		r.sw.links = d
+		timeout := r.sw.cfg.ExtendTimeout
+		c := build(t, nodes[0], r)
+		defer c.Close()
+		t0 := time.Now()
+		err := c.Extend(context.Background(), nodes[2].desc)
+		if !errors.Is(err, ErrTruncated) {
+			t.Fatalf("extend to a silent node: %v", err)
+		}
+		if took := time.Since(t0); took != timeout {
+			t.Fatalf("the extension failed after %v, want ExtendTimeout %v", took, timeout)
+		}
+		if err := echoCheck(c, 1000, 1); err != nil {
+			t.Fatalf("the circuit after a failed extension: %v", err)
+		}
+	})
 }
