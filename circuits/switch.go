@@ -210,10 +210,11 @@ type inbound struct {
 // deadlock in a cycle. The windows bound what a well-behaved peer can have
 // queued for a circuit (both circuit windows plus control cells), so a
 // queue that overflows means the peer ignored them: DESTROY RESOURCELIMIT.
-// A circuit we carry keeps its protocol in a pure state machine
-// (relayCore, see relayed.go) that its goroutine feeds and whose actions it
-// executes; the dial an EXTEND2 needs runs in a goroutine of its own, so
-// the circuit keeps handling cells (DESTROY, TRUNCATE, streams) meanwhile.
+// Each circuit keeps its protocol in a pure state machine (relayCore in
+// relayed.go, originCore in circuit.go) that its goroutine feeds and whose
+// actions it executes; the dial an EXTEND2 needs runs in a goroutine of its
+// own, so a relay keeps handling the circuit's cells (DESTROY, TRUNCATE,
+// streams) meanwhile.
 //
 // Flow control. At the circuit's ends, each data-bearing cell (DATA, DB_*)
 // counts against the circuit window (a SENDME, authenticated with the
