@@ -589,44 +589,46 @@ func (c *Circuit) run() {
 	sw := c.ep.sw
 	defer sw.wg.Done()
 	defer close(c.ended)
+	now := sw.cfg.Now // read once per wake-up, as relayCirc.loop does
 	for !c.core.done {
 		select {
 		case it := <-c.in:
-			c.input(it)
+			t := now()
+			c.input(it, t)
 			for n := len(c.in); !c.core.done && n > 0; n-- {
-				c.input(<-c.in) // what else is queued, without a full select
+				c.input(<-c.in, t) // what else is queued, without a full select
 			}
 		case ev := <-c.reqs:
-			c.step(ev)
+			c.step(ev, now())
 		case r := <-c.killc:
-			c.step(originEvent{kind: oevKill, reason: r})
+			c.step(originEvent{kind: oevKill, reason: r}, now())
 		case <-sw.stop:
-			c.step(originEvent{kind: oevKill, reason: proto.DestroyHibernating})
+			c.step(originEvent{kind: oevKill, reason: proto.DestroyHibernating}, now())
 		}
 	}
 	c.teardown()
 }
 
-func (c *Circuit) input(it inbound) {
+func (c *Circuit) input(it inbound, now time.Time) {
 	if it.c == nil {
-		c.step(originEvent{kind: oevLinkClosed})
+		c.step(originEvent{kind: oevLinkClosed}, now)
 		return
 	}
 	if it.c.Command() == proto.CmdRelay {
 		c.ep.stats.recv(0)
 	}
-	c.step(originEvent{kind: oevCell, c: it.c})
+	c.step(originEvent{kind: oevCell, c: it.c}, now)
 }
 
 // step feeds one event to the core and executes what it asks; an action
 // that fails becomes an event, handled once the batch is done.
-func (c *Circuit) step(ev originEvent) {
-	now := c.ep.sw.cfg.Now()
+func (c *Circuit) step(ev originEvent, now time.Time) {
 	c.core.handle(ev, now)
 	for {
 		var follow originEvent
-		for _, a := range c.core.ready() {
-			if f := c.do(a); f.kind != 0 && follow.kind == 0 {
+		acts := c.core.ready()
+		for i := range acts {
+			if f := c.do(&acts[i]); f.kind != 0 && follow.kind == 0 {
 				follow = f
 			}
 		}
@@ -638,7 +640,7 @@ func (c *Circuit) step(ev originEvent) {
 }
 
 // do executes one action; it returns the event its failure makes, if any.
-func (c *Circuit) do(a originAction) originEvent {
+func (c *Circuit) do(a *originAction) originEvent {
 	e := &c.ep
 	switch a.kind {
 	case oactCreate:
