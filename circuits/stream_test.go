@@ -307,33 +307,51 @@ func TestORDBOnlyNodeDoesNotRelay(t *testing.T) {
 	}
 }
 
+// A Stream's deadlines are net.Conn's, judged in fake time: Read fails
+// exactly when its deadline passes, and Write once the window is used up
+// past it.
 func TestStreamDeadlines(t *testing.T) {
-	noLeaks(t)
-	nodes := newNet(t, 2, nil)
-	hold := make(chan struct{})
-	nodes[1].sw.Handle("stall", func(s *Stream) { <-hold })
-	defer close(hold)
-	c := build(t, nodes[0], nodes[1])
-	s, err := c.OpenStream(context.Background(), "stall")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conn net.Conn = s // a Stream is a net.Conn
-	if conn.RemoteAddr().Network() != "veil" {
-		t.Fatal("address network")
-	}
-	conn.SetDeadline(time.Now().Add(50 * time.Millisecond))
-	if _, err := conn.Read(make([]byte, 10)); !isTimeout(err) {
-		t.Fatalf("read past the deadline: %v", err)
-	}
-	// The service never reads: the window closes and Write times out.
-	big := make([]byte, 2*nodes[1].cfg.StreamWindow*proto.RelayDataSize)
-	n, err := conn.Write(big)
-	if !isTimeout(err) || n != nodes[1].cfg.StreamWindow*proto.RelayDataSize {
-		t.Fatalf("write past the window: %d bytes, %v", n, err)
-	}
-	conn.SetDeadline(time.Time{})
-	s.Close()
+	synctest.Test(t, func(t *testing.T) {
+		nodes := newMemNodes(t, 2)
+		hold := make(chan struct{})
+		nodes[1].sw.Handle("stall", func(s *Stream) { <-hold })
+		defer close(hold)
+		c := build(t, nodes[0], nodes[1])
+		s, err := c.OpenStream(context.Background(), "stall")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var conn net.Conn = s // a Stream is a net.Conn
+		if conn.RemoteAddr().Network() != "veil" {
+			t.Fatal("address network")
+		}
+		const wait = 50 * time.Millisecond
+		t0 := time.Now()
+		conn.SetDeadline(t0.Add(wait))
+		if _, err := conn.Read(make([]byte, 10)); !isTimeout(err) {
+			t.Fatalf("read past the deadline: %v", err)
+		}
+		if took := time.Since(t0); took != wait {
+			t.Fatalf("read gave up after %v, deadline %v", took, wait)
+		}
+		// The service never reads: the window closes and Write times out.
+		big := make([]byte, 2*nodes[1].cfg.StreamWindow*proto.RelayDataSize)
+		n, err := conn.Write(big)
+		if !isTimeout(err) || n != nodes[1].cfg.StreamWindow*proto.RelayDataSize {
+			t.Fatalf("write past the window: %d bytes, %v", n, err)
+		}
+		// A writer blocked on the closed window wakes at its deadline.
+		t1 := time.Now()
+		conn.SetWriteDeadline(t1.Add(time.Second))
+		if n, err := conn.Write(big[:1]); !isTimeout(err) || n != 0 {
+			t.Fatalf("write on a closed window: %d bytes, %v", n, err)
+		}
+		if took := time.Since(t1); took != time.Second {
+			t.Fatalf("blocked write gave up after %v, deadline 1s", took)
+		}
+		conn.SetDeadline(time.Time{})
+		s.Close()
+	})
 }
 
 func isTimeout(err error) bool {
