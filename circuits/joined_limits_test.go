@@ -88,59 +88,87 @@ func TestMaxJoinedPerLinkRefusesCreate(t *testing.T) {
 	}
 }
 
+// recordEvents keeps n's switch events in n.events (newNet does it
+// through OnEvent; in-memory nodes need it added).
+func recordEvents(n *cnode) {
+	n.sw.subscribe(func(e Event) {
+		n.mu.Lock()
+		n.events = append(n.events, e)
+		n.mu.Unlock()
+	})
+}
+
 // A joined circuit idle for JoinedIdleTimeout (on the relay's clock) is
 // destroyed at the origin and the next hop; one that moves cells is not.
+// The relay's clock is a test clock and expireIdle is called by hand; the
+// test runs in a synctest bubble so that synctest.Wait lets the cells an
+// echo leaves behind (END, SENDME) cross the relay before it looks, which
+// polling could not promise.
 func TestJoinedIdleTimeoutDestroysIdleCircuit(t *testing.T) {
-	noLeaks(t)
-	clock := new(testClock)
-	const timeout = 5 * time.Minute
-	nodes := newNet(t, 3, func(i int, cfg *SwitchConfig) {
-		if i == 1 {
-			cfg.Now = clock.Now
-			cfg.JoinedIdleTimeout = timeout // its own ticker fires every 75 s: too late to interfere
+	synctest.Test(t, func(t *testing.T) {
+		clock := new(testClock)
+		const timeout = 5 * time.Minute // the default: its own ticker fires every 75 s, which never pass here
+		nodes := newMemNodes(t, 3)
+		o, m, l := nodes[0], nodes[1], nodes[2]
+		m.sw.cfg.Now = clock.Now // before any circuit reaches it
+		recordEvents(m)
+		recordEvents(l)
+		idle := build(t, o, m, l)
+		active := build(t, o, m, l)
+		for i, c := range []*Circuit{idle, active} {
+			if err := echoCheck(c, 100, uint64(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		synctest.Wait()
+		m.sw.expireIdle(clock.Now())
+		for step := range 2 {
+			clock.Advance(timeout * 3 / 5)
+			if err := echoCheck(active, 100, uint64(step)); err != nil {
+				t.Fatal(err)
+			}
+			synctest.Wait()
+			m.sw.expireIdle(clock.Now())
+		}
+		// idle has now been idle for 6 minutes, active for none.
+		synctest.Wait()
+		select {
+		case <-idle.Done():
+		default:
+			t.Fatal("the idle circuit is still open")
+		}
+		if r := idle.Reason(); r != proto.DestroyTimeout {
+			t.Fatalf("idle circuit closed with %v, want TIMEOUT", r)
+		}
+		if m.sw.Joined() != 1 || l.sw.Joined() != 1 {
+			t.Fatalf("the relay carries %d circuits, the last hop %d; want 1 each", m.sw.Joined(), l.sw.Joined())
+		}
+		if !hasClosed(l, proto.DestroyTimeout) || !hasClosed(m, proto.DestroyTimeout) {
+			t.Fatalf("no TIMEOUT at the relay or the last hop: %+v %+v", m.eventsOf(EventClosed), l.eventsOf(EventClosed))
+		}
+		select {
+		case <-active.Done():
+			t.Fatalf("active circuit closed: %v", active.Reason())
+		default:
+		}
+		if err := echoCheck(active, 1000, 9); err != nil {
+			t.Fatalf("active circuit after the idle one expired: %v", err)
+		}
+		// Left idle in turn, it goes too.
+		synctest.Wait()
+		m.sw.expireIdle(clock.Now())
+		clock.Advance(timeout)
+		m.sw.expireIdle(clock.Now())
+		synctest.Wait()
+		select {
+		case <-active.Done():
+		default:
+			t.Fatal("the circuit left idle is still open")
+		}
+		if m.sw.Joined() != 0 || l.sw.Joined() != 0 {
+			t.Fatalf("the relay carries %d circuits, the last hop %d; want none", m.sw.Joined(), l.sw.Joined())
 		}
 	})
-	o, m, l := nodes[0], nodes[1], nodes[2]
-	idle := build(t, o, m, l)
-	active := build(t, o, m, l)
-	for i, c := range []*Circuit{idle, active} {
-		if err := echoCheck(c, 100, uint64(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	m.sw.expireIdle(clock.Now())
-	for step := range 2 {
-		clock.Advance(timeout * 3 / 5)
-		if err := echoCheck(active, 100, uint64(step)); err != nil {
-			t.Fatal(err)
-		}
-		m.sw.expireIdle(clock.Now())
-	}
-	// idle has now been idle for 6 minutes, active for none.
-	waitClosed(t, idle)
-	if r := idle.Reason(); r != proto.DestroyTimeout {
-		t.Fatalf("idle circuit closed with %v, want TIMEOUT", r)
-	}
-	waitUntil(t, "the relay to free the slot", func() bool { return m.sw.Joined() == 1 })
-	waitUntil(t, "the last hop to drop the circuit", func() bool { return l.sw.Joined() == 1 })
-	if !hasClosed(l, proto.DestroyTimeout) || !hasClosed(m, proto.DestroyTimeout) {
-		t.Fatalf("no TIMEOUT at the relay or the last hop: %+v %+v", m.eventsOf(EventClosed), l.eventsOf(EventClosed))
-	}
-	select {
-	case <-active.Done():
-		t.Fatalf("active circuit closed: %v", active.Reason())
-	default:
-	}
-	if err := echoCheck(active, 1000, 9); err != nil {
-		t.Fatalf("active circuit after the idle one expired: %v", err)
-	}
-	// Left idle in turn, it goes too.
-	m.sw.expireIdle(clock.Now())
-	clock.Advance(timeout)
-	m.sw.expireIdle(clock.Now())
-	waitClosed(t, active)
-	waitUntil(t, "the relay to free every slot", func() bool { return m.sw.Joined() == 0 })
-	waitUntil(t, "the last hop to drop every circuit", func() bool { return l.sw.Joined() == 0 })
 }
 
 // The switch's own ticker expires idle joined circuits, in fake time: a
