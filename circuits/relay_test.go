@@ -79,13 +79,9 @@ func TestBitFlipDestroysCircuit(t *testing.T) {
 			if dir == "backward" {
 				detector = nodes[0]
 			}
-			var sawProtocol bool
-			for _, e := range detector.eventsOf(EventClosed) {
-				sawProtocol = sawProtocol || e.Reason == proto.DestroyProtocol
-			}
-			if !sawProtocol {
-				t.Errorf("the endpoint did not close the circuit for PROTOCOL: %+v", detector.eventsOf(EventClosed))
-			}
+			// EventClosed comes after Done closes (the circuit's goroutine
+			// emits it last): wait for it rather than look once.
+			waitUntil(t, "the endpoint to close the circuit for PROTOCOL", func() bool { return hasClosed(detector, proto.DestroyProtocol) })
 		})
 	}
 }
