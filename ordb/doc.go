@@ -5,11 +5,13 @@
 //
 // What is here today: Server answers from its own chunkstore, and Fetch
 // pulls a whole content over one stream, pipelining queries and verifying
-// every range before it is stored. The Peersm specification's list
-// handling (OR_files_P, OR_streams_P rotation, relaying to other peers with
-// the 0-5 counter, DB_INFO, FIND_VALUE then facilitators) is planned, and
-// so is the five-circuit window (package window); docs/PROTOCOL.md
-// describes both.
+// every range before it is stored. Core is the Peersm specification's
+// ORDB decision logic as a pure state machine (OR_files_P, OR_streams_P
+// rotation, relaying with the 0-5 counter and request IDs, DB_INFO with
+// STORE and propagation, FIND_VALUE then facilitators); its doc says what
+// the goroutine shell that runs it over circuits does with each action.
+// That shell is planned, and so is the five-circuit window (package
+// window); docs/PROTOCOL.md describes both.
 //
 // On a stream, every DB_* message is framed by proto (DBFramer/Assembler):
 //

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"veil/circuits"
+	"veil/circuits/link"
 	"veil/cmd/veil/internal/node"
 	"veil/proto"
 )
@@ -129,17 +130,17 @@ func profile(b *testing.B, c *node.Client, name string) {
 
 // originSwitch is a client's switch in this process, on links of a fresh
 // identity.
-func originSwitch(b *testing.B) (*circuits.Switch, *circuits.Links) {
+func originSwitch(b *testing.B) (*circuits.Switch, *link.Links) {
 	id, err := circuits.NewEphemeralIdentity()
 	if err != nil {
 		b.Fatal(err)
 	}
-	links := circuits.NewLinks(id, circuits.DefaultConfig())
+	links := link.NewLinks(id.Key, link.DefaultConfig())
 	sw, err := circuits.NewSwitch(id, links, circuits.DefaultSwitchConfig())
 	if err != nil {
 		b.Fatal(err)
 	}
-	links.SetHandlers(circuits.LinkHandlers{Cell: sw.HandleCell, Closed: sw.HandleClosed})
+	links.SetHandlers(link.Handlers{Cell: sw.HandleCell, Closed: sw.HandleClosed})
 	return sw, links
 }
 
@@ -153,9 +154,9 @@ func fetchDescriptors(b *testing.B, ctx context.Context, tn *testNet) []proto.No
 	}
 	var mu sync.Mutex
 	got := map[proto.NodeID]proto.NodeDescriptor{}
-	links := circuits.NewLinks(id, circuits.DefaultConfig())
+	links := link.NewLinks(id.Key, link.DefaultConfig())
 	defer links.Close()
-	links.SetHandlers(circuits.LinkHandlers{Var: func(l *circuits.Link, v proto.VarCell) {
+	links.SetHandlers(link.Handlers{Var: func(l link.Conn, v proto.VarCell) {
 		m, err := proto.ParseDHTMessage(v.Payload)
 		if err != nil || m.Type != proto.DHTDescriptor || m.Descriptor.ID != l.Peer() || m.Descriptor.Verify(time.Now()) != nil {
 			return

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"veil/circuits"
+	"veil/circuits/link"
 	"veil/kademlia"
 	"veil/proto"
 )
@@ -28,7 +28,7 @@ func (t linksTransport) Send(ctx context.Context, to proto.DHTContact, payload [
 
 // link returns the link to c, dialing it when there is none. A private
 // address is dialed only when allow_private is set.
-func (n *Node) link(ctx context.Context, c proto.DHTContact) (*circuits.Link, error) {
+func (n *Node) link(ctx context.Context, c proto.DHTContact) (*link.Link, error) {
 	if l := n.links.Lookup(c.ID); l != nil {
 		return l, nil
 	}
@@ -41,13 +41,21 @@ func (n *Node) link(ctx context.Context, c proto.DHTContact) (*circuits.Link, er
 	return n.links.Get(ctx, c.ID, c.Addr.String())
 }
 
+// varConn is a link that also carries var cells: *link.Link, or an
+// in-memory link in tests.
+type varConn interface {
+	link.Conn
+	SendVar(v proto.VarCell) error
+}
+
 // handleVar receives var cells from links (on the link's read goroutine).
 // A DHT cell holds either a Kademlia RPC, for the DHT node, or a message of
 // the descriptor exchange, handled here (descx.go). The parse only picks
 // the receiver: kademlia.Node takes the RPC's bytes and parses them on its
 // own goroutine, a microsecond well spent on keeping its input one kind.
-func (n *Node) handleVar(l *circuits.Link, v proto.VarCell) {
-	if v.Command != proto.CmdDHT {
+func (n *Node) handleVar(c link.Conn, v proto.VarCell) {
+	l, ok := c.(varConn)
+	if v.Command != proto.CmdDHT || !ok {
 		return
 	}
 	m, err := proto.ParseDHTMessage(v.Payload)
@@ -85,7 +93,7 @@ func (n *Node) descRequest() proto.DHTMessage {
 // send blocks while the link's queue is full; blocking the reader could
 // stall both directions). At most descSends are in flight; beyond that
 // the message is dropped, which costs only a later retry.
-func (n *Node) sendDesc(l *circuits.Link, m proto.DHTMessage) {
+func (n *Node) sendDesc(l varConn, m proto.DHTMessage) {
 	select {
 	case n.descSem <- struct{}{}:
 	default:
@@ -102,7 +110,7 @@ func (n *Node) sendDesc(l *circuits.Link, m proto.DHTMessage) {
 
 // handleDesc answers a descriptor request with our own, or keeps the
 // descriptor a peer sent about itself.
-func (n *Node) handleDesc(l *circuits.Link, m proto.DHTMessage) {
+func (n *Node) handleDesc(l varConn, m proto.DHTMessage) {
 	switch m.Type {
 	case proto.DHTDescriptorRequest:
 		if d := n.desc.Load(); d != nil {
@@ -126,9 +134,9 @@ func (n *Node) handleDesc(l *circuits.Link, m proto.DHTMessage) {
 // closed or broke, with no other link to that peer left, takes the peer
 // out of paths for a while: it most likely went away, and circuits
 // through it would fail.
-func (n *Node) handleClosed(l *circuits.Link, err error) {
+func (n *Node) handleClosed(l link.Conn, err error) {
 	n.sw.HandleClosed(l, err)
-	if !errors.Is(err, circuits.ErrLinkClosed) && n.links.Lookup(l.Peer()) == nil {
+	if !errors.Is(err, link.ErrClosed) && n.links.Lookup(l.Peer()) == nil {
 		n.dir.Down(l.Peer())
 	}
 }
