@@ -92,7 +92,7 @@ type Get struct {
 	replaced chan replacement
 	circs    map[window.CircuitID]*getCirc
 	dropped  []*getCirc // closed, maybe still winding down
-	building int // replacements under way
+	building int        // replacements under way
 
 	desc     proto.DBConnected
 	known    bool
