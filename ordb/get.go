@@ -66,7 +66,8 @@ type GetProgress struct {
 	Held, Total uint64 // chunks
 	Size        uint64 // bytes of the content (0 until the descriptor came)
 	Resumed     uint64 // chunks held when the Get started
-	Replaced    int    // circuits replaced so far
+	Replaced    int    // circuits replaced so far, for any reason
+	Lost        int    // of which failed or stalled (not merely slow)
 	Circuits    []CircuitRate
 }
 
@@ -93,6 +94,7 @@ type Get struct {
 	circs    map[window.CircuitID]*getCirc
 	dropped  []*getCirc // closed, maybe still winding down
 	building int        // replacements under way
+	lost     int        // circuits replaced as failed or stalled
 
 	desc     proto.DBConnected
 	known    bool
@@ -271,6 +273,9 @@ func (g *Get) execute(ctx context.Context) error {
 				g.dropped = append(g.dropped, c)
 			}
 			g.building++
+			if a.Why == window.WhyFailed || a.Why == window.WhyStalled {
+				g.lost++
+			}
 			go func(id window.CircuitID, why window.Why) {
 				nid, err := g.cfg.Circuits.Replace(ctx, id, why)
 				select {
@@ -488,7 +493,7 @@ func (g *Get) progress(final bool) {
 	}
 	g.lastProg = now
 	st := g.w.Stats()
-	p := GetProgress{Held: min(g.resumed+st.Received, g.total), Total: g.total, Size: g.desc.Size, Resumed: g.resumed, Replaced: st.Replaced}
+	p := GetProgress{Held: min(g.resumed+st.Received, g.total), Total: g.total, Size: g.desc.Size, Resumed: g.resumed, Replaced: st.Replaced, Lost: g.lost}
 	if final && g.w.Over() && g.known {
 		p.Held = g.total
 	}
