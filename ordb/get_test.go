@@ -46,8 +46,9 @@ func newGetNet(t testing.TB, size, relays, ordbs int) *getNet {
 // if set, wraps the stream of a circuit (by the order it was built, from
 // 0); queries counts the DB_QUERY chunk ranges asked.
 type testCircuits struct {
-	t   testing.TB
-	net *getNet
+	t     testing.TB
+	net   *getNet
+	paths [][]proto.NodeDescriptor // if set, the paths to build, in turn
 
 	mu       sync.Mutex
 	built    int
@@ -71,10 +72,15 @@ func (tc *testCircuits) build(ctx context.Context) (window.CircuitID, error) {
 	k := tc.built
 	tc.built++
 	tc.mu.Unlock()
-	rs, os := tc.net.relays, tc.net.ordbs
-	path := []proto.NodeDescriptor{rs[k%len(rs)].desc, rs[(k+1+k/len(rs))%len(rs)].desc, os[k%len(os)].desc}
-	if path[0].ID == path[1].ID {
-		path[1] = rs[(k+1)%len(rs)].desc
+	var path []proto.NodeDescriptor
+	if len(tc.paths) > 0 {
+		path = tc.paths[k%len(tc.paths)]
+	} else {
+		rs, os := tc.net.relays, tc.net.ordbs
+		path = []proto.NodeDescriptor{rs[k%len(rs)].desc, rs[(k+1+k/len(rs))%len(rs)].desc, os[k%len(os)].desc}
+		if path[0].ID == path[1].ID {
+			path[1] = rs[(k+1)%len(rs)].desc
+		}
 	}
 	bctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
