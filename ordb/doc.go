@@ -9,9 +9,10 @@
 // ORDB decision logic as a pure state machine (OR_files_P, OR_streams_P
 // rotation, relaying with the 0-5 counter and request IDs, DB_INFO with
 // STORE and propagation, FIND_VALUE then facilitators); its doc says what
-// the goroutine shell that runs it over circuits does with each action.
-// That shell is planned, and so is the five-circuit window (package
-// window); docs/PROTOCOL.md describes both.
+// the goroutine shell that runs it over circuits does with each action;
+// that shell is planned. Get runs the five-circuit window (package window)
+// over a set of circuits, one pipelined stream each, verifying every range
+// before it is stored; docs/PROTOCOL.md describes both.
 //
 // On a stream, every DB_* message is framed by proto (DBFramer/Assembler):
 //

@@ -250,7 +250,7 @@ func setupGet(fs *flag.FlagSet) func(context.Context, *env) error {
 		c, err := dialNode(ctx, cfg)
 		switch {
 		case err == nil:
-			err = c.Get(ctx, name.String(), func(ev node.Event) { bar.update(ev.Held, ev.Total, ev.Size, ev.Resumed, ev.Attempt) })
+			err = c.Get(ctx, name.String(), func(ev node.Event) { bar.update(ev.Held, ev.Total, ev.Size, ev.Resumed, ev.Attempt, ev.Rates, ev.Lost) })
 			bar.finish(err)
 			if err != nil {
 				return fetchErr(err)
@@ -286,7 +286,7 @@ func setupGet(fs *flag.FlagSet) func(context.Context, *env) error {
 		if err != nil {
 			return fmt.Errorf("joining the network through %s: %w", strings.Join(cfg.Bridges, ", "), err)
 		}
-		_, err = n.Fetch(ctx, name, func(p node.Progress) { bar.update(p.Held, p.Total, p.Size, p.Resumed, p.Attempt) })
+		_, err = n.Fetch(ctx, name, func(p node.Progress) { bar.update(p.Held, p.Total, p.Size, p.Resumed, p.Attempt, p.Rates, p.Lost) })
 		bar.finish(err)
 		if err != nil {
 			return fetchErr(err)

@@ -20,7 +20,8 @@ type progressBar struct {
 	lastDraw time.Time
 	lastTen  int
 	said     bool
-	attempt  int // the circuit attempt last shown
+	attempt  int // the attempt last shown
+	lost     int // circuits lost in this attempt, last shown
 }
 
 func newProgressBar(w io.Writer) *progressBar {
@@ -33,7 +34,11 @@ func newProgressBar(w io.Writer) *progressBar {
 	return b
 }
 
-func (b *progressBar) update(held, total, size, resumed uint64, attempt int) {
+// update redraws with held of total chunks; rates are the downloading
+// circuits' rates in bytes per second (shown one by one: a slow circuit is
+// visible, and the window replaces it); lost counts the circuits of this
+// attempt that failed and were replaced.
+func (b *progressBar) update(held, total, size, resumed uint64, attempt int, rates []float64, lost int) {
 	if total == 0 {
 		return
 	}
@@ -42,9 +47,16 @@ func (b *progressBar) update(held, total, size, resumed uint64, attempt int) {
 			if b.term {
 				fmt.Fprintln(b.w)
 			}
-			fmt.Fprintf(b.w, "get: circuit lost; resuming through a new circuit (attempt %d) with %d of %d chunks held\n", attempt, held, total)
+			fmt.Fprintf(b.w, "get: download interrupted; resuming through new circuits (attempt %d) with %d of %d chunks held\n", attempt, held, total)
 		}
-		b.attempt = attempt
+		b.attempt, b.lost = attempt, 0
+	}
+	if lost > b.lost {
+		if b.term {
+			fmt.Fprintln(b.w)
+		}
+		fmt.Fprintf(b.w, "get: circuit lost; resuming through a new circuit (%d replaced) with %d of %d chunks held\n", lost, held, total)
+		b.lost = lost
 	}
 	if !b.said {
 		b.said = true
@@ -72,13 +84,13 @@ func (b *progressBar) update(held, total, size, resumed uint64, attempt int) {
 		b.lastDraw = now
 		const width = 30
 		fill := int(pct / 100 * width)
-		fmt.Fprintf(b.w, "\r[%s%s] %5.1f%%  %s / %s  %s/s  ETA %s   ", strings.Repeat("#", fill), strings.Repeat(".", width-fill),
-			pct, humanBytes(float64(bytesHeld)), humanBytes(float64(size)), humanBytes(rate), eta)
+		fmt.Fprintf(b.w, "\r[%s%s] %5.1f%%  %s / %s  %s/s  ETA %s%s   ", strings.Repeat("#", fill), strings.Repeat(".", width-fill),
+			pct, humanBytes(float64(bytesHeld)), humanBytes(float64(size)), humanBytes(rate), eta, circuitRates(rates))
 		return
 	}
 	if ten := int(pct) / 10; ten > b.lastTen {
 		b.lastTen = ten
-		fmt.Fprintf(b.w, "get: %3.0f%%  %s of %s, %s/s, ETA %s\n", pct, humanBytes(float64(bytesHeld)), humanBytes(float64(size)), humanBytes(rate), eta)
+		fmt.Fprintf(b.w, "get: %3.0f%%  %s of %s, %s/s, ETA %s%s\n", pct, humanBytes(float64(bytesHeld)), humanBytes(float64(size)), humanBytes(rate), eta, circuitRates(rates))
 	}
 }
 
@@ -102,4 +114,29 @@ func humanBytes(v float64) string {
 		return fmt.Sprintf("%.0f %s", v, units[i])
 	}
 	return fmt.Sprintf("%.1f %s", v, units[i])
+}
+
+// circuitRates shows each circuit's rate in one unit: "  [5 circuits
+// 1.2 0.9 1.1 1.0 0.8 MB/s]".
+func circuitRates(rates []float64) string {
+	if len(rates) == 0 {
+		return ""
+	}
+	top := 0.0
+	for _, r := range rates {
+		top = max(top, r)
+	}
+	units := []string{"B/s", "kB/s", "MB/s", "GB/s"}
+	div, u := 1.0, 0
+	for top/div >= 1000 && u < len(units)-1 {
+		div *= 1000
+		u++
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "  [%d circuits", len(rates))
+	for _, r := range rates {
+		fmt.Fprintf(&sb, " %.1f", r/div)
+	}
+	fmt.Fprintf(&sb, " %s]", units[u])
+	return sb.String()
 }

@@ -79,8 +79,12 @@ type Event struct {
 	Size    uint64 `json:"size"`
 	Resumed uint64 `json:"chunks_resumed"`
 	Attempt int    `json:"attempt"`
-	Done    bool   `json:"done,omitempty"`
-	Error   string `json:"error,omitempty"`
+	// Rates are the downloading circuits' rates, bytes per second.
+	Rates []float64 `json:"circuit_rates,omitempty"`
+	// Lost counts circuits that failed or stalled and were replaced.
+	Lost  int    `json:"circuits_lost,omitempty"`
+	Done  bool   `json:"done,omitempty"`
+	Error string `json:"error,omitempty"`
 	// NotFound is set with Error when no provider was found.
 	NotFound bool `json:"not_found,omitempty"`
 }
@@ -233,7 +237,7 @@ func startAPI(n *Node, addr string) (*apiServer, error) {
 		_, err := n.Fetch(ctx, name, func(p Progress) {
 			if now := time.Now(); now.Sub(last) >= 200*time.Millisecond || p.Held == p.Total {
 				last = now
-				_ = enc.Encode(Event{Held: p.Held, Total: p.Total, Size: p.Size, Resumed: p.Resumed, Attempt: p.Attempt})
+				_ = enc.Encode(Event{Held: p.Held, Total: p.Total, Size: p.Size, Resumed: p.Resumed, Attempt: p.Attempt, Rates: p.Rates, Lost: p.Lost})
 				if fl != nil {
 					fl.Flush()
 				}

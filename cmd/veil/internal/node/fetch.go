@@ -17,6 +17,7 @@ import (
 	"veil/circuits"
 	"veil/ordb"
 	"veil/proto"
+	"veil/window"
 )
 
 // Fetch errors.
@@ -77,7 +78,9 @@ type transfer struct {
 	size     uint64
 	resumed  uint64 // chunks held when the fetch started
 	attempts int
-	path     []proto.NodeID // current circuit, the ORDB last
+	path     []proto.NodeID // the last circuit built, the ORDB last
+	circuits int            // circuits built for the current attempt
+	lost     int            // circuits of the current attempt lost and replaced
 	started  time.Time
 	err      string
 }
@@ -91,6 +94,7 @@ type TransferStatus struct {
 	Resumed  uint64   `json:"chunks_resumed"`
 	Attempts int      `json:"attempts"`
 	Circuit  []string `json:"circuit,omitempty"`
+	Circuits int      `json:"circuits,omitempty"` // built for the current attempt
 	Seconds  float64  `json:"seconds"`
 	Error    string   `json:"error,omitempty"`
 }
@@ -99,7 +103,7 @@ func (t *transfer) status(name proto.HashName, now time.Time) TransferStatus {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := TransferStatus{HashName: name.String(), Held: t.held, Total: t.total, Size: t.size, Resumed: t.resumed,
-		Attempts: t.attempts, Seconds: now.Sub(t.started).Seconds(), Error: t.err}
+		Attempts: t.attempts, Circuits: t.circuits, Seconds: now.Sub(t.started).Seconds(), Error: t.err}
 	for _, id := range t.path {
 		s.Circuit = append(s.Circuit, id.String())
 	}
@@ -111,7 +115,13 @@ type Progress struct {
 	Held, Total uint64 // chunks
 	Size        uint64 // bytes of the content (0 until the descriptor came)
 	Resumed     uint64 // chunks already held when the fetch started
-	Attempt     int    // the circuit this is the attempt of (1: the first)
+	Attempt     int    // the attempt (1: the first); each builds its circuits afresh
+	// Rates are the downloading circuits' rates in bytes per second, as
+	// the window measures them (0 until measured).
+	Rates []float64
+	// Lost counts the circuits of this attempt that failed or stalled
+	// and were replaced (the download went on through the others).
+	Lost int
 }
 
 // maxAttempts bounds the attempts of one fetch; maxNotFound those that
@@ -141,13 +151,17 @@ func (n *Node) Fetch(ctx context.Context, name proto.HashName, progress func(Pro
 		}
 		n.mu.Unlock()
 	}()
-	report := func(held, total, size uint64) {
+	// lost < 0: keep the count.
+	report := func(held, total, size uint64, rates []float64, lost int) {
 		t.mu.Lock()
 		t.held, t.total = held, total
+		if lost >= 0 {
+			t.lost = lost
+		}
 		if size > 0 {
 			t.size = size
 		}
-		p := Progress{Held: held, Total: total, Size: t.size, Resumed: t.resumed, Attempt: t.attempts}
+		p := Progress{Held: held, Total: total, Size: t.size, Resumed: t.resumed, Attempt: t.attempts, Rates: rates, Lost: t.lost}
 		t.mu.Unlock()
 		if progress != nil {
 			progress(p)
@@ -159,7 +173,7 @@ func (n *Node) Fetch(ctx context.Context, name proto.HashName, progress func(Pro
 		t.mu.Lock()
 		t.resumed, t.size = held, d.Size
 		t.mu.Unlock()
-		report(held, total, d.Size)
+		report(held, total, d.Size, nil, 0)
 	}
 	rng := mrand.New(mrand.NewPCG(mrand.Uint64(), mrand.Uint64()))
 	var lastErr error
@@ -226,51 +240,46 @@ func held(s *chunkstore.Store, name proto.HashName, total uint64) uint64 {
 	return min(count, total)
 }
 
-// fetchOnce is one attempt: provider, circuit, Fetch.
-func (n *Node) fetchOnce(ctx context.Context, name proto.HashName, rng *mrand.Rand, t *transfer, report func(held, total, size uint64)) (proto.DBConnected, error) {
+// fetchOnce is one attempt: a provider, six circuits to its ORDB, and the
+// five-circuit window (ordb.Get) pulling the chunks through them.
+func (n *Node) fetchOnce(ctx context.Context, name proto.HashName, rng *mrand.Rand, t *transfer, report func(held, total, size uint64, rates []float64, lost int)) (proto.DBConnected, error) {
 	last, err := n.provider(ctx, name, rng)
 	if err != nil {
 		return proto.DBConnected{}, err
 	}
-	cfg := n.cfg.Load()
-	path, err := circuits.SelectPathTo(n.dir.Nodes(), cfg.Tunnels.Hops, n.id.ID, last, cfg.AllowPrivate, n.now(), rng)
+	gc := &getCircuits{n: n, last: last, rng: mrand.New(mrand.NewPCG(rng.Uint64(), rng.Uint64())),
+		circs: make(map[window.CircuitID]*circuits.Circuit)}
+	defer gc.closeAll()
+	ids, err := gc.buildAll(ctx, fetchCircuits)
 	if err != nil {
-		return proto.DBConnected{}, fmt.Errorf("choosing a path (%d nodes known): %w", n.dir.Len(), err)
-	}
-	bctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	circ, err := n.sw.Build(bctx, path)
-	cancel()
-	if err != nil {
-		return proto.DBConnected{}, fmt.Errorf("building a circuit: %w", err)
-	}
-	defer circ.Close()
-	ids := make([]proto.NodeID, len(path))
-	for i, d := range path {
-		ids[i] = d.ID
+		return proto.DBConnected{}, err
 	}
 	t.mu.Lock()
-	t.path = ids
+	t.path = gc.lastPath()
+	t.circuits = len(ids)
 	t.mu.Unlock()
-	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	s, err := circ.OpenStream(sctx, ORDBDest)
-	cancel()
-	if err != nil {
-		return proto.DBConnected{}, fmt.Errorf("opening the ORDB stream: %w", err)
-	}
-	var size uint64
-	d, err := ordb.Fetch(ctx, s, name, n.cache, ordb.FetchConfig{Progress: func(held, total uint64) {
-		if size == 0 {
-			if d, err := n.cache.Descriptor(name); err == nil {
-				size = d.Size
+	g, err := ordb.NewGet(ordb.GetConfig{
+		Name: name, Store: n.cache, Circuits: gc, Initial: ids,
+		Rand: mrand.New(mrand.NewPCG(rng.Uint64(), rng.Uint64())),
+		Progress: func(p ordb.GetProgress) {
+			var rates []float64
+			for _, c := range p.Circuits {
+				if c.Active {
+					rates = append(rates, c.BytesPerSec)
+				}
 			}
-		}
-		report(held, total, size)
-	}})
+			report(p.Held, p.Total, p.Size, rates, p.Lost)
+		},
+	})
 	if err != nil {
-		return d, fmt.Errorf("fetching through the circuit: %w", err)
+		return proto.DBConnected{}, err
+	}
+	d, err := g.Run(ctx)
+	if err != nil {
+		return d, fmt.Errorf("fetching through %d circuits: %w", len(ids), err)
 	}
 	total := content.ChunkCount(d.Size)
-	report(total, total, d.Size)
+	report(total, total, d.Size, nil, -1)
 	return d, nil
 }
 

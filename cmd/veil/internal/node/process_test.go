@@ -211,7 +211,7 @@ func TestNodeProcesses(t *testing.T) {
 	victim := -1
 	for deadline := time.Now().Add(60 * time.Second); victim < 0; {
 		for _, tr := range status(t, clients[getter]).Transfers {
-			if tr.HashName != hash || len(tr.Circuit) < 2 || tr.Held == 0 || tr.Held*4 > tr.Total*3 {
+			if tr.HashName != hash || len(tr.Circuit) < 2 || tr.Held == 0 || tr.Held*2 > tr.Total {
 				continue
 			}
 			for _, id := range tr.Circuit[:len(tr.Circuit)-1] {

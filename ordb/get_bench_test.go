@@ -1,0 +1,147 @@
+package ordb
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"veil/chunkstore"
+	"veil/circuits"
+	"veil/proto"
+	"veil/window"
+)
+
+// benchNet is a requester and five disjoint 3-hop paths (two relays and an
+// ORDB each, all serving one published content) on 127.0.0.1. Disjoint
+// paths make a per-stream limit at the ORDB the same as a per-relay limit.
+type benchNet struct {
+	net   *getNet
+	paths [][]proto.NodeDescriptor
+}
+
+func newBenchNet(b *testing.B, size int, limit int) *benchNet {
+	net := &getNet{req: newORDBNode(b)}
+	net.pub, net.name, net.data = publish(b, size)
+	srv := &Server{Store: net.pub}
+	bn := &benchNet{net: net}
+	for range 5 {
+		r1, r2, o := newORDBNode(b), newORDBNode(b), newORDBNode(b)
+		o.sw.Handle("ordb", func(s *circuits.Stream) {
+			var cs CellStream = s
+			if limit > 0 {
+				cs = &limitedStream{CellStream: s, b: circuits.NewTokenBucket(limit, 16*proto.RelayDataSize, time.Now())}
+			}
+			srv.Serve(cs)
+		})
+		bn.paths = append(bn.paths, []proto.NodeDescriptor{r1.desc, r2.desc, o.desc})
+	}
+	return bn
+}
+
+// limitedStream sends at most the bucket's rate: the relay_bandwidth_rate
+// a relay's link would apply, here at the ORDB's end of the stream.
+type limitedStream struct {
+	CellStream
+	b *circuits.TokenBucket
+}
+
+func (s *limitedStream) WriteCell(cmd proto.RelayCommand, data []byte) error {
+	if d := s.b.Take(proto.CellSize, time.Now()); d > 0 {
+		time.Sleep(d) // a real wait: this is the limit being measured
+	}
+	return s.CellStream.WriteCell(cmd, data)
+}
+
+// benchGet fetches the content through the first n paths into a fresh
+// store per iteration (fsync off: the disk is not what is measured).
+func benchGet(b *testing.B, bn *benchNet, n int, stallMin time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	tc := newTestCircuits(b, bn.net)
+	tc.paths = bn.paths[:n]
+	defer tc.closeAll()
+	var ids []window.CircuitID
+	for _, p := range bn.paths[:n] {
+		c, err := bn.net.req.sw.Build(ctx, p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		id := window.CircuitID(c.ID())
+		tc.circs[id] = c
+		ids = append(ids, id)
+	}
+	b.SetBytes(int64(len(bn.net.data)))
+	cpu0, iters := processCPU(), 0
+	for i := 0; b.Loop(); i++ {
+		iters++
+		cfg := chunkstore.DefaultConfig(filepath.Join(b.TempDir(), fmt.Sprintf("r%d.db", i)))
+		cfg.NoSync = true
+		st, err := chunkstore.Open(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		wc := window.DefaultConfig(bn.net.name)
+		wc.Circuits = n
+		if stallMin > 0 {
+			wc.StallMin = stallMin
+		}
+		g, err := NewGet(GetConfig{Name: bn.net.name, Store: st, Circuits: tc, Initial: ids, Window: wc})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := g.Run(ctx); err != nil {
+			b.Fatal(err)
+		}
+		if len(tc.replaced) != 0 {
+			b.Logf("circuits replaced: %v", tc.replaced)
+			tc.replaced = nil
+		}
+		st.Close()
+	}
+	// CPU of the whole process (every node) per byte: unlike MB/s, it
+	// barely moves when other work shares the machine.
+	if cpu := processCPU() - cpu0; cpu > 0 {
+		b.ReportMetric(float64(iters*len(bn.net.data))/1e6/cpu.Seconds(), "MB/cpu-s")
+	}
+}
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkGetFiveCircuits is veil get's transfer: 100 MB through five
+// 3-hop circuits on 127.0.0.1, each range verified and stored. Compare
+// with BenchmarkGetOneCircuit in the same run, and with circuits'
+// BenchmarkCircuit3Hop (one circuit carrying raw bytes).
+// stallmin=1s raises the window's shortest stall timeout from its 200 ms
+// default: on a loaded machine a path may go silent that long with
+// nothing wrong, and each stall replaces a circuit.
+func BenchmarkGetFiveCircuits(b *testing.B) { benchStall(b, 5) }
+
+// BenchmarkGetOneCircuit is BenchmarkGetFiveCircuits through one circuit.
+func BenchmarkGetOneCircuit(b *testing.B) { benchStall(b, 1) }
+
+func benchStall(b *testing.B, n int) {
+	bn := newBenchNet(b, 100<<20, 0)
+	b.Run("stallmin=default", func(b *testing.B) { benchGet(b, bn, n, 0) })
+	b.Run("stallmin=1s", func(b *testing.B) { benchGet(b, bn, n, time.Second) })
+}
+
+// BenchmarkGetLimited caps each path at a relay bandwidth rate (a token
+// bucket on the ORDB's sends; the paths are disjoint, so this is a
+// per-relay cap) and compares one circuit with five.
+func BenchmarkGetLimited(b *testing.B) {
+	for _, rate := range []int{8_000_000, 2_000_000} {
+		bn := newBenchNet(b, 20<<20, rate)
+		for _, n := range []int{1, 5} {
+			b.Run(fmt.Sprintf("rate=%dMB/s/circuits=%d", rate/1_000_000, n), func(b *testing.B) { benchGet(b, bn, n, 0) })
+		}
+	}
+}

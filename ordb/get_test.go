@@ -1,0 +1,463 @@
+package ordb
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"veil/chunkstore"
+	"veil/circuits"
+	"veil/proto"
+	"veil/window"
+)
+
+// getNet is a small network on 127.0.0.1: a requester, relays, and ORDBs
+// serving one published content through a real Server.
+type getNet struct {
+	req    *ordbNode
+	relays []*ordbNode
+	ordbs  []*ordbNode
+	pub    *chunkstore.Store
+	name   proto.HashName
+	data   []byte
+}
+
+func newGetNet(t testing.TB, size, relays, ordbs int) *getNet {
+	t.Helper()
+	n := &getNet{req: newORDBNode(t)}
+	n.pub, n.name, n.data = publish(t, size)
+	srv := &Server{Store: n.pub}
+	for range relays {
+		n.relays = append(n.relays, newORDBNode(t))
+	}
+	for range ordbs {
+		o := newORDBNode(t)
+		o.sw.Handle("ordb", func(s *circuits.Stream) { srv.Serve(s) })
+		n.ordbs = append(n.ordbs, o)
+	}
+	return n
+}
+
+// testCircuits is GetCircuits over real 3-hop circuits of a getNet. wrap,
+// if set, wraps the stream of a circuit (by the order it was built, from
+// 0); queries counts the DB_QUERY chunk ranges asked.
+type testCircuits struct {
+	t     testing.TB
+	net   *getNet
+	paths [][]proto.NodeDescriptor // if set, the paths to build, in turn
+
+	mu       sync.Mutex
+	built    int
+	circs    map[window.CircuitID]*circuits.Circuit
+	order    map[window.CircuitID]int
+	wrap     func(order int, s CellStream) CellStream
+	replaced []window.Why
+	asked    [][2]uint64 // DB_QUERY ranges sent (not the descriptor's)
+	dataSeen map[window.CircuitID]int
+}
+
+func newTestCircuits(t testing.TB, net *getNet) *testCircuits {
+	return &testCircuits{t: t, net: net, circs: map[window.CircuitID]*circuits.Circuit{},
+		order: map[window.CircuitID]int{}, dataSeen: map[window.CircuitID]int{}}
+}
+
+// build makes a new 3-hop circuit: two relays then an ORDB, varied with
+// the circuit's number.
+func (tc *testCircuits) build(ctx context.Context) (window.CircuitID, error) {
+	tc.mu.Lock()
+	k := tc.built
+	tc.built++
+	tc.mu.Unlock()
+	var path []proto.NodeDescriptor
+	if len(tc.paths) > 0 {
+		path = tc.paths[k%len(tc.paths)]
+	} else {
+		rs, os := tc.net.relays, tc.net.ordbs
+		path = []proto.NodeDescriptor{rs[k%len(rs)].desc, rs[(k+1+k/len(rs))%len(rs)].desc, os[k%len(os)].desc}
+		if path[0].ID == path[1].ID {
+			path[1] = rs[(k+1)%len(rs)].desc
+		}
+	}
+	bctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	c, err := tc.net.req.sw.Build(bctx, path)
+	if err != nil {
+		return 0, err
+	}
+	id := window.CircuitID(c.ID())
+	tc.mu.Lock()
+	tc.circs[id], tc.order[id] = c, k
+	tc.mu.Unlock()
+	return id, nil
+}
+
+func (tc *testCircuits) initial(n int) []window.CircuitID {
+	var ids []window.CircuitID
+	for range n {
+		id, err := tc.build(context.Background())
+		if err != nil {
+			tc.t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+func (tc *testCircuits) circuit(id window.CircuitID) *circuits.Circuit {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	return tc.circs[id]
+}
+
+func (tc *testCircuits) OpenStream(ctx context.Context, id window.CircuitID) (CellStream, error) {
+	c := tc.circuit(id)
+	if c == nil {
+		return nil, fmt.Errorf("no circuit %d", id)
+	}
+	s, err := c.OpenStream(ctx, "ordb")
+	if err != nil {
+		return nil, err
+	}
+	var cs CellStream = &countStream{CellStream: s, tc: tc, id: id}
+	tc.mu.Lock()
+	wrap, k := tc.wrap, tc.order[id]
+	tc.mu.Unlock()
+	if wrap != nil {
+		cs = wrap(k, cs)
+	}
+	return cs, nil
+}
+
+func (tc *testCircuits) Replace(ctx context.Context, id window.CircuitID, why window.Why) (window.CircuitID, error) {
+	tc.mu.Lock()
+	c := tc.circs[id]
+	delete(tc.circs, id)
+	tc.replaced = append(tc.replaced, why)
+	tc.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+	return tc.build(ctx)
+}
+
+func (tc *testCircuits) closeAll() {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	for _, c := range tc.circs {
+		c.Close()
+	}
+}
+
+// countStream records the queries sent and the DB_DATA cells received.
+type countStream struct {
+	CellStream
+	tc  *testCircuits
+	id  window.CircuitID
+	asm proto.Assembler // what WriteCell sends, as messages
+}
+
+func (s *countStream) WriteCell(cmd proto.RelayCommand, data []byte) error {
+	if mcmd, msg, err := s.asm.Feed(cmd, data); err == nil && mcmd == proto.RelayDBQuery {
+		if q, err := proto.ParseDBQuery(msg); err == nil && !q.WantsDescriptor() {
+			s.tc.mu.Lock()
+			s.tc.asked = append(s.tc.asked, [2]uint64{uint64(q.Chunk), uint64(q.Chunk) + uint64(q.NbChunks)})
+			s.tc.mu.Unlock()
+		}
+	}
+	return s.CellStream.WriteCell(cmd, data)
+}
+
+func (s *countStream) ReadCell(buf []byte) (proto.RelayCommand, int, error) {
+	cmd, n, err := s.CellStream.ReadCell(buf)
+	if err == nil && cmd == proto.RelayDBData {
+		s.tc.mu.Lock()
+		s.tc.dataSeen[s.id]++
+		s.tc.mu.Unlock()
+	}
+	return cmd, n, err
+}
+
+// runGet runs a Get to completion (or ctx's end) into a fresh store and
+// returns the bytes delivered in order, the store and the Get.
+func runGet(t *testing.T, ctx context.Context, tc *testCircuits, st *chunkstore.Store, ids []window.CircuitID, mod func(*GetConfig)) ([]byte, *Get, error) {
+	t.Helper()
+	var out bytes.Buffer
+	next := uint64(0)
+	cfg := GetConfig{Name: tc.net.name, Store: st, Circuits: tc, Initial: ids,
+		Deliver: func(chunk uint64, data []byte) error {
+			if chunk != next {
+				return fmt.Errorf("delivered chunk %d, want %d", chunk, next)
+			}
+			next += uint64((len(data) + proto.ChunkSize - 1) / proto.ChunkSize)
+			out.Write(data)
+			return nil
+		}}
+	if mod != nil {
+		mod(&cfg)
+	}
+	g, err := NewGet(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = g.Run(ctx)
+	return out.Bytes(), g, err
+}
+
+func getCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// Six 3-hop circuits to two ORDBs: five download, and the bytes delivered
+// and stored are the content's.
+func TestGetFiveCircuits(t *testing.T) {
+	net := newGetNet(t, 498*3000+77, 4, 2)
+	tc := newTestCircuits(t, net)
+	defer tc.closeAll()
+	st := openStore(t, "cache.db")
+	var last GetProgress
+	got, g, err := runGet(t, getCtx(t), tc, st, tc.initial(6), func(c *GetConfig) {
+		c.Progress = func(p GetProgress) { last = p }
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, net.data) {
+		t.Fatalf("delivered %d bytes, differing from the content's %d", len(got), len(net.data))
+	}
+	if !bytes.Equal(readAll(t, st, net.name), net.data) {
+		t.Fatal("stored content differs")
+	}
+	tc.mu.Lock()
+	used := len(tc.dataSeen)
+	tc.mu.Unlock()
+	if used < 5 {
+		t.Errorf("data came over %d circuits, want 5", used)
+	}
+	if last.Held != last.Total || last.Total != 3001 || len(last.Circuits) < 5 {
+		t.Errorf("last progress %+v", last)
+	}
+	// A loaded machine may see a circuit stall and replace it; without
+	// that, no chunk may come twice.
+	if s := g.Stats(); s.Received != 3001 || (s.Replaced == 0 && s.Dups != 0) {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+// A circuit destroyed mid-download is replaced and the download completes
+// with nothing lost.
+func TestGetCircuitDies(t *testing.T) {
+	net := newGetNet(t, 498*4000, 4, 1)
+	tc := newTestCircuits(t, net)
+	defer tc.closeAll()
+	var once sync.Once
+	tc.wrap = func(k int, s CellStream) CellStream {
+		if k != 0 && k != 1 {
+			return s
+		}
+		return &tapStream{CellStream: s, onRead: func(cmd proto.RelayCommand, _ []byte, n int) {
+			if cmd == proto.RelayDBData && n > 20 {
+				once.Do(func() {
+					// Destroy circuit 0 or 1, whichever carries data first.
+					tc.mu.Lock()
+					defer tc.mu.Unlock()
+					for id, o := range tc.order {
+						if o == k {
+							go tc.circs[id].Close()
+						}
+					}
+				})
+			}
+		}}
+	}
+	ids := tc.initial(6)
+	st := openStore(t, "cache.db")
+	got, _, err := runGet(t, getCtx(t), tc, st, ids, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, net.data) || !bytes.Equal(readAll(t, st, net.name), net.data) {
+		t.Fatal("content differs")
+	}
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	if !slices.Contains(tc.replaced, window.WhyFailed) {
+		t.Fatalf("replaced %v, want the dead circuit replaced as failed", tc.replaced)
+	}
+}
+
+// tapStream calls onRead with every cell read (after counting n of them)
+// and may change the cell's data through mutate.
+type tapStream struct {
+	CellStream
+	n      int
+	onRead func(cmd proto.RelayCommand, data []byte, n int)
+}
+
+func (s *tapStream) ReadCell(buf []byte) (proto.RelayCommand, int, error) {
+	cmd, n, err := s.CellStream.ReadCell(buf)
+	if err == nil {
+		s.n++
+		s.onRead(cmd, buf[:n], s.n)
+	}
+	return cmd, n, err
+}
+
+// A circuit whose ORDB corrupts DB_DATA is blamed (replaced as bad data),
+// nothing it sent is stored, and its chunks are fetched elsewhere.
+func TestGetCorruptORDB(t *testing.T) {
+	net := newGetNet(t, 498*3000, 4, 2)
+	tc := newTestCircuits(t, net)
+	defer tc.closeAll()
+	// The liar is the first circuit whose stream reads a DB_DATA.
+	var mu sync.Mutex
+	liar, flipped := -1, 0
+	tc.wrap = func(k int, s CellStream) CellStream {
+		return &tapStream{CellStream: s, onRead: func(cmd proto.RelayCommand, data []byte, n int) {
+			mu.Lock()
+			defer mu.Unlock()
+			if liar < 0 && cmd == proto.RelayDBData {
+				liar = k
+			}
+			if k == liar && cmd == proto.RelayDBData && len(data) > 100 {
+				data[len(data)-3] ^= 0x40 // chunk bytes, past any header
+				flipped++
+			}
+		}}
+	}
+	ids := tc.initial(5)
+	st := openStore(t, "cache.db")
+	got, g, err := runGet(t, getCtx(t), tc, st, ids, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if flipped == 0 {
+		t.Fatal("the corrupting circuit carried no data")
+	}
+	if !bytes.Equal(got, net.data) || !bytes.Equal(readAll(t, st, net.name), net.data) {
+		t.Fatal("content differs")
+	}
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	// Only the liar is blamed for bad data (a loaded machine may see a
+	// stall too, on the real clock).
+	bad := 0
+	for _, why := range tc.replaced {
+		if why == window.WhyBadData {
+			bad++
+		}
+	}
+	if bad != 1 || g.Stats().Replaced != len(tc.replaced) {
+		t.Fatalf("replaced %v (stats %+v), want the corrupting circuit replaced for bad data", tc.replaced, g.Stats())
+	}
+}
+
+// A Get cancelled halfway resumes without asking a chunk it holds.
+func TestGetResumeAfterCancel(t *testing.T) {
+	net := newGetNet(t, 498*6000, 3, 1)
+	tc := newTestCircuits(t, net)
+	defer tc.closeAll()
+	st := openStore(t, "cache.db")
+	ctx, cancel := context.WithCancel(getCtx(t))
+	_, _, err := runGet(t, ctx, tc, st, tc.initial(5), func(c *GetConfig) {
+		deliver := c.Deliver
+		c.Deliver = func(chunk uint64, data []byte) error {
+			if chunk >= 2000 {
+				cancel() // the user gives up a third of the way
+				return ctx.Err()
+			}
+			return deliver(chunk, data)
+		}
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("first run: %v, want context.Canceled", err)
+	}
+	if err := st.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	have, err := st.Have(net.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := uint64(6000)
+	held := countHeld(have, total)
+	if held == 0 || held == total {
+		t.Fatalf("%d of %d chunks held after the cancel", held, total)
+	}
+	tc.mu.Lock()
+	tc.asked = nil
+	tc.mu.Unlock()
+	var first GetProgress
+	got, _, err := runGet(t, getCtx(t), tc, st, tc.initial(5), func(c *GetConfig) {
+		c.Progress = func(p GetProgress) {
+			if first.Total == 0 {
+				first = p
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, net.data) {
+		t.Fatal("content differs")
+	}
+	if first.Resumed != held {
+		t.Errorf("resumed %d, want %d", first.Resumed, held)
+	}
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	// Distinct chunks: a GET of a circuit replaced as stalled (a loaded
+	// machine) is asked again, which is right.
+	asked := map[uint64]bool{}
+	for _, r := range tc.asked {
+		for i := r[0]; i < r[1]; i++ {
+			asked[i] = true
+			if i/64 < uint64(len(have)) && have[i/64]&(1<<(i%64)) != 0 {
+				t.Fatalf("chunk %d asked again though held", i)
+			}
+		}
+	}
+	if uint64(len(asked)) != total-held {
+		t.Errorf("second run asked %d distinct chunks, want the %d missing", len(asked), total-held)
+	}
+}
+
+// A seek before the download delivers the chunk sought first, then the
+// rest of the content from there, then what the seek skipped.
+func TestGetSeek(t *testing.T) {
+	net := newGetNet(t, 498*3000, 3, 1)
+	tc := newTestCircuits(t, net)
+	defer tc.closeAll()
+	st := openStore(t, "cache.db")
+	const seek = 2000
+	var order []uint64
+	out := make([]byte, len(net.data))
+	cfg := GetConfig{Name: net.name, Store: st, Circuits: tc, Initial: tc.initial(5),
+		Deliver: func(chunk uint64, data []byte) error {
+			order = append(order, chunk)
+			copy(out[chunk*proto.ChunkSize:], data)
+			return nil
+		}}
+	g, err := NewGet(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Seek(seek)
+	if _, err := g.Run(getCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if len(order) == 0 || order[0] != seek {
+		t.Fatalf("first delivery at chunk %v, want %d", order, seek)
+	}
+	if !bytes.Equal(out, net.data) {
+		t.Fatal("content differs")
+	}
+}

@@ -1,0 +1,26 @@
+package window
+
+import "time"
+
+// CircuitInfo is what the window measured of one circuit, for a progress
+// display or a status page.
+type CircuitInfo struct {
+	ID     CircuitID
+	Active bool // downloading (not a spare)
+	// Rate is the estimated rate in chunks per second (0 until measured).
+	Rate float64
+	// TM is the least time to first data lately (0 until measured).
+	TM time.Duration
+	// InFlight is the chunks asked on it and not yet arrived.
+	InFlight int
+}
+
+// Circuits returns what the window knows of each circuit, in the order
+// they were added.
+func (w *Window) Circuits() []CircuitInfo {
+	out := make([]CircuitInfo, 0, len(w.circs))
+	for _, c := range w.circs {
+		out = append(out, CircuitInfo{ID: c.id, Active: c.state == active, Rate: c.rate(), TM: c.tm(), InFlight: c.outstanding})
+	}
+	return out
+}
