@@ -23,8 +23,8 @@ import (
 // next hop, end the circuit. It holds no goroutine, lock or clock, so a
 // table test drives it event by event.
 //
-// relayCirc, the shell: one goroutine per circuit that feeds the core what
-// arrives and executes its actions on the links, the switch's registry and
+// relayCirc, the shell: a goroutine per busy circuit that feeds the core
+// what arrives and executes its actions on the links, the switch's registry and
 // the endpoint (the streams that end here when we are the last hop).
 //
 // Forward cells arrive from prev; the core removes our layer and either
@@ -143,7 +143,7 @@ type relayCore struct {
 }
 
 func newRelayCore(cfg relayCoreConfig, prev cellLink, prevID uint32) *relayCore {
-	return &relayCore{cfg: cfg, prev: prev, prevID: prevID, acts: make([]relayAction, 0, 8)}
+	return &relayCore{cfg: cfg, prev: prev, prevID: prevID}
 }
 
 // ready returns the actions of the last calls and forgets them; the slice
@@ -419,47 +419,90 @@ func (rc *relayCore) dialed(ev relayEvent) {
 }
 
 // relayCirc is the shell of a circuit someone else built through this
-// node: one goroutine (run) owns its relayCore; the link handlers only
-// queue cells to it.
+// node. The link handlers, its dials and the switch only queue inputs to
+// it (relayQueue); a goroutine (run), started by the first input to an
+// empty queue and gone once the queue is empty again, owns its relayCore
+// meanwhile. An idle circuit thus holds no goroutine and no buffer.
 type relayCirc struct {
 	sw     *Switch
 	handle uint64
 	prev   cellLink
 	prevID uint32
-	in     chan inbound
-	killc  chan proto.DestroyReason
-	dialc  chan relayEvent // dial outcomes (evDialed)
-	ended  chan struct{}   // closed once run is over; dials stop reporting
+	q      relayQueue
 
 	// Guarded by sw.mu: expireIdle's last look at the cell counters.
 	idleCells uint64
 	idleSince time.Time
 
-	// Owned by run.
+	// Owned by the goroutine that runs the circuit (see relayQueue).
+	create     *proto.Cell // the CREATE2, until the first run answers it
 	core       *relayCore
 	cancelDial context.CancelFunc
 	ep         endpoint // sends backward to prev; streams when we are the last hop
 }
 
 func (rc *relayCirc) deliver(it inbound) bool {
-	select {
-	case rc.in <- it:
-		return true
-	default:
-		return false
+	ok, start := rc.q.push(it)
+	if start {
+		go rc.run()
 	}
+	return ok
 }
 
 func (rc *relayCirc) kill(reason proto.DestroyReason) {
-	select {
-	case rc.killc <- reason:
-	default:
+	if rc.q.kill(reason) {
+		go rc.run()
 	}
 }
 
-func (rc *relayCirc) run(create *proto.Cell) {
-	defer rc.sw.wg.Done()
+// run owns the circuit until its queue is empty or the circuit is over.
+// The first run (handleCreate starts it, the queue marked owned) answers
+// the CREATE2. The clock is read once per batch: the cells drained
+// together share it (reading it per cell cost several percent of a
+// relay's CPU on a VM's slow clock).
+func (rc *relayCirc) run() {
 	sw := rc.sw
+	if rc.create != nil {
+		if !rc.start() {
+			rc.teardown()
+			return
+		}
+	}
+	var batch []inbound
+	for {
+		kill, dialed, cells, more := rc.q.take(batch)
+		if !more {
+			return // the next input starts another run
+		}
+		now := sw.cfg.Now()
+		if kill != proto.DestroyNone {
+			rc.step(relayEvent{kind: evKill, reason: kill}, now)
+		}
+		for i := 0; i < len(dialed) && !rc.core.done; i++ {
+			rc.step(dialed[i], now)
+		}
+		for i := 0; i < len(cells) && !rc.core.done; i++ {
+			rc.input(cells[i], now)
+			cells[i].c = nil // the core owns it now
+		}
+		if rc.core.done {
+			for _, it := range cells {
+				if it.c != nil {
+					proto.PutCell(it.c)
+				}
+			}
+			rc.teardown()
+			return
+		}
+		batch = cells
+	}
+}
+
+// start answers the CREATE2; false means the circuit is already over.
+func (rc *relayCirc) start() bool {
+	sw := rc.sw
+	create := rc.create
+	rc.create = nil
 	rc.core = newRelayCore(relayCoreConfig{
 		self:          sw.id.ID,
 		relays:        sw.cfg.Flags&proto.FlagRelay != 0,
@@ -472,35 +515,11 @@ func (rc *relayCirc) run(create *proto.Cell) {
 		rc.ep.hops = []*onion.Hop{rc.core.hop}
 	}
 	rc.exec(sw.cfg.Now())
-	if !rc.core.done {
-		sw.emit(Event{Kind: EventJoined, Circuit: rc.handle, Hops: 1})
-		rc.loop()
+	if rc.core.done {
+		return false
 	}
-	rc.teardown()
-}
-
-// loop feeds the core until the circuit ends. The clock is read once per
-// wake-up: the cells drained together share it (reading it per cell cost
-// several percent of a relay's CPU on a VM's slow clock).
-func (rc *relayCirc) loop() {
-	now := rc.sw.cfg.Now
-	for !rc.core.done {
-		select {
-		case it := <-rc.in:
-			t := now()
-			rc.input(it, t)
-			// Take what else is queued without the cost of a full select.
-			for n := len(rc.in); n > 0 && !rc.core.done; n-- {
-				rc.input(<-rc.in, t)
-			}
-		case ev := <-rc.dialc:
-			rc.step(ev, now())
-		case r := <-rc.killc:
-			rc.step(relayEvent{kind: evKill, reason: r}, now())
-		case <-rc.sw.stop:
-			rc.step(relayEvent{kind: evKill, reason: proto.DestroyHibernating}, now())
-		}
-	}
+	sw.emit(Event{Kind: EventJoined, Circuit: rc.handle, Hops: 1})
+	return true
 }
 
 func (rc *relayCirc) input(it inbound, now time.Time) {
@@ -615,7 +634,7 @@ func (rc *relayCirc) dial(a *relayAction) {
 	ctx, cancel := context.WithTimeout(context.Background(), a.deadline.Sub(sw.cfg.Now()))
 	rc.cancelDial = cancel
 	gen, next, addr := a.gen, a.next, a.addr.String() // *a is reused once dial returns
-	sw.wg.Add(1)                                      // run holds a count: no race with Wait
+	sw.wg.Add(1)                                      // the circuit holds a count: no race with Wait
 	go func() {
 		defer sw.wg.Done()
 		defer cancel()
@@ -626,9 +645,8 @@ func (rc *relayCirc) dial(a *relayAction) {
 		} else {
 			ev.l = l
 		}
-		select {
-		case rc.dialc <- ev:
-		case <-rc.ended:
+		if rc.q.pushDialed(ev) {
+			go rc.run()
 		}
 	}()
 }
@@ -639,7 +657,6 @@ func (rc *relayCirc) teardown() {
 	if rc.cancelDial != nil {
 		rc.cancelDial()
 	}
-	close(rc.ended)
 	sw.unregister(rc.prev, rc.prevID, rc)
 	rc.ep.close(reason)
 	sw.mu.Lock()
@@ -648,16 +665,13 @@ func (rc *relayCirc) teardown() {
 		delete(sw.perLink, rc.prev)
 	}
 	sw.mu.Unlock()
-	// Drain what the handlers queued before they saw us go.
-	for {
-		select {
-		case it := <-rc.in:
-			if it.c != nil {
-				proto.PutCell(it.c)
-			}
-		default:
-			sw.emit(Event{Kind: EventClosed, Circuit: rc.handle, Reason: reason, Stats: rc.ep.stats.snapshot()})
-			return
+	// Release what the handlers queued before they saw us go; from now on
+	// the queue drops what comes.
+	for _, it := range rc.q.close() {
+		if it.c != nil {
+			proto.PutCell(it.c)
 		}
 	}
+	sw.emit(Event{Kind: EventClosed, Circuit: rc.handle, Reason: reason, Stats: rc.ep.stats.snapshot()})
+	sw.wg.Done()
 }

@@ -183,7 +183,9 @@ type inbound struct {
 // Goroutines and queues. A link's read goroutine never waits on another
 // link: HandleCell looks the circuit up by (link, circuit ID) and hands the
 // cell to that circuit's queue (QueueCells). One goroutine per circuit owns
-// its receive side and crypto state and may block sending on a link. Since
+// its receive side and crypto state and may block sending on a link; for a
+// circuit we carry it runs only while cells are queued (relayQueue), so an
+// idle one costs no goroutine and no queue buffer. Since
 // no reader ever blocks, a full link queue always drains, so links cannot
 // deadlock in a cycle. The windows bound what a well-behaved peer can have
 // queued for a circuit (both circuit windows plus control cells), so a
@@ -388,17 +390,15 @@ func (sw *Switch) handleCreate(l cellLink, c *proto.Cell) {
 		handle:    sw.nextHandle,
 		prev:      l,
 		prevID:    id,
-		in:        make(chan inbound, sw.cfg.QueueCells),
-		killc:     make(chan proto.DestroyReason, 1),
-		dialc:     make(chan relayEvent, 1),
-		ended:     make(chan struct{}),
+		q:         relayQueue{max: sw.cfg.QueueCells, running: true},
+		create:    c,
 		idleSince: sw.cfg.Now(),
 	}
 	rc.ep.init(sw, false)
 	rc.ep.handle = rc.handle
 	rc.ep.out, rc.ep.outID = l, id
 	sw.circs[key] = rc
-	sw.wg.Add(1)
+	sw.wg.Add(1) // until the circuit's teardown
 	if !sw.reaping && sw.cfg.JoinedIdleTimeout > 0 {
 		// Started with the first joined circuit: a switch that only builds
 		// its own circuits has nothing to reap.
@@ -407,7 +407,7 @@ func (sw *Switch) handleCreate(l cellLink, c *proto.Cell) {
 		go sw.reapIdle()
 	}
 	sw.mu.Unlock()
-	go rc.run(c)
+	go rc.run() // the queue is marked owned: this run answers the CREATE2
 }
 
 // reapIdle calls expireIdle every JoinedIdleTimeout/4 until Close.
