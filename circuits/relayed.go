@@ -518,6 +518,9 @@ func (rc *relayCirc) start() bool {
 	if rc.core.done {
 		return false
 	}
+	// The action buffer (~240 bytes an action) grows again with traffic;
+	// an idle circuit need not keep the one that answered the CREATE2.
+	rc.core.acts = nil
 	sw.emit(Event{Kind: EventJoined, Circuit: rc.handle, Hops: 1})
 	return true
 }

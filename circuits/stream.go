@@ -69,7 +69,6 @@ func (e *endpoint) init(sw *Switch, origin bool) {
 	e.origin = origin
 	e.sendWin = onion.NewSendWindow(sw.cfg.CircWindow, sw.cfg.CircIncrement, true)
 	e.recvWin = onion.NewRecvWindow(sw.cfg.CircWindow, sw.cfg.CircIncrement)
-	e.streams = make(map[uint16]*Stream)
 	e.done = make(chan struct{})
 }
 
@@ -306,6 +305,9 @@ func (e *endpoint) newStreamLocked(id uint16, dest string) *Stream {
 		recvWin: onion.NewRecvWindow(e.sw.cfg.StreamWindow, e.sw.cfg.StreamIncrement),
 	}
 	s.cond.L = &e.mu
+	if e.streams == nil {
+		e.streams = make(map[uint16]*Stream) // most relayed circuits end elsewhere: no streams
+	}
 	e.streams[id] = s
 	return s
 }

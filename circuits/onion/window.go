@@ -25,7 +25,7 @@ type SendWindow struct {
 	left, start, inc int
 	sent             uint64
 	auth             bool
-	tags             []Tag // ring of awaited tags, capacity start/inc
+	tags             []Tag // ring of awaited tags, start/inc of them once the first is sent
 	head, n          int
 }
 
@@ -36,11 +36,9 @@ func NewSendWindow(start, inc int, auth bool) SendWindow {
 	if inc <= 0 || start < inc || start%inc != 0 {
 		panic(fmt.Sprintf("onion: bad window %d/+%d", start, inc))
 	}
-	w := SendWindow{left: start, start: start, inc: inc, auth: auth}
-	if auth {
-		w.tags = make([]Tag, start/inc)
-	}
-	return w
+	// The tag ring waits for the first trigger cell: most windows (a
+	// relay's, whose circuits end elsewhere) never send one.
+	return SendWindow{left: start, start: start, inc: inc, auth: auth}
 }
 
 // Left is how many counted cells may be sent before the next SENDME.
@@ -55,6 +53,9 @@ func (w *SendWindow) Sent(t Tag) {
 	w.left--
 	w.sent++
 	if w.auth && w.sent%uint64(w.inc) == 0 {
+		if w.tags == nil {
+			w.tags = make([]Tag, w.start/w.inc)
+		}
 		w.tags[(w.head+w.n)%len(w.tags)] = t
 		w.n++
 	}
