@@ -429,6 +429,7 @@ type relayCirc struct {
 	prev   cellLink
 	prevID uint32
 	q      relayQueue
+	runFn  func() // rc.run, made once: "go rc.run()" would allocate its closure per start
 
 	// Guarded by sw.mu: expireIdle's last look at the cell counters.
 	idleCells uint64
@@ -444,14 +445,14 @@ type relayCirc struct {
 func (rc *relayCirc) deliver(it inbound) bool {
 	ok, start := rc.q.push(it)
 	if start {
-		go rc.run()
+		go rc.runFn()
 	}
 	return ok
 }
 
 func (rc *relayCirc) kill(reason proto.DestroyReason) {
 	if rc.q.kill(reason) {
-		go rc.run()
+		go rc.runFn()
 	}
 }
 
@@ -649,7 +650,7 @@ func (rc *relayCirc) dial(a *relayAction) {
 			ev.l = l
 		}
 		if rc.q.pushDialed(ev) {
-			go rc.run()
+			go rc.runFn()
 		}
 	}()
 }

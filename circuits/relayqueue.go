@@ -30,14 +30,11 @@ type relayQueue struct {
 	closed  bool                // the circuit is over: inputs are dropped
 }
 
-// Buffers: the first cell allocates queueFirstCells slots, append doubles
-// them as a burst needs, and a goroutine that finds the queue empty keeps
-// buffers of up to queueKeepCells slots (so a circuit moving cells does
-// not allocate per burst) and drops larger ones.
-const (
-	queueFirstCells = 16
-	queueKeepCells  = 64
-)
+// queueFirstCells is the buffer the first cell allocates; append doubles
+// it as bursts need. A busy circuit keeps its buffers (allocating per
+// burst cost a dozen allocations per 64 KiB relayed); the idle reaper
+// drops them once the circuit has been quiet for one of its rounds (trim).
+const queueFirstCells = 16
 
 // push queues a cell (or a link's closing, it.c == nil). It reports
 // whether the queue had room, and whether the caller must start the
@@ -101,7 +98,7 @@ func (q *relayQueue) wake() bool {
 // take hands the goroutine everything queued: the kill, if any, the dial
 // outcomes and the cells, accounting for the previous batch (done, which
 // take empties and keeps as the next buffer). With nothing queued it
-// releases the queue (running false, large buffers dropped) and returns
+// releases the queue (running false) and returns
 // more false: the goroutine must then exit without touching the circuit.
 func (q *relayQueue) take(done []inbound) (kill proto.DestroyReason, dialed []relayEvent, cells []inbound, more bool) {
 	clear(done) // the cells are the core's now, the links need not be kept
@@ -115,17 +112,21 @@ func (q *relayQueue) take(done []inbound) (kill proto.DestroyReason, dialed []re
 	dialed, q.dialed = q.dialed, nil
 	if kill == proto.DestroyNone && len(dialed) == 0 && len(q.cells) == 0 {
 		q.running = false
-		if cap(q.cells) > queueKeepCells {
-			q.cells = nil
-		}
-		if cap(q.spare) > queueKeepCells {
-			q.spare = nil
-		}
 		return proto.DestroyNone, nil, nil, false
 	}
 	cells, q.cells = q.cells, q.spare
 	q.spare = nil
 	return kill, dialed, cells, true
+}
+
+// trim drops the buffers of a queue that is empty and not being worked
+// through, so a circuit that went quiet costs what an idle one does.
+func (q *relayQueue) trim() {
+	q.mu.Lock()
+	if !q.running && len(q.cells) == 0 {
+		q.cells, q.spare = nil, nil
+	}
+	q.mu.Unlock()
 }
 
 // close ends the queue: later inputs are dropped, no goroutine starts

@@ -394,6 +394,7 @@ func (sw *Switch) handleCreate(l cellLink, c *proto.Cell) {
 		create:    c,
 		idleSince: sw.cfg.Now(),
 	}
+	rc.runFn = rc.run
 	rc.ep.init(sw, false)
 	rc.ep.handle = rc.handle
 	rc.ep.out, rc.ep.outID = l, id
@@ -407,7 +408,7 @@ func (sw *Switch) handleCreate(l cellLink, c *proto.Cell) {
 		go sw.reapIdle()
 	}
 	sw.mu.Unlock()
-	go rc.run() // the queue is marked owned: this run answers the CREATE2
+	go rc.runFn() // the queue is marked owned: this run answers the CREATE2
 }
 
 // reapIdle calls expireIdle every JoinedIdleTimeout/4 until Close.
@@ -431,7 +432,9 @@ func (sw *Switch) reapIdle() {
 // rather than a clock per cell: a circuit's idle time runs from its
 // creation or from the last call that saw its count change. reapIdle calls
 // it; tests call it with chosen times. TIMEOUT rather than FINISHED (what
-// an origin's Close sends) tells the origin the relay gave up on it.
+// an origin's Close sends) tells the origin the relay gave up on it. A
+// circuit quiet since the last call, not yet expired, loses its queue
+// buffers (relayQueue.trim).
 func (sw *Switch) expireIdle(now time.Time) {
 	var idle []*relayCirc
 	sw.mu.Lock()
@@ -444,6 +447,8 @@ func (sw *Switch) expireIdle(now time.Time) {
 			rc.idleCells, rc.idleSince = cells, now
 		} else if now.Sub(rc.idleSince) >= sw.cfg.JoinedIdleTimeout {
 			idle = append(idle, rc)
+		} else {
+			rc.q.trim() // quiet since the last look: its queue buffers can go
 		}
 	}
 	sw.mu.Unlock()
