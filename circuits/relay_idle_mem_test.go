@@ -2,9 +2,11 @@ package circuits
 
 import (
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"veil/circuits/onion"
 	"veil/proto"
@@ -100,4 +102,120 @@ func idleMem(keep *Switch) memFigures {
 	runtime.ReadMemStats(&ms)
 	runtime.KeepAlive(keep)
 	return memFigures{heap: ms.HeapAlloc, stack: ms.StackInuse, goroutines: runtime.NumGoroutine()}
+}
+
+// createdLink is a sinkLink that keeps the CREATED2 cells sent on it.
+type createdLink struct {
+	sinkLink
+	mu      sync.Mutex
+	created []*proto.Cell
+}
+
+func (l *createdLink) SendCell(c *proto.Cell) error {
+	if c.Command() == proto.CmdCreated2 {
+		l.mu.Lock()
+		l.created = append(l.created, c)
+		l.mu.Unlock()
+		return nil
+	}
+	proto.PutCell(c)
+	return nil
+}
+
+// A relayed circuit that moved cells keeps its queue buffers while busy
+// and loses them once the idle reaper finds it quiet; its goroutine is
+// gone between bursts, and the next cell starts another that still has
+// the circuit's state.
+func TestRelayedQueueTrimmedWhenQuiet(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		id, err := NewEphemeralIdentity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sw, err := NewSwitch(id, nil, DefaultSwitchConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sw.Close()
+		prev := &createdLink{sinkLink: sinkLink{peer: proto.NodeID{7}}}
+		const circID = 1<<31 | 9
+		hs, create, err := onion.NewClientHandshake(nil, id.ID, id.OnionPublic())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := proto.GetCell()
+		c.SetCircID(circID)
+		c.SetCommand(proto.CmdCreate2)
+		create.Append(c.Payload()[:0])
+		base := runtime.NumGoroutine()
+		sw.handleCell(prev, c)
+		synctest.Wait()
+		if len(prev.created) != 1 {
+			t.Fatalf("%d CREATED2 sent, want 1", len(prev.created))
+		}
+		body, err := onion.ParseCreated2(prev.created[0].Payload())
+		if err != nil {
+			t.Fatal(err)
+		}
+		km, err := hs.Finish(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hop := onion.NewHop(&km)
+		sw.mu.RLock()
+		rc := sw.circs[circKey{prev, circID}].(*relayCirc)
+		sw.mu.RUnlock()
+
+		burst := func(n int) {
+			for range n {
+				d := proto.GetCell()
+				if err := proto.PutRelay(d.PayloadArray(), proto.RelayHeader{Command: proto.RelayDrop}, nil); err != nil {
+					t.Fatal(err)
+				}
+				onion.SealForward([]*onion.Hop{hop}, 0, d.PayloadArray())
+				d.SetCircID(circID)
+				d.SetCommand(proto.CmdRelay)
+				sw.handleCell(prev, d)
+			}
+			synctest.Wait()
+		}
+		buffers := func() int {
+			rc.q.mu.Lock()
+			defer rc.q.mu.Unlock()
+			return cap(rc.q.cells) + cap(rc.q.spare)
+		}
+		burst(300)
+		if got := rc.ep.stats.cellsRecv.Load(); got != 300 {
+			t.Fatalf("%d cells handled, want 300", got)
+		}
+		if n := runtime.NumGoroutine(); n > base+1 { // +1: the idle reaper
+			t.Fatalf("%d goroutines after the burst, %d before the circuit", n, base)
+		}
+		if buffers() == 0 {
+			t.Fatal("no queue buffer kept after a burst")
+		}
+		sw.expireIdle(time.Now()) // sees the counters move
+		if buffers() == 0 {
+			t.Fatal("queue buffers dropped while the circuit was busy")
+		}
+		sw.expireIdle(time.Now()) // quiet since: trims, does not expire
+		if b := buffers(); b != 0 {
+			t.Fatalf("a quiet circuit keeps %d queue slots", b)
+		}
+		if sw.Joined() != 1 {
+			t.Fatal("the quiet circuit was expired")
+		}
+		burst(5) // a new goroutine picks the circuit up where it was
+		if got := rc.ep.stats.cellsRecv.Load(); got != 305 {
+			t.Fatalf("%d cells handled, want 305", got)
+		}
+		d := proto.GetCell()
+		d.SetCircID(circID)
+		d.SetCommand(proto.CmdDestroy)
+		sw.handleCell(prev, d)
+		synctest.Wait()
+		if sw.Joined() != 0 {
+			t.Fatal("DESTROY did not end the circuit")
+		}
+	})
 }
