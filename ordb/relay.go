@@ -67,7 +67,7 @@ var ErrRelayClosed = errors.New("ordb: relay closed")
 // RelayStats counts what a Relay did, for status pages and tests.
 type RelayStats struct {
 	Queries, Forwards, Delivered, Ends, LocalServes, Lookups, Connects, Stores, Announces int64
-	Dropped                                                                              int64 // streams closed for breaking the protocol or overrunning a queue
+	Dropped                                                                               int64 // streams closed for breaking the protocol or overrunning a queue
 }
 
 // Relay is the ORDB service: the goroutine shell that runs a Core over
@@ -105,6 +105,10 @@ type Relay struct {
 	stats   RelayStats
 	statsMu sync.Mutex // guards shared, a copy of stats for Stats
 	shared  RelayStats
+
+	// tamper, set by tests before Run, changes what is delivered to
+	// requesters: an ORDB that corrupts data in transit.
+	tamper func(proto.DBMessage) proto.DBMessage
 }
 
 type connKind uint8
@@ -511,6 +515,9 @@ func (r *Relay) do(a Action, now time.Time) {
 		r.forward(a, now)
 	case Deliver:
 		r.stats.Delivered++
+		if r.tamper != nil {
+			a.Msg = r.tamper(a.Msg)
+		}
 		r.deliver(a)
 	case SendEnd:
 		r.sendEnd(a)
@@ -688,7 +695,10 @@ func (r *Relay) runForward(f *fwd, s CellStream, back func(context.Context, stri
 		s, err = back(ctx, dest)
 		cancel()
 		if err != nil {
-			r.post(func(now time.Time) { r.fwdDone(f, nil, now); _ = r.core.HandleEnd(f.down, f.id, proto.DBEndDestroyed, now) })
+			r.post(func(now time.Time) {
+				r.fwdDone(f, nil, now)
+				_ = r.core.HandleEnd(f.down, f.id, proto.DBEndDestroyed, now)
+			})
 			return
 		}
 	}

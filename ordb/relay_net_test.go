@@ -1,0 +1,142 @@
+package ordb
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"veil/circuits"
+	"veil/proto"
+)
+
+// smallNet is a network of n infrastructure nodes with no DHT lookups
+// (references come from DB_INFO and DB_ANNOUNCE only) and peers.
+func smallNet(t *testing.T, n int, tune func(*RelayConfig)) (*testNet, []*netNode, context.Context) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	net := newTestNet(t, ctx)
+	t.Cleanup(net.close)
+	var infra []*netNode
+	for range n {
+		infra = append(infra, net.addInfra("infra", func(c *RelayConfig) {
+			c.DHT = nil
+			if tune != nil {
+				tune(c)
+			}
+		}))
+	}
+	return net, infra, ctx
+}
+
+// publishOn publishes size random bytes in p's store.
+func publishOn(t *testing.T, ctx context.Context, p *netNode, size int) (proto.HashName, []byte) {
+	t.Helper()
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(i*7 + i>>9)
+	}
+	_, priv, _ := ed25519.GenerateKey(nil)
+	_, name, err := p.store.Publish(ctx, priv, "application/octet-stream", 1_700_000_000, bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return name, data
+}
+
+func opener(c *circuits.Circuit) *circuitOpener {
+	return (&circuitOpenerPair{circ: c}).opener()
+}
+
+// An ORDB that corrupts the chunks it relays: the requester detects every
+// bad range (Fetch verifies before storing) and gets it elsewhere; the
+// result is identical.
+func TestORDBCorruptingInTransit(t *testing.T) {
+	net, infra, ctx := smallNet(t, 4, nil)
+	bad, good := infra[2], infra[3]
+	var tampered atomic.Int64
+	bad.relay.tamper = func(m proto.DBMessage) proto.DBMessage {
+		if d, ok := m.(proto.DBData); ok && d.Chunk%3 == 0 {
+			tampered.Add(1)
+			d.Data = clone(d.Data)
+			d.Data[len(d.Data)/2] ^= 0x40
+			return d
+		}
+		return m
+	}
+	b, r := net.addPeer("B"), net.addPeer("R")
+	for _, o := range []*netNode{bad, good} {
+		b.circs.add(net.build(b, infra[0], o))
+	}
+	name, data := publishOn(t, ctx, b, 498*64*20)
+	if _, err := b.peer.Advertise(ctx, name); !errors.Is(err, ErrTooFewORDBs) {
+		t.Fatalf("advertise to 2 ORDBs: %v, want ErrTooFewORDBs", err)
+	}
+	errs := fetchVia(t, ctx, r.store, name, opener(net.build(r, infra[1], bad)), opener(net.build(r, infra[1], good)))
+	if tampered.Load() == 0 || len(errs) == 0 {
+		t.Fatalf("tampered %d messages, requester saw %d errors", tampered.Load(), len(errs))
+	}
+	for _, err := range errs {
+		if errors.Is(err, ErrProtocol) || errors.Is(err, ErrUnavailable) {
+			t.Fatalf("want a verification failure, got %v", err)
+		}
+	}
+	if got := readAll(t, r.store, name); !bytes.Equal(got, data) {
+		t.Fatal("copy differs")
+	}
+}
+
+// ORDBs whose lists point at each other in a cycle (P1 -> P2 -> P3 -> P1,
+// each told by the next one that it can reach the name, which nobody
+// holds): a query ends in DB_END UNAVAILABLE after a bounded number of
+// forwards.
+func TestORDBCycleEnds(t *testing.T) {
+	net, infra, ctx := smallNet(t, 3, nil)
+	name := proto.HashName{0xc1, 0xc1}
+	for i := range 3 {
+		from, to := infra[(i+1)%3], infra[i] // from tells to: "I can reach name"
+		c := net.build(from, to)
+		s, err := c.OpenStream(ctx, ORDBDest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := newMsgConn(s).send(proto.DBAnnounce{HashName: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, o := range infra {
+		waitFor(t, ctx, "announcements", func() bool { f, _ := o.relay.Refs(name); return len(f) == 1 })
+	}
+	r := net.addPeer("R")
+	s, err := net.build(r, infra[0]).OpenStream(ctx, ORDBDest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc := newMsgConn(s)
+	if err := mc.send(proto.DBQuery{HashName: name, RequestID: 77}); err != nil {
+		t.Fatal(err)
+	}
+	cmd, msg, err := mc.recv()
+	if err != nil || cmd != proto.RelayDBEnd {
+		t.Fatalf("got %v %v, want DB_END", cmd, err)
+	}
+	if e, _ := proto.ParseDBEnd(msg); e.Reason != proto.DBEndUnavailable {
+		t.Fatalf("reason %v", e.Reason)
+	}
+	var forwards, ends int64
+	for _, o := range infra {
+		st := o.relay.Stats()
+		forwards += st.Forwards
+		ends += st.Ends
+	}
+	t.Logf("cycle: %d forwards, %d DB_ENDs", forwards, ends)
+	if forwards == 0 || forwards > proto.MaxCounter {
+		t.Fatalf("%d forwards, want 1..%d", forwards, proto.MaxCounter)
+	}
+	if ends > 2*proto.MaxCounter {
+		t.Fatalf("%d DB_ENDs", ends)
+	}
+}
