@@ -67,7 +67,9 @@ var ErrRelayClosed = errors.New("ordb: relay closed")
 // RelayStats counts what a Relay did, for status pages and tests.
 type RelayStats struct {
 	Queries, Forwards, Delivered, Ends, LocalServes, Lookups, Connects, Stores, Announces int64
-	Dropped                                                                               int64 // streams closed for breaking the protocol or overrunning a queue
+
+	Dropped int64 // streams closed for breaking the protocol or overrunning a queue
+	Opened  int64 // forward streams opened (the others were reused)
 }
 
 // Relay is the ORDB service: the goroutine shell that runs a Core over
@@ -660,6 +662,9 @@ func (r *Relay) forward(a Forward, now time.Time) {
 	var s CellStream
 	if n := len(c.idle); n > 0 {
 		s, c.idle = c.idle[n-1], c.idle[:n-1]
+	}
+	if s == nil {
+		r.stats.Opened++
 	}
 	back, dest := c.back, destFor(c)
 	r.wg.Add(1)

@@ -2,6 +2,7 @@ package ordb
 
 import (
 	"bytes"
+	"sync/atomic"
 	"testing"
 
 	"veil/circuits"
@@ -116,7 +117,7 @@ func TestRelayHostileInputs(t *testing.T) {
 
 	// H advertises the content without having it and answers its queries
 	// with junk; the requester still gets every byte through x.
-	var junk int64
+	var junk atomic.Int64
 	h.sw.Handle(PeerDest, func(s *circuits.Stream) {
 		mc := newMsgConn(s)
 		defer s.Close()
@@ -126,7 +127,7 @@ func TestRelayHostileInputs(t *testing.T) {
 				return
 			}
 			q, _ := proto.ParseDBQuery(msg)
-			junk++
+			junk.Add(1)
 			if q.WantsDescriptor() {
 				mc.send(proto.DBConnected{Size: 5, Type: "x", PublicKey: make([]byte, 32), Root: make([]byte, 32), Signature: make([]byte, 64)})
 				continue
@@ -153,10 +154,12 @@ func TestRelayHostileInputs(t *testing.T) {
 	if !honest {
 		t.Fatalf("the honest holder lost its place: %+v", files)
 	}
-	t.Logf("H was asked %d times; lists: %+v; stats %+v", junk, files, x.relay.Stats())
+	t.Logf("H was asked %d times; lists: %+v; stats %+v", junk.Load(), files, x.relay.Stats())
 }
 
-func isTooFew(err error) bool { return err != nil && bytes.Contains([]byte(err.Error()), []byte("fewer than 6")) }
+func isTooFew(err error) bool {
+	return err != nil && bytes.Contains([]byte(err.Error()), []byte("fewer than 6"))
+}
 
 // On the last hop of its own circuits a peer answers only for names it
 // advertised there: an ORDB probing another name the peer holds gets DB_END
