@@ -510,7 +510,16 @@ func (r *Relay) do(a Action, now time.Time) {
 	case ServeLocal:
 		r.stats.LocalServes++
 		if u := r.upReqFor(a.Circuit, a.Query.RequestID); u != nil {
-			u.msgs = append(u.msgs, localAnswer(r.cfg.Seeds, a.Query)...)
+			msgs := localAnswer(r.cfg.Seeds, a.Query)
+			if d, ok := msgs[len(msgs)-1].(proto.DBConnected); ok && d.Flags&proto.FlagLive != 0 {
+				// A live stream served from here starts its requester two
+				// windows behind the newest chunk this node holds.
+				if h, err := r.cfg.Seeds.Head(a.Query.HashName); err == nil {
+					start := h.Length - min(h.Length, 2*r.cfg.Core.WindowChunks)
+					u.msgs = append(u.msgs, proto.DBLiveStart{Chunk: start})
+				}
+			}
+			u.msgs = append(u.msgs, msgs...)
 			u.done = true
 		}
 	case Forward:

@@ -140,3 +140,55 @@ func TestORDBCycleEnds(t *testing.T) {
 		t.Fatalf("%d DB_ENDs", ends)
 	}
 }
+
+// An ORDB answers from its served store (what its user seeds): static
+// content whole, and a live stream's descriptor preceded by DB_LIVE_START,
+// two windows behind the newest chunk.
+func TestRelayServesItsSeeds(t *testing.T) {
+	served := openStore(t, "served.db")
+	net, infra, ctx := smallNet(t, 2, func(c *RelayConfig) { c.Seeds = served; c.Core.WindowChunks = 10 })
+	_, priv, _ := ed25519.GenerateKey(nil)
+	data := bytes.Repeat([]byte("seeded by the user "), 5000)
+	_, name, err := served.Publish(ctx, priv, "text/plain", 1_700_000_000, bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lp, err := served.NewLivePublisher(priv, "video/webm", 1_700_000_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		if _, err := lp.Append(ctx, uint32(1_700_000_000+i), bytes.Repeat([]byte{byte(i)}, 498)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := served.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	o := infra[1] // its Relay serves `served`
+	r := net.addPeer("R")
+	rc := net.build(r, infra[0], o)
+	fetchVia(t, ctx, r.store, name, opener(rc))
+	if got := readAll(t, r.store, name); !bytes.Equal(got, data) {
+		t.Fatal("copy differs")
+	}
+	s, err := rc.OpenStream(ctx, ORDBDest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc := newMsgConn(s)
+	mc.send(proto.DBQuery{HashName: lp.Name(), RequestID: 99})
+	cmd, msg, err := mc.recv()
+	if err != nil || cmd != proto.RelayDBLiveStart {
+		t.Fatalf("got %v %v, want DB_LIVE_START", cmd, err)
+	}
+	if ls, _ := proto.ParseDBLiveStart(msg); ls.Chunk != 50-2*10 {
+		t.Fatalf("live start %d, want %d", ls.Chunk, 50-2*10)
+	}
+	if cmd, _, err := mc.recv(); err != nil || cmd != proto.RelayDBConnected {
+		t.Fatalf("got %v %v, want DB_CONNECTED", cmd, err)
+	}
+	if st := o.relay.Stats(); st.LocalServes == 0 || st.Forwards != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
