@@ -26,6 +26,9 @@ type RelayConfig struct {
 	Builder CircuitBuilder
 	// Facilitator is the node's own F flag, put in its provider records.
 	Facilitator bool
+	// Facilitators fetches from BitTorrent when lists and DHT failed;
+	// nil: such queries end UNAVAILABLE. Core.Facilitators must be on too.
+	Facilitators Facilitators
 
 	MaxConns    int           // streams served at once; more are closed at once
 	MaxForwards int           // forwarded requests in flight (each has a goroutine)
@@ -539,8 +542,7 @@ func (r *Relay) do(a Action, now time.Time) {
 	case Store:
 		r.store(a)
 	case AskFacilitator:
-		id := a.Query.RequestID
-		r.later = append(r.later, func(now time.Time) { _ = r.core.HandleFacilitator(id, 0, false, now) })
+		r.askFacilitator(a)
 	case Propagate:
 		if c := r.conns[a.To]; c != nil && !c.closed {
 			r.stats.Announces++
@@ -754,6 +756,11 @@ func (r *Relay) relayAnswer(f *fwd, mc *msgConn, q proto.DBQuery) (reusable bool
 	if err := mc.send(q); err != nil {
 		return false, 0, false, err
 	}
+	return r.readAnswer(f, mc, q)
+}
+
+// readAnswer reads and posts the answer to q (see relayAnswer).
+func (r *Relay) readAnswer(f *fwd, mc *msgConn, q proto.DBQuery) (reusable bool, reason proto.DBEndReason, ended bool, err error) {
 	next, want := uint64(q.Chunk), uint64(q.Chunk)+uint64(q.NbChunks)
 	for {
 		cmd, raw, err := mc.recv()
@@ -925,6 +932,59 @@ func (r *Relay) connected(prov proto.NodeID, circ ORDBCircuit, s CellStream, now
 			s.Close() // the reader then reports the conn gone
 		case <-r.stop:
 		}
+	}()
+}
+
+// askFacilitator hands the query to the facilitator service; its answers
+// come on a stream of their own, read like a forwarded request's.
+func (r *Relay) askFacilitator(a AskFacilitator) {
+	q := a.Query
+	fail := func(now time.Time) { _ = r.core.HandleFacilitator(q.RequestID, 0, false, now) }
+	if r.cfg.Facilitators == nil {
+		r.later = append(r.later, fail)
+		return
+	}
+	ok := r.op(func(ctx context.Context) {
+		octx, cancel := context.WithTimeout(ctx, r.cfg.OpTimeout)
+		s, err := r.cfg.Facilitators.Ask(octx, q)
+		cancel()
+		if err != nil {
+			r.post(fail)
+			return
+		}
+		r.post(func(now time.Time) { r.facilitatorUp(q, s, now) })
+	})
+	if !ok {
+		r.later = append(r.later, fail)
+	}
+}
+
+// facilitatorUp starts reading the facilitators' answers to q from s.
+func (r *Relay) facilitatorUp(q proto.DBQuery, s CellStream, now time.Time) {
+	r.nextID++
+	id := r.nextID
+	if err := r.core.HandleFacilitator(q.RequestID, id, true, now); err != nil {
+		s.Close()
+		return
+	}
+	f := &fwd{id: q.RequestID, down: id, s: s}
+	r.fwds[q.RequestID] = f
+	r.nfwds++
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer s.Close()
+		_, reason, ended, err := r.readAnswer(f, newMsgConn(s), q)
+		r.post(func(now time.Time) {
+			r.fwdDone(f, nil, now)
+			switch {
+			case err != nil:
+				_ = r.core.HandleEnd(f.down, f.id, proto.DBEndDestroyed, now)
+			case ended:
+				_ = r.core.HandleEnd(f.down, f.id, reason, now)
+			}
+			r.core.CircuitClosed(id, now)
+		})
 	}()
 }
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"veil/chunkstore"
 	"veil/circuits"
 	"veil/proto"
 )
@@ -191,4 +192,50 @@ func TestRelayServesItsSeeds(t *testing.T) {
 	if st := o.relay.Stats(); st.LocalServes == 0 || st.Forwards != 0 {
 		t.Fatalf("stats %+v", st)
 	}
+}
+
+// fakeFacilitators answers from a store, as the BitTorrent side would
+// once it has the pieces.
+type fakeFacilitators struct {
+	st    *chunkstore.Store
+	asked atomic.Int64
+}
+
+func (f *fakeFacilitators) Ask(ctx context.Context, q proto.DBQuery) (CellStream, error) {
+	f.asked.Add(1)
+	if f.st == nil {
+		return nil, errors.New("no facilitator reachable")
+	}
+	client, server := streamPair()
+	go (&Server{Store: f.st}).Serve(server)
+	if err := newMsgConn(client).send(q); err != nil {
+		return nil, err
+	}
+	return client, nil
+}
+
+// With nothing in its lists and nothing in the DHT, an ORDB asks the
+// facilitators and relays their answers; with none reachable the
+// requester gets DB_END UNAVAILABLE.
+func TestRelayAsksFacilitators(t *testing.T) {
+	st, name, data := publish(t, 498*200)
+	fac := &fakeFacilitators{st: st}
+	net, infra, ctx := smallNet(t, 2, func(c *RelayConfig) { c.Core.Facilitators = true; c.Facilitators = fac })
+	r := net.addPeer("R")
+	rc := net.build(r, infra[0], infra[1])
+	fetchVia(t, ctx, r.store, name, opener(rc))
+	if got := readAll(t, r.store, name); !bytes.Equal(got, data) {
+		t.Fatal("copy differs")
+	}
+	if fac.asked.Load() == 0 {
+		t.Fatal("facilitators never asked")
+	}
+	fac.st = nil
+	s, err := rc.OpenStream(ctx, ORDBDest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc := newMsgConn(s)
+	mc.send(proto.DBQuery{HashName: proto.HashName{0xfa}, RequestID: 5})
+	expectEnd(t, mc, proto.DBEndUnavailable)
 }
