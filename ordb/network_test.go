@@ -19,6 +19,12 @@ import (
 // errors met on the way.
 func fetchVia(t *testing.T, ctx context.Context, st *chunkstore.Store, name proto.HashName, circs ...*circuitOpener) []error {
 	t.Helper()
+	return fetchWith(t, ctx, st, name, FetchConfig{}, circs...)
+}
+
+// fetchWith is fetchVia with a FetchConfig.
+func fetchWith(t *testing.T, ctx context.Context, st *chunkstore.Store, name proto.HashName, cfg FetchConfig, circs ...*circuitOpener) []error {
+	t.Helper()
 	var errs []error
 	for round := 0; round < 4; round++ {
 		for _, c := range circs {
@@ -27,7 +33,7 @@ func fetchVia(t *testing.T, ctx context.Context, st *chunkstore.Store, name prot
 				errs = append(errs, err)
 				continue
 			}
-			if _, err := Fetch(ctx, s, name, st, FetchConfig{}); err != nil {
+			if _, err := Fetch(ctx, s, name, st, cfg); err != nil {
 				errs = append(errs, err)
 				continue
 			}
@@ -53,6 +59,7 @@ func TestORDBNetwork(t *testing.T) {
 		size, infraN = 2<<20, 20
 	}
 	const seedFetched = true // A's user chose to seed what it fetched
+	checkLeaks(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	net := newTestNet(t, ctx)
@@ -121,7 +128,16 @@ func TestORDBNetwork(t *testing.T) {
 	})
 
 	start := time.Now()
-	fetchVia(t, ctx, a.store, name, aCircs[0].opener())
+	// A becomes a source as it fetches: DB_INFO at 25, 50, 75 and 100 %,
+	// if its user chose to seed what it fetches.
+	quarters := 0
+	progress := func(held, total uint64) {
+		if q := int(4 * held / total); seedFetched && q > quarters {
+			quarters = q
+			_, _ = a.peer.Advertise(ctx, name)
+		}
+	}
+	fetchWith(t, ctx, a.store, name, FetchConfig{Progress: progress}, aCircs[0].opener())
 	el := time.Since(start)
 	t.Logf("A fetched %d MB through ORDB relaying in %v (%.1f MB/s)", size>>20, el, float64(size)/1e6/el.Seconds())
 	if got := readAll(t, a.store, name); !bytes.Equal(got, data) {
@@ -137,26 +153,29 @@ func TestORDBNetwork(t *testing.T) {
 
 	// A seeds what it fetched (its user's choice) and C fetches.
 	if seedFetched {
-		if n, err := a.peer.Advertise(ctx, name); err != nil || n != len(ordbA) {
-			t.Fatalf("A advertised on %d circuits: %v", n, err)
+		// Whatever the last quarter said, all of it is held now.
+		if _, err := a.peer.Advertise(ctx, name); err != nil {
+			t.Fatal(err)
 		}
-		waitFor(t, ctx, "A's reference at C's ORDB", func() bool {
+		waitFor(t, ctx, "A's 100 % reference at C's ORDB", func() bool {
 			files, _ := ordbA[0].relay.Refs(name)
-			holders := 0
 			for _, r := range files {
-				if !r.Relay {
-					holders++
+				if !r.Relay && r.P == proto.MaxP {
+					return true
 				}
 			}
-			return holders > 0
+			return false
 		})
+		t.Logf("A sent %d DB_INFOs to its %d ORDBs", a.peer.Stats().Adverts, len(ordbA))
+	} else if st := a.peer.Stats(); st.Adverts != 0 {
+		t.Fatalf("A advertised what its user did not choose to seed: %+v", st)
 	}
-	bBefore := b.peer.Stats().Chunks
+	aBefore, bBefore := a.peer.Stats().Chunks, b.peer.Stats().Chunks
 	fetchVia(t, ctx, c.store, name, cCirc.opener())
 	if got := readAll(t, c.store, name); !bytes.Equal(got, data) {
 		t.Fatal("C's copy differs")
 	}
-	fromA, fromB := a.peer.Stats().Chunks, b.peer.Stats().Chunks-bBefore
+	fromA, fromB := a.peer.Stats().Chunks-aBefore, b.peer.Stats().Chunks-bBefore
 	t.Logf("C got %d chunks from A, %d from B", fromA, fromB)
 	if seedFetched && (fromA == 0 || fromB == 0) {
 		t.Fatalf("C's fetch was not shared between A (%d chunks) and B (%d)", fromA, fromB)

@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"sync/atomic"
+	"runtime"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 // smallNet is a network of n infrastructure nodes with no DHT lookups
 // (references come from DB_INFO and DB_ANNOUNCE only) and peers.
 func smallNet(t *testing.T, n int, tune func(*RelayConfig)) (*testNet, []*netNode, context.Context) {
+	checkLeaks(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	net := newTestNet(t, ctx)
@@ -238,4 +240,19 @@ func TestRelayAsksFacilitators(t *testing.T) {
 	mc := newMsgConn(s)
 	mc.send(proto.DBQuery{HashName: proto.HashName{0xfa}, RequestID: 5})
 	expectEnd(t, mc, proto.DBEndUnavailable)
+}
+
+// checkLeaks fails t if goroutines started during it outlive it (after
+// its other cleanups, with a bounded wait for sockets to close).
+func checkLeaks(t *testing.T) {
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		for i := 0; i < 100 && runtime.NumGoroutine() > before; i++ {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if g := runtime.NumGoroutine(); g > before {
+			buf := make([]byte, 1<<20)
+			t.Errorf("%d goroutines leaked:\n%s", g-before, buf[:runtime.Stack(buf, true)])
+		}
+	})
 }
