@@ -5,8 +5,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
-	"sync/atomic"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
