@@ -134,11 +134,10 @@ type conn struct {
 	circ ORDBCircuit // built by Connect, else nil
 	out  chan proto.DBMessage
 
-	kind     connKind
-	closed   bool
-	order    []*upReq // this stream's queries, oldest first, answered in that order
-	buffered int
-	idle     []CellStream
+	kind   connKind
+	closed bool
+	order  []*upReq // this stream's queries, oldest first, answered in that order
+	idle   []CellStream
 }
 
 // upReq is a requester's query as the shell tracks it to keep answers in
@@ -511,6 +510,9 @@ func (r *Relay) closeConn(c *conn) {
 func (r *Relay) do(a Action, now time.Time) {
 	switch a := a.(type) {
 	case ServeLocal:
+		// Read here, on Run: bbolt reads of at most DefaultMaxChunks
+		// chunks and their proof take well under a millisecond, less
+		// than handing them to another goroutine would save.
 		r.stats.LocalServes++
 		if u := r.upReqFor(a.Circuit, a.Query.RequestID); u != nil {
 			msgs := localAnswer(r.cfg.Seeds, a.Query)
