@@ -510,9 +510,10 @@ func (r *Relay) closeConn(c *conn) {
 func (r *Relay) do(a Action, now time.Time) {
 	switch a := a.(type) {
 	case ServeLocal:
-		// Read here, on Run: bbolt reads of at most DefaultMaxChunks
-		// chunks and their proof take well under a millisecond, less
-		// than handing them to another goroutine would save.
+		// Read here, on Run: one bbolt read of at most DefaultMaxChunks
+		// chunks and their proof. Simple, but it holds Run up while it
+		// reads; an ORDB serving much from its own store should move it
+		// to a worker that posts the messages back (not measured yet).
 		r.stats.LocalServes++
 		if u := r.upReqFor(a.Circuit, a.Query.RequestID); u != nil {
 			msgs := localAnswer(r.cfg.Seeds, a.Query)
