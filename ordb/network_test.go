@@ -137,7 +137,9 @@ func TestORDBNetwork(t *testing.T) {
 			_, _ = a.peer.Advertise(ctx, name)
 		}
 	}
-	fetchWith(t, ctx, a.store, name, FetchConfig{Progress: progress}, aCircs[0].opener())
+	if errs := fetchWith(t, ctx, a.store, name, FetchConfig{Progress: progress}, aCircs[0].opener()); len(errs) > 0 {
+		t.Logf("A's fetch restarted %d times: %v", len(errs), errs)
+	}
 	el := time.Since(start)
 	t.Logf("A fetched %d MB through ORDB relaying in %v (%.1f MB/s)", size>>20, el, float64(size)/1e6/el.Seconds())
 	if got := readAll(t, a.store, name); !bytes.Equal(got, data) {

@@ -92,7 +92,7 @@ type Relay struct {
 	cfg  RelayConfig
 	core *Core
 
-	in     chan func(now time.Time)
+	in     chan input
 	stop   chan struct{}
 	done   chan struct{}
 	once   sync.Once
@@ -102,6 +102,7 @@ type Relay struct {
 
 	// Owned by Run.
 	conns   map[CircuitID]*conn
+	dirty   map[*conn]bool // requester streams with answers to write out
 	fwds    map[uint64]*fwd
 	nextID  CircuitID
 	later   []func(time.Time)
@@ -178,11 +179,12 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	}
 	return &Relay{
 		cfg: cfg, core: core,
-		in:     make(chan func(time.Time), cfg.Events),
+		in:     make(chan input, cfg.Events),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 		opsSem: make(chan struct{}, cfg.MaxOps),
 		conns:  make(map[CircuitID]*conn),
+		dirty:  make(map[*conn]bool),
 		fwds:   make(map[uint64]*fwd),
 	}, nil
 }
@@ -209,11 +211,24 @@ func (s storeSeeds) Has(name proto.HashName, first uint32, n uint16) bool {
 	return w < uint64(len(have)) && have[w]&(1<<(uint64(first)%64)) != 0
 }
 
+// input is one thing for Run to do. all: the Core may end requests
+// without an action for them (see sweep).
+type input struct {
+	run func(now time.Time)
+	all bool
+}
+
 // post hands f to Run; it waits while the input queue is full, and drops
 // f once the Relay is closed.
-func (r *Relay) post(f func(now time.Time)) {
+func (r *Relay) post(f func(now time.Time)) { r.send(input{run: f}) }
+
+// postEnd is post for inputs after which the Core may have ended
+// requests silently: a stream or a forward that ended.
+func (r *Relay) postEnd(f func(now time.Time)) { r.send(input{run: f, all: true}) }
+
+func (r *Relay) send(in input) {
 	select {
-	case r.in <- f:
+	case r.in <- in:
 	case <-r.stop:
 	}
 }
@@ -230,7 +245,7 @@ func (r *Relay) Stats() RelayStats {
 func (r *Relay) Refs(h proto.HashName) (files, streams []RefInfo) {
 	done := make(chan struct{})
 	select {
-	case r.in <- func(time.Time) { files, streams = r.core.Refs(h); close(done) }:
+	case r.in <- input{run: func(time.Time) { files, streams = r.core.Refs(h); close(done) }}:
 	case <-r.stop:
 		return nil, nil
 	}
@@ -271,9 +286,9 @@ func (r *Relay) Run(ctx context.Context) error {
 		case <-r.stop:
 			return nil
 		case f := <-r.in:
-			r.step(f)
+			r.step(f.run, f.all)
 		case <-timer.C:
-			r.step(func(now time.Time) { r.core.Tick(now) })
+			r.step(func(now time.Time) { r.core.Tick(now) }, true)
 		}
 	}
 }
@@ -300,7 +315,7 @@ func (r *Relay) shutdown() {
 
 // step runs one input, then carries out the Core's actions (and the
 // inputs they lead to) until none is left.
-func (r *Relay) step(f func(time.Time)) {
+func (r *Relay) step(f func(time.Time), all bool) {
 	now := r.cfg.Now()
 	f(now)
 	for {
@@ -317,7 +332,7 @@ func (r *Relay) step(f func(time.Time)) {
 			g(now)
 		}
 	}
-	r.sweep()
+	r.sweep(all)
 	r.statsMu.Lock()
 	r.shared = r.stats
 	r.statsMu.Unlock()
@@ -372,7 +387,7 @@ func (r *Relay) runConn(c *conn) {
 	}()
 	err := r.readConn(c)
 	c.s.Close()
-	r.post(func(now time.Time) {
+	r.postEnd(func(now time.Time) {
 		if err != nil && errors.Is(err, ErrProtocol) {
 			r.stats.Dropped++
 		}
@@ -527,6 +542,7 @@ func (r *Relay) do(a Action, now time.Time) {
 			}
 			u.msgs = append(u.msgs, msgs...)
 			u.done = true
+			r.dirty[r.conns[a.Circuit]] = true
 		}
 	case Forward:
 		r.forward(a, now)
@@ -573,6 +589,7 @@ func (r *Relay) deliver(a Deliver) {
 	if u == nil {
 		return
 	}
+	r.dirty[r.conns[a.Circuit]] = true
 	switch m := a.Msg.(type) {
 	case proto.DBConnected:
 		if u.hasLive && m.Flags&proto.FlagLive != 0 {
@@ -594,13 +611,26 @@ func (r *Relay) sendEnd(a SendEnd) {
 	if u := r.upReqFor(a.Circuit, a.RequestID); u != nil {
 		u.msgs = append(u.msgs, proto.DBEnd{Reason: a.Reason})
 		u.done = true
+		r.dirty[r.conns[a.Circuit]] = true
 	}
 }
 
 // sweep writes out, for every requester stream, the answers that are due
 // in query order, and marks done the queries the Core no longer relays.
-func (r *Relay) sweep() {
-	for _, c := range r.conns {
+//
+// Only the streams an answer went to are looked at, except after a step
+// in which the Core may have ended requests without a word (a tick, a
+// circuit or a forward that ended): then every stream is.
+func (r *Relay) sweep(all bool) {
+	set := r.dirty
+	if all {
+		set = make(map[*conn]bool, len(r.conns))
+		for _, c := range r.conns {
+			set[c] = true
+		}
+	}
+	defer clear(r.dirty)
+	for c := range set {
 		if c.closed || len(c.order) == 0 {
 			continue
 		}
@@ -714,7 +744,7 @@ func (r *Relay) runForward(f *fwd, s CellStream, back func(context.Context, stri
 		s, err = back(ctx, dest)
 		cancel()
 		if err != nil {
-			r.post(func(now time.Time) {
+			r.postEnd(func(now time.Time) {
 				r.fwdDone(f, nil, now)
 				_ = r.core.HandleEnd(f.down, f.id, proto.DBEndDestroyed, now)
 			})
@@ -727,14 +757,14 @@ func (r *Relay) runForward(f *fwd, s CellStream, back func(context.Context, stri
 	f.mu.Unlock()
 	if canc {
 		s.Close()
-		r.post(func(now time.Time) { r.fwdDone(f, nil, now) })
+		r.postEnd(func(now time.Time) { r.fwdDone(f, nil, now) })
 		return
 	}
 	mc := newMsgConn(s)
 	reusable, reason, ended, err := r.relayAnswer(f, mc, q)
 	if err != nil {
 		s.Close()
-		r.post(func(now time.Time) {
+		r.postEnd(func(now time.Time) {
 			r.fwdDone(f, nil, now)
 			_ = r.core.HandleEnd(f.down, f.id, proto.DBEndDestroyed, now)
 		})
@@ -744,7 +774,7 @@ func (r *Relay) runForward(f *fwd, s CellStream, back func(context.Context, stri
 		s.Close()
 		s = nil
 	}
-	r.post(func(now time.Time) {
+	r.postEnd(func(now time.Time) {
 		r.fwdDone(f, s, now)
 		if ended {
 			_ = r.core.HandleEnd(f.down, f.id, reason, now)
@@ -978,7 +1008,7 @@ func (r *Relay) facilitatorUp(q proto.DBQuery, s CellStream, now time.Time) {
 		defer r.wg.Done()
 		defer s.Close()
 		_, reason, ended, err := r.readAnswer(f, newMsgConn(s), q)
-		r.post(func(now time.Time) {
+		r.postEnd(func(now time.Time) {
 			r.fwdDone(f, nil, now)
 			switch {
 			case err != nil:
