@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/bits"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -144,6 +145,67 @@ func (p *Peer) Advertise(ctx context.Context, name proto.HashName) (int, error) 
 		firstErr = fmt.Errorf("%w: %d", ErrTooFewORDBs, len(lastHops))
 	}
 	return told, firstErr
+}
+
+// AdvertiseStream tells the ORDB of every circuit which chunks of the
+// live stream name the store holds (DB_STREAM_INFO, for OR_streams_P).
+// A live holder drops old chunks and does not say so (the Peersm
+// specification's lists are not updated for removed chunks); call it
+// again as chunks come. It returns the number of circuits told.
+func (p *Peer) AdvertiseStream(ctx context.Context, name proto.HashName) (int, error) {
+	d, err := p.cfg.Store.Descriptor(name)
+	if err != nil {
+		return 0, err
+	}
+	if d.Flags&proto.FlagLive == 0 {
+		return 0, fmt.Errorf("ordb: %v is not a live stream", name)
+	}
+	have, err := p.cfg.Store.Have(name)
+	if err != nil {
+		return 0, err
+	}
+	first, last, ok := bitRange(have)
+	if !ok {
+		return 0, nil
+	}
+	m := proto.DBStreamInfo{HashName: name, First: first, Last: last, Type: d.Type}
+	told := 0
+	var firstErr error
+	for _, c := range p.cfg.Circuits.FindCircuits() {
+		pc, err := p.circuit(ctx, c)
+		if err != nil {
+			firstErr = cmp(firstErr, err)
+			continue
+		}
+		p.mu.Lock()
+		pc.adv[name] = proto.MaxP
+		p.mu.Unlock()
+		pc.wmu.Lock()
+		err = pc.mc.send(m)
+		pc.wmu.Unlock()
+		if err != nil {
+			firstErr = cmp(firstErr, err)
+			continue
+		}
+		p.adverts.Add(1)
+		told++
+	}
+	return told, firstErr
+}
+
+// bitRange returns the lowest and highest set bit of a have-bitmap.
+func bitRange(have []uint64) (lo, hi uint64, ok bool) {
+	for w, word := range have {
+		if word == 0 {
+			continue
+		}
+		b := uint64(bits.TrailingZeros64(word))
+		if !ok {
+			lo, ok = uint64(w)*64+b, true
+		}
+		hi = uint64(w)*64 + 63 - uint64(bits.LeadingZeros64(word))
+	}
+	return lo, hi, ok
 }
 
 func cmp(a, b error) error {

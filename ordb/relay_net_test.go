@@ -256,3 +256,62 @@ func checkLeaks(t *testing.T) {
 		}
 	})
 }
+
+// A peer holding a live stream advertises its chunk range; the ORDB puts
+// it in OR_streams_P, and a requester's descriptor query, relayed to the
+// peer, comes back with DB_LIVE_START two windows behind the newest chunk
+// known, then the chunks from there.
+func TestRelayLiveStream(t *testing.T) {
+	net, infra, ctx := smallNet(t, 2, func(c *RelayConfig) { c.Core.WindowChunks = 8 })
+	p, r := net.addPeer("P"), net.addPeer("R")
+	p.circs.add(net.build(p, infra[1]))
+	_, priv, _ := ed25519.GenerateKey(nil)
+	lp, err := p.store.NewLivePublisher(priv, "video/webm", 1_700_000_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		if _, err := lp.Append(ctx, uint32(1_700_000_000+i/10), bytes.Repeat([]byte{byte(i)}, 498)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.store.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := p.peer.AdvertiseStream(ctx, lp.Name()); n != 1 || err != nil {
+		t.Fatalf("advertised on %d: %v", n, err)
+	}
+	waitFor(t, ctx, "the stream reference", func() bool {
+		_, st := infra[1].relay.Refs(lp.Name())
+		return len(st) == 1 && st[0].First == 0 && st[0].Last == 39
+	})
+	s, err := net.build(r, infra[0], infra[1]).OpenStream(ctx, ORDBDest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc := newMsgConn(s)
+	mc.send(proto.DBQuery{HashName: lp.Name(), RequestID: 1})
+	cmd, msg, err := mc.recv()
+	if err != nil || cmd != proto.RelayDBLiveStart {
+		t.Fatalf("got %v %v, want DB_LIVE_START", cmd, err)
+	}
+	ls, _ := proto.ParseDBLiveStart(msg)
+	if cmd, _, err := mc.recv(); err != nil || cmd != proto.RelayDBConnected {
+		t.Fatalf("got %v %v, want DB_CONNECTED", cmd, err)
+	}
+	t.Logf("live start %d", ls.Chunk)
+	if ls.Chunk > 39 || ls.Chunk+2*8 < 39 {
+		t.Fatalf("live start %d, want about two windows (16) behind 39", ls.Chunk)
+	}
+	mc.send(proto.DBQuery{HashName: lp.Name(), Chunk: uint32(ls.Chunk), NbChunks: 4, RequestID: 2})
+	if cmd, _, err := mc.recv(); err != nil || cmd != proto.RelayDBProof {
+		t.Fatalf("got %v %v, want DB_PROOF", cmd, err)
+	}
+	cmd, msg, err = mc.recv()
+	if err != nil || cmd != proto.RelayDBData {
+		t.Fatalf("got %v %v, want DB_DATA", cmd, err)
+	}
+	if d, _ := proto.ParseDBData(msg); uint64(d.Chunk) != ls.Chunk || d.Data[0] != byte(ls.Chunk) {
+		t.Fatalf("data for chunk %d starts %d", d.Chunk, d.Data[0])
+	}
+}
