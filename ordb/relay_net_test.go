@@ -199,17 +199,18 @@ func TestRelayServesItsSeeds(t *testing.T) {
 // fakeFacilitators answers from a store, as the BitTorrent side would
 // once it has the pieces.
 type fakeFacilitators struct {
-	st    *chunkstore.Store
+	st    atomic.Pointer[chunkstore.Store] // nil: none reachable
 	asked atomic.Int64
 }
 
 func (f *fakeFacilitators) Ask(ctx context.Context, q proto.DBQuery) (CellStream, error) {
 	f.asked.Add(1)
-	if f.st == nil {
+	st := f.st.Load()
+	if st == nil {
 		return nil, errors.New("no facilitator reachable")
 	}
 	client, server := streamPair()
-	go (&Server{Store: f.st}).Serve(server)
+	go (&Server{Store: st}).Serve(server)
 	if err := newMsgConn(client).send(q); err != nil {
 		return nil, err
 	}
@@ -221,7 +222,8 @@ func (f *fakeFacilitators) Ask(ctx context.Context, q proto.DBQuery) (CellStream
 // requester gets DB_END UNAVAILABLE.
 func TestRelayAsksFacilitators(t *testing.T) {
 	st, name, data := publish(t, 498*200)
-	fac := &fakeFacilitators{st: st}
+	fac := &fakeFacilitators{}
+	fac.st.Store(st)
 	net, infra, ctx := smallNet(t, 2, func(c *RelayConfig) { c.Core.Facilitators = true; c.Facilitators = fac })
 	r := net.addPeer("R")
 	rc := net.build(r, infra[0], infra[1])
@@ -232,7 +234,7 @@ func TestRelayAsksFacilitators(t *testing.T) {
 	if fac.asked.Load() == 0 {
 		t.Fatal("facilitators never asked")
 	}
-	fac.st = nil
+	fac.st.Store(nil)
 	s, err := rc.OpenStream(ctx, ORDBDest)
 	if err != nil {
 		t.Fatal(err)
