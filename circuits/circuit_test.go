@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"veil/circuits/link"
 	"veil/proto"
 )
 
@@ -39,7 +40,7 @@ func noLeaks(t testing.TB) {
 // cnode is one node of a test network: identity, links, switch.
 type cnode struct {
 	id    *Identity
-	links *Links
+	links *link.Links
 	sw    *Switch
 	desc  proto.NodeDescriptor
 	cfg   SwitchConfig
@@ -69,7 +70,7 @@ func newNet(t testing.TB, n int, tweak func(i int, cfg *SwitchConfig)) []*cnode 
 		if err != nil {
 			t.Fatal(err)
 		}
-		cn := &cnode{id: id, links: NewLinks(id, DefaultConfig())}
+		cn := &cnode{id: id, links: link.NewLinks(id.Key, link.DefaultConfig())}
 		cfg := DefaultSwitchConfig()
 		cfg.Flags = proto.FlagRelay | proto.FlagORDB
 		cfg.OnEvent = func(e Event) {
@@ -86,7 +87,7 @@ func newNet(t testing.TB, n int, tweak func(i int, cfg *SwitchConfig)) []*cnode 
 			t.Fatal(err)
 		}
 		cn.sw = sw
-		cn.links.SetHandlers(LinkHandlers{Cell: sw.HandleCell, Closed: sw.HandleClosed})
+		cn.links.SetHandlers(link.Handlers{Cell: sw.HandleCell, Closed: sw.HandleClosed})
 		a, err := cn.links.Listen("127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)

@@ -1,7 +1,11 @@
 package circuits
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"testing"
 	"time"
 
@@ -85,33 +89,50 @@ func FuzzRelayCellsAtOrigin(f *testing.F) {
 }
 
 // checkAliveOrDestroyed asserts what must hold after hostile cells: the
-// circuit either still carries an echo stream intact or was destroyed, and
-// the relay then releases it.
+// circuit either still echoes, byte for byte, on a new stream, or it was
+// destroyed; a circuit that does neither (wedged, or silently dropping
+// data) fails. Either way the relay then releases it.
 func checkAliveOrDestroyed(t *testing.T, c *Circuit, relay *cnode) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	c.ep.mu.Lock()
 	c.ep.nextStream = 0x7000 // an ID the hostile cells did not use
 	c.ep.mu.Unlock()
-	s, err := c.OpenStream(ctx, "echo")
-	if err == nil {
-		msg := []byte("still alive")
-		if _, err := s.Write(msg); err == nil {
-			buf := make([]byte, len(msg))
-			s.SetReadDeadline(time.Now().Add(10 * time.Second))
-			if _, err := s.Read(buf); err == nil && string(buf) != string(msg) {
-				t.Fatalf("echo returned %q", buf)
-			}
-		}
-		s.Close()
-	} else {
+	err := echoOnce(c, []byte("still alive"))
+	if errors.Is(err, errEchoDiffers) {
+		t.Fatal(err) // wrong bytes are a failure, destroyed or not
+	}
+	if err != nil {
 		select {
 		case <-c.Done():
-		case <-time.After(10 * time.Second):
-			t.Fatalf("stream refused (%v) on a circuit that was not destroyed", err)
+		case <-time.After(circWait):
+			t.Fatalf("the circuit neither echoes (%v) nor was destroyed", err)
 		}
 	}
 	c.Close()
 	waitUntil(t, "the relay to drop the circuit", func() bool { return relay.sw.Joined() == 0 })
+}
+
+var errEchoDiffers = errors.New("echo returned other bytes")
+
+// echoOnce opens an echo stream on c and checks msg comes back.
+func echoOnce(c *Circuit, msg []byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), circWait)
+	defer cancel()
+	s, err := c.OpenStream(ctx, "echo")
+	if err != nil {
+		return fmt.Errorf("open: %w", err)
+	}
+	defer s.Close()
+	s.SetDeadline(time.Now().Add(circWait))
+	if _, err := s.Write(msg); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(s, buf); err != nil {
+		return fmt.Errorf("read: %w", err)
+	}
+	if !bytes.Equal(buf, msg) {
+		return fmt.Errorf("%w: %q, sent %q", errEchoDiffers, buf, msg)
+	}
+	return nil
 }

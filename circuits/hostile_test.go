@@ -17,7 +17,7 @@ func newBareEndpoint(t *testing.T) *endpoint {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sw, err := newSwitch(id, nil, DefaultSwitchConfig())
+	sw, err := NewSwitch(id, nil, DefaultSwitchConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

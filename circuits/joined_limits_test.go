@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"veil/proto"
@@ -87,87 +88,134 @@ func TestMaxJoinedPerLinkRefusesCreate(t *testing.T) {
 	}
 }
 
-// A joined circuit idle for JoinedIdleTimeout (on the relay's clock) is
-// destroyed at the origin and the next hop; one that moves cells is not.
-func TestJoinedIdleTimeoutDestroysIdleCircuit(t *testing.T) {
-	noLeaks(t)
-	clock := new(testClock)
-	const timeout = 5 * time.Minute
-	nodes := newNet(t, 3, func(i int, cfg *SwitchConfig) {
-		if i == 1 {
-			cfg.Now = clock.Now
-			cfg.JoinedIdleTimeout = timeout // its own ticker fires every 75 s: too late to interfere
-		}
+// recordEvents keeps n's switch events in n.events (newNet does it
+// through OnEvent; in-memory nodes need it added).
+func recordEvents(n *cnode) {
+	n.sw.subscribe(func(e Event) {
+		n.mu.Lock()
+		n.events = append(n.events, e)
+		n.mu.Unlock()
 	})
-	o, m, l := nodes[0], nodes[1], nodes[2]
-	idle := build(t, o, m, l)
-	active := build(t, o, m, l)
-	for i, c := range []*Circuit{idle, active} {
-		if err := echoCheck(c, 100, uint64(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	m.sw.expireIdle(clock.Now())
-	for step := range 2 {
-		clock.Advance(timeout * 3 / 5)
-		if err := echoCheck(active, 100, uint64(step)); err != nil {
-			t.Fatal(err)
-		}
-		m.sw.expireIdle(clock.Now())
-	}
-	// idle has now been idle for 6 minutes, active for none.
-	waitClosed(t, idle)
-	if r := idle.Reason(); r != proto.DestroyTimeout {
-		t.Fatalf("idle circuit closed with %v, want TIMEOUT", r)
-	}
-	waitUntil(t, "the relay to free the slot", func() bool { return m.sw.Joined() == 1 })
-	waitUntil(t, "the last hop to drop the circuit", func() bool { return l.sw.Joined() == 1 })
-	if !hasClosed(l, proto.DestroyTimeout) || !hasClosed(m, proto.DestroyTimeout) {
-		t.Fatalf("no TIMEOUT at the relay or the last hop: %+v %+v", m.eventsOf(EventClosed), l.eventsOf(EventClosed))
-	}
-	select {
-	case <-active.Done():
-		t.Fatalf("active circuit closed: %v", active.Reason())
-	default:
-	}
-	if err := echoCheck(active, 1000, 9); err != nil {
-		t.Fatalf("active circuit after the idle one expired: %v", err)
-	}
-	// Left idle in turn, it goes too.
-	m.sw.expireIdle(clock.Now())
-	clock.Advance(timeout)
-	m.sw.expireIdle(clock.Now())
-	waitClosed(t, active)
-	waitUntil(t, "the relay to free every slot", func() bool { return m.sw.Joined() == 0 })
-	waitUntil(t, "the last hop to drop every circuit", func() bool { return l.sw.Joined() == 0 })
 }
 
-// The switch's own ticker expires idle joined circuits; with the timeout
-// disabled, no reaper runs.
-func TestJoinedIdleReaperRuns(t *testing.T) {
-	noLeaks(t)
-	nodes := newNet(t, 3, func(i int, cfg *SwitchConfig) {
-		switch i {
-		case 1:
-			cfg.JoinedIdleTimeout = 400 * time.Millisecond
-		case 2:
-			cfg.JoinedIdleTimeout = 0
+// A joined circuit idle for JoinedIdleTimeout (on the relay's clock) is
+// destroyed at the origin and the next hop; one that moves cells is not.
+// The relay's clock is a test clock and expireIdle is called by hand; the
+// test runs in a synctest bubble so that synctest.Wait lets the cells an
+// echo leaves behind (END, SENDME) cross the relay before it looks, which
+// polling could not promise.
+func TestJoinedIdleTimeoutDestroysIdleCircuit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		clock := new(testClock)
+		const timeout = 5 * time.Minute // the default: its own ticker fires every 75 s, which never pass here
+		nodes := newMemNodes(t, 3)
+		o, m, l := nodes[0], nodes[1], nodes[2]
+		m.sw.cfg.Now = clock.Now // before any circuit reaches it
+		recordEvents(m)
+		recordEvents(l)
+		idle := build(t, o, m, l)
+		active := build(t, o, m, l)
+		for i, c := range []*Circuit{idle, active} {
+			if err := echoCheck(c, 100, uint64(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		synctest.Wait()
+		m.sw.expireIdle(clock.Now())
+		for step := range 2 {
+			clock.Advance(timeout * 3 / 5)
+			if err := echoCheck(active, 100, uint64(step)); err != nil {
+				t.Fatal(err)
+			}
+			synctest.Wait()
+			m.sw.expireIdle(clock.Now())
+		}
+		// idle has now been idle for 6 minutes, active for none.
+		synctest.Wait()
+		select {
+		case <-idle.Done():
+		default:
+			t.Fatal("the idle circuit is still open")
+		}
+		if r := idle.Reason(); r != proto.DestroyTimeout {
+			t.Fatalf("idle circuit closed with %v, want TIMEOUT", r)
+		}
+		if m.sw.Joined() != 1 || l.sw.Joined() != 1 {
+			t.Fatalf("the relay carries %d circuits, the last hop %d; want 1 each", m.sw.Joined(), l.sw.Joined())
+		}
+		if !hasClosed(l, proto.DestroyTimeout) || !hasClosed(m, proto.DestroyTimeout) {
+			t.Fatalf("no TIMEOUT at the relay or the last hop: %+v %+v", m.eventsOf(EventClosed), l.eventsOf(EventClosed))
+		}
+		select {
+		case <-active.Done():
+			t.Fatalf("active circuit closed: %v", active.Reason())
+		default:
+		}
+		if err := echoCheck(active, 1000, 9); err != nil {
+			t.Fatalf("active circuit after the idle one expired: %v", err)
+		}
+		// Left idle in turn, it goes too.
+		synctest.Wait()
+		m.sw.expireIdle(clock.Now())
+		clock.Advance(timeout)
+		m.sw.expireIdle(clock.Now())
+		synctest.Wait()
+		select {
+		case <-active.Done():
+		default:
+			t.Fatal("the circuit left idle is still open")
+		}
+		if m.sw.Joined() != 0 || l.sw.Joined() != 0 {
+			t.Fatalf("the relay carries %d circuits, the last hop %d; want none", m.sw.Joined(), l.sw.Joined())
 		}
 	})
-	c := build(t, nodes[0], nodes[1])
-	kept := build(t, nodes[0], nodes[2])
-	waitClosed(t, c)
-	if r := c.Reason(); r != proto.DestroyTimeout {
-		t.Fatalf("closed with %v, want TIMEOUT", r)
-	}
-	waitUntil(t, "the relay to free the slot", func() bool { return nodes[1].sw.Joined() == 0 })
-	nodes[2].sw.mu.Lock()
-	reaping := nodes[2].sw.reaping
-	nodes[2].sw.mu.Unlock()
-	if reaping {
-		t.Fatal("a reaper runs with JoinedIdleTimeout 0")
-	}
-	if err := echoCheck(kept, 100, 1); err != nil {
-		t.Fatal(err)
-	}
+}
+
+// The switch's own ticker expires idle joined circuits, in fake time: a
+// circuit idle for just under JoinedIdleTimeout lives, one idle for 1.25
+// times it (the reaper looks every quarter) is gone with TIMEOUT. With the
+// timeout disabled, no reaper runs and an idle circuit stays.
+func TestJoinedIdleReaperRuns(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		nodes := newMemNodes(t, 3)
+		const timeout = 5 * time.Minute // the default
+		if got := nodes[1].sw.cfg.JoinedIdleTimeout; got != timeout {
+			t.Fatalf("JoinedIdleTimeout %v, want the default %v", got, timeout)
+		}
+		nodes[2].sw.cfg.JoinedIdleTimeout = 0 // before any circuit reaches it
+		c := build(t, nodes[0], nodes[1])
+		kept := build(t, nodes[0], nodes[2])
+		time.Sleep(timeout - time.Second)
+		synctest.Wait()
+		select {
+		case <-c.Done():
+			t.Fatalf("closed (%v) before it was idle for JoinedIdleTimeout", c.Reason())
+		default:
+		}
+		time.Sleep(timeout/4 + 2*time.Second)
+		synctest.Wait()
+		select {
+		case <-c.Done():
+		default:
+			t.Fatal("still open after 1.25 JoinedIdleTimeout idle")
+		}
+		if r := c.Reason(); r != proto.DestroyTimeout {
+			t.Fatalf("closed with %v, want TIMEOUT", r)
+		}
+		if n := nodes[1].sw.Joined(); n != 0 {
+			t.Fatalf("the relay still carries %d circuits", n)
+		}
+		time.Sleep(time.Hour)
+		synctest.Wait()
+		nodes[2].sw.mu.Lock()
+		reaping := nodes[2].sw.reaping
+		nodes[2].sw.mu.Unlock()
+		if reaping {
+			t.Fatal("a reaper runs with JoinedIdleTimeout 0")
+		}
+		if err := echoCheck(kept, 100, 1); err != nil {
+			t.Fatal(err)
+		}
+		kept.Close()
+	})
 }

@@ -26,8 +26,8 @@ type StaticDirectory []proto.NodeDescriptor
 // Nodes returns the list.
 func (d StaticDirectory) Nodes() []proto.NodeDescriptor { return d }
 
-// PoolConfig holds the TunnelCommunity settings of seed 000 that concern our
-// own circuits (max_joined_circuits and peer_flags are SwitchConfig's
+// PoolConfig holds the settings of the TunnelCommunity tunnel API that
+// concern our own circuits (max_joined_circuits and peer_flags are SwitchConfig's
 // MaxJoinedCircuits and Flags). Start from DefaultPoolConfig.
 type PoolConfig struct {
 	// MinCircuits is the count TunnelsReady measures against.
@@ -55,8 +55,9 @@ type PoolConfig struct {
 	// AllowSameSubnet lets two hops share a /16 (IPv4) or /32 (IPv6):
 	// only for loopback tests.
 	AllowSameSubnet bool
-	// Seed seeds path selection (0: random).
-	Seed uint64
+	// Rand draws the paths; the pool owns it once NewPool returns (nil: a
+	// generator seeded from crypto/rand). Seed it for reproducible paths.
+	Rand *rand.Rand
 	// OnData receives what comes back on TunnelData's streams. It is
 	// called from one goroutine per stream; data is valid during the call.
 	OnData func(c *Circuit, dest string, data []byte)
@@ -233,8 +234,8 @@ type tunnelKey struct {
 	dest string
 }
 
-// Pool keeps a set of origin circuits built and fresh: seed 000's
-// TunnelCommunity in Go form. Call BuildTunnels, then Run (or Check
+// Pool keeps a set of origin circuits built and fresh: the TunnelCommunity
+// tunnel API in Go form. Call BuildTunnels, then Run (or Check
 // periodically). Safe for concurrent use.
 type Pool struct {
 	sw  *Switch
@@ -262,9 +263,12 @@ func NewPool(sw *Switch, dir Directory, cfg PoolConfig) (*Pool, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	seed := cfg.Seed
-	if seed == 0 {
-		seed = rand.Uint64()
+	rng := cfg.Rand
+	if rng == nil {
+		var err error
+		if rng, err = seededRand(nil); err != nil {
+			return nil, err
+		}
 	}
 	p := &Pool{
 		sw:       sw,
@@ -272,7 +276,7 @@ func NewPool(sw *Switch, dir Directory, cfg PoolConfig) (*Pool, error) {
 		cfg:      cfg,
 		streams:  make(map[tunnelKey]*Stream),
 		activity: make(map[*Circuit]activity),
-		rng:      rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		rng:      rng,
 		wake:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 	}
@@ -291,7 +295,7 @@ func (p *Pool) poke() {
 	}
 }
 
-// BuildTunnels makes the pool keep circuits of hops hops (seed 000's
+// BuildTunnels makes the pool keep circuits of hops hops (the TunnelCommunity's
 // build_tunnels). Circuits of another length are closed and replaced.
 func (p *Pool) BuildTunnels(hops int) error {
 	if hops < 1 || hops > p.sw.cfg.MaxRelayEarly+1 {
@@ -334,7 +338,7 @@ func (p *Pool) LastError() error {
 	return p.lastErr
 }
 
-// TunnelData sends payload to dest through c (seed 000's tunnel_data): a
+// TunnelData sends payload to dest through c (the TunnelCommunity's tunnel_data): a
 // service registered at the circuit's last hop, or "ip:port" when the last
 // hop is an exit whose policy allows it. The bytes go on a stream the pool
 // keeps open per circuit and destination.
@@ -346,7 +350,7 @@ func (p *Pool) TunnelData(c *Circuit, dest string, payload []byte) error {
 		p.mu.Unlock()
 		return ErrPoolClosed
 	}
-	if !slicesContains(p.circs, c) {
+	if !slices.Contains(p.circs, c) {
 		p.mu.Unlock()
 		return ErrNotInPool
 	}
@@ -377,15 +381,6 @@ func (p *Pool) TunnelData(c *Circuit, dest string, payload []byte) error {
 	}
 	_, err := s.Write(payload)
 	return err
-}
-
-func slicesContains(cs []*Circuit, c *Circuit) bool {
-	for _, x := range cs {
-		if x == c {
-			return true
-		}
-	}
-	return false
 }
 
 func (p *Pool) readTunnel(c *Circuit, k tunnelKey, s *Stream) {
@@ -522,11 +517,11 @@ func (p *Pool) tryBuild(hops int) (*Circuit, error) {
 		case <-ctx.Done():
 		}
 	}()
-	t0 := time.Now()
+	t0 := p.sw.cfg.Now()
 	c, err := p.sw.Build(ctx, path)
 	if err == nil {
 		p.mu.Lock()
-		p.samples = append(p.samples, time.Since(t0))
+		p.samples = append(p.samples, p.sw.cfg.Now().Sub(t0))
 		if len(p.samples) > buildSamplesMax {
 			p.samples = p.samples[1:]
 		}

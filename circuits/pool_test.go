@@ -126,7 +126,7 @@ func newPoolNet(t *testing.T, n int, tweak func(*PoolConfig)) *poolNet {
 	cfg.MinCircuits, cfg.MaxCircuits = 2, 3
 	cfg.AllowSameSubnet = true
 	cfg.CheckInterval = 20 * time.Millisecond
-	cfg.Seed = 7
+	cfg.Rand = rand.New(rand.NewPCG(7, 7))
 	cfg.OnData = func(c *Circuit, dest string, data []byte) {
 		pn.mu.Lock()
 		pn.data[c.ID()] = append(pn.data[c.ID()], data...)

@@ -1,112 +1,20 @@
 package circuits
 
 import (
-	"context"
-	"errors"
 	"net/netip"
-	"sync"
 	"testing"
 	"time"
 
+	"veil/circuits/link"
+	"veil/circuits/link/linktest"
 	"veil/circuits/onion"
 	"veil/proto"
 )
 
-// memLink is one end of an in-memory link: cells sent on it are handed, by
-// one goroutine per direction, to the peer switch's handler. It stands in
-// for *Link where a test or benchmark is about the circuit layer alone.
-type memLink struct {
-	peer    proto.NodeID
-	inbound bool
-	q       chan *proto.Cell
-	done    chan struct{}
-}
-
-var _ cellLink = (*memLink)(nil)
-
-var errMemClosed = errors.New("memlink closed")
-
-func (l *memLink) Peer() proto.NodeID { return l.peer }
-func (l *memLink) Inbound() bool      { return l.inbound }
-
-func (l *memLink) SendCell(c *proto.Cell) error {
-	select {
-	case l.q <- c:
-		return nil
-	case <-l.done:
-		proto.PutCell(c)
-		return errMemClosed
-	}
-}
-
-func (l *memLink) TrySendCell(c *proto.Cell) error {
-	select {
-	case l.q <- c:
-		return nil
-	default:
-		proto.PutCell(c)
-		return ErrQueueFull
-	}
-}
-
-// memNet connects switches by memLinks, made on first use.
-type memNet struct {
-	mu    sync.Mutex
-	sws   map[proto.NodeID]*Switch
-	links map[[2]proto.NodeID]*memLink // [from, to] -> from's end
-	done  chan struct{}
-	wg    sync.WaitGroup
-}
-
-func newMemNet() *memNet {
-	return &memNet{sws: map[proto.NodeID]*Switch{}, links: map[[2]proto.NodeID]*memLink{}, done: make(chan struct{})}
-}
-
-type memDialer struct {
-	n    *memNet
-	self proto.NodeID
-}
-
-func (d memDialer) getLink(ctx context.Context, id proto.NodeID, addr string) (cellLink, error) {
-	n := d.n
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if l := n.links[[2]proto.NodeID{d.self, id}]; l != nil {
-		return l, nil
-	}
-	if n.sws[id] == nil {
-		return nil, errors.New("memnet: no such node")
-	}
-	ab := &memLink{peer: id, q: make(chan *proto.Cell, 512), done: n.done}
-	ba := &memLink{peer: d.self, inbound: true, q: make(chan *proto.Cell, 512), done: n.done}
-	n.links[[2]proto.NodeID{d.self, id}] = ab
-	n.links[[2]proto.NodeID{id, d.self}] = ba
-	pump := func(from *memLink, to *Switch, as *memLink) {
-		defer n.wg.Done()
-		for {
-			select {
-			case c := <-from.q:
-				to.handleCell(as, c)
-			case <-n.done:
-				return
-			}
-		}
-	}
-	n.wg.Add(2)
-	go pump(ab, n.sws[id], ba)
-	go pump(ba, n.sws[d.self], ab)
-	return ab, nil
-}
-
-func (n *memNet) close() {
-	close(n.done)
-	n.wg.Wait()
-}
-
-// newMemNodes makes n switches on one memNet.
+// newMemNodes makes n switches on one in-memory network.
 func newMemNodes(t testing.TB, n int) []*cnode {
 	t.Helper()
-	mn := newMemNet()
+	mn := linktest.NewNet()
 	nodes := make([]*cnode, n)
 	for i := range nodes {
 		id, err := NewEphemeralIdentity()
@@ -114,7 +22,8 @@ func newMemNodes(t testing.TB, n int) []*cnode {
 			t.Fatal(err)
 		}
 		cfg := DefaultSwitchConfig()
-		sw, err := newSwitch(id, memDialer{mn, id.ID}, cfg)
+		mnode := mn.Node(id.ID)
+		sw, err := NewSwitch(id, mnode, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -123,16 +32,14 @@ func newMemNodes(t testing.TB, n int) []*cnode {
 			t.Fatal(err)
 		}
 		sw.Handle("echo", echoService)
-		mn.mu.Lock()
-		mn.sws[id.ID] = sw
-		mn.mu.Unlock()
+		mnode.SetHandlers(link.Handlers{Cell: sw.HandleCell, Closed: sw.HandleClosed})
 		nodes[i] = &cnode{id: id, sw: sw, desc: desc, cfg: cfg}
 	}
 	t.Cleanup(func() {
 		for _, cn := range nodes {
 			cn.sw.Close()
 		}
-		mn.close()
+		mn.Close()
 	})
 	return nodes
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"veil/circuits/link"
 	"veil/proto"
 )
 
@@ -36,8 +37,8 @@ func waitClosed(t testing.TB, c *Circuit) {
 // bit in the next RELAY cell arriving from peer: a relay tampering with the
 // cells it forwards.
 func flipper(n *cnode, from proto.NodeID, armed *atomic.Bool) {
-	n.links.SetHandlers(LinkHandlers{
-		Cell: func(l *Link, c *proto.Cell) {
+	n.links.SetHandlers(link.Handlers{
+		Cell: func(l link.Conn, c *proto.Cell) {
 			if c.Command() == proto.CmdRelay && l.Peer() == from && armed.CompareAndSwap(true, false) {
 				c.Payload()[200] ^= 0x04
 			}
@@ -78,13 +79,9 @@ func TestBitFlipDestroysCircuit(t *testing.T) {
 			if dir == "backward" {
 				detector = nodes[0]
 			}
-			var sawProtocol bool
-			for _, e := range detector.eventsOf(EventClosed) {
-				sawProtocol = sawProtocol || e.Reason == proto.DestroyProtocol
-			}
-			if !sawProtocol {
-				t.Errorf("the endpoint did not close the circuit for PROTOCOL: %+v", detector.eventsOf(EventClosed))
-			}
+			// EventClosed comes after Done closes (the circuit's goroutine
+			// emits it last): wait for it rather than look once.
+			waitUntil(t, "the endpoint to close the circuit for PROTOCOL", func() bool { return hasClosed(detector, proto.DestroyProtocol) })
 		})
 	}
 }
@@ -291,8 +288,8 @@ func TestCreateWithIDFromWrongHalfRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := make(chan *proto.Cell, 4)
-	raw := NewLinks(id, DefaultConfig())
-	raw.SetHandlers(LinkHandlers{Cell: func(l *Link, c *proto.Cell) { got <- c }})
+	raw := link.NewLinks(id.Key, link.DefaultConfig())
+	raw.SetHandlers(link.Handlers{Cell: func(l link.Conn, c *proto.Cell) { got <- c }})
 	defer raw.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), circWait)
 	defer cancel()

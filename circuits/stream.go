@@ -130,11 +130,11 @@ func (e *endpoint) sendControl(target int, early bool, cmd proto.RelayCommand, s
 func (e *endpoint) sendData(s *Stream, cmd proto.RelayCommand, data []byte) error {
 	for {
 		e.mu.Lock()
-		for !e.closed && !s.localClosed && !s.peerEnded && !past(s.wdeadline) && (e.sendWin.Left() == 0 || s.sendWin.Left() == 0) {
+		for !e.closed && !s.localClosed && !s.peerEnded && !e.past(s.wdeadline) && (e.sendWin.Left() == 0 || s.sendWin.Left() == 0) {
 			s.cond.Wait()
 		}
 		err := s.writeErrLocked()
-		if err == nil && past(s.wdeadline) && (e.sendWin.Left() == 0 || s.sendWin.Left() == 0) {
+		if err == nil && e.past(s.wdeadline) && (e.sendWin.Left() == 0 || s.sendWin.Left() == 0) {
 			err = errDeadline
 		}
 		e.mu.Unlock()
@@ -339,9 +339,7 @@ func (e *endpoint) begin(sid uint16, dest string) {
 	sw.mu.Unlock()
 	var exit netip.AddrPort
 	if svc == nil && !e.origin {
-		if ap, err := netip.ParseAddrPort(dest); err == nil && sw.exitAllows(ap) {
-			exit = ap
-		}
+		exit = sw.exitTo(dest)
 	}
 	e.mu.Lock()
 	var s *Stream
@@ -369,45 +367,15 @@ func (e *endpoint) begin(sid uint16, dest string) {
 	go func() {
 		defer sw.wg.Done()
 		defer s.Close()
-		var conn net.Conn
 		if exit.IsValid() {
-			d := net.Dialer{Timeout: sw.cfg.ExtendTimeout}
-			var err error
-			if conn, err = d.Dial("tcp", exit.String()); err != nil {
-				e.mu.Lock()
-				s.peerEnded = true // nothing more to send: END says why
-				e.mu.Unlock()
-				_ = e.sendControl(lastHop, false, proto.RelayEnd, sid, []byte{EndConnectRefused})
-				return
-			}
-		}
-		if err := e.sendControl(lastHop, false, proto.RelayConnected, sid, nil); err != nil {
-			if conn != nil {
-				conn.Close()
-			}
+			e.serveExit(s, exit)
 			return
 		}
-		if conn != nil {
-			bridge(s, conn)
+		if err := e.sendControl(lastHop, false, proto.RelayConnected, sid, nil); err != nil {
 			return
 		}
 		svc(s)
 	}()
-}
-
-// bridge copies between an exit stream and its TCP connection until either
-// side ends, then closes both.
-func bridge(s *Stream, conn net.Conn) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		io.Copy(conn, s) // until the origin ends the stream or the circuit dies
-		conn.Close()
-	}()
-	io.Copy(s, conn)
-	s.Close()
-	conn.Close()
-	<-done
 }
 
 // openStream sends BEGIN for dest to the other end and waits for CONNECTED.
@@ -568,7 +536,7 @@ func (s *Stream) writeErrLocked() error {
 func (s *Stream) Read(p []byte) (int, error) {
 	e := s.e
 	e.mu.Lock()
-	for s.rqHead == len(s.rq) && !s.peerEnded && !s.localClosed && !e.closed && !past(s.deadline) {
+	for s.rqHead == len(s.rq) && !s.peerEnded && !s.localClosed && !e.closed && !e.past(s.deadline) {
 		s.cond.Wait()
 	}
 	if s.rqHead == len(s.rq) {
@@ -610,7 +578,7 @@ func (s *Stream) ReadCell(buf []byte) (proto.RelayCommand, int, error) {
 	}
 	e := s.e
 	e.mu.Lock()
-	for s.rqHead == len(s.rq) && !s.peerEnded && !s.localClosed && !e.closed && !past(s.deadline) {
+	for s.rqHead == len(s.rq) && !s.peerEnded && !s.localClosed && !e.closed && !e.past(s.deadline) {
 		s.cond.Wait()
 	}
 	if s.rqHead == len(s.rq) {
@@ -698,8 +666,11 @@ func (s *Stream) Close() error {
 }
 
 // errDeadline is what Read and Write return once their deadline passed; it
-// is a net.Error with Timeout() true, as net.Conn's are.
+// is a net.Error with Timeout() true, as net.Conn's are. Temporary is
+// deprecated but still part of net.Error, so it stays.
 var errDeadline error = deadlineError{}
+
+var _ net.Error = deadlineError{}
 
 type deadlineError struct{}
 
@@ -735,7 +706,9 @@ func (s *Stream) setDeadline(d *time.Time, tm **time.Timer, t time.Time) error {
 		*tm = nil
 	}
 	if !t.IsZero() {
-		*tm = time.AfterFunc(time.Until(t), func() {
+		// The timer only wakes the waiters; they judge the deadline by
+		// the switch's clock (past), so a test clock decides.
+		*tm = time.AfterFunc(t.Sub(e.sw.cfg.Now()), func() {
 			e.mu.Lock()
 			s.cond.Broadcast()
 			e.mu.Unlock()
@@ -745,7 +718,9 @@ func (s *Stream) setDeadline(d *time.Time, tm **time.Timer, t time.Time) error {
 	return nil
 }
 
-func past(t time.Time) bool { return !t.IsZero() && !time.Now().Before(t) }
+// past reports whether deadline t (zero: none) has passed on the switch's
+// clock.
+func (e *endpoint) past(t time.Time) bool { return !t.IsZero() && !e.sw.cfg.Now().Before(t) }
 
 // StreamAddr names one end of a stream for net.Conn's LocalAddr and
 // RemoteAddr: the local circuit handle, the stream ID and the destination.

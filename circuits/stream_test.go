@@ -10,14 +10,22 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"veil/proto"
 )
 
+// A writer faster than its reader stops once it has used the stream
+// window: run in fake time over in-memory links, synctest.Wait proves that
+// nothing more moves while the reader holds back (every goroutine is
+// blocked), rather than hoping a pause was long enough.
 func TestFastSenderHeldBackBySendme(t *testing.T) {
-	noLeaks(t)
-	nodes := newNet(t, 4, nil)
+	synctest.Test(t, testFastSenderHeldBackBySendme)
+}
+
+func testFastSenderHeldBackBySendme(t *testing.T) {
+	nodes := newMemNodes(t, 4)
 	accepted := make(chan *Stream, 1)
 	release := make(chan struct{})
 	got := make(chan []byte, 1)
@@ -53,21 +61,14 @@ func TestFastSenderHeldBackBySendme(t *testing.T) {
 	}()
 
 	window := nodes[3].cfg.StreamWindow
-	waitUntil(t, "the exit's stream buffer to fill", func() bool {
-		n, _ := exit.queuedCells()
-		return n == window
-	})
+	synctest.Wait() // everyone blocked: the sender on its window, the reader on release
 	// The sender has used its whole stream window and no more: it is
 	// blocked on the SENDME the reader has not earned yet.
 	if w := written.Load(); w != int64(window*proto.RelayDataSize) {
 		t.Fatalf("sender wrote %d bytes with a window of %d cells", w, window)
 	}
-	time.Sleep(50 * time.Millisecond) // give a broken window time to leak more
-	if w := written.Load(); w != int64(window*proto.RelayDataSize) {
-		t.Fatalf("sender kept writing: %d bytes", w)
-	}
 	if n, _ := exit.queuedCells(); n != window {
-		t.Fatalf("exit buffers %d cells", n)
+		t.Fatalf("exit buffers %d cells, window %d", n, window)
 	}
 	close(release)
 	if err := <-wdone; err != nil {
@@ -306,33 +307,51 @@ func TestORDBOnlyNodeDoesNotRelay(t *testing.T) {
 	}
 }
 
+// A Stream's deadlines are net.Conn's, judged in fake time: Read fails
+// exactly when its deadline passes, and Write once the window is used up
+// past it.
 func TestStreamDeadlines(t *testing.T) {
-	noLeaks(t)
-	nodes := newNet(t, 2, nil)
-	hold := make(chan struct{})
-	nodes[1].sw.Handle("stall", func(s *Stream) { <-hold })
-	defer close(hold)
-	c := build(t, nodes[0], nodes[1])
-	s, err := c.OpenStream(context.Background(), "stall")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conn net.Conn = s // a Stream is a net.Conn
-	if conn.RemoteAddr().Network() != "veil" {
-		t.Fatal("address network")
-	}
-	conn.SetDeadline(time.Now().Add(50 * time.Millisecond))
-	if _, err := conn.Read(make([]byte, 10)); !isTimeout(err) {
-		t.Fatalf("read past the deadline: %v", err)
-	}
-	// The service never reads: the window closes and Write times out.
-	big := make([]byte, 2*nodes[1].cfg.StreamWindow*proto.RelayDataSize)
-	n, err := conn.Write(big)
-	if !isTimeout(err) || n != nodes[1].cfg.StreamWindow*proto.RelayDataSize {
-		t.Fatalf("write past the window: %d bytes, %v", n, err)
-	}
-	conn.SetDeadline(time.Time{})
-	s.Close()
+	synctest.Test(t, func(t *testing.T) {
+		nodes := newMemNodes(t, 2)
+		hold := make(chan struct{})
+		nodes[1].sw.Handle("stall", func(s *Stream) { <-hold })
+		defer close(hold)
+		c := build(t, nodes[0], nodes[1])
+		s, err := c.OpenStream(context.Background(), "stall")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var conn net.Conn = s // a Stream is a net.Conn
+		if conn.RemoteAddr().Network() != "veil" {
+			t.Fatal("address network")
+		}
+		const wait = 50 * time.Millisecond
+		t0 := time.Now()
+		conn.SetDeadline(t0.Add(wait))
+		if _, err := conn.Read(make([]byte, 10)); !isTimeout(err) {
+			t.Fatalf("read past the deadline: %v", err)
+		}
+		if took := time.Since(t0); took != wait {
+			t.Fatalf("read gave up after %v, deadline %v", took, wait)
+		}
+		// The service never reads: the window closes and Write times out.
+		big := make([]byte, 2*nodes[1].cfg.StreamWindow*proto.RelayDataSize)
+		n, err := conn.Write(big)
+		if !isTimeout(err) || n != nodes[1].cfg.StreamWindow*proto.RelayDataSize {
+			t.Fatalf("write past the window: %d bytes, %v", n, err)
+		}
+		// A writer blocked on the closed window wakes at its deadline.
+		t1 := time.Now()
+		conn.SetWriteDeadline(t1.Add(time.Second))
+		if n, err := conn.Write(big[:1]); !isTimeout(err) || n != 0 {
+			t.Fatalf("write on a closed window: %d bytes, %v", n, err)
+		}
+		if took := time.Since(t1); took != time.Second {
+			t.Fatalf("blocked write gave up after %v, deadline 1s", took)
+		}
+		conn.SetDeadline(time.Time{})
+		s.Close()
+	})
 }
 
 func isTimeout(err error) bool {

@@ -68,6 +68,10 @@ func TestCoreRejectsBadRPCs(t *testing.T) {
 		{"STORED for a FIND_NODE", peer.ID, proto.DHTMessage{Type: proto.DHTStored, TxID: findTx}, ErrUnexpected, false},
 		{"from self", c.ID(), proto.DHTMessage{Type: proto.DHTPing, TxID: 9}, ErrSelf, false},
 		{"unknown type", peer.ID, proto.DHTMessage{Type: 200, TxID: 9}, ErrUnexpected, false},
+		// The descriptor exchange shares the DHT var cell; the node hands
+		// it elsewhere, and a core that gets it anyway changes nothing.
+		{"DESCRIPTOR_REQUEST", peer.ID, proto.DHTMessage{Type: proto.DHTDescriptorRequest, TxID: 9, Sender: peer.Addr}, ErrNotRequest, false},
+		{"DESCRIPTOR with a pending tx", peer.ID, proto.DHTMessage{Type: proto.DHTDescriptor, TxID: findTx}, ErrUnexpected, false},
 		{"STORE about someone else", other.ID, proto.DHTMessage{Type: proto.DHTStore, TxID: 9, Sender: other.Addr, Record: good}, ErrNotOwner, true},
 		{"STORE with a bad signature", peer.ID, proto.DHTMessage{Type: proto.DHTStore, TxID: 9, Sender: peer.Addr, Record: badSig}, proto.ErrRecordSignature, true},
 		{"STORE expired", peer.ID, proto.DHTMessage{Type: proto.DHTStore, TxID: 9, Sender: peer.Addr, Record: testRecord(peer, key, testNow)}, proto.ErrRecordExpired, true},

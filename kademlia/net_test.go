@@ -11,13 +11,14 @@ import (
 	"time"
 
 	"veil/circuits"
+	"veil/circuits/link"
 	"veil/proto"
 )
 
-// linksTransport carries DHT RPCs over circuits links as proto.CmdDHT var
+// linksTransport carries DHT RPCs over link.Links as proto.CmdDHT var
 // cells, as a veil node does: the existing link to the peer if there is
 // one (answers go back on the link the request came on), else a new one.
-type linksTransport struct{ m *circuits.Links }
+type linksTransport struct{ m *link.Links }
 
 var _ Transport = linksTransport{}
 
@@ -36,7 +37,7 @@ func (t linksTransport) Send(ctx context.Context, to proto.DHTContact, payload [
 }
 
 type netNode struct {
-	links *circuits.Links
+	links *link.Links
 	node  *Node
 }
 
@@ -46,12 +47,11 @@ func startNetNode(t *testing.T, ctx context.Context, wg *sync.WaitGroup, seed ui
 	if err != nil {
 		t.Fatal(err)
 	}
-	lcfg := circuits.DefaultConfig()
-	links := circuits.NewLinks(cid, lcfg)
+	links := link.NewLinks(cid.Key, link.DefaultConfig())
 	var target atomic.Pointer[Node]
-	links.SetHandlers(circuits.LinkHandlers{
-		Cell: func(l *circuits.Link, c *proto.Cell) { proto.PutCell(c) },
-		Var: func(l *circuits.Link, v proto.VarCell) {
+	links.SetHandlers(link.Handlers{
+		Cell: func(l link.Conn, c *proto.Cell) { proto.PutCell(c) },
+		Var: func(l link.Conn, v proto.VarCell) {
 			if n := target.Load(); n != nil && v.Command == proto.CmdDHT {
 				_ = n.Deliver(l.Peer(), v.Payload) // copies the payload
 			}

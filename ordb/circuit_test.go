@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"veil/circuits"
+	"veil/circuits/link"
 	"veil/proto"
 )
 
@@ -24,14 +25,14 @@ func newORDBNode(t testing.TB) *ordbNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	links := circuits.NewLinks(id, circuits.DefaultConfig())
+	links := link.NewLinks(id.Key, link.DefaultConfig())
 	cfg := circuits.DefaultSwitchConfig()
 	cfg.Flags = proto.FlagRelay | proto.FlagORDB
 	sw, err := circuits.NewSwitch(id, links, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	links.SetHandlers(circuits.LinkHandlers{Cell: sw.HandleCell, Closed: sw.HandleClosed})
+	links.SetHandlers(link.Handlers{Cell: sw.HandleCell, Closed: sw.HandleClosed})
 	a, err := links.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

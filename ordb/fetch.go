@@ -2,6 +2,7 @@ package ordb
 
 import (
 	"context"
+	crand "crypto/rand"
 	"errors"
 	"fmt"
 	"math/bits"
@@ -22,6 +23,10 @@ type FetchConfig struct {
 	// Progress, if set, is called after each stored range with the chunks
 	// held and the total.
 	Progress func(held, total uint64)
+	// Rand draws the queries' request IDs; Fetch owns it while it runs
+	// (nil: a generator seeded from crypto/rand). Seed it for a
+	// reproducible exchange.
+	Rand *rand.Rand
 }
 
 func (c FetchConfig) withDefaults() FetchConfig {
@@ -31,6 +36,11 @@ func (c FetchConfig) withDefaults() FetchConfig {
 	c.ChunksPerQuery = min(c.ChunksPerQuery, DefaultMaxChunks)
 	if c.InFlight <= 0 {
 		c.InFlight = 8
+	}
+	if c.Rand == nil {
+		var seed [32]byte
+		crand.Read(seed[:]) // never fails (crypto/rand panics rather)
+		c.Rand = rand.New(rand.NewChaCha8(seed))
 	}
 	return c
 }
@@ -47,7 +57,7 @@ func Fetch(ctx context.Context, s CellStream, name proto.HashName, store *chunks
 	go func() { <-ctx.Done(); s.Close() }() // unblocks ReadCell on cancel
 
 	c := newMsgConn(s)
-	query := proto.DBQuery{HashName: name, RequestID: rand.Uint64()}
+	query := proto.DBQuery{HashName: name, RequestID: cfg.Rand.Uint64()}
 	if err := c.send(query); err != nil {
 		return proto.DBConnected{}, err
 	}
@@ -84,7 +94,7 @@ func Fetch(ctx context.Context, s CellStream, name proto.HashName, store *chunks
 			} else {
 				break
 			}
-			query.Chunk, query.NbChunks, query.RequestID = uint32(r[0]), uint16(r[1]-r[0]), rand.Uint64()
+			query.Chunk, query.NbChunks, query.RequestID = uint32(r[0]), uint16(r[1]-r[0]), cfg.Rand.Uint64()
 			if err := c.send(query); err != nil {
 				return d, ctxErr(ctx, err)
 			}

@@ -11,6 +11,7 @@ import (
 
 	"veil/chunkstore"
 	"veil/circuits"
+	"veil/circuits/link"
 	"veil/kademlia"
 	"veil/proto"
 )
@@ -23,7 +24,7 @@ import (
 type netNode struct {
 	name  string
 	id    *circuits.Identity
-	links *circuits.Links
+	links *link.Links
 	sw    *circuits.Switch
 	desc  proto.NodeDescriptor
 	dht   *kademlia.Node
@@ -53,7 +54,7 @@ func (s *staticCircuits) add(c *circuits.Circuit) {
 }
 
 // linkTransport carries DHT RPCs over links, as a veil node does.
-type linkTransport struct{ m *circuits.Links }
+type linkTransport struct{ m *link.Links }
 
 func (t linkTransport) Send(ctx context.Context, to proto.DHTContact, payload []byte) error {
 	l := t.m.Lookup(to.ID)
@@ -177,21 +178,21 @@ func (n *testNet) addNode(name string, flags uint8, listen bool) *netNode {
 		t.Fatal(err)
 	}
 	nd := &netNode{name: name, id: id}
-	nd.links = circuits.NewLinks(id, circuits.DefaultConfig())
+	nd.links = link.NewLinks(id.Key, link.DefaultConfig())
 	cfg := circuits.DefaultSwitchConfig()
 	cfg.Flags = flags
 	if nd.sw, err = circuits.NewSwitch(id, nd.links, cfg); err != nil {
 		t.Fatal(err)
 	}
-	nd.links.SetHandlers(circuits.LinkHandlers{
-		Cell: func(l *circuits.Link, c *proto.Cell) { n.record(id.ID, l.Peer()); nd.sw.HandleCell(l, c) },
-		Var: func(l *circuits.Link, v proto.VarCell) {
+	nd.links.SetHandlers(link.Handlers{
+		Cell: func(l link.Conn, c *proto.Cell) { n.record(id.ID, l.Peer()); nd.sw.HandleCell(l, c) },
+		Var: func(l link.Conn, v proto.VarCell) {
 			n.record(id.ID, l.Peer())
 			if d := nd.dhtp.Load(); d != nil && v.Command == proto.CmdDHT {
 				_ = d.Deliver(l.Peer(), v.Payload)
 			}
 		},
-		Closed: func(l *circuits.Link, err error) { nd.sw.HandleClosed(l, err) },
+		Closed: func(l link.Conn, err error) { nd.sw.HandleClosed(l, err) },
 	})
 	var addrs []netip.AddrPort
 	if listen {

@@ -12,7 +12,9 @@ type DHTType uint8
 
 // DHT RPC types. Requests have odd numbers, their answers the next even one;
 // FIND_VALUE is answered by VALUE when the node holds records for the key,
-// by NODES otherwise.
+// by NODES otherwise. Types 1..10 are Kademlia's; DESCRIPTOR_REQUEST and
+// DESCRIPTOR are the exchange of signed node descriptors between the two
+// ends of a link, which rides in the same var cell.
 const (
 	DHTPing      DHTType = 1  // request: are you alive?
 	DHTPong      DHTType = 2  // answer to PING
@@ -24,11 +26,16 @@ const (
 	DHTStored    DHTType = 8  // answer to STORE: Status
 	DHTFindPeer  DHTType = 9  // request to a bridge: Peer is the asker (DB_FIND_PEER)
 	DHTFoundPeer DHTType = 10 // answer to FIND_PEER: Found (DB_FOUND_PEER)
+
+	DHTDescriptorRequest DHTType = 11 // request: your signed node descriptor
+	DHTDescriptor        DHTType = 12 // answer to DESCRIPTOR_REQUEST: the answerer's own Descriptor
+
+	dhtLastType = DHTDescriptor
 )
 
 // IsRequest reports whether t is a request (it carries the sender's address
 // and expects an answer).
-func (t DHTType) IsRequest() bool { return t >= DHTPing && t <= DHTFoundPeer && t%2 == 1 }
+func (t DHTType) IsRequest() bool { return t >= DHTPing && t <= dhtLastType && t%2 == 1 }
 
 // Response returns the answer type a request of type t expects (for
 // FIND_VALUE, DHTValue; DHTNodes is also a valid answer).
@@ -61,6 +68,10 @@ func (t DHTType) String() string {
 		return "FIND_PEER"
 	case DHTFoundPeer:
 		return "FOUND_PEER"
+	case DHTDescriptorRequest:
+		return "DESCRIPTOR_REQUEST"
+	case DHTDescriptor:
+		return "DESCRIPTOR"
 	}
 	return fmt.Sprintf("DHT(%d)", uint8(t))
 }
@@ -312,6 +323,7 @@ func ParseProviderRecord(b []byte) (ProviderRecord, error) {
 //	FIND_VALUE  [key 20B]
 //	STORE       [record length 1B][provider record]
 //	FIND_PEER   [DB_FIND_PEER record] (to the end)
+//	DESCRIPTOR_REQUEST -
 //
 // and answers:
 //
@@ -322,8 +334,11 @@ func ParseProviderRecord(b []byte) (ProviderRecord, error) {
 //	STORED      [status 1B]
 //	FOUND_PEER  [count 1B 1..16][DB_FOUND_PEER records] (to the end; the
 //	            count lets a receiver tell a cut answer from a short one)
+//	DESCRIPTOR  [node descriptor] (to the end; see NodeDescriptor)
 //
-// A contact is [ID 20B][addr]. Only the fields of Type are encoded; the
+// A DESCRIPTOR carries the answering node's own descriptor: a node vouches
+// only for itself, so a receiver keeps it only when its ID is the link
+// peer's. A contact is [ID 20B][addr]. Only the fields of Type are encoded; the
 // others are ignored by Append and left zero by ParseDHTMessage.
 type DHTMessage struct {
 	Type   DHTType
@@ -337,6 +352,8 @@ type DHTMessage struct {
 	Status   DHTStoreStatus   // STORED
 	Peer     DBPeer           // FIND_PEER
 	Found    DBFoundPeer      // FOUND_PEER
+
+	Descriptor NodeDescriptor // DESCRIPTOR
 }
 
 // Len is the encoded size.
@@ -369,6 +386,8 @@ func (m DHTMessage) Len() int {
 		n++
 	case DHTFoundPeer:
 		n += 1 + m.Found.Len()
+	case DHTDescriptor:
+		n += m.Descriptor.Len()
 	}
 	return n
 }
@@ -402,6 +421,8 @@ func (m DHTMessage) Append(b []byte) []byte {
 	case DHTFoundPeer:
 		b = append(b, byte(len(m.Found.Peers)))
 		b = m.Found.Append(b)
+	case DHTDescriptor:
+		b = m.Descriptor.Append(b)
 	}
 	return b
 }
@@ -419,7 +440,7 @@ func appendContacts(b []byte, cs []DHTContact) []byte {
 // MaxDHTMessage.
 func (m DHTMessage) Validate() error {
 	switch m.Type {
-	case DHTPing, DHTPong, DHTFindNode, DHTFindValue:
+	case DHTPing, DHTPong, DHTFindNode, DHTFindValue, DHTDescriptorRequest:
 	case DHTStore:
 		if err := m.Record.Validate(); err != nil {
 			return fmt.Errorf("dht %v: %w", m.Type, err)
@@ -450,6 +471,10 @@ func (m DHTMessage) Validate() error {
 		if err := m.Found.Validate(); err != nil {
 			return fmt.Errorf("dht %v: %w", m.Type, err)
 		}
+	case DHTDescriptor:
+		if err := m.Descriptor.Validate(); err != nil {
+			return fmt.Errorf("dht %v: %w", m.Type, err)
+		}
 	default:
 		return fmt.Errorf("dht: %w %v", ErrUnknownCommand, m.Type)
 	}
@@ -473,7 +498,7 @@ func ParseDHTMessage(b []byte) (DHTMessage, error) {
 	if r.err != nil {
 		return DHTMessage{}, r.err
 	}
-	if m.Type < DHTPing || m.Type > DHTFoundPeer {
+	if m.Type < DHTPing || m.Type > dhtLastType {
 		return DHTMessage{}, fmt.Errorf("dht: %w %v", ErrUnknownCommand, m.Type)
 	}
 	r.what = "dht " + m.Type.String()
@@ -538,6 +563,13 @@ func ParseDHTMessage(b []byte) (DHTMessage, error) {
 				r.fail(fmt.Errorf("%s: %w: %d records, count says %d", r.what, ErrTruncated, len(f.Peers), n))
 			}
 			m.Found = f
+		}
+	case DHTDescriptor:
+		rest := r.take(len(r.b))
+		if r.err == nil {
+			d, err := ParseNodeDescriptor(rest)
+			r.fail(wrapDHT(r.what, err))
+			m.Descriptor = d
 		}
 	}
 	if err := r.end(); err != nil {

@@ -31,6 +31,23 @@ func dhtTestRecord(seed byte, addr netip.AddrPort) ProviderRecord {
 	return r
 }
 
+// dhtTestDescriptor is a node descriptor signed by dhtTestKey(seed).
+func dhtTestDescriptor(seed byte, addrs ...netip.AddrPort) NodeDescriptor {
+	priv := dhtTestKey(seed)
+	pub := priv.Public().(ed25519.PublicKey)
+	d := NodeDescriptor{
+		ID:          NodeIDFromKey(pub),
+		IdentityKey: pub,
+		OnionKey:    bytes.Repeat([]byte{seed + 1}, OnionKeySize),
+		Addrs:       addrs,
+		Flags:       FlagRelay | FlagORDB,
+		ValidAfter:  uint64(dhtTestNow.Unix()),
+		ValidUntil:  uint64(dhtTestNow.Unix()) + 3600,
+	}
+	d.Sign(priv)
+	return d
+}
+
 func dhtTestMessages() []DHTMessage {
 	v4 := netip.MustParseAddrPort("127.0.0.1:7700")
 	v6 := netip.MustParseAddrPort("[::1]:7701")
@@ -61,6 +78,10 @@ func dhtTestMessages() []DHTMessage {
 		{Type: DHTStored, TxID: 7, Status: StoreFull},
 		{Type: DHTFindPeer, TxID: 8, Sender: v4, Peer: peer},
 		{Type: DHTFoundPeer, TxID: 8, Found: DBFoundPeer{Peers: []DBPeer{peer, peer2}}},
+		{Type: DHTDescriptorRequest, TxID: 9, Sender: v6},
+		{Type: DHTDescriptorRequest, TxID: 10},
+		{Type: DHTDescriptor, TxID: 9, Descriptor: dhtTestDescriptor(1, v4, v6)},
+		{Type: DHTDescriptor, TxID: 10, Descriptor: dhtTestDescriptor(2)},
 	}
 }
 
@@ -98,6 +119,11 @@ func TestDHTRoundTrip(t *testing.T) {
 			if m.Type == DHTStore {
 				if err := got.Record.Verify(dhtTestNow); err != nil {
 					t.Fatalf("parsed record does not verify: %v", err)
+				}
+			}
+			if m.Type == DHTDescriptor {
+				if err := got.Descriptor.Verify(dhtTestNow); err != nil || got.Descriptor.ID != m.Descriptor.ID {
+					t.Fatalf("parsed descriptor of %v does not verify: %v", got.Descriptor.ID, err)
 				}
 			}
 			if again := got.Append(nil); !bytes.Equal(again, b) {
@@ -138,6 +164,12 @@ func TestDHTBad(t *testing.T) {
 	value := dhtTestMessages()[8].Append(nil)
 	store := dhtTestMessages()[10].Append(nil)
 	set := func(b []byte, i int, v byte) []byte { b = bytes.Clone(b); b[i] = v; return b }
+	// A descriptor whose validity window is empty: it parses as bytes
+	// but not as a descriptor.
+	bd := dhtTestDescriptor(3)
+	bd.ValidUntil = bd.ValidAfter
+	bd.Sign(dhtTestKey(3))
+	badDesc := bd.Append(nil)
 	cases := []struct {
 		name string
 		b    []byte
@@ -145,7 +177,9 @@ func TestDHTBad(t *testing.T) {
 	}{
 		{"empty", nil, ErrTruncated},
 		{"unknown type 0", set(ping, 0, 0), ErrUnknownCommand},
-		{"unknown type 11", set(ping, 0, 11), ErrUnknownCommand},
+		{"unknown type 13", set(ping, 0, 13), ErrUnknownCommand},
+		{"DESCRIPTOR without a descriptor", set(ping, 0, byte(DHTDescriptor))[:9], ErrTruncated},
+		{"DESCRIPTOR with a bad descriptor", append(set(ping, 0, byte(DHTDescriptor))[:9], badDesc...), ErrBadValue},
 		{"unknown type 255", set(ping, 0, 255), ErrUnknownCommand},
 		{"bad IP length", set(ping, 9, 5), ErrBadLength},
 		{"too many contacts", set(nodes, 9, MaxDHTContacts+1), ErrTooLong},
@@ -254,4 +288,20 @@ func FuzzProviderRecord(f *testing.F) {
 			t.Fatalf("re-encoding differs")
 		}
 	})
+}
+
+// TestDHTDescriptorSize holds the DESCRIPTOR sizes the package doc draws.
+func TestDHTDescriptorSize(t *testing.T) {
+	v6 := netip.MustParseAddrPort("[::1]:1")
+	small := DHTMessage{Type: DHTDescriptor, Descriptor: dhtTestDescriptor(1)}
+	large := DHTMessage{Type: DHTDescriptor, Descriptor: dhtTestDescriptor(1, v6, v6, v6, v6)}
+	if n := small.Descriptor.Len(); n != 166 {
+		t.Errorf("descriptor without an address: %d bytes, doc says 166", n)
+	}
+	if n := large.Descriptor.Len(); n != 242 {
+		t.Errorf("descriptor with four IPv6 addresses: %d bytes, doc says 242", n)
+	}
+	if err := large.Validate(); err != nil || large.Len() != dhtHeaderSize+242 {
+		t.Errorf("largest DESCRIPTOR: %v, %d bytes", err, large.Len())
+	}
 }

@@ -221,6 +221,38 @@
 //	| 1, >= 1  | dest len           |       | 1      |
 //	+----------+--------------------+       +--------+
 //
-// Node descriptors and DHT RPCs are drawn on their types (NodeDescriptor,
-// DHTMessage).
+// # DHT RPCs
+//
+// A DHT var cell (CmdDHT) carries exactly one DHT RPC (DHTMessage). Every
+// RPC starts with its type and a transaction ID the answer repeats;
+// requests (odd types) then give where their sender accepts links (IP
+// length 0 and no port when it accepts none); answers have no address:
+//
+//	request:
+//	+------+-------+--------+----------+------+------------ ... ---+
+//	| type | TxID  | IP len | IP       | port | body by type       |
+//	| 1    | 8     | 1      | 0, 4, 16 | 0, 2 |                    |
+//	+------+-------+--------+----------+------+------------ ... ---+
+//	answer:
+//	+------+-------+------------------------------------ ... ---+
+//	| type | TxID  | body by type                                |
+//	| 1    | 8     |                                             |
+//	+------+-------+------------------------------------ ... ---+
+//
+// Types 1..10 are Kademlia's (PING ... FOUND_PEER, bodies drawn on
+// DHTMessage). 11 and 12 let the two ends of a link learn each other's
+// signed node descriptor, which building circuits through a node needs:
+//
+//	DESCRIPTOR_REQUEST (11): no body
+//	+------+-------+--------+----------+------+
+//	| 11   | TxID  | IP len | IP       | port |
+//	| 1    | 8     | 1      | 0, 4, 16 | 0, 2 |
+//	+------+-------+--------+----------+------+
+//	DESCRIPTOR (12): the answerer's own descriptor, to the end
+//	+------+-------+------------------------------------ ... ---+
+//	| 12   | TxID  | node descriptor (NodeDescriptor)            |
+//	| 1    | 8     | 166 .. 242 (no address .. four IPv6 ones)   |
+//	+------+-------+------------------------------------ ... ---+
+//
+// The node descriptor's own layout is drawn on NodeDescriptor.
 package proto

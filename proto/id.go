@@ -44,11 +44,14 @@ func ParseNodeID(s string) (NodeID, error) {
 
 // ParseHashName reads a 40-digit hex hash_name (an infohash has the same form).
 func ParseHashName(s string) (HashName, error) {
-	id, err := ParseNodeID(s)
-	if err != nil {
-		return HashName{}, fmt.Errorf("proto: hash_name: %w", err)
+	var h HashName
+	if len(s) != 2*IDSize {
+		return h, fmt.Errorf("proto: hash_name %q: want %d hex digits", s, 2*IDSize)
 	}
-	return HashName(id), nil
+	if _, err := hex.Decode(h[:], []byte(s)); err != nil {
+		return h, fmt.Errorf("proto: hash_name %q: want %d hex digits: %w", s, 2*IDSize, err)
+	}
+	return h, nil
 }
 
 // Xor returns the Kademlia distance between a and b.

@@ -8,6 +8,7 @@ import (
 
 	"veil/chunkstore"
 	"veil/circuits"
+	"veil/circuits/link"
 	"veil/ordb"
 	"veil/proto"
 )
@@ -16,7 +17,7 @@ import (
 // switch, chunk store and the ORDB service at the end of others' circuits.
 type localNode struct {
 	id    *circuits.Identity
-	links *circuits.Links
+	links *link.Links
 	sw    *circuits.Switch
 	store *chunkstore.Store
 	desc  proto.NodeDescriptor
@@ -35,14 +36,14 @@ func startLocalNode(dir string, flags uint8) (*localNode, error) {
 	if n.store, err = chunkstore.Open(cfg); err != nil {
 		return nil, err
 	}
-	n.links = circuits.NewLinks(id, circuits.DefaultConfig())
+	n.links = link.NewLinks(id.Key, link.DefaultConfig())
 	swCfg := circuits.DefaultSwitchConfig()
 	swCfg.Flags = flags
 	if n.sw, err = circuits.NewSwitch(id, n.links, swCfg); err != nil {
 		n.close()
 		return nil, err
 	}
-	n.links.SetHandlers(circuits.LinkHandlers{Cell: n.sw.HandleCell, Closed: n.sw.HandleClosed})
+	n.links.SetHandlers(link.Handlers{Cell: n.sw.HandleCell, Closed: n.sw.HandleClosed})
 	srv := &ordb.Server{Store: n.store}
 	n.sw.Handle(ordbDest, func(s *circuits.Stream) { srv.Serve(s) })
 	addr, err := n.links.Listen("127.0.0.1:0")

@@ -194,11 +194,16 @@ func setupPut(fs *flag.FlagSet) func(context.Context, *env) error {
 		if err != nil {
 			return err
 		}
+		// The file is a bad argument when it cannot be read: say so before
+		// looking for the node.
 		f, err := os.Open(e.args[0])
 		if err != nil {
-			return err
+			return withCode(exitUsage, err)
 		}
 		defer f.Close()
+		if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+			return withCode(exitUsage, fmt.Errorf("%s: not a regular file", e.args[0]))
+		}
 		c, err := dialNode(ctx, cfg)
 		if err != nil {
 			if errors.Is(err, node.ErrNoNode) {
@@ -231,7 +236,7 @@ func setupGet(fs *flag.FlagSet) func(context.Context, *env) error {
 		}
 		name, err := proto.ParseHashName(e.args[0])
 		if err != nil {
-			return withCode(exitUsage, fmt.Errorf("%v (magnet links need a facilitator, not available yet)", err))
+			return withCode(exitUsage, fmt.Errorf("%q is not a hash_name: want the %d hex digits `veil put` prints (magnet links need a facilitator, not available yet)", e.args[0], 2*proto.IDSize))
 		}
 		cfg, err := nf.resolve()
 		if err != nil {

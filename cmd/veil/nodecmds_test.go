@@ -74,6 +74,27 @@ func TestGetWithoutNodeOrBridge(t *testing.T) {
 	}
 }
 
+// Bad arguments of get and put are refused before any node is looked
+// for, naming what is wrong, with exit code 2.
+func TestGetPutBadArguments(t *testing.T) {
+	dir := isolate(t)
+	for _, bad := range []string{"xyz", strings.Repeat("zz", 20), strings.Repeat("ab", 21)} {
+		code, _, errs := runArgs("get", bad)
+		if code != exitUsage || !strings.Contains(errs, "is not a hash_name") || !strings.Contains(errs, "40 hex digits") || strings.Contains(errs, "node ID") {
+			t.Errorf("get %s: exit %d: %s", bad, code, errs)
+		}
+	}
+	missing := filepath.Join(dir, "missing")
+	code, _, errs := runArgs("put", missing)
+	if code != exitUsage || !strings.Contains(errs, missing) || !strings.Contains(errs, "no such file") {
+		t.Errorf("put of a missing file: exit %d: %s", code, errs)
+	}
+	code, _, errs = runArgs("put", dir)
+	if code != exitUsage || !strings.Contains(errs, "not a regular file") {
+		t.Errorf("put of a directory: exit %d: %s", code, errs)
+	}
+}
+
 // The CLI applies the file, then VEIL_* variables, then flags.
 func TestCLIOverrides(t *testing.T) {
 	dir := isolate(t)

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
@@ -13,7 +14,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -29,6 +33,9 @@ import (
 //	POST /api/v1/put               body: the content (Content-Type: its MIME type) -> PutResult
 //	POST /api/v1/get/{hash_name}   fetches; answers NDJSON Event lines until done
 //	GET  /api/v1/content/{hash_name}  the bytes of a content the node holds
+//	GET  /api/v1/debug/memory      Memory, after a garbage collection
+//	GET  /api/v1/debug/pprof/heap  the heap profile (go tool pprof)
+//	GET  /api/v1/debug/pprof/profile?seconds=N  a CPU profile of N (1..60) seconds
 const CookieHeader = "X-Veil-Cookie"
 
 // Status is the node's state as /api/v1/status gives it.
@@ -76,6 +83,50 @@ type Event struct {
 	Error   string `json:"error,omitempty"`
 	// NotFound is set with Error when no provider was found.
 	NotFound bool `json:"not_found,omitempty"`
+}
+
+// Memory is the node process's memory as /api/v1/debug/memory gives it,
+// taken right after a garbage collection so that the heap figures count
+// live objects only.
+type Memory struct {
+	HeapAlloc  uint64 `json:"heap_alloc"`  // bytes of live heap objects
+	HeapInuse  uint64 `json:"heap_inuse"`  // bytes of heap spans in use
+	StackInuse uint64 `json:"stack_inuse"` // bytes of goroutine stacks
+	Sys        uint64 `json:"sys"`         // bytes obtained from the OS
+	Goroutines int    `json:"goroutines"`
+	RSS        uint64 `json:"rss"` // resident set (VmRSS), 0 where /proc is missing
+}
+
+// readMemory collects Memory.
+func readMemory() Memory {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return Memory{HeapAlloc: ms.HeapAlloc, HeapInuse: ms.HeapInuse, StackInuse: ms.StackInuse,
+		Sys: ms.Sys, Goroutines: runtime.NumGoroutine(), RSS: ProcessRSS(os.Getpid())}
+}
+
+// ProcessRSS is the resident set of process pid in bytes, from
+// /proc/PID/status (VmRSS); 0 when it cannot be read.
+func ProcessRSS(pid int) uint64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(rest)
+			if len(f) != 2 || f[1] != "kB" {
+				return 0
+			}
+			kb, err := strconv.ParseUint(f[0], 10, 64)
+			if err != nil {
+				return 0
+			}
+			return kb << 10
+		}
+	}
+	return 0
 }
 
 // Status returns a snapshot of the node.
@@ -205,7 +256,40 @@ func startAPI(n *Node, addr string) (*apiServer, error) {
 			return
 		}
 		w.Header().Set("Content-Type", "application/octet-stream")
-		http.ServeContent(w, r, "", time.Time{}, rd)
+		var rs io.ReadSeeker = rd
+		if rd.Size() >= 0 {
+			// Static content the node holds whole: no Read waits. (A
+			// live stream's reads do wait for chunks; they stay as they
+			// are, not to hold back what arrived.)
+			rs = fillReader{rd}
+		}
+		http.ServeContent(w, r, "", time.Time{}, rs)
+	})
+	mux.HandleFunc("GET /api/v1/debug/memory", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, readMemory())
+	})
+	mux.HandleFunc("GET /api/v1/debug/pprof/heap", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		_ = pprof.Lookup("heap").WriteTo(w, 0)
+	})
+	mux.HandleFunc("GET /api/v1/debug/pprof/profile", func(w http.ResponseWriter, r *http.Request) {
+		secs, err := strconv.Atoi(r.URL.Query().Get("seconds"))
+		if err != nil || secs < 1 || secs > 60 {
+			writeError(w, http.StatusBadRequest, errors.New("seconds: want 1..60"))
+			return
+		}
+		var buf bytes.Buffer
+		if err := pprof.StartCPUProfile(&buf); err != nil {
+			writeError(w, http.StatusConflict, err) // one profile at a time
+			return
+		}
+		select {
+		case <-time.After(time.Duration(secs) * time.Second):
+		case <-r.Context().Done():
+		}
+		pprof.StopCPUProfile()
+		w.Header().Set("Content-Type", "application/octet-stream")
+		_, _ = w.Write(buf.Bytes())
 	})
 	a.srv = &http.Server{Handler: a.guard(mux), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
@@ -244,6 +328,26 @@ func (a *apiServer) close() {
 	for _, f := range a.files {
 		_ = os.Remove(f)
 	}
+}
+
+// fillReader fills each Read as far as it can: a chunkstore.Reader
+// returns one 498-byte chunk per Read, and the HTTP server writes what each
+// Read gives, so without it the content goes out in tiny writes.
+type fillReader struct{ io.ReadSeeker }
+
+func (f fillReader) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		m, err := f.ReadSeeker.Read(p[n:])
+		n += m
+		if err != nil {
+			if n > 0 && err == io.EOF {
+				return n, nil // EOF again on the next Read
+			}
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 func hashArg(w http.ResponseWriter, r *http.Request) (proto.HashName, bool) {

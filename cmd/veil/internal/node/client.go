@@ -118,6 +118,9 @@ func (c *Client) Get(ctx context.Context, name string, progress func(Event)) err
 		switch {
 		case ev.Error != "":
 			if ev.NotFound {
+				if ev.Error == ErrNotFound.Error() {
+					return ErrNotFound
+				}
 				return fmt.Errorf("%w (%s)", ErrNotFound, ev.Error)
 			}
 			return errors.New(ev.Error)
@@ -142,4 +145,32 @@ func (c *Client) Content(ctx context.Context, name string, w io.Writer) (int64, 
 	}
 	defer resp.Body.Close()
 	return io.Copy(w, resp.Body)
+}
+
+// Memory asks the node's memory figures (it collects garbage first).
+func (c *Client) Memory(ctx context.Context) (Memory, error) {
+	var m Memory
+	err := c.getJSON(ctx, http.MethodGet, "/api/v1/debug/memory", "", nil, &m)
+	return m, err
+}
+
+// HeapProfile copies the node's heap profile (pprof format) to w.
+func (c *Client) HeapProfile(ctx context.Context, w io.Writer) error {
+	return c.copyTo(ctx, "/api/v1/debug/pprof/heap", w)
+}
+
+// CPUProfile profiles the node for secs seconds (1..60) and copies the
+// profile (pprof format) to w.
+func (c *Client) CPUProfile(ctx context.Context, secs int, w io.Writer) error {
+	return c.copyTo(ctx, fmt.Sprintf("/api/v1/debug/pprof/profile?seconds=%d", secs), w)
+}
+
+func (c *Client) copyTo(ctx context.Context, path string, w io.Writer) error {
+	resp, err := c.do(ctx, http.MethodGet, path, "", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(w, resp.Body)
+	return err
 }

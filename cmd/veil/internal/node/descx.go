@@ -1,51 +1,65 @@
 package node
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 
 	"veil/proto"
 )
 
 // A node learns others' signed descriptors (which circuit building needs)
-// straight from them, over the link that authenticated them: it asks each
-// peer its DHT traffic links it with. proto has no message for this yet,
-// so the exchange rides in the DHT var cell with type bytes far above the
-// DHT's own (1..10), which a kademlia.Node that does not know them rejects:
+// straight from them, over the link that authenticated them: it sends
+// proto.DHTDescriptorRequest to each peer its DHT traffic links it with,
+// and the peer answers proto.DHTDescriptor. Both ride in the DHT var cell
+// beside Kademlia's RPCs; handleVar hands them here and the rest to
+// kademlia.Node.
 //
-//	request: [descRequest 1B]
-//	answer:  [descAnswer 1B][proto.NodeDescriptor]
-//
-// The answer's descriptor must be the link peer's own: a node vouches only
-// for itself.
-const (
-	descRequest byte = 0xF0
-	descAnswer  byte = 0xF1
-)
+// The answer's descriptor must be the link peer's own: a node vouches
+// only for itself. An answer nobody asked for is kept all the same when
+// it is the peer's own and verifies: it is what the peer would have said.
 
 // errDescPeer: a descriptor answer named another node than the link's peer.
 var errDescPeer = errors.New("node: descriptor of another node than the link peer")
 
-// isDescMsg reports whether a DHT var cell's payload is a descriptor exchange.
-func isDescMsg(p []byte) bool { return len(p) > 0 && (p[0] == descRequest || p[0] == descAnswer) }
-
-// appendDescAnswer encodes the answer carrying d.
-func appendDescAnswer(b []byte, d proto.NodeDescriptor) []byte {
-	return d.Append(append(b, descAnswer))
+// descRequest is a DESCRIPTOR_REQUEST from a node reachable at from
+// (invalid for a client).
+func descRequest(from proto.NodeDescriptor) proto.DHTMessage {
+	m := proto.DHTMessage{Type: proto.DHTDescriptorRequest, TxID: rand.Uint64()}
+	if len(from.Addrs) > 0 {
+		m.Sender = from.Addrs[0]
+	}
+	return m
 }
 
-// parseDescAnswer decodes an answer received from peer; it does not check
-// the signature's validity window (the caller verifies at its own time).
-func parseDescAnswer(p []byte, peer proto.NodeID) (proto.NodeDescriptor, error) {
-	if len(p) == 0 || p[0] != descAnswer {
-		return proto.NodeDescriptor{}, fmt.Errorf("node: not a descriptor answer")
+// descAnswer is the answer to req carrying our own descriptor d.
+func descAnswer(req proto.DHTMessage, d proto.NodeDescriptor) proto.DHTMessage {
+	return proto.DHTMessage{Type: proto.DHTDescriptor, TxID: req.TxID, Descriptor: d}
+}
+
+// peerDescriptor takes the descriptor of an answer received from peer,
+// copied out of the received buffer. It does not check the signature
+// (the caller verifies at its own time).
+func peerDescriptor(m proto.DHTMessage, peer proto.NodeID) (proto.NodeDescriptor, error) {
+	if m.Type != proto.DHTDescriptor {
+		return proto.NodeDescriptor{}, fmt.Errorf("node: %v is not a descriptor answer", m.Type)
 	}
-	d, err := proto.ParseNodeDescriptor(p[1:])
-	if err != nil {
-		return d, err
-	}
+	d := m.Descriptor
 	if d.ID != peer {
-		return d, fmt.Errorf("%w: %s from %s", errDescPeer, d.ID.Short(), peer.Short())
+		return proto.NodeDescriptor{}, fmt.Errorf("%w: %s from %s", errDescPeer, d.ID.Short(), peer.Short())
 	}
+	// The directory keeps it: let it alias no link buffer.
+	d.IdentityKey = bytes.Clone(d.IdentityKey)
+	d.OnionKey = bytes.Clone(d.OnionKey)
+	d.Signature = bytes.Clone(d.Signature)
+	d.Addrs = slices.Clone(d.Addrs)
 	return d, nil
+}
+
+// isDescMsg reports whether m belongs to the descriptor exchange rather
+// than to Kademlia.
+func isDescMsg(m proto.DHTMessage) bool {
+	return m.Type == proto.DHTDescriptorRequest || m.Type == proto.DHTDescriptor
 }

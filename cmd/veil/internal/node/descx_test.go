@@ -23,42 +23,68 @@ func testDescriptor(t testing.TB) (*circuits.Identity, proto.NodeDescriptor) {
 	return id, d
 }
 
-func TestDescAnswer(t *testing.T) {
+func TestDescExchange(t *testing.T) {
 	id, d := testDescriptor(t)
-	b := appendDescAnswer(nil, d)
-	if !isDescMsg(b) || !isDescMsg([]byte{descRequest}) || isDescMsg([]byte{byte(proto.DHTPing)}) || isDescMsg(nil) {
-		t.Fatal("isDescMsg")
+	// The request says where the asker accepts links; a client's says
+	// nothing.
+	req := descRequest(d)
+	if req.Type != proto.DHTDescriptorRequest || req.Sender != d.Addrs[0] {
+		t.Fatalf("request %+v", req)
 	}
-	got, err := parseDescAnswer(b, id.ID)
-	if err != nil || !bytes.Equal(got.Append(nil), d.Append(nil)) {
-		t.Fatalf("round trip: %v", err)
+	if c := descRequest(proto.NodeDescriptor{}); c.Sender.IsValid() {
+		t.Fatalf("a client's request gives an address: %v", c.Sender)
+	}
+	got, err := proto.ParseDHTMessage(req.Append(nil))
+	if err != nil || !isDescMsg(got) || got.TxID != req.TxID {
+		t.Fatalf("request round trip: %+v, %v", got, err)
+	}
+	// The answer repeats the request's transaction and carries our own.
+	b := descAnswer(got, d).Append(nil)
+	ans, err := proto.ParseDHTMessage(b)
+	if err != nil || !isDescMsg(ans) || ans.TxID != req.TxID {
+		t.Fatalf("answer round trip: %+v, %v", ans, err)
+	}
+	pd, err := peerDescriptor(ans, id.ID)
+	if err != nil || !bytes.Equal(pd.Append(nil), d.Append(nil)) {
+		t.Fatalf("peer descriptor: %v", err)
+	}
+	// The directory keeps it, so it must not alias the link's buffer.
+	clear(b)
+	if err := pd.Verify(time.Unix(int64(d.ValidAfter), 0)); err != nil {
+		t.Fatalf("descriptor changed with the received buffer: %v", err)
 	}
 	// A node vouches only for itself.
 	other, _ := testDescriptor(t)
-	if _, err := parseDescAnswer(b, other.ID); !errors.Is(err, errDescPeer) {
+	if _, err := peerDescriptor(ans, other.ID); !errors.Is(err, errDescPeer) {
 		t.Fatalf("descriptor of another node: %v", err)
 	}
-	// Every truncation is an error.
-	for i := range b {
-		if _, err := parseDescAnswer(b[:i], id.ID); err == nil {
-			t.Fatalf("truncated at %d accepted", i)
-		}
+	ping := proto.DHTMessage{Type: proto.DHTPing, TxID: 1}
+	if isDescMsg(ping) {
+		t.Fatal("PING taken for the descriptor exchange")
+	}
+	if _, err := peerDescriptor(req, id.ID); err == nil {
+		t.Fatal("a request taken for an answer")
 	}
 }
 
 func FuzzDescAnswer(f *testing.F) {
 	id, d := testDescriptor(f)
-	f.Add(appendDescAnswer(nil, d))
-	f.Add([]byte{descRequest})
-	f.Add([]byte{descAnswer})
+	req := descRequest(d)
+	f.Add(req.Append(nil))
+	f.Add(descAnswer(req, d).Append(nil))
+	f.Add(proto.DHTMessage{Type: proto.DHTPing, TxID: 1}.Append(nil))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		got, err := parseDescAnswer(b, id.ID)
+		m, err := proto.ParseDHTMessage(b)
 		if err != nil {
 			return
 		}
-		// What parses re-encodes to the same bytes and names the peer.
-		if got.ID != id.ID || !bytes.Equal(appendDescAnswer(nil, got), b) {
-			t.Fatalf("%x: re-encodes differently", b)
+		got, err := peerDescriptor(m, id.ID)
+		if err != nil {
+			return
+		}
+		// What is taken names the peer and is what the peer sent.
+		if got.ID != id.ID || !bytes.Equal(descAnswer(m, got).Append(nil), b) {
+			t.Fatalf("%x: taken differently", b)
 		}
 	})
 }

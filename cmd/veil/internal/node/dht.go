@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"veil/circuits"
+	"veil/circuits/link"
 	"veil/kademlia"
 	"veil/proto"
 )
@@ -28,7 +28,7 @@ func (t linksTransport) Send(ctx context.Context, to proto.DHTContact, payload [
 
 // link returns the link to c, dialing it when there is none. A private
 // address is dialed only when allow_private is set.
-func (n *Node) link(ctx context.Context, c proto.DHTContact) (*circuits.Link, error) {
+func (n *Node) link(ctx context.Context, c proto.DHTContact) (*link.Link, error) {
 	if l := n.links.Lookup(c.ID); l != nil {
 		return l, nil
 	}
@@ -41,13 +41,30 @@ func (n *Node) link(ctx context.Context, c proto.DHTContact) (*circuits.Link, er
 	return n.links.Get(ctx, c.ID, c.Addr.String())
 }
 
+// varConn is a link that also carries var cells: *link.Link, or an
+// in-memory link in tests.
+type varConn interface {
+	link.Conn
+	SendVar(v proto.VarCell) error
+}
+
 // handleVar receives var cells from links (on the link's read goroutine).
-func (n *Node) handleVar(l *circuits.Link, v proto.VarCell) {
-	if v.Command != proto.CmdDHT {
+// A DHT cell holds either a Kademlia RPC, for the DHT node, or a message of
+// the descriptor exchange, handled here (descx.go). The parse only picks
+// the receiver: kademlia.Node takes the RPC's bytes and parses them on its
+// own goroutine, a microsecond well spent on keeping its input one kind.
+func (n *Node) handleVar(c link.Conn, v proto.VarCell) {
+	l, ok := c.(varConn)
+	if v.Command != proto.CmdDHT || !ok {
 		return
 	}
-	if isDescMsg(v.Payload) {
-		n.handleDesc(l, v.Payload)
+	m, err := proto.ParseDHTMessage(v.Payload)
+	if err != nil {
+		n.log.Debug("DHT cell refused", "peer", l.Peer().Short(), "err", err)
+		return
+	}
+	if isDescMsg(m) {
+		n.handleDesc(l, m)
 		return
 	}
 	dht := n.dhtReady.Load()
@@ -59,20 +76,30 @@ func (n *Node) handleVar(l *circuits.Link, v proto.VarCell) {
 	// Whoever we speak DHT with may be a hop of our circuits: learn its
 	// descriptor. Clients do not answer, and asking costs one small cell.
 	if n.dir.shouldAsk(l.Peer()) {
-		n.sendDesc(l, []byte{descRequest})
+		n.sendDesc(l, n.descRequest())
 	}
+}
+
+// descRequest is our DESCRIPTOR_REQUEST.
+func (n *Node) descRequest() proto.DHTMessage {
+	var self proto.NodeDescriptor
+	if d := n.desc.Load(); d != nil {
+		self = *d
+	}
+	return descRequest(self)
 }
 
 // sendDesc sends a descriptor message off the link's read goroutine (a
 // send blocks while the link's queue is full; blocking the reader could
 // stall both directions). At most descSends are in flight; beyond that
 // the message is dropped, which costs only a later retry.
-func (n *Node) sendDesc(l *circuits.Link, payload []byte) {
+func (n *Node) sendDesc(l varConn, m proto.DHTMessage) {
 	select {
 	case n.descSem <- struct{}{}:
 	default:
 		return
 	}
+	payload := m.Append(make([]byte, 0, m.Len()))
 	n.descWG.Add(1)
 	go func() {
 		defer n.descWG.Done()
@@ -83,14 +110,14 @@ func (n *Node) sendDesc(l *circuits.Link, payload []byte) {
 
 // handleDesc answers a descriptor request with our own, or keeps the
 // descriptor a peer sent about itself.
-func (n *Node) handleDesc(l *circuits.Link, p []byte) {
-	switch p[0] {
-	case descRequest:
+func (n *Node) handleDesc(l varConn, m proto.DHTMessage) {
+	switch m.Type {
+	case proto.DHTDescriptorRequest:
 		if d := n.desc.Load(); d != nil {
-			n.sendDesc(l, appendDescAnswer(make([]byte, 0, 1+d.Len()), *d))
+			n.sendDesc(l, descAnswer(m, *d))
 		}
-	case descAnswer:
-		d, err := parseDescAnswer(append([]byte(nil), p...), l.Peer())
+	case proto.DHTDescriptor:
+		d, err := peerDescriptor(m, l.Peer())
 		if err == nil {
 			err = d.Verify(n.now())
 		}
@@ -107,9 +134,9 @@ func (n *Node) handleDesc(l *circuits.Link, p []byte) {
 // closed or broke, with no other link to that peer left, takes the peer
 // out of paths for a while: it most likely went away, and circuits
 // through it would fail.
-func (n *Node) handleClosed(l *circuits.Link, err error) {
+func (n *Node) handleClosed(l link.Conn, err error) {
 	n.sw.HandleClosed(l, err)
-	if !errors.Is(err, circuits.ErrLinkClosed) && n.links.Lookup(l.Peer()) == nil {
+	if !errors.Is(err, link.ErrClosed) && n.links.Lookup(l.Peer()) == nil {
 		n.dir.Down(l.Peer())
 	}
 }
@@ -124,5 +151,6 @@ func (n *Node) askDescriptor(ctx context.Context, c proto.DHTContact) {
 		n.log.Debug("link for a descriptor", "peer", c.ID.Short(), "err", err)
 		return
 	}
-	_ = l.SendVar(proto.VarCell{Command: proto.CmdDHT, Payload: []byte{descRequest}})
+	m := n.descRequest()
+	_ = l.SendVar(proto.VarCell{Command: proto.CmdDHT, Payload: m.Append(make([]byte, 0, m.Len()))})
 }

@@ -26,6 +26,7 @@ import (
 
 	"veil/chunkstore"
 	"veil/circuits"
+	"veil/circuits/link"
 	"veil/cmd/veil/internal/config"
 	"veil/kademlia"
 	"veil/ordb"
@@ -67,7 +68,7 @@ type Node struct {
 	now     func() time.Time
 
 	id    *circuits.Identity
-	links *circuits.Links
+	links *link.Links
 	sw    *circuits.Switch
 	dht   *kademlia.Node
 	// dhtReady is dht for the link handlers, which may run before Start
@@ -146,7 +147,7 @@ func Start(opts Options) (_ *Node, err error) {
 		}
 	}
 
-	n.links = circuits.NewLinks(n.id, circuits.DefaultConfig())
+	n.links = link.NewLinks(n.id.Key, link.DefaultConfig())
 	swCfg := circuits.DefaultSwitchConfig()
 	swCfg.Flags = cfg.Roles.Flags()
 	swCfg.MaxJoinedCircuits = cfg.Tunnels.MaxJoinedCircuits
@@ -159,7 +160,7 @@ func Start(opts Options) (_ *Node, err error) {
 	}
 	// Handlers before Listen: a link keeps the handlers it started with.
 	// DHT cells arriving before the DHT exists are dropped (dhtReady).
-	n.links.SetHandlers(circuits.LinkHandlers{Cell: n.sw.HandleCell, Closed: n.handleClosed, Var: n.handleVar})
+	n.links.SetHandlers(link.Handlers{Cell: n.sw.HandleCell, Closed: n.handleClosed, Var: n.handleVar})
 	if !cfg.ClientOnly() && cfg.Listen != "" {
 		la, err := n.links.Listen(cfg.Listen)
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"veil/cmd/veil/internal/config"
@@ -149,6 +150,33 @@ func TestNodesPublishFetch(t *testing.T) {
 	}
 }
 
+// TestFillReader: each Read fills its buffer until the end.
+func TestFillReader(t *testing.T) {
+	data := make([]byte, 1000)
+	for i := range data {
+		data[i] = byte(i)
+	}
+	f := fillReader{smallReads{bytes.NewReader(data)}}
+	buf := make([]byte, 300)
+	for _, want := range []int{300, 300, 300, 100} {
+		if n, err := f.Read(buf); n != want || err != nil {
+			t.Fatalf("Read: %d, %v; want %d", n, err, want)
+		}
+	}
+	if n, err := f.Read(buf); n != 0 || err != io.EOF {
+		t.Fatalf("at the end: %d, %v", n, err)
+	}
+	if err := iotest.TestReader(fillReader{smallReads{bytes.NewReader(data)}}, data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// smallReads gives at most 7 bytes per Read, as a chunkstore.Reader gives
+// one chunk.
+type smallReads struct{ *bytes.Reader }
+
+func (s smallReads) Read(p []byte) (int, error) { return s.Reader.Read(p[:min(len(p), 7)]) }
+
 func TestAPIGuard(t *testing.T) {
 	checkLeaks(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -170,6 +198,9 @@ func TestAPIGuard(t *testing.T) {
 		{"good", "/api/v1/status", 200, n.ID().String()},
 		{"good", "/api/v1/content/xyz", 400, "hash_name"},
 		{"good", "/api/v1/content/" + strings.Repeat("00", 20), 404, "not found"},
+		{"", "/api/v1/debug/memory", 401, "cookie"},
+		{"", "/api/v1/debug/pprof/heap", 401, "cookie"},
+		{"good", "/api/v1/debug/pprof/heap", 200, ""},
 	} {
 		req, _ := http.NewRequest("GET", base+tt.path, nil)
 		if tt.cookie == "good" {
@@ -193,6 +224,43 @@ func TestAPIGuard(t *testing.T) {
 	}
 	if st, err := c.Status(ctx); err != nil || st.ID != n.ID().String() {
 		t.Fatalf("client status: %+v %v", st, err)
+	}
+	// Content comes out whole and by ranges (fillReader under
+	// ServeContent).
+	data := make([]byte, 3*proto.ChunkSize*100+17)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+	pub, _ := n.Publish(pctx, "application/octet-stream", bytes.NewReader(data)) // no DHT peers: only the announcement fails
+	pcancel()
+	if pub.Size != uint64(len(data)) {
+		t.Fatalf("published %+v", pub)
+	}
+	var got bytes.Buffer
+	if _, err := c.Content(ctx, pub.Name.String(), &got); err != nil || !bytes.Equal(got.Bytes(), data) {
+		t.Fatalf("content: %d bytes, %v", got.Len(), err)
+	}
+	req, _ := http.NewRequest("GET", base+"/api/v1/content/"+pub.Name.String(), nil)
+	req.Header.Set(CookieHeader, n.api.cookie)
+	req.Header.Set("Range", "bytes=1000-2999")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	part, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(part, data[1000:3000]) {
+		t.Fatalf("range: %d, %d bytes", resp.StatusCode, len(part))
+	}
+
+	// The memory figures are this process's (the node runs in it).
+	m, err := c.Memory(ctx)
+	if err != nil || m.HeapAlloc == 0 || m.HeapAlloc > m.Sys || m.Goroutines < 2 {
+		t.Fatalf("memory: %+v %v", m, err)
+	}
+	if rss := ProcessRSS(os.Getpid()); rss == 0 || m.RSS == 0 || rss < m.HeapAlloc/2 {
+		t.Fatalf("RSS %d, reported %d, heap %d", rss, m.RSS, m.HeapAlloc)
 	}
 }
 

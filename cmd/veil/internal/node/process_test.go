@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -22,16 +23,20 @@ import (
 )
 
 // buildVeil builds the veil binary into dir.
-func buildVeil(t *testing.T, dir string) string {
+func buildVeil(t testing.TB, dir string) string {
 	bin := filepath.Join(dir, "veil")
-	if out, err := exec.Command("go", "build", "-o", bin, "veil/cmd/veil").CombinedOutput(); err != nil {
+	args := []string{"build", "-o", bin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	if out, err := exec.Command("go", append(args, "veil/cmd/veil")...).CombinedOutput(); err != nil {
 		t.Fatalf("building veil: %v\n%s", err, out)
 	}
 	return bin
 }
 
 // nodeProc starts a node process or fails t.
-func nodeProc(t *testing.T, pn *procnet.Net, name, dir string, extra ...string) (*procnet.Proc, *node.Client) {
+func nodeProc(t testing.TB, pn *procnet.Net, name, dir string, extra ...string) (*procnet.Proc, *node.Client) {
 	t.Helper()
 	p, c, err := pn.Node(name, dir, extra...)
 	if err != nil {
@@ -41,7 +46,7 @@ func nodeProc(t *testing.T, pn *procnet.Net, name, dir string, extra ...string) 
 }
 
 // spawn starts a process or fails t.
-func spawn(t *testing.T, pn *procnet.Net, name, dir string, args ...string) *procnet.Proc {
+func spawn(t testing.TB, pn *procnet.Net, name, dir string, args ...string) *procnet.Proc {
 	t.Helper()
 	p, err := pn.Spawn(name, dir, args...)
 	if err != nil {
@@ -66,7 +71,7 @@ func tableRoom(self proto.NodeID, nodes []proto.NodeID, k int) int {
 	return room
 }
 
-func status(t *testing.T, c *node.Client) node.Status {
+func status(t testing.TB, c *node.Client) node.Status {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -77,50 +82,69 @@ func status(t *testing.T, c *node.Client) node.Status {
 	return st
 }
 
-// TestNodeProcesses runs veil as separate processes on 127.0.0.1: one
-// bridge and relays/ORDBs joining through it; a content put at one node
-// and got at another through circuits, across a relay's SIGTERM in the
-// middle of the get; a restarted node keeps its ID; a getter killed with
-// SIGKILL resumes from what it stored.
-func TestNodeProcesses(t *testing.T) {
-	nNodes := 12
-	if testing.Short() {
-		nNodes = 6
+// checkRaces fails t when a process's log under root reports a data race
+// (processes are built with -race when the test runs with it).
+func checkRaces(t testing.TB, root string) {
+	logs, _ := filepath.Glob(filepath.Join(root, "*.log"))
+	for _, path := range logs {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		if i := bytes.Index(b, []byte("WARNING: DATA RACE")); i >= 0 {
+			t.Errorf("%s reports a data race:\n%s", filepath.Base(path), b[i:min(len(b), i+6000)])
+		}
 	}
+}
+
+// testNet is a network of node processes that has settled.
+type testNet struct {
+	pn      *procnet.Net
+	dirs    []string
+	procs   []*procnet.Proc
+	clients []*node.Client
+	bridge  string         // node0's bridge line
+	byID    map[string]int // node index by ID
+}
+
+// startNet starts nNodes node processes on 127.0.0.1, node0 the bridge
+// the others join through, and waits (a minute at most per node) until
+// every routing table holds every other node its buckets have room for,
+// every directory knows every other node and every pool built its
+// circuits.
+func startNet(t testing.TB, nNodes int) *testNet {
+	t.Helper()
 	root := t.TempDir()
 	pn := procnet.New(buildVeil(t, root), root)
+	// Cleanups run last first: the logs are read once every process
+	// has ended.
+	t.Cleanup(func() { checkRaces(t, root) })
 	t.Cleanup(pn.Close)
-	dirs := make([]string, nNodes)
-	for i := range dirs {
-		dirs[i] = filepath.Join(pn.Root, fmt.Sprintf("node%d", i))
+	tn := &testNet{pn: pn, dirs: make([]string, nNodes), procs: make([]*procnet.Proc, nNodes),
+		clients: make([]*node.Client, nNodes), byID: map[string]int{}}
+	for i := range tn.dirs {
+		tn.dirs[i] = filepath.Join(pn.Root, fmt.Sprintf("node%d", i))
 	}
-	procs := make([]*procnet.Proc, nNodes)
-	clients := make([]*node.Client, nNodes)
-	procs[0], clients[0] = nodeProc(t, pn, "node0", dirs[0], "--set", "roles.bridge=true")
-	bridge := status(t, clients[0]).BridgeLine
-	if bridge == "" {
+	tn.procs[0], tn.clients[0] = nodeProc(t, pn, "node0", tn.dirs[0], "--set", "roles.bridge=true")
+	tn.bridge = status(t, tn.clients[0]).BridgeLine
+	if tn.bridge == "" {
 		t.Fatal("the bridge has no bridge line")
 	}
 	for i := 1; i < nNodes; i++ {
-		procs[i], clients[i] = nodeProc(t, pn, fmt.Sprintf("node%d", i), dirs[i], "--bridge", bridge)
+		tn.procs[i], tn.clients[i] = nodeProc(t, pn, fmt.Sprintf("node%d", i), tn.dirs[i], "--bridge", tn.bridge)
 	}
-	byID := map[string]int{}
-	for i, c := range clients {
-		byID[status(t, c).ID] = i
+	for i, c := range tn.clients {
+		tn.byID[status(t, c).ID] = i
 	}
-
-	// Every routing table fills (holds every other node its buckets have
-	// room for), every directory knows every other node, every pool
-	// builds its circuits.
 	ids := make([]proto.NodeID, 0, nNodes)
-	for id := range byID {
+	for id := range tn.byID {
 		nid, err := proto.ParseNodeID(id)
 		if err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, nid)
 	}
-	for i, c := range clients {
+	for i, c := range tn.clients {
 		self, _ := proto.ParseNodeID(status(t, c).ID)
 		full := tableRoom(self, ids, kademlia.DefaultConfig().K)
 		deadline := time.Now().Add(60 * time.Second)
@@ -136,6 +160,21 @@ func TestNodeProcesses(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
+	return tn
+}
+
+// TestNodeProcesses runs veil as separate processes on 127.0.0.1: one
+// bridge and relays/ORDBs joining through it; a content put at one node
+// and got at another through circuits, across a relay's SIGTERM in the
+// middle of the get; a restarted node keeps its ID; a getter killed with
+// SIGKILL resumes from what it stored.
+func TestNodeProcesses(t *testing.T) {
+	nNodes := 12
+	if testing.Short() {
+		nNodes = 6
+	}
+	tn := startNet(t, nNodes)
+	pn, dirs, procs, clients, bridge, byID := tn.pn, tn.dirs, tn.procs, tn.clients, tn.bridge, tn.byID
 
 	// SIGHUP reloads the configuration; the node keeps running.
 	if err := procs[0].Signal(syscall.SIGHUP); err != nil {
@@ -287,6 +326,16 @@ func TestNodeProcesses(t *testing.T) {
 		t.Fatalf("resumed get gave %d bytes (%v), want the %d put", len(got), err, len(data))
 	}
 	t.Logf("killed getter resumed: %s", m[0])
+
+	// A content nobody announced: exit code 3, said plainly, once.
+	nf := spawn(t, pn, "notfound", "", "get", "--data-dir", dirs[1], "-o", filepath.Join(pn.Root, "nothing"), strings.Repeat("0f", 20))
+	var ee *exec.ExitError
+	if err := nf.Wait(60 * time.Second); !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Fatalf("get of an unknown hash_name: %v\n%s", err, pn.Log("notfound"))
+	}
+	if l := pn.Log("notfound"); strings.Count(l, "no provider found") != 1 {
+		t.Fatalf("get of an unknown hash_name says:\n%s", l)
+	}
 
 	// Every node stops cleanly on SIGTERM.
 	for i, p := range procs {

@@ -118,6 +118,9 @@ func (n *Net) Close() {
 	}
 }
 
+// PID is the process's ID.
+func (p *Proc) PID() int { return p.cmd.Process.Pid }
+
 // Signal sends sig to the process.
 func (p *Proc) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
 

@@ -1,4 +1,4 @@
-package circuits
+package link
 
 import (
 	"fmt"
@@ -7,9 +7,9 @@ import (
 	"veil/proto"
 )
 
-// LinkConfig bounds what links may cost and how they keep alive. The zero
+// Config bounds what links may cost and how they keep alive. The zero
 // value is not usable; start from DefaultConfig.
-type LinkConfig struct {
+type Config struct {
 	// MaxLinks bounds open links plus handshakes in progress. Inbound
 	// connections beyond it are closed at once; Get fails.
 	MaxLinks int
@@ -36,8 +36,8 @@ type LinkConfig struct {
 }
 
 // DefaultConfig returns the settings veil runs with.
-func DefaultConfig() LinkConfig {
-	return LinkConfig{
+func DefaultConfig() Config {
+	return Config{
 		MaxLinks:          1024,
 		SendQueueBytes:    256 << 10, // ~500 cells
 		HandshakeTimeout:  10 * time.Second,
@@ -51,26 +51,26 @@ func DefaultConfig() LinkConfig {
 }
 
 // Validate reports the first setting that cannot work, naming it.
-func (c LinkConfig) Validate() error {
+func (c Config) Validate() error {
 	switch {
 	case c.MaxLinks < 1:
-		return fmt.Errorf("circuits: link config: MaxLinks %d must be at least 1", c.MaxLinks)
+		return fmt.Errorf("link: config: MaxLinks %d must be at least 1", c.MaxLinks)
 	case c.SendQueueBytes < proto.VarHeaderSize+proto.MaxVarPayload:
-		return fmt.Errorf("circuits: link config: SendQueueBytes %d must hold the largest cell (%d)", c.SendQueueBytes, proto.VarHeaderSize+proto.MaxVarPayload)
+		return fmt.Errorf("link: config: SendQueueBytes %d must hold the largest cell (%d)", c.SendQueueBytes, proto.VarHeaderSize+proto.MaxVarPayload)
 	case c.HandshakeTimeout <= 0:
-		return fmt.Errorf("circuits: link config: HandshakeTimeout %v must be positive", c.HandshakeTimeout)
+		return fmt.Errorf("link: config: HandshakeTimeout %v must be positive", c.HandshakeTimeout)
 	case c.IdleTimeout <= 0:
-		return fmt.Errorf("circuits: link config: IdleTimeout %v must be positive", c.IdleTimeout)
+		return fmt.Errorf("link: config: IdleTimeout %v must be positive", c.IdleTimeout)
 	case c.KeepaliveInterval <= 0 || c.KeepaliveInterval*2 > c.IdleTimeout:
-		return fmt.Errorf("circuits: link config: KeepaliveInterval %v must be positive and at most half of IdleTimeout %v", c.KeepaliveInterval, c.IdleTimeout)
+		return fmt.Errorf("link: config: KeepaliveInterval %v must be positive and at most half of IdleTimeout %v", c.KeepaliveInterval, c.IdleTimeout)
 	case c.WriteTimeout <= 0:
-		return fmt.Errorf("circuits: link config: WriteTimeout %v must be positive", c.WriteTimeout)
+		return fmt.Errorf("link: config: WriteTimeout %v must be positive", c.WriteTimeout)
 	case c.CloseTimeout <= 0:
-		return fmt.Errorf("circuits: link config: CloseTimeout %v must be positive", c.CloseTimeout)
+		return fmt.Errorf("link: config: CloseTimeout %v must be positive", c.CloseTimeout)
 	case c.ReadBufferSize < proto.VarHeaderSize+proto.MaxVarPayload:
-		return fmt.Errorf("circuits: link config: ReadBufferSize %d must hold the largest cell (%d)", c.ReadBufferSize, proto.VarHeaderSize+proto.MaxVarPayload)
+		return fmt.Errorf("link: config: ReadBufferSize %d must hold the largest cell (%d)", c.ReadBufferSize, proto.VarHeaderSize+proto.MaxVarPayload)
 	case c.WriteBufferSize < proto.CellSize:
-		return fmt.Errorf("circuits: link config: WriteBufferSize %d must hold a cell (%d)", c.WriteBufferSize, proto.CellSize)
+		return fmt.Errorf("link: config: WriteBufferSize %d must hold a cell (%d)", c.WriteBufferSize, proto.CellSize)
 	}
 	return nil
 }

@@ -1,8 +1,6 @@
 package circuits
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,35 +9,14 @@ import (
 	"sync"
 	"time"
 
+	"veil/circuits/link"
 	"veil/circuits/onion"
 	"veil/proto"
 )
 
-// cellLink is what the circuit layer needs of a link. *Link satisfies it; a
-// test transport may too.
-type cellLink interface {
-	Peer() proto.NodeID
-	Inbound() bool
-	SendCell(c *proto.Cell) error
-	TrySendCell(c *proto.Cell) error
-}
-
-var _ cellLink = (*Link)(nil)
-
-// linkGetter returns the link to a node, dialing it if needed.
-type linkGetter interface {
-	getLink(ctx context.Context, id proto.NodeID, addr string) (cellLink, error)
-}
-
-type linksGetter struct{ m *Links }
-
-func (g linksGetter) getLink(ctx context.Context, id proto.NodeID, addr string) (cellLink, error) {
-	l, err := g.m.Get(ctx, id, addr)
-	if err != nil {
-		return nil, err
-	}
-	return l, nil
-}
+// cellLink is what the circuit layer needs of a link: *link.Link over
+// TLS, or linktest's in-memory Conn.
+type cellLink = link.Conn
 
 // Service is called in its own goroutine for each stream a circuit's origin
 // opens to it at this node (BEGIN with the service's name). It owns the
@@ -185,8 +162,8 @@ type inbound struct {
 
 // Switch is a node's circuit switch: it answers CREATE2, relays the cells
 // of circuits others build through this node, ends circuits at services,
-// and builds our own (origin) circuits. Wire it to a Links with
-// LinkHandlers{Cell: sw.HandleCell, Closed: sw.HandleClosed}. Safe for
+// and builds our own (origin) circuits. Wire it to a link.Links with
+// link.Handlers{Cell: sw.HandleCell, Closed: sw.HandleClosed}. Safe for
 // concurrent use.
 //
 // Roles. An origin circuit (Circuit, from Build) holds one onion.Hop per
@@ -211,6 +188,11 @@ type inbound struct {
 // deadlock in a cycle. The windows bound what a well-behaved peer can have
 // queued for a circuit (both circuit windows plus control cells), so a
 // queue that overflows means the peer ignored them: DESTROY RESOURCELIMIT.
+// Each circuit keeps its protocol in a pure state machine (relayCore in
+// relayed.go, originCore in circuit.go) that its goroutine feeds and whose
+// actions it executes; the dial an EXTEND2 needs runs in a goroutine of its
+// own, so a relay keeps handling the circuit's cells (DESTROY, TRUNCATE,
+// streams) meanwhile.
 //
 // Flow control. At the circuit's ends, each data-bearing cell (DATA, DB_*)
 // counts against the circuit window (a SENDME, authenticated with the
@@ -223,7 +205,7 @@ type inbound struct {
 // bit set and the other side IDs with it clear.
 type Switch struct {
 	id    *Identity
-	links linkGetter
+	links link.Dialer
 	cfg   SwitchConfig
 
 	mu       sync.RWMutex // guards the fields below; read-locked per cell to find its circuit
@@ -241,20 +223,17 @@ type Switch struct {
 	stop       chan struct{} // closed by Close
 }
 
-// NewSwitch returns the circuit switch of the node id, dialing through links.
-func NewSwitch(id *Identity, links *Links, cfg SwitchConfig) (*Switch, error) {
-	return newSwitch(id, linksGetter{links}, cfg)
-}
-
-func newSwitch(id *Identity, lg linkGetter, cfg SwitchConfig) (*Switch, error) {
+// NewSwitch returns the circuit switch of the node id, dialing through lg
+// (a *link.Links, or linktest's in-memory network).
+func NewSwitch(id *Identity, lg link.Dialer, cfg SwitchConfig) (*Switch, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	var seed [32]byte
-	if _, err := io.ReadFull(randOr(cfg.Rand), seed[:]); err != nil {
+	rng, err := seededRand(cfg.Rand)
+	if err != nil {
 		return nil, fmt.Errorf("circuits: seeding the switch: %w", err)
 	}
 	return &Switch{
@@ -264,7 +243,7 @@ func newSwitch(id *Identity, lg linkGetter, cfg SwitchConfig) (*Switch, error) {
 		circs:    make(map[circKey]circuitQueue),
 		perLink:  make(map[cellLink]int),
 		services: make(map[string]Service),
-		rng:      rand.New(rand.NewChaCha8(seed)),
+		rng:      rng,
 		stop:     make(chan struct{}),
 	}, nil
 }
@@ -315,13 +294,13 @@ func (sw *Switch) handle() uint64 {
 	return sw.nextHandle
 }
 
-// HandleCell is the LinkHandlers.Cell of the node's Links. It never blocks
-// on another link: cells go to their circuit's queue.
-func (sw *Switch) HandleCell(l *Link, c *proto.Cell) { sw.handleCell(l, c) }
+// HandleCell is the link.Handlers.Cell of the node's links. It never
+// blocks on another link: cells go to their circuit's queue.
+func (sw *Switch) HandleCell(l link.Conn, c *proto.Cell) { sw.handleCell(l, c) }
 
-// HandleClosed is the LinkHandlers.Closed of the node's Links: every
+// HandleClosed is the link.Handlers.Closed of the node's links: every
 // circuit on l learns that the link is gone.
-func (sw *Switch) HandleClosed(l *Link, err error) { sw.handleClosed(l) }
+func (sw *Switch) HandleClosed(l link.Conn, err error) { sw.handleClosed(l) }
 
 func (sw *Switch) handleCell(l cellLink, c *proto.Cell) {
 	switch c.Command() {
@@ -371,11 +350,6 @@ func sendDestroy(l cellLink, id uint32, reason proto.DestroyReason) {
 	_ = l.TrySendCell(c)
 }
 
-// exitAllows reports whether this node opens TCP connections to ap.
-func (sw *Switch) exitAllows(ap netip.AddrPort) bool {
-	return sw.cfg.Flags&proto.FlagExit != 0 && sw.cfg.ExitPolicy != nil && sw.cfg.ExitPolicy(ap)
-}
-
 func (sw *Switch) acceptsCircuits() bool {
 	return sw.cfg.Flags&(proto.FlagRelay|proto.FlagORDB|proto.FlagExit|proto.FlagFacilitator) != 0
 }
@@ -416,6 +390,8 @@ func (sw *Switch) handleCreate(l cellLink, c *proto.Cell) {
 		prevID:    id,
 		in:        make(chan inbound, sw.cfg.QueueCells),
 		killc:     make(chan proto.DestroyReason, 1),
+		dialc:     make(chan relayEvent, 1),
+		ended:     make(chan struct{}),
 		idleSince: sw.cfg.Now(),
 	}
 	rc.ep.init(sw, false)
@@ -530,330 +506,18 @@ func (sw *Switch) Close() error {
 	return nil
 }
 
+// seededRand returns a generator seeded from r (nil: crypto/rand).
+func seededRand(r io.Reader) (*rand.Rand, error) {
+	var seed [32]byte
+	if _, err := io.ReadFull(randOr(r), seed[:]); err != nil {
+		return nil, err
+	}
+	return rand.New(rand.NewChaCha8(seed)), nil
+}
+
 func randOr(r io.Reader) io.Reader {
 	if r == nil {
 		return cryptoRand{}
 	}
 	return r
-}
-
-// relayCirc is a circuit someone else built through this node. One
-// goroutine (run) owns it; the link handlers only queue cells to it.
-//
-//	prev (towards the origin) <-> this hop <-> next (towards the last hop)
-//
-// Forward cells arrive from prev; we remove our layer and either consume
-// them (recognised) or pass them to next. Backward cells arrive from next;
-// we add our layer and pass them to prev. With no next hop we are the last
-// hop: streams end here at services.
-type relayCirc struct {
-	sw     *Switch
-	handle uint64
-	prev   cellLink
-	prevID uint32
-	in     chan inbound
-	killc  chan proto.DestroyReason
-
-	// Guarded by sw.mu: expireIdle's last look at the cell counters.
-	idleCells uint64
-	idleSince time.Time
-
-	// Owned by run.
-	hop       *onion.Hop
-	next      cellLink
-	nextID    uint32
-	extending bool
-	early     int
-	ep        endpoint // sends backward to prev; streams when we are the last hop
-}
-
-func (rc *relayCirc) deliver(it inbound) bool {
-	select {
-	case rc.in <- it:
-		return true
-	default:
-		return false
-	}
-}
-
-func (rc *relayCirc) kill(reason proto.DestroyReason) {
-	select {
-	case rc.killc <- reason:
-	default:
-	}
-}
-
-func (rc *relayCirc) run(create *proto.Cell) {
-	defer rc.sw.wg.Done()
-	reason, sendPrev := rc.answerCreate(create)
-	if reason == 0 {
-		rc.sw.emit(Event{Kind: EventJoined, Circuit: rc.handle, Hops: 1})
-		reason, sendPrev = rc.loop()
-	}
-	rc.teardown(reason, sendPrev)
-}
-
-func (rc *relayCirc) answerCreate(c *proto.Cell) (proto.DestroyReason, bool) {
-	defer proto.PutCell(c)
-	req, err := onion.ParseCreate2(c.Payload())
-	if err != nil {
-		return proto.DestroyProtocol, true
-	}
-	cur, prev := rc.sw.id.OnionKeys()
-	resp, km, err := onion.ServerHandshake(rc.sw.cfg.Rand, rc.sw.id.ID, onion.ServerKeys{Current: cur, Previous: prev}, req)
-	if err != nil {
-		return proto.DestroyProtocol, true
-	}
-	rc.hop = onion.NewHop(&km)
-	clear(km[:])
-	rc.ep.hops = []*onion.Hop{rc.hop}
-	out := proto.GetCell()
-	out.SetCircID(rc.prevID)
-	out.SetCommand(proto.CmdCreated2)
-	resp.Append(out.Payload()[:0])
-	if err := rc.prev.SendCell(out); err != nil {
-		return proto.DestroyChannelClosed, false
-	}
-	return 0, false
-}
-
-// loop handles inputs until the circuit ends; it returns the reason and
-// whether prev should get a DESTROY.
-func (rc *relayCirc) loop() (proto.DestroyReason, bool) {
-	for {
-		select {
-		case it := <-rc.in:
-			if reason, sendPrev, done := rc.step(it); done {
-				return reason, sendPrev
-			}
-			// Take what else is queued without the cost of a full select.
-			for range len(rc.in) {
-				if reason, sendPrev, done := rc.step(<-rc.in); done {
-					return reason, sendPrev
-				}
-			}
-		case r := <-rc.killc:
-			return r, true
-		case <-rc.sw.stop:
-			return proto.DestroyHibernating, true
-		}
-	}
-}
-
-// step handles one input; done means the circuit is over.
-func (rc *relayCirc) step(it inbound) (reason proto.DestroyReason, sendPrev, done bool) {
-	fromPrev := it.l == rc.prev
-	if it.c == nil { // a link closed
-		if fromPrev {
-			return proto.DestroyChannelClosed, false, true
-		}
-		if it.l == rc.next {
-			return rc.lostNext(proto.DestroyChannelClosed)
-		}
-		return 0, false, false
-	}
-	c := it.c
-	if !fromPrev && (it.l != rc.next || c.CircID() != rc.nextID) {
-		// Queued before a TRUNCATE or a lost next hop cut that part of the
-		// circuit: the origin no longer has its layers.
-		proto.PutCell(c)
-		return 0, false, false
-	}
-	switch cmd := c.Command(); {
-	case cmd == proto.CmdDestroy:
-		r, _ := proto.ParseDestroy(c.Payload())
-		proto.PutCell(c)
-		if fromPrev {
-			return r, false, true
-		}
-		return rc.lostNext(r)
-
-	case fromPrev && (cmd == proto.CmdRelay || cmd == proto.CmdRelayEarly):
-		if cmd == proto.CmdRelayEarly {
-			rc.early++
-			if rc.early > rc.sw.cfg.MaxRelayEarly {
-				proto.PutCell(c)
-				return proto.DestroyProtocol, true, true
-			}
-		}
-		rc.ep.stats.recv(0)
-		if t, ok := rc.hop.OpenForward(c.PayloadArray()); ok {
-			return rc.recognised(c, t, cmd == proto.CmdRelayEarly)
-		}
-		if rc.next == nil || rc.extending {
-			proto.PutCell(c) // nobody to pass it to: it was damaged on the way
-			return proto.DestroyProtocol, true, true
-		}
-		c.SetCircID(rc.nextID)
-		if err := rc.next.SendCell(c); err != nil {
-			return rc.lostNext(proto.DestroyChannelClosed)
-		}
-		return 0, false, false
-
-	case !fromPrev && cmd == proto.CmdRelay:
-		c.SetCircID(rc.prevID)
-		rc.ep.stats.sent(0)
-		rc.ep.sendMu.Lock() // the backward keystream is shared with our own cells
-		rc.hop.RelayBackward(c.PayloadArray())
-		err := rc.prev.SendCell(c)
-		rc.ep.sendMu.Unlock()
-		if err != nil {
-			return proto.DestroyChannelClosed, false, true
-		}
-		return 0, false, false
-
-	case !fromPrev && cmd == proto.CmdCreated2 && rc.extending:
-		body, err := onion.ParseCreated2(c.Payload())
-		if err != nil || body.Len() > proto.RelayDataSize {
-			proto.PutCell(c)
-			return rc.lostNext(proto.DestroyProtocol)
-		}
-		data := body.Append(make([]byte, 0, body.Len()))
-		proto.PutCell(c)
-		rc.extending = false
-		if err := rc.ep.sendControl(0, false, proto.RelayExtended2, 0, data); err != nil {
-			return proto.DestroyChannelClosed, false, true
-		}
-		return 0, false, false
-	}
-	// CREATED2 from prev, RELAY_EARLY backward, unexpected CREATED2, ...
-	proto.PutCell(c)
-	return proto.DestroyProtocol, true, true
-}
-
-// lostNext handles the end of the part of the circuit after us: the origin
-// gets TRUNCATED with the reason and may extend again or tear down.
-func (rc *relayCirc) lostNext(reason proto.DestroyReason) (proto.DestroyReason, bool, bool) {
-	if rc.next != nil {
-		rc.sw.unregister(rc.next, rc.nextID, rc)
-	}
-	rc.next, rc.nextID, rc.extending = nil, 0, false
-	if err := rc.ep.sendControl(0, false, proto.RelayTruncated, 0, []byte{byte(reason)}); err != nil {
-		return proto.DestroyChannelClosed, false, true
-	}
-	return 0, false, false
-}
-
-// recognised handles a relay cell addressed to this hop.
-func (rc *relayCirc) recognised(c *proto.Cell, t onion.Tag, early bool) (proto.DestroyReason, bool, bool) {
-	r, err := proto.ParseRelay(c.Payload())
-	if err != nil {
-		proto.PutCell(c)
-		return proto.DestroyProtocol, true, true
-	}
-	switch r.Command {
-	case proto.RelayExtend2:
-		ext, err := onion.ParseExtend2(r.Data)
-		ext.Create.HData = bytes.Clone(ext.Create.HData) // r.Data dies with c
-		proto.PutCell(c)
-		if err != nil || !early || rc.next != nil || rc.extending {
-			return proto.DestroyProtocol, true, true
-		}
-		return rc.extend(ext)
-	case proto.RelayTruncate:
-		proto.PutCell(c)
-		if rc.next != nil {
-			sendDestroy(rc.next, rc.nextID, proto.DestroyRequested)
-		}
-		return rc.lostNext(proto.DestroyRequested)
-	case proto.RelayBegin:
-		b, err := onion.ParseBegin(r.Data)
-		sid := r.StreamID
-		proto.PutCell(c)
-		if err != nil || sid == 0 {
-			return proto.DestroyProtocol, true, true
-		}
-		if !rc.ep.peerStreamID(sid) {
-			return proto.DestroyProtocol, true, true
-		}
-		rc.ep.begin(sid, b.Dest)
-		return 0, false, false
-	}
-	res, handled := rc.ep.onStreamCell(r, c, t)
-	if !handled {
-		proto.PutCell(c) // EXTENDED2, TRUNCATED, CONNECTED... have no business going forward
-		return proto.DestroyProtocol, true, true
-	}
-	if !res.keep {
-		proto.PutCell(c)
-	}
-	if res.destroy != 0 {
-		return res.destroy, true, true
-	}
-	rc.ep.stats.bytesRecv.Add(uint64(r.Length))
-	return 0, false, false
-}
-
-func (rc *relayCirc) extend(ext onion.Extend2) (proto.DestroyReason, bool, bool) {
-	truncated := func(r proto.DestroyReason) (proto.DestroyReason, bool, bool) {
-		if err := rc.ep.sendControl(0, false, proto.RelayTruncated, 0, []byte{byte(r)}); err != nil {
-			return proto.DestroyChannelClosed, false, true
-		}
-		return 0, false, false
-	}
-	if rc.sw.cfg.Flags&proto.FlagRelay == 0 {
-		return truncated(proto.DestroyResourceLimit) // we end circuits, we do not relay them
-	}
-	if ext.Next == rc.sw.id.ID || ext.Next == rc.prev.Peer() || !ext.Addr.IsValid() {
-		return truncated(proto.DestroyProtocol)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), rc.sw.cfg.ExtendTimeout)
-	go func() {
-		select {
-		case <-rc.sw.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	l, err := rc.sw.links.getLink(ctx, ext.Next, addrString(ext.Addr))
-	cancel()
-	if err != nil {
-		return truncated(proto.DestroyConnectFailed)
-	}
-	id, err := rc.sw.allocID(l, rc)
-	if err != nil {
-		return truncated(proto.DestroyResourceLimit)
-	}
-	rc.next, rc.nextID, rc.extending = l, id, true
-	out := proto.GetCell()
-	out.SetCircID(id)
-	out.SetCommand(proto.CmdCreate2)
-	ext.Create.Append(out.Payload()[:0])
-	if err := l.SendCell(out); err != nil {
-		return rc.lostNext(proto.DestroyConnectFailed)
-	}
-	return 0, false, false
-}
-
-func addrString(a netip.AddrPort) string { return a.String() }
-
-func (rc *relayCirc) teardown(reason proto.DestroyReason, sendPrev bool) {
-	sw := rc.sw
-	sw.unregister(rc.prev, rc.prevID, rc)
-	if rc.next != nil {
-		sw.unregister(rc.next, rc.nextID, rc)
-		sendDestroy(rc.next, rc.nextID, reason)
-	}
-	if sendPrev {
-		sendDestroy(rc.prev, rc.prevID, reason)
-	}
-	rc.ep.close(reason)
-	sw.mu.Lock()
-	sw.joined--
-	if sw.perLink[rc.prev]--; sw.perLink[rc.prev] <= 0 {
-		delete(sw.perLink, rc.prev)
-	}
-	sw.mu.Unlock()
-	// Drain what the handlers queued before they saw us go.
-	for {
-		select {
-		case it := <-rc.in:
-			if it.c != nil {
-				proto.PutCell(it.c)
-			}
-		default:
-			sw.emit(Event{Kind: EventClosed, Circuit: rc.handle, Reason: reason, Stats: rc.ep.stats.snapshot()})
-			return
-		}
-	}
 }

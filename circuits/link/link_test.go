@@ -1,9 +1,10 @@
-package circuits
+package link
 
 import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
@@ -14,6 +15,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,17 +31,47 @@ const waitFor = 10 * time.Second
 // leakCheck fails the test if goroutines started during it are still
 // running (after a bounded wait) once its other cleanups have run. Call it
 // first so its cleanup runs last.
-func leakCheck(t *testing.T) { noLeaks(t) }
+func leakCheck(t testing.TB) {
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(waitFor)
+		for runtime.NumGoroutine() > before {
+			if time.Now().After(deadline) {
+				buf := make([]byte, 1<<20)
+				t.Errorf("goroutine leak: %d before, %d after\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+				return
+			}
+			runtime.Gosched()
+		}
+	})
+}
+
+// identity is a node's Ed25519 identity key and the ID derived from it.
+type identity struct {
+	Key ed25519.PrivateKey
+	ID  proto.NodeID
+}
+
+func newIdentity(t testing.TB) *identity {
+	t.Helper()
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &identity{Key: key, ID: proto.NodeIDFromKey(key.Public().(ed25519.PublicKey))}
+}
+
+func (id *identity) PublicKey() ed25519.PublicKey { return id.Key.Public().(ed25519.PublicKey) }
 
 type closedEvent struct {
-	l   *Link
+	l   Conn
 	err error
 }
 
 // testNode is a Links listening on 127.0.0.1 whose handlers report to
 // channels (or to the handlers a test supplies).
 type testNode struct {
-	id     *Identity
+	id     *identity
 	m      *Links
 	addr   string
 	cells  chan *proto.Cell
@@ -47,23 +79,20 @@ type testNode struct {
 	closed chan closedEvent
 }
 
-func newTestNode(t *testing.T, cfg LinkConfig, h *LinkHandlers) *testNode {
+func newTestNode(t *testing.T, cfg Config, h *Handlers) *testNode {
 	t.Helper()
-	id, err := NewEphemeralIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := newIdentity(t)
 	n := &testNode{
 		id:     id,
-		m:      NewLinks(id, cfg),
+		m:      NewLinks(id.Key, cfg),
 		cells:  make(chan *proto.Cell, 1024),
 		vars:   make(chan proto.VarCell, 1024),
 		closed: make(chan closedEvent, 64),
 	}
 	if h == nil {
-		h = &LinkHandlers{
-			Cell: func(l *Link, c *proto.Cell) { n.cells <- c },
-			Var: func(l *Link, v proto.VarCell) {
+		h = &Handlers{
+			Cell: func(l Conn, c *proto.Cell) { n.cells <- c },
+			Var: func(l Conn, v proto.VarCell) {
 				v.Payload = bytes.Clone(v.Payload)
 				n.vars <- v
 			},
@@ -71,7 +100,7 @@ func newTestNode(t *testing.T, cfg LinkConfig, h *LinkHandlers) *testNode {
 	}
 	hh := *h
 	user := hh.Closed
-	hh.Closed = func(l *Link, err error) {
+	hh.Closed = func(l Conn, err error) {
 		if user != nil {
 			user(l, err)
 		}
@@ -137,7 +166,7 @@ func recvCell(t *testing.T, ch <-chan *proto.Cell) *proto.Cell {
 	}
 }
 
-func testConfig() LinkConfig {
+func testConfig() Config {
 	cfg := DefaultConfig()
 	cfg.HandshakeTimeout = 5 * time.Second
 	cfg.CloseTimeout = time.Second
@@ -155,16 +184,16 @@ func makeCell(circ uint32, cmd proto.Command, fill byte) *proto.Cell {
 	return c
 }
 
-func TestLinkConfigValidate(t *testing.T) {
+func TestConfigValidate(t *testing.T) {
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatalf("default config: %v", err)
 	}
-	for name, edit := range map[string]func(*LinkConfig){
-		"MaxLinks":          func(c *LinkConfig) { c.MaxLinks = 0 },
-		"SendQueueBytes":    func(c *LinkConfig) { c.SendQueueBytes = 100 },
-		"HandshakeTimeout":  func(c *LinkConfig) { c.HandshakeTimeout = 0 },
-		"KeepaliveInterval": func(c *LinkConfig) { c.KeepaliveInterval = c.IdleTimeout },
-		"ReadBufferSize":    func(c *LinkConfig) { c.ReadBufferSize = 10 },
+	for name, edit := range map[string]func(*Config){
+		"MaxLinks":          func(c *Config) { c.MaxLinks = 0 },
+		"SendQueueBytes":    func(c *Config) { c.SendQueueBytes = 100 },
+		"HandshakeTimeout":  func(c *Config) { c.HandshakeTimeout = 0 },
+		"KeepaliveInterval": func(c *Config) { c.KeepaliveInterval = c.IdleTimeout },
+		"ReadBufferSize":    func(c *Config) { c.ReadBufferSize = 10 },
 	} {
 		c := DefaultConfig()
 		edit(&c)
@@ -172,18 +201,27 @@ func TestLinkConfigValidate(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), name) {
 			t.Errorf("%s: got %v, want an error naming it", name, err)
 		}
-		m := NewLinks(nil, c)
+		m := NewLinks(newIdentity(t).Key, c)
 		if _, err := m.Listen("127.0.0.1:0"); err == nil {
 			t.Errorf("%s: Listen with a bad config succeeded", name)
 		}
 		m.Close()
 	}
+	// The identity key is checked too.
+	m := NewLinks(nil, DefaultConfig())
+	if _, err := m.Listen("127.0.0.1:0"); err == nil || !strings.Contains(err.Error(), "identity key") {
+		t.Errorf("Listen without an identity key: %v", err)
+	}
+	m.Close()
 }
 
 func TestLinkMutualAuth(t *testing.T) {
 	leakCheck(t)
 	a := newTestNode(t, testConfig(), nil)
 	b := newTestNode(t, testConfig(), nil)
+	if a.m.ID() != a.id.ID {
+		t.Fatalf("Links.ID %s, want the identity key's %s", a.m.ID(), a.id.ID)
+	}
 	lb := b.get(t, a)
 	if lb.Peer() != a.id.ID || !lb.PeerKey().Equal(a.id.PublicKey()) || lb.Inbound() {
 		t.Fatalf("dialer sees peer %s, want %s", lb.Peer(), a.id.ID)
@@ -241,12 +279,12 @@ func TestLinkWrongID(t *testing.T) {
 	leakCheck(t)
 	a := newTestNode(t, testConfig(), nil)
 	b := newTestNode(t, testConfig(), nil)
-	other, _ := NewEphemeralIdentity()
+	other := newIdentity(t)
 	_, err := b.m.Get(context.Background(), other.ID, a.addr)
 	if !errors.Is(err, ErrPeerID) {
 		t.Fatalf("got %v, want ErrPeerID", err)
 	}
-	want := fmt.Sprintf("circuits: peer at %s has ID %s, want %s", a.addr, a.id.ID, other.ID)
+	want := fmt.Sprintf("link: peer at %s has ID %s, want %s", a.addr, a.id.ID, other.ID)
 	if err.Error() != want {
 		t.Fatalf("error %q, want %q", err, want)
 	}
@@ -378,9 +416,14 @@ func TestLinkCellsBothWaysInOrder(t *testing.T) {
 		return &orderChecker{next: map[uint32]uint32{}, all: make(chan struct{}), want: 2 * senders * perSender}
 	}
 	checkA, checkB := newChecker(), newChecker()
-	handlers := func(o *orderChecker) *LinkHandlers {
-		return &LinkHandlers{
-			Cell: func(l *Link, c *proto.Cell) {
+	arrivedOn := make(chan Conn, 1) // the listener's end, from its first cell
+	handlers := func(o *orderChecker) *Handlers {
+		return &Handlers{
+			Cell: func(l Conn, c *proto.Cell) {
+				select {
+				case arrivedOn <- l:
+				default:
+				}
 				if c.Command() != proto.CmdRelay {
 					o.mu.Lock()
 					o.bad = fmt.Errorf("command %v", c.Command())
@@ -389,21 +432,12 @@ func TestLinkCellsBothWaysInOrder(t *testing.T) {
 				o.see(c.Payload(), c.CircID())
 				proto.PutCell(c)
 			},
-			Var: func(l *Link, v proto.VarCell) { o.see(v.Payload, v.CircID) },
+			Var: func(l Conn, v proto.VarCell) { o.see(v.Payload, v.CircID) },
 		}
 	}
 	a := newTestNode(t, testConfig(), handlers(checkA))
 	b := newTestNode(t, testConfig(), handlers(checkB))
 	lb := b.get(t, a)
-	// The listener registers its side right after the handshake.
-	deadline := time.Now().Add(waitFor)
-	var la *Link
-	for la = a.m.Lookup(b.id.ID); la == nil && time.Now().Before(deadline); la = a.m.Lookup(b.id.ID) {
-		time.Sleep(time.Millisecond)
-	}
-	if la == nil {
-		t.Fatal("listener has no link")
-	}
 
 	var wg sync.WaitGroup
 	send := func(l *Link, sender uint32) {
@@ -431,10 +465,19 @@ func TestLinkCellsBothWaysInOrder(t *testing.T) {
 			}
 		}
 	}
+	// The dialer starts; the listener's end is known once a cell reached
+	// it, and only b dialed, so the first cell on either side is on it.
 	for s := uint32(0); s < senders; s++ {
-		wg.Add(2)
-		go send(la, s)
+		wg.Add(1)
 		go send(lb, s)
+	}
+	la := recv(t, arrivedOn).(*Link)
+	if la.Peer() != b.id.ID || !la.Inbound() || a.m.Lookup(b.id.ID) != la {
+		t.Fatal("cells arrived on a link that is not the listener's end")
+	}
+	for s := uint32(0); s < senders; s++ {
+		wg.Add(1)
+		go send(la, s)
 	}
 	wg.Wait()
 	for _, o := range []*orderChecker{checkA, checkB} {
@@ -455,8 +498,7 @@ func TestLinkCellsBothWaysInOrder(t *testing.T) {
 // valid identity, then lets the test write arbitrary bytes.
 func rawPeer(t *testing.T, n *testNode) *tls.Conn {
 	t.Helper()
-	id, _ := NewEphemeralIdentity()
-	cert, err := linkCertificate(id, time.Now())
+	cert, err := linkCertificate(newIdentity(t).Key, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -501,84 +543,6 @@ func TestLinkProtocolViolations(t *testing.T) {
 	}
 }
 
-func TestLinkSendQueueBound(t *testing.T) {
-	leakCheck(t)
-	cfg := testConfig()
-	cfg.SendQueueBytes = 16 << 10
-	release := make(chan struct{})
-	var got atomic.Int64
-	stall := &LinkHandlers{Cell: func(l *Link, c *proto.Cell) {
-		got.Add(1)
-		proto.PutCell(c)
-		<-release // stop reading
-	}}
-	a := newTestNode(t, cfg, stall)
-	b := newTestNode(t, cfg, nil)
-	t.Cleanup(func() {
-		select {
-		case <-release:
-		default:
-			close(release)
-		}
-	})
-	l := b.get(t, a)
-
-	const attempts = 200_000 // ~100 MB if nothing blocked
-	var sent atomic.Int64
-	sendErr := make(chan error, 1)
-	go func() {
-		for i := 0; i < attempts; i++ {
-			if err := l.SendCell(makeCell(1, proto.CmdRelay, 0)); err != nil {
-				sendErr <- err
-				return
-			}
-			sent.Add(1)
-		}
-		sendErr <- nil
-	}()
-	// Wait until the receiver has stalled and the sender makes no more
-	// progress with a full queue: the receiver's socket buffers are full,
-	// the writer is stuck, and only the bound stops the sender.
-	deadline := time.Now().Add(waitFor)
-	last, stableSince := int64(-1), time.Now()
-	for {
-		q := l.QueuedBytes()
-		if q > cfg.SendQueueBytes {
-			t.Fatalf("queued %d bytes > bound %d", q, cfg.SendQueueBytes)
-		}
-		n := sent.Load()
-		if n != last || q <= cfg.SendQueueBytes-proto.CellSize || got.Load() == 0 {
-			last, stableSince = n, time.Now()
-		} else if time.Since(stableSince) > 200*time.Millisecond {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sender never blocked (queued %d, sent %d)", q, n)
-		}
-		time.Sleep(time.Millisecond)
-	}
-	if err := l.TrySendCell(makeCell(1, proto.CmdRelay, 0)); !errors.Is(err, ErrQueueFull) {
-		t.Fatalf("TrySendCell on a full queue: %v", err)
-	}
-	select {
-	case err := <-sendErr:
-		t.Fatalf("sender finished while the peer was not reading: %v", err)
-	default:
-	}
-	if n := sent.Load(); n >= attempts {
-		t.Fatalf("all %d cells accepted", n)
-	}
-	// Closing the link releases the blocked sender with an error.
-	l.Close()
-	if err := recv(t, sendErr); err == nil || !errors.Is(err, ErrLinkClosed) {
-		t.Fatalf("blocked SendCell after Close: %v", err)
-	}
-	if got.Load() != 1 {
-		t.Fatalf("stalled receiver handled %d cells", got.Load())
-	}
-	close(release)
-}
-
 func TestLinkMaxLinks(t *testing.T) {
 	leakCheck(t)
 	cfg := testConfig()
@@ -619,45 +583,6 @@ func TestLinkMaxLinks(t *testing.T) {
 	}
 }
 
-func TestLinkKeepaliveAndIdleTimeout(t *testing.T) {
-	leakCheck(t)
-	cfg := testConfig()
-	// Generous margins: this machine may be loaded and run under -race.
-	cfg.IdleTimeout = 1500 * time.Millisecond
-	cfg.KeepaliveInterval = 100 * time.Millisecond
-	a := newTestNode(t, cfg, nil)
-	b := newTestNode(t, cfg, nil)
-	l := b.get(t, a)
-	start := time.Now()
-
-	// A silent peer (handshake done, then nothing) is dropped.
-	silent := rawPeer(t, a)
-	ev := a.nextClosed(t)
-	if !errors.Is(ev.err, ErrIdleTimeout) {
-		t.Fatalf("silent peer: link closed with %v, want ErrIdleTimeout", ev.err)
-	}
-	expectRefused(t, silent)
-
-	// Meanwhile, and for several idle timeouts, padding kept the real link
-	// up on both sides.
-	select {
-	case ev := <-a.closed:
-		t.Fatalf("idle link closed on the listener after %v: %v (inbound %v, peer is b %v)", time.Since(start), ev.err, ev.l.Inbound(), ev.l.Peer() == b.id.ID)
-	case ev := <-b.closed:
-		t.Fatalf("idle link closed on the dialer after %v: %v", time.Since(start), ev.err)
-	case <-time.After(2*cfg.IdleTimeout - time.Since(start)):
-	}
-	if l.Err() != nil || a.m.Lookup(b.id.ID) == nil {
-		t.Fatal("keepalive did not keep the link")
-	}
-	// Padding is not delivered to handlers.
-	select {
-	case c := <-a.cells:
-		t.Fatalf("handler got a %v cell", c.Command())
-	default:
-	}
-}
-
 func TestLinkCloseEndsBothSides(t *testing.T) {
 	leakCheck(t)
 	a := newTestNode(t, testConfig(), nil)
@@ -688,7 +613,7 @@ func TestLinkCloseEndsBothSides(t *testing.T) {
 			t.Fatal(err)
 		}
 		closer.Close() // idempotent
-		if ev := closerNode.nextClosed(t); ev.l != closer || !errors.Is(ev.err, ErrLinkClosed) {
+		if ev := closerNode.nextClosed(t); ev.l != closer || !errors.Is(ev.err, ErrClosed) {
 			t.Fatalf("closing side: %v", ev.err)
 		}
 		if ev := otherNode.nextClosed(t); ev.l != other || !errors.Is(ev.err, ErrClosedByPeer) {
@@ -744,8 +669,70 @@ func TestLinkRejectsBadCells(t *testing.T) {
 	}
 }
 
-// FuzzLinkRead feeds arbitrary bytes to a link's cell framing: it must end
-// with an error (never a panic) and deliver exactly the cells it framed.
+// framedCell is one cell a link delivers to its handlers: the bytes of a
+// fixed cell other than PADDING, or of a var cell, as on the wire.
+type framedCell struct {
+	isVar bool
+	wire  []byte
+}
+
+// expectFramed walks the link framing of b by hand, the way the framing is
+// drawn in the package comment, and returns the cells a link must deliver
+// from it, in order, and whether b ends cleanly after the last cell (else
+// something unframeable or a cut cell follows).
+func expectFramed(b []byte) (cells []framedCell, clean bool) {
+	for {
+		if len(b) == 0 {
+			return cells, true
+		}
+		if len(b) < 5 {
+			return cells, false
+		}
+		cmd := proto.Command(b[4])
+		switch {
+		case !cmd.Known():
+			return cells, false
+		case cmd >= 128:
+			if len(b) < 7 {
+				return cells, false
+			}
+			n := 7 + int(b[5])<<8 + int(b[6])
+			if n > 7+proto.MaxVarPayload || len(b) < n {
+				return cells, false
+			}
+			cells = append(cells, framedCell{true, b[:n]})
+			b = b[n:]
+		default:
+			if len(b) < 514 {
+				return cells, false
+			}
+			if cmd != proto.CmdPadding {
+				cells = append(cells, framedCell{false, b[:514]})
+			}
+			b = b[514:]
+		}
+	}
+}
+
+// recordingLink returns a link that reads nothing from the network and
+// whose handlers append what they get to *got.
+func recordingLink(t *testing.T, got *[]framedCell) *Link {
+	m := &Links{cfg: DefaultConfig(), h: Handlers{
+		Cell: func(l Conn, c *proto.Cell) {
+			*got = append(*got, framedCell{false, bytes.Clone(c[:])})
+			proto.PutCell(c)
+		},
+		Var: func(l Conn, v proto.VarCell) {
+			*got = append(*got, framedCell{true, v.Append(nil)})
+		},
+	}}
+	return newLink(m, nil, nil, make([]byte, 32), true)
+}
+
+// FuzzLinkRead feeds arbitrary bytes to a link's reader: the handlers must
+// get exactly the fixed (non-PADDING) and var cells the bytes frame, in
+// order and byte for byte, and the read must end with ErrClosedByPeer if
+// the bytes end after a cell and with another error otherwise.
 func FuzzLinkRead(f *testing.F) {
 	cell := makeCell(9, proto.CmdRelay, 3)
 	var seed []byte
@@ -754,32 +741,26 @@ func FuzzLinkRead(f *testing.F) {
 	seed = append(seed, paddingCell[:]...)
 	f.Add(seed)
 	f.Add(seed[:600])
+	f.Add(append(seed, proto.VarCell{CircID: 2, Command: proto.CmdDHT, Payload: make([]byte, proto.MaxVarPayload)}.Append(nil)...))
 	f.Add([]byte{0, 0, 0, 1, byte(proto.CmdDHT), 0xff, 0xff})
 	f.Add([]byte{0, 0, 0, 1, 7})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var cells, vars int
-		m := &Links{cfg: DefaultConfig(), h: LinkHandlers{
-			Cell: func(l *Link, c *proto.Cell) {
-				if !c.Command().Known() || c.Command().IsVariable() || c.Command() == proto.CmdPadding {
-					t.Fatalf("delivered a %v cell", c.Command())
-				}
-				cells++
-				proto.PutCell(c)
-			},
-			Var: func(l *Link, v proto.VarCell) {
-				if len(v.Payload) > proto.MaxVarPayload {
-					t.Fatal("oversized var cell delivered")
-				}
-				vars++
-			},
-		}}
-		l := newLink(m, nil, nil, make([]byte, 32), true)
-		err := l.read(bytes.NewReader(b))
-		if err == nil {
-			t.Fatal("read ended without an error")
+		var got []framedCell
+		err := recordingLink(t, &got).read(bytes.NewReader(b))
+		want, clean := expectFramed(b)
+		if len(got) != len(want) {
+			t.Fatalf("delivered %d cells, the input frames %d", len(got), len(want))
 		}
-		if errors.Is(err, ErrClosedByPeer) && cells*proto.CellSize > len(b) {
-			t.Fatalf("%d cells from %d bytes", cells, len(b))
+		for i := range want {
+			if got[i].isVar != want[i].isVar || !bytes.Equal(got[i].wire, want[i].wire) {
+				t.Fatalf("cell %d delivered differs from the input's", i)
+			}
+		}
+		switch {
+		case err == nil:
+			t.Fatal("read ended without an error")
+		case clean != errors.Is(err, ErrClosedByPeer):
+			t.Fatalf("input ends cleanly %v, read ended with %v", clean, err)
 		}
 	})
 }
@@ -793,15 +774,15 @@ func TestLinkReadFraming(t *testing.T) {
 	}
 	var next uint32
 	var vnext uint32
-	m := &Links{cfg: DefaultConfig(), h: LinkHandlers{
-		Cell: func(l *Link, c *proto.Cell) {
+	m := &Links{cfg: DefaultConfig(), h: Handlers{
+		Cell: func(l Conn, c *proto.Cell) {
 			if c.CircID() != next || c.Payload()[7] != byte(next)+7 {
 				t.Fatalf("cell %d: got circ %d", next, c.CircID())
 			}
 			next++
 			proto.PutCell(c)
 		},
-		Var: func(l *Link, v proto.VarCell) {
+		Var: func(l Conn, v proto.VarCell) {
 			if v.CircID != vnext || !bytes.Equal(v.Payload, bytes.Repeat([]byte{byte(vnext)}, int(vnext)*100)) {
 				t.Fatalf("var cell %d wrong", vnext)
 			}
@@ -823,50 +804,15 @@ func TestLinkReadFraming(t *testing.T) {
 	}
 }
 
-func TestLinksCloseAbortsHandshakes(t *testing.T) {
-	leakCheck(t)
-	cfg := testConfig()
-	cfg.HandshakeTimeout = time.Minute
-	a := newTestNode(t, cfg, nil)
-	// Connections that never say anything hold handshakes open.
-	for i := 0; i < 3; i++ {
-		rawDial(t, a)
-	}
-	// Wait until a counts them (they hold MaxLinks slots).
-	deadline := time.Now().Add(waitFor)
-	for {
-		a.m.mu.Lock()
-		pending := a.m.pending
-		a.m.mu.Unlock()
-		if pending == 3 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d handshakes pending, want 3", pending)
-		}
-		time.Sleep(time.Millisecond)
-	}
-	closed := make(chan struct{})
-	go func() {
-		a.m.Close()
-		close(closed)
-	}()
-	select {
-	case <-closed:
-	case <-time.After(waitFor):
-		t.Fatal("Close waited for handshakes to time out")
-	}
-}
-
 func TestLinkCloseDuringSendsAndFromHandler(t *testing.T) {
 	leakCheck(t)
 	cfg := testConfig()
 	cfg.SendQueueBytes = 32 << 10
 	var closer *testNode
-	closer = newTestNode(t, cfg, &LinkHandlers{Cell: func(l *Link, c *proto.Cell) {
+	closer = newTestNode(t, cfg, &Handlers{Cell: func(l Conn, c *proto.Cell) {
 		// Closing from inside a handler must not deadlock.
 		if c.CircID() == 999 {
-			l.Close()
+			l.(*Link).Close()
 		}
 		proto.PutCell(c)
 	}})
@@ -893,7 +839,7 @@ func TestLinkCloseDuringSendsAndFromHandler(t *testing.T) {
 	}
 	wg.Wait()
 	ev := closer.nextClosed(t)
-	if !errors.Is(ev.err, ErrLinkClosed) {
+	if !errors.Is(ev.err, ErrClosed) {
 		t.Fatalf("handler-closed link ended with %v", ev.err)
 	}
 	if ev := b.nextClosed(t); !errors.Is(ev.err, ErrClosedByPeer) {

@@ -1,4 +1,4 @@
-package circuits
+package link
 
 import (
 	"context"
@@ -19,11 +19,11 @@ import (
 
 // Links errors.
 var (
-	ErrLinksClosed  = errors.New("circuits: links closed")
-	ErrTooManyLinks = errors.New("circuits: too many links")
-	ErrSelfLink     = errors.New("circuits: refusing a link to ourselves")
-	ErrNoAddr       = errors.New("circuits: no link to peer and no address to dial")
-	ErrBadPeerCert  = errors.New("circuits: bad peer certificate")
+	ErrLinksClosed  = errors.New("link: links closed")
+	ErrTooManyLinks = errors.New("link: too many links")
+	ErrSelfLink     = errors.New("link: refusing a link to ourselves")
+	ErrNoAddr       = errors.New("link: no link to peer and no address to dial")
+	ErrBadPeerCert  = errors.New("link: bad peer certificate")
 )
 
 // linkALPN names the link protocol in the TLS handshake.
@@ -34,10 +34,11 @@ const linkALPN = "veil/1"
 // link runs a read goroutine that dispatches to the handlers and a write
 // goroutine. Safe for concurrent use.
 type Links struct {
-	id     *Identity
-	cfg    LinkConfig
+	key    ed25519.PrivateKey
+	self   proto.NodeID // our ID, derived from key
+	cfg    Config
 	cfgErr error // from NewLinks; returned by Listen and Get
-	h      LinkHandlers
+	h      Handlers
 	tls    *tls.Config
 	ctx    context.Context // cancelled by Close: aborts handshakes
 	cancel context.CancelFunc
@@ -61,12 +62,14 @@ type dialCall struct {
 	err  error
 }
 
-// NewLinks returns a link manager for id. An invalid cfg or a failure to
-// make the certificate is reported by Listen and Get.
-func NewLinks(id *Identity, cfg LinkConfig) *Links {
+// NewLinks returns a link manager for the node whose Ed25519 identity key
+// is key; the node's ID is proto.NodeIDFromKey of its public half. An
+// invalid cfg or key, or a failure to make the certificate, is reported by
+// Listen and Get.
+func NewLinks(key ed25519.PrivateKey, cfg Config) *Links {
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Links{
-		id:     id,
+		key:    key,
 		cfg:    cfg,
 		ctx:    ctx,
 		cancel: cancel,
@@ -77,7 +80,12 @@ func NewLinks(id *Identity, cfg LinkConfig) *Links {
 	if m.cfgErr = cfg.Validate(); m.cfgErr != nil {
 		return m
 	}
-	cert, err := linkCertificate(id, time.Now())
+	if len(key) != ed25519.PrivateKeySize {
+		m.cfgErr = fmt.Errorf("link: identity key of %d bytes, want %d", len(key), ed25519.PrivateKeySize)
+		return m
+	}
+	m.self = proto.NodeIDFromKey(key.Public().(ed25519.PublicKey))
+	cert, err := linkCertificate(key, time.Now())
 	if err != nil {
 		m.cfgErr = err
 		return m
@@ -88,10 +96,10 @@ func NewLinks(id *Identity, cfg LinkConfig) *Links {
 
 // linkCertificate makes the self-signed certificate a node presents on its
 // links. Only its key matters: peers ignore names and dates.
-func linkCertificate(id *Identity, now time.Time) (tls.Certificate, error) {
+func linkCertificate(key ed25519.PrivateKey, now time.Time) (tls.Certificate, error) {
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("circuits: certificate serial: %w", err)
+		return tls.Certificate{}, fmt.Errorf("link: certificate serial: %w", err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
@@ -101,11 +109,11 @@ func linkCertificate(id *Identity, now time.Time) (tls.Certificate, error) {
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, id.PublicKey(), id.Key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("circuits: making link certificate: %w", err)
+		return tls.Certificate{}, fmt.Errorf("link: making the certificate: %w", err)
 	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: id.Key}, nil
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }
 
 // linkTLSConfig is the TLS setup of both ends: TLS 1.3 only, a certificate
@@ -158,14 +166,14 @@ func peerKeyFromState(cs tls.ConnectionState) (ed25519.PublicKey, error) {
 
 // SetHandlers installs the handlers. Call it before Listen and Get: links
 // keep the handlers they started with.
-func (m *Links) SetHandlers(h LinkHandlers) {
+func (m *Links) SetHandlers(h Handlers) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.h = h
 }
 
-// Identity returns the identity the links authenticate with.
-func (m *Links) Identity() *Identity { return m.id }
+// ID returns this node's ID, the one peers authenticate us as.
+func (m *Links) ID() proto.NodeID { return m.self }
 
 // Listen accepts links on addr (host:port; port 0 picks one) until Close
 // and returns the address it listens on. It may be called more than once.
@@ -175,7 +183,7 @@ func (m *Links) Listen(addr string) (net.Addr, error) {
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("circuits: listening: %w", err)
+		return nil, fmt.Errorf("link: listening: %w", err)
 	}
 	m.mu.Lock()
 	if m.closed {
@@ -321,7 +329,7 @@ func (m *Links) Get(ctx context.Context, id proto.NodeID, addr string) (*Link, e
 	if m.cfgErr != nil {
 		return nil, m.cfgErr
 	}
-	if id == m.id.ID {
+	if id == m.self {
 		return nil, ErrSelfLink
 	}
 	if l := m.Lookup(id); l != nil {
@@ -363,6 +371,16 @@ func (m *Links) Get(ctx context.Context, id proto.NodeID, addr string) (*Link, e
 	}
 }
 
+// Dial is Get for the layers that see links as Conns: it makes *Links a
+// Dialer.
+func (m *Links) Dial(ctx context.Context, id proto.NodeID, addr string) (Conn, error) {
+	l, err := m.Get(ctx, id, addr)
+	if err != nil {
+		return nil, err // not a nil *Link in a non-nil Conn
+	}
+	return l, nil
+}
+
 // dial runs the client side of a handshake; its slot is already reserved.
 func (m *Links) dial(id proto.NodeID, addr string) (*Link, error) {
 	ctx, cancel := context.WithTimeout(m.ctx, m.cfg.HandshakeTimeout)
@@ -371,8 +389,14 @@ func (m *Links) dial(id proto.NodeID, addr string) (*Link, error) {
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		m.unreserve()
-		return nil, fmt.Errorf("circuits: dialing %s at %s: %w", id.Short(), addr, err)
+		return nil, fmt.Errorf("link: dialing %s at %s: %w", id.Short(), addr, err)
 	}
+	return m.handshake(ctx, conn, id, addr)
+}
+
+// handshake runs the client side of a handshake on conn, which it owns,
+// refusing a peer whose key does not hash to id; its slot is reserved.
+func (m *Links) handshake(ctx context.Context, conn net.Conn, id proto.NodeID, addr string) (*Link, error) {
 	raw := &deadlineConn{Conn: conn}
 	_ = conn.SetDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
 	conf := m.tls.Clone()
@@ -395,7 +419,7 @@ func (m *Links) dial(id proto.NodeID, addr string) (*Link, error) {
 		if idErr != nil {
 			return nil, idErr
 		}
-		return nil, fmt.Errorf("circuits: TLS handshake with %s at %s: %w", id.Short(), addr, err)
+		return nil, fmt.Errorf("link: TLS handshake with %s at %s: %w", id.Short(), addr, err)
 	}
 	key, err := peerKeyFromState(tc.ConnectionState())
 	if err != nil {

@@ -1,10 +1,9 @@
-package circuits
+package link
 
 import (
 	"bufio"
 	"crypto/ed25519"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -20,13 +19,13 @@ import (
 // Link errors. The error a link closed with is one of these, or wraps the
 // proto or network error that ended it.
 var (
-	ErrLinkClosed   = errors.New("circuits: link closed")
-	ErrClosedByPeer = errors.New("circuits: link closed by peer")
-	ErrIdleTimeout  = errors.New("circuits: link idle timeout: nothing received")
-	ErrWriteTimeout = errors.New("circuits: link write timeout: peer accepts no data")
-	ErrQueueFull    = errors.New("circuits: link send queue full")
-	ErrBadCell      = errors.New("circuits: cell cannot be sent")
-	ErrPeerID       = errors.New("circuits: peer has the wrong ID")
+	ErrClosed       = errors.New("link: closed")
+	ErrClosedByPeer = errors.New("link: closed by peer")
+	ErrIdleTimeout  = errors.New("link: idle timeout: nothing received")
+	ErrWriteTimeout = errors.New("link: write timeout: peer accepts no data")
+	ErrQueueFull    = errors.New("link: send queue full")
+	ErrBadCell      = errors.New("link: cell cannot be sent")
+	ErrPeerID       = errors.New("link: peer has the wrong ID")
 )
 
 // PeerIDError is the error of a dial that reached a node other than the one
@@ -37,27 +36,28 @@ type PeerIDError struct {
 }
 
 func (e *PeerIDError) Error() string {
-	return fmt.Sprintf("circuits: peer at %s has ID %s, want %s", e.Addr, e.Got, e.Want)
+	return fmt.Sprintf("link: peer at %s has ID %s, want %s", e.Addr, e.Got, e.Want)
 }
 
 // Is makes errors.Is(err, ErrPeerID) true.
 func (e *PeerIDError) Is(target error) bool { return target == ErrPeerID }
 
-// LinkHandlers receive what arrives on links. They are called from the
+// Handlers receive what arrives on links. They are called from the
 // link's read goroutine, one call at a time per link, in arrival order; a
 // slow handler back-pressures its own link only. A nil field drops what it
-// would have received.
-type LinkHandlers struct {
+// would have received. l is the link it arrived on: a *Link from Links (a
+// *linktest.Conn on an in-memory network), on which answers go back.
+type Handlers struct {
 	// Cell receives a fixed cell other than PADDING. It owns c and must
 	// eventually proto.PutCell it (or pass it on, e.g. to SendCell).
-	Cell func(l *Link, c *proto.Cell)
+	Cell func(l Conn, c *proto.Cell)
 	// Var receives a variable-length cell; v.Payload is valid only during
 	// the call.
-	Var func(l *Link, v proto.VarCell)
+	Var func(l Conn, v proto.VarCell)
 	// Closed is called once per link after its goroutines have finished,
-	// with the reason (ErrLinkClosed after a local Close). It must not call
+	// with the reason (ErrClosed after a local Close). It must not call
 	// Links.Close.
-	Closed func(l *Link, err error)
+	Closed func(l Conn, err error)
 }
 
 // outItem is one queued cell: a pooled fixed cell or an encoded var cell.
@@ -83,8 +83,8 @@ func (it outItem) release() {
 // safe for concurrent use. Links are made by Links (Listen, Get).
 type Link struct {
 	m       *Links
-	cfg     LinkConfig
-	h       LinkHandlers
+	cfg     Config
+	h       Handlers
 	conn    *tls.Conn
 	raw     *deadlineConn
 	peer    proto.NodeID
@@ -153,7 +153,7 @@ func (l *Link) LocalAddr() net.Addr { return l.raw.LocalAddr() }
 func (l *Link) Inbound() bool { return l.inbound }
 
 // QueuedBytes returns the bytes accepted by SendCell/SendVar and not yet
-// handed to TLS. It never exceeds LinkConfig.SendQueueBytes.
+// handed to TLS. It never exceeds Config.SendQueueBytes.
 func (l *Link) QueuedBytes() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -222,7 +222,7 @@ func (l *Link) enqueue(it outItem, block bool) error {
 		err := l.err
 		l.mu.Unlock()
 		it.release()
-		return fmt.Errorf("circuits: sending to %s: %w", l.peer.Short(), err)
+		return fmt.Errorf("link: sending to %s: %w", l.peer.Short(), err)
 	}
 	l.queue = append(l.queue, it)
 	l.queued += n
@@ -244,7 +244,7 @@ func (l *Link) enqueue(it outItem, block bool) error {
 // The peer sees ErrClosedByPeer. Close does not wait (it is safe to call
 // from a handler); wait on Done for the goroutines to return. Idempotent.
 func (l *Link) Close() error {
-	l.shutdown(ErrLinkClosed, true)
+	l.shutdown(ErrClosed, true)
 	return nil
 }
 
@@ -295,11 +295,13 @@ func (l *Link) exit() {
 }
 
 // writeLoop owns the write side: it takes the whole queue at once, copies
-// the cells into a buffered writer so many share a TLS record and a write
-// call, and flushes when the queue is empty.
+// the cells into a buffered writer so many share a TLS record, and sends
+// the buffer's records in one write call when it is full or the queue is
+// empty.
 func (l *Link) writeLoop() {
 	defer l.exit()
 	bw := bufio.NewWriterSize(l.conn, l.cfg.WriteBufferSize)
+	l.raw.startBatching(l.cfg.WriteBufferSize)
 	// Ticking at half the interval with a "wrote since the last tick" flag
 	// bounds the silence between writes by KeepaliveInterval.
 	ticker := time.NewTicker(l.cfg.KeepaliveInterval / 2)
@@ -326,7 +328,7 @@ func (l *Link) writeLoop() {
 
 		if len(batch) > 0 {
 			if l.loss.Load() {
-				err = ErrLinkClosed
+				err = ErrClosed
 			} else {
 				err = l.writeBatch(bw, batch)
 				wrote = true
@@ -342,7 +344,7 @@ func (l *Link) writeLoop() {
 		if closed {
 			break
 		}
-		if err = bw.Flush(); err != nil {
+		if err = l.flush(bw); err != nil {
 			break
 		}
 		select {
@@ -350,9 +352,11 @@ func (l *Link) writeLoop() {
 		case <-l.quit:
 		case <-ticker.C:
 			if !wrote {
-				if _, err = bw.Write(paddingCell[:]); err == nil {
-					err = bw.Flush()
-				}
+				_, err = bw.Write(paddingCell[:])
+			}
+			if err == nil {
+				// Also sends what TLS wrote on its own (a KeyUpdate).
+				err = l.flush(bw)
 			}
 			wrote = false
 		}
@@ -365,9 +369,11 @@ func (l *Link) writeLoop() {
 		// TLS close_notify and a TCP half-close. The reader keeps draining
 		// until the peer closes too (or CloseTimeout), so no unread data
 		// turns our close into a reset the peer would see as an error.
-		err = bw.Flush()
+		err = l.flush(bw)
 		if err == nil {
-			_ = l.conn.CloseWrite()
+			if l.conn.CloseWrite() == nil {
+				_ = l.raw.flush()
+			}
 			if hc, ok := l.raw.Conn.(interface{ CloseWrite() error }); ok {
 				_ = hc.CloseWrite()
 			}
@@ -389,17 +395,28 @@ func (l *Link) writeLoop() {
 
 var paddingCell proto.Cell // CircID 0, PADDING, zero payload
 
-// writeBatch hands batch to the buffered writer, releasing the queue bytes
-// as each buffer's worth goes out so senders refill while TLS works.
+// writeBatch hands batch to the buffered writer, sending each buffer's
+// worth as it fills and releasing the queue bytes as they go, so senders
+// refill while TLS works.
 func (l *Link) writeBatch(bw *bufio.Writer, batch []outItem) error {
 	var err error
 	done := 0 // bytes written and not yet released from the queue count
 	for _, it := range batch {
 		if err == nil {
+			b := it.buf
 			if it.cell != nil {
-				_, err = bw.Write(it.cell[:])
-			} else {
-				_, err = bw.Write(it.buf)
+				b = it.cell[:]
+			}
+			if bw.Available() < len(b) && bw.Buffered() > 0 {
+				// A full buffer goes to the socket now, in one write,
+				// rather than wait in the connection for the next flush.
+				err = l.flush(bw)
+			}
+			if err == nil {
+				_, err = bw.Write(b)
+			}
+			if err == nil && bw.Buffered() == 0 {
+				err = l.raw.flush() // b was larger than the buffer: TLS took it directly
 			}
 		}
 		it.release()
@@ -428,7 +445,16 @@ func (l *Link) writeErr(err error) error {
 	if errors.As(err, &ne) && ne.Timeout() {
 		return ErrWriteTimeout
 	}
-	return fmt.Errorf("circuits: writing to %s: %w", l.peer.Short(), err)
+	return fmt.Errorf("link: writing to %s: %w", l.peer.Short(), err)
+}
+
+// flush hands what bw holds to TLS, and the TLS records to the socket in
+// one write.
+func (l *Link) flush(bw *bufio.Writer) error {
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	return l.raw.flush()
 }
 
 // readLoop owns the read side: it frames cells and calls the handlers.
@@ -438,57 +464,35 @@ func (l *Link) readLoop() {
 	l.shutdown(err, false)
 }
 
-// read frames cells from src until an error, which it returns.
+// read frames cells from src with proto's CellReader and hands them to
+// the handlers until an error, which it returns. A fixed cell goes to the
+// Cell handler in a pooled cell that the handler then owns; PADDING and
+// cells arriving once the link is closing reuse the same cell.
 func (l *Link) read(src io.Reader) error {
-	br := bufio.NewReaderSize(src, l.cfg.ReadBufferSize)
-	varBuf := make([]byte, proto.VarHeaderSize+proto.MaxVarPayload)
+	r := proto.NewCellReader(src, l.cfg.ReadBufferSize)
+	c := proto.GetCell()
 	for {
-		hdr, err := br.Peek(proto.CellHeaderSize)
+		v, isVar, err := r.ReadCell(c)
 		if err != nil {
-			return l.readErr(err, len(hdr))
+			proto.PutCell(c)
+			return l.readErr(err)
 		}
-		cmd := proto.Command(hdr[proto.CircIDSize])
-		if !cmd.Known() {
-			return fmt.Errorf("circuits: from %s: %w %v", l.peer.Short(), proto.ErrUnknownCommand, cmd)
-		}
-		if cmd.IsVariable() {
-			if hdr, err = br.Peek(proto.VarHeaderSize); err != nil {
-				return l.readErr(err, len(hdr))
-			}
-			// The length field decides how much to read; proto.ParseVarCell
-			// below checks the whole cell.
-			n := int(binary.BigEndian.Uint16(hdr[proto.CellHeaderSize:]))
-			if n > proto.MaxVarPayload {
-				return fmt.Errorf("circuits: from %s: var cell: %w (%d > %d)", l.peer.Short(), proto.ErrTooLong, n, proto.MaxVarPayload)
-			}
-			buf := varBuf[:proto.VarHeaderSize+n]
-			if _, err := io.ReadFull(br, buf); err != nil {
-				return l.readErr(err, 1)
-			}
-			v, err := proto.ParseVarCell(buf)
-			if err != nil {
-				return fmt.Errorf("circuits: from %s: %w", l.peer.Short(), err)
-			}
+		if isVar {
 			if l.h.Var != nil && !l.closing.Load() {
 				l.h.Var(l, v)
 			}
 			continue
 		}
-		c := proto.GetCell()
-		if _, err := io.ReadFull(br, c[:]); err != nil {
-			proto.PutCell(c)
-			return l.readErr(err, 1)
-		}
-		if cmd == proto.CmdPadding || l.h.Cell == nil || l.closing.Load() {
-			proto.PutCell(c)
+		if c.Command() == proto.CmdPadding || l.h.Cell == nil || l.closing.Load() {
 			continue
 		}
 		l.h.Cell(l, c)
+		c = proto.GetCell()
 	}
 }
 
-// readErr names why reading stopped. partial > 0 means a cell was cut.
-func (l *Link) readErr(err error, partial int) error {
+// readErr names why reading stopped.
+func (l *Link) readErr(err error) error {
 	l.mu.Lock()
 	closed, cause := l.closed, l.err
 	l.mu.Unlock()
@@ -497,20 +501,31 @@ func (l *Link) readErr(err error, partial int) error {
 	}
 	var ne net.Error
 	switch {
-	case errors.Is(err, io.EOF) && partial == 0:
+	case err == io.EOF: // between two cells
 		return ErrClosedByPeer
 	case errors.As(err, &ne) && ne.Timeout():
 		return ErrIdleTimeout
 	}
-	return fmt.Errorf("circuits: reading from %s: %w", l.peer.Short(), err)
+	return fmt.Errorf("link: reading from %s: %w", l.peer.Short(), err)
 }
 
-// deadlineConn renews the read and write deadlines before each socket
-// operation, so an idle or stuck link times out without a timer per cell.
-// A zero duration leaves the deadline alone (during the handshake).
+// deadlineConn is the TCP connection under TLS. It renews the read and
+// write deadlines before each socket operation, so an idle or stuck link
+// times out without a timer per cell; a zero duration leaves the deadline
+// alone (during the handshake).
+//
+// Once the link runs, it also gathers TLS's writes: TLS writes each record
+// (at most 16 KiB) with its own call, and a flush of the link's write
+// buffer makes several records; they collect here and go to the socket in
+// one write on flush, so a full write buffer costs one system call, not
+// four. Writes block only in flush; the error of a gathered write is
+// flush's.
 type deadlineConn struct {
 	net.Conn
 	idle, write atomic.Int64 // time.Duration
+
+	wmu  sync.Mutex // guards wbuf: TLS may write from the reader (KeyUpdate)
+	wbuf []byte     // gathered records; nil before startBatching
 }
 
 func (c *deadlineConn) Read(p []byte) (int, error) {
@@ -520,7 +535,50 @@ func (c *deadlineConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
+// startBatching makes writes gather until flush, in a buffer that holds a
+// write buffer's worth of cells in TLS records.
+func (c *deadlineConn) startBatching(size int) {
+	c.wmu.Lock()
+	// Records add a 5-byte header and a 17-byte tag per 16 KiB.
+	c.wbuf = make([]byte, 0, size+(size/16384+1)*32)
+	c.wmu.Unlock()
+}
+
 func (c *deadlineConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.wbuf == nil {
+		return c.writeNow(p)
+	}
+	if len(c.wbuf)+len(p) > cap(c.wbuf) {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+		if len(p) > cap(c.wbuf) {
+			return c.writeNow(p)
+		}
+	}
+	c.wbuf = append(c.wbuf, p...)
+	return len(p), nil
+}
+
+// flush writes the gathered records.
+func (c *deadlineConn) flush() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.flushLocked()
+}
+
+func (c *deadlineConn) flushLocked() error {
+	if len(c.wbuf) == 0 {
+		return nil
+	}
+	_, err := c.writeNow(c.wbuf)
+	c.wbuf = c.wbuf[:0]
+	return err
+}
+
+func (c *deadlineConn) writeNow(p []byte) (int, error) {
 	if d := time.Duration(c.write.Load()); d > 0 {
 		_ = c.Conn.SetWriteDeadline(time.Now().Add(d))
 	}
