@@ -60,14 +60,14 @@ func (r *originRig) extend(i int) originEvent {
 // answer runs hop i's server handshake on the CREATE2 (first hop) or
 // EXTEND2 the last actions hold and returns the answer the origin gets.
 func (r *originRig) answer(i int) originEvent {
-	var req onion.Create2
+	var req proto.Create2
 	var err error
 	switch a := r.last[0]; a.kind {
 	case oactCreate:
-		req, err = onion.ParseCreate2(a.c.Payload())
+		req, err = proto.ParseCreate2(a.c.Payload())
 	case oactControl:
-		var ext onion.Extend2
-		ext, err = onion.ParseExtend2(a.data)
+		var ext proto.Extend2
+		ext, err = proto.ParseExtend2(a.data)
 		req = ext.Create
 	default:
 		r.t.Fatalf("no handshake to answer in %v", a.kind)
@@ -248,7 +248,7 @@ func TestOriginCoreScenarios(t *testing.T) {
 				c := proto.GetCell()
 				c.SetCircID(rigOutID)
 				c.SetCommand(proto.CmdCreated2)
-				onion.Created2{HData: make([]byte, 64)}.Append(c.Payload()[:0])
+				proto.Created2{HData: make([]byte, 64)}.Append(c.Payload()[:0])
 				return originEvent{kind: oevCell, c: c}
 			}, "close PROTOCOL destroy"},
 		}},

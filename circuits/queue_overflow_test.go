@@ -65,9 +65,9 @@ func TestCircuitQueueOverflowDestroys(t *testing.T) {
 		c.SetCircID(circID)
 		c.SetCommand(proto.CmdCreate2)
 		create.Append(c.Payload()[:0])
-		sw.handleCell(prev, c)
+		sw.HandleCell(prev, c)
 		created := <-prev.sent // the circuit's goroutine now blocks sending it
-		body, err := onion.ParseCreated2(created.Payload())
+		body, err := proto.ParseCreated2(created.Payload())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -86,7 +86,7 @@ func TestCircuitQueueOverflowDestroys(t *testing.T) {
 			onion.SealForward([]*onion.Hop{hop}, 0, d.PayloadArray())
 			d.SetCircID(circID)
 			d.SetCommand(proto.CmdRelay)
-			sw.handleCell(prev, d)
+			sw.HandleCell(prev, d)
 		}
 		synctest.Wait()
 		if n := sw.Joined(); n != 1 {

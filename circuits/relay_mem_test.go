@@ -79,7 +79,7 @@ func TestRelayProtocolViolations(t *testing.T) {
 			return c.ep.sendControl(0, false, proto.RelayBegin, lastHopStreams+1, onionBegin("echo"))
 		}},
 		{"unsolicited circuit SENDME", 1, func(c *Circuit, nodes []*cnode) error {
-			sm := onion.Sendme{Version: onion.SendmeVersion, Data: make([]byte, onion.TagSize)}
+			sm := proto.Sendme{Version: proto.SendmeVersionTag, Data: make([]byte, onion.TagSize)}
 			return c.ep.sendControl(0, false, proto.RelaySendme, 0, sm.Append(nil))
 		}},
 	}
@@ -107,8 +107,8 @@ func extendTo(t *testing.T, n *cnode) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := onion.Extend2{Next: n.id.ID, Addr: n.desc.Addrs[0], Create: create}
+	e := proto.Extend2{Next: n.id.ID, Addr: n.desc.Addrs[0], Create: create}
 	return e.Append(nil)
 }
 
-func onionBegin(dest string) []byte { return onion.Begin{Dest: dest}.Append(nil) }
+func onionBegin(dest string) []byte { return proto.Begin{Dest: dest}.Append(nil) }

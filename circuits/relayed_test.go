@@ -7,11 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"veil/circuits/link"
 	"veil/circuits/onion"
 	"veil/proto"
 )
 
-// fakeLink is a cellLink the core only compares and asks for its peer;
+// fakeLink is a link.Conn the core only compares and asks for its peer;
 // a core that tried to send on it would fail the test.
 type fakeLink struct {
 	t    *testing.T
@@ -72,7 +73,7 @@ func newCoreRig(t *testing.T, relays bool) *coreRig {
 	if len(acts) != 1 || acts[0].kind != actSend || acts[0].l != r.prev || acts[0].c.Command() != proto.CmdCreated2 {
 		t.Fatalf("answer to CREATE2: %v", r.describe(acts))
 	}
-	body, err := onion.ParseCreated2(acts[0].c.Payload())
+	body, err := proto.ParseCreated2(acts[0].c.Payload())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +115,7 @@ func (r *coreRig) extend2() []byte {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	e := onion.Extend2{Next: r.nextNode.ID, Addr: netip.MustParseAddrPort("127.0.0.1:9"), Create: create}
+	e := proto.Extend2{Next: r.nextNode.ID, Addr: netip.MustParseAddrPort("127.0.0.1:9"), Create: create}
 	return e.Append(nil)
 }
 
@@ -124,11 +125,11 @@ func (r *coreRig) created2() relayEvent {
 	c := proto.GetCell()
 	c.SetCircID(rigNextID)
 	c.SetCommand(proto.CmdCreated2)
-	onion.Created2{HData: make([]byte, 64)}.Append(c.Payload()[:0])
+	proto.Created2{HData: make([]byte, 64)}.Append(c.Payload()[:0])
 	return relayEvent{kind: evCell, l: r.next, c: c}
 }
 
-func (r *coreRig) linkName(l cellLink) string {
+func (r *coreRig) linkName(l link.Conn) string {
 	switch l {
 	case r.prev:
 		return "prev"

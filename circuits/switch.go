@@ -14,10 +14,6 @@ import (
 	"veil/proto"
 )
 
-// cellLink is what the circuit layer needs of a link: *link.Link over
-// TLS, or linktest's in-memory Conn.
-type cellLink = link.Conn
-
 // Service is called in its own goroutine for each stream a circuit's origin
 // opens to it at this node (BEGIN with the service's name). It owns the
 // stream and must return once the stream fails or ends; Switch.Close waits
@@ -140,7 +136,7 @@ var (
 
 // circKey names a circuit on one link.
 type circKey struct {
-	l  cellLink
+	l  link.Conn
 	id uint32
 }
 
@@ -156,7 +152,7 @@ type circuitQueue interface {
 // inbound is one input of a circuit goroutine: a cell that arrived on l, or
 // (c == nil) the news that l closed.
 type inbound struct {
-	l cellLink
+	l link.Conn
 	c *proto.Cell
 }
 
@@ -211,8 +207,8 @@ type Switch struct {
 	mu       sync.RWMutex // guards the fields below; read-locked per cell to find its circuit
 	circs    map[circKey]circuitQueue
 	joined   int
-	perLink  map[cellLink]int // joined circuits by the link their CREATE2 came on
-	reaping  bool             // the idle reaper (reapIdle) runs
+	perLink  map[link.Conn]int // joined circuits by the link their CREATE2 came on
+	reaping  bool              // the idle reaper (reapIdle) runs
 	services map[string]Service
 	hooks    []func(Event)
 	rng      *rand.Rand
@@ -241,7 +237,7 @@ func NewSwitch(id *Identity, lg link.Dialer, cfg SwitchConfig) (*Switch, error) 
 		links:    lg,
 		cfg:      cfg,
 		circs:    make(map[circKey]circuitQueue),
-		perLink:  make(map[cellLink]int),
+		perLink:  make(map[link.Conn]int),
 		services: make(map[string]Service),
 		rng:      rng,
 		stop:     make(chan struct{}),
@@ -294,15 +290,10 @@ func (sw *Switch) handle() uint64 {
 	return sw.nextHandle
 }
 
-// HandleCell is the link.Handlers.Cell of the node's links. It never
-// blocks on another link: cells go to their circuit's queue.
-func (sw *Switch) HandleCell(l link.Conn, c *proto.Cell) { sw.handleCell(l, c) }
-
-// HandleClosed is the link.Handlers.Closed of the node's links: every
-// circuit on l learns that the link is gone.
-func (sw *Switch) HandleClosed(l link.Conn, err error) { sw.handleClosed(l) }
-
-func (sw *Switch) handleCell(l cellLink, c *proto.Cell) {
+// HandleCell is the link.Handlers.Cell of the node's links. It takes
+// ownership of c and never blocks on another link: cells go to their
+// circuit's queue.
+func (sw *Switch) HandleCell(l link.Conn, c *proto.Cell) {
 	switch c.Command() {
 	case proto.CmdPadding:
 		proto.PutCell(c)
@@ -324,7 +315,9 @@ func (sw *Switch) handleCell(l cellLink, c *proto.Cell) {
 	}
 }
 
-func (sw *Switch) handleClosed(l cellLink) {
+// HandleClosed is the link.Handlers.Closed of the node's links: every
+// circuit on l learns that the link is gone (why does not matter to them).
+func (sw *Switch) HandleClosed(l link.Conn, _ error) {
 	sw.mu.Lock()
 	var qs []circuitQueue
 	for k, q := range sw.circs {
@@ -342,7 +335,7 @@ func (sw *Switch) handleClosed(l cellLink) {
 
 // sendDestroy sends DESTROY without blocking (dropped if the link's queue is
 // full: the peer is then far behind, and will learn when the link closes).
-func sendDestroy(l cellLink, id uint32, reason proto.DestroyReason) {
+func sendDestroy(l link.Conn, id uint32, reason proto.DestroyReason) {
 	c := proto.GetCell()
 	c.SetCircID(id)
 	c.SetCommand(proto.CmdDestroy)
@@ -354,7 +347,7 @@ func (sw *Switch) acceptsCircuits() bool {
 	return sw.cfg.Flags&(proto.FlagRelay|proto.FlagORDB|proto.FlagExit|proto.FlagFacilitator) != 0
 }
 
-func (sw *Switch) handleCreate(l cellLink, c *proto.Cell) {
+func (sw *Switch) handleCreate(l link.Conn, c *proto.Cell) {
 	id := c.CircID()
 	key := circKey{l, id}
 	sw.mu.Lock()
@@ -452,7 +445,7 @@ func (sw *Switch) expireIdle(now time.Time) {
 	}
 }
 
-func (sw *Switch) unregister(l cellLink, id uint32, q circuitQueue) {
+func (sw *Switch) unregister(l link.Conn, id uint32, q circuitQueue) {
 	sw.mu.Lock()
 	if sw.circs[circKey{l, id}] == q {
 		delete(sw.circs, circKey{l, id})
@@ -463,7 +456,7 @@ func (sw *Switch) unregister(l cellLink, id uint32, q circuitQueue) {
 // allocID picks a free circuit ID on l and reserves it for q. As in Tor,
 // the side that dialed the link sets the top bit and the other clears it,
 // so the two never pick the same ID.
-func (sw *Switch) allocID(l cellLink, q circuitQueue) (uint32, error) {
+func (sw *Switch) allocID(l link.Conn, q circuitQueue) (uint32, error) {
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
 	if sw.closed {
