@@ -158,47 +158,10 @@ type inbound struct {
 
 // Switch is a node's circuit switch: it answers CREATE2, relays the cells
 // of circuits others build through this node, ends circuits at services,
-// and builds our own (origin) circuits. Wire it to a link.Links with
-// link.Handlers{Cell: sw.HandleCell, Closed: sw.HandleClosed}. Safe for
-// concurrent use.
-//
-// Roles. An origin circuit (Circuit, from Build) holds one onion.Hop per
-// hop and seals each relay cell for the hop it is for. A circuit we carry
-// (relayCirc, made by an incoming CREATE2) holds one Hop: forward cells lose
-// our layer and are either ours (Recognized and the GMAC match) or passed to
-// the next hop; backward cells gain our layer. With no next hop we are the
-// last hop: BEGIN opens a stream to the Service registered under its name.
-// EXTEND2 must come in RELAY_EARLY, of which a circuit may carry
-// MaxRelayEarly (8); TRUNCATE cuts the circuit after us and is answered by
-// TRUNCATED. A DESTROY from the origin's side goes on to the next hop with
-// its reason; losing the next hop (DESTROY or link closed) sends TRUNCATED
-// with the reason back to the origin, which destroys the circuit if it did
-// not ask for it. A cell no hop recognises at the end of the path (one bit
-// flipped on the way suffices) destroys the circuit with PROTOCOL.
-//
-// Goroutines and queues. A link's read goroutine never waits on another
-// link: HandleCell looks the circuit up by (link, circuit ID) and hands the
-// cell to that circuit's queue (QueueCells). One goroutine per circuit owns
-// its receive side and crypto state and may block sending on a link. Since
-// no reader ever blocks, a full link queue always drains, so links cannot
-// deadlock in a cycle. The windows bound what a well-behaved peer can have
-// queued for a circuit (both circuit windows plus control cells), so a
-// queue that overflows means the peer ignored them: DESTROY RESOURCELIMIT.
-// Each circuit keeps its protocol in a pure state machine (relayCore in
-// relayed.go, originCore in circuit.go) that its goroutine feeds and whose
-// actions it executes; the dial an EXTEND2 needs runs in a goroutine of its
-// own, so a relay keeps handling the circuit's cells (DESTROY, TRUNCATE,
-// streams) meanwhile.
-//
-// Flow control. At the circuit's ends, each data-bearing cell (DATA, DB_*)
-// counts against the circuit window (a SENDME, authenticated with the
-// 16-byte GMAC tag of the cell that triggered it, every CircIncrement cells,
-// sent on arrival as in Tor) and against its stream's window (a SENDME every
-// StreamIncrement cells the reader has consumed). A stream whose reader is
-// slow holds at most StreamWindow cells at the receiver; its writer blocks.
-//
-// Circuit IDs: as in Tor, the side that dialed a link picks IDs with the top
-// bit set and the other side IDs with it clear.
+// and builds our own (origin) circuits; the package doc describes the
+// roles, the goroutine per circuit, the queues and the flow control. Wire
+// it to a link.Links with link.Handlers{Cell: sw.HandleCell, Closed:
+// sw.HandleClosed}. Safe for concurrent use.
 type Switch struct {
 	id    *Identity
 	links link.Dialer
