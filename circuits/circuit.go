@@ -351,12 +351,11 @@ type Circuit struct {
 	ep     endpoint
 	handle uint64
 	first  link.Conn
-	in     chan inbound
-	killc  chan proto.DestroyReason
-	reqs   chan originEvent // Extend and Truncate requests to run
-	ended  chan struct{}    // closed when run has returned
-	born   time.Time
-	core   *originCore // owned by run
+	inbox
+	reqs  chan originEvent // Extend and Truncate requests to run
+	ended chan struct{}    // closed when run has returned
+	born  time.Time
+	core  *originCore // owned by run
 
 	mu   sync.Mutex // guards path
 	path []proto.NodeDescriptor
@@ -422,22 +421,6 @@ func (c *Circuit) Close() error {
 	return nil
 }
 
-func (c *Circuit) deliver(it inbound) bool {
-	select {
-	case c.in <- it:
-		return true
-	default:
-		return false
-	}
-}
-
-func (c *Circuit) kill(reason proto.DestroyReason) {
-	select {
-	case c.killc <- reason:
-	default:
-	}
-}
-
 // Build builds a circuit through path (first hop first), telescoping one
 // hop at a time, and returns it once every hop answered. Each descriptor
 // must verify (its signature binds the onion key the handshake
@@ -452,8 +435,7 @@ func (sw *Switch) Build(ctx context.Context, path []proto.NodeDescriptor) (*Circ
 	}
 	c := &Circuit{
 		handle: sw.handle(),
-		in:     make(chan inbound, sw.cfg.QueueCells),
-		killc:  make(chan proto.DestroyReason, 1),
+		inbox:  newInbox(sw.cfg.QueueCells),
 		reqs:   make(chan originEvent),
 		ended:  make(chan struct{}),
 		born:   sw.cfg.Now(),
@@ -695,15 +677,6 @@ func (c *Circuit) teardown() {
 		sendDestroy(c.first, c.ep.outID, reason)
 	}
 	c.ep.close(reason)
-	for {
-		select {
-		case it := <-c.in:
-			if it.c != nil {
-				proto.PutCell(it.c)
-			}
-		default:
-			sw.emit(Event{Kind: EventClosed, Circuit: c.handle, Origin: true, Path: c.pathIDs(), Hops: len(c.ep.hops), Reason: reason, Stats: c.ep.stats.snapshot()})
-			return
-		}
-	}
+	c.drain() // what the handlers queued before they saw us go
+	sw.emit(Event{Kind: EventClosed, Circuit: c.handle, Origin: true, Path: c.pathIDs(), Hops: len(c.ep.hops), Reason: reason, Stats: c.ep.stats.snapshot()})
 }

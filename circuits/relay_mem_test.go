@@ -76,7 +76,7 @@ func TestRelayProtocolViolations(t *testing.T) {
 			return c.ep.sendControl(0, false, proto.RelayData, 0, []byte("x"))
 		}},
 		{"BEGIN with a stream ID of the last hop's half", 1, func(c *Circuit, nodes []*cnode) error {
-			return c.ep.sendControl(0, false, proto.RelayBegin, lastHopStreams+1, onionBegin("echo"))
+			return c.ep.sendControl(0, false, proto.RelayBegin, lastHopStreams+1, beginData("echo"))
 		}},
 		{"unsolicited circuit SENDME", 1, func(c *Circuit, nodes []*cnode) error {
 			sm := proto.Sendme{Version: proto.SendmeVersionTag, Data: make([]byte, onion.TagSize)}
@@ -103,12 +103,5 @@ func TestRelayProtocolViolations(t *testing.T) {
 }
 
 func extendTo(t *testing.T, n *cnode) []byte {
-	_, create, err := onion.NewClientHandshake(nil, n.id.ID, n.desc.OnionKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := proto.Extend2{Next: n.id.ID, Addr: n.desc.Addrs[0], Create: create}
-	return e.Append(nil)
+	return extend2To(t, n.id.ID, n.desc.OnionKey, n.desc.Addrs[0])
 }
-
-func onionBegin(dest string) []byte { return proto.Begin{Dest: dest}.Append(nil) }

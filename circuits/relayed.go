@@ -427,10 +427,9 @@ type relayCirc struct {
 	handle uint64
 	prev   link.Conn
 	prevID uint32
-	in     chan inbound
-	killc  chan proto.DestroyReason
-	dialc  chan relayEvent // dial outcomes (evDialed)
-	ended  chan struct{}   // closed once run is over; dials stop reporting
+	inbox
+	dialc chan relayEvent // dial outcomes (evDialed)
+	ended chan struct{}   // closed once run is over; dials stop reporting
 
 	// Guarded by sw.mu: expireIdle's last look at the cell counters.
 	idleCells uint64
@@ -440,22 +439,6 @@ type relayCirc struct {
 	core       *relayCore
 	cancelDial context.CancelFunc
 	ep         endpoint // sends backward to prev; streams when we are the last hop
-}
-
-func (rc *relayCirc) deliver(it inbound) bool {
-	select {
-	case rc.in <- it:
-		return true
-	default:
-		return false
-	}
-}
-
-func (rc *relayCirc) kill(reason proto.DestroyReason) {
-	select {
-	case rc.killc <- reason:
-	default:
-	}
 }
 
 func (rc *relayCirc) run(create *proto.Cell) {
@@ -649,16 +632,6 @@ func (rc *relayCirc) teardown() {
 		delete(sw.perLink, rc.prev)
 	}
 	sw.mu.Unlock()
-	// Drain what the handlers queued before they saw us go.
-	for {
-		select {
-		case it := <-rc.in:
-			if it.c != nil {
-				proto.PutCell(it.c)
-			}
-		default:
-			sw.emit(Event{Kind: EventClosed, Circuit: rc.handle, Reason: reason, Stats: rc.ep.stats.snapshot()})
-			return
-		}
-	}
+	rc.drain() // what the handlers queued before they saw us go
+	sw.emit(Event{Kind: EventClosed, Circuit: rc.handle, Reason: reason, Stats: rc.ep.stats.snapshot()})
 }

@@ -141,7 +141,8 @@ type circKey struct {
 }
 
 // circuitQueue is what the link handlers hand cells to: an origin Circuit
-// or a relayCirc, each with one goroutine that owns its state.
+// or a relayCirc, each with one goroutine that owns its state. Both embed
+// an inbox, which implements it.
 type circuitQueue interface {
 	// deliver queues it without blocking; false means the queue is full.
 	deliver(it inbound) bool
@@ -154,6 +155,51 @@ type circuitQueue interface {
 type inbound struct {
 	l link.Conn
 	c *proto.Cell
+}
+
+// inbox is a circuit goroutine's input from other goroutines: the cells
+// and link closures the handlers queue (at most QueueCells; the queue owns
+// a cell until the goroutine takes it) and the latest kill request.
+type inbox struct {
+	in    chan inbound
+	killc chan proto.DestroyReason
+}
+
+func newInbox(cells int) inbox {
+	return inbox{in: make(chan inbound, cells), killc: make(chan proto.DestroyReason, 1)}
+}
+
+func (q *inbox) deliver(it inbound) bool {
+	select {
+	case q.in <- it:
+		return true
+	default:
+		return false
+	}
+}
+
+func (q *inbox) kill(reason proto.DestroyReason) {
+	select {
+	case q.killc <- reason:
+	default: // a kill is pending already: the circuit is going
+	}
+}
+
+// drain releases the cells still queued; the circuit's goroutine calls it
+// once the circuit is unregistered. A handler that looked the circuit up
+// just before may still queue a cell afterwards: that one is left to the
+// garbage collector instead of the pool.
+func (q *inbox) drain() {
+	for {
+		select {
+		case it := <-q.in:
+			if it.c != nil {
+				proto.PutCell(it.c)
+			}
+		default:
+			return
+		}
+	}
 }
 
 // Switch is a node's circuit switch: it answers CREATE2, relays the cells
@@ -344,8 +390,7 @@ func (sw *Switch) handleCreate(l link.Conn, c *proto.Cell) {
 		handle:    sw.nextHandle,
 		prev:      l,
 		prevID:    id,
-		in:        make(chan inbound, sw.cfg.QueueCells),
-		killc:     make(chan proto.DestroyReason, 1),
+		inbox:     newInbox(sw.cfg.QueueCells),
 		dialc:     make(chan relayEvent, 1),
 		ended:     make(chan struct{}),
 		idleSince: sw.cfg.Now(),
