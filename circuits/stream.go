@@ -727,20 +727,24 @@ func (e *endpoint) past(t time.Time) bool { return !t.IsZero() && !e.sw.cfg.Now(
 // RemoteAddr: the local circuit handle, the stream ID and the destination.
 // It carries no network address: that is the point of a circuit.
 type StreamAddr struct {
-	Circuit uint64
-	Stream  uint16
-	Dest    string
+	Circuit uint64 // the circuit's local handle (Circuit.ID, Event.Circuit)
+	Stream  uint16 // the stream's ID on its circuit
+	Dest    string // the destination its BEGIN named
 }
 
 // Network is "veil".
 func (StreamAddr) Network() string { return "veil" }
 
+// String says which circuit, stream and destination a names.
 func (a StreamAddr) String() string {
 	return fmt.Sprintf("circuit %d stream %d (%s)", a.Circuit, a.Stream, a.Dest)
 }
 
-// LocalAddr and RemoteAddr make Stream a net.Conn; both name the stream.
-func (s *Stream) LocalAddr() net.Addr  { return StreamAddr{s.e.handle, s.id, s.dest} }
+// LocalAddr names the stream (a StreamAddr), as net.Conn asks.
+func (s *Stream) LocalAddr() net.Addr { return StreamAddr{s.e.handle, s.id, s.dest} }
+
+// RemoteAddr names the stream too: the other end has no address a circuit
+// would reveal.
 func (s *Stream) RemoteAddr() net.Addr { return StreamAddr{s.e.handle, s.id, s.dest} }
 
 var _ net.Conn = (*Stream)(nil)

@@ -35,8 +35,8 @@ type KeyMaterial [KeyMaterialSize]byte
 // ServerKeys are the onion keys a node accepts handshakes for: the current
 // one and, during rotation, the previous one (nil when there is none).
 type ServerKeys struct {
-	Current  *ecdh.PrivateKey
-	Previous *ecdh.PrivateKey
+	Current  *ecdh.PrivateKey // the key the node's descriptor names now
+	Previous *ecdh.PrivateKey // the key it named before rotation, or nil
 }
 
 func (k ServerKeys) find(pub []byte) *ecdh.PrivateKey {
