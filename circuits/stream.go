@@ -262,7 +262,7 @@ func (e *endpoint) onStreamCell(r proto.RelayCell, c *proto.Cell, t onion.Tag) (
 		e.mu.Unlock()
 		if sendme {
 			sm := proto.Sendme{Version: proto.SendmeVersionTag, Data: t[:]}
-			if err := e.sendControl(lastHop, false, proto.RelaySendme, 0, sm.Append(make([]byte, 0, 3+onion.TagSize))); err != nil {
+			if err := e.sendControl(lastHop, false, proto.RelaySendme, 0, sm.Append(make([]byte, 0, sm.Len()))); err != nil {
 				return res, true
 			}
 		}
