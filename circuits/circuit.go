@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"veil/circuits/link"
 	"veil/circuits/onion"
 	"veil/proto"
 )
@@ -66,7 +67,7 @@ type originEvent struct {
 	c      *proto.Cell
 	reason proto.DestroyReason
 	hs     *onion.ClientHandshake
-	create onion.Create2
+	create proto.Create2
 	next   proto.NodeID
 	addr   netip.AddrPort
 	keep   int
@@ -214,7 +215,7 @@ func (oc *originCore) extend(ev originEvent) {
 		oc.emit(originAction{kind: oactCreate, c: c})
 		return
 	}
-	ext := onion.Extend2{Next: ev.next, Addr: ev.addr, Create: ev.create}
+	ext := proto.Extend2{Next: ev.next, Addr: ev.addr, Create: ev.create}
 	oc.emit(originAction{kind: oactControl, target: len(oc.hops) - 1, early: true, cmd: proto.RelayExtend2, data: ext.Append(make([]byte, 0, ext.Len()))})
 }
 
@@ -234,7 +235,7 @@ func (oc *originCore) truncate(ev originEvent) {
 
 // finish completes the pending handshake with the server's answer; a bad
 // or unexpected answer ends the circuit.
-func (oc *originCore) finish(body onion.Created2) {
+func (oc *originCore) finish(body proto.Created2) {
 	hs, reply := oc.pending, oc.pendingReply
 	oc.pending, oc.pendingReply = nil, nil
 	if hs == nil {
@@ -262,7 +263,7 @@ func (oc *originCore) cell(c *proto.Cell) {
 		oc.end(r, false)
 		return
 	case proto.CmdCreated2:
-		body, err := onion.ParseCreated2(c.Payload())
+		body, err := proto.ParseCreated2(c.Payload())
 		if err == nil {
 			body.HData = bytes.Clone(body.HData) // the cell goes back to the pool
 		}
@@ -294,7 +295,7 @@ func (oc *originCore) cell(c *proto.Cell) {
 	last := len(oc.hops) - 1
 	switch {
 	case r.Command == proto.RelayExtended2:
-		body, err := onion.ParseCreated2(r.Data)
+		body, err := proto.ParseCreated2(r.Data)
 		if err == nil {
 			body.HData = bytes.Clone(body.HData)
 		}
@@ -305,7 +306,8 @@ func (oc *originCore) cell(c *proto.Cell) {
 		}
 		oc.finish(body)
 	case r.Command == proto.RelayTruncated:
-		why, _ := onion.ParseReason(r.Data)
+		end, _ := proto.ParseEnd(r.Data) // malformed: reason 0, none given
+		why := proto.DestroyReason(end.Reason)
 		proto.PutCell(c)
 		switch {
 		case oc.truncReply != nil && oc.truncTo == hop+1:
@@ -315,17 +317,17 @@ func (oc *originCore) cell(c *proto.Cell) {
 			oc.truncTo, oc.truncReply = 0, nil
 		case oc.pending != nil && hop == last:
 			// The extend we asked for failed at the last hop.
-			oc.reply(oc.pendingReply, fmt.Errorf("%w: %v", ErrTruncated, proto.DestroyReason(why)))
+			oc.reply(oc.pendingReply, fmt.Errorf("%w: %v", ErrTruncated, why))
 			oc.pending, oc.pendingReply = nil, nil
 		default:
 			// Part of a built circuit went away: the circuit is broken.
-			oc.end(proto.DestroyReason(why), true)
+			oc.end(why, true)
 		}
 	case hop != last:
 		proto.PutCell(c)
 		oc.end(proto.DestroyProtocol, true) // streams live at the last hop only
 	case r.Command == proto.RelayBegin:
-		b, err := onion.ParseBegin(r.Data)
+		b, err := proto.ParseBegin(r.Data)
 		sid := r.StreamID
 		proto.PutCell(c)
 		// The last hop numbers its streams from lastHopStreams up.
@@ -348,13 +350,12 @@ func (oc *originCore) cell(c *proto.Cell) {
 type Circuit struct {
 	ep     endpoint
 	handle uint64
-	first  cellLink
-	in     chan inbound
-	killc  chan proto.DestroyReason
-	reqs   chan originEvent // Extend and Truncate requests to run
-	ended  chan struct{}    // closed when run has returned
-	born   time.Time
-	core   *originCore // owned by run
+	first  link.Conn
+	inbox
+	reqs  chan originEvent // Extend and Truncate requests to run
+	ended chan struct{}    // closed when run has returned
+	born  time.Time
+	core  *originCore // owned by run
 
 	mu   sync.Mutex // guards path
 	path []proto.NodeDescriptor
@@ -420,22 +421,6 @@ func (c *Circuit) Close() error {
 	return nil
 }
 
-func (c *Circuit) deliver(it inbound) bool {
-	select {
-	case c.in <- it:
-		return true
-	default:
-		return false
-	}
-}
-
-func (c *Circuit) kill(reason proto.DestroyReason) {
-	select {
-	case c.killc <- reason:
-	default:
-	}
-}
-
 // Build builds a circuit through path (first hop first), telescoping one
 // hop at a time, and returns it once every hop answered. Each descriptor
 // must verify (its signature binds the onion key the handshake
@@ -450,8 +435,7 @@ func (sw *Switch) Build(ctx context.Context, path []proto.NodeDescriptor) (*Circ
 	}
 	c := &Circuit{
 		handle: sw.handle(),
-		in:     make(chan inbound, sw.cfg.QueueCells),
-		killc:  make(chan proto.DestroyReason, 1),
+		inbox:  newInbox(sw.cfg.QueueCells),
 		reqs:   make(chan originEvent),
 		ended:  make(chan struct{}),
 		born:   sw.cfg.Now(),
@@ -693,15 +677,6 @@ func (c *Circuit) teardown() {
 		sendDestroy(c.first, c.ep.outID, reason)
 	}
 	c.ep.close(reason)
-	for {
-		select {
-		case it := <-c.in:
-			if it.c != nil {
-				proto.PutCell(it.c)
-			}
-		default:
-			sw.emit(Event{Kind: EventClosed, Circuit: c.handle, Origin: true, Path: c.pathIDs(), Hops: len(c.ep.hops), Reason: reason, Stats: c.ep.stats.snapshot()})
-			return
-		}
-	}
+	c.drain() // what the handlers queued before they saw us go
+	sw.emit(Event{Kind: EventClosed, Circuit: c.handle, Origin: true, Path: c.pathIDs(), Hops: len(c.ep.hops), Reason: reason, Stats: c.ep.stats.snapshot()})
 }

@@ -60,14 +60,14 @@ func (r *originRig) extend(i int) originEvent {
 // answer runs hop i's server handshake on the CREATE2 (first hop) or
 // EXTEND2 the last actions hold and returns the answer the origin gets.
 func (r *originRig) answer(i int) originEvent {
-	var req onion.Create2
+	var req proto.Create2
 	var err error
 	switch a := r.last[0]; a.kind {
 	case oactCreate:
-		req, err = onion.ParseCreate2(a.c.Payload())
+		req, err = proto.ParseCreate2(a.c.Payload())
 	case oactControl:
-		var ext onion.Extend2
-		ext, err = onion.ParseExtend2(a.data)
+		var ext proto.Extend2
+		ext, err = proto.ParseExtend2(a.data)
 		req = ext.Create
 	default:
 		r.t.Fatalf("no handshake to answer in %v", a.kind)
@@ -82,9 +82,7 @@ func (r *originRig) answer(i int) originEvent {
 	}
 	r.servers = append(r.servers, onion.NewHop(&km))
 	if i == 0 {
-		c := proto.GetCell()
-		c.SetCircID(rigOutID)
-		c.SetCommand(proto.CmdCreated2)
+		c := newCell(rigOutID, proto.CmdCreated2)
 		resp.Append(c.Payload()[:0])
 		return originEvent{kind: oevCell, c: c}
 	}
@@ -94,7 +92,7 @@ func (r *originRig) answer(i int) originEvent {
 // back is a relay cell hop k sends towards the origin, through the hops
 // before it.
 func (r *originRig) back(k int, cmd proto.RelayCommand, stream uint16, data []byte) originEvent {
-	c := proto.GetCell()
+	c := newCell(rigOutID, proto.CmdRelay)
 	if err := proto.PutRelay(c.PayloadArray(), proto.RelayHeader{Command: cmd, StreamID: stream}, data); err != nil {
 		r.t.Fatal(err)
 	}
@@ -102,8 +100,6 @@ func (r *originRig) back(k int, cmd proto.RelayCommand, stream uint16, data []by
 	for j := k - 1; j >= 0; j-- {
 		r.servers[j].RelayBackward(c.PayloadArray())
 	}
-	c.SetCircID(rigOutID)
-	c.SetCommand(proto.CmdRelay)
 	return originEvent{kind: oevCell, c: c}
 }
 
@@ -185,11 +181,11 @@ func TestOriginCoreScenarios(t *testing.T) {
 		{"streams at the last hop only", 2, 2, []step{
 			{func(r *originRig) originEvent { return r.back(1, proto.RelayData, 1, []byte("x")) }, "deliver DATA stream=1"},
 			{func(r *originRig) originEvent { return r.back(1, proto.RelaySendme, 0, nil) }, "deliver SENDME stream=0"},
-			{func(r *originRig) originEvent { return r.back(1, proto.RelayBegin, 0x8001, onionBegin("svc")) }, "begin stream=0x8001 svc"},
+			{func(r *originRig) originEvent { return r.back(1, proto.RelayBegin, 0x8001, beginData("svc")) }, "begin stream=0x8001 svc"},
 			{func(r *originRig) originEvent { return r.back(0, proto.RelayData, 1, []byte("x")) }, "close PROTOCOL destroy"},
 		}},
 		{"BEGIN on a stream ID of the origin's half", 1, 1, []step{
-			{func(r *originRig) originEvent { return r.back(0, proto.RelayBegin, 1, onionBegin("svc")) }, "close PROTOCOL destroy"},
+			{func(r *originRig) originEvent { return r.back(0, proto.RelayBegin, 1, beginData("svc")) }, "close PROTOCOL destroy"},
 		}},
 		{"a second request while one runs is refused", 2, 3, []step{
 			{func(r *originRig) originEvent { return r.extend(2) }, "control hop=1 EXTEND2 early"},
@@ -226,18 +222,13 @@ func TestOriginCoreScenarios(t *testing.T) {
 		}},
 		{"a forged cell", 2, 2, []step{
 			{func(r *originRig) originEvent {
-				c := proto.GetCell()
-				c.SetCircID(rigOutID)
-				c.SetCommand(proto.CmdRelay)
-				return originEvent{kind: oevCell, c: c}
+				return originEvent{kind: oevCell, c: newCell(rigOutID, proto.CmdRelay)}
 			}, "close PROTOCOL destroy"},
 		}},
 		{"DESTROY fails the pending request", 1, 2, []step{
 			{func(r *originRig) originEvent { return r.extend(1) }, "control hop=0 EXTEND2 early"},
 			{func(r *originRig) originEvent {
-				c := proto.GetCell()
-				c.SetCircID(rigOutID)
-				c.SetCommand(proto.CmdDestroy)
+				c := newCell(rigOutID, proto.CmdDestroy)
 				c.Payload()[0] = byte(proto.DestroyTimeout)
 				return originEvent{kind: oevCell, c: c}
 			}, "reply destroyed\nclose TIMEOUT"},
@@ -245,10 +236,8 @@ func TestOriginCoreScenarios(t *testing.T) {
 		}},
 		{"an unasked CREATED2", 1, 2, []step{
 			{func(r *originRig) originEvent {
-				c := proto.GetCell()
-				c.SetCircID(rigOutID)
-				c.SetCommand(proto.CmdCreated2)
-				onion.Created2{HData: make([]byte, 64)}.Append(c.Payload()[:0])
+				c := newCell(rigOutID, proto.CmdCreated2)
+				proto.Created2{HData: make([]byte, 64)}.Append(c.Payload()[:0])
 				return originEvent{kind: oevCell, c: c}
 			}, "close PROTOCOL destroy"},
 		}},

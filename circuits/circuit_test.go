@@ -158,10 +158,13 @@ func echoCheck(c *Circuit, size int, seed uint64) error {
 		return fmt.Errorf("write: %w", err)
 	}
 	if !bytes.Equal(got, want) {
-		return errors.New("echo differs")
+		return errEchoDiffers
 	}
 	return nil
 }
+
+// errEchoDiffers is echoCheck's error when other bytes came back.
+var errEchoDiffers = errors.New("echo returned other bytes")
 
 func TestCircuitsCarryDataManyStreams(t *testing.T) {
 	noLeaks(t)

@@ -28,6 +28,7 @@ const (
 	EventJoined
 )
 
+// String is the kind's name in lower case ("built", "closed", ...).
 func (k EventKind) String() string {
 	switch k {
 	case EventLaunched:
@@ -49,22 +50,22 @@ func (k EventKind) String() string {
 // Event reports a step of a circuit's life, for the control port, the
 // dashboard and metrics. Handlers get it synchronously and must not block.
 type Event struct {
-	Kind    EventKind
-	Circuit uint64         // local handle, unique per Switch; never on the wire
-	Origin  bool           // an origin circuit (ours) rather than one we carry
-	Path    []proto.NodeID // origin circuits: the hops so far; do not modify
-	Hops    int            // hops built so far
-	Reason  proto.DestroyReason
-	Err     error
-	Stats   CircuitStats
-	At      time.Time
+	Kind    EventKind           // what happened
+	Circuit uint64              // local handle, unique per Switch; never on the wire
+	Origin  bool                // an origin circuit (ours) rather than one we carry
+	Path    []proto.NodeID      // origin circuits: the hops so far; do not modify
+	Hops    int                 // hops built so far
+	Reason  proto.DestroyReason // EventClosed: why the circuit ended
+	Err     error               // EventFailed: why the build failed
+	Stats   CircuitStats        // EventClosed: what the circuit carried here
+	At      time.Time           // when, on SwitchConfig.Now
 }
 
 // CircuitStats counts what crossed a circuit at this node, in relay-cell
 // payload bytes (data only) and cells (all relay cells).
 type CircuitStats struct {
-	CellsSent, CellsRecv uint64
-	BytesSent, BytesRecv uint64
+	CellsSent, CellsRecv uint64 // relay cells sent and received
+	BytesSent, BytesRecv uint64 // relay data bytes of the counted cells
 }
 
 // counters are a circuit's live statistics; updated atomically from the

@@ -1,11 +1,7 @@
 package circuits
 
 import (
-	"bytes"
-	"context"
 	"errors"
-	"fmt"
-	"io"
 	"testing"
 	"time"
 
@@ -97,7 +93,7 @@ func checkAliveOrDestroyed(t *testing.T, c *Circuit, relay *cnode) {
 	c.ep.mu.Lock()
 	c.ep.nextStream = 0x7000 // an ID the hostile cells did not use
 	c.ep.mu.Unlock()
-	err := echoOnce(c, []byte("still alive"))
+	err := echoCheck(c, 100, 7)
 	if errors.Is(err, errEchoDiffers) {
 		t.Fatal(err) // wrong bytes are a failure, destroyed or not
 	}
@@ -110,29 +106,4 @@ func checkAliveOrDestroyed(t *testing.T, c *Circuit, relay *cnode) {
 	}
 	c.Close()
 	waitUntil(t, "the relay to drop the circuit", func() bool { return relay.sw.Joined() == 0 })
-}
-
-var errEchoDiffers = errors.New("echo returned other bytes")
-
-// echoOnce opens an echo stream on c and checks msg comes back.
-func echoOnce(c *Circuit, msg []byte) error {
-	ctx, cancel := context.WithTimeout(context.Background(), circWait)
-	defer cancel()
-	s, err := c.OpenStream(ctx, "echo")
-	if err != nil {
-		return fmt.Errorf("open: %w", err)
-	}
-	defer s.Close()
-	s.SetDeadline(time.Now().Add(circWait))
-	if _, err := s.Write(msg); err != nil {
-		return fmt.Errorf("write: %w", err)
-	}
-	buf := make([]byte, len(msg))
-	if _, err := io.ReadFull(s, buf); err != nil {
-		return fmt.Errorf("read: %w", err)
-	}
-	if !bytes.Equal(buf, msg) {
-		return fmt.Errorf("%w: %q, sent %q", errEchoDiffers, buf, msg)
-	}
-	return nil
 }

@@ -67,7 +67,8 @@ type Identity struct {
 }
 
 // NewEphemeralIdentity returns a fresh identity that lives in memory only.
-// The seed changes IDs every session so users cannot be tracked by them.
+// The Peersm specification changes IDs every session, so users cannot be
+// tracked by them; a node that wants a stable ID uses LoadOrCreateIdentity.
 func NewEphemeralIdentity() (*Identity, error) {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {

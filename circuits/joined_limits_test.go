@@ -132,9 +132,7 @@ func TestJoinedIdleTimeoutDestroysIdleCircuit(t *testing.T) {
 		}
 		// idle has now been idle for 6 minutes, active for none.
 		synctest.Wait()
-		select {
-		case <-idle.Done():
-		default:
+		if !isClosed(idle) {
 			t.Fatal("the idle circuit is still open")
 		}
 		if r := idle.Reason(); r != proto.DestroyTimeout {
@@ -146,10 +144,8 @@ func TestJoinedIdleTimeoutDestroysIdleCircuit(t *testing.T) {
 		if !hasClosed(l, proto.DestroyTimeout) || !hasClosed(m, proto.DestroyTimeout) {
 			t.Fatalf("no TIMEOUT at the relay or the last hop: %+v %+v", m.eventsOf(EventClosed), l.eventsOf(EventClosed))
 		}
-		select {
-		case <-active.Done():
+		if isClosed(active) {
 			t.Fatalf("active circuit closed: %v", active.Reason())
-		default:
 		}
 		if err := echoCheck(active, 1000, 9); err != nil {
 			t.Fatalf("active circuit after the idle one expired: %v", err)
@@ -160,9 +156,7 @@ func TestJoinedIdleTimeoutDestroysIdleCircuit(t *testing.T) {
 		clock.Advance(timeout)
 		m.sw.expireIdle(clock.Now())
 		synctest.Wait()
-		select {
-		case <-active.Done():
-		default:
+		if !isClosed(active) {
 			t.Fatal("the circuit left idle is still open")
 		}
 		if m.sw.Joined() != 0 || l.sw.Joined() != 0 {
@@ -187,16 +181,12 @@ func TestJoinedIdleReaperRuns(t *testing.T) {
 		kept := build(t, nodes[0], nodes[2])
 		time.Sleep(timeout - time.Second)
 		synctest.Wait()
-		select {
-		case <-c.Done():
+		if isClosed(c) {
 			t.Fatalf("closed (%v) before it was idle for JoinedIdleTimeout", c.Reason())
-		default:
 		}
 		time.Sleep(timeout/4 + 2*time.Second)
 		synctest.Wait()
-		select {
-		case <-c.Done():
-		default:
+		if !isClosed(c) {
 			t.Fatal("still open after 1.25 JoinedIdleTimeout idle")
 		}
 		if r := c.Reason(); r != proto.DestroyTimeout {

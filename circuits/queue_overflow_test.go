@@ -5,7 +5,6 @@ import (
 	"testing"
 	"testing/synctest"
 
-	"veil/circuits/onion"
 	"veil/proto"
 )
 
@@ -57,36 +56,14 @@ func TestCircuitQueueOverflowDestroys(t *testing.T) {
 		prev := &stuckLink{sent: make(chan *proto.Cell, 1), release: make(chan struct{})}
 		const circID = 0x80000005
 
-		hs, create, err := onion.NewClientHandshake(nil, id.ID, id.OnionPublic())
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := proto.GetCell()
-		c.SetCircID(circID)
-		c.SetCommand(proto.CmdCreate2)
-		create.Append(c.Payload()[:0])
-		sw.handleCell(prev, c)
+		hs, c := create2To(t, circID, id)
+		sw.HandleCell(prev, c)
 		created := <-prev.sent // the circuit's goroutine now blocks sending it
-		body, err := onion.ParseCreated2(created.Payload())
-		if err != nil {
-			t.Fatal(err)
-		}
-		km, err := hs.Finish(body)
-		if err != nil {
-			t.Fatal(err)
-		}
+		hop := finishHop(t, hs, created)
 		proto.PutCell(created)
-		hop := onion.NewHop(&km)
 
 		for range cfg.QueueCells + 1 {
-			d := proto.GetCell()
-			if err := proto.PutRelay(d.PayloadArray(), proto.RelayHeader{Command: proto.RelayDrop}, nil); err != nil {
-				t.Fatal(err)
-			}
-			onion.SealForward([]*onion.Hop{hop}, 0, d.PayloadArray())
-			d.SetCircID(circID)
-			d.SetCommand(proto.CmdRelay)
-			sw.handleCell(prev, d)
+			sw.HandleCell(prev, sealedRelay(t, hop, circID, false, proto.RelayDrop, 0, nil))
 		}
 		synctest.Wait()
 		if n := sw.Joined(); n != 1 {

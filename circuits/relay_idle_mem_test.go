@@ -8,7 +8,6 @@ import (
 	"testing/synctest"
 	"time"
 
-	"veil/circuits/onion"
 	"veil/proto"
 )
 
@@ -55,21 +54,14 @@ func testIdleRelayedCircuitMemory(t *testing.T) {
 	defer sw.Close()
 	creates := make([]*proto.Cell, n)
 	for i := range creates {
-		_, create, err := onion.NewClientHandshake(nil, id.ID, id.OnionPublic())
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := proto.GetCell()
-		c.SetCircID(1<<31 | uint32(i+1)) // the top bit: IDs of the side that dialed
-		c.SetCommand(proto.CmdCreate2)
-		create.Append(c.Payload()[:0])
-		creates[i] = c
+		// The top bit: the IDs of the side that dialed, the peer here.
+		_, creates[i] = create2To(t, 1<<31|uint32(i+1), id)
 	}
 	prev := &sinkLink{peer: proto.NodeID{7}}
 
 	before := idleMem(sw)
 	for _, c := range creates {
-		sw.handleCell(prev, c)
+		sw.HandleCell(prev, c)
 	}
 	synctest.Wait() // every CREATE2 answered, every circuit goroutine gone
 	if joined.Load() != n || sw.Joined() != n {
@@ -139,43 +131,21 @@ func TestRelayedQueueTrimmedWhenQuiet(t *testing.T) {
 		defer sw.Close()
 		prev := &createdLink{sinkLink: sinkLink{peer: proto.NodeID{7}}}
 		const circID = 1<<31 | 9
-		hs, create, err := onion.NewClientHandshake(nil, id.ID, id.OnionPublic())
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := proto.GetCell()
-		c.SetCircID(circID)
-		c.SetCommand(proto.CmdCreate2)
-		create.Append(c.Payload()[:0])
+		hs, c := create2To(t, circID, id)
 		base := runtime.NumGoroutine()
-		sw.handleCell(prev, c)
+		sw.HandleCell(prev, c)
 		synctest.Wait()
 		if len(prev.created) != 1 {
 			t.Fatalf("%d CREATED2 sent, want 1", len(prev.created))
 		}
-		body, err := onion.ParseCreated2(prev.created[0].Payload())
-		if err != nil {
-			t.Fatal(err)
-		}
-		km, err := hs.Finish(body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		hop := onion.NewHop(&km)
+		hop := finishHop(t, hs, prev.created[0])
 		sw.mu.RLock()
 		rc := sw.circs[circKey{prev, circID}].(*relayCirc)
 		sw.mu.RUnlock()
 
 		burst := func(n int) {
 			for range n {
-				d := proto.GetCell()
-				if err := proto.PutRelay(d.PayloadArray(), proto.RelayHeader{Command: proto.RelayDrop}, nil); err != nil {
-					t.Fatal(err)
-				}
-				onion.SealForward([]*onion.Hop{hop}, 0, d.PayloadArray())
-				d.SetCircID(circID)
-				d.SetCommand(proto.CmdRelay)
-				sw.handleCell(prev, d)
+				sw.HandleCell(prev, sealedRelay(t, hop, circID, false, proto.RelayDrop, 0, nil))
 			}
 			synctest.Wait()
 		}
@@ -209,10 +179,7 @@ func TestRelayedQueueTrimmedWhenQuiet(t *testing.T) {
 		if got := rc.ep.stats.cellsRecv.Load(); got != 305 {
 			t.Fatalf("%d cells handled, want 305", got)
 		}
-		d := proto.GetCell()
-		d.SetCircID(circID)
-		d.SetCommand(proto.CmdDestroy)
-		sw.handleCell(prev, d)
+		sw.HandleCell(prev, newCell(circID, proto.CmdDestroy))
 		synctest.Wait()
 		if sw.Joined() != 0 {
 			t.Fatal("DESTROY did not end the circuit")

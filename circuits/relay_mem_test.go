@@ -76,10 +76,10 @@ func TestRelayProtocolViolations(t *testing.T) {
 			return c.ep.sendControl(0, false, proto.RelayData, 0, []byte("x"))
 		}},
 		{"BEGIN with a stream ID of the last hop's half", 1, func(c *Circuit, nodes []*cnode) error {
-			return c.ep.sendControl(0, false, proto.RelayBegin, lastHopStreams+1, onionBegin("echo"))
+			return c.ep.sendControl(0, false, proto.RelayBegin, lastHopStreams+1, beginData("echo"))
 		}},
 		{"unsolicited circuit SENDME", 1, func(c *Circuit, nodes []*cnode) error {
-			sm := onion.Sendme{Version: onion.SendmeVersion, Data: make([]byte, onion.TagSize)}
+			sm := proto.Sendme{Version: proto.SendmeVersionTag, Data: make([]byte, onion.TagSize)}
 			return c.ep.sendControl(0, false, proto.RelaySendme, 0, sm.Append(nil))
 		}},
 	}
@@ -103,12 +103,5 @@ func TestRelayProtocolViolations(t *testing.T) {
 }
 
 func extendTo(t *testing.T, n *cnode) []byte {
-	_, create, err := onion.NewClientHandshake(nil, n.id.ID, n.desc.OnionKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := onion.Extend2{Next: n.id.ID, Addr: n.desc.Addrs[0], Create: create}
-	return e.Append(nil)
+	return extend2To(t, n.id.ID, n.desc.OnionKey, n.desc.Addrs[0])
 }
-
-func onionBegin(dest string) []byte { return onion.Begin{Dest: dest}.Append(nil) }

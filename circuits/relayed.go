@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"time"
 
+	"veil/circuits/link"
 	"veil/circuits/onion"
 	"veil/proto"
 )
@@ -53,7 +54,7 @@ const (
 // relayEvent is one input of relayCore.handle.
 type relayEvent struct {
 	kind   relayEventKind
-	l      cellLink
+	l      link.Conn
 	c      *proto.Cell
 	id     uint32
 	gen    uint64
@@ -97,7 +98,7 @@ const (
 // relayAction is one output of relayCore.
 type relayAction struct {
 	kind     relayActionKind
-	l        cellLink
+	l        link.Conn
 	id       uint32
 	c        *proto.Cell
 	reason   proto.DestroyReason
@@ -125,15 +126,15 @@ type relayCoreConfig struct {
 // safe for concurrent use: its shell's goroutine owns it.
 type relayCore struct {
 	cfg    relayCoreConfig
-	prev   cellLink
+	prev   link.Conn
 	prevID uint32
 	hop    *onion.Hop
 
-	next      cellLink
+	next      link.Conn
 	nextID    uint32
 	dialing   bool          // a dial to the next hop runs (actDial issued)
 	dialGen   uint64        // generation of the current or last dial
-	create    onion.Create2 // what goes to the next hop once dialed
+	create    proto.Create2 // what goes to the next hop once dialed
 	extending bool          // CREATE2 sent to next, CREATED2 awaited
 	early     int           // RELAY_EARLY cells seen
 	done      bool
@@ -142,7 +143,7 @@ type relayCore struct {
 	acts []relayAction
 }
 
-func newRelayCore(cfg relayCoreConfig, prev cellLink, prevID uint32) *relayCore {
+func newRelayCore(cfg relayCoreConfig, prev link.Conn, prevID uint32) *relayCore {
 	return &relayCore{cfg: cfg, prev: prev, prevID: prevID}
 }
 
@@ -166,7 +167,7 @@ func (rc *relayCore) awaitsDial(gen uint64) bool {
 // consumes) with the node's onion keys and randomness rnd, and answers
 // CREATED2 to prev; a bad request ends the circuit with PROTOCOL.
 func (rc *relayCore) answerCreate(c *proto.Cell, keys onion.ServerKeys, rnd io.Reader) {
-	req, err := onion.ParseCreate2(c.Payload())
+	req, err := proto.ParseCreate2(c.Payload())
 	if err != nil {
 		proto.PutCell(c)
 		rc.end(proto.DestroyProtocol, true)
@@ -267,7 +268,7 @@ func (rc *relayCore) lostNext(reason proto.DestroyReason) {
 	rc.truncated(reason)
 }
 
-func (rc *relayCore) cell(l cellLink, c *proto.Cell, now time.Time) {
+func (rc *relayCore) cell(l link.Conn, c *proto.Cell, now time.Time) {
 	fromPrev := l == rc.prev
 	if !fromPrev && (l != rc.next || c.CircID() != rc.nextID) {
 		// Queued before a TRUNCATE or a lost next hop cut that part of the
@@ -311,7 +312,7 @@ func (rc *relayCore) cell(l cellLink, c *proto.Cell, now time.Time) {
 		rc.emit(relayAction{kind: actSendBack, c: c})
 
 	case !fromPrev && cmd == proto.CmdCreated2 && rc.extending:
-		body, err := onion.ParseCreated2(c.Payload())
+		body, err := proto.ParseCreated2(c.Payload())
 		if err != nil || body.Len() > proto.RelayDataSize {
 			proto.PutCell(c)
 			rc.lostNext(proto.DestroyProtocol)
@@ -349,7 +350,7 @@ func (rc *relayCore) recognised(c *proto.Cell, t onion.Tag, early bool, now time
 	}
 	switch {
 	case r.Command == proto.RelayExtend2:
-		ext, err := onion.ParseExtend2(r.Data)
+		ext, err := proto.ParseExtend2(r.Data)
 		ext.Create.HData = bytes.Clone(ext.Create.HData) // r.Data dies with c
 		proto.PutCell(c)
 		if err != nil || !early || rc.next != nil || rc.extending || rc.dialing {
@@ -364,7 +365,7 @@ func (rc *relayCore) recognised(c *proto.Cell, t onion.Tag, early bool, now time
 		}
 		rc.lostNext(proto.DestroyRequested)
 	case r.Command == proto.RelayBegin:
-		b, err := onion.ParseBegin(r.Data)
+		b, err := proto.ParseBegin(r.Data)
 		sid := r.StreamID
 		proto.PutCell(c)
 		// The origin numbers its streams below lastHopStreams.
@@ -383,7 +384,7 @@ func (rc *relayCore) recognised(c *proto.Cell, t onion.Tag, early bool, now time
 
 // extend starts the dial to the next hop an EXTEND2 names; cells keep
 // being handled while it runs.
-func (rc *relayCore) extend(ext onion.Extend2, now time.Time) {
+func (rc *relayCore) extend(ext proto.Extend2, now time.Time) {
 	if !rc.cfg.relays {
 		rc.truncated(proto.DestroyResourceLimit) // we end circuits, we do not relay them
 		return
@@ -414,7 +415,7 @@ func (rc *relayCore) dialed(ev relayEvent) {
 	out.SetCircID(ev.id)
 	out.SetCommand(proto.CmdCreate2)
 	rc.create.Append(out.Payload()[:0])
-	rc.create = onion.Create2{}
+	rc.create = proto.Create2{}
 	rc.emit(relayAction{kind: actSend, l: ev.l, c: out})
 }
 
@@ -426,7 +427,7 @@ func (rc *relayCore) dialed(ev relayEvent) {
 type relayCirc struct {
 	sw     *Switch
 	handle uint64
-	prev   cellLink
+	prev   link.Conn
 	prevID uint32
 	q      relayQueue
 	runFn  func() // rc.run, made once: "go rc.run()" would allocate its closure per start
@@ -551,6 +552,12 @@ func (rc *relayCirc) step(ev relayEvent, now time.Time) {
 		} else {
 			ev.id = id
 		}
+	}
+	if ev.kind == evDialed && ev.gen == rc.core.dialGen && rc.cancelDial != nil {
+		// The current dial is over (a stale one's result must not cancel
+		// its successor): let its context go.
+		rc.cancelDial()
+		rc.cancelDial = nil
 	}
 	rc.core.handle(ev, now)
 	rc.exec(now)

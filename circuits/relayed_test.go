@@ -7,11 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"veil/circuits/link"
 	"veil/circuits/onion"
 	"veil/proto"
 )
 
-// fakeLink is a cellLink the core only compares and asks for its peer;
+// fakeLink is a link.Conn the core only compares and asks for its peer;
 // a core that tried to send on it would fail the test.
 type fakeLink struct {
 	t    *testing.T
@@ -58,77 +59,43 @@ func newCoreRig(t *testing.T, relays bool) *coreRig {
 		now:      time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
 	}
 	r.core = newRelayCore(relayCoreConfig{self: self.ID, relays: relays, maxEarly: 8, extendTimeout: 10 * time.Second}, r.prev, rigPrevID)
-	hs, create, err := onion.NewClientHandshake(nil, self.ID, self.OnionPublic())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := proto.GetCell()
-	c.SetCircID(rigPrevID)
-	c.SetCommand(proto.CmdCreate2)
-	create.Append(c.Payload()[:0])
+	hs, c := create2To(t, rigPrevID, self)
 	cur, old := self.OnionKeys()
 	r.core.answerCreate(c, onion.ServerKeys{Current: cur, Previous: old}, nil)
 	acts := r.core.ready()
 	if len(acts) != 1 || acts[0].kind != actSend || acts[0].l != r.prev || acts[0].c.Command() != proto.CmdCreated2 {
 		t.Fatalf("answer to CREATE2: %v", r.describe(acts))
 	}
-	body, err := onion.ParseCreated2(acts[0].c.Payload())
-	if err != nil {
-		t.Fatal(err)
-	}
-	km, err := hs.Finish(body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r.hop = finishHop(t, hs, acts[0].c)
 	proto.PutCell(acts[0].c)
-	r.hop = onion.NewHop(&km)
 	return r
 }
 
 // relay seals a relay cell for the core's hop, as the origin sends it.
 func (r *coreRig) relay(early bool, cmd proto.RelayCommand, stream uint16, data []byte) relayEvent {
-	c := proto.GetCell()
-	if err := proto.PutRelay(c.PayloadArray(), proto.RelayHeader{Command: cmd, StreamID: stream}, data); err != nil {
-		r.t.Fatal(err)
-	}
-	onion.SealForward([]*onion.Hop{r.hop}, 0, c.PayloadArray())
-	c.SetCircID(rigPrevID)
-	c.SetCommand(proto.CmdRelay)
-	if early {
-		c.SetCommand(proto.CmdRelayEarly)
-	}
-	return relayEvent{kind: evCell, l: r.prev, c: c}
+	return relayEvent{kind: evCell, l: r.prev, c: sealedRelay(r.t, r.hop, rigPrevID, early, cmd, stream, data)}
 }
 
 // raw is a cell of command cmd on link l (payload: reason byte, rest zero).
 func (r *coreRig) raw(l *fakeLink, id uint32, cmd proto.Command, reason proto.DestroyReason) relayEvent {
-	c := proto.GetCell()
-	c.SetCircID(id)
-	c.SetCommand(cmd)
+	c := newCell(id, cmd)
 	c.Payload()[0] = byte(reason)
 	return relayEvent{kind: evCell, l: l, c: c}
 }
 
 func (r *coreRig) extend2() []byte {
-	_, create, err := onion.NewClientHandshake(nil, r.nextNode.ID, r.nextNode.OnionPublic())
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	e := onion.Extend2{Next: r.nextNode.ID, Addr: netip.MustParseAddrPort("127.0.0.1:9"), Create: create}
-	return e.Append(nil)
+	return extend2To(r.t, r.nextNode.ID, r.nextNode.OnionPublic(), netip.MustParseAddrPort("127.0.0.1:9"))
 }
 
 // created2 is a well-formed CREATED2 from the next hop (its contents are
 // the origin's business, not the relay's).
 func (r *coreRig) created2() relayEvent {
-	c := proto.GetCell()
-	c.SetCircID(rigNextID)
-	c.SetCommand(proto.CmdCreated2)
-	onion.Created2{HData: make([]byte, 64)}.Append(c.Payload()[:0])
+	c := newCell(rigNextID, proto.CmdCreated2)
+	proto.Created2{HData: make([]byte, 64)}.Append(c.Payload()[:0])
 	return relayEvent{kind: evCell, l: r.next, c: c}
 }
 
-func (r *coreRig) linkName(l cellLink) string {
+func (r *coreRig) linkName(l link.Conn) string {
 	switch l {
 	case r.prev:
 		return "prev"
@@ -203,10 +170,7 @@ func TestRelayCoreScenarios(t *testing.T) {
 			{func(r *coreRig) relayEvent { return r.created2() }, "control EXTENDED2"},
 			{func(r *coreRig) relayEvent {
 				// Sealed for a hop beyond us: not recognised, goes on.
-				c := proto.GetCell()
-				c.SetCircID(rigPrevID)
-				c.SetCommand(proto.CmdRelay)
-				return relayEvent{kind: evCell, l: r.prev, c: c}
+				return relayEvent{kind: evCell, l: r.prev, c: newCell(rigPrevID, proto.CmdRelay)}
 			}, "send next RELAY id=0x22"},
 			{func(r *coreRig) relayEvent { return r.raw(r.next, rigNextID, proto.CmdRelay, 0) }, "sendback RELAY id=0x80000011"},
 			{func(r *coreRig) relayEvent { return relayEvent{kind: evLinkClosed, l: r.next} }, "forget next id=0x22\ncontrol TRUNCATED CHANNEL_CLOSED"},
@@ -215,7 +179,7 @@ func TestRelayCoreScenarios(t *testing.T) {
 		{"cells and DESTROY handled while the dial runs", true, []step{
 			{extend, "DIAL"},
 			{func(r *coreRig) relayEvent { return r.relay(false, proto.RelayDrop, 0, nil) }, "deliver DROP stream=0"},
-			{func(r *coreRig) relayEvent { return r.relay(false, proto.RelayBegin, 5, onionBegin("echo")) }, "begin stream=5 echo"},
+			{func(r *coreRig) relayEvent { return r.relay(false, proto.RelayBegin, 5, beginData("echo")) }, "begin stream=5 echo"},
 			{func(r *coreRig) relayEvent { return r.raw(r.prev, rigPrevID, proto.CmdDestroy, proto.DestroyFinished) }, "canceldial\nclose FINISHED"},
 			{dialed, ""},
 		}},
@@ -267,7 +231,7 @@ func TestRelayCoreScenarios(t *testing.T) {
 		}},
 		{"BEGIN on a stream ID of the last hop's half", true, []step{
 			{func(r *coreRig) relayEvent {
-				return r.relay(false, proto.RelayBegin, lastHopStreams, onionBegin("echo"))
+				return r.relay(false, proto.RelayBegin, lastHopStreams, beginData("echo"))
 			}, "destroy prev id=0x80000011 PROTOCOL\nclose PROTOCOL"},
 		}},
 	}

@@ -30,11 +30,11 @@ type relayQueue struct {
 	closed  bool                // the circuit is over: inputs are dropped
 }
 
-// queueFirstCells is the buffer the first cell allocates; append doubles
-// it as bursts need. A busy circuit keeps its buffers (allocating per
-// burst cost a dozen allocations per 64 KiB relayed); the idle reaper
-// drops them once the circuit has been quiet for one of its rounds (trim).
-const queueFirstCells = 16
+// The buffers grow from nothing as append doubles them: a circuit that
+// only ever sees a few control cells at a time keeps slices of a few
+// slots. A busy circuit keeps its buffers (allocating them per burst cost
+// a dozen allocations per 64 KiB relayed); the idle reaper drops them
+// once the circuit has been quiet for one of its rounds (trim).
 
 // push queues a cell (or a link's closing, it.c == nil). It reports
 // whether the queue had room, and whether the caller must start the
@@ -51,9 +51,6 @@ func (q *relayQueue) push(it inbound) (ok, start bool) {
 	if q.held >= q.max {
 		q.mu.Unlock()
 		return false, false
-	}
-	if q.cells == nil {
-		q.cells = make([]inbound, 0, queueFirstCells)
 	}
 	q.cells = append(q.cells, it)
 	q.held++

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"veil/circuits/link"
 	"veil/circuits/onion"
 	"veil/proto"
 )
@@ -50,7 +51,7 @@ type endpoint struct {
 	stats  counters
 
 	sendMu sync.Mutex
-	out    cellLink // where sealed cells go; set before use, then fixed
+	out    link.Conn // where sealed cells go; set before use, then fixed
 	outID  uint32
 	hops   []*onion.Hop // origin: the path; last hop: its one hop. Appended under sendMu by the circuit goroutine only.
 
@@ -215,7 +216,7 @@ type relayResult struct {
 func (e *endpoint) onStreamCell(r proto.RelayCell, c *proto.Cell, t onion.Tag) (res relayResult, handled bool) {
 	switch {
 	case r.Command == proto.RelaySendme:
-		sm, err := onion.ParseSendme(r.Data)
+		sm, err := proto.ParseSendme(r.Data)
 		if err != nil {
 			return relayResult{destroy: proto.DestroyProtocol}, true
 		}
@@ -259,8 +260,8 @@ func (e *endpoint) onStreamCell(r proto.RelayCell, c *proto.Cell, t onion.Tag) (
 		}
 		e.mu.Unlock()
 		if sendme {
-			sm := onion.Sendme{Version: onion.SendmeVersion, Data: t[:]}
-			if err := e.sendControl(lastHop, false, proto.RelaySendme, 0, sm.Append(make([]byte, 0, 3+onion.TagSize))); err != nil {
+			sm := proto.Sendme{Version: proto.SendmeVersionTag, Data: t[:]}
+			if err := e.sendControl(lastHop, false, proto.RelaySendme, 0, sm.Append(make([]byte, 0, sm.Len()))); err != nil {
 				return res, true
 			}
 		}
@@ -276,11 +277,11 @@ func (e *endpoint) onStreamCell(r proto.RelayCell, c *proto.Cell, t onion.Tag) (
 		return relayResult{}, true
 
 	case r.Command == proto.RelayEnd:
-		reason, _ := onion.ParseReason(r.Data)
+		end, _ := proto.ParseEnd(r.Data) // malformed: reason 0, none given
 		e.mu.Lock()
 		if s := e.streams[r.StreamID]; s != nil {
 			s.peerEnded = true
-			s.endReason = reason
+			s.endReason = end.Reason
 			if s.localClosed {
 				delete(e.streams, s.id)
 			}
@@ -382,7 +383,7 @@ func (e *endpoint) begin(sid uint16, dest string) {
 
 // openStream sends BEGIN for dest to the other end and waits for CONNECTED.
 func (e *endpoint) openStream(ctx context.Context, dest string) (*Stream, error) {
-	b := onion.Begin{Dest: dest}
+	b := proto.Begin{Dest: dest}
 	if !b.Valid() {
 		return nil, fmt.Errorf("circuits: stream destination of %d bytes", len(dest))
 	}
@@ -728,20 +729,24 @@ func (e *endpoint) past(t time.Time) bool { return !t.IsZero() && !e.sw.cfg.Now(
 // RemoteAddr: the local circuit handle, the stream ID and the destination.
 // It carries no network address: that is the point of a circuit.
 type StreamAddr struct {
-	Circuit uint64
-	Stream  uint16
-	Dest    string
+	Circuit uint64 // the circuit's local handle (Circuit.ID, Event.Circuit)
+	Stream  uint16 // the stream's ID on its circuit
+	Dest    string // the destination its BEGIN named
 }
 
 // Network is "veil".
 func (StreamAddr) Network() string { return "veil" }
 
+// String says which circuit, stream and destination a names.
 func (a StreamAddr) String() string {
 	return fmt.Sprintf("circuit %d stream %d (%s)", a.Circuit, a.Stream, a.Dest)
 }
 
-// LocalAddr and RemoteAddr make Stream a net.Conn; both name the stream.
-func (s *Stream) LocalAddr() net.Addr  { return StreamAddr{s.e.handle, s.id, s.dest} }
+// LocalAddr names the stream (a StreamAddr), as net.Conn asks.
+func (s *Stream) LocalAddr() net.Addr { return StreamAddr{s.e.handle, s.id, s.dest} }
+
+// RemoteAddr names the stream too: the other end has no address a circuit
+// would reveal.
 func (s *Stream) RemoteAddr() net.Addr { return StreamAddr{s.e.handle, s.id, s.dest} }
 
 var _ net.Conn = (*Stream)(nil)

@@ -14,10 +14,6 @@ import (
 	"veil/proto"
 )
 
-// cellLink is what the circuit layer needs of a link: *link.Link over
-// TLS, or linktest's in-memory Conn.
-type cellLink = link.Conn
-
 // Service is called in its own goroutine for each stream a circuit's origin
 // opens to it at this node (BEGIN with the service's name). It owns the
 // stream and must return once the stream fails or ends; Switch.Close waits
@@ -140,12 +136,13 @@ var (
 
 // circKey names a circuit on one link.
 type circKey struct {
-	l  cellLink
+	l  link.Conn
 	id uint32
 }
 
 // circuitQueue is what the link handlers hand cells to: an origin Circuit
-// or a relayCirc, each with one goroutine that owns its state.
+// (its inbox implements it) or a relayCirc (its relayQueue), each with one
+// goroutine at a time that owns its state.
 type circuitQueue interface {
 	// deliver queues it without blocking; false means the queue is full.
 	deliver(it inbound) bool
@@ -156,55 +153,61 @@ type circuitQueue interface {
 // inbound is one input of a circuit goroutine: a cell that arrived on l, or
 // (c == nil) the news that l closed.
 type inbound struct {
-	l cellLink
+	l link.Conn
 	c *proto.Cell
+}
+
+// inbox is a circuit goroutine's input from other goroutines: the cells
+// and link closures the handlers queue (at most QueueCells; the queue owns
+// a cell until the goroutine takes it) and the latest kill request.
+type inbox struct {
+	in    chan inbound
+	killc chan proto.DestroyReason
+}
+
+func newInbox(cells int) inbox {
+	return inbox{in: make(chan inbound, cells), killc: make(chan proto.DestroyReason, 1)}
+}
+
+func (q *inbox) deliver(it inbound) bool {
+	select {
+	case q.in <- it:
+		return true
+	default:
+		return false
+	}
+}
+
+func (q *inbox) kill(reason proto.DestroyReason) {
+	select {
+	case q.killc <- reason:
+	default: // a kill is pending already: the circuit is going
+	}
+}
+
+// drain releases the cells still queued; the circuit's goroutine calls it
+// once the circuit is unregistered. A handler that looked the circuit up
+// just before may still queue a cell afterwards: that one is left to the
+// garbage collector instead of the pool.
+func (q *inbox) drain() {
+	for {
+		select {
+		case it := <-q.in:
+			if it.c != nil {
+				proto.PutCell(it.c)
+			}
+		default:
+			return
+		}
+	}
 }
 
 // Switch is a node's circuit switch: it answers CREATE2, relays the cells
 // of circuits others build through this node, ends circuits at services,
-// and builds our own (origin) circuits. Wire it to a link.Links with
-// link.Handlers{Cell: sw.HandleCell, Closed: sw.HandleClosed}. Safe for
-// concurrent use.
-//
-// Roles. An origin circuit (Circuit, from Build) holds one onion.Hop per
-// hop and seals each relay cell for the hop it is for. A circuit we carry
-// (relayCirc, made by an incoming CREATE2) holds one Hop: forward cells lose
-// our layer and are either ours (Recognized and the GMAC match) or passed to
-// the next hop; backward cells gain our layer. With no next hop we are the
-// last hop: BEGIN opens a stream to the Service registered under its name.
-// EXTEND2 must come in RELAY_EARLY, of which a circuit may carry
-// MaxRelayEarly (8); TRUNCATE cuts the circuit after us and is answered by
-// TRUNCATED. A DESTROY from the origin's side goes on to the next hop with
-// its reason; losing the next hop (DESTROY or link closed) sends TRUNCATED
-// with the reason back to the origin, which destroys the circuit if it did
-// not ask for it. A cell no hop recognises at the end of the path (one bit
-// flipped on the way suffices) destroys the circuit with PROTOCOL.
-//
-// Goroutines and queues. A link's read goroutine never waits on another
-// link: HandleCell looks the circuit up by (link, circuit ID) and hands the
-// cell to that circuit's queue (QueueCells). One goroutine per circuit owns
-// its receive side and crypto state and may block sending on a link; for a
-// circuit we carry it runs only while cells are queued (relayQueue), so an
-// idle one costs no goroutine and no queue buffer. Since
-// no reader ever blocks, a full link queue always drains, so links cannot
-// deadlock in a cycle. The windows bound what a well-behaved peer can have
-// queued for a circuit (both circuit windows plus control cells), so a
-// queue that overflows means the peer ignored them: DESTROY RESOURCELIMIT.
-// Each circuit keeps its protocol in a pure state machine (relayCore in
-// relayed.go, originCore in circuit.go) that its goroutine feeds and whose
-// actions it executes; the dial an EXTEND2 needs runs in a goroutine of its
-// own, so a relay keeps handling the circuit's cells (DESTROY, TRUNCATE,
-// streams) meanwhile.
-//
-// Flow control. At the circuit's ends, each data-bearing cell (DATA, DB_*)
-// counts against the circuit window (a SENDME, authenticated with the
-// 16-byte GMAC tag of the cell that triggered it, every CircIncrement cells,
-// sent on arrival as in Tor) and against its stream's window (a SENDME every
-// StreamIncrement cells the reader has consumed). A stream whose reader is
-// slow holds at most StreamWindow cells at the receiver; its writer blocks.
-//
-// Circuit IDs: as in Tor, the side that dialed a link picks IDs with the top
-// bit set and the other side IDs with it clear.
+// and builds our own (origin) circuits; the package doc describes the
+// roles, the goroutine per circuit, the queues and the flow control. Wire
+// it to a link.Links with link.Handlers{Cell: sw.HandleCell, Closed:
+// sw.HandleClosed}. Safe for concurrent use.
 type Switch struct {
 	id    *Identity
 	links link.Dialer
@@ -213,8 +216,8 @@ type Switch struct {
 	mu       sync.RWMutex // guards the fields below; read-locked per cell to find its circuit
 	circs    map[circKey]circuitQueue
 	joined   int
-	perLink  map[cellLink]int // joined circuits by the link their CREATE2 came on
-	reaping  bool             // the idle reaper (reapIdle) runs
+	perLink  map[link.Conn]int // joined circuits by the link their CREATE2 came on
+	reaping  bool              // the idle reaper (reapIdle) runs
 	services map[string]Service
 	hooks    []func(Event)
 	rng      *rand.Rand
@@ -243,7 +246,7 @@ func NewSwitch(id *Identity, lg link.Dialer, cfg SwitchConfig) (*Switch, error) 
 		links:    lg,
 		cfg:      cfg,
 		circs:    make(map[circKey]circuitQueue),
-		perLink:  make(map[cellLink]int),
+		perLink:  make(map[link.Conn]int),
 		services: make(map[string]Service),
 		rng:      rng,
 		stop:     make(chan struct{}),
@@ -296,15 +299,10 @@ func (sw *Switch) handle() uint64 {
 	return sw.nextHandle
 }
 
-// HandleCell is the link.Handlers.Cell of the node's links. It never
-// blocks on another link: cells go to their circuit's queue.
-func (sw *Switch) HandleCell(l link.Conn, c *proto.Cell) { sw.handleCell(l, c) }
-
-// HandleClosed is the link.Handlers.Closed of the node's links: every
-// circuit on l learns that the link is gone.
-func (sw *Switch) HandleClosed(l link.Conn, err error) { sw.handleClosed(l) }
-
-func (sw *Switch) handleCell(l cellLink, c *proto.Cell) {
+// HandleCell is the link.Handlers.Cell of the node's links. It takes
+// ownership of c and never blocks on another link: cells go to their
+// circuit's queue.
+func (sw *Switch) HandleCell(l link.Conn, c *proto.Cell) {
 	switch c.Command() {
 	case proto.CmdPadding:
 		proto.PutCell(c)
@@ -326,7 +324,9 @@ func (sw *Switch) handleCell(l cellLink, c *proto.Cell) {
 	}
 }
 
-func (sw *Switch) handleClosed(l cellLink) {
+// HandleClosed is the link.Handlers.Closed of the node's links: every
+// circuit on l learns that the link is gone (why does not matter to them).
+func (sw *Switch) HandleClosed(l link.Conn, _ error) {
 	sw.mu.Lock()
 	var qs []circuitQueue
 	for k, q := range sw.circs {
@@ -344,7 +344,7 @@ func (sw *Switch) handleClosed(l cellLink) {
 
 // sendDestroy sends DESTROY without blocking (dropped if the link's queue is
 // full: the peer is then far behind, and will learn when the link closes).
-func sendDestroy(l cellLink, id uint32, reason proto.DestroyReason) {
+func sendDestroy(l link.Conn, id uint32, reason proto.DestroyReason) {
 	c := proto.GetCell()
 	c.SetCircID(id)
 	c.SetCommand(proto.CmdDestroy)
@@ -356,7 +356,7 @@ func (sw *Switch) acceptsCircuits() bool {
 	return sw.cfg.Flags&(proto.FlagRelay|proto.FlagORDB|proto.FlagExit|proto.FlagFacilitator) != 0
 }
 
-func (sw *Switch) handleCreate(l cellLink, c *proto.Cell) {
+func (sw *Switch) handleCreate(l link.Conn, c *proto.Cell) {
 	id := c.CircID()
 	key := circKey{l, id}
 	sw.mu.Lock()
@@ -457,7 +457,7 @@ func (sw *Switch) expireIdle(now time.Time) {
 	}
 }
 
-func (sw *Switch) unregister(l cellLink, id uint32, q circuitQueue) {
+func (sw *Switch) unregister(l link.Conn, id uint32, q circuitQueue) {
 	sw.mu.Lock()
 	if sw.circs[circKey{l, id}] == q {
 		delete(sw.circs, circKey{l, id})
@@ -468,7 +468,7 @@ func (sw *Switch) unregister(l cellLink, id uint32, q circuitQueue) {
 // allocID picks a free circuit ID on l and reserves it for q. As in Tor,
 // the side that dialed the link sets the top bit and the other clears it,
 // so the two never pick the same ID.
-func (sw *Switch) allocID(l cellLink, q circuitQueue) (uint32, error) {
+func (sw *Switch) allocID(l link.Conn, q circuitQueue) (uint32, error) {
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
 	if sw.closed {

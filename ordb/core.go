@@ -843,7 +843,16 @@ func (c *Core) HandleAnswer(from CircuitID, id uint64, msg proto.DBMessage, now 
 		c.cancelDown(r)
 		if r.state == stAnswering {
 			// Part of the answer is out: the requester gets the rest
-			// by asking again, after this DB_END.
+			// by asking again, after this DB_END. The reference that
+			// broke off its answer gets a strike like one that failed
+			// before answering, or a holder answering every query with
+			// a well-shaped first message and junk after would stay in
+			// the list for ever.
+			if x := r.downRef; x != nil {
+				if e := c.names.get(r.q.HashName); e != nil {
+					c.names.strike(e, x)
+				}
+			}
 			c.emit(SendEnd{Circuit: r.up, RequestID: id, Reason: proto.DBEndDestroyed})
 			c.drop(r)
 			return nil
@@ -851,11 +860,12 @@ func (c *Core) HandleAnswer(from CircuitID, id uint64, msg proto.DBMessage, now 
 		c.downFailed(r, proto.DBEndDestroyed, now)
 		return nil
 	}
-	if r.downRef != nil {
-		r.downRef.strikes = 0
-	}
 	c.emit(Deliver{Circuit: r.up, RequestID: id, Msg: msg})
 	if complete {
+		// Only a whole answer clears a reference's strikes.
+		if r.downRef != nil {
+			r.downRef.strikes = 0
+		}
 		c.drop(r)
 		return nil
 	}

@@ -22,6 +22,9 @@ var (
 	_ DBMessage = DBFindPeer{}
 	_ DBMessage = DBFoundPeer{}
 	_ DBMessage = DBEnd{}
+	_ DBMessage = DBAnnounce{}
+	_ DBMessage = DBStreamInfo{}
+	_ DBMessage = DBLiveStart{}
 )
 
 // ParseDB decodes the DB_* message msg sent under relay command cmd (as
@@ -46,6 +49,12 @@ func ParseDB(cmd RelayCommand, msg []byte) (DBMessage, error) {
 		return box(ParseDBFoundPeer(msg))
 	case RelayDBEnd:
 		return box(ParseDBEnd(msg))
+	case RelayDBAnnounce:
+		return box(ParseDBAnnounce(msg))
+	case RelayDBStreamInfo:
+		return box(ParseDBStreamInfo(msg))
+	case RelayDBLiveStart:
+		return box(ParseDBLiveStart(msg))
 	}
 	return nil, fmt.Errorf("db message: %w %v", ErrUnknownCommand, cmd)
 }

@@ -96,6 +96,13 @@ func sampleDBMessages() []DBMessage {
 		DBEnd{Reason: DBEndUnavailable},
 		DBEnd{Reason: DBEndFinished},
 		DBEnd{Reason: DBEndDestroyed},
+		DBAnnounce{HashName: hashName(0x55)},
+		DBAnnounce{HashName: hashName(0x55), Size: 20 << 20, Type: "video/mp4", Live: true},
+		DBAnnounce{HashName: hashName(0x56), Size: ^uint64(0), Type: string(fill(MaxMIMEType, 'a'))},
+		DBStreamInfo{HashName: hashName(0x66), First: 3, Last: 3},
+		DBStreamInfo{HashName: hashName(0x66), First: 0, Last: ^uint64(0), Type: "video/webm"},
+		DBLiveStart{},
+		DBLiveStart{Chunk: 0x0102030405060708},
 	}
 }
 

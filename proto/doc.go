@@ -120,6 +120,30 @@
 //	| 1      |
 //	+--------+
 //
+// DB_ANNOUNCE (DBAnnounce, veil): an ORDB to a neighbour ORDB, the
+// Peersm specification's ['abcd', size, type]; flags bit 0 = live stream:
+//
+//	+----+-----------+----------+------------+----------+------+-------+
+//	| 20 | hash_name | size len | size       | type len | type | flags |
+//	| 1  | 20        | 1, <= 8  | 0..8, min. | 1        | ..   | 1     |
+//	+----+-----------+----------+------------+----------+------+-------+
+//
+// DB_STREAM_INFO (DBStreamInfo, veil): a peer holds chunks first..last
+// (inclusive, first <= last) of a live stream:
+//
+//	+----+-----------+-------+------+----------+------+
+//	| 20 | hash_name | first | last | type len | type |
+//	| 1  | 20        | 8     | 8    | 1        | ..   |
+//	+----+-----------+-------+------+----------+------+
+//
+// DB_LIVE_START (DBLiveStart, veil): sent just before the DB_CONNECTED of
+// a live stream, the chunk its requester should start from:
+//
+//	+-------+
+//	| chunk |
+//	| 8     |
+//	+-------+
+//
 // # Merkle proofs
 //
 // The proof bytes of a DB_PROOF (MerkleProof). The hashes are the sibling

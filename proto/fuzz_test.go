@@ -94,14 +94,17 @@ func fuzzDB[M DBMessage](f *testing.F, cmd RelayCommand, parse func([]byte) (M, 
 	})
 }
 
-func FuzzDBConnected(f *testing.F) { fuzzDB(f, RelayDBConnected, ParseDBConnected) }
-func FuzzDBQuery(f *testing.F)     { fuzzDB(f, RelayDBQuery, ParseDBQuery) }
-func FuzzDBData(f *testing.F)      { fuzzDB(f, RelayDBData, ParseDBData) }
-func FuzzDBProof(f *testing.F)     { fuzzDB(f, RelayDBProof, ParseDBProof) }
-func FuzzDBInfo(f *testing.F)      { fuzzDB(f, RelayDBInfo, ParseDBInfo) }
-func FuzzDBPeer(f *testing.F)      { fuzzDB(f, RelayDBFindPeer, ParseDBFindPeer) }
-func FuzzDBFoundPeer(f *testing.F) { fuzzDB(f, RelayDBFoundPeer, ParseDBFoundPeer) }
-func FuzzDBEnd(f *testing.F)       { fuzzDB(f, RelayDBEnd, ParseDBEnd) }
+func FuzzDBConnected(f *testing.F)  { fuzzDB(f, RelayDBConnected, ParseDBConnected) }
+func FuzzDBQuery(f *testing.F)      { fuzzDB(f, RelayDBQuery, ParseDBQuery) }
+func FuzzDBData(f *testing.F)       { fuzzDB(f, RelayDBData, ParseDBData) }
+func FuzzDBProof(f *testing.F)      { fuzzDB(f, RelayDBProof, ParseDBProof) }
+func FuzzDBInfo(f *testing.F)       { fuzzDB(f, RelayDBInfo, ParseDBInfo) }
+func FuzzDBPeer(f *testing.F)       { fuzzDB(f, RelayDBFindPeer, ParseDBFindPeer) }
+func FuzzDBFoundPeer(f *testing.F)  { fuzzDB(f, RelayDBFoundPeer, ParseDBFoundPeer) }
+func FuzzDBEnd(f *testing.F)        { fuzzDB(f, RelayDBEnd, ParseDBEnd) }
+func FuzzDBAnnounce(f *testing.F)   { fuzzDB(f, RelayDBAnnounce, ParseDBAnnounce) }
+func FuzzDBStreamInfo(f *testing.F) { fuzzDB(f, RelayDBStreamInfo, ParseDBStreamInfo) }
+func FuzzDBLiveStart(f *testing.F)  { fuzzDB(f, RelayDBLiveStart, ParseDBLiveStart) }
 
 // encodeCells turns cells into FuzzAssembler input: [cmd 1B][len 2B][data]...
 func encodeCells(cells []frameCell) []byte {

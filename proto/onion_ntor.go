@@ -1,7 +1,5 @@
 package proto
 
-import "fmt"
-
 // Sizes of the ntor handshake data (HDATA of CREATE2 and CREATED2 when
 // HTYPE is HandshakeNtor).
 const (
@@ -27,16 +25,14 @@ type NtorRequest struct {
 
 // ParseNtorRequest decodes a client's ntor HDATA exactly. Nothing aliases b.
 func ParseNtorRequest(b []byte) (NtorRequest, error) {
+	r := reader{b: b, what: "ntor request"}
 	var m NtorRequest
-	if len(b) < NtorRequestSize {
-		return m, fmt.Errorf("ntor request: %w (%d of %d bytes)", ErrTruncated, len(b), NtorRequestSize)
+	copy(m.ID[:], r.take(IDSize))
+	copy(m.B[:], r.take(OnionKeySize))
+	copy(m.X[:], r.take(OnionKeySize))
+	if err := r.end(); err != nil {
+		return NtorRequest{}, err
 	}
-	if len(b) > NtorRequestSize {
-		return m, fmt.Errorf("ntor request: %w (%d bytes)", ErrTrailing, len(b)-NtorRequestSize)
-	}
-	copy(m.ID[:], b)
-	copy(m.B[:], b[IDSize:])
-	copy(m.X[:], b[IDSize+OnionKeySize:])
 	return m, nil
 }
 
@@ -60,15 +56,13 @@ type NtorReply struct {
 
 // ParseNtorReply decodes a server's ntor HDATA exactly. Nothing aliases b.
 func ParseNtorReply(b []byte) (NtorReply, error) {
+	r := reader{b: b, what: "ntor reply"}
 	var m NtorReply
-	if len(b) < NtorReplySize {
-		return m, fmt.Errorf("ntor reply: %w (%d of %d bytes)", ErrTruncated, len(b), NtorReplySize)
+	copy(m.Y[:], r.take(OnionKeySize))
+	copy(m.Auth[:], r.take(NtorAuthSize))
+	if err := r.end(); err != nil {
+		return NtorReply{}, err
 	}
-	if len(b) > NtorReplySize {
-		return m, fmt.Errorf("ntor reply: %w (%d bytes)", ErrTrailing, len(b)-NtorReplySize)
-	}
-	copy(m.Y[:], b)
-	copy(m.Auth[:], b[OnionKeySize:])
 	return m, nil
 }
 

@@ -33,6 +33,12 @@ const (
 	RelayDBMore RelayCommand = 47
 	// RelayDBProof carries the Merkle proof for the DB_DATA that follows.
 	RelayDBProof RelayCommand = 48
+	// RelayDBAnnounce: an ORDB tells a neighbour ORDB what it can reach.
+	RelayDBAnnounce RelayCommand = 49
+	// RelayDBStreamInfo: a peer tells its ORDB which live chunks it holds.
+	RelayDBStreamInfo RelayCommand = 50
+	// RelayDBLiveStart: where a live stream's requester should start.
+	RelayDBLiveStart RelayCommand = 51
 )
 
 var relayNames = [256]string{
@@ -42,13 +48,14 @@ var relayNames = [256]string{
 	RelayDBQuery: "DB_QUERY", RelayDBConnected: "DB_CONNECTED", RelayDBData: "DB_DATA",
 	RelayDBInfo: "DB_INFO", RelayDBFindPeer: "DB_FIND_PEER", RelayDBFoundPeer: "DB_FOUND_PEER",
 	RelayDBEnd: "DB_END", RelayDBMore: "DB_MORE", RelayDBProof: "DB_PROOF",
+	RelayDBAnnounce: "DB_ANNOUNCE", RelayDBStreamInfo: "DB_STREAM_INFO", RelayDBLiveStart: "DB_LIVE_START",
 }
 
 // Known reports whether c is a relay command veil understands.
 func (c RelayCommand) Known() bool { return relayNames[c] != "" }
 
 // IsDB reports whether c belongs to the DB_* family.
-func (c RelayCommand) IsDB() bool { return c >= RelayDBQuery && c <= RelayDBProof }
+func (c RelayCommand) IsDB() bool { return c >= RelayDBQuery && c <= RelayDBLiveStart }
 
 func (c RelayCommand) String() string {
 	if n := relayNames[c]; n != "" {

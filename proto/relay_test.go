@@ -82,12 +82,12 @@ func TestRelayBad(t *testing.T) {
 }
 
 func TestRelayCommands(t *testing.T) {
-	for c := RelayDBQuery; c <= RelayDBProof; c++ {
+	for c := RelayDBQuery; c <= RelayDBLiveStart; c++ {
 		if !c.IsDB() || !c.Known() {
 			t.Errorf("%v: IsDB %v Known %v", c, c.IsDB(), c.Known())
 		}
 	}
-	if RelayData.IsDB() || RelayCommand(49).IsDB() || RelayCommand(49).Known() {
+	if RelayData.IsDB() || RelayCommand(52).IsDB() || RelayCommand(52).Known() {
 		t.Error("IsDB/Known outside the family")
 	}
 	if RelayDBMore.String() != "DB_MORE" || RelayCommand(99).String() != "RELAY_CMD(99)" {

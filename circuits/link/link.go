@@ -31,10 +31,11 @@ var (
 // PeerIDError is the error of a dial that reached a node other than the one
 // expected. It matches ErrPeerID with errors.Is.
 type PeerIDError struct {
-	Addr      string
-	Got, Want proto.NodeID
+	Addr      string       // the address dialed
+	Got, Want proto.NodeID // the ID the peer proved, the ID asked for
 }
 
+// Error names the address and both IDs.
 func (e *PeerIDError) Error() string {
 	return fmt.Sprintf("link: peer at %s has ID %s, want %s", e.Addr, e.Got, e.Want)
 }

@@ -18,6 +18,10 @@ const (
 // Payload is a cell payload; crypto runs on it in place.
 type Payload = [proto.CellPayloadSize]byte
 
+// TagSize is the size of a full GMAC tag: the cell carries its first
+// proto.DigestSize bytes, an authenticated SENDME carries all of it.
+const TagSize = proto.SendmeTagSize
+
 // Tag is the full GMAC tag of one relay cell for the hop that originated or
 // consumed it. The cell carries its first proto.DigestSize bytes.
 type Tag [TagSize]byte

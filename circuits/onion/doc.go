@@ -1,10 +1,10 @@
 // Package onion holds the pure parts of veil's onion circuits: the ntor-style
 // handshake, the per-hop layered crypto that runs in place on a cell payload,
-// the SENDME flow-control windows, and the circuit layer's names for the
-// circuit-level bodies (CREATE2, CREATED2, EXTEND2, EXTENDED2, SENDME, BEGIN,
-// END, TRUNCATED), which proto parses and encodes. It has no goroutines, sockets, locks, clocks or global
-// randomness: callers pass randomness in and act on what it returns. Nothing
-// here is safe for concurrent use unless said so.
+// and the SENDME flow-control windows. The bodies they travel in (CREATE2,
+// CREATED2, EXTEND2, EXTENDED2, SENDME, BEGIN, END, TRUNCATED) are proto's.
+// It has no goroutines, sockets, locks, clocks or global randomness:
+// callers pass randomness in and act on what it returns. Nothing here is
+// safe for concurrent use unless said so.
 //
 // # Handshake (ntor, as Tor's with veil's protocol ID)
 //

@@ -35,8 +35,8 @@ type KeyMaterial [KeyMaterialSize]byte
 // ServerKeys are the onion keys a node accepts handshakes for: the current
 // one and, during rotation, the previous one (nil when there is none).
 type ServerKeys struct {
-	Current  *ecdh.PrivateKey
-	Previous *ecdh.PrivateKey
+	Current  *ecdh.PrivateKey // the key the node's descriptor names now
+	Previous *ecdh.PrivateKey // the key it named before rotation, or nil
 }
 
 func (k ServerKeys) find(pub []byte) *ecdh.PrivateKey {
@@ -125,25 +125,25 @@ type ClientHandshake struct {
 // NewClientHandshake starts a handshake with the node id whose onion key
 // (from its verified descriptor) is onionKey. It returns the state and the
 // CREATE2 body to send (directly, or inside EXTEND2).
-func NewClientHandshake(rnd io.Reader, id proto.NodeID, onionKey []byte) (*ClientHandshake, Create2, error) {
+func NewClientHandshake(rnd io.Reader, id proto.NodeID, onionKey []byte) (*ClientHandshake, proto.Create2, error) {
 	if len(onionKey) != proto.OnionKeySize {
-		return nil, Create2{}, fmt.Errorf("%w: onion key of %d bytes", ErrBadPoint, len(onionKey))
+		return nil, proto.Create2{}, fmt.Errorf("%w: onion key of %d bytes", ErrBadPoint, len(onionKey))
 	}
 	x, err := newKey(rnd)
 	if err != nil {
-		return nil, Create2{}, err
+		return nil, proto.Create2{}, err
 	}
 	c := &ClientHandshake{id: id, x: x}
 	copy(c.b[:], onionKey)
 	req := proto.NtorRequest{ID: id, B: c.b}
 	copy(req.X[:], x.PublicKey().Bytes())
-	return c, Create2{HType: HandshakeNtor, HData: req.Append(make([]byte, 0, NtorClientLen))}, nil
+	return c, proto.Create2{HType: proto.HandshakeNtor, HData: req.Append(make([]byte, 0, proto.NtorRequestSize))}, nil
 }
 
 // Finish checks the server's answer and returns the hop's key material. It
 // may be called once; any error means the hop is not authenticated and the
 // circuit must be torn down.
-func (c *ClientHandshake) Finish(reply Created2) (KeyMaterial, error) {
+func (c *ClientHandshake) Finish(reply proto.Created2) (KeyMaterial, error) {
 	if c.done {
 		return KeyMaterial{}, ErrState
 	}
@@ -173,38 +173,38 @@ func (c *ClientHandshake) Finish(reply Created2) (KeyMaterial, error) {
 // ServerHandshake answers a CREATE2 addressed to node self holding keys. It
 // returns the CREATED2 body and the hop's key material. Errors name why the
 // handshake was refused (the caller answers with DESTROY PROTOCOL).
-func ServerHandshake(rnd io.Reader, self proto.NodeID, keys ServerKeys, req Create2) (Created2, KeyMaterial, error) {
-	if req.HType != HandshakeNtor {
-		return Created2{}, KeyMaterial{}, fmt.Errorf("%w: %d", ErrHandshakeType, req.HType)
+func ServerHandshake(rnd io.Reader, self proto.NodeID, keys ServerKeys, req proto.Create2) (proto.Created2, KeyMaterial, error) {
+	if req.HType != proto.HandshakeNtor {
+		return proto.Created2{}, KeyMaterial{}, fmt.Errorf("%w: %d", ErrHandshakeType, req.HType)
 	}
 	m, err := proto.ParseNtorRequest(req.HData)
 	if err != nil {
-		return Created2{}, KeyMaterial{}, fmt.Errorf("onion: %w: %w", proto.ErrBadLength, err)
+		return proto.Created2{}, KeyMaterial{}, fmt.Errorf("onion: %w: %w", proto.ErrBadLength, err)
 	}
 	id, bpub, x := m.ID[:], m.B[:], m.X[:]
 	if subtle.ConstantTimeCompare(id, self[:]) != 1 {
-		return Created2{}, KeyMaterial{}, ErrWrongNode
+		return proto.Created2{}, KeyMaterial{}, ErrWrongNode
 	}
 	b := keys.find(bpub)
 	if b == nil {
-		return Created2{}, KeyMaterial{}, ErrUnknownKey
+		return proto.Created2{}, KeyMaterial{}, ErrUnknownKey
 	}
 	y, err := newKey(rnd)
 	if err != nil {
-		return Created2{}, KeyMaterial{}, err
+		return proto.Created2{}, KeyMaterial{}, err
 	}
 	xy, err := dh(y, x)
 	if err != nil {
-		return Created2{}, KeyMaterial{}, err
+		return proto.Created2{}, KeyMaterial{}, err
 	}
 	xb, err := dh(b, x)
 	if err != nil {
-		return Created2{}, KeyMaterial{}, err
+		return proto.Created2{}, KeyMaterial{}, err
 	}
 	ypub := y.PublicKey().Bytes()
 	km, auth := derive(xy, xb, id, bpub, x, ypub)
 	var rep proto.NtorReply
 	copy(rep.Y[:], ypub)
 	copy(rep.Auth[:], auth)
-	return Created2{HData: rep.Append(make([]byte, 0, NtorServerLen))}, km, nil
+	return proto.Created2{HData: rep.Append(make([]byte, 0, proto.NtorReplySize))}, km, nil
 }

@@ -37,7 +37,7 @@ func TestNtorAgrees(t *testing.T) {
 			t.Fatal(err)
 		}
 		wire := req.Append(nil)
-		req2, err := ParseCreate2(append(wire, make([]byte, 100)...))
+		req2, err := proto.ParseCreate2(append(wire, make([]byte, 100)...))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -45,7 +45,7 @@ func TestNtorAgrees(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp2, err := ParseCreated2(resp.Append(nil))
+		resp2, err := proto.ParseCreated2(resp.Append(nil))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -107,7 +107,7 @@ func TestNtorRefusals(t *testing.T) {
 	if _, _, err := ServerHandshake(nil, id, keys, req); !errors.Is(err, ErrBadPoint) {
 		t.Fatalf("zero point: %v", err)
 	}
-	if _, _, err := ServerHandshake(nil, id, keys, Create2{HType: HandshakeNtor, HData: req.HData[:10]}); err == nil {
+	if _, _, err := ServerHandshake(nil, id, keys, proto.Create2{HType: proto.HandshakeNtor, HData: req.HData[:10]}); err == nil {
 		t.Fatal("short request accepted")
 	}
 
@@ -121,15 +121,15 @@ func TestNtorRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < NtorServerLen; i += 5 {
+	for i := 0; i < proto.NtorReplySize; i += 5 {
 		c2 := *c
-		bad := Created2{HData: bytes.Clone(resp.HData)}
+		bad := proto.Created2{HData: bytes.Clone(resp.HData)}
 		bad.HData[i] ^= 0x40
 		if _, err := c2.Finish(bad); err == nil {
 			t.Fatalf("flip at byte %d accepted", i)
 		}
 	}
-	if _, err := c.Finish(Created2{HData: resp.HData[:40]}); !errors.Is(err, ErrBadAuth) {
+	if _, err := c.Finish(proto.Created2{HData: resp.HData[:40]}); !errors.Is(err, ErrBadAuth) {
 		t.Fatalf("short reply: %v", err)
 	}
 }
@@ -142,7 +142,7 @@ func TestNtorImpostorAuth(t *testing.T) {
 	y := testKey(t, 3)
 	fake := append(bytes.Clone(y.PublicKey().Bytes()), make([]byte, 32)...)
 	_ = req
-	if _, err := c.Finish(Created2{HData: fake}); !errors.Is(err, ErrBadAuth) {
+	if _, err := c.Finish(proto.Created2{HData: fake}); !errors.Is(err, ErrBadAuth) {
 		t.Fatalf("forged reply: %v", err)
 	}
 }

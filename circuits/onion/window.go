@@ -64,7 +64,7 @@ func (w *SendWindow) Sent(t Tag) {
 // Sendme applies a SENDME received for this window. An authenticated window
 // requires version 1 with the tag of the oldest unacknowledged trigger cell;
 // a SENDME that would open the window past its start is refused.
-func (w *SendWindow) Sendme(s Sendme) error {
+func (w *SendWindow) Sendme(s proto.Sendme) error {
 	if w.left+w.inc > w.start {
 		return ErrUnexpectedSendme
 	}
@@ -73,7 +73,7 @@ func (w *SendWindow) Sendme(s Sendme) error {
 			return ErrUnexpectedSendme
 		}
 		want := &w.tags[w.head]
-		if s.Version != SendmeVersion || len(s.Data) != TagSize ||
+		if s.Version != proto.SendmeVersionTag || len(s.Data) != TagSize ||
 			subtle.ConstantTimeCompare(s.Data, want[:]) != 1 {
 			return ErrSendmeTag
 		}

@@ -34,18 +34,18 @@ func TestWindowsAuthenticated(t *testing.T) {
 		// A wrong tag is refused and does not open the window.
 		bad := sendmes[0]
 		bad[5] ^= 1
-		if err := s.Sendme(Sendme{Version: 1, Data: bad[:]}); !errors.Is(err, ErrSendmeTag) {
+		if err := s.Sendme(proto.Sendme{Version: 1, Data: bad[:]}); !errors.Is(err, ErrSendmeTag) {
 			t.Fatalf("bad tag: %v", err)
 		}
 		// Out of order is refused too.
-		if err := s.Sendme(Sendme{Version: 1, Data: sendmes[1][:]}); !errors.Is(err, ErrSendmeTag) {
+		if err := s.Sendme(proto.Sendme{Version: 1, Data: sendmes[1][:]}); !errors.Is(err, ErrSendmeTag) {
 			t.Fatalf("out of order: %v", err)
 		}
-		if err := s.Sendme(Sendme{}); !errors.Is(err, ErrSendmeTag) {
+		if err := s.Sendme(proto.Sendme{}); !errors.Is(err, ErrSendmeTag) {
 			t.Fatalf("unauthenticated: %v", err)
 		}
 		for _, tg := range sendmes {
-			if err := s.Sendme(Sendme{Version: 1, Data: tg[:]}); err != nil {
+			if err := s.Sendme(proto.Sendme{Version: 1, Data: tg[:]}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -53,7 +53,7 @@ func TestWindowsAuthenticated(t *testing.T) {
 		if s.Left() != CircWindowStart {
 			t.Fatalf("window %d after all sendmes", s.Left())
 		}
-		if err := s.Sendme(Sendme{Version: 1, Data: make([]byte, 16)}); !errors.Is(err, ErrUnexpectedSendme) {
+		if err := s.Sendme(proto.Sendme{Version: 1, Data: make([]byte, 16)}); !errors.Is(err, ErrUnexpectedSendme) {
 			t.Fatalf("extra sendme: %v", err)
 		}
 	}
@@ -80,7 +80,7 @@ func TestStreamWindowHeldByReader(t *testing.T) {
 	if !r.Consumed() {
 		t.Fatal("no sendme after an increment was consumed")
 	}
-	if err := s.Sendme(Sendme{}); err != nil || s.Left() != StreamWindowIncrement {
+	if err := s.Sendme(proto.Sendme{}); err != nil || s.Left() != StreamWindowIncrement {
 		t.Fatalf("sendme: %v left %d", err, s.Left())
 	}
 }
