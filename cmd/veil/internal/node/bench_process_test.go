@@ -27,9 +27,9 @@ const benchNodes = 12
 
 // BenchmarkNodeIdle measures one idle node of a settled network: its
 // resident set (rss-MB, and rss-max-MB over every node), then the memory
-// 100 idle circuits relayed through it add (bytes/circuit: live heap plus
-// goroutine stacks, after a garbage collection; rss-bytes/circuit: the
-// resident set's growth).
+// 100 idle circuits relayed through it add once the links they use are
+// open (bytes/circuit: live heap plus goroutine stacks, after a garbage
+// collection; rss-bytes/circuit: the resident set's growth).
 func BenchmarkNodeIdle(b *testing.B) {
 	if testing.Short() {
 		b.Skip("starts a network of 12 node processes")
@@ -51,12 +51,7 @@ func BenchmarkNodeIdle(b *testing.B) {
 		b.Skip("no /proc/PID/status VmRSS here")
 	}
 
-	m0, err := cx.Memory(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
 	joined0 := status(b, cx).Joined
-	profile(b, cx, "before")
 
 	// Build the circuits from this process: [x, y] paths, y going round
 	// the other nodes so that no link carries more than a switch allows
@@ -77,6 +72,31 @@ func BenchmarkNodeIdle(b *testing.B) {
 		defer links.Close()
 		defer sw.Close()
 	}
+	// Open every link the circuits will use (the origins' links to x, x's
+	// to the others) before the first measure, with a circuit on each path
+	// closed at once: a link costs tens of KB of TLS state and buffers,
+	// which is the link's, not the circuits'.
+	for _, sw := range switches {
+		for _, d := range others {
+			c, err := sw.Build(ctx, []proto.NodeDescriptor{dx, d})
+			if err != nil {
+				b.Fatalf("warming the links: %v", err)
+			}
+			c.Close()
+		}
+	}
+	for deadline := time.Now().Add(30 * time.Second); status(b, cx).Joined > joined0; {
+		if time.Now().After(deadline) {
+			b.Fatalf("node%d still carries %d circuits after the warm-up, want %d", x, status(b, cx).Joined, joined0)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	m0, err := cx.Memory(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	profile(b, cx, "before")
+
 	for i := range nCircuits {
 		c, err := switches[i%2].Build(ctx, []proto.NodeDescriptor{dx, others[i%len(others)]})
 		if err != nil {
