@@ -299,7 +299,7 @@ func TestNodeProcesses(t *testing.T) {
 	eout := filepath.Join(pn.Root, "got2")
 	eargs := []string{"get", "--data-dir", edir, "--set", "allow_private=true", "--bridge", bridge, "-o", eout, hash}
 	g1 := spawn(t, pn, "eget1", edir, eargs...)
-	for deadline := time.Now().Add(60 * time.Second); !regexp.MustCompile(`get: +[2-8]0%`).MatchString(pn.Log("eget1")); {
+	for deadline := time.Now().Add(60 * time.Second); !regexp.MustCompile(`get: +[1-7][0-9]%`).MatchString(pn.Log("eget1")); {
 		select {
 		case <-g1.Done():
 			t.Fatalf("first get ended before it could be killed: %v\n%s", g1.Err(), pn.Log("eget1"))
