@@ -225,3 +225,46 @@ func TestOpenErrors(t *testing.T) {
 		t.Fatalf("second Open of an open torrent: %v, want ErrBusy", err)
 	}
 }
+
+// A piece dropped after delivery is fetched again when asked for again.
+func TestDroppedPieceRefetched(t *testing.T) {
+	tt := makeTorrent(t, "refetch.bin", testPieceLen, 2<<20)
+	seeder := startAnacrolixSeeder(t, tt)
+	c, err := New(testConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tr, err := c.Open(ctx, tt.ih, OpenOptions{Peers: []netip.AddrPort{seeder}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	get := func(first, end int) {
+		t.Helper()
+		want := first
+		for p, err := range tr.Pieces(ctx, first, end) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Index != want || !bytes.Equal(p.Data, tt.content[int64(p.Index)*testPieceLen:][:len(p.Data)]) {
+				t.Fatalf("piece %d (want %d) differs", p.Index, want)
+			}
+			want++
+		}
+		if want != end {
+			t.Fatalf("got pieces up to %d, want %d", want, end)
+		}
+	}
+	get(0, 4)
+	before := c.Stats().BytesReadUsefulData
+	if held, _, _ := tr.(*transfer).storeStats(); held != 0 {
+		t.Fatalf("%d bytes held between sequences", held)
+	}
+	get(2, 6)
+	if got := c.Stats().BytesReadUsefulData - before; got < 4*testPieceLen {
+		t.Fatalf("second sequence read %d useful bytes, want >= %d (pieces 2 and 3 again, 4 and 5 new)", got, 4*testPieceLen)
+	}
+}
