@@ -500,6 +500,12 @@ func (tr *transfer) addPeer(p netip.AddrPort) {
 	tr.t.AddPeers([]torrent.PeerInfo{{Addr: net.TCPAddrFromAddrPort(p), Source: torrent.PeerSourceDirect}})
 }
 
+func (tr *transfer) knownPeers() int {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return len(tr.peers)
+}
+
 func (tr *transfer) findPeers(ctx context.Context, ch <-chan []netip.AddrPort) {
 	for {
 		select {
@@ -603,8 +609,9 @@ func (tr *transfer) stream(ctx context.Context, first, end int, yield func(Piece
 			case <-tr.store.ready:
 			case now := <-tick.C:
 				if now.Sub(progress) > tr.c.cfg.ProgressTimeout {
-					yield(Piece{}, fmt.Errorf("%w: piece %d of %v after %v (%d peers connected)",
-						ErrStalled, next, tr.ih, tr.c.cfg.ProgressTimeout, len(tr.t.PeerConns())))
+					st := tr.c.Stats()
+					yield(Piece{}, fmt.Errorf("%w: piece %d of %v after %v (%d peers connected, %d known, %d banned, %d dials refused)",
+						ErrStalled, next, tr.ih, tr.c.cfg.ProgressTimeout, len(tr.t.PeerConns()), tr.knownPeers(), st.Banned, st.DialsRefused))
 					return
 				}
 				tr.watchdog(now)

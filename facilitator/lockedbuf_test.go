@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"net/netip"
 	"sync"
 )
 
@@ -31,3 +32,5 @@ func defaultDial(ctx context.Context, network, addr string) (net.Conn, error) {
 	var d net.Dialer
 	return d.DialContext(ctx, network, addr)
 }
+
+func tcpAddr(p netip.AddrPort) *net.TCPAddr { return net.TCPAddrFromAddrPort(p) }
