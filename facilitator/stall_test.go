@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ type silentPeer struct {
 	l        net.Listener
 	accepted atomic.Int64
 	greeted  atomic.Int64
+	received lockedBuffer // what plaintext connections sent, up to 1 MiB
 }
 
 func startSilentPeer(t *testing.T, ih InfoHash, numPieces int) (*silentPeer, netip.AddrPort) {
@@ -52,7 +54,10 @@ func (sp *silentPeer) serve(c net.Conn, ih InfoHash, numPieces int) {
 	}
 	var id [20]byte
 	rand.Read(id[:])
-	out := append([]byte(pstr), make([]byte, 8)...)
+	sp.received.Write(hs)
+	// Reserved bit 20: the extension protocol, so the client sends its
+	// extended handshake and the test can read what it advertises.
+	out := append([]byte(pstr), 0, 0, 0, 0, 0, 0x10, 0, 0)
 	out = append(out, ih[:]...)
 	out = append(out, id[:]...)
 	bf := make([]byte, (numPieces+7)/8)
@@ -67,7 +72,8 @@ func (sp *silentPeer) serve(c net.Conn, ih InfoHash, numPieces int) {
 		return
 	}
 	sp.greeted.Add(1)
-	io.Copy(io.Discard, c) // requests are read and never answered
+	io.Copy(&sp.received, io.LimitReader(c, 1<<20)) // read, never answered
+	io.Copy(io.Discard, c)
 }
 
 // A peer that answers no request is dropped after StallTimeout, banned, and
@@ -95,6 +101,20 @@ func TestStalledPeerDroppedAndBanned(t *testing.T) {
 	}
 	if sp.greeted.Load() == 0 {
 		t.Fatal("the client never completed a handshake with the silent peer")
+	}
+	// What the client said names neither veil nor the library, and offers
+	// no extension but ut_metadata.
+	got := sp.received.String()
+	if id := got[48:68]; !strings.HasPrefix(id, peerIDPrefix) {
+		t.Errorf("peer id %q, want prefix %q", id, peerIDPrefix)
+	}
+	for _, leak := range []string{"veil", "anacrolix", "ut_holepunch", "ut_pex", "1:v"} {
+		if strings.Contains(got, leak) {
+			t.Errorf("the client sent %q to a peer", leak)
+		}
+	}
+	if !strings.Contains(got, "1:md11:ut_metadatai1ee") {
+		t.Errorf("extended handshake without the expected m dictionary: %q", got[68:min(len(got), 300)])
 	}
 	st := c.Stats()
 	if st.Banned != 1 {
