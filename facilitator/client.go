@@ -96,8 +96,9 @@ type Config struct {
 	// ProgressTimeout ends a Pieces sequence with ErrStalled when the next
 	// piece has not arrived for this long (no seeder, or none that answers).
 	ProgressTimeout time.Duration
-	// StallTimeout drops and bans, for the transfer's life, a connected
-	// peer that sent no useful data for this long while we waited for data.
+	// StallTimeout drops a connected peer that sent no useful data for this
+	// long while we waited for data, and bans its address and port for the
+	// Client's life.
 	StallTimeout time.Duration
 	// MaxConns is the most peer connections per torrent.
 	MaxConns int
