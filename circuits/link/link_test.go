@@ -824,7 +824,11 @@ func TestLinkCloseDuringSendsAndFromHandler(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := 0; i < 5000; i++ {
+			// Keep sending until the close refuses a send: the kernel's
+			// loopback buffers can hold megabytes, so a fixed count could
+			// all be accepted before the handler reads cell 999. The bound
+			// only stops a broken close from looping forever.
+			for i := 0; i < 1<<20; i++ {
 				circ := uint32(1)
 				if i == 2000 {
 					circ = 999
