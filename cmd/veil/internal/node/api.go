@@ -87,8 +87,8 @@ type PutResult struct {
 	Size     uint64 `json:"size"`
 	// Advertised counts the node's own ORDBs told about the content
 	// (they store the provider records, naming themselves).
-	Advertised int `json:"advertised_to"`
-	Warning  string `json:"warning,omitempty"`
+	Advertised int    `json:"advertised_to"`
+	Warning    string `json:"warning,omitempty"`
 }
 
 // Event is one line of /api/v1/get's answer.

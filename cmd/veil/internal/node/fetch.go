@@ -31,8 +31,8 @@ var (
 
 // Published is the outcome of a publication.
 type Published struct {
-	Name     proto.HashName
-	Size     uint64
+	Name proto.HashName
+	Size uint64
 	// Advertised counts the node's own ORDBs told (DB_INFO at 100 %)
 	// through its circuits; they store the provider records, naming
 	// themselves.

@@ -84,9 +84,9 @@ type Node struct {
 	relay     *ordb.Relay
 	peer      *ordb.Peer
 	peerCircs *peerCircuits
-	cache    *chunkstore.Store
-	addr     netip.AddrPort // where others reach us; invalid for a client
-	desc     atomic.Pointer[proto.NodeDescriptor]
+	cache     *chunkstore.Store
+	addr      netip.AddrPort // where others reach us; invalid for a client
+	desc      atomic.Pointer[proto.NodeDescriptor]
 
 	api *apiServer
 
