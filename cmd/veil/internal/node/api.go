@@ -62,9 +62,12 @@ type Status struct {
 // ORDBStatus is what the node's ORDB service and Peer did.
 type ORDBStatus struct {
 	// ORDBs are the node's own ORDBs its Peer holds circuits to.
-	ORDBs []string        `json:"ordbs"`
-	Relay ordb.RelayStats `json:"relay"`
-	Peer  ordb.PeerStats  `json:"peer"`
+	ORDBs []string `json:"ordbs"`
+	// ORDBsEver are all the ORDBs the Peer built a circuit to (and so
+	// advertised to) since the node started.
+	ORDBsEver []string        `json:"ordbs_ever"`
+	Relay     ordb.RelayStats `json:"relay"`
+	Peer      ordb.PeerStats  `json:"peer"`
 }
 
 // Providers answers /api/v1/debug/providers: the ORDBs the DHT's
@@ -183,9 +186,12 @@ func (n *Node) Status(ctx context.Context) Status {
 	}
 	n.mu.Unlock()
 	if n.relay != nil {
-		o := &ORDBStatus{ORDBs: []string{}, Relay: n.relay.Stats(), Peer: n.peer.Stats()}
+		o := &ORDBStatus{ORDBs: []string{}, ORDBsEver: []string{}, Relay: n.relay.Stats(), Peer: n.peer.Stats()}
 		for _, id := range n.peerCircs.ORDBs() {
 			o.ORDBs = append(o.ORDBs, id.String())
+		}
+		for _, id := range n.peerCircs.Ever() {
+			o.ORDBsEver = append(o.ORDBsEver, id.String())
 		}
 		st.ORDB = o
 	}

@@ -71,14 +71,15 @@ type peerCircuits struct {
 	n    *Node
 	wake chan struct{}
 
-	mu    sync.Mutex // guards circs
+	mu    sync.Mutex // guards circs, ever
 	circs map[proto.NodeID]*circuits.Circuit
+	ever  map[proto.NodeID]bool // every ORDB a circuit was built to
 }
 
 var _ ordb.CircuitSource = (*peerCircuits)(nil)
 
 func newPeerCircuits(n *Node) *peerCircuits {
-	return &peerCircuits{n: n, wake: make(chan struct{}, 1), circs: map[proto.NodeID]*circuits.Circuit{}}
+	return &peerCircuits{n: n, wake: make(chan struct{}, 1), circs: map[proto.NodeID]*circuits.Circuit{}, ever: map[proto.NodeID]bool{}}
 }
 
 // FindCircuits returns the live circuits.
@@ -111,6 +112,19 @@ func (pc *peerCircuits) ORDBs() []proto.NodeID {
 	return out
 }
 
+// Ever returns the IDs of every ORDB a circuit was built to since the
+// node started: its ORDBs change as nodes come and go.
+func (pc *peerCircuits) Ever() []proto.NodeID {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	out := make([]proto.NodeID, 0, len(pc.ever))
+	for id := range pc.ever {
+		out = append(out, id)
+	}
+	slices.SortFunc(out, func(a, b proto.NodeID) int { return bytes.Compare(a[:], b[:]) })
+	return out
+}
+
 // fill builds a circuit to every own ORDB that has none. It returns how
 // many it built.
 func (pc *peerCircuits) fill(ctx context.Context, rng *mrand.Rand) int {
@@ -135,6 +149,7 @@ func (pc *peerCircuits) fill(ctx context.Context, rng *mrand.Rand) int {
 			continue
 		}
 		pc.circs[d.ID] = c
+		pc.ever[d.ID] = true
 		pc.mu.Unlock()
 		built++
 	}

@@ -277,6 +277,12 @@ func TestNodeProcesses(t *testing.T) {
 	if ps := status(t, clients[1]).ORDB; ps.Relay.Stores != 0 {
 		t.Fatalf("the publisher's ORDB service stored provider records: %+v", ps.Relay)
 	}
+	// The publisher's ORDBs change as nodes stop (the stopped relay may
+	// have been one): count every ORDB it advertised to.
+	for _, id := range status(t, clients[1]).ORDB.ORDBsEver {
+		pubORDBs[id] = true
+	}
+	getterIsPubORDB = pubORDBs[getterID]
 	pctx, pcancel := context.WithTimeout(context.Background(), 30*time.Second)
 	provs, err := clients[0].Providers(pctx, hash)
 	pcancel()
