@@ -271,18 +271,25 @@ func TestNodeProcesses(t *testing.T) {
 	// (the only other caller of FIND_VALUE) did none. No provider record
 	// names the publisher (its ORDBs stored records naming themselves),
 	// nor the getter (unless it is one of the publisher's ORDBs).
-	if gs := status(t, clients[getter]).ORDB; gs == nil || gs.Relay.Lookups != 0 {
-		t.Fatalf("the getter node%d sent FIND_VALUEs: %+v", getter, gs)
-	}
-	if ps := status(t, clients[1]).ORDB; ps.Relay.Stores != 0 {
-		t.Fatalf("the publisher's ORDB service stored provider records: %+v", ps.Relay)
-	}
 	// The publisher's ORDBs change as nodes stop (the stopped relay may
 	// have been one): count every ORDB it advertised to.
 	for _, id := range status(t, clients[1]).ORDB.ORDBsEver {
 		pubORDBs[id] = true
 	}
 	getterIsPubORDB = pubORDBs[getterID]
+	// (In a network of fewer than 8 nodes the getter is one of the
+	// publisher's ORDBs too, and as such may look up on behalf of the
+	// other ORDBs that relay its own fetch: only logged then.)
+	if gs := status(t, clients[getter]).ORDB; gs == nil {
+		t.Fatalf("the getter node%d has no ORDB status", getter)
+	} else if gs.Relay.Lookups != 0 && !getterIsPubORDB {
+		t.Fatalf("the getter node%d sent FIND_VALUEs: %+v", getter, gs.Relay)
+	} else if gs.Relay.Lookups != 0 {
+		t.Logf("the getter node%d, one of the publisher's ORDBs, looked up %d times as an ORDB", getter, gs.Relay.Lookups)
+	}
+	if ps := status(t, clients[1]).ORDB; ps.Relay.Stores != 0 {
+		t.Fatalf("the publisher's ORDB service stored provider records: %+v", ps.Relay)
+	}
 	pctx, pcancel := context.WithTimeout(context.Background(), 30*time.Second)
 	provs, err := clients[0].Providers(pctx, hash)
 	pcancel()
@@ -299,7 +306,7 @@ func TestNodeProcesses(t *testing.T) {
 	if !fromPubORDB {
 		t.Fatalf("no provider record names one of the publisher's ORDBs: %v", provs.ORDBs)
 	}
-	t.Logf("provider records name %d ORDBs; the getter node%d (one of the publisher's ORDBs: %v) looked nothing up", len(provs.ORDBs), getter, getterIsPubORDB)
+	t.Logf("provider records name %d ORDBs; the getter node%d (one of the publisher's ORDBs: %v) fetched with no lookup of its own", len(provs.ORDBs), getter, getterIsPubORDB)
 
 	// The stopped relay comes back with its ID.
 	procs[victim], clients[victim] = nodeProc(t, pn, fmt.Sprintf("node%d-again", victim), dirs[victim], "--bridge", bridge)
