@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"veil/ordb"
 	"veil/proto"
 )
 
@@ -33,6 +34,7 @@ import (
 //	POST /api/v1/put               body: the content (Content-Type: its MIME type) -> PutResult
 //	POST /api/v1/get/{hash_name}   fetches; answers NDJSON Event lines until done
 //	GET  /api/v1/content/{hash_name}  the bytes of a content the node holds
+//	GET  /api/v1/debug/providers/{hash_name}  Providers: a DHT lookup BY THIS NODE (it tells the DHT the node asked)
 //	GET  /api/v1/debug/memory      Memory, after a garbage collection
 //	GET  /api/v1/debug/pprof/heap  the heap profile (go tool pprof)
 //	GET  /api/v1/debug/pprof/profile?seconds=N  a CPU profile of N (1..60) seconds
@@ -54,6 +56,24 @@ type Status struct {
 	Directory  int              `json:"directory_size"`
 	Published  int              `json:"published"`
 	Transfers  []TransferStatus `json:"transfers"`
+	ORDB       *ORDBStatus      `json:"ordb,omitempty"` // nil: not an ORDB
+}
+
+// ORDBStatus is what the node's ORDB service and Peer did.
+type ORDBStatus struct {
+	// ORDBs are the node's own ORDBs its Peer holds circuits to.
+	ORDBs []string `json:"ordbs"`
+	// ORDBsEver are all the ORDBs the Peer built a circuit to (and so
+	// advertised to) since the node started.
+	ORDBsEver []string        `json:"ordbs_ever"`
+	Relay     ordb.RelayStats `json:"relay"`
+	Peer      ordb.PeerStats  `json:"peer"`
+}
+
+// Providers answers /api/v1/debug/providers: the ORDBs the DHT's
+// provider records name.
+type Providers struct {
+	ORDBs []string `json:"ordbs"`
 }
 
 // CircuitStatus is one of the pool's circuits.
@@ -68,8 +88,10 @@ type CircuitStatus struct {
 type PutResult struct {
 	HashName string `json:"hash_name"`
 	Size     uint64 `json:"size"`
-	StoredOn int    `json:"stored_on"`
-	Warning  string `json:"warning,omitempty"`
+	// Advertised counts the node's own ORDBs told about the content
+	// (they store the provider records, naming themselves).
+	Advertised int    `json:"advertised_to"`
+	Warning    string `json:"warning,omitempty"`
 }
 
 // Event is one line of /api/v1/get's answer.
@@ -163,6 +185,16 @@ func (n *Node) Status(ctx context.Context) Status {
 		st.Transfers = append(st.Transfers, t.status(name, now))
 	}
 	n.mu.Unlock()
+	if n.relay != nil {
+		o := &ORDBStatus{ORDBs: []string{}, ORDBsEver: []string{}, Relay: n.relay.Stats(), Peer: n.peer.Stats()}
+		for _, id := range n.peerCircs.ORDBs() {
+			o.ORDBs = append(o.ORDBs, id.String())
+		}
+		for _, id := range n.peerCircs.Ever() {
+			o.ORDBsEver = append(o.ORDBsEver, id.String())
+		}
+		st.ORDB = o
+	}
 	slices.SortFunc(st.Transfers, func(a, b TransferStatus) int { return strings.Compare(a.HashName, b.HashName) })
 	return st
 }
@@ -216,7 +248,7 @@ func startAPI(n *Node, addr string) (*apiServer, error) {
 			writeError(w, code, err)
 			return
 		}
-		res := PutResult{HashName: p.Name.String(), Size: p.Size, StoredOn: p.StoredOn}
+		res := PutResult{HashName: p.Name.String(), Size: p.Size, Advertised: p.Advertised}
 		if err != nil {
 			res.Warning = err.Error()
 		}
@@ -268,6 +300,24 @@ func startAPI(n *Node, addr string) (*apiServer, error) {
 			rs = fillReader{rd}
 		}
 		http.ServeContent(w, r, "", time.Time{}, rs)
+	})
+	mux.HandleFunc("GET /api/v1/debug/providers/{hash}", func(w http.ResponseWriter, r *http.Request) {
+		name, ok := hashArg(w, r)
+		if !ok {
+			return
+		}
+		ctx, cancel := n.requestContext(r)
+		defer cancel()
+		res, err := n.dht.FindValue(ctx, name)
+		if err != nil {
+			writeError(w, http.StatusBadGateway, err)
+			return
+		}
+		p := Providers{ORDBs: []string{}}
+		for _, rec := range res.Records {
+			p.ORDBs = append(p.ORDBs, rec.ORDB.String())
+		}
+		writeJSON(w, http.StatusOK, p)
 	})
 	mux.HandleFunc("GET /api/v1/debug/memory", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, readMemory())

@@ -147,6 +147,14 @@ func (c *Client) Content(ctx context.Context, name string, w io.Writer) (int64, 
 	return io.Copy(w, resp.Body)
 }
 
+// Providers asks the node to look name up in the DHT (a lookup by that
+// node: for tests and debugging) and returns the ORDBs named.
+func (c *Client) Providers(ctx context.Context, name string) (Providers, error) {
+	var p Providers
+	err := c.getJSON(ctx, http.MethodGet, "/api/v1/debug/providers/"+name, "", nil, &p)
+	return p, err
+}
+
 // Memory asks the node's memory figures (it collects garbage first).
 func (c *Client) Memory(ctx context.Context) (Memory, error) {
 	var m Memory

@@ -8,13 +8,11 @@ import (
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
-	"slices"
 	"sync"
 	"time"
 
 	"veil/chunkstore"
 	"veil/chunkstore/content"
-	"veil/circuits"
 	"veil/ordb"
 	"veil/proto"
 	"veil/window"
@@ -22,26 +20,30 @@ import (
 
 // Fetch errors.
 var (
-	// ErrNotFound: no provider record for the content in the DHT.
+	// ErrNotFound: the node's ORDBs found no provider of the content.
 	ErrNotFound = errors.New("node: no provider found for this hash_name")
 	// ErrNotORDB: publishing needs the ORDB role (what is published is
 	// served by this node's ORDB service).
 	ErrNotORDB = errors.New("node: publishing needs roles.ordb = true")
-	// errProviderUnknown: providers exist but their descriptors are not
-	// in the directory yet.
-	errProviderUnknown = errors.New("node: no descriptor for the providers")
+	// errNoORDB: the directory holds no ORDB to fetch or advertise through.
+	errNoORDB = errors.New("node: no ORDB known yet")
 )
 
 // Published is the outcome of a publication.
 type Published struct {
-	Name     proto.HashName
-	Size     uint64
-	StoredOn int // DHT nodes that took the provider record
+	Name proto.HashName
+	Size uint64
+	// Advertised counts the node's own ORDBs told (DB_INFO at 100 %)
+	// through its circuits; they store the provider records, naming
+	// themselves.
+	Advertised int
 }
 
 // Publish stores a static content in the served store, signed by a key
 // made for this content alone (never the node's identity key), and
-// announces in the DHT that this node's ORDB serves it.
+// advertises it through the node's own circuits to its ORDBs, which
+// announce in the DHT that they can get it. No provider record names
+// this node.
 func (n *Node) Publish(ctx context.Context, mime string, src io.Reader) (Published, error) {
 	if n.served == nil {
 		return Published{}, ErrNotORDB
@@ -62,11 +64,30 @@ func (n *Node) Publish(ctx context.Context, mime string, src io.Reader) (Publish
 	n.published++
 	n.mu.Unlock()
 	p := Published{Name: name, Size: d.Size}
-	r, err := n.dht.Provide(ctx, name, proto.MaxPieces, n.cfg.Load().Roles.Facilitator)
-	if err != nil {
-		return p, fmt.Errorf("announcing in the DHT: %w", err)
+	// Right after start the circuits to the ORDBs may still be building:
+	// wait a little for them (runPeer advertises on later ones anyway).
+	n.peerCircs.wakeUp()
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for deadline := n.now().Add(30 * time.Second); len(n.peerCircs.FindCircuits()) < len(n.ownORDBs()) && n.now().Before(deadline); {
+		select {
+		case <-ctx.Done():
+			return p, ctx.Err()
+		case <-t.C:
+		}
 	}
-	p.StoredOn = r.Stored
+	told, err := n.peer.Advertise(ctx, name)
+	p.Advertised = told
+	if circs := len(n.peerCircs.FindCircuits()); told == 0 && err == nil {
+		// runPeer may have told every circuit first (Advertise tells a
+		// circuit once).
+		if p.Advertised = circs; circs == 0 {
+			err = errNoORDB
+		}
+	}
+	if err != nil {
+		return p, fmt.Errorf("advertising to the node's ORDBs (%d told): %w", told, err)
+	}
 	return p, nil
 }
 
@@ -128,9 +149,11 @@ type Progress struct {
 // found no provider record at all (a record may still be on its way).
 const maxAttempts, maxNotFound = 12, 3
 
-// Fetch gets a content into the fetch cache: it finds a provider in the
-// DHT, builds a circuit whose last hop is that provider's ORDB and pulls
-// the chunks through it, verifying each. A broken circuit is replaced and
+// Fetch gets a content into the fetch cache: it builds circuits ending at
+// the node's own ORDBs and pulls the chunks through them (ordb.Get),
+// verifying each. The node never looks the content up in the DHT: its
+// ORDBs do, find the ORDBs that provide it and relay. Nothing is
+// announced about what the node fetched. A broken circuit is replaced and
 // the fetch resumes from what the cache holds. progress may be nil.
 func (n *Node) Fetch(ctx context.Context, name proto.HashName, progress func(Progress)) (proto.DBConnected, error) {
 	if d, ok := n.complete(name); ok {
@@ -240,15 +263,15 @@ func held(s *chunkstore.Store, name proto.HashName, total uint64) uint64 {
 	return min(count, total)
 }
 
-// fetchOnce is one attempt: a provider, six circuits to its ORDB, and the
+// fetchOnce is one attempt: six circuits to the node's own ORDBs, and the
 // five-circuit window (ordb.Get) pulling the chunks through them.
 func (n *Node) fetchOnce(ctx context.Context, name proto.HashName, rng *mrand.Rand, t *transfer, report func(held, total, size uint64, rates []float64, lost int)) (proto.DBConnected, error) {
-	last, err := n.provider(ctx, name, rng)
-	if err != nil {
-		return proto.DBConnected{}, err
+	ordbs := n.ownORDBs()
+	if len(ordbs) == 0 {
+		return proto.DBConnected{}, fmt.Errorf("%w (%d nodes known)", errNoORDB, n.dir.Len())
 	}
-	gc := &getCircuits{n: n, last: last, rng: mrand.New(mrand.NewPCG(rng.Uint64(), rng.Uint64())),
-		circs: make(map[window.CircuitID]*circuits.Circuit)}
+	gc := &getCircuits{n: n, ordbs: ordbs, used: map[proto.NodeID]int{}, rng: mrand.New(mrand.NewPCG(rng.Uint64(), rng.Uint64())),
+		circs: make(map[window.CircuitID]*getCirc)}
 	defer gc.closeAll()
 	ids, err := gc.buildAll(ctx, fetchCircuits)
 	if err != nil {
@@ -276,37 +299,16 @@ func (n *Node) fetchOnce(ctx context.Context, name proto.HashName, rng *mrand.Ra
 	}
 	d, err := g.Run(ctx)
 	if err != nil {
+		if errors.Is(err, window.ErrUnavailable) && d.Size == 0 {
+			// No ORDB could even get the descriptor: none found a provider.
+			n.log.Info("no ORDB found a provider", "ordbs", len(ordbs))
+			return d, ErrNotFound
+		}
 		return d, fmt.Errorf("fetching through %d circuits: %w", len(ids), err)
 	}
 	total := content.ChunkCount(d.Size)
 	report(total, total, d.Size, nil, -1)
 	return d, nil
-}
-
-// provider finds the ORDBs that announced name and returns the descriptor
-// of one of them.
-func (n *Node) provider(ctx context.Context, name proto.HashName, rng *mrand.Rand) (proto.NodeDescriptor, error) {
-	lctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	r, err := n.dht.FindValue(lctx, name)
-	if err != nil {
-		return proto.NodeDescriptor{}, fmt.Errorf("DHT lookup: %w", err)
-	}
-	if len(r.Records) == 0 {
-		return proto.NodeDescriptor{}, ErrNotFound
-	}
-	recs := slices.Clone(r.Records)
-	rng.Shuffle(len(recs), func(i, j int) { recs[i], recs[j] = recs[j], recs[i] })
-	for _, rec := range recs {
-		if d, ok := n.dir.Get(rec.ORDB); ok && d.Flags&proto.FlagORDB != 0 {
-			return d, nil
-		}
-	}
-	// None is in the directory yet. Asking a provider for its descriptor
-	// directly would link this node to it just before a circuit asks it
-	// for name: the attempt fails instead, and discovery fills the
-	// directory meanwhile.
-	return proto.NodeDescriptor{}, fmt.Errorf("%w: %d providers, none among the %d nodes known yet", errProviderUnknown, len(recs), n.dir.Len())
 }
 
 // Open returns a reader of a content the node holds: fetched (cache) or

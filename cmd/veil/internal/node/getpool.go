@@ -14,16 +14,23 @@ import (
 )
 
 // getCircuits are the circuits of one fetch: each a different 3-hop path
-// ending at the provider's ORDB. (Once ORDBs relay, they will end at this
-// node's own ORDBs instead.) It is the ordb.GetCircuits of the fetch.
+// ending at one of the node's own ORDBs (never at a provider: the ORDBs
+// find the providers and relay), spread over them. It is the
+// ordb.GetCircuits of the fetch.
 type getCircuits struct {
-	n    *Node
-	last proto.NodeDescriptor
+	n     *Node
+	ordbs []proto.NodeDescriptor // the node's own ORDBs
 
-	mu    sync.Mutex // guards rng, circs, path
+	mu    sync.Mutex // guards rng, used, circs, path
 	rng   *mrand.Rand
-	circs map[window.CircuitID]*circuits.Circuit
+	used  map[proto.NodeID]int // circuits open per ORDB
+	circs map[window.CircuitID]*getCirc
 	path  []proto.NodeID // the last circuit built, for status
+}
+
+type getCirc struct {
+	c    *circuits.Circuit
+	ordb proto.NodeID
 }
 
 var _ ordb.GetCircuits = (*getCircuits)(nil)
@@ -32,28 +39,32 @@ var _ ordb.GetCircuits = (*getCircuits)(nil)
 // a spare, as the Peersm specification asks.
 const fetchCircuits = 6
 
-// build makes one circuit to the provider's ORDB.
+// build makes one circuit to the own ORDB with the fewest circuits of
+// this fetch (the Peersm specification's requester spreads its window
+// over its ORDBs).
 func (gc *getCircuits) build(ctx context.Context) (window.CircuitID, error) {
-	cfg := gc.n.cfg.Load()
 	gc.mu.Lock()
-	path, err := circuits.SelectPathTo(gc.n.dir.Nodes(), cfg.Tunnels.Hops, gc.n.id.ID, gc.last, cfg.AllowPrivate, gc.n.now(), gc.rng)
+	order := gc.rng.Perm(len(gc.ordbs))
+	best := order[0]
+	for _, i := range order {
+		if gc.used[gc.ordbs[i].ID] < gc.used[gc.ordbs[best].ID] {
+			best = i
+		}
+	}
+	last := gc.ordbs[best]
+	gc.used[last.ID]++
+	rng := mrand.New(mrand.NewPCG(gc.rng.Uint64(), gc.rng.Uint64()))
 	gc.mu.Unlock()
+	c, ids, err := gc.n.buildTo(ctx, last, rng)
 	if err != nil {
-		return 0, fmt.Errorf("choosing a path (%d nodes known): %w", gc.n.dir.Len(), err)
-	}
-	bctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	c, err := gc.n.sw.Build(bctx, path)
-	cancel()
-	if err != nil {
-		return 0, fmt.Errorf("building a circuit: %w", err)
-	}
-	ids := make([]proto.NodeID, len(path))
-	for i, d := range path {
-		ids[i] = d.ID
+		gc.mu.Lock()
+		gc.used[last.ID]--
+		gc.mu.Unlock()
+		return 0, err
 	}
 	id := window.CircuitID(c.ID())
 	gc.mu.Lock()
-	gc.circs[id], gc.path = c, ids
+	gc.circs[id], gc.path = &getCirc{c: c, ordb: last.ID}, ids
 	gc.mu.Unlock()
 	return id, nil
 }
@@ -97,7 +108,7 @@ func (gc *getCircuits) OpenStream(ctx context.Context, id window.CircuitID) (ord
 	}
 	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	s, err := c.OpenStream(sctx, ORDBDest)
+	s, err := c.c.OpenStream(sctx, ORDBDest)
 	if err != nil {
 		return nil, fmt.Errorf("opening the ORDB stream: %w", err)
 	}
@@ -109,9 +120,12 @@ func (gc *getCircuits) Replace(ctx context.Context, id window.CircuitID, why win
 	gc.mu.Lock()
 	c := gc.circs[id]
 	delete(gc.circs, id)
+	if c != nil {
+		gc.used[c.ordb]--
+	}
 	gc.mu.Unlock()
 	if c != nil {
-		c.Close()
+		c.c.Close()
 	}
 	gc.n.log.Debug("replacing a fetch circuit", "why", why)
 	var err error
@@ -128,7 +142,7 @@ func (gc *getCircuits) closeAll() {
 	gc.mu.Lock()
 	defer gc.mu.Unlock()
 	for id, c := range gc.circs {
-		c.Close()
+		c.c.Close()
 		delete(gc.circs, id)
 	}
 }

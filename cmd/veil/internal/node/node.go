@@ -5,8 +5,10 @@
 // for the length of a `veil get`.
 //
 // What the node serves and what it fetches are kept apart: published
-// content goes into served.db, which the ORDB service answers from;
-// fetched content goes into cache.db, which no peer can query.
+// content goes into served.db, which only the node's Peer answers from,
+// and only to its own ORDBs on the circuits it advertised it on; fetched
+// content goes into cache.db, which no peer can query. The node's ORDB
+// service (ordb.Relay) serves nothing of its own: it relays for others.
 package node
 
 import (
@@ -42,7 +44,7 @@ const (
 )
 
 // ORDBDest is the stream destination at which nodes serve DB_* queries.
-const ORDBDest = "ordb"
+const ORDBDest = ordb.ORDBDest
 
 // descValidity is how long the node's descriptor holds; it is re-signed
 // at half that.
@@ -77,9 +79,14 @@ type Node struct {
 	dir      *directory
 	pool     *circuits.Pool
 	served   *chunkstore.Store // nil for a node that is not an ORDB
-	cache    *chunkstore.Store
-	addr     netip.AddrPort // where others reach us; invalid for a client
-	desc     atomic.Pointer[proto.NodeDescriptor]
+	// relay is the ORDB service, peer the side that advertises served
+	// through peerCircs; all nil for a node that is not an ORDB.
+	relay     *ordb.Relay
+	peer      *ordb.Peer
+	peerCircs *peerCircuits
+	cache     *chunkstore.Store
+	addr      netip.AddrPort // where others reach us; invalid for a client
+	desc      atomic.Pointer[proto.NodeDescriptor]
 
 	api *apiServer
 
@@ -154,10 +161,6 @@ func Start(opts Options) (_ *Node, err error) {
 	if n.sw, err = circuits.NewSwitch(n.id, n.links, swCfg); err != nil {
 		return nil, err
 	}
-	if n.served != nil {
-		srv := &ordb.Server{Store: n.served}
-		n.sw.Handle(ORDBDest, func(s *circuits.Stream) { _ = srv.Serve(s) })
-	}
 	// Handlers before Listen: a link keeps the handlers it started with.
 	// DHT cells arriving before the DHT exists are dropped (dhtReady).
 	n.links.SetHandlers(link.Handlers{Cell: n.sw.HandleCell, Closed: n.handleClosed, Var: n.handleVar})
@@ -183,12 +186,17 @@ func Start(opts Options) (_ *Node, err error) {
 	}
 	kid := kademlia.Identity{ID: n.id.ID, Addr: n.addr, OnionKey: n.id.OnionPublic()}
 	if !cfg.ClientOnly() {
-		kid.Key = n.id.Key // signs the provider records of what we publish
+		kid.Key = n.id.Key // signs the provider records our ORDB service stores
 	}
 	if n.dht, err = kademlia.NewNode(dcfg, kid, linksTransport{n}); err != nil {
 		return nil, err
 	}
 	n.dhtReady.Store(n.dht)
+	if n.served != nil {
+		if err := n.startORDB(); err != nil {
+			return nil, err
+		}
+	}
 
 	pcfg := circuits.DefaultPoolConfig()
 	pcfg.MinCircuits, pcfg.MaxCircuits = cfg.Tunnels.MinCircuits, cfg.Tunnels.MaxCircuits
@@ -293,11 +301,15 @@ func (n *Node) Run(ctx context.Context) error {
 		return err
 	}
 	n.log.Info("node up", "id", n.id.ID.Short(), "addr", n.addr, "flags", n.cfg.Load().Roles.Flags())
-	if n.served != nil {
-		n.wg.Add(1)
+	if n.relay != nil {
+		n.wg.Add(2)
 		go func() {
 			defer n.wg.Done()
-			n.announceServed(ctx)
+			_ = n.relay.Run(ctx)
+		}()
+		go func() {
+			defer n.wg.Done()
+			n.runPeer(ctx)
 		}()
 	}
 	rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
@@ -364,39 +376,28 @@ func (n *Node) discover(ctx context.Context, rng *rand.Rand) {
 	}
 }
 
-// announceServed stores again, once the node has joined the DHT, the
-// provider records of what it published in earlier sessions: the DHT
-// keeps republishing only what was provided since the node started.
-func (n *Node) announceServed(ctx context.Context) {
-	names, err := n.served.Names()
-	if err != nil || len(names) == 0 {
-		return
+// startORDB makes the ORDB service and the Peer and registers them at
+// the switch. The service relays only (no store of its own): what the
+// user published leaves through the Peer's own circuits, so that this
+// node is never the ORDB that serves it to strangers.
+func (n *Node) startORDB() error {
+	cfg := n.cfg.Load()
+	rcfg := ordb.DefaultRelayConfig()
+	rcfg.Core.Self = n.id.ID
+	rcfg.DHT = relayDHT{n}
+	rcfg.Builder = relayBuilder{n}
+	rcfg.Facilitator = cfg.Roles.Facilitator
+	var err error
+	if n.relay, err = ordb.NewRelay(rcfg); err != nil {
+		return err
 	}
-	t := time.NewTicker(500 * time.Millisecond)
-	defer t.Stop()
-	for {
-		if st, err := n.dht.Stats(ctx); err == nil && st.TableSize > 0 {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	n.peerCircs = newPeerCircuits(n)
+	if n.peer, err = ordb.NewPeer(ordb.PeerConfig{Store: n.served, Circuits: n.peerCircs, Facilitator: cfg.Roles.Facilitator}); err != nil {
+		return err
 	}
-	stored := 0
-	for _, name := range names {
-		if d, ok := complete(n.served, name); !ok || d.Flags&proto.FlagLive != 0 {
-			continue
-		}
-		pctx, cancel := context.WithTimeout(ctx, time.Minute)
-		if r, err := n.dht.Provide(pctx, name, proto.MaxPieces, n.cfg.Load().Roles.Facilitator); err == nil && r.Stored > 0 {
-			stored++
-		}
-		cancel()
-	}
-	// Counts only: a hash_name is never logged.
-	n.log.Info("announced what this node serves", "contents", len(names), "stored", stored)
+	n.sw.Handle(ordb.ORDBDest, func(s *circuits.Stream) { n.relay.Serve(ordb.FromCircuitStream(s)) })
+	n.sw.Handle(ordb.PeerDest, n.peer.Serve)
+	return nil
 }
 
 // Reload applies a new configuration: what can change while running (the
@@ -459,10 +460,16 @@ func (n *Node) Close() error {
 		if n.pool != nil {
 			n.pool.Close()
 		}
+		if n.relay != nil {
+			n.relay.Close()
+		}
 		if n.dht != nil {
 			n.dht.Close()
 		}
 		n.wg.Wait()
+		if n.peerCircs != nil {
+			n.peerCircs.closeAll()
+		}
 		if n.sw != nil {
 			n.sw.Close()
 		}

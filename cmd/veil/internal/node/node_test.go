@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -91,7 +90,7 @@ func TestNodesPublishFetch(t *testing.T) {
 	data := make([]byte, 200_001)
 	rand.Read(data)
 	pub, err := nodes[1].Publish(ctx, "application/octet-stream", bytes.NewReader(data))
-	if err != nil || pub.StoredOn == 0 {
+	if err != nil || pub.Advertised == 0 {
 		t.Fatalf("publish: %+v %v", pub, err)
 	}
 	getter := nodes[len(nodes)-1]
@@ -109,6 +108,30 @@ func TestNodesPublishFetch(t *testing.T) {
 	got, _ := io.ReadAll(r)
 	if !bytes.Equal(got, data) {
 		t.Fatal("fetched bytes differ")
+	}
+	// Nobody learns both who asked and what: the getter looked nothing
+	// up (its ORDBs did), and no provider record names the publisher or
+	// the getter; the publisher's ORDBs stored records naming themselves.
+	if st := getter.relay.Stats(); st.Lookups != 0 || st.Queries != 0 {
+		t.Fatalf("the getter's ORDB service looked up or was asked: %+v", st)
+	}
+	if st := nodes[1].relay.Stats(); st.Stores != 0 {
+		t.Fatalf("the publisher's ORDB service stored provider records: %+v", st)
+	}
+	res, err := bridge.dht.FindValue(ctx, pub.Name)
+	if err != nil || len(res.Records) == 0 {
+		t.Fatalf("no provider record in the DHT: %v", err)
+	}
+	pubORDBs := map[proto.NodeID]bool{}
+	for _, id := range nodes[1].peerCircs.ORDBs() {
+		pubORDBs[id] = true
+	}
+	for _, rec := range res.Records {
+		// In a network this small the getter may be one of the
+		// publisher's ORDBs: then, and only then, may a record name it.
+		if rec.ORDB == nodes[1].ID() || !pubORDBs[rec.ORDB] {
+			t.Fatalf("a provider record names %v: not one of the publisher's ORDBs", rec.ORDB.Short())
+		}
 	}
 	// What the getter fetched is in its cache, not in what its ORDB serves.
 	if getter.served != nil {
@@ -130,9 +153,8 @@ func TestNodesPublishFetch(t *testing.T) {
 	if again.ID() != pubID {
 		t.Fatalf("restarted publisher has ID %v, had %v", again.ID(), pubID)
 	}
-	waitFor(t, 30*time.Second, "the restarted publisher's announcement", func() bool {
-		st, err := again.dht.Stats(ctx)
-		return err == nil && st.Records > 0
+	waitFor(t, 30*time.Second, "the restarted publisher's advertisement", func() bool {
+		return again.peer.Stats().Adverts > 0
 	})
 	late := startTest(t, ctx, testConfig(t, t.TempDir(), bridge.BridgeLine()))
 	waitFor(t, 30*time.Second, "the late node's directory", func() bool { _, ok := late.dir.Get(again.ID()); return ok && late.dir.Len() >= 4 })
@@ -141,9 +163,6 @@ func TestNodesPublishFetch(t *testing.T) {
 	}
 
 	// A content nobody published is not found, quickly.
-	if _, err := getter.provider(ctx, proto.HashName{1, 2, 3}, mrand.New(mrand.NewPCG(1, 2))); err != ErrNotFound {
-		t.Fatalf("unknown content: %v", err)
-	}
 	t0 := time.Now()
 	if _, err := getter.Fetch(ctx, proto.HashName{1, 2, 3}, nil); !errors.Is(err, ErrNotFound) || time.Since(t0) > 20*time.Second {
 		t.Fatalf("fetch of unknown content: %v after %v", err, time.Since(t0))

@@ -204,8 +204,28 @@ func TestNodeProcesses(t *testing.T) {
 		t.Fatalf("put printed no hash_name:\n%s", pn.Log("put"))
 	}
 
-	// Get at the last node; SIGTERM a relay of its circuit mid-way.
+	// The publisher advertised through its circuits to its own ORDBs.
+	pubSt := status(t, clients[1])
+	if pubSt.ORDB == nil || pubSt.ORDB.Peer.Adverts == 0 || len(pubSt.ORDB.ORDBs) == 0 {
+		t.Fatalf("the publisher advertised nothing: %+v", pubSt.ORDB)
+	}
+	pubORDBs := map[string]bool{}
+	for _, id := range pubSt.ORDB.ORDBs {
+		pubORDBs[id] = true
+	}
+	// The getter: the last node that is not one of the publisher's ORDBs
+	// (in a network of fewer than 8 nodes every node is one).
 	getter := nNodes - 1
+	for i := nNodes - 1; i >= 2; i-- {
+		if !pubORDBs[status(t, clients[i]).ID] {
+			getter = i
+			break
+		}
+	}
+	getterID := status(t, clients[getter]).ID
+	getterIsPubORDB := pubORDBs[getterID]
+
+	// Get at the getter; SIGTERM a relay of its circuit mid-way.
 	out := filepath.Join(pn.Root, "got")
 	get := spawn(t, pn, "get", "", "get", "--data-dir", dirs[getter], "-o", out, hash)
 	victim := -1
@@ -214,8 +234,11 @@ func TestNodeProcesses(t *testing.T) {
 			if tr.HashName != hash || len(tr.Circuit) < 2 || tr.Held == 0 || tr.Held*2 > tr.Total {
 				continue
 			}
-			for _, id := range tr.Circuit[:len(tr.Circuit)-1] {
-				if i, ok := byID[id]; ok && i != 0 && i != 1 { // neither the bridge nor the publisher
+			// A relay before the last hop if one can be stopped, else the
+			// ORDB at the end (the circuit breaks either way; in a small
+			// network both relays may be the bridge and the publisher).
+			for _, id := range tr.Circuit {
+				if i, ok := byID[id]; ok && i != 0 && i != 1 && i != getter { // neither the bridge nor the publisher
 					victim = i
 					break
 				}
@@ -246,6 +269,48 @@ func TestNodeProcesses(t *testing.T) {
 	}
 	t.Logf("get completed across the SIGTERM of relay node%d:\n%s", victim, pn.Log("get"))
 
+	// Nobody learns both who asked and what. The getter's node looked
+	// nothing up: its fetch has no lookup of its own, and its ORDB service
+	// (the only other caller of FIND_VALUE) did none. No provider record
+	// names the publisher (its ORDBs stored records naming themselves),
+	// nor the getter (unless it is one of the publisher's ORDBs).
+	// The publisher's ORDBs change as nodes stop (the stopped relay may
+	// have been one): count every ORDB it advertised to.
+	for _, id := range status(t, clients[1]).ORDB.ORDBsEver {
+		pubORDBs[id] = true
+	}
+	getterIsPubORDB = pubORDBs[getterID]
+	// (In a network of fewer than 8 nodes the getter is one of the
+	// publisher's ORDBs too, and as such may look up on behalf of the
+	// other ORDBs that relay its own fetch: only logged then.)
+	if gs := status(t, clients[getter]).ORDB; gs == nil {
+		t.Fatalf("the getter node%d has no ORDB status", getter)
+	} else if gs.Relay.Lookups != 0 && !getterIsPubORDB {
+		t.Fatalf("the getter node%d sent FIND_VALUEs: %+v", getter, gs.Relay)
+	} else if gs.Relay.Lookups != 0 {
+		t.Logf("the getter node%d, one of the publisher's ORDBs, looked up %d times as an ORDB", getter, gs.Relay.Lookups)
+	}
+	if ps := status(t, clients[1]).ORDB; ps.Relay.Stores != 0 {
+		t.Fatalf("the publisher's ORDB service stored provider records: %+v", ps.Relay)
+	}
+	pctx, pcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	provs, err := clients[0].Providers(pctx, hash)
+	pcancel()
+	if err != nil || len(provs.ORDBs) == 0 {
+		t.Fatalf("no provider record in the DHT: %+v %v", provs, err)
+	}
+	fromPubORDB := false
+	for _, id := range provs.ORDBs {
+		if id == status(t, clients[1]).ID || (id == getterID && !getterIsPubORDB) {
+			t.Fatalf("a provider record names node%d", byID[id])
+		}
+		fromPubORDB = fromPubORDB || pubORDBs[id]
+	}
+	if !fromPubORDB {
+		t.Fatalf("no provider record names one of the publisher's ORDBs: %v", provs.ORDBs)
+	}
+	t.Logf("provider records name %d ORDBs; the getter node%d (one of the publisher's ORDBs: %v) fetched with no lookup of its own", len(provs.ORDBs), getter, getterIsPubORDB)
+
 	// The stopped relay comes back with its ID.
 	procs[victim], clients[victim] = nodeProc(t, pn, fmt.Sprintf("node%d-again", victim), dirs[victim], "--bridge", bridge)
 	if id := status(t, clients[victim]).ID; id != victimID {
@@ -254,8 +319,8 @@ func TestNodeProcesses(t *testing.T) {
 
 	// A getting node stopped with SIGTERM mid-get exits promptly and
 	// cleanly, keeping what it stored: once restarted, a new get resumes.
-	g := nNodes - 2 // neither the bridge, the publisher, the first getter nor the stopped relay
-	if g == victim {
+	g := nNodes - 1 // neither the bridge, the publisher, the first getter nor the stopped relay
+	for g == victim || g == getter {
 		g--
 	}
 	out3 := filepath.Join(pn.Root, "got3")
@@ -299,7 +364,7 @@ func TestNodeProcesses(t *testing.T) {
 	eout := filepath.Join(pn.Root, "got2")
 	eargs := []string{"get", "--data-dir", edir, "--set", "allow_private=true", "--bridge", bridge, "-o", eout, hash}
 	g1 := spawn(t, pn, "eget1", edir, eargs...)
-	for deadline := time.Now().Add(60 * time.Second); !regexp.MustCompile(`get: +[1-7][0-9]%`).MatchString(pn.Log("eget1")); {
+	for deadline := time.Now().Add(60 * time.Second); !regexp.MustCompile(`get: +[2-7][0-9]%`).MatchString(pn.Log("eget1")); {
 		select {
 		case <-g1.Done():
 			t.Fatalf("first get ended before it could be killed: %v\n%s", g1.Err(), pn.Log("eget1"))
