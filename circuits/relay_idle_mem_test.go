@@ -8,6 +8,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"veil/circuits/onion"
 	"veil/proto"
 )
 
@@ -19,9 +20,10 @@ func (l *sinkLink) Inbound() bool                   { return true }
 func (l *sinkLink) SendCell(c *proto.Cell) error    { proto.PutCell(c); return nil }
 func (l *sinkLink) TrySendCell(c *proto.Cell) error { proto.PutCell(c); return nil }
 
-// An idle relayed circuit costs a few KiB: its cell queue and everything
-// sized for traffic are allocated on demand, not at CREATE2, and it holds
-// no goroutine while nothing is queued for it. (Allocating the queue whole,
+// An idle relayed circuit costs about a KiB: its cell queue, its onion
+// hop's cipher state and everything else sized for traffic are allocated
+// on demand, not at CREATE2, and it holds no goroutine while nothing is
+// queued for it. (Allocating the queue whole,
 // 2,512 slots, cost ~60 KiB per circuit; a parked goroutine per circuit
 // another 2-8 KiB of stack.)
 func TestIdleRelayedCircuitMemory(t *testing.T) {
@@ -72,11 +74,77 @@ func testIdleRelayedCircuitMemory(t *testing.T) {
 	stack := (int64(after.stack) - int64(before.stack)) / n
 	goroutines := float64(after.goroutines-before.goroutines) / n
 	t.Logf("per idle relayed circuit: %d heap bytes, %d stack bytes, %.3f goroutines", heap, stack, goroutines)
-	if heap+stack > 4096 {
-		t.Errorf("an idle relayed circuit costs %d bytes (heap %d + stacks %d), want <= 4096", heap+stack, heap, stack)
+	// The onion hop's cipher state is built on a direction's first cell:
+	// a circuit that has carried none holds its keys only.
+	if heap+stack > 1344 {
+		t.Errorf("an idle relayed circuit costs %d bytes (heap %d + stacks %d), want <= 1344", heap+stack, heap, stack)
 	}
 	if goroutines > 0 {
 		t.Errorf("%.3f goroutines per idle relayed circuit, want none", goroutines)
+	}
+}
+
+// A relayed circuit that has carried a forward cell and gone idle again
+// holds that direction's cipher state too, and still no goroutine.
+func TestUsedIdleRelayedCircuitMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("1,000 handshakes")
+	}
+	synctest.Test(t, testUsedIdleRelayedCircuitMemory)
+}
+
+func testUsedIdleRelayedCircuitMemory(t *testing.T) {
+	const n = 1000
+	id, err := NewEphemeralIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultSwitchConfig()
+	cfg.MaxJoinedCircuits = n
+	cfg.MaxJoinedPerLink = n
+	cfg.JoinedIdleTimeout = 0
+	sw, err := NewSwitch(id, nil, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sw.Close()
+	hss := make([]*onion.ClientHandshake, n)
+	creates := make([]*proto.Cell, n)
+	for i := range creates {
+		hss[i], creates[i] = create2To(t, 1<<31|uint32(i+1), id)
+	}
+	prev := &createdLink{sinkLink: sinkLink{peer: proto.NodeID{7}}}
+
+	before := idleMem(sw)
+	for _, c := range creates {
+		sw.HandleCell(prev, c)
+	}
+	synctest.Wait()
+	if len(prev.created) != n {
+		t.Fatalf("%d CREATED2 of %d", len(prev.created), n)
+	}
+	// CREATED2 answers come in any order: match them by circuit ID.
+	for _, created := range prev.created {
+		i := created.CircID()&^(1<<31) - 1
+		hop := finishHop(t, hss[i], created)
+		sw.HandleCell(prev, sealedRelay(t, hop, created.CircID(), false, proto.RelayDrop, 0, nil))
+		proto.PutCell(created)
+	}
+	synctest.Wait()
+	prev.created, hss = nil, nil
+	if got := sw.Joined(); got != n {
+		t.Fatalf("the switch carries %d circuits, want %d", got, n)
+	}
+	after := idleMem(sw)
+	heap := (int64(after.heap) - int64(before.heap)) / n
+	stack := (int64(after.stack) - int64(before.stack)) / n
+	goroutines := float64(after.goroutines-before.goroutines) / n
+	t.Logf("per used, idle relayed circuit: %d heap bytes, %d stack bytes, %.3f goroutines", heap, stack, goroutines)
+	if heap+stack > 3200 {
+		t.Errorf("a used, idle relayed circuit costs %d bytes (heap %d + stacks %d), want <= 3200", heap+stack, heap, stack)
+	}
+	if goroutines > 0 {
+		t.Errorf("%.3f goroutines per used, idle relayed circuit, want none", goroutines)
 	}
 }
 

@@ -27,21 +27,36 @@ const TagSize = proto.SendmeTagSize
 type Tag [TagSize]byte
 
 // dir is one direction of one hop: a continuing AES-128-CTR keystream and a
-// GMAC key with its cell counter (the nonce).
+// GMAC key with its cell counter (the nonce). The cipher state (two expanded
+// AES keys and a GHASH table, ~1.3 KB a direction) is built from key on the
+// direction's first cell: a circuit built ahead of need, or one whose
+// traffic only ever goes one way, then holds 32 bytes of key instead.
 type dir struct {
-	ks    cipher.Stream
+	ks    cipher.Stream // nil until the first cell; key is then cleared
 	mac   cipher.AEAD
-	n     uint64 // relay cells sealed or accepted in this direction
+	key   [32]byte // AES key, then GMAC key
+	n     uint64   // relay cells sealed or accepted in this direction
 	nonce [12]byte
 	tag   [TagSize]byte // scratch for Seal's output; avoids an allocation
 }
 
 func newDir(k, m []byte) dir {
-	blk, err := aes.NewCipher(k)
+	var d dir
+	copy(d.key[:16], k)
+	copy(d.key[16:], m)
+	return d
+}
+
+// ready builds the cipher state on first use.
+func (d *dir) ready() {
+	if d.ks != nil {
+		return
+	}
+	blk, err := aes.NewCipher(d.key[:16])
 	if err != nil {
 		panic("onion: AES key: " + err.Error()) // 16-byte key: cannot fail
 	}
-	mb, err := aes.NewCipher(m)
+	mb, err := aes.NewCipher(d.key[16:])
 	if err != nil {
 		panic("onion: AES key: " + err.Error())
 	}
@@ -50,12 +65,20 @@ func newDir(k, m []byte) dir {
 		panic("onion: GCM: " + err.Error())
 	}
 	var iv [aes.BlockSize]byte
-	return dir{ks: cipher.NewCTR(blk, iv[:]), mac: g}
+	d.ks, d.mac = cipher.NewCTR(blk, iv[:]), g
+	clear(d.key[:])
+}
+
+// xor adds or removes this direction's layer on p.
+func (d *dir) xor(p *Payload) {
+	d.ready()
+	d.ks.XORKeyStream(p[:], p[:])
 }
 
 // compute writes the tag of p (with its digest field zero) for cell number
 // d.n into d.tag. The digest field must already be zero.
 func (d *dir) compute(p *Payload) {
+	d.ready()
 	binary.BigEndian.PutUint64(d.nonce[4:], d.n)
 	d.mac.Seal(d.tag[:0], d.nonce[:], nil, p[:])
 }
@@ -115,7 +138,7 @@ func NewHop(km *KeyMaterial) *Hop {
 func SealForward(path []*Hop, target int, p *Payload) Tag {
 	t := path[target].fwd.seal(p)
 	for i := target; i >= 0; i-- {
-		path[i].fwd.ks.XORKeyStream(p[:], p[:])
+		path[i].fwd.xor(p)
 	}
 	return t
 }
@@ -126,7 +149,7 @@ func SealForward(path []*Hop, target int, p *Payload) Tag {
 // was modified, dropped, reordered or forged on the way).
 func OpenBackward(path []*Hop, p *Payload) (hop int, t Tag, ok bool) {
 	for i, h := range path {
-		h.bwd.ks.XORKeyStream(p[:], p[:])
+		h.bwd.xor(p)
 		if t, ok := h.bwd.check(p); ok {
 			return i, t, true
 		}
@@ -138,7 +161,7 @@ func OpenBackward(path []*Hop, p *Payload) (hop int, t Tag, ok bool) {
 // reports whether the cell is for this hop. A cell that is not goes on to the
 // next hop; at the last hop it is a protocol error.
 func (h *Hop) OpenForward(p *Payload) (Tag, bool) {
-	h.fwd.ks.XORKeyStream(p[:], p[:])
+	h.fwd.xor(p)
 	return h.fwd.check(p)
 }
 
@@ -146,12 +169,12 @@ func (h *Hop) OpenForward(p *Payload) (Tag, bool) {
 // hop to the client: it fills the digest and adds this hop's backward layer.
 func (h *Hop) SealBackward(p *Payload) Tag {
 	t := h.bwd.seal(p)
-	h.bwd.ks.XORKeyStream(p[:], p[:])
+	h.bwd.xor(p)
 	return t
 }
 
 // RelayBackward, on a relay, adds this hop's backward layer to a cell coming
 // from further down the circuit.
 func (h *Hop) RelayBackward(p *Payload) {
-	h.bwd.ks.XORKeyStream(p[:], p[:])
+	h.bwd.xor(p)
 }
