@@ -79,7 +79,9 @@ func testIdleRelayedCircuitMemory(t *testing.T) {
 	if heap+stack > 1344 {
 		t.Errorf("an idle relayed circuit costs %d bytes (heap %d + stacks %d), want <= 1344", heap+stack, heap, stack)
 	}
-	if goroutines > 0 {
+	// Under 0.1, not 0: a few goroutines of earlier tests may still be
+	// exiting; one goroutine per circuit would read as 1.
+	if goroutines >= 0.1 {
 		t.Errorf("%.3f goroutines per idle relayed circuit, want none", goroutines)
 	}
 }
@@ -143,7 +145,7 @@ func testUsedIdleRelayedCircuitMemory(t *testing.T) {
 	if heap+stack > 3200 {
 		t.Errorf("a used, idle relayed circuit costs %d bytes (heap %d + stacks %d), want <= 3200", heap+stack, heap, stack)
 	}
-	if goroutines > 0 {
+	if goroutines >= 0.1 { // see TestIdleRelayedCircuitMemory
 		t.Errorf("%.3f goroutines per used, idle relayed circuit, want none", goroutines)
 	}
 }
@@ -200,7 +202,6 @@ func TestRelayedQueueTrimmedWhenQuiet(t *testing.T) {
 		prev := &createdLink{sinkLink: sinkLink{peer: proto.NodeID{7}}}
 		const circID = 1<<31 | 9
 		hs, c := create2To(t, circID, id)
-		base := runtime.NumGoroutine()
 		sw.HandleCell(prev, c)
 		synctest.Wait()
 		if len(prev.created) != 1 {
@@ -226,8 +227,14 @@ func TestRelayedQueueTrimmedWhenQuiet(t *testing.T) {
 		if got := rc.ep.stats.cellsRecv.Load(); got != 300 {
 			t.Fatalf("%d cells handled, want 300", got)
 		}
-		if n := runtime.NumGoroutine(); n > base+1 { // +1: the idle reaper
-			t.Fatalf("%d goroutines after the burst, %d before the circuit", n, base)
+		// The circuit's goroutine has released it: no goroutine is left
+		// owning an idle circuit. (runtime.NumGoroutine would count other
+		// tests' goroutines still exiting, which made this check flaky.)
+		rc.q.mu.Lock()
+		running := rc.q.running
+		rc.q.mu.Unlock()
+		if running {
+			t.Fatal("a goroutine still owns the circuit after the burst")
 		}
 		if buffers() == 0 {
 			t.Fatal("no queue buffer kept after a burst")
