@@ -88,7 +88,8 @@ type Node struct {
 	addr      netip.AddrPort // where others reach us; invalid for a client
 	desc      atomic.Pointer[proto.NodeDescriptor]
 
-	api *apiServer
+	api     *apiServer
+	streams streams // the gateway's shared fetches
 
 	lastBootstrap time.Time // owned by Run
 
@@ -457,6 +458,7 @@ func (n *Node) Close() error {
 		if n.api != nil {
 			n.api.close()
 		}
+		n.streams.closeWait()
 		if n.pool != nil {
 			n.pool.Close()
 		}
