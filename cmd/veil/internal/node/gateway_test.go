@@ -138,8 +138,8 @@ func TestGatewayNetwork(t *testing.T) {
 		{"bytes=-999999999", 206, 0, size}, // a suffix longer than the content: all of it
 		{fmt.Sprintf("bytes=%d-", size-4321), 206, size - 4321, size},
 		{fmt.Sprintf("bytes=%d-%d", size-10, size+1000), 206, size - 10, size}, // clamped
-		{"bytes=0-1,5-9", 200, 0, size},                                         // several ranges: ignored
-		{"items=0-9", 200, 0, size},                                             // another unit: ignored
+		{"bytes=0-1,5-9", 200, 0, size},                                        // several ranges: ignored
+		{"items=0-9", 200, 0, size},                                            // another unit: ignored
 	} {
 		resp, body := rangeGet(t, url, tt.rng)
 		if resp.StatusCode != tt.code || !bytes.Equal(body, data[tt.start:tt.end]) {
