@@ -202,6 +202,7 @@ func (h *Handler) serveStatic(w http.ResponseWriter, r *http.Request, name proto
 		return
 	}
 	w.WriteHeader(code)
+	_ = http.NewResponseController(w).Flush() // the headers now: a player waits for them
 	if err := h.copy(w, rd, name, rng.start, rng.end-rng.start); err != nil && r.Context().Err() == nil {
 		h.cfg.Log.Info("gateway: serving a range", "hash_name", name.String(), "err", err)
 	}
@@ -224,54 +225,90 @@ func (h *Handler) serveLive(w http.ResponseWriter, r *http.Request, name proto.H
 	}
 	off, _ := rd.Seek(0, io.SeekCurrent)
 	w.WriteHeader(http.StatusOK)
+	_ = http.NewResponseController(w).Flush()
 	if err := h.copy(w, rd, name, off, -1); err != nil && r.Context().Err() == nil {
 		h.cfg.Log.Info("gateway: serving a live stream", "hash_name", name.String(), "err", err)
 	}
 }
 
-// flushEvery bounds how long written bytes wait in the server's buffer
-// while the reader waits for the next chunk.
-const flushEvery = 20 * time.Millisecond
+// readAhead bounds the reads waiting to be written.
+const readAhead = 64
+
+var bufPool = sync.Pool{New: func() any { return new([16 << 10]byte) }}
 
 // copy writes n bytes of rd (n < 0: until rd fails) from offset off,
-// recording the position as it goes. The first bytes go out at once (a
-// player seeking waits for them), then at least every flushEvery.
+// recording the position as it goes. A goroutine reads (a read waits for
+// chunks not yet held); what it read is flushed to the client whenever
+// the next read is not there yet, so nothing held waits in a buffer.
 func (h *Handler) copy(w http.ResponseWriter, rd io.Reader, name proto.HashName, off, n int64) error {
+	type read struct {
+		b   *[16 << 10]byte
+		n   int
+		err error
+	}
+	reads := make(chan read, readAhead)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for left := n; left != 0; {
+			b := bufPool.Get().(*[16 << 10]byte)
+			p := b[:]
+			if left > 0 && int64(len(p)) > left {
+				p = p[:left]
+			}
+			m, err := rd.Read(p)
+			if left > 0 {
+				left -= int64(m)
+			}
+			if err == io.EOF && left <= 0 {
+				err = nil
+			}
+			select {
+			case reads <- read{b, m, err}:
+			case <-stop:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+		close(reads)
+	}()
 	rc := http.NewResponseController(w)
 	h.track(name, off, 1)
 	defer h.track(name, -1, -1)
-	buf := make([]byte, 32<<10)
-	var flushed time.Time
-	for n != 0 {
-		p := buf
-		if n > 0 && int64(len(p)) > n {
-			p = p[:n]
-		}
-		m, err := rd.Read(p)
-		if m > 0 {
-			if _, werr := w.Write(p[:m]); werr != nil {
-				return werr
-			}
-			off += int64(m)
-			if n > 0 {
-				n -= int64(m)
-			}
-			h.track(name, off, 0)
-			if now := time.Now(); now.Sub(flushed) >= flushEvery {
-				flushed = now
+	dirty := false
+	for {
+		var r read
+		var ok bool
+		select {
+		case r, ok = <-reads:
+		default:
+			if dirty {
 				if err := rc.Flush(); err != nil {
 					return err
 				}
+				dirty = false
 			}
+			r, ok = <-reads
 		}
-		if err != nil {
-			if err == io.EOF && n <= 0 {
-				return nil
+		if !ok {
+			return rc.Flush()
+		}
+		if r.n > 0 {
+			_, err := w.Write(r.b[:r.n])
+			bufPool.Put(r.b)
+			if err != nil {
+				return err
 			}
-			return err
+			dirty = true
+			off += int64(r.n)
+			h.track(name, off, 0)
+		}
+		if r.err != nil {
+			return r.err
 		}
 	}
-	return nil
 }
 
 // track moves name's position to off (off < 0: unchanged) and adds
