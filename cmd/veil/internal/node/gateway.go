@@ -13,6 +13,7 @@ import (
 
 	"veil/chunkstore"
 	"veil/chunkstore/content"
+	"veil/circuits"
 	"veil/cmd/veil/internal/gateway"
 	"veil/ordb"
 	"veil/proto"
@@ -319,4 +320,34 @@ func countBits(have []uint64, total uint64) uint64 {
 		n += uint64(bits.OnesCount64(word))
 	}
 	return n
+}
+
+// rateLimit caps the bytes the node's fetches read (fetchLimit): tests
+// use it to watch a download while it is still running.
+type rateLimit struct {
+	mu sync.Mutex // guards b
+	b  *circuits.TokenBucket
+}
+
+func newRateLimit(bytesPerSec int) *rateLimit {
+	return &rateLimit{b: circuits.NewTokenBucket(bytesPerSec, 16*proto.CellSize, time.Now())}
+}
+
+// limitedStream is an ORDB stream whose reads take from a rateLimit.
+type limitedStream struct {
+	ordb.CellStream
+	l *rateLimit
+}
+
+func (s limitedStream) ReadCell(buf []byte) (proto.RelayCommand, int, error) {
+	cmd, n, err := s.CellStream.ReadCell(buf)
+	if err == nil {
+		s.l.mu.Lock()
+		d := s.l.b.Take(proto.CellSize, time.Now())
+		s.l.mu.Unlock()
+		if d > 0 {
+			time.Sleep(d) // the limit itself, not a wait for a condition
+		}
+	}
+	return cmd, n, err
 }

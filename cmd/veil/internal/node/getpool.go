@@ -112,6 +112,9 @@ func (gc *getCircuits) OpenStream(ctx context.Context, id window.CircuitID) (ord
 	if err != nil {
 		return nil, fmt.Errorf("opening the ORDB stream: %w", err)
 	}
+	if l := gc.n.fetchLimit; l != nil {
+		return limitedStream{s, l}, nil
+	}
 	return s, nil
 }
 

@@ -90,6 +90,8 @@ type Node struct {
 
 	api     *apiServer
 	streams streams // the gateway's shared fetches
+	// fetchLimit, if set, caps what fetches read (tests; see rateLimit).
+	fetchLimit *rateLimit
 
 	lastBootstrap time.Time // owned by Run
 
