@@ -21,16 +21,9 @@ import (
 func TestStreamNoPlayer(t *testing.T) {
 	dir := isolate(t)
 	t.Setenv("PATH", t.TempDir()) // neither mpv nor vlc
-	c := config.Default()
-	c.Listen, c.HTTP, c.DataDir, c.AllowPrivate = "127.0.0.1:0", "127.0.0.1:0", dir, true
-	n, err := node.Start(node.Options{Config: c})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
+	n := startLoneNode(t, dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	go n.Run(ctx)
 	data := make([]byte, 300_000)
 	rand.Read(data)
 	pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
@@ -68,4 +61,20 @@ func TestStreamNoPlayer(t *testing.T) {
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("URL without its token: %d", resp.StatusCode)
 	}
+}
+
+// startLoneNode runs a node alone (no bridge) on 127.0.0.1 with its data
+// in dir until the test ends.
+func startLoneNode(t *testing.T, dir string) *node.Node {
+	t.Helper()
+	c := config.Default()
+	c.Listen, c.HTTP, c.DataDir, c.AllowPrivate = "127.0.0.1:0", "127.0.0.1:0", dir, true
+	n, err := node.Start(node.Options{Config: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go n.Run(ctx)
+	t.Cleanup(func() { cancel(); n.Close() })
+	return n
 }

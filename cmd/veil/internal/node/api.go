@@ -36,6 +36,7 @@ import (
 //	POST /api/v1/put               body: the content (Content-Type: its MIME type) -> PutResult
 //	POST /api/v1/get/{hash_name}   fetches; answers NDJSON Event lines until done
 //	GET  /api/v1/content/{hash_name}  the bytes of a content the node holds
+//	POST /api/v1/put/live          body: a live stream, until it ends -> NDJSON LiveEvent lines (the hash_name first)
 //	POST /api/v1/stream/{hash_name}   starts the gateway's fetch; answers NDJSON StreamEvent lines
 //	GET  /content/{hash_name}?k=TOKEN the streaming gateway (package gateway): Range requests while it downloads
 //	GET  /api/v1/debug/providers/{hash_name}  Providers: a DHT lookup BY THIS NODE (it tells the DHT the node asked)
@@ -352,6 +353,7 @@ func startAPI(n *Node, addr string) (*apiServer, error) {
 	})
 	a.gw = gateway.New(gateway.Config{Source: gatewaySource{n}, LookupTimeout: gatewayLookupTimeout, Log: n.log})
 	mux.Handle("GET "+gateway.ContentPrefix+"{hash}", a.gw) // GET patterns take HEAD too
+	mux.HandleFunc("POST /api/v1/put/live", func(w http.ResponseWriter, r *http.Request) { servePutLive(n, w, r) })
 	mux.HandleFunc("POST /api/v1/stream/{hash}", func(w http.ResponseWriter, r *http.Request) { a.serveStream(n, w, r) })
 	guard := gateway.Guard{Cookie: a.cookie, Header: CookieHeader}
 	a.srv = &http.Server{Handler: guard.Wrap(mux), ReadHeaderTimeout: 10 * time.Second}

@@ -211,3 +211,39 @@ func (c *Client) Stream(ctx context.Context, name string, fn func(StreamEvent) b
 	}
 	return sc.Err()
 }
+
+// PutLive publishes body as a live stream until body ends: started gets
+// the hash_name as soon as the node made it, progress (may be nil) the
+// node's reports.
+func (c *Client) PutLive(ctx context.Context, mime string, body io.Reader, started func(string), progress func(LiveEvent)) error {
+	resp, err := c.do(ctx, http.MethodPost, "/api/v1/put/live", mime, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	first := true
+	for sc.Scan() {
+		var ev LiveEvent
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return fmt.Errorf("node API: bad live event: %w", err)
+		}
+		if first {
+			started(ev.HashName)
+			first = false
+		}
+		switch {
+		case ev.Error != "":
+			return errors.New(ev.Error)
+		case ev.Done:
+			return nil
+		}
+		if progress != nil {
+			progress(ev)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	return errors.New("node API: the live publication ended without a result")
+}
