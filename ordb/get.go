@@ -69,6 +69,10 @@ type GetProgress struct {
 	Replaced    int    // circuits replaced so far, for any reason
 	Lost        int    // of which failed or stalled (not merely slow)
 	Circuits    []CircuitRate
+	// Live is set for a live stream (Total is then 0); LiveStart is where
+	// the reading started (the ORDB's DB_LIVE_START).
+	Live      bool
+	LiveStart uint64
 }
 
 // CircuitRate is one circuit's share of a Get.
@@ -96,9 +100,11 @@ type Get struct {
 	building int        // replacements under way
 	lost     int        // circuits replaced as failed or stalled
 
-	desc     proto.DBConnected
-	known    bool
-	total    uint64
+	desc      proto.DBConnected
+	known     bool
+	live      bool   // a live stream: no end, total unused
+	liveStart uint64 // live: where reading started
+	total     uint64
 	resumed  uint64
 	buf      map[uint64][]byte // chunks of this run not yet delivered (Deliver only)
 	lastProg time.Time
@@ -154,8 +160,8 @@ func (g *Get) Run(ctx context.Context) (proto.DBConnected, error) {
 	defer g.closeAll(false)
 	now := g.cfg.Clock.Now()
 	// A resumed download already has the descriptor: no need to ask it.
-	if d, err := g.cfg.Store.Descriptor(g.cfg.Name); err == nil {
-		if err := g.takeDescriptor(d, 0, 0, now); err != nil {
+	if d, err := g.cfg.Store.Descriptor(g.cfg.Name); err == nil && d.Flags&proto.FlagLive == 0 {
+		if err := g.takeDescriptor(d, 0, 0, now, 0, false); err != nil {
 			return d, err
 		}
 	}
@@ -253,7 +259,7 @@ func (g *Get) execute(ctx context.Context) error {
 				continue
 			}
 			hi := uint64(a.Query.Chunk) + uint64(a.Query.NbChunks)
-			if g.known {
+			if g.known && !g.live {
 				hi = min(hi, g.total)
 			}
 			c.fifo = append(c.fifo, sentGet{id: a.Query.RequestID, lo: uint64(a.Query.Chunk), next: uint64(a.Query.Chunk), hi: hi, desc: a.Query.WantsDescriptor()})
@@ -332,9 +338,19 @@ func (g *Get) closeAll(finished bool) {
 
 // takeDescriptor stores a verified descriptor and tells the window, with
 // the chunks the store already holds.
-func (g *Get) takeDescriptor(d proto.DBConnected, c window.CircuitID, req uint64, now time.Time) error {
-	if d.Flags&proto.FlagLive != 0 {
-		return fmt.Errorf("ordb: %v is a live stream; Get takes static content", g.cfg.Name)
+// A live stream is read from liveStart, the DB_LIVE_START its ORDB sent
+// before the descriptor (without one: from the newest chunk this store
+// holds, or 0); a live stream is never held whole, so it is always asked
+// afresh (Run does not take a live descriptor from the store).
+func (g *Get) takeDescriptor(d proto.DBConnected, c window.CircuitID, req uint64, now time.Time, liveStart uint64, hasLive bool) error {
+	live := d.Flags&proto.FlagLive != 0
+	if live && !g.known {
+		if !hasLive {
+			if h, err := g.cfg.Store.Head(g.cfg.Name); err == nil {
+				liveStart = h.Length
+			}
+		}
+		g.live, g.liveStart = true, liveStart
 	}
 	if !g.known {
 		if _, err := g.cfg.Store.PutDescriptor(d); err != nil {
@@ -347,10 +363,15 @@ func (g *Get) takeDescriptor(d proto.DBConnected, c window.CircuitID, req uint64
 	}
 	if !g.known {
 		g.known, g.desc = true, d
-		g.total = content.ChunkCount(d.Size)
-		g.resumed = countHeld(have, g.total)
+		if !live {
+			g.total = content.ChunkCount(d.Size)
+			g.resumed = countHeld(have, g.total)
+		}
 	}
-	g.w.Handle(window.Descriptor{Circuit: c, RequestID: req, Size: d.Size, Have: have}, now)
+	g.w.Handle(window.Descriptor{Circuit: c, RequestID: req, Size: d.Size, Have: have, Live: g.live, Start: g.liveStart}, now)
+	if g.live {
+		g.progress(true) // where the reading starts, for the consumer
+	}
 	return nil
 }
 
@@ -374,7 +395,7 @@ func (g *Get) arrive(a arrival) error {
 		}
 		s := c.fifo[0]
 		c.fifo = c.fifo[1:]
-		return g.takeDescriptor(a.desc, c.id, s.id, a.at)
+		return g.takeDescriptor(a.desc, c.id, s.id, a.at, a.liveStart, a.hasLive)
 	case arrEnd:
 		if len(c.fifo) > 0 {
 			s := c.fifo[0]
@@ -493,7 +514,11 @@ func (g *Get) progress(final bool) {
 	}
 	g.lastProg = now
 	st := g.w.Stats()
-	p := GetProgress{Held: min(g.resumed+st.Received, g.total), Total: g.total, Size: g.desc.Size, Resumed: g.resumed, Replaced: st.Replaced, Lost: g.lost}
+	p := GetProgress{Held: min(g.resumed+st.Received, g.total), Total: g.total, Size: g.desc.Size, Resumed: g.resumed, Replaced: st.Replaced, Lost: g.lost,
+		Live: g.live, LiveStart: g.liveStart}
+	if g.live {
+		p.Held = st.Received
+	}
 	if final && g.w.Over() && g.known {
 		p.Held = g.total
 	}

@@ -49,6 +49,9 @@ type arrival struct {
 	data   []byte // arrRange: the chunks' bytes, when Deliver wants them
 	reason proto.DBEndReason
 	err    error // arrFatal
+	// arrDescriptor of a live stream: the DB_LIVE_START that came before.
+	liveStart uint64
+	hasLive   bool
 }
 
 type arrKind uint8
@@ -145,6 +148,8 @@ func (c *getCirc) run(ctx context.Context) {
 // before Run hears of it. It stops at the first failure.
 func (c *getCirc) read(ctx context.Context, m *msgConn) {
 	g := c.g
+	var liveStart uint64 // the DB_LIVE_START before a DB_CONNECTED
+	var hasLive bool
 	for {
 		cmd, msg, err := m.recv()
 		if err != nil {
@@ -164,7 +169,15 @@ func (c *getCirc) read(ctx context.Context, m *msgConn) {
 				c.report(ctx, arrival{kind: arrEnd, reason: proto.DBEndDestroyed})
 				continue
 			}
-			c.report(ctx, arrival{kind: arrDescriptor, desc: d})
+			c.report(ctx, arrival{kind: arrDescriptor, desc: d, liveStart: liveStart, hasLive: hasLive})
+			liveStart, hasLive = 0, false
+		case proto.RelayDBLiveStart:
+			ls, err := proto.ParseDBLiveStart(msg)
+			if err != nil {
+				c.report(ctx, arrival{kind: arrBad, err: err})
+				return
+			}
+			liveStart, hasLive = ls.Chunk, true
 		case proto.RelayDBEnd:
 			e, err := proto.ParseDBEnd(msg)
 			if err != nil {
@@ -218,6 +231,14 @@ func (c *getCirc) readRange(ctx context.Context, m *msgConn, proofMsg []byte) ar
 	r := content.Range{Start: uint64(dm.Chunk), Proof: proof, Chunks: make([][]byte, 0, n)}
 	for i := range n {
 		r.Chunks = append(r.Chunks, dm.ChunkData(i))
+	}
+	if proof.Live {
+		// A live pair's chunks share the DB_DATA's timestamp (an ORDB
+		// sends one pair per run of chunks appended together).
+		r.Times = make([]uint32, n)
+		for i := range r.Times {
+			r.Times[i] = dm.Timestamp
+		}
 	}
 	if err := g.cfg.Store.Ingest(ctx, g.cfg.Name, r); err != nil {
 		if !isContentErr(err) {

@@ -30,6 +30,10 @@ import (
 // ContentPrefix is the path of content URLs: ContentPrefix + hash_name.
 const ContentPrefix = "/content/"
 
+// LiveOffsetHeader, in a live stream's answer, is the stream's byte
+// offset at which the body starts.
+const LiveOffsetHeader = "X-Veil-Live-Offset"
+
 // DefaultLookupTimeout bounds the wait for a content's descriptor (the
 // node's ORDBs finding a provider) before a request is answered 404.
 const DefaultLookupTimeout = 20 * time.Second
@@ -59,6 +63,9 @@ type Content interface {
 	// for a static content and where the node starts reading a live
 	// stream. A Read of bytes not yet held waits for them until ctx ends.
 	NewReader(ctx context.Context) (io.ReadSeeker, error)
+	// Close says the request is over (a live stream's download stops
+	// once nobody reads it).
+	Close()
 }
 
 // Config configures a Handler.
@@ -137,6 +144,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadGateway, err)
 		return
 	}
+	defer c.Close()
 	hd := w.Header()
 	hd.Set("Content-Type", contentType(c.MIME()))
 	// A publisher chooses the type: a text/html content must not run as
@@ -224,6 +232,7 @@ func (h *Handler) serveLive(w http.ResponseWriter, r *http.Request, name proto.H
 		return
 	}
 	off, _ := rd.Seek(0, io.SeekCurrent)
+	w.Header().Set(LiveOffsetHeader, strconv.FormatInt(off, 10))
 	w.WriteHeader(http.StatusOK)
 	_ = http.NewResponseController(w).Flush()
 	if err := h.copy(w, rd, name, off, -1); err != nil && r.Context().Err() == nil {

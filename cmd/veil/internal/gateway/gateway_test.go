@@ -49,6 +49,7 @@ func (m *memContent) Size() int64 {
 	return int64(len(m.data))
 }
 func (m *memContent) MIME() string { return m.mime }
+func (m *memContent) Close()       {}
 func (m *memContent) Want(off int64) {
 	m.mu.Lock()
 	m.wants = append(m.wants, off)

@@ -109,6 +109,9 @@ type transfer struct {
 	get     *ordb.Get
 	seek    uint64
 	hasSeek bool
+	// A live stream: where its reading started (DB_LIVE_START).
+	liveStart uint64
+	live      bool
 }
 
 // TransferStatus is a snapshot of a transfer.
@@ -295,6 +298,9 @@ func (n *Node) fetchOnce(ctx context.Context, name proto.HashName, rng *mrand.Ra
 				if c.Active {
 					rates = append(rates, c.BytesPerSec)
 				}
+			}
+			if p.Live {
+				t.setLive(p.LiveStart)
 			}
 			report(p.Held, p.Total, p.Size, rates, p.Lost)
 		},

@@ -35,11 +35,18 @@ type streams struct {
 	wg     sync.WaitGroup // the fetches' goroutines
 }
 
-// streamFetch is one shared fetch; done closes when it ended, err says how.
+// streamFetch is one shared fetch; done closes when it ended, err says
+// how. users counts the requests using it (streams.mu guards users and
+// idle): a live stream's fetch ends once none used it for liveIdle.
 type streamFetch struct {
-	done chan struct{}
-	err  error
+	done  chan struct{}
+	err   error
+	users int
+	idle  time.Time
 }
+
+// liveIdle is how long a live stream's fetch runs with nobody reading.
+var liveIdle = 30 * time.Second
 
 // closeWait waits for the fetches to end (the node's context ended first).
 func (s *streams) closeWait() {
@@ -64,12 +71,36 @@ func (n *Node) startStream(name proto.HashName) *streamFetch {
 	if s.m == nil {
 		s.m = map[proto.HashName]*streamFetch{}
 	}
-	f := &streamFetch{done: make(chan struct{})}
+	f := &streamFetch{done: make(chan struct{}), idle: time.Now()}
 	s.m[name] = f
-	s.wg.Add(1)
+	s.wg.Add(2)
+	ctx, cancel := context.WithCancel(n.ctx)
+	go func() {
+		// A live stream has no end: stop fetching it once unused.
+		defer s.wg.Done()
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			d, err := n.cache.Descriptor(name)
+			s.mu.Lock()
+			unused := f.users == 0 && time.Since(f.idle) >= liveIdle
+			s.mu.Unlock()
+			if err == nil && d.Flags&proto.FlagLive != 0 && unused {
+				n.log.Info("gateway: nobody reads the live stream any more", "hash_name", name.String())
+				cancel()
+				return
+			}
+		}
+	}()
 	go func() {
 		defer s.wg.Done()
-		_, f.err = n.Fetch(n.ctx, name, nil)
+		defer cancel()
+		_, f.err = n.Fetch(ctx, name, nil)
 		if f.err != nil {
 			n.log.Info("gateway fetch ended", "hash_name", name.String(), "err", f.err)
 		}
@@ -96,25 +127,38 @@ func (n *Node) Stream(ctx context.Context, name proto.HashName) (gateway.Content
 	if f == nil {
 		return nil, ErrClosed
 	}
+	n.streams.use(f, 1)
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
 		if d, err := n.cache.Descriptor(name); err == nil {
-			return &storeContent{n: n, s: n.cache, name: name, d: d, fetching: true}, nil
+			return &storeContent{n: n, s: n.cache, name: name, d: d, fetch: f}, nil
 		}
 		select {
 		case <-f.done:
 			if f.err == nil {
 				continue // complete: the descriptor is there
 			}
+			n.streams.use(f, -1)
 			if errors.Is(f.err, ErrNotFound) {
 				return nil, gateway.ErrNotFound
 			}
 			return nil, f.err
 		case <-ctx.Done():
+			n.streams.use(f, -1)
 			return nil, ctx.Err()
 		case <-t.C:
 		}
+	}
+}
+
+// use counts a user of f in (delta 1) or out (-1).
+func (s *streams) use(f *streamFetch, delta int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f.users += delta
+	if f.users == 0 {
+		f.idle = time.Now()
 	}
 }
 
@@ -134,7 +178,15 @@ type storeContent struct {
 	s        *chunkstore.Store
 	name     proto.HashName
 	d        proto.DBConnected
-	fetching bool // the gateway's fetch may be running: Want steers it
+	fetch    *streamFetch // the gateway's fetch, nil if the node held it
+	released sync.Once
+}
+
+// Close says the request that used c ended.
+func (c *storeContent) Close() {
+	if c.fetch != nil {
+		c.released.Do(func() { c.n.streams.use(c.fetch, -1) })
+	}
 }
 
 func (c *storeContent) Size() int64 {
@@ -147,7 +199,7 @@ func (c *storeContent) Size() int64 {
 func (c *storeContent) MIME() string { return c.d.Type }
 
 func (c *storeContent) Want(off int64) {
-	if c.fetching && off >= 0 {
+	if c.fetch != nil && off >= 0 {
 		c.n.seekFetch(c.name, uint64(off)/proto.ChunkSize)
 	}
 }
@@ -158,19 +210,59 @@ func (c *storeContent) NewReader(ctx context.Context) (io.ReadSeeker, error) {
 		return nil, err
 	}
 	if c.Size() < 0 {
-		// A live stream: start two windows behind the newest chunk held,
-		// as an ORDB's DB_LIVE_START does.
-		h, err := c.s.Head(c.name)
+		start, err := c.liveStart(ctx)
 		if err != nil {
 			return nil, err
 		}
-		const back = 2 * 500_000 / proto.ChunkSize
-		start := h.Length - min(h.Length, back)
 		if _, err := r.Seek(int64(start)*proto.ChunkSize, io.SeekStart); err != nil {
 			return nil, err
 		}
 	}
 	return r, nil
+}
+
+// liveStart is the chunk a live stream's reader starts at: where the
+// node's fetch started (the ORDB's DB_LIVE_START; waited for), or two
+// windows behind the newest chunk for a stream the node publishes, as
+// an ORDB would say.
+func (c *storeContent) liveStart(ctx context.Context) (uint64, error) {
+	if c.fetch == nil {
+		h, err := c.s.Head(c.name)
+		if err != nil {
+			return 0, err
+		}
+		const back = 2 * 500_000 / proto.ChunkSize
+		return h.Length - min(h.Length, back), nil
+	}
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		c.n.mu.Lock()
+		tr := c.n.transfers[c.name]
+		c.n.mu.Unlock()
+		if tr != nil {
+			tr.mu.Lock()
+			start, ok := tr.liveStart, tr.live
+			tr.mu.Unlock()
+			if ok {
+				return start, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-c.fetch.done:
+			return 0, fmt.Errorf("node: the fetch of live stream %v ended: %v", c.name, c.fetch.err)
+		case <-t.C:
+		}
+	}
+}
+
+// setLive records where a live stream's reading started.
+func (t *transfer) setLive(start uint64) {
+	t.mu.Lock()
+	t.liveStart, t.live = start, true
+	t.mu.Unlock()
 }
 
 // seekFetch moves the running fetch of name to chunk.
@@ -252,6 +344,7 @@ func (a *apiServer) serveStream(n *Node, w http.ResponseWriter, r *http.Request)
 		writeError(w, code, fmt.Errorf("no provider found for %v within %v: %w", name, gatewayLookupTimeout, err))
 		return
 	}
+	defer c.Close()
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)

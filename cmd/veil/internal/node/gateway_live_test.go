@@ -1,0 +1,90 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"veil/cmd/veil/internal/gateway"
+	"veil/proto"
+)
+
+// A live stream over the network: published at one node as it is
+// produced, read at another node's gateway through that node's ORDBs,
+// from where DB_LIVE_START says, as one growing response whose bytes are
+// the stream's.
+func TestGatewayLiveNetwork(t *testing.T) {
+	checkLeaks(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	nodes := startNetwork(t, ctx, 7)
+	const size = 8 << 20
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(i*7 + i/997)
+	}
+	pr, pw := io.Pipe()
+	named := make(chan proto.HashName, 1)
+	published := make(chan error, 1)
+	go func() {
+		_, err := nodes[1].PublishLive(ctx, "video/mp2t", pr, func(n proto.HashName) { named <- n }, nil)
+		published <- err
+	}()
+	// The producer: 8 kB every 20 ms (400 kB/s, a video's rate; the
+	// publisher keeps 4 windows, ~2 MB, of it), until the test ends.
+	produced := make(chan struct{})
+	go func() {
+		defer close(produced)
+		defer pw.Close()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for off := 0; off < size; off += 8 << 10 {
+			if _, err := pw.Write(data[off : off+8<<10]); err != nil {
+				return
+			}
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	name := <-named
+	getter := nodes[len(nodes)-1]
+	// Once the stream has grown past two windows (~1 MB) and its ORDBs
+	// heard of it since: a reader then starts in the middle.
+	waitFor(t, 30*time.Second, "the stream to grow", func() bool {
+		h, err := nodes[1].served.Head(name)
+		return err == nil && h.Length*proto.ChunkSize > 1500<<10
+	})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, contentURL(getter, name.String()), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	off, err := strconv.ParseInt(resp.Header.Get(gateway.LiveOffsetHeader), 10, 64)
+	if resp.StatusCode != 200 || resp.ContentLength != -1 || err != nil || resp.Header.Get("Content-Type") != "video/mp2t" {
+		t.Fatalf("live answer: %d, length %d, offset %q, %v", resp.StatusCode, resp.ContentLength, resp.Header.Get(gateway.LiveOffsetHeader), resp.Header)
+	}
+	if off%proto.ChunkSize != 0 || off >= size || off == 0 {
+		t.Fatalf("live offset %d", off)
+	}
+	const want = 256 << 10
+	got := make([]byte, min(want, size-int(off)))
+	if _, err := io.ReadFull(resp.Body, got); err != nil {
+		t.Fatalf("reading the live stream from %d: %v", off, err)
+	}
+	if !bytes.Equal(got, data[off:off+int64(len(got))]) {
+		t.Fatalf("the live bytes from %d differ from the stream's", off)
+	}
+	t.Logf("read %d bytes of the live stream from offset %d (chunk %d)", len(got), off, off/proto.ChunkSize)
+	resp.Body.Close()
+	cancel()
+	<-produced
+	<-published
+}
