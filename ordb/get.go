@@ -105,9 +105,9 @@ type Get struct {
 	live      bool   // a live stream: no end, total unused
 	liveStart uint64 // live: where reading started
 	total     uint64
-	resumed  uint64
-	buf      map[uint64][]byte // chunks of this run not yet delivered (Deliver only)
-	lastProg time.Time
+	resumed   uint64
+	buf       map[uint64][]byte // chunks of this run not yet delivered (Deliver only)
+	lastProg  time.Time
 }
 
 // NewGet checks cfg and returns the Get; Run does the work.
