@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"veil/chunkstore"
@@ -249,9 +250,22 @@ func (g *Get) addCircuit(ctx context.Context, id window.CircuitID, now time.Time
 	g.w.AddCircuit(id, now)
 }
 
-// execute carries out the window's actions.
+// execute carries out the window's actions, until it has none.
 func (g *Get) execute(ctx context.Context) error {
-	for _, a := range g.w.Ready() {
+	for {
+		acts := g.w.Ready()
+		if len(acts) == 0 {
+			return nil
+		}
+		if err := g.executeOnce(ctx, acts); err != nil {
+			return err
+		}
+	}
+}
+
+func (g *Get) executeOnce(ctx context.Context, acts []window.Action) error {
+	var restart []*getCirc
+	for _, a := range acts {
 		switch a := a.(type) {
 		case window.SendGet:
 			c := g.circs[a.Circuit]
@@ -268,10 +282,16 @@ func (g *Get) execute(ctx context.Context) error {
 				g.w.Handle(window.CircuitFailed{Circuit: c.id}, g.cfg.Clock.Now())
 			}
 		case window.Cancel:
-			// Answers on a stream come in query order, and the ORDB stops
-			// a stream at its DB_END: a cancelled GET's answer is read
-			// and handed to the window, which keeps the chunks it lacks.
-			// DB_END FINISHED goes out when the download ends (closeAll).
+			// Answers on a stream come in query order, so a cancelled
+			// GET's answer would hold up every later one on its stream
+			// (a seek would wait for up to a window of bytes). A data
+			// GET cancelled while the download goes on (a seek) restarts
+			// its circuit's stream: the old one is closed, its GETs still
+			// wanted are asked again. Other cancels (a spare descriptor
+			// GET, the download's end) leave the answer to be read.
+			if c := g.circs[a.Circuit]; c != nil && !g.w.Over() && c.cancelData(a.RequestID) && !slices.Contains(restart, c) {
+				restart = append(restart, c)
+			}
 		case window.ReplaceCircuit:
 			if c := g.circs[a.Circuit]; c != nil {
 				c.close(false)
@@ -304,7 +324,30 @@ func (g *Get) execute(ctx context.Context) error {
 			return a.Err
 		}
 	}
+	for _, c := range restart {
+		g.restart(ctx, c)
+	}
 	return nil
+}
+
+// restart replaces circuit c's stream by a new one on the same circuit:
+// the GETs of the old one that were not cancelled end (DB_END FINISHED:
+// nobody is blamed) and the window asks them again.
+func (g *Get) restart(ctx context.Context, c *getCirc) {
+	if g.circs[c.id] != c {
+		return
+	}
+	c.close(false)
+	g.dropped = append(g.dropped, c)
+	nc := newGetCirc(ctx, g, c.id)
+	g.circs[c.id] = nc
+	now := g.cfg.Clock.Now()
+	for _, s := range c.fifo {
+		if !s.cancelled {
+			g.w.Handle(window.End{Circuit: c.id, RequestID: s.id, Reason: proto.DBEndFinished}, now)
+		}
+	}
+	c.fifo = nil
 }
 
 // finish flushes the store and ends every stream with DB_END FINISHED.

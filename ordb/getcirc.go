@@ -31,6 +31,21 @@ type sentGet struct {
 	lo, hi uint64 // chunks asked, clamped to the content
 	next   uint64 // where the answer stands
 	desc   bool
+	// cancelled: the window cancelled it (a seek); its answer is dropped
+	// with the stream (Get.restart).
+	cancelled bool
+}
+
+// cancelData marks GET id cancelled and reports whether it is a data GET
+// still awaiting (part of) its answer on this stream.
+func (c *getCirc) cancelData(id uint64) bool {
+	for i := range c.fifo {
+		if c.fifo[i].id == id {
+			c.fifo[i].cancelled = true
+			return !c.fifo[i].desc
+		}
+	}
+	return false
 }
 
 // maxQueued bounds the queries waiting for the writer. The window keeps
