@@ -461,3 +461,59 @@ func TestGetSeek(t *testing.T) {
 		t.Fatal("content differs")
 	}
 }
+
+// A seek while the download runs: the GETs cancelled by it restart their
+// circuits' streams (Get.restart), the sought chunk is delivered before
+// the chunks between the old position and it, and the content still
+// comes whole and right.
+func TestGetSeekWhileRunning(t *testing.T) {
+	net := newGetNet(t, 498*8000, 3, 1)
+	tc := newTestCircuits(t, net)
+	defer tc.closeAll()
+	st := openStore(t, "cache.db")
+	const seek = 6000
+	var mu sync.Mutex
+	opened := 0
+	tc.wrap = func(_ int, s CellStream) CellStream {
+		mu.Lock()
+		opened++
+		mu.Unlock()
+		return s
+	}
+	var order []uint64
+	out := make([]byte, len(net.data))
+	var g *Get
+	cfg := GetConfig{Name: net.name, Store: st, Circuits: tc, Initial: tc.initial(5),
+		Deliver: func(chunk uint64, data []byte) error {
+			if len(order) == 0 {
+				g.Seek(seek) // on Run's goroutine: handled at its next event
+			}
+			order = append(order, chunk)
+			copy(out[chunk*proto.ChunkSize:], data)
+			return nil
+		}}
+	g, err := NewGet(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Run(getCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out, net.data) {
+		t.Fatal("content differs")
+	}
+	mu.Lock()
+	if opened <= 5 {
+		t.Errorf("%d streams opened on 5 circuits: the seek restarted none", opened)
+	}
+	mu.Unlock()
+	at := slices.Index(order, seek)
+	if at < 0 {
+		t.Fatalf("no delivery starts at the sought chunk %d: %v", seek, order)
+	}
+	for _, c := range order[:at] {
+		if c >= 3000 && c < seek {
+			t.Fatalf("chunk %d delivered before the sought %d (order %v)", c, seek, order[:at+1])
+		}
+	}
+}
