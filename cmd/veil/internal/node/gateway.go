@@ -217,8 +217,40 @@ func (c *storeContent) NewReader(ctx context.Context) (io.ReadSeeker, error) {
 		if _, err := r.Seek(int64(start)*proto.ChunkSize, io.SeekStart); err != nil {
 			return nil, err
 		}
+		return &liveReader{Reader: r, c: c}, nil
 	}
 	return r, nil
+}
+
+// liveReader reads a live stream; when the store has dropped the chunks
+// at its position (the reader fell more than the kept windows behind),
+// it jumps to the oldest chunk held: a live player prefers a gap to the
+// end of its stream.
+type liveReader struct {
+	*chunkstore.Reader
+	c *storeContent
+}
+
+func (l *liveReader) Read(p []byte) (int, error) {
+	n, err := l.Reader.Read(p)
+	if !errors.Is(err, chunkstore.ErrEvicted) {
+		return n, err
+	}
+	have, herr := l.c.s.Have(l.c.name)
+	if herr != nil {
+		return n, err
+	}
+	for w, word := range have {
+		if word != 0 {
+			lo := uint64(w)*64 + uint64(bits.TrailingZeros64(word))
+			l.c.n.log.Info("gateway: a live reader fell behind; skipping ahead", "hash_name", l.c.name.String(), "to_chunk", lo)
+			if _, serr := l.Reader.Seek(int64(lo)*proto.ChunkSize, io.SeekStart); serr != nil {
+				return n, serr
+			}
+			return n, nil
+		}
+	}
+	return n, err
 }
 
 // liveStart is the chunk a live stream's reader starts at: where the

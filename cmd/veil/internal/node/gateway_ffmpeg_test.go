@@ -42,6 +42,9 @@ func runTool(t *testing.T, ctx context.Context, name string, args ...string) str
 // HTTP. The download is slowed so that it is still running when ffmpeg,
 // seeking to 20 s, has decoded its frame.
 func TestGatewayFFmpeg(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a network, ffmpeg and a rate-limited download; .ci/run runs it without -short")
+	}
 	needTools(t, "ffmpeg", "ffprobe")
 	checkLeaks(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

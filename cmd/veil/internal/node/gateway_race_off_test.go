@@ -1,0 +1,6 @@
+//go:build !race
+
+package node
+
+// underRace: the test binary runs under the race detector.
+const underRace = false
