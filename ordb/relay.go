@@ -808,7 +808,19 @@ func (r *Relay) readAnswer(f *fwd, mc *msgConn, q proto.DBQuery) (reusable bool,
 		case proto.DBEnd:
 			return true, m.Reason, true, nil
 		case proto.DBLiveStart:
-			continue // this ORDB tells its requester where to start
+			// This ORDB tells its requester where to start when it knows
+			// the stream itself (OR_streams_P, Forward.LiveStart); when it
+			// does not, it passes on what the ORDB it asked said (posted
+			// before the descriptor, which delivers it).
+			id, start := f.id, m.Chunk
+			r.post(func(time.Time) {
+				if p := r.core.pending[id]; p != nil {
+					if u := r.upReqFor(p.up, id); u != nil && !u.hasLive {
+						u.live, u.hasLive = start, true
+					}
+				}
+			})
+			continue
 		case proto.DBConnected, proto.DBProof:
 		case proto.DBData:
 			next = uint64(m.Chunk) + uint64(m.NbChunks())

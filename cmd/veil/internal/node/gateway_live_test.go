@@ -37,8 +37,8 @@ func TestGatewayLiveNetwork(t *testing.T) {
 		_, err := nodes[1].PublishLive(ctx, "video/mp2t", pr, func(n proto.HashName) { named <- n }, nil)
 		published <- err
 	}()
-	// The producer: 8 kB every 20 ms (400 kB/s, a video's rate; the
-	// publisher keeps 4 windows, ~2 MB, of it), until the test ends.
+	// The producer: 5 kB every 20 ms (250 kB/s, a video's rate; the
+	// publisher keeps 4 windows, ~2 MB, of it: 8 s), until the test ends.
 	produced := make(chan struct{})
 	go func() {
 		defer close(produced)
@@ -49,8 +49,8 @@ func TestGatewayLiveNetwork(t *testing.T) {
 		}
 		tick := time.NewTicker(every)
 		defer tick.Stop()
-		for off := 0; off < size; off += 8 << 10 {
-			if _, err := pw.Write(data[off : off+8<<10]); err != nil {
+		for off := 0; off+5000 <= size; off += 5000 {
+			if _, err := pw.Write(data[off : off+5000]); err != nil {
 				return
 			}
 			select {
@@ -62,11 +62,12 @@ func TestGatewayLiveNetwork(t *testing.T) {
 	}()
 	name := <-named
 	getter := nodes[len(nodes)-1]
-	// Once the stream has grown past two windows (~1 MB) and its ORDBs
-	// heard of it since: a reader then starts in the middle.
+	// Once the stream has grown well past two windows (~1 MB), its ORDBs
+	// having heard of it (every second) since: a reader then starts in
+	// the middle.
 	waitFor(t, 30*time.Second, "the stream to grow", func() bool {
 		h, err := nodes[1].served.Head(name)
-		return err == nil && h.Length*proto.ChunkSize > 1500<<10
+		return err == nil && h.Length*proto.ChunkSize > 1600<<10
 	})
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, contentURL(getter, name.String()), nil)
 	resp, err := http.DefaultClient.Do(req)
