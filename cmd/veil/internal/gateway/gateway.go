@@ -211,7 +211,7 @@ func (h *Handler) serveStatic(w http.ResponseWriter, r *http.Request, name proto
 	}
 	w.WriteHeader(code)
 	_ = http.NewResponseController(w).Flush() // the headers now: a player waits for them
-	if err := h.copy(w, rd, name, rng.start, rng.end-rng.start); err != nil && r.Context().Err() == nil {
+	if err := h.send(w, rd, name, rng.start, rng.end-rng.start); err != nil && r.Context().Err() == nil {
 		h.cfg.Log.Info("gateway: serving a range", "hash_name", name.String(), "err", err)
 	}
 }
@@ -235,7 +235,7 @@ func (h *Handler) serveLive(w http.ResponseWriter, r *http.Request, name proto.H
 	w.Header().Set(LiveOffsetHeader, strconv.FormatInt(off, 10))
 	w.WriteHeader(http.StatusOK)
 	_ = http.NewResponseController(w).Flush()
-	if err := h.copy(w, rd, name, off, -1); err != nil && r.Context().Err() == nil {
+	if err := h.send(w, rd, name, off, -1); err != nil && r.Context().Err() == nil {
 		h.cfg.Log.Info("gateway: serving a live stream", "hash_name", name.String(), "err", err)
 	}
 }
@@ -245,11 +245,11 @@ const readAhead = 64
 
 var bufPool = sync.Pool{New: func() any { return new([16 << 10]byte) }}
 
-// copy writes n bytes of rd (n < 0: until rd fails) from offset off,
+// send writes n bytes of rd (n < 0: until rd fails) from offset off,
 // recording the position as it goes. A goroutine reads (a read waits for
 // chunks not yet held); what it read is flushed to the client whenever
 // the next read is not there yet, so nothing held waits in a buffer.
-func (h *Handler) copy(w http.ResponseWriter, rd io.Reader, name proto.HashName, off, n int64) error {
+func (h *Handler) send(w http.ResponseWriter, rd io.Reader, name proto.HashName, off, n int64) error {
 	type read struct {
 		b   *[16 << 10]byte
 		n   int

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -65,6 +66,19 @@ func FuzzParseRange(f *testing.F) {
 		}
 		if !ok && err != nil && !errors.Is(err, errUnsatisfiable) {
 			t.Fatalf("unexpected error %v", err)
+		}
+	})
+}
+
+// FuzzLoopbackHost: any Host field is judged without panicking, and one
+// judged loopback names localhost or a loopback address.
+func FuzzLoopbackHost(f *testing.F) {
+	for _, s := range []string{"localhost:7780", "127.0.0.1", "[::1]:80", "evil.example", "[fe80::1%lo]:1", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, host string) {
+		if LoopbackHost(host) && !strings.Contains(strings.ToLower(host), "localhost") && !strings.ContainsAny(host, ".:") {
+			t.Fatalf("%q judged loopback", host)
 		}
 	})
 }
