@@ -109,6 +109,21 @@ func TestGatewayNetwork(t *testing.T) {
 		t.Fatalf("Content-Range %q, want %q", got, want)
 	}
 
+	// A second seek, to the middle, while the download runs from 90 %:
+	// its bytes come before the download got there.
+	mid := int64(size) / 2
+	t0 = time.Now()
+	resp, body = rangeGet(t, url, fmt.Sprintf("bytes=%d-%d", mid, mid+65535))
+	took = time.Since(t0)
+	tr, running = transferOf(getter, pub.Name)
+	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, data[mid:mid+65536]) {
+		t.Fatalf("range at 50%%: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	if !running || tr.Held*10 > tr.Total*6 {
+		t.Fatalf("range at 50%% served after %v with the download at %d of %d chunks (running %v)", took, tr.Held, tr.Total, running)
+	}
+	t.Logf("seek to 50%% in %v, download at %d/%d chunks", took, tr.Held, tr.Total)
+
 	// Concurrent requests share the one fetch.
 	var wg sync.WaitGroup
 	for i := range 3 {
