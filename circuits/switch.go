@@ -434,9 +434,9 @@ func (sw *Switch) reapIdle() {
 // it; tests call it with chosen times. TIMEOUT rather than FINISHED (what
 // an origin's Close sends) tells the origin the relay gave up on it. A
 // circuit quiet since the last call, not yet expired, loses its queue
-// buffers (relayQueue.trim).
+// buffers and its cipher state (relayCirc.quiet).
 func (sw *Switch) expireIdle(now time.Time) {
-	var idle []*relayCirc
+	var idle, quiet []*relayCirc
 	sw.mu.Lock()
 	for k, q := range sw.circs {
 		rc, ok := q.(*relayCirc)
@@ -448,10 +448,13 @@ func (sw *Switch) expireIdle(now time.Time) {
 		} else if now.Sub(rc.idleSince) >= sw.cfg.JoinedIdleTimeout {
 			idle = append(idle, rc)
 		} else {
-			rc.q.trim() // quiet since the last look: its queue buffers can go
+			quiet = append(quiet, rc) // quiet since the last look
 		}
 	}
 	sw.mu.Unlock()
+	for _, rc := range quiet {
+		rc.quiet()
+	}
 	for _, rc := range idle {
 		rc.kill(proto.DestroyTimeout)
 	}
