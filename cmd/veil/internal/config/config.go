@@ -50,8 +50,13 @@ type Config struct {
 	LogLevel string `toml:"log_level"`
 	// AllowPrivate lets links, the DHT and paths use loopback and private
 	// addresses and lifts the per-subnet limits: for test networks only.
-	AllowPrivate bool    `toml:"allow_private"`
-	Tunnels      Tunnels `toml:"tunnels"`
+	AllowPrivate bool `toml:"allow_private"`
+	// RelayBandwidthRate and RelayBandwidthBurst limit the bytes all the
+	// node's links write together, per second and at once (sizes; "0"
+	// rate: no limit), as Tor's RelayBandwidthRate and Burst do.
+	RelayBandwidthRate  string  `toml:"relay_bandwidth_rate"`
+	RelayBandwidthBurst string  `toml:"relay_bandwidth_burst"`
+	Tunnels             Tunnels `toml:"tunnels"`
 }
 
 // Roles are what the node offers others: the TunnelCommunity's peer_flags.
@@ -84,6 +89,9 @@ func Default() Config {
 		Bridges:  []string{},
 		HTTP:     DefaultHTTPAddr,
 		LogLevel: "warn",
+		// What a home uplink can spare is the operator's to say.
+		RelayBandwidthRate:  "0",
+		RelayBandwidthBurst: "1MiB",
 		Tunnels: Tunnels{
 			Hops:              3,
 			MinCircuits:       4,
@@ -312,6 +320,9 @@ func (c Config) Validate() error {
 	case t.MaxJoinedCircuits < 0:
 		return &Error{"tunnels.max_joined_circuits", strconv.Itoa(t.MaxJoinedCircuits), "want 0 or more"}
 	}
+	if _, _, err := c.BandwidthLimit(); err != nil {
+		return err
+	}
 	if _, err := c.MaxTime(); err != nil {
 		return err
 	}
@@ -340,6 +351,18 @@ func (c Config) MaxTime() (time.Duration, error) {
 // MaxTimeInactive is tunnels.max_time_inactive.
 func (c Config) MaxTimeInactive() (time.Duration, error) {
 	return duration("tunnels.max_time_inactive", c.Tunnels.MaxTimeInactive)
+}
+
+// BandwidthLimit is relay_bandwidth_rate and relay_bandwidth_burst in
+// bytes; rate 0 means no limit.
+func (c Config) BandwidthLimit() (rate, burst uint64, err error) {
+	if rate, err = ParseSize(c.RelayBandwidthRate); err != nil || (rate != 0 && rate < 64<<10) || rate > 1<<30 {
+		return 0, 0, &Error{"relay_bandwidth_rate", c.RelayBandwidthRate, `want bytes per second from 64KiB to 1GiB, like "8MB" or "2MiB", or "0" for no limit`}
+	}
+	if burst, err = ParseSize(c.RelayBandwidthBurst); err != nil || burst < 64<<10 || burst > 1<<30 {
+		return 0, 0, &Error{"relay_bandwidth_burst", c.RelayBandwidthBurst, `want a size from 64KiB to 1GiB, like "1MiB"`}
+	}
+	return rate, burst, nil
 }
 
 // MaxTraffic is tunnels.max_traffic in bytes.

@@ -36,6 +36,13 @@ log_level = "warn"
 # lift the per-subnet limits. Only for test networks on one machine.
 allow_private = false
 
+# The most bytes per second all the node's links write together (what it
+# relays for others and sends for itself), like Tor's RelayBandwidthRate:
+# a size such as "8MB" or "2MiB" (at least 64KiB), or "0" for no limit.
+relay_bandwidth_rate = "0"
+# How much the links may write at once above that rate (at least 64KiB).
+relay_bandwidth_burst = "1MiB"
+
 # What the node offers others (the TunnelCommunity's peer_flags). A node
 # with every role off is only a client: it shows a fresh link identity each
 # session and accepts no links.

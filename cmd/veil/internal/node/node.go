@@ -154,7 +154,11 @@ func Start(opts Options) (_ *Node, err error) {
 		}
 	}
 
-	n.links = link.NewLinks(n.id.Key, link.DefaultConfig())
+	lcfg := link.DefaultConfig()
+	if rate, burst, _ := cfg.BandwidthLimit(); rate > 0 { // Validate checked it
+		lcfg.WriteLimit = link.NewWriteLimit(int(rate), int(burst))
+	}
+	n.links = link.NewLinks(n.id.Key, lcfg)
 	swCfg := circuits.DefaultSwitchConfig()
 	swCfg.Flags = cfg.Roles.Flags()
 	swCfg.MaxJoinedCircuits = cfg.Tunnels.MaxJoinedCircuits
