@@ -28,6 +28,7 @@ func newORDBNode(t testing.TB) *ordbNode {
 	links := link.NewLinks(id.Key, link.DefaultConfig())
 	cfg := circuits.DefaultSwitchConfig()
 	cfg.Flags = proto.FlagRelay | proto.FlagORDB
+	cfg.AllowPrivateExtend = true // extends to 127.0.0.1
 	sw, err := circuits.NewSwitch(id, links, cfg)
 	if err != nil {
 		t.Fatal(err)

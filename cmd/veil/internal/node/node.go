@@ -154,10 +154,8 @@ func Start(opts Options) (_ *Node, err error) {
 		}
 	}
 
-	n.links = link.NewLinks(n.id.Key, link.DefaultConfig())
-	swCfg := circuits.DefaultSwitchConfig()
-	swCfg.Flags = cfg.Roles.Flags()
-	swCfg.MaxJoinedCircuits = cfg.Tunnels.MaxJoinedCircuits
+	n.links = link.NewLinks(n.id.Key, linkConfig(cfg))
+	swCfg := switchConfig(cfg)
 	if n.sw, err = circuits.NewSwitch(n.id, n.links, swCfg); err != nil {
 		return nil, err
 	}
