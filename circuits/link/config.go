@@ -2,6 +2,7 @@ package link
 
 import (
 	"fmt"
+	"net/netip"
 	"time"
 
 	"veil/proto"
@@ -27,6 +28,9 @@ type Config struct {
 	// IPv4 /24 or IPv6 /48, so that one network cannot take every inbound
 	// slot. 0: no bound (test networks on one machine).
 	MaxInboundPerSubnet int
+	// SourceAddr, if valid, is the IP this node dials from (a host with
+	// several addresses; tests simulating networks on 127.0.0.0/8).
+	SourceAddr netip.Addr
 	// SendQueueBytes bounds the bytes queued on one link and not yet
 	// written; SendCell blocks while the queue is full.
 	SendQueueBytes int

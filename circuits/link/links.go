@@ -527,6 +527,9 @@ func (m *Links) dial(id proto.NodeID, addr string) (*Link, error) {
 	ctx, cancel := context.WithTimeout(m.ctx, m.cfg.HandshakeTimeout)
 	defer cancel()
 	var d net.Dialer
+	if m.cfg.SourceAddr.IsValid() {
+		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(m.cfg.SourceAddr, 0))
+	}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		m.unreserve(false, netip.Prefix{})
