@@ -43,6 +43,7 @@ func testIdleRelayedCircuitMemory(t *testing.T) {
 	cfg := DefaultSwitchConfig()
 	cfg.MaxJoinedCircuits = n
 	cfg.MaxJoinedPerLink = n
+	cfg.CreateBurst = n       // every CREATE2 at once, on one link
 	cfg.JoinedIdleTimeout = 0 // no reaper: its one goroutine would blur the count
 	cfg.OnEvent = func(ev Event) {
 		if ev.Kind == EventJoined {
@@ -107,6 +108,7 @@ func testUsedIdleRelayedCircuitMemory(t *testing.T) {
 	cfg := DefaultSwitchConfig()
 	cfg.MaxJoinedCircuits = n
 	cfg.MaxJoinedPerLink = n
+	cfg.CreateBurst = n // every CREATE2 at once, on one link
 	cfg.JoinedIdleTimeout = 0
 	sw, err := NewSwitch(id, nil, cfg)
 	if err != nil {

@@ -683,18 +683,13 @@ func (rc *relayCirc) dial(a *relayAction) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), a.deadline.Sub(sw.cfg.Now()))
 	rc.cancelDial = cancel
-	gen, next, addr := a.gen, a.next, a.addr.String() // *a is reused once dial returns
-	sw.wg.Add(1)                                      // the circuit holds a count: no race with Wait
+	gen, next, addr := a.gen, a.next, a.addr // *a is reused once dial returns
+	sw.wg.Add(1)                             // the circuit holds a count: no race with Wait
 	go func() {
 		defer sw.wg.Done()
 		defer cancel()
 		ev := relayEvent{kind: evDialed, gen: gen}
-		l, err := sw.links.Dial(ctx, next, addr)
-		if err != nil {
-			ev.reason = proto.DestroyConnectFailed
-		} else {
-			ev.l = l
-		}
+		ev.l, ev.reason = sw.extendDial(ctx, next, addr) // budget.go: address policy, dial cap
 		if rc.q.pushDialed(ev) {
 			go rc.runFn()
 		}

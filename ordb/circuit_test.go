@@ -34,6 +34,7 @@ func newORDBNodeWith(t testing.TB, lcfg link.Config) *ordbNode {
 	links := link.NewLinks(id.Key, lcfg)
 	cfg := circuits.DefaultSwitchConfig()
 	cfg.Flags = proto.FlagRelay | proto.FlagORDB
+	cfg.AllowPrivateExtend = true // extends to 127.0.0.1
 	sw, err := circuits.NewSwitch(id, links, cfg)
 	if err != nil {
 		t.Fatal(err)

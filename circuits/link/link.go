@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -91,6 +92,7 @@ type Link struct {
 	peer    proto.NodeID
 	peerKey ed25519.PublicKey
 	inbound bool
+	subnet  netip.Prefix // an inbound link's slot in Links.perSubnet
 
 	mu        sync.Mutex // guards the fields below
 	notFull   sync.Cond  // signalled when queued drops or the link closes

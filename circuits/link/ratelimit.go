@@ -23,6 +23,26 @@ func NewTokenBucket(rate, burst int, now time.Time) *TokenBucket {
 	return &TokenBucket{rate: float64(max(rate, 1)), burst: float64(max(burst, 1)), tokens: float64(max(burst, 1)), last: now}
 }
 
+// NewRateBucket is NewTokenBucket for a rate that may be below one per
+// second (a bucket of events rather than bytes: CREATE2s a link may ask).
+func NewRateBucket(rate float64, burst int, now time.Time) *TokenBucket {
+	return &TokenBucket{rate: max(rate, 1e-9), burst: float64(max(burst, 1)), tokens: float64(max(burst, 1)), last: now}
+}
+
+// TryTake takes n at now if the bucket holds them and reports whether it
+// did; a refusal takes nothing.
+func (b *TokenBucket) TryTake(n int, now time.Time) bool {
+	if d := now.Sub(b.last); d > 0 {
+		b.tokens = min(b.burst, b.tokens+d.Seconds()*b.rate)
+		b.last = now
+	}
+	if b.tokens < float64(n) {
+		return false
+	}
+	b.tokens -= float64(n)
+	return true
+}
+
 // Take takes n bytes at now and returns how long the caller must wait
 // before sending them so that the rate holds (0: send at once). The bytes
 // are counted whether or not the caller waits.

@@ -57,6 +57,24 @@ type Config struct {
 	RelayBandwidthRate  string  `toml:"relay_bandwidth_rate"`
 	RelayBandwidthBurst string  `toml:"relay_bandwidth_burst"`
 	Tunnels             Tunnels `toml:"tunnels"`
+	Limits              Limits  `toml:"limits"`
+}
+
+// Limits bound what other nodes can make this one spend (memory, links,
+// handshakes); docs/ARCHITECTURE.md, "Budgets and limits", explains each.
+type Limits struct {
+	// MaxQueued is the node-wide budget of cells queued in circuits, a
+	// size ("32MiB").
+	MaxQueued string `toml:"max_queued"`
+	// MaxLinks bounds the node's links, both directions.
+	MaxLinks int `toml:"max_links"`
+	// MaxInboundPerSubnet bounds inbound links from one /24 (IPv4) or
+	// /48 (IPv6); allow_private lifts it.
+	MaxInboundPerSubnet int `toml:"max_inbound_per_subnet"`
+	// MaxHandshakes bounds inbound TLS handshakes in progress.
+	MaxHandshakes int `toml:"max_handshakes"`
+	// CreateRate bounds the circuits one link may ask for, per second.
+	CreateRate int `toml:"create_rate"`
 }
 
 // Roles are what the node offers others: the TunnelCommunity's peer_flags.
@@ -100,6 +118,13 @@ func Default() Config {
 			MaxTime:           "10m",
 			MaxTimeInactive:   "2m",
 			MaxTraffic:        "250MiB",
+		},
+		Limits: Limits{
+			MaxQueued:           "32MiB",
+			MaxLinks:            1024,
+			MaxInboundPerSubnet: 16,
+			MaxHandshakes:       64,
+			CreateRate:          20,
 		},
 	}
 }
@@ -332,7 +357,30 @@ func (c Config) Validate() error {
 	if _, err := c.MaxTraffic(); err != nil {
 		return err
 	}
+	l := c.Limits
+	switch {
+	case l.MaxLinks < 16:
+		return &Error{"limits.max_links", strconv.Itoa(l.MaxLinks), "want 16 or more"}
+	case l.MaxInboundPerSubnet < 0:
+		return &Error{"limits.max_inbound_per_subnet", strconv.Itoa(l.MaxInboundPerSubnet), "want 0 (no limit) or more"}
+	case l.MaxHandshakes < 1:
+		return &Error{"limits.max_handshakes", strconv.Itoa(l.MaxHandshakes), "want 1 or more"}
+	case l.CreateRate < 1:
+		return &Error{"limits.create_rate", strconv.Itoa(l.CreateRate), "want 1 or more (circuits a second per link)"}
+	}
+	if _, err := c.MaxQueued(); err != nil {
+		return err
+	}
 	return nil
+}
+
+// MaxQueued is limits.max_queued in bytes.
+func (c Config) MaxQueued() (int, error) {
+	n, err := ParseSize(c.Limits.MaxQueued)
+	if err != nil || n < 1<<20 || n > 1<<40 {
+		return 0, &Error{"limits.max_queued", c.Limits.MaxQueued, `want a size of at least 1MiB, like "32MiB"`}
+	}
+	return int(n), nil
 }
 
 func duration(key, s string) (time.Duration, error) {

@@ -74,4 +74,20 @@ max_time = "10m"
 max_time_inactive = "2m"
 # A circuit that carried this much (both ways) is closed and replaced.
 max_traffic = "250MiB"
+
+# What other nodes can make this node spend. The defaults suit a 256 MB
+# router; docs/ARCHITECTURE.md ("Budgets and limits") explains each.
+[limits]
+# Cells queued in circuits, all together. Beyond it the circuits whose
+# queues have been stuck longest are destroyed.
+max_queued = "32MiB"
+# Links to other nodes, both directions (at least 16).
+max_links = 1024
+# Inbound links from one IPv4 /24 or IPv6 /48 (0: no limit; allow_private
+# lifts it).
+max_inbound_per_subnet = 16
+# Inbound TLS handshakes in progress at once.
+max_handshakes = 64
+# Circuits one link may ask this node to carry, per second.
+create_rate = 20
 `

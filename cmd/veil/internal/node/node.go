@@ -154,14 +154,8 @@ func Start(opts Options) (_ *Node, err error) {
 		}
 	}
 
-	lcfg := link.DefaultConfig()
-	if rate, burst, _ := cfg.BandwidthLimit(); rate > 0 { // Validate checked it
-		lcfg.WriteLimit = link.NewWriteLimit(int(rate), int(burst))
-	}
-	n.links = link.NewLinks(n.id.Key, lcfg)
-	swCfg := circuits.DefaultSwitchConfig()
-	swCfg.Flags = cfg.Roles.Flags()
-	swCfg.MaxJoinedCircuits = cfg.Tunnels.MaxJoinedCircuits
+	n.links = link.NewLinks(n.id.Key, linkConfig(cfg))
+	swCfg := switchConfig(cfg)
 	if n.sw, err = circuits.NewSwitch(n.id, n.links, swCfg); err != nil {
 		return nil, err
 	}
