@@ -50,8 +50,15 @@ type Config struct {
 	LogLevel string `toml:"log_level"`
 	// AllowPrivate lets links, the DHT and paths use loopback and private
 	// addresses and lifts the per-subnet limits: for test networks only.
-	AllowPrivate bool    `toml:"allow_private"`
-	Tunnels      Tunnels `toml:"tunnels"`
+	AllowPrivate bool `toml:"allow_private"`
+	// Anonymous makes the node refuse every setting that would reveal its
+	// user, and dial nothing but its circuits' first hops and its bridges
+	// (anonymous.go).
+	Anonymous bool `toml:"anonymous"`
+	// Pseudonym names the publishing key `veil put` signs with, kept in
+	// the data directory; "" signs each content with a key of its own.
+	Pseudonym string  `toml:"pseudonym"`
+	Tunnels   Tunnels `toml:"tunnels"`
 }
 
 // Roles are what the node offers others: the TunnelCommunity's peer_flags.
@@ -321,7 +328,10 @@ func (c Config) Validate() error {
 	if _, err := c.MaxTraffic(); err != nil {
 		return err
 	}
-	return nil
+	if err := checkPseudonym(c.Pseudonym); err != nil {
+		return err
+	}
+	return c.checkAnonymous()
 }
 
 func duration(key, s string) (time.Duration, error) {
