@@ -54,10 +54,17 @@ type Config struct {
 	// RelayBandwidthRate and RelayBandwidthBurst limit the bytes all the
 	// node's links write together, per second and at once (sizes; "0"
 	// rate: no limit), as Tor's RelayBandwidthRate and Burst do.
-	RelayBandwidthRate  string  `toml:"relay_bandwidth_rate"`
-	RelayBandwidthBurst string  `toml:"relay_bandwidth_burst"`
-	Tunnels             Tunnels `toml:"tunnels"`
-	Limits              Limits  `toml:"limits"`
+	RelayBandwidthRate  string `toml:"relay_bandwidth_rate"`
+	RelayBandwidthBurst string `toml:"relay_bandwidth_burst"`
+	// Anonymous makes the node refuse every setting that would reveal its
+	// user, and dial nothing but its circuits' first hops and its bridges
+	// (anonymous.go).
+	Anonymous bool `toml:"anonymous"`
+	// Pseudonym names the publishing key `veil put` signs with, kept in
+	// the data directory; "" signs each content with a key of its own.
+	Pseudonym string  `toml:"pseudonym"`
+	Tunnels   Tunnels `toml:"tunnels"`
+	Limits    Limits  `toml:"limits"`
 }
 
 // Limits bound what other nodes can make this one spend (memory, links,
@@ -371,7 +378,10 @@ func (c Config) Validate() error {
 	if _, err := c.MaxQueued(); err != nil {
 		return err
 	}
-	return nil
+	if err := checkPseudonym(c.Pseudonym); err != nil {
+		return err
+	}
+	return c.checkAnonymous()
 }
 
 // MaxQueued is limits.max_queued in bytes.

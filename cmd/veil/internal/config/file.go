@@ -43,6 +43,21 @@ relay_bandwidth_rate = "0"
 # How much the links may write at once above that rate (at least 64KiB).
 relay_bandwidth_burst = "1MiB"
 
+# Refuse every setting that would reveal who uses this node, and dial
+# nothing but the first hops of its own circuits and the bridges. With it
+# on, the node must be a client only (every role off, listen = ""), and its
+# circuits at least 3 hops long; it then shows a fresh identity each
+# session, carries no one else's circuits, learns the directory from its
+# bridges and may still publish (through its own circuits). veil get turns
+# it on for the client it starts when no node runs.
+anonymous = false
+
+# The publishing key veil put signs with: a name (letters, digits, - and _)
+# of a key kept in the data directory (pseudonyms/NAME.key, mode 0600), so
+# that readers can tell your contents come from one author. "" signs each
+# content with a new key, forgotten at once. Never the node's own key.
+pseudonym = ""
+
 # What the node offers others (the TunnelCommunity's peer_flags). A node
 # with every role off is only a client: it shows a fresh link identity each
 # session and accepts no links.

@@ -112,7 +112,7 @@ func (gc *getCircuits) OpenStream(ctx context.Context, id window.CircuitID) (ord
 	if err != nil {
 		return nil, fmt.Errorf("opening the ORDB stream: %w", err)
 	}
-	return s, nil
+	return gc.n.observe(s), nil
 }
 
 // Replace destroys circuit id and builds another, trying a few paths.
