@@ -100,6 +100,14 @@ func addNodeFlags(fs *flag.FlagSet) *nodeFlags {
 	return f
 }
 
+// path is the configuration file's path.
+func (f *nodeFlags) path() string {
+	if f.configPath != "" {
+		return f.configPath
+	}
+	return config.Path()
+}
+
 // resolve builds the configuration: defaults, file, VEIL_* variables, flags.
 func (f *nodeFlags) resolve() (config.Config, error) {
 	path, explicit := f.configPath, f.configPath != ""
@@ -132,7 +140,15 @@ func setupNode(fs *flag.FlagSet) func(context.Context, *env) error {
 		level := new(slog.LevelVar)
 		level.Set(node.LevelOf(cfg.LogLevel))
 		log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
-		n, err := node.Start(node.Options{Config: cfg, Log: log, LogLevel: level})
+		var n *node.Node
+		reload := func() error {
+			c, err := nf.resolve()
+			if err == nil {
+				err = n.Reload(c)
+			}
+			return err
+		}
+		n, err = node.Start(node.Options{Config: cfg, Log: log, LogLevel: level, ConfigFile: nf.path(), Reload: reload})
 		if err != nil {
 			return err
 		}
@@ -156,11 +172,7 @@ func setupNode(fs *flag.FlagSet) func(context.Context, *env) error {
 				case <-ctx.Done():
 					return
 				case <-hup:
-					c, err := nf.resolve()
-					if err == nil {
-						err = n.Reload(c)
-					}
-					if err != nil {
+					if err := reload(); err != nil {
 						log.Error("reload refused", "err", err)
 					} else {
 						log.Warn("configuration reloaded")
@@ -269,7 +281,7 @@ func setupGet(fs *flag.FlagSet) func(context.Context, *env) error {
 			return withCode(exitNoNode, fmt.Errorf("no running node and no bridge to start one: add a bridge with --bridge ID@IP:PORT or the `bridges` key in %s (a node's `veil status` prints its bridge line)", config.Path()))
 		}
 		cfg.Roles = config.Roles{}
-		cfg.Listen, cfg.HTTP = "", ""
+		cfg.Listen, cfg.HTTP, cfg.Control.Listen = "", "", ""
 		level := new(slog.LevelVar)
 		level.Set(node.LevelOf(cfg.LogLevel))
 		n, err := node.Start(node.Options{Config: cfg, Log: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level})), LogLevel: level})

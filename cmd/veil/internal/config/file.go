@@ -67,4 +67,16 @@ max_time = "10m"
 max_time_inactive = "2m"
 # A circuit that carried this much (both ways) is closed and replaced.
 max_traffic = "250MiB"
+
+# The control port: Tor's control protocol, for stem scripts, nyx and
+# ` + "`veil status`" + `. Controllers authenticate with the cookie the node writes
+# to control.cookie in the data directory (mode 0600).
+[control]
+# Loopback IP:PORT to listen on; "" turns the control port off.
+listen = "127.0.0.1:7751"
+# A password controllers may use instead of the cookie, hashed as Tor's
+# HashedControlPassword ("16:..." from tor --hash-password); "" for none.
+hashed_password = ""
+# Let any local process control the node with no secret at all.
+null_auth = false
 `

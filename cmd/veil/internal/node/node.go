@@ -30,6 +30,7 @@ import (
 	"veil/circuits"
 	"veil/circuits/link"
 	"veil/cmd/veil/internal/config"
+	"veil/cmd/veil/internal/control"
 	"veil/kademlia"
 	"veil/ordb"
 	"veil/proto"
@@ -59,6 +60,11 @@ type Options struct {
 	Log    *slog.Logger // nil: discard
 	// LogLevel, if set, is the level Reload adjusts.
 	LogLevel *slog.LevelVar
+	// ConfigFile is the configuration file's path, for controllers.
+	ConfigFile string
+	// Reload, if set, reads the configuration again and applies it
+	// (the control port's SIGNAL RELOAD; SIGHUP does the same).
+	Reload func() error
 }
 
 // Node is a running veil node. Start makes one; Close stops it.
@@ -89,6 +95,11 @@ type Node struct {
 	desc      atomic.Pointer[proto.NodeDescriptor]
 
 	api *apiServer
+
+	// The control port (control.go): nil when off.
+	ctl    atomic.Pointer[control.Server]
+	logTee *control.LogTee
+	ctlLog *slog.Logger
 
 	lastBootstrap time.Time // owned by Run
 
@@ -123,6 +134,7 @@ func Start(opts Options) (_ *Node, err error) {
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
 	}
+	n.teeLog(cfg)
 	n.cfg.Store(&cfg)
 	n.dir = newDirectory(n.now)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
@@ -158,6 +170,7 @@ func Start(opts Options) (_ *Node, err error) {
 	swCfg := circuits.DefaultSwitchConfig()
 	swCfg.Flags = cfg.Roles.Flags()
 	swCfg.MaxJoinedCircuits = cfg.Tunnels.MaxJoinedCircuits
+	swCfg.OnEvent = n.circuitEvent
 	if n.sw, err = circuits.NewSwitch(n.id, n.links, swCfg); err != nil {
 		return nil, err
 	}
@@ -213,6 +226,9 @@ func Start(opts Options) (_ *Node, err error) {
 		if n.api, err = startAPI(n, cfg.HTTP); err != nil {
 			return nil, err
 		}
+	}
+	if err := n.startControl(cfg, opts); err != nil {
+		return nil, err
 	}
 	return n, nil
 }
@@ -454,6 +470,9 @@ func LevelOf(s string) slog.Level {
 func (n *Node) Close() error {
 	n.closed.Do(func() {
 		n.cancel() // ends Run, and the fetches and publications of the API
+		if s := n.ctl.Load(); s != nil {
+			s.Close()
+		}
 		if n.api != nil {
 			n.api.close()
 		}
