@@ -10,7 +10,9 @@ import (
 	"time"
 )
 
-type atomicEvents struct{ p atomic.Pointer[map[string]bool] }
+type atomicEvents struct {
+	p atomic.Pointer[map[string]bool]
+}
 
 func (a *atomicEvents) has(e string) bool {
 	m := a.p.Load()

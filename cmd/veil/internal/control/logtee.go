@@ -21,7 +21,7 @@ type LogTee struct {
 
 // teeState is shared by a LogTee and the handlers derived from it.
 type teeState struct {
-	min  atomic.Int64                  // the lowest slog level a controller wants; MaxInt64: none
+	min  atomic.Int64                   // the lowest slog level a controller wants; MaxInt64: none
 	sink atomic.Pointer[func(logEvent)] // the server's, once it runs
 }
 

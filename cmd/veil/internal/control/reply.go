@@ -36,7 +36,9 @@ func okReply() reply { return reply{{code: codeOK, text: "OK"}} }
 func errReply(code int, text string) reply { return reply{{code: code, text: oneLine(text)}} }
 
 // add appends a line.
-func (r *reply) add(code int, text string) { *r = append(*r, replyLine{code: code, text: oneLine(text)}) }
+func (r *reply) add(code int, text string) {
+	*r = append(*r, replyLine{code: code, text: oneLine(text)})
+}
 
 // addValue appends KEY=VALUE, as a data block when the value spans lines.
 func (r *reply) addValue(code int, key, value string) {
