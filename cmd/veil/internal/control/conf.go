@@ -142,7 +142,8 @@ func (c *conn) getConf(args string) reply {
 			r.add(codeOK, a.Key)
 		}
 		for _, v := range vals {
-			if strings.ContainsAny(v, " \"\\") || v == "" {
+			// Tor writes values raw unless they would read wrong.
+			if v == "" || strings.HasPrefix(v, "\"") || strings.ContainsAny(v, "\r\n") {
 				v = Quote(v)
 			}
 			r.add(codeOK, a.Key+"="+v)
