@@ -160,6 +160,9 @@ func setupNode(fs *flag.FlagSet) func(context.Context, *env) error {
 		if a := n.APIAddr(); a != "" {
 			fmt.Fprintf(e.stderr, "  local API on http://%s/api/v1/\n", a)
 		}
+		if a := n.ControlAddr(); a != "" {
+			fmt.Fprintf(e.stderr, "  control port (Tor's protocol: nyx -i %s) on %s\n", a, a)
+		}
 		if len(cfg.Bridges) == 0 {
 			fmt.Fprintf(e.stderr, "  no bridge configured: this node waits for others to join it (add one with --bridge ID@IP:PORT or the `bridges` key)\n")
 		}
@@ -354,16 +357,21 @@ func setupStatus(fs *flag.FlagSet) func(context.Context, *env) error {
 		if err != nil {
 			return err
 		}
-		c, err := dialNode(ctx, cfg)
-		if err != nil {
-			if errors.Is(err, node.ErrNoNode) {
-				return withCode(exitNoNode, fmt.Errorf("%w: start one with `veil node`", err))
+		st, cerr := statusViaControl(ctx, cfg)
+		if cerr != nil {
+			c, err := dialNode(ctx, cfg)
+			if err != nil {
+				if errors.Is(err, node.ErrNoNode) {
+					return withCode(exitNoNode, fmt.Errorf("%w: start one with `veil node`", err))
+				}
+				return err
 			}
-			return err
-		}
-		st, err := c.Status(ctx)
-		if err != nil {
-			return err
+			if st, err = c.Status(ctx); err != nil {
+				return err
+			}
+			if !errors.Is(cerr, errNoControl) {
+				fmt.Fprintf(e.stderr, "veil status: %v; read the status from the local API instead\n", cerr)
+			}
 		}
 		if *asJSON {
 			enc := json.NewEncoder(e.stdout)

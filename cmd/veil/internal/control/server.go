@@ -145,6 +145,11 @@ func Start(cfg Config) (*Server, error) {
 		os.Remove(s.cookiePath)
 		return nil, fmt.Errorf("control port: %w", err)
 	}
+	if err := os.WriteFile(filepath.Join(cfg.DataDir, AddrFile), []byte(s.ln.Addr().String()+"\n"), 0o600); err != nil {
+		s.ln.Close()
+		os.Remove(s.cookiePath)
+		return nil, fmt.Errorf("control port: %w", err)
+	}
 	s.lastRW[0], s.lastRW[1] = cfg.Backend.Traffic()
 	for _, l := range cfg.Backend.Links() {
 		s.links[l.Peer] = l.Addr
@@ -191,6 +196,7 @@ func (s *Server) Close() error {
 	}
 	s.wg.Wait()
 	os.Remove(s.cookiePath)
+	os.Remove(filepath.Join(s.cfg.DataDir, AddrFile))
 	return nil
 }
 
