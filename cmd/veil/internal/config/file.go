@@ -105,4 +105,16 @@ max_inbound_per_subnet = 16
 max_handshakes = 64
 # Circuits one link may ask this node to carry, per second.
 create_rate = 20
+
+# The control port: Tor's control protocol, for stem scripts, nyx and
+# ` + "`veil status`" + `. Controllers authenticate with the cookie the node writes
+# to control.cookie in the data directory (mode 0600).
+[control]
+# Loopback IP:PORT to listen on; "" turns the control port off.
+listen = "127.0.0.1:7751"
+# A password controllers may use instead of the cookie, hashed as Tor's
+# HashedControlPassword ("16:..." from tor --hash-password); "" for none.
+hashed_password = ""
+# Let any local process control the node with no secret at all.
+null_auth = false
 `
