@@ -45,7 +45,16 @@ type torrentFixture struct {
 // 127.0.0.1.
 func seedTorrent(tb testing.TB, size int, pieceLen int64, tracker string) *torrentFixture {
 	tb.Helper()
-	dir := tb.TempDir()
+	tf, stop, err := seedTorrentIn(tb.TempDir(), size, pieceLen, tracker)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(stop)
+	return tf
+}
+
+// seedTorrentIn is seedTorrent in dir; stop ends the seeder.
+func seedTorrentIn(dir string, size int, pieceLen int64, tracker string) (*torrentFixture, func(), error) {
 	rng := rand.New(rand.NewPCG(uint64(size), 7))
 	content := make([]byte, size)
 	for i := 0; i+8 <= len(content); i += 8 {
@@ -56,15 +65,15 @@ func seedTorrent(tb testing.TB, size int, pieceLen int64, tracker string) *torre
 	}
 	name := "content.bin"
 	if err := os.WriteFile(filepath.Join(dir, name), content, 0o644); err != nil {
-		tb.Fatal(err)
+		return nil, nil, err
 	}
 	info := metainfo.Info{PieceLength: pieceLen}
 	if err := info.BuildFromFilePath(filepath.Join(dir, name)); err != nil {
-		tb.Fatal(err)
+		return nil, nil, err
 	}
 	ib, err := bencode.Marshal(info)
 	if err != nil {
-		tb.Fatal(err)
+		return nil, nil, err
 	}
 	mi := &metainfo.MetaInfo{InfoBytes: ib, Announce: tracker}
 	cfg := torrent.NewDefaultClientConfig()
@@ -78,24 +87,27 @@ func seedTorrent(tb testing.TB, size int, pieceLen int64, tracker string) *torre
 	cfg.Slogger = slog.New(slog.DiscardHandler)
 	cl, err := torrent.NewClient(cfg)
 	if err != nil {
-		tb.Fatal(err)
+		return nil, nil, err
 	}
-	tb.Cleanup(func() { cl.Close() })
+	stop := func() { cl.Close() }
 	t, err := cl.AddTorrent(mi)
 	if err != nil {
-		tb.Fatal(err)
+		stop()
+		return nil, nil, err
 	}
 	<-t.GotInfo()
 	if err := t.VerifyData(); err != nil {
-		tb.Fatal(err)
+		stop()
+		return nil, nil, err
 	}
 	select {
 	case <-t.Complete().On():
 	case <-time.After(time.Minute):
-		tb.Fatal("seeder: data incomplete after verification")
+		stop()
+		return nil, nil, fmt.Errorf("seeder: data incomplete after verification")
 	}
 	return &torrentFixture{content: content, mi: mi, ih: facilitator.InfoHash(mi.HashInfoBytes()),
-		seeder: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(cl.LocalPort()))}
+		seeder: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(cl.LocalPort()))}, stop, nil
 }
 
 // testTracker is an HTTP tracker on 127.0.0.1 that records every
