@@ -50,8 +50,9 @@ type Config struct {
 	LogLevel string `toml:"log_level"`
 	// AllowPrivate lets links, the DHT and paths use loopback and private
 	// addresses and lifts the per-subnet limits: for test networks only.
-	AllowPrivate bool    `toml:"allow_private"`
-	Tunnels      Tunnels `toml:"tunnels"`
+	AllowPrivate bool        `toml:"allow_private"`
+	Tunnels      Tunnels     `toml:"tunnels"`
+	Facilitator  Facilitator `toml:"facilitator"`
 }
 
 // Roles are what the node offers others: the TunnelCommunity's peer_flags.
@@ -93,6 +94,7 @@ func Default() Config {
 			MaxTimeInactive:   "2m",
 			MaxTraffic:        "250MiB",
 		},
+		Facilitator: defaultFacilitator(),
 	}
 }
 
@@ -321,7 +323,7 @@ func (c Config) Validate() error {
 	if _, err := c.MaxTraffic(); err != nil {
 		return err
 	}
-	return nil
+	return c.Facilitator.validate()
 }
 
 func duration(key, s string) (time.Duration, error) {
