@@ -68,6 +68,9 @@ type Config struct {
 	Limits    Limits  `toml:"limits"`
 	// Control is the control port that Tor's controllers (stem, nyx) use.
 	Control Control `toml:"control"`
+	// Facilitator is the BitTorrent side of roles.facilitator and the
+	// facilitators this node's ORDB asks.
+	Facilitator Facilitator `toml:"facilitator"`
 }
 
 // Control is the control port: Tor's control protocol on loopback.
@@ -148,7 +151,8 @@ func Default() Config {
 			MaxHandshakes:       64,
 			CreateRate:          20,
 		},
-		Control: Control{Listen: DefaultControlAddr},
+		Control:     Control{Listen: DefaultControlAddr},
+		Facilitator: defaultFacilitator(),
 	}
 }
 
@@ -400,7 +404,10 @@ func (c Config) Validate() error {
 	if err := checkPseudonym(c.Pseudonym); err != nil {
 		return err
 	}
-	return c.checkAnonymous()
+	if err := c.checkAnonymous(); err != nil {
+		return err
+	}
+	return c.Facilitator.validate()
 }
 
 // MaxQueued is limits.max_queued in bytes.

@@ -117,4 +117,23 @@ listen = "127.0.0.1:7751"
 hashed_password = ""
 # Let any local process control the node with no secret at all.
 null_auth = false
+
+# The BitTorrent side of roles.facilitator, and the facilitators this
+# node's ORDB asks for a hash_name nothing else has (a torrent's infohash).
+[facilitator]
+# BitTorrent peers (IP:PORT) dialled for every torrent. Host names are
+# refused: resolving one would tell the resolver what is fetched.
+peers = []
+# BitTorrent DHT nodes (IP:PORT) to search for peers from, read-only
+# (get_peers only, nothing announced). Empty: no DHT.
+dht_bootstrap = []
+# A PeerGuardian-format blocklist file; "" for none.
+blocklist = ""
+# How long to wait for a torrent's info dictionary from its peers.
+metadata_timeout = "60s"
+# The most piece data held per torrent (pieces are dropped once relayed).
+capacity = "32MiB"
+# Facilitators (ID@IP:PORT) this node's ORDB asks before those it finds in
+# the DHT (their F-flagged records).
+known = []
 `
