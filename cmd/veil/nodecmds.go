@@ -218,8 +218,12 @@ func dialNode(ctx context.Context, cfg config.Config) (*node.Client, error) {
 
 func setupPut(fs *flag.FlagSet) func(context.Context, *env) error {
 	nf := addNodeFlags(fs)
-	mimeType := fs.String("type", "", "MIME type (default: from the file name's extension)")
+	mimeType := fs.String("type", "", "MIME type (default: from the file name's extension; video/mp2t with --live)")
+	live := fs.Bool("live", false, "publish standard input as a live stream as it arrives (e.g. ffmpeg ... -f mpegts - | veil put --live)")
 	return func(ctx context.Context, e *env) error {
+		if *live {
+			return putLive(ctx, e, nf, *mimeType)
+		}
 		if len(e.args) != 1 {
 			return errUsage
 		}

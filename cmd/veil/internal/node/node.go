@@ -100,7 +100,10 @@ type Node struct {
 	addr      netip.AddrPort // where others reach us; invalid for a client
 	desc      atomic.Pointer[proto.NodeDescriptor]
 
-	api *apiServer
+	api     *apiServer
+	streams streams // the gateway's shared fetches
+	// fetchLimit, if set, caps what fetches read (tests; see rateLimit).
+	fetchLimit *rateLimit
 
 	// The control port (control.go): nil when off.
 	ctl    atomic.Pointer[control.Server]
@@ -515,6 +518,7 @@ func (n *Node) Close() error {
 		if n.api != nil {
 			n.api.close()
 		}
+		n.streams.closeWait()
 		if n.pool != nil {
 			n.pool.Close()
 		}
