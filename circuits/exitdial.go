@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"time"
 
@@ -98,13 +97,15 @@ func NewExitDialer(sw *Switch, dir Directory, cfg ExitDialerConfig) (*ExitDialer
 // circuit of isolation key key. When an exit refuses dest by policy,
 // cannot resolve it or is no exit, another exit is tried, up to Attempts.
 // The error of the last try is returned: a *RefusedError carries the
-// exit's END reason; ErrNoExit when no exit was left to try.
+// exit's END reason (EndExitPolicy when every exit refused dest lately);
+// ErrNoExit when the directory knows no exit.
 func (d *ExitDialer) Dial(ctx context.Context, key, dest string) (*Stream, error) {
 	var lastErr error
 	for range d.cfg.Attempts {
 		ec, err := d.circuitFor(ctx, key, dest)
 		if err != nil {
-			if lastErr != nil && errors.Is(err, ErrNoExit) {
+			var re *RefusedError
+			if lastErr != nil && errors.As(err, &re) {
 				return nil, lastErr // what the exits said is the better answer
 			}
 			return nil, err
@@ -198,15 +199,26 @@ func lastID(c *Circuit) proto.NodeID {
 func (d *ExitDialer) pathLocked(dest string, now time.Time) ([]proto.NodeDescriptor, error) {
 	nodes := d.dir.Nodes()
 	var exits []proto.NodeDescriptor
+	refused := 0
 	for _, n := range nodes {
-		if n.Flags&proto.FlagExit != 0 && n.ID != d.sw.ID() && (dest == "" || !d.refusedLocked(n.ID, dest, now)) && n.Verify(now) == nil {
-			if _, ok := firstAddr(n); ok {
-				exits = append(exits, n)
-			}
+		if n.Flags&proto.FlagExit == 0 || n.ID == d.sw.ID() || n.Verify(now) != nil {
+			continue
 		}
+		if _, ok := firstAddr(n); !ok {
+			continue
+		}
+		if dest != "" && d.refusedLocked(n.ID, dest, now) {
+			refused++
+			continue
+		}
+		exits = append(exits, n)
 	}
 	if len(exits) == 0 {
-		return nil, fmt.Errorf("%w: %d nodes known, none an exit that has not refused %q", ErrNoExit, len(nodes), dest)
+		if refused > 0 {
+			// Every exit refused it lately: say so as they did.
+			return nil, &RefusedError{Dest: dest, Reason: EndExitPolicy}
+		}
+		return nil, fmt.Errorf("%w: none among %d nodes known", ErrNoExit, len(nodes))
 	}
 	var err error
 	for _, i := range d.rng.Perm(len(exits)) {
@@ -326,19 +338,18 @@ func (d *ExitDialer) NewIdentity() {
 	d.Warm()
 }
 
-// Circuits returns the local handles of the circuits each isolation key
-// uses now (for status displays and tests).
-func (d *ExitDialer) Circuits() map[string][]uint64 {
+// Circuits returns the open circuits each isolation key uses now (for
+// status displays and tests).
+func (d *ExitDialer) Circuits() map[string][]*Circuit {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := map[string][]uint64{}
+	out := map[string][]*Circuit{}
 	for k, list := range d.byKey {
 		for _, ec := range list {
 			if !isDone(ec.c) {
-				out[k] = append(out[k], ec.c.ID())
+				out[k] = append(out[k], ec.c)
 			}
 		}
-		slices.Sort(out[k])
 	}
 	return out
 }

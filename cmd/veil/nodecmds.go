@@ -144,6 +144,9 @@ func setupNode(fs *flag.FlagSet) func(context.Context, *env) error {
 		if a := n.APIAddr(); a != "" {
 			fmt.Fprintf(e.stderr, "  local API on http://%s/api/v1/\n", a)
 		}
+		if a := n.SOCKSAddr(); a != "" {
+			fmt.Fprintf(e.stderr, "  SOCKS4a/5 on %s (http://<hash_name>.veil/ serves content)\n", a)
+		}
 		if len(cfg.Bridges) == 0 {
 			fmt.Fprintf(e.stderr, "  no bridge configured: this node waits for others to join it (add one with --bridge ID@IP:PORT or the `bridges` key)\n")
 		}
@@ -269,7 +272,7 @@ func setupGet(fs *flag.FlagSet) func(context.Context, *env) error {
 			return withCode(exitNoNode, fmt.Errorf("no running node and no bridge to start one: add a bridge with --bridge ID@IP:PORT or the `bridges` key in %s (a node's `veil status` prints its bridge line)", config.Path()))
 		}
 		cfg.Roles = config.Roles{}
-		cfg.Listen, cfg.HTTP = "", ""
+		cfg.Listen, cfg.HTTP, cfg.SOCKS = "", "", ""
 		level := new(slog.LevelVar)
 		level.Set(node.LevelOf(cfg.LogLevel))
 		n, err := node.Start(node.Options{Config: cfg, Log: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level})), LogLevel: level})

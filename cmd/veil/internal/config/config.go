@@ -19,6 +19,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"veil/circuits/exitpolicy"
 	"veil/proto"
 )
 
@@ -46,12 +47,35 @@ type Config struct {
 	DataDir   string   `toml:"data_dir"`
 	Bridges   []string `toml:"bridges"`
 	HTTP      string   `toml:"http"`
+	// SOCKS is the SOCKS4a/5 listener for applications (loopback only).
+	SOCKS string `toml:"socks"`
 	// LogLevel is error, warn, info or debug.
 	LogLevel string `toml:"log_level"`
 	// AllowPrivate lets links, the DHT and paths use loopback and private
 	// addresses and lifts the per-subnet limits: for test networks only.
 	AllowPrivate bool    `toml:"allow_private"`
 	Tunnels      Tunnels `toml:"tunnels"`
+	Exit         Exit    `toml:"exit"`
+}
+
+// Exit is what the node lets SOCKS users of others reach when roles.exit
+// is on.
+type Exit struct {
+	// Policy is Tor's exit policy lines, first match deciding
+	// (circuits/exitpolicy).
+	Policy []string `toml:"policy"`
+	// AllowPrivate lets the policy accept private, loopback, link-local,
+	// CGNAT, multicast and reserved destinations, refused otherwise.
+	AllowPrivate bool `toml:"allow_private"`
+}
+
+// ExitPolicy is the parsed exit policy; Validate has checked it.
+func (c Config) ExitPolicy() (exitpolicy.Policy, error) {
+	p, err := exitpolicy.Parse(c.Exit.Policy, c.Exit.AllowPrivate)
+	if err != nil {
+		return p, &Error{"exit.policy", strings.Join(c.Exit.Policy, ", "), fmt.Sprintf("%v; want lines like \"accept *:443\" or \"reject 10.0.0.0/8:*\"", err)}
+	}
+	return p, nil
 }
 
 // Roles are what the node offers others: the TunnelCommunity's peer_flags.
@@ -83,6 +107,7 @@ func Default() Config {
 		Listen:   DefaultListenAddr,
 		Bridges:  []string{},
 		HTTP:     DefaultHTTPAddr,
+		SOCKS:    DefaultSOCKSAddr,
 		LogLevel: "warn",
 		Tunnels: Tunnels{
 			Hops:              3,
@@ -93,6 +118,7 @@ func Default() Config {
 			MaxTimeInactive:   "2m",
 			MaxTraffic:        "250MiB",
 		},
+		Exit: Exit{Policy: []string{"accept *:80", "accept *:443", "reject *:*"}},
 	}
 }
 
@@ -292,6 +318,15 @@ func (c Config) Validate() error {
 		if err != nil || !ap.Addr().IsLoopback() {
 			return &Error{"http", c.HTTP, `want a loopback IP:PORT (e.g. "127.0.0.1:7780"), or "" for no local API`}
 		}
+	}
+	if c.SOCKS != "" {
+		ap, err := netip.ParseAddrPort(c.SOCKS)
+		if err != nil || !ap.Addr().IsLoopback() {
+			return &Error{"socks", c.SOCKS, `want a loopback IP:PORT (e.g. "127.0.0.1:7750"), or "" for no SOCKS port`}
+		}
+	}
+	if _, err := c.ExitPolicy(); err != nil {
+		return err
 	}
 	for _, b := range c.Bridges {
 		if _, err := ParseBridge(b); err != nil {

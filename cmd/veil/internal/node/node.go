@@ -30,6 +30,7 @@ import (
 	"veil/circuits"
 	"veil/circuits/link"
 	"veil/cmd/veil/internal/config"
+	"veil/cmd/veil/internal/socks"
 	"veil/kademlia"
 	"veil/ordb"
 	"veil/proto"
@@ -89,6 +90,12 @@ type Node struct {
 	desc      atomic.Pointer[proto.NodeDescriptor]
 
 	api *apiServer
+
+	// exits opens SOCKS streams through exit circuits; socks is the SOCKS
+	// port (nil when off); content serves /content/<hash_name> to it.
+	exits   *circuits.ExitDialer
+	socks   *socks.Server
+	content ContentHandler
 
 	lastBootstrap time.Time // owned by Run
 
@@ -158,6 +165,13 @@ func Start(opts Options) (_ *Node, err error) {
 	swCfg := circuits.DefaultSwitchConfig()
 	swCfg.Flags = cfg.Roles.Flags()
 	swCfg.MaxJoinedCircuits = cfg.Tunnels.MaxJoinedCircuits
+	if cfg.Roles.Exit {
+		policy, err := cfg.ExitPolicy()
+		if err != nil {
+			return nil, err
+		}
+		swCfg.ExitPolicy = policy.Allows
+	}
 	if n.sw, err = circuits.NewSwitch(n.id, n.links, swCfg); err != nil {
 		return nil, err
 	}
@@ -209,9 +223,22 @@ func Start(opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 
+	ecfg := circuits.DefaultExitDialerConfig()
+	ecfg.Hops = cfg.Tunnels.Hops
+	ecfg.AllowSameSubnet = cfg.AllowPrivate
+	if n.exits, err = circuits.NewExitDialer(n.sw, n.dir, ecfg); err != nil {
+		return nil, err
+	}
+	n.content = n.simpleContent()
+
 	if cfg.HTTP != "" {
 		if n.api, err = startAPI(n, cfg.HTTP); err != nil {
 			return nil, err
+		}
+	}
+	if cfg.SOCKS != "" {
+		if err := n.startSOCKS(cfg.SOCKS); err != nil {
+			return nil, fmt.Errorf("socks port: %w", err)
 		}
 	}
 	return n, nil
@@ -328,6 +355,7 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 		case <-discover.C:
 			n.discover(ctx, rng)
+			n.exits.Warm()
 			// The pool retries failed builds only every few seconds: wake
 			// it as soon as the directory may offer paths.
 			if len(n.pool.FindCircuits()) < n.cfg.Load().Tunnels.MinCircuits {
@@ -456,6 +484,12 @@ func (n *Node) Close() error {
 		n.cancel() // ends Run, and the fetches and publications of the API
 		if n.api != nil {
 			n.api.close()
+		}
+		if n.socks != nil {
+			n.socks.Close()
+		}
+		if n.exits != nil {
+			n.exits.Close()
 		}
 		if n.pool != nil {
 			n.pool.Close()
