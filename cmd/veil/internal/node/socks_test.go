@@ -153,6 +153,13 @@ func TestSOCKSCurl(t *testing.T) {
 		t.Fatalf("refused destination over SOCKS4a: curl exit %d %q, want 97", code, stderr)
 	}
 
+	// A node that knows no exit answers SOCKS5 reply 3, network
+	// unreachable.
+	lone := startTest(t, ctx, testConfig(t, t.TempDir()))
+	if _, stderr, code := runCurl(t, "--socks5-hostname", lone.SOCKSAddr(), url0(en)); code != 97 || !strings.Contains(stderr, "(3)") {
+		t.Fatalf("no exit: curl exit %d %q, want 97 and SOCKS5 reply (3)", code, stderr)
+	}
+
 	// Two credentials never share a circuit; the same credentials again
 	// take no new one. (A key may hold two circuits: one to the exit
 	// that refuses everything, which it tried first.)
@@ -187,3 +194,5 @@ func TestSOCKSCurl(t *testing.T) {
 		}
 	}
 }
+
+func url0(en *exitNet) string { return "http://127.0.0.1:" + en.port + "/file" }

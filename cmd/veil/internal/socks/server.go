@@ -43,6 +43,9 @@ func ReplyCode(err error) byte {
 	return ReplyGeneralFailure
 }
 
+// maxHTTPHeader bounds the request headers of a .veil host's HTTP stream.
+const maxHTTPHeader = 16 << 10
+
 // Config is what a Server serves. Start from DefaultConfig.
 type Config struct {
 	// Content serves the HTTP requests of streams to "<hash_name>.veil"
@@ -104,6 +107,7 @@ func New(ln net.Listener, cfg Config) *Server {
 		s.http = &http.Server{
 			Handler:           hostFromSOCKS(cfg.Content),
 			ReadHeaderTimeout: cfg.HandshakeTimeout,
+			MaxHeaderBytes:    maxHTTPHeader,
 			ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 				if sc, ok := c.(*socksConn); ok {
 					ctx = context.WithValue(ctx, requestKey{}, sc.req)
