@@ -108,9 +108,10 @@ func startServer(t *testing.T, mod func(*Config)) (*Server, *fakeNode) {
 
 // client is a raw controller: it sends lines and reads whole replies.
 type client struct {
-	t *testing.T
-	c net.Conn
-	r *bufio.Reader
+	t      *testing.T
+	c      net.Conn
+	r      *bufio.Reader
+	events [][]string // events read while waiting for a reply
 }
 
 func dial(t *testing.T, s *Server) *client {
@@ -121,7 +122,7 @@ func dial(t *testing.T, s *Server) *client {
 	}
 	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(20 * time.Second))
-	return &client{t, c, bufio.NewReader(c)}
+	return &client{t: t, c: c, r: bufio.NewReader(c)}
 }
 
 // readReply reads lines up to the end of one reply ("CODE " line) and
@@ -165,11 +166,27 @@ func (c *client) do(line string) []string {
 	if _, err := io.WriteString(c.c, line+"\r\n"); err != nil {
 		c.t.Fatalf("%s: %v", line, err)
 	}
-	r, err := c.readReply()
-	if err != nil {
-		c.t.Fatalf("%s: %v (read %q)", line, err, r)
+	for {
+		r, err := c.readReply()
+		if err != nil {
+			c.t.Fatalf("%s: %v (read %q)", line, err, r)
+		}
+		if strings.HasPrefix(r[0], "650") { // an event may come before the reply
+			c.events = append(c.events, r)
+			continue
+		}
+		return r
 	}
-	return r
+}
+
+// event returns the next event.
+func (c *client) event() ([]string, error) {
+	if len(c.events) > 0 {
+		e := c.events[0]
+		c.events = c.events[1:]
+		return e, nil
+	}
+	return c.readReply()
 }
 
 // closed reports whether the server closed the connection.
@@ -410,7 +427,7 @@ func TestConf(t *testing.T) {
 	if r := c.do("SETCONF log_level=debug"); r[0] != "250 OK" {
 		t.Fatalf("SETCONF log_level: %q", r)
 	}
-	if ev, _ := c.readReply(); strings.Join(ev, "|") != "650-CONF_CHANGED|650-log_level=debug|650 OK" {
+	if ev, _ := c.event(); strings.Join(ev, "|") != "650-CONF_CHANGED|650-log_level=debug|650 OK" {
 		t.Errorf("CONF_CHANGED: %q", ev)
 	}
 	if f.Config().LogLevel != "debug" {
@@ -419,11 +436,11 @@ func TestConf(t *testing.T) {
 	if r := c.do(`SETCONF bridges="` + strings.Repeat("a", 40) + `@127.0.0.1:1" bridges=` + strings.Repeat("b", 40) + "@127.0.0.1:2"); r[0] != "250 OK" || len(f.Config().Bridges) != 2 {
 		t.Errorf("SETCONF two bridges: %q, %q", r, f.Config().Bridges)
 	}
-	c.readReply() // its CONF_CHANGED
+	c.event() // its CONF_CHANGED
 	if r := c.do("RESETCONF log_level bridges"); r[0] != "250 OK" || f.Config().LogLevel != "warn" || len(f.Config().Bridges) != 0 {
 		t.Errorf("RESETCONF: %q, %+v", r, f.Config())
 	}
-	c.readReply()
+	c.event()
 	for cmd, code := range map[string]string{
 		"SETCONF log_level=loud":     "553",
 		"SETCONF tunnels.hops=2":     "553", // not at run time
@@ -449,13 +466,15 @@ func TestSignals(t *testing.T) {
 	if r := c.do("SIGNAL NEWNYM"); r[0] != "250 OK" {
 		t.Fatalf("NEWNYM: %q", r)
 	}
-	if ev, _ := c.readReply(); ev[0] != "650 SIGNAL NEWNYM" {
+	if ev, _ := c.event(); ev[0] != "650 SIGNAL NEWNYM" {
 		t.Errorf("SIGNAL event: %q", ev)
 	}
 	if r := c.do("SIGNAL HUP"); r[0] != "250 OK" {
 		t.Fatalf("HUP: %q", r)
 	}
-	c.readReply()
+	if ev, _ := c.event(); ev[0] != "650 SIGNAL RELOAD" {
+		t.Errorf("SIGNAL event: %q", ev)
+	}
 	if r := c.do("SIGNAL BOGUS"); r[0] != `552 Unrecognized signal code "BOGUS"` {
 		t.Errorf("unknown signal: %q", r)
 	}
@@ -507,7 +526,7 @@ func TestEvents(t *testing.T) {
 	var got []string
 	sawOR := false
 	for len(got) < len(want) || !sawOR {
-		r, err := c.readReply()
+		r, err := c.event()
 		if err != nil {
 			t.Fatalf("after %q: %v", got, err)
 		}
