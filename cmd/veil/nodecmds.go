@@ -100,6 +100,24 @@ func addNodeFlags(fs *flag.FlagSet) *nodeFlags {
 	return f
 }
 
+// isSet reports whether key was set by a flag, a VEIL_* variable or the
+// configuration file, rather than left at its default.
+func (f *nodeFlags) isSet(key string) bool {
+	for _, o := range f.overrides {
+		if o.Key == key {
+			return true
+		}
+	}
+	if os.Getenv(config.EnvName(key)) != "" {
+		return true
+	}
+	path := f.configPath
+	if path == "" {
+		path = config.Path()
+	}
+	return config.Defined(path, key)
+}
+
 // path is the configuration file's path.
 func (f *nodeFlags) path() string {
 	if f.configPath != "" {
@@ -285,6 +303,13 @@ func setupGet(fs *flag.FlagSet) func(context.Context, *env) error {
 		}
 		cfg.Roles = config.Roles{}
 		cfg.Listen, cfg.HTTP, cfg.Control.Listen = "", "", ""
+		// A client started for one get is anonymous unless told otherwise.
+		if !nf.isSet("anonymous") {
+			cfg.Anonymous = true
+		}
+		if err := cfg.Validate(); err != nil {
+			return withCode(exitUsage, err)
+		}
 		level := new(slog.LevelVar)
 		level.Set(node.LevelOf(cfg.LogLevel))
 		n, err := node.Start(node.Options{Config: cfg, Log: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level})), LogLevel: level})

@@ -119,7 +119,7 @@ func (gc *getCircuits) OpenStream(ctx context.Context, id window.CircuitID) (ord
 	}
 	st.Status = control.StreamSucceeded
 	gc.n.streamEvent(st)
-	return &reportedStream{CellStream: s, n: gc.n, st: st}, nil
+	return &reportedStream{CellStream: gc.n.observe(s), n: gc.n, st: st}, nil
 }
 
 // reportedStream tells the control port when a fetch stream closes.
