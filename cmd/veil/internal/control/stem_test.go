@@ -107,7 +107,8 @@ func TestStemController(t *testing.T) {
 			ID   string   `json:"id"`
 			Path []string `json:"path"`
 		} `json:"built_after_newnym"`
-		BW [][2]int64 `json:"bw"`
+		BW          [][2]int64 `json:"bw"`
+		PlainCookie string     `json:"plain_cookie_version"`
 	}
 	if err := json.Unmarshal(out, &got); err != nil {
 		t.Fatalf("stem script output %q: %v", out, err)
@@ -147,6 +148,9 @@ func TestStemController(t *testing.T) {
 	}
 	if got.Built == nil || len(got.Built.Path) != 3 {
 		t.Errorf("no new 3-hop circuit BUILT after NEWNYM: %+v", got.Built)
+	}
+	if got.PlainCookie != control.TorVersion {
+		t.Errorf("after the plain cookie method, version %q", got.PlainCookie)
 	}
 	if len(got.BW) < 2 {
 		t.Errorf("%d BW events in 10 s", len(got.BW))

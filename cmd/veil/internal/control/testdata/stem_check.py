@@ -70,6 +70,11 @@ while len(bws) < 2 and time.time() < deadline:
     except queue.Empty:
         break
 out['bw'] = bws
+# The plain cookie method works too (authenticate() above chose SAFECOOKIE).
+c2 = Controller.from_port(address='127.0.0.1', port=port)
+stem.connection.authenticate_cookie(c2, c.get_protocolinfo().cookie_path)
+out['plain_cookie_version'] = c2.get_info('version')
+c2.close()
 out['circuits_after'] = [{'id': x.id, 'status': x.status, 'path': [fp for fp, nick in x.path]} for x in c.get_circuits()]
 c.close()
 print(json.dumps(out))
