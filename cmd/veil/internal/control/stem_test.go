@@ -109,6 +109,10 @@ func TestStemController(t *testing.T) {
 		} `json:"built_after_newnym"`
 		BW          [][2]int64 `json:"bw"`
 		PlainCookie string     `json:"plain_cookie_version"`
+		ORConns     []struct {
+			Fingerprint string `json:"fingerprint"`
+			Status      string `json:"status"`
+		} `json:"orconns"`
 	}
 	if err := json.Unmarshal(out, &got); err != nil {
 		t.Fatalf("stem script output %q: %v", out, err)
@@ -148,6 +152,16 @@ func TestStemController(t *testing.T) {
 	}
 	if got.Built == nil || len(got.Built.Path) != 3 {
 		t.Errorf("no new 3-hop circuit BUILT after NEWNYM: %+v", got.Built)
+	}
+	// Every first hop is a link stem sees as a CONNECTED ORCONN.
+	for _, c := range got.Circuits {
+		found := false
+		for _, o := range got.ORConns {
+			found = found || o.Fingerprint == c.Path[0] && o.Status == "CONNECTED"
+		}
+		if c.Status == "BUILT" && !found {
+			t.Errorf("first hop %s of circuit %s is not among the links %+v", c.Path[0], c.ID, got.ORConns)
+		}
 	}
 	if got.PlainCookie != control.TorVersion {
 		t.Errorf("after the plain cookie method, version %q", got.PlainCookie)

@@ -8,6 +8,7 @@ import time
 
 import stem
 import stem.connection
+import stem.response
 from stem.control import Controller, EventType
 
 port = int(sys.argv[1])
@@ -41,6 +42,13 @@ out['parsed_version'] = str(c.get_version())
 out['pid'] = c.get_pid()
 out['fingerprint'] = c.get_info('fingerprint')
 out['circuits'] = [{'id': x.id, 'status': x.status, 'path': [fp for fp, nick in x.path], 'nicks': [nick for fp, nick in x.path]} for x in c.get_circuits()]
+
+# stem parses the links as ORCONN events.
+orconns = []
+for line in c.get_info('orconn-status').splitlines():
+    ev = stem.response.ControlMessage.from_str('650 ORCONN %s\r\n' % line, 'EVENT')
+    orconns.append({'fingerprint': ev.endpoint_fingerprint, 'status': ev.status})
+out['orconns'] = orconns
 
 circ_events = queue.Queue()
 bw_events = queue.Queue()
