@@ -179,7 +179,7 @@ func setupNode(fs *flag.FlagSet) func(context.Context, *env) error {
 			fmt.Fprintf(e.stderr, "  local API on http://%s/api/v1/\n", a)
 		}
 		if a := n.ControlAddr(); a != "" {
-			fmt.Fprintf(e.stderr, "  control port (Tor's protocol: nyx -i %s) on %s\n", a, a)
+			fmt.Fprintf(e.stderr, "  control port on %s (Tor's control protocol: nyx -i %s)\n", a, a)
 		}
 		if len(cfg.Bridges) == 0 {
 			fmt.Fprintf(e.stderr, "  no bridge configured: this node waits for others to join it (add one with --bridge ID@IP:PORT or the `bridges` key)\n")
