@@ -23,7 +23,7 @@ var infoKeys = []string{
 	"traffic/read", "traffic/written", "bw-event-cache", "circuit-status", "stream-status",
 	"orconn-status", "events/names", "signal/names", "features/names", "info/names",
 	"config-file", "config-text", "config/names", "config/defaults", "net/listeners/*", "address",
-	"fingerprint", "status/version/current", "accounting/enabled", "veil/status",
+	"fingerprint", "status/version/current", "accounting/enabled", "ns/all", "ns/id/*", "ns/name/*", "veil/status",
 }
 
 var listenerKinds = []string{"or", "dir", "socks", "trans", "natd", "dns", "control", "extor", "httptunnel", "metrics"}
@@ -111,6 +111,9 @@ func (c *conn) info(key string) (value string, err error, ok bool) {
 			return "", infoError(err.Error()), true
 		}
 		return string(j), nil, true
+	}
+	if strings.HasPrefix(key, "ns/") {
+		return s.networkStatus(key)
 	}
 	if kind, ok := strings.CutPrefix(key, "net/listeners/"); ok {
 		for _, k := range listenerKinds {

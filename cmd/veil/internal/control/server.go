@@ -48,6 +48,8 @@ type Backend interface {
 	SetConfig(config.Config) error
 	// Links are the node's open links.
 	Links() []Link
+	// Relays are the nodes the node knows (GETINFO ns/*).
+	Relays() []Relay
 	// Traffic is the bytes read and written on links since the start.
 	Traffic() (read, written uint64)
 	// NewNym makes new streams use fresh circuits.

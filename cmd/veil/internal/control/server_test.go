@@ -63,6 +63,14 @@ func (f *fakeNode) Links() []Link {
 	defer f.mu.Unlock()
 	return append([]Link(nil), f.links...)
 }
+func (f *fakeNode) Relays() []Relay {
+	return []Relay{
+		{ID: proto.NodeID{1}, Addr: netip.MustParseAddrPort("127.0.0.1:7701"), Flags: proto.FlagRelay, Published: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
+		{ID: proto.NodeID{2}, Addr: netip.MustParseAddrPort("[::1]:7702"), Flags: proto.FlagRelay},
+		{ID: proto.NodeID{3}, Addr: netip.MustParseAddrPort("127.0.0.3:7703"), Flags: proto.FlagExit, Published: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
+	}
+}
+
 func (f *fakeNode) Traffic() (uint64, uint64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -381,7 +389,7 @@ func TestGetInfo(t *testing.T) {
 	if r := c.do("GETINFO version uptime"); len(r) != 3 || !strings.HasPrefix(r[1], "250-uptime=") {
 		t.Errorf("two keys: %q", r)
 	}
-	if r := c.do("GETINFO version ns/all"); len(r) != 1 || r[0] != `552 Unrecognized key "ns/all"` {
+	if r := c.do("GETINFO version exit-policy/full"); len(r) != 1 || r[0] != `552 Unrecognized key "exit-policy/full"` {
 		t.Errorf("unknown key: %q", r)
 	}
 	if r := c.do("GETINFO net/listeners/nonsense"); r[0][:3] != "552" {
@@ -398,6 +406,21 @@ func TestGetInfo(t *testing.T) {
 	}
 	if r := c.do("SETEVENTS BW NOSUCH"); r[0] != `552 Unrecognized event "NOSUCH"` {
 		t.Errorf("unknown event: %q", r)
+	}
+	// Known nodes as router status entries (IPv4 only, as Tor's).
+	r1 := "r veil01000000 AQAAAAAAAAAAAAAAAAAAAAAAAAA "
+	if r := c.do("GETINFO ns/id/" + Fingerprint(proto.NodeID{1})); len(r) != 4 || !strings.HasPrefix(r[1], "  "+r1) ||
+		!strings.HasSuffix(r[1], " 2026-01-02 03:04:05 127.0.0.1 7701 0") || r[2] != "  s Running Valid" {
+		t.Errorf("ns/id: %q", r)
+	}
+	if r := c.do("GETINFO ns/all"); len(r) != 6 || r[4] != "  s Exit Running Valid" {
+		t.Errorf("ns/all: %q", r)
+	}
+	if r := c.do("GETINFO ns/id/" + Fingerprint(proto.NodeID{2})); r[0][:3] != "552" {
+		t.Errorf("ns/id of a node without IPv4: %q", r)
+	}
+	if r := c.do("GETINFO ns/name/" + Nickname(proto.NodeID{3})); len(r) != 4 {
+		t.Errorf("ns/name: %q", r)
 	}
 	// config/names lists veil's keys with their types.
 	r = c.do("GETINFO config/names")

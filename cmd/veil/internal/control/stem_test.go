@@ -109,7 +109,13 @@ func TestStemController(t *testing.T) {
 		} `json:"built_after_newnym"`
 		BW          [][2]int64 `json:"bw"`
 		PlainCookie string     `json:"plain_cookie_version"`
-		ORConns     []struct {
+		NS          []struct {
+			Fingerprint string `json:"fingerprint"`
+			Nickname    string `json:"nickname"`
+			Address     string `json:"address"`
+			ORPort      int    `json:"or_port"`
+		} `json:"ns"`
+		ORConns []struct {
 			Fingerprint string `json:"fingerprint"`
 			Status      string `json:"status"`
 		} `json:"orconns"`
@@ -152,6 +158,15 @@ func TestStemController(t *testing.T) {
 	}
 	if got.Built == nil || len(got.Built.Path) != 3 {
 		t.Errorf("no new 3-hop circuit BUILT after NEWNYM: %+v", got.Built)
+	}
+	// stem finds the first circuit's hops in the network status.
+	if len(got.Circuits) == 0 || len(got.NS) != len(got.Circuits[0].Path) {
+		t.Errorf("network status of the first circuit's hops: %+v", got.NS)
+	}
+	for i, e := range got.NS {
+		if e.Fingerprint != got.Circuits[0].Path[i] || e.Nickname != got.Circuits[0].Nicks[i] || e.Address != "127.0.0.1" || e.ORPort == 0 {
+			t.Errorf("hop %d: network status %+v", i, e)
+		}
 	}
 	// Every first hop is a link stem sees as a CONNECTED ORCONN.
 	for _, c := range got.Circuits {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync/atomic"
+	"time"
 
 	"veil/circuits"
 	"veil/cmd/veil/internal/config"
@@ -102,6 +103,19 @@ func (b controlBackend) Links() []control.Link {
 	out := make([]control.Link, len(ps))
 	for i, p := range ps {
 		out[i] = control.Link{Peer: p.ID, Addr: p.Addr.String()}
+	}
+	return out
+}
+
+func (b controlBackend) Relays() []control.Relay {
+	ds := b.n.dir.Nodes()
+	out := make([]control.Relay, 0, len(ds))
+	for _, d := range ds {
+		r := control.Relay{ID: d.ID, Flags: d.Flags, Published: time.Unix(int64(d.ValidAfter), 0)}
+		if len(d.Addrs) > 0 {
+			r.Addr = d.Addrs[0]
+		}
+		out = append(out, r)
 	}
 	return out
 }

@@ -43,6 +43,10 @@ out['pid'] = c.get_pid()
 out['fingerprint'] = c.get_info('fingerprint')
 out['circuits'] = [{'id': x.id, 'status': x.status, 'path': [fp for fp, nick in x.path], 'nicks': [nick for fp, nick in x.path]} for x in c.get_circuits()]
 
+# The hops are relays stem finds in the network status, with their address.
+ns = [c.get_network_status(fp) for fp in out['circuits'][0]['path']] if out['circuits'] else []
+out['ns'] = [{'fingerprint': e.fingerprint, 'nickname': e.nickname, 'address': e.address, 'or_port': e.or_port} for e in ns]
+
 # stem parses the links as ORCONN events.
 orconns = []
 for line in c.get_info('orconn-status').splitlines():
