@@ -21,6 +21,13 @@ import (
 // built its circuits.
 func testNet(t *testing.T, others int) *node.Node {
 	t.Helper()
+	n, _ := testNetAll(t, others)
+	return n
+}
+
+// testNetAll is testNet that also returns the other nodes.
+func testNetAll(t *testing.T, others int) (*node.Node, []*node.Node) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	conf := func(bridges ...string) config.Config {
@@ -43,8 +50,9 @@ func testNet(t *testing.T, others int) *node.Node {
 	bc := conf()
 	bc.Roles.Bridge = true
 	bridge := start(bc)
+	all := []*node.Node{bridge}
 	for range others {
-		start(conf(bridge.BridgeLine()))
+		all = append(all, start(conf(bridge.BridgeLine())))
 	}
 	mc := conf(bridge.BridgeLine())
 	mc.Control.Listen = "127.0.0.1:0"
@@ -52,7 +60,7 @@ func testNet(t *testing.T, others int) *node.Node {
 	waitFor(t, 60*time.Second, "two built circuits", func() bool {
 		return len(n.Status(ctx).Circuits) >= 2
 	})
-	return n
+	return n, all
 }
 
 // waitFor polls cond for at most d.

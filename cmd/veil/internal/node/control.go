@@ -123,3 +123,6 @@ func (b controlBackend) Relays() []control.Relay {
 func (b controlBackend) Status(ctx context.Context) ([]byte, error) {
 	return json.Marshal(b.n.Status(ctx))
 }
+
+// DataDir is the node's data directory (the control cookie is there).
+func (n *Node) DataDir() string { return n.dataDir }
