@@ -39,7 +39,7 @@ func routerStatus(r Relay) (string, bool) {
 }
 
 // networkStatus answers ns/all, ns/id/FINGERPRINT and ns/name/NICKNAME.
-func (s *Server) networkStatus(key string) (string, error, bool) {
+func (s *Server) networkStatus(key string) (string, bool, error) {
 	rs := s.cfg.Backend.Relays()
 	var match func(Relay) bool
 	switch {
@@ -52,7 +52,7 @@ func (s *Server) networkStatus(key string) (string, error, bool) {
 		nick := strings.TrimPrefix(key, "ns/name/")
 		match = func(r Relay) bool { return strings.EqualFold(Nickname(r.ID), nick) }
 	default:
-		return "", nil, false
+		return "", false, nil
 	}
 	var b strings.Builder
 	found := false
@@ -66,7 +66,7 @@ func (s *Server) networkStatus(key string) (string, error, bool) {
 		}
 	}
 	if !found && key != "ns/all" {
-		return "", nil, false // Tor's answer for a relay it does not know: 552
+		return "", false, nil // Tor's answer for a relay it does not know: 552
 	}
-	return b.String(), nil, true
+	return b.String(), true, nil
 }
