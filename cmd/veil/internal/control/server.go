@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"veil/cmd/veil/internal/config"
@@ -380,13 +381,26 @@ type conn struct {
 
 	wmu sync.Mutex // guards writes to nc
 
-	authed    bool         // owned by serve
-	challenge *safeCookie  // a pending SAFECOOKIE challenge; owned by serve
-	subs      atomicEvents // the events asked for
-	events    chan []byte  // queued event lines
-	dropped   atomicCount
+	authed    bool          // owned by serve
+	challenge *safeCookie   // a pending SAFECOOKIE challenge; owned by serve
+	subs      atomicEvents  // the events asked for
+	events    chan []byte   // queued event lines
+	dropped   atomic.Uint64 // events lost to a full queue
 	quit      chan struct{} // closed when serve returns
 }
+
+// atomicEvents is the set of events a controller asked for: serve sets
+// it, emitters read it.
+type atomicEvents struct {
+	p atomic.Pointer[map[string]bool]
+}
+
+func (a *atomicEvents) has(e string) bool {
+	m := a.p.Load()
+	return m != nil && (*m)[e]
+}
+
+func (a *atomicEvents) set(m map[string]bool) { a.p.Store(&m) }
 
 type safeCookie struct {
 	clientNonce, serverNonce []byte
