@@ -141,6 +141,10 @@ func (s *Server) listeners(kind string) string {
 	switch kind {
 	case "control":
 		addrs = []string{s.Addr()}
+	case "socks":
+		if a := s.cfg.Backend.SOCKSAddr(); a != "" {
+			addrs = []string{a}
+		}
 	case "or":
 		if a := s.cfg.Backend.Addr(); a.IsValid() {
 			addrs = []string{a.String()}

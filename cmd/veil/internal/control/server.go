@@ -41,6 +41,8 @@ type Backend interface {
 	ID() proto.NodeID
 	// Addr is where other nodes reach this one (invalid for a client).
 	Addr() netip.AddrPort
+	// SOCKSAddr is where the SOCKS port listens ("" when off).
+	SOCKSAddr() string
 	// Config is the configuration in force.
 	Config() config.Config
 	// ConfigFile is the configuration file's path.

@@ -52,6 +52,7 @@ func (f *fakeNode) Config() config.Config {
 	return f.cfg
 }
 func (f *fakeNode) ConfigFile() string { return "/etc/veil.toml" }
+func (f *fakeNode) SOCKSAddr() string  { return "127.0.0.1:7750" }
 func (f *fakeNode) SetConfig(c config.Config) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -370,7 +371,8 @@ func TestGetInfo(t *testing.T) {
 		"address":                "250-address=127.0.0.1",
 		"net/listeners/control":  "250-net/listeners/control=" + Quote(s.Addr()),
 		"net/listeners/or":       `250-net/listeners/or="127.0.0.1:7700"`,
-		"net/listeners/socks":    "250-net/listeners/socks=",
+		"net/listeners/socks":    `250-net/listeners/socks="127.0.0.1:7750"`,
+		"net/listeners/dns":      "250-net/listeners/dns=",
 		"accounting/enabled":     "250-accounting/enabled=0",
 		"status/version/current": "250-status/version/current=unknown",
 		"config-file":            "250-config-file=/etc/veil.toml",

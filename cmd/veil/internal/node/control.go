@@ -5,13 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"veil/circuits"
 	"veil/cmd/veil/internal/config"
 	"veil/cmd/veil/internal/control"
+	"veil/cmd/veil/internal/socks"
 	"veil/proto"
 )
 
@@ -73,6 +76,46 @@ func (n *Node) streamEvent(st control.Stream) {
 	n.ctl.Load().StreamEvent(st) // nil-safe
 }
 
+// reportDial wraps the SOCKS port's dial so that its streams show on the
+// control port as STREAM events.
+func (n *Node) reportDial(dial func(context.Context, socks.Request) (net.Conn, error)) func(context.Context, socks.Request) (net.Conn, error) {
+	return func(ctx context.Context, req socks.Request) (net.Conn, error) {
+		if n.ctl.Load() == nil {
+			return dial(ctx, req)
+		}
+		st := control.Stream{ID: streamIDs.Add(1), Status: control.StreamNew, Target: req.Dest()}
+		n.streamEvent(st)
+		c, err := dial(ctx, req)
+		if err != nil {
+			st.Status, st.Reason = control.StreamFailed, "MISC"
+			n.streamEvent(st)
+			return nil, err
+		}
+		if a, ok := c.LocalAddr().(circuits.StreamAddr); ok {
+			st.Circuit = a.Circuit
+		}
+		st.Status = control.StreamSucceeded
+		n.streamEvent(st)
+		return &reportedConn{Conn: c, n: n, st: st}, nil
+	}
+}
+
+// reportedConn tells the control port when a SOCKS stream closes.
+type reportedConn struct {
+	net.Conn
+	n    *Node
+	st   control.Stream
+	once sync.Once
+}
+
+func (r *reportedConn) Close() error {
+	r.once.Do(func() {
+		r.st.Status, r.st.Reason = control.StreamClosed, "DONE"
+		r.n.streamEvent(r.st)
+	})
+	return r.Conn.Close()
+}
+
 // controlBackend is the node as the control port sees it.
 type controlBackend struct {
 	n          *Node
@@ -84,10 +127,17 @@ func (b controlBackend) ID() proto.NodeID      { return b.n.id.ID }
 func (b controlBackend) Addr() netip.AddrPort  { return b.n.addr }
 func (b controlBackend) Config() config.Config { return *b.n.cfg.Load() }
 func (b controlBackend) ConfigFile() string    { return b.configFile }
-func (b controlBackend) NewNym()               { b.n.pool.Renew() }
+func (b controlBackend) SOCKSAddr() string     { return b.n.SOCKSAddr() }
 func (b controlBackend) Shutdown()             { b.n.cancel() }
 
 func (b controlBackend) Traffic() (uint64, uint64) { return b.n.links.Traffic() }
+
+// NewNym gives new streams fresh circuits: the pool's, and the SOCKS
+// port's exit circuits.
+func (b controlBackend) NewNym() {
+	b.n.pool.Renew()
+	b.n.NewIdentity()
+}
 
 func (b controlBackend) SetConfig(c config.Config) error { return b.n.Reload(c) }
 
