@@ -204,6 +204,7 @@ func dialNode(ctx context.Context, cfg config.Config) (*node.Client, error) {
 func setupPut(fs *flag.FlagSet) func(context.Context, *env) error {
 	nf := addNodeFlags(fs)
 	mimeType := fs.String("type", "", "MIME type (default: from the file name's extension)")
+	pseudonym := fs.String("pseudonym", "", "sign with the key of pseudonym `NAME`, kept in the node's data directory (default: the node's `pseudonym` key, else a key for this content alone)")
 	return func(ctx context.Context, e *env) error {
 		if len(e.args) != 1 {
 			return errUsage
@@ -233,7 +234,10 @@ func setupPut(fs *flag.FlagSet) func(context.Context, *env) error {
 		if mt == "" {
 			mt = mime.TypeByExtension(filepath.Ext(e.args[0]))
 		}
-		r, err := c.Put(ctx, mt, f)
+		if *pseudonym != "" && !config.ValidPseudonym(*pseudonym) {
+			return withCode(exitUsage, fmt.Errorf("--pseudonym %q: want 1..64 letters, digits, \"-\" or \"_\"", *pseudonym))
+		}
+		r, err := c.PutAs(ctx, *pseudonym, mt, f)
 		if err != nil {
 			return err
 		}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -306,6 +307,22 @@ func TestDescriptorKeyNamesNoNode(t *testing.T) {
 	}
 	if !bytes.Equal(keys[0], keys[1]) || bytes.Equal(keys[0], pub.id.PublicKey()) {
 		t.Fatal("pseudonym keys differ, or are the identity key")
+	}
+	// The same through the local API (veil put --pseudonym).
+	c, err := Dial(ctx, pub.dataDir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.PutAs(ctx, "alice", "text/plain", bytes.NewReader([]byte{9, 9}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hn, _ := proto.ParseHashName(r.HashName)
+	if d, err := pub.served.Descriptor(hn); err != nil || !bytes.Equal(d.PublicKey, keys[0]) {
+		t.Fatalf("put through the API under the pseudonym: %v", err)
+	}
+	if _, err := c.PutAs(ctx, "../x", "text/plain", bytes.NewReader([]byte{1})); err == nil || !strings.Contains(err.Error(), "pseudonym") {
+		t.Fatalf("a bad pseudonym through the API: %v", err)
 	}
 	fi, err := os.Stat(filepath.Join(pub.dataDir, PseudonymDir, "alice.key"))
 	if err != nil || fi.Mode().Perm() != 0o600 {
