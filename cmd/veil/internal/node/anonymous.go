@@ -31,21 +31,19 @@ import (
 
 // dialGuard is the anonymous node's dial policy. Safe for concurrent use.
 type dialGuard struct {
-	on      bool
-	bridges map[proto.NodeID]bool
+	on bool
 
-	mu     sync.Mutex            // guards hops, logged
-	hops   map[proto.NodeID]int  // first hops of circuits being built
-	logged map[proto.NodeID]bool // refusals logged once per node
+	mu      sync.Mutex // guards bridges, hops, logged
+	bridges map[proto.NodeID]bool
+	hops    map[proto.NodeID]int  // first hops of circuits being built
+	logged  map[proto.NodeID]bool // refusals logged once per node
 
 	refused atomic.Int64
 }
 
 func newDialGuard(on bool, bridges []proto.NodeID) *dialGuard {
-	g := &dialGuard{on: on, bridges: map[proto.NodeID]bool{}, hops: map[proto.NodeID]int{}, logged: map[proto.NodeID]bool{}}
-	for _, b := range bridges {
-		g.bridges[b] = true
-	}
+	g := &dialGuard{on: on, hops: map[proto.NodeID]int{}, logged: map[proto.NodeID]bool{}}
+	g.setBridges(bridges)
 	return g
 }
 
@@ -67,18 +65,35 @@ func (g *dialGuard) firstHop(id proto.NodeID) (done func()) {
 // allow reports whether the node may dial id; a refusal is counted and
 // its first one per node logged by the caller (it returns log = true).
 func (g *dialGuard) allow(id proto.NodeID) (ok, log bool) {
-	if !g.on || g.bridges[id] {
+	if !g.on {
 		return true, false
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.hops[id] > 0 {
+	if g.bridges[id] || g.hops[id] > 0 {
 		return true, false
 	}
 	g.refused.Add(1)
 	log = !g.logged[id]
 	g.logged[id] = true
 	return false, log
+}
+
+// isBridge reports whether id is one of the configured bridges.
+func (g *dialGuard) isBridge(id proto.NodeID) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.bridges[id]
+}
+
+// setBridges replaces the bridges (a reload).
+func (g *dialGuard) setBridges(ids []proto.NodeID) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.bridges = map[proto.NodeID]bool{}
+	for _, b := range ids {
+		g.bridges[b] = true
+	}
 }
 
 // errGuard is the error of a refused dial.
@@ -123,7 +138,7 @@ func (n *Node) anonymous() bool {
 }
 
 // isBridge reports whether id is one of the configured bridges.
-func (n *Node) isBridge(id proto.NodeID) bool { return n.guard != nil && n.guard.bridges[id] }
+func (n *Node) isBridge(id proto.NodeID) bool { return n.guard != nil && n.guard.isBridge(id) }
 
 // anonPathNodes returns the nodes an anonymous node's circuit to last
 // may pass through before last: relays that are not ORDBs (an ORDB sees

@@ -459,6 +459,7 @@ func (n *Node) Reload(cfg config.Config) error {
 	for _, b := range cfg.ParsedBridges() {
 		bridges = append(bridges, proto.DHTContact{ID: b.ID, Addr: b.Addr})
 	}
+	n.guard.setBridges(bridgeIDs(bridges))
 	if len(bridges) > 0 {
 		go func() {
 			ctx, cancel := context.WithTimeout(n.ctx, 30*time.Second)
