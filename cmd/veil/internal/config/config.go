@@ -57,8 +57,31 @@ type Config struct {
 	Anonymous bool `toml:"anonymous"`
 	// Pseudonym names the publishing key `veil put` signs with, kept in
 	// the data directory; "" signs each content with a key of its own.
-	Pseudonym string  `toml:"pseudonym"`
-	Tunnels   Tunnels `toml:"tunnels"`
+	Pseudonym string `toml:"pseudonym"`
+	// RelayBandwidthRate and RelayBandwidthBurst limit the bytes all the
+	// node's links write together, per second and at once (sizes; "0"
+	// rate: no limit), as Tor's RelayBandwidthRate and Burst do.
+	RelayBandwidthRate  string  `toml:"relay_bandwidth_rate"`
+	RelayBandwidthBurst string  `toml:"relay_bandwidth_burst"`
+	Tunnels             Tunnels `toml:"tunnels"`
+	Limits              Limits  `toml:"limits"`
+}
+
+// Limits bound what other nodes can make this one spend (memory, links,
+// handshakes); docs/ARCHITECTURE.md, "Budgets and limits", explains each.
+type Limits struct {
+	// MaxQueued is the node-wide budget of cells queued in circuits, a
+	// size ("32MiB").
+	MaxQueued string `toml:"max_queued"`
+	// MaxLinks bounds the node's links, both directions.
+	MaxLinks int `toml:"max_links"`
+	// MaxInboundPerSubnet bounds inbound links from one /24 (IPv4) or
+	// /48 (IPv6); allow_private lifts it.
+	MaxInboundPerSubnet int `toml:"max_inbound_per_subnet"`
+	// MaxHandshakes bounds inbound TLS handshakes in progress.
+	MaxHandshakes int `toml:"max_handshakes"`
+	// CreateRate bounds the circuits one link may ask for, per second.
+	CreateRate int `toml:"create_rate"`
 }
 
 // Roles are what the node offers others: the TunnelCommunity's peer_flags.
@@ -91,6 +114,9 @@ func Default() Config {
 		Bridges:  []string{},
 		HTTP:     DefaultHTTPAddr,
 		LogLevel: "warn",
+		// What a home uplink can spare is the operator's to say.
+		RelayBandwidthRate:  "0",
+		RelayBandwidthBurst: "1MiB",
 		Tunnels: Tunnels{
 			Hops:              3,
 			MinCircuits:       4,
@@ -99,6 +125,13 @@ func Default() Config {
 			MaxTime:           "10m",
 			MaxTimeInactive:   "2m",
 			MaxTraffic:        "250MiB",
+		},
+		Limits: Limits{
+			MaxQueued:           "32MiB",
+			MaxLinks:            1024,
+			MaxInboundPerSubnet: 16,
+			MaxHandshakes:       64,
+			CreateRate:          20,
 		},
 	}
 }
@@ -319,6 +352,9 @@ func (c Config) Validate() error {
 	case t.MaxJoinedCircuits < 0:
 		return &Error{"tunnels.max_joined_circuits", strconv.Itoa(t.MaxJoinedCircuits), "want 0 or more"}
 	}
+	if _, _, err := c.BandwidthLimit(); err != nil {
+		return err
+	}
 	if _, err := c.MaxTime(); err != nil {
 		return err
 	}
@@ -328,10 +364,33 @@ func (c Config) Validate() error {
 	if _, err := c.MaxTraffic(); err != nil {
 		return err
 	}
+	l := c.Limits
+	switch {
+	case l.MaxLinks < 16:
+		return &Error{"limits.max_links", strconv.Itoa(l.MaxLinks), "want 16 or more"}
+	case l.MaxInboundPerSubnet < 0:
+		return &Error{"limits.max_inbound_per_subnet", strconv.Itoa(l.MaxInboundPerSubnet), "want 0 (no limit) or more"}
+	case l.MaxHandshakes < 1:
+		return &Error{"limits.max_handshakes", strconv.Itoa(l.MaxHandshakes), "want 1 or more"}
+	case l.CreateRate < 1:
+		return &Error{"limits.create_rate", strconv.Itoa(l.CreateRate), "want 1 or more (circuits a second per link)"}
+	}
+	if _, err := c.MaxQueued(); err != nil {
+		return err
+	}
 	if err := checkPseudonym(c.Pseudonym); err != nil {
 		return err
 	}
 	return c.checkAnonymous()
+}
+
+// MaxQueued is limits.max_queued in bytes.
+func (c Config) MaxQueued() (int, error) {
+	n, err := ParseSize(c.Limits.MaxQueued)
+	if err != nil || n < 1<<20 || n > 1<<40 {
+		return 0, &Error{"limits.max_queued", c.Limits.MaxQueued, `want a size of at least 1MiB, like "32MiB"`}
+	}
+	return int(n), nil
 }
 
 func duration(key, s string) (time.Duration, error) {
@@ -350,6 +409,18 @@ func (c Config) MaxTime() (time.Duration, error) {
 // MaxTimeInactive is tunnels.max_time_inactive.
 func (c Config) MaxTimeInactive() (time.Duration, error) {
 	return duration("tunnels.max_time_inactive", c.Tunnels.MaxTimeInactive)
+}
+
+// BandwidthLimit is relay_bandwidth_rate and relay_bandwidth_burst in
+// bytes; rate 0 means no limit.
+func (c Config) BandwidthLimit() (rate, burst uint64, err error) {
+	if rate, err = ParseSize(c.RelayBandwidthRate); err != nil || (rate != 0 && rate < 64<<10) || rate > 1<<30 {
+		return 0, 0, &Error{"relay_bandwidth_rate", c.RelayBandwidthRate, `want bytes per second from 64KiB to 1GiB, like "8MB" or "2MiB", or "0" for no limit`}
+	}
+	if burst, err = ParseSize(c.RelayBandwidthBurst); err != nil || burst < 64<<10 || burst > 1<<30 {
+		return 0, 0, &Error{"relay_bandwidth_burst", c.RelayBandwidthBurst, `want a size from 64KiB to 1GiB, like "1MiB"`}
+	}
+	return rate, burst, nil
 }
 
 // MaxTraffic is tunnels.max_traffic in bytes.

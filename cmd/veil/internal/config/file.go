@@ -51,6 +51,13 @@ anonymous = false
 # content with a new key, forgotten at once. Never the node's own key.
 pseudonym = ""
 
+# The most bytes per second all the node's links write together (what it
+# relays for others and sends for itself), like Tor's RelayBandwidthRate:
+# a size such as "8MB" or "2MiB" (at least 64KiB), or "0" for no limit.
+relay_bandwidth_rate = "0"
+# How much the links may write at once above that rate (at least 64KiB).
+relay_bandwidth_burst = "1MiB"
+
 # What the node offers others (the TunnelCommunity's peer_flags). A node
 # with every role off is only a client: it shows a fresh link identity each
 # session and accepts no links.
@@ -82,4 +89,20 @@ max_time = "10m"
 max_time_inactive = "2m"
 # A circuit that carried this much (both ways) is closed and replaced.
 max_traffic = "250MiB"
+
+# What other nodes can make this node spend. The defaults suit a 256 MB
+# router; docs/ARCHITECTURE.md ("Budgets and limits") explains each.
+[limits]
+# Cells queued in circuits, all together. Beyond it the circuits whose
+# queues have been stuck longest are destroyed.
+max_queued = "32MiB"
+# Links to other nodes, both directions (at least 16).
+max_links = 1024
+# Inbound links from one IPv4 /24 or IPv6 /48 (0: no limit; allow_private
+# lifts it).
+max_inbound_per_subnet = 16
+# Inbound TLS handshakes in progress at once.
+max_handshakes = 64
+# Circuits one link may ask this node to carry, per second.
+create_rate = 20
 `

@@ -167,10 +167,8 @@ func Start(opts Options) (_ *Node, err error) {
 		bridges = append(bridges, proto.DHTContact{ID: b.ID, Addr: b.Addr})
 	}
 	n.guard = newDialGuard(cfg.Anonymous, bridgeIDs(bridges))
-	n.links = link.NewLinks(n.id.Key, link.DefaultConfig())
-	swCfg := circuits.DefaultSwitchConfig()
-	swCfg.Flags = cfg.Roles.Flags()
-	swCfg.MaxJoinedCircuits = cfg.Tunnels.MaxJoinedCircuits
+	n.links = link.NewLinks(n.id.Key, linkConfig(cfg))
+	swCfg := switchConfig(cfg)
 	if cfg.Anonymous {
 		swCfg.MaxJoinedCircuits = 0 // carries no one's circuits
 	}

@@ -207,11 +207,24 @@ func TestProbeBackOnRequesterCircuit(t *testing.T) {
 	pub := nodes[1]
 	first, requester := publishFetch(t, ctx, pub, nodes)
 
+	// The requester records the queries that reach its services.
+	rec := newRecorder()
+	requester.sw.Handle(ordb.ORDBDest, func(s *circuits.Stream) {
+		in := ordb.FromCircuitStream(s)
+		requester.relay.Serve(obsInStream{&obsStream{CellStream: in, obs: rec, dest: ordb.ORDBDest}, in})
+	})
+	requester.sw.Handle(ordb.PeerDest, func(s *circuits.Stream) {
+		requester.peer.ServeStream(&obsStream{CellStream: s, obs: rec, dest: ordb.PeerDest}, streamCircuit(s))
+	})
+
 	// Every ORDB but the requester turns hostile: on each stream that
-	// reaches it, it first probes back, then serves as usual.
+	// reaches it, it first probes back, then serves as usual. (Streams
+	// of other ORDBs' one-hop circuits are probed too: their origin is
+	// that ORDB, which may relay to the publisher, as any ORDB would.
+	// Only the answers to probes that reached the requester count.)
 	var mu sync.Mutex
-	var answers []proto.RelayCommand
-	probes := 0
+	answers := map[uint64]proto.RelayCommand{}
+	var nextID uint64 = 1 << 40
 	for _, n := range nodes {
 		if n == requester || n.relay == nil {
 			continue
@@ -222,17 +235,18 @@ func TestProbeBackOnRequesterCircuit(t *testing.T) {
 				pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
 				back, err := s.OpenStream(pctx, dest)
 				pcancel()
-				mu.Lock()
-				probes++
-				mu.Unlock()
 				if err != nil {
 					continue
 				}
+				mu.Lock()
+				nextID++
+				id := nextID
+				mu.Unlock()
 				_ = back.SetDeadline(time.Now().Add(10 * time.Second))
-				cmd, _ := probe(back, proto.DBQuery{HashName: first, Counter: probeCounter, RequestID: uint64(time.Now().UnixNano())})
+				cmd, _ := probe(back, proto.DBQuery{HashName: first, Counter: probeCounter, RequestID: id})
 				back.Close()
 				mu.Lock()
-				answers = append(answers, cmd)
+				answers[id] = cmd
 				mu.Unlock()
 			}
 			n.relay.Serve(ordb.FromCircuitStream(s))
@@ -242,13 +256,21 @@ func TestProbeBackOnRequesterCircuit(t *testing.T) {
 	fetchNew(t, ctx, pub, requester)
 	mu.Lock()
 	defer mu.Unlock()
-	if len(answers) == 0 {
-		t.Fatalf("no probe reached the requester (%d tried)", probes)
-	}
-	for _, cmd := range answers {
-		if cmd == proto.RelayDBConnected || cmd == proto.RelayDBData {
-			t.Fatalf("a stream opened back on the requester's circuit got %v for content it fetched", cmd)
+	reached := 0
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, ev := range rec.db {
+		cmd, probed := answers[ev.RequestID]
+		if ev.Cmd != proto.RelayDBQuery || ev.Sent || !probed {
+			continue
 		}
+		reached++
+		if cmd == proto.RelayDBConnected || cmd == proto.RelayDBData {
+			t.Errorf("a stream opened back on the requester's circuit to %q got %v for content it fetched", ev.Dest, cmd)
+		}
+	}
+	if reached == 0 {
+		t.Fatalf("no probe reached the requester (%d probes)", len(answers))
 	}
 }
 
