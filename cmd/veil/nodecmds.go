@@ -162,8 +162,13 @@ func setupNode(fs *flag.FlagSet) func(context.Context, *env) error {
 		if a := n.APIAddr(); a != "" {
 			fmt.Fprintf(e.stderr, "  local API on http://%s/api/v1/\n", a)
 		}
-		if len(cfg.Bridges) == 0 {
+		switch {
+		case len(cfg.Bridges) == 0 && cfg.Anonymous:
+			fmt.Fprintf(e.stderr, "  no bridge configured: an anonymous node learns the network only from its bridges (add one with --bridge ID@IP:PORT or the `bridges` key)\n")
+		case len(cfg.Bridges) == 0:
 			fmt.Fprintf(e.stderr, "  no bridge configured: this node waits for others to join it (add one with --bridge ID@IP:PORT or the `bridges` key)\n")
+		case cfg.Anonymous:
+			fmt.Fprintf(e.stderr, "  anonymous: links only to its bridges and its circuits' first hops\n")
 		}
 		hup := make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)
