@@ -557,6 +557,7 @@ func (l *Link) readErr(err error) error {
 type deadlineConn struct {
 	net.Conn
 	idle, write atomic.Int64 // time.Duration
+	traffic     *traffic     // nil: not counted
 
 	wmu  sync.Mutex // guards wbuf: TLS may write from the reader (KeyUpdate)
 	wbuf []byte     // gathered records; nil before startBatching
@@ -566,7 +567,11 @@ func (c *deadlineConn) Read(p []byte) (int, error) {
 	if d := time.Duration(c.idle.Load()); d > 0 {
 		_ = c.Conn.SetReadDeadline(time.Now().Add(d))
 	}
-	return c.Conn.Read(p)
+	n, err := c.Conn.Read(p)
+	if c.traffic != nil && n > 0 {
+		c.traffic.read.Add(uint64(n))
+	}
+	return n, err
 }
 
 // startBatching makes writes gather until flush, in a buffer that holds a
@@ -616,5 +621,9 @@ func (c *deadlineConn) writeNow(p []byte) (int, error) {
 	if d := time.Duration(c.write.Load()); d > 0 {
 		_ = c.Conn.SetWriteDeadline(time.Now().Add(d))
 	}
-	return c.Conn.Write(p)
+	n, err := c.Conn.Write(p)
+	if c.traffic != nil && n > 0 {
+		c.traffic.written.Add(uint64(n))
+	}
+	return n, err
 }

@@ -118,6 +118,14 @@ func (f *nodeFlags) isSet(key string) bool {
 	return config.Defined(path, key)
 }
 
+// path is the configuration file's path.
+func (f *nodeFlags) path() string {
+	if f.configPath != "" {
+		return f.configPath
+	}
+	return config.Path()
+}
+
 // resolve builds the configuration: defaults, file, VEIL_* variables, flags.
 func (f *nodeFlags) resolve() (config.Config, error) {
 	path, explicit := f.configPath, f.configPath != ""
@@ -150,7 +158,15 @@ func setupNode(fs *flag.FlagSet) func(context.Context, *env) error {
 		level := new(slog.LevelVar)
 		level.Set(node.LevelOf(cfg.LogLevel))
 		log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
-		n, err := node.Start(node.Options{Config: cfg, Log: log, LogLevel: level})
+		var n *node.Node
+		reload := func() error {
+			c, err := nf.resolve()
+			if err == nil {
+				err = n.Reload(c)
+			}
+			return err
+		}
+		n, err = node.Start(node.Options{Config: cfg, Log: log, LogLevel: level, ConfigFile: nf.path(), Reload: reload})
 		if err != nil {
 			return err
 		}
@@ -161,6 +177,9 @@ func setupNode(fs *flag.FlagSet) func(context.Context, *env) error {
 		}
 		if a := n.APIAddr(); a != "" {
 			fmt.Fprintf(e.stderr, "  local API on http://%s/api/v1/\n", a)
+		}
+		if a := n.ControlAddr(); a != "" {
+			fmt.Fprintf(e.stderr, "  control port (Tor's protocol: nyx -i %s) on %s\n", a, a)
 		}
 		switch {
 		case len(cfg.Bridges) == 0 && cfg.Anonymous:
@@ -179,11 +198,7 @@ func setupNode(fs *flag.FlagSet) func(context.Context, *env) error {
 				case <-ctx.Done():
 					return
 				case <-hup:
-					c, err := nf.resolve()
-					if err == nil {
-						err = n.Reload(c)
-					}
-					if err != nil {
+					if err := reload(); err != nil {
 						log.Error("reload refused", "err", err)
 					} else {
 						log.Warn("configuration reloaded")
@@ -208,9 +223,13 @@ func dialNode(ctx context.Context, cfg config.Config) (*node.Client, error) {
 
 func setupPut(fs *flag.FlagSet) func(context.Context, *env) error {
 	nf := addNodeFlags(fs)
-	mimeType := fs.String("type", "", "MIME type (default: from the file name's extension)")
+	mimeType := fs.String("type", "", "MIME type (default: from the file name's extension; video/mp2t with --live)")
+	live := fs.Bool("live", false, "publish standard input as a live stream as it arrives (e.g. ffmpeg ... -f mpegts - | veil put --live)")
 	pseudonym := fs.String("pseudonym", "", "sign with the key of pseudonym `NAME`, kept in the node's data directory (default: the node's `pseudonym` key, else a key for this content alone)")
 	return func(ctx context.Context, e *env) error {
+		if *live {
+			return putLive(ctx, e, nf, *mimeType)
+		}
 		if len(e.args) != 1 {
 			return errUsage
 		}
@@ -296,7 +315,7 @@ func setupGet(fs *flag.FlagSet) func(context.Context, *env) error {
 			return withCode(exitNoNode, fmt.Errorf("no running node and no bridge to start one: add a bridge with --bridge ID@IP:PORT or the `bridges` key in %s (a node's `veil status` prints its bridge line)", config.Path()))
 		}
 		cfg.Roles = config.Roles{}
-		cfg.Listen, cfg.HTTP = "", ""
+		cfg.Listen, cfg.HTTP, cfg.Control.Listen = "", "", ""
 		// A client started for one get is anonymous unless told otherwise.
 		if !nf.isSet("anonymous") {
 			cfg.Anonymous = true
@@ -376,16 +395,21 @@ func setupStatus(fs *flag.FlagSet) func(context.Context, *env) error {
 		if err != nil {
 			return err
 		}
-		c, err := dialNode(ctx, cfg)
-		if err != nil {
-			if errors.Is(err, node.ErrNoNode) {
-				return withCode(exitNoNode, fmt.Errorf("%w: start one with `veil node`", err))
+		st, cerr := statusViaControl(ctx, cfg)
+		if cerr != nil {
+			c, err := dialNode(ctx, cfg)
+			if err != nil {
+				if errors.Is(err, node.ErrNoNode) {
+					return withCode(exitNoNode, fmt.Errorf("%w: start one with `veil node`", err))
+				}
+				return err
 			}
-			return err
-		}
-		st, err := c.Status(ctx)
-		if err != nil {
-			return err
+			if st, err = c.Status(ctx); err != nil {
+				return err
+			}
+			if !errors.Is(cerr, errNoControl) {
+				fmt.Fprintf(e.stderr, "veil status: %v; read the status from the local API instead\n", cerr)
+			}
 		}
 		if *asJSON {
 			enc := json.NewEncoder(e.stdout)

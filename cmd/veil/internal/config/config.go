@@ -6,6 +6,7 @@ package config
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -51,20 +52,37 @@ type Config struct {
 	// AllowPrivate lets links, the DHT and paths use loopback and private
 	// addresses and lifts the per-subnet limits: for test networks only.
 	AllowPrivate bool `toml:"allow_private"`
+	// RelayBandwidthRate and RelayBandwidthBurst limit the bytes all the
+	// node's links write together, per second and at once (sizes; "0"
+	// rate: no limit), as Tor's RelayBandwidthRate and Burst do.
+	RelayBandwidthRate  string `toml:"relay_bandwidth_rate"`
+	RelayBandwidthBurst string `toml:"relay_bandwidth_burst"`
 	// Anonymous makes the node refuse every setting that would reveal its
 	// user, and dial nothing but its circuits' first hops and its bridges
 	// (anonymous.go).
 	Anonymous bool `toml:"anonymous"`
 	// Pseudonym names the publishing key `veil put` signs with, kept in
 	// the data directory; "" signs each content with a key of its own.
-	Pseudonym string `toml:"pseudonym"`
-	// RelayBandwidthRate and RelayBandwidthBurst limit the bytes all the
-	// node's links write together, per second and at once (sizes; "0"
-	// rate: no limit), as Tor's RelayBandwidthRate and Burst do.
-	RelayBandwidthRate  string  `toml:"relay_bandwidth_rate"`
-	RelayBandwidthBurst string  `toml:"relay_bandwidth_burst"`
-	Tunnels             Tunnels `toml:"tunnels"`
-	Limits              Limits  `toml:"limits"`
+	Pseudonym string  `toml:"pseudonym"`
+	Tunnels   Tunnels `toml:"tunnels"`
+	Limits    Limits  `toml:"limits"`
+	// Control is the control port that Tor's controllers (stem, nyx) use.
+	Control Control `toml:"control"`
+	// Facilitator is the BitTorrent side of roles.facilitator and the
+	// facilitators this node's ORDB asks.
+	Facilitator Facilitator `toml:"facilitator"`
+}
+
+// Control is the control port: Tor's control protocol on loopback.
+type Control struct {
+	// Listen is a loopback IP:PORT, or "" for no control port.
+	Listen string `toml:"listen"`
+	// HashedPassword, if set, is a password controllers may authenticate
+	// with, in Tor's HashedControlPassword form ("16:" and 58 hex digits,
+	// as `tor --hash-password` prints it).
+	HashedPassword string `toml:"hashed_password"`
+	// NullAuth lets any local process control the node without a secret.
+	NullAuth bool `toml:"null_auth"`
 }
 
 // Limits bound what other nodes can make this one spend (memory, links,
@@ -133,6 +151,8 @@ func Default() Config {
 			MaxHandshakes:       64,
 			CreateRate:          20,
 		},
+		Control:     Control{Listen: DefaultControlAddr},
+		Facilitator: defaultFacilitator(),
 	}
 }
 
@@ -333,6 +353,9 @@ func (c Config) Validate() error {
 			return &Error{"http", c.HTTP, `want a loopback IP:PORT (e.g. "127.0.0.1:7780"), or "" for no local API`}
 		}
 	}
+	if err := c.Control.validate(); err != nil {
+		return err
+	}
 	for _, b := range c.Bridges {
 		if _, err := ParseBridge(b); err != nil {
 			return &Error{"bridges", b, "want ID@IP:PORT with ID the bridge's 40-hex-digit node ID (`veil status` on the bridge prints it)"}
@@ -381,7 +404,10 @@ func (c Config) Validate() error {
 	if err := checkPseudonym(c.Pseudonym); err != nil {
 		return err
 	}
-	return c.checkAnonymous()
+	if err := c.checkAnonymous(); err != nil {
+		return err
+	}
+	return c.Facilitator.validate()
 }
 
 // MaxQueued is limits.max_queued in bytes.
@@ -531,4 +557,21 @@ func Resolve(path string, explicit bool, getenv func(string) string, overrides [
 		}
 	}
 	return c, c.Validate()
+}
+
+func (c Control) validate() error {
+	if c.Listen != "" {
+		ap, err := netip.ParseAddrPort(c.Listen)
+		if err != nil || !ap.Addr().IsLoopback() {
+			return &Error{"control.listen", c.Listen, `want a loopback IP:PORT (e.g. "127.0.0.1:7751"), or "" for no control port`}
+		}
+	}
+	if h := c.HashedPassword; h != "" {
+		hexPart, ok := strings.CutPrefix(h, "16:")
+		_, err := hex.DecodeString(hexPart)
+		if !ok || len(hexPart) != 58 || err != nil {
+			return &Error{"control.hashed_password", h, `want Tor's hashed form "16:" and 58 hex digits (from tor --hash-password), or ""`}
+		}
+	}
+	return nil
 }

@@ -120,6 +120,11 @@ type transfer struct {
 	lost     int            // circuits of the current attempt lost and replaced
 	started  time.Time
 	err      string
+	// The gateway's seeks (gateway.go): the running Get, and the last
+	// chunk asked, given to each attempt's Get.
+	get     *ordb.Get
+	seek    uint64
+	hasSeek bool
 }
 
 // TransferStatus is a snapshot of a transfer.
@@ -313,6 +318,8 @@ func (n *Node) fetchOnce(ctx context.Context, name proto.HashName, rng *mrand.Ra
 	if err != nil {
 		return proto.DBConnected{}, err
 	}
+	t.attach(g)
+	defer t.attach(nil)
 	d, err := g.Run(ctx)
 	if err != nil {
 		if errors.Is(err, window.ErrUnavailable) && d.Size == 0 {

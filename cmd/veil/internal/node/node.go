@@ -30,6 +30,7 @@ import (
 	"veil/circuits"
 	"veil/circuits/link"
 	"veil/cmd/veil/internal/config"
+	"veil/cmd/veil/internal/control"
 	"veil/kademlia"
 	"veil/ordb"
 	"veil/proto"
@@ -62,6 +63,11 @@ type Options struct {
 	// Observer, if set, is told what the node sees (observe.go): for
 	// tests that check who learns what. nil in production, at no cost.
 	Observer Observer
+	// ConfigFile is the configuration file's path, for controllers.
+	ConfigFile string
+	// Reload, if set, reads the configuration again and applies it
+	// (the control port's SIGNAL RELOAD; SIGHUP does the same).
+	Reload func() error
 }
 
 // Node is a running veil node. Start makes one; Close stops it.
@@ -94,7 +100,15 @@ type Node struct {
 	addr      netip.AddrPort // where others reach us; invalid for a client
 	desc      atomic.Pointer[proto.NodeDescriptor]
 
-	api *apiServer
+	api     *apiServer
+	streams streams // the gateway's shared fetches
+	// fetchLimit, if set, caps what fetches read (tests; see rateLimit).
+	fetchLimit *rateLimit
+
+	// The control port (control.go): nil when off.
+	ctl    atomic.Pointer[control.Server]
+	logTee *control.LogTee
+	ctlLog *slog.Logger
 
 	lastBootstrap time.Time // owned by Run
 
@@ -130,6 +144,7 @@ func Start(opts Options) (_ *Node, err error) {
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
 	}
+	n.teeLog(cfg)
 	n.cfg.Store(&cfg)
 	n.dir = newDirectory(n.now)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
@@ -172,6 +187,7 @@ func Start(opts Options) (_ *Node, err error) {
 	if cfg.Anonymous {
 		swCfg.MaxJoinedCircuits = 0 // carries no one's circuits
 	}
+	swCfg.OnEvent = n.circuitEvent
 	if n.sw, err = circuits.NewSwitch(n.id, guardedDialer{n, n.links}, swCfg); err != nil {
 		return nil, err
 	}
@@ -235,6 +251,9 @@ func Start(opts Options) (_ *Node, err error) {
 		if n.api, err = startAPI(n, cfg.HTTP); err != nil {
 			return nil, err
 		}
+	}
+	if err := n.startControl(cfg, opts); err != nil {
+		return nil, err
 	}
 	return n, nil
 }
@@ -494,9 +513,13 @@ func LevelOf(s string) slog.Level {
 func (n *Node) Close() error {
 	n.closed.Do(func() {
 		n.cancel() // ends Run, and the fetches and publications of the API
+		if s := n.ctl.Load(); s != nil {
+			s.Close()
+		}
 		if n.api != nil {
 			n.api.close()
 		}
+		n.streams.closeWait()
 		if n.pool != nil {
 			n.pool.Close()
 		}
