@@ -103,7 +103,7 @@ func (e errGuard) Error() string {
 	return fmt.Sprintf("node: anonymous = true: no link to %s, which is neither a bridge nor the first hop of a circuit of ours", e.id.Short())
 }
 
-// check applies the guard to a dial of id at addr.
+// checkDial applies the guard to a dial of id at addr.
 func (n *Node) checkDial(id proto.NodeID, addr string) error {
 	ok, log := n.guard.allow(id)
 	if ok {
