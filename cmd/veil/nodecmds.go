@@ -181,6 +181,9 @@ func setupNode(fs *flag.FlagSet) func(context.Context, *env) error {
 		if a := n.ControlAddr(); a != "" {
 			fmt.Fprintf(e.stderr, "  control port (Tor's protocol: nyx -i %s) on %s\n", a, a)
 		}
+		if a := n.SOCKSAddr(); a != "" {
+			fmt.Fprintf(e.stderr, "  SOCKS4a/5 on %s (http://<hash_name>.veil/ serves content)\n", a)
+		}
 		switch {
 		case len(cfg.Bridges) == 0 && cfg.Anonymous:
 			fmt.Fprintf(e.stderr, "  no bridge configured: an anonymous node learns the network only from its bridges (add one with --bridge ID@IP:PORT or the `bridges` key)\n")
@@ -315,7 +318,7 @@ func setupGet(fs *flag.FlagSet) func(context.Context, *env) error {
 			return withCode(exitNoNode, fmt.Errorf("no running node and no bridge to start one: add a bridge with --bridge ID@IP:PORT or the `bridges` key in %s (a node's `veil status` prints its bridge line)", config.Path()))
 		}
 		cfg.Roles = config.Roles{}
-		cfg.Listen, cfg.HTTP, cfg.Control.Listen = "", "", ""
+		cfg.Listen, cfg.HTTP, cfg.Control.Listen, cfg.SOCKS = "", "", "", ""
 		// A client started for one get is anonymous unless told otherwise.
 		if !nf.isSet("anonymous") {
 			cfg.Anonymous = true

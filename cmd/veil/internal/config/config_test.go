@@ -158,3 +158,29 @@ func TestFlagsOverrideFileAndEnv(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestSOCKSAndExitKeys(t *testing.T) {
+	for _, tc := range []struct{ file, key string }{
+		{`socks = "0.0.0.0:7750"`, "socks"},
+		{`socks = "7750"`, "socks"},
+		{"[exit]\npolicy = [\"accept *:80\", \"allow *:*\"]", "exit.policy"},
+		{"[exit]\npolicy = [\"accept 10.0.0.0/33:80\"]", "exit.policy"},
+	} {
+		_, err := Parse([]byte(tc.file))
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Key != tc.key {
+			t.Errorf("%q: %v, want an error naming %s", tc.file, err, tc.key)
+		}
+	}
+	c, err := Parse([]byte("socks = \"\"\n[exit]\npolicy = [\"accept 127.0.0.1:8000-9000\"]\nallow_private = true\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := c.ExitPolicy()
+	if err != nil || !p.AllowPrivate || len(p.Rules) != 1 || c.SOCKS != "" {
+		t.Fatalf("%+v %v", p, err)
+	}
+	if _, err := Parse([]byte("[exit]\nbogus = 1\n")); !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("unknown key under [exit]: %v", err)
+	}
+}

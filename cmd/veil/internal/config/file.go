@@ -28,6 +28,13 @@ bridges = []
 # The local HTTP API (JSON under /api/v1/), loopback only. "" turns it off.
 http = "127.0.0.1:7780"
 
+# The SOCKS4a/5 port for applications, loopback only. "" turns it off.
+# <hash_name>.veil hosts are served by this node over the stream (HTTP);
+# other hosts go through a circuit to an exit, which resolves the name: this
+# side never does. SOCKS5 username/password are not checked: streams with
+# different ones never share a circuit.
+socks = "127.0.0.1:7750"
+
 # How much the node logs: error, warn, info or debug. -v on the command line
 # means info, -vv debug.
 log_level = "warn"
@@ -136,4 +143,15 @@ capacity = "32MiB"
 # Facilitators (ID@IP:PORT) this node's ORDB asks before those it finds in
 # the DHT (their F-flagged records).
 known = []
+
+# What SOCKS users' streams may reach through this node when roles.exit is on.
+[exit]
+# Tor's exit policy lines, "accept|reject ADDR[/MASK]:PORT[-PORT]", the first
+# that matches deciding; no match refuses. ADDR: *, *4, *6, an IPv4 address,
+# [IPv6], or private. Names are resolved here and every address checked.
+policy = ["accept *:80", "accept *:443", "reject *:*"]
+# Let the policy accept private, loopback, link-local, CGNAT, multicast and
+# reserved destinations (IPv4 and IPv6), which are refused otherwise. Only
+# for test networks on one machine.
+allow_private = false
 `

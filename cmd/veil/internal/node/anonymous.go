@@ -14,12 +14,15 @@ import (
 // What anonymous = true does at run time (config.checkAnonymous refuses
 // the settings that would reveal the user before the node starts):
 //
-//   - every dial goes through the guard below, which lets through only
-//     the bridges and the first hop of a circuit the node is building
-//     itself; any other dial (a DHT refresh, a descriptor request to a
-//     node found in the DHT, an EXTEND2 someone sent over one of our
-//     links) is refused and logged;
-//   - the node carries no one else's circuits (max_joined_circuits = 0);
+//   - every dial goes through the guard below. The DHT's and the
+//     descriptor exchange's dials reach only the bridges: a DHT refresh
+//     or a descriptor request to a node found in the DHT is refused. The
+//     circuit switch's dials reach the bridges and the first hops of the
+//     node's own circuits: the node carries no one else's circuits
+//     (max_joined_circuits = 0), so the switch dials only to build its
+//     own, and the guard checks that the node dialled is a relay of the
+//     directory (a first hop is one) or the first hop of a circuit being
+//     built here. Every refusal is counted and logged;
 //   - it learns the directory from its bridges, through a one-hop
 //     circuit to each (dirfetch.go), instead of asking each node;
 //   - it builds no circuits ahead (the pool stays empty): only those of
@@ -123,12 +126,20 @@ type guardedDialer struct {
 }
 
 func (d guardedDialer) Dial(ctx context.Context, id proto.NodeID, addr string) (link.Conn, error) {
-	if d.links.Lookup(id) == nil {
+	if d.links.Lookup(id) == nil && !d.n.isRelay(id) {
 		if err := d.n.checkDial(id, addr); err != nil {
 			return nil, err
 		}
 	}
 	return d.links.Dial(ctx, id, addr)
+}
+
+// isRelay reports whether the directory holds id as a relay: a node the
+// switch may dial as the first hop of one of our circuits (exit circuits
+// for SOCKS included).
+func (n *Node) isRelay(id proto.NodeID) bool {
+	d, ok := n.dir.Get(id)
+	return ok && d.Flags&proto.FlagRelay != 0
 }
 
 // anonymous reports whether the node runs with anonymous = true.

@@ -31,6 +31,7 @@ import (
 	"veil/circuits/link"
 	"veil/cmd/veil/internal/config"
 	"veil/cmd/veil/internal/control"
+	"veil/cmd/veil/internal/socks"
 	"veil/kademlia"
 	"veil/ordb"
 	"veil/proto"
@@ -110,6 +111,12 @@ type Node struct {
 	logTee *control.LogTee
 	ctlLog *slog.Logger
 
+	// exits opens SOCKS streams through exit circuits; socks is the SOCKS
+	// port (nil when off); content serves /content/<hash_name> to it.
+	exits   *circuits.ExitDialer
+	socks   *socks.Server
+	content ContentHandler
+
 	lastBootstrap time.Time // owned by Run
 
 	descSem chan struct{}  // bounds descriptor sends in flight (sendDesc)
@@ -188,6 +195,13 @@ func Start(opts Options) (_ *Node, err error) {
 		swCfg.MaxJoinedCircuits = 0 // carries no one's circuits
 	}
 	swCfg.OnEvent = n.circuitEvent
+	if cfg.Roles.Exit {
+		policy, err := cfg.ExitPolicy()
+		if err != nil {
+			return nil, err
+		}
+		swCfg.ExitPolicy = policy.Allows
+	}
 	if n.sw, err = circuits.NewSwitch(n.id, guardedDialer{n, n.links}, swCfg); err != nil {
 		return nil, err
 	}
@@ -247,6 +261,14 @@ func Start(opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 
+	ecfg := circuits.DefaultExitDialerConfig()
+	ecfg.Hops = cfg.Tunnels.Hops
+	ecfg.AllowSameSubnet = cfg.AllowPrivate
+	if n.exits, err = circuits.NewExitDialer(n.sw, n.dir, ecfg); err != nil {
+		return nil, err
+	}
+	n.content = n.simpleContent()
+
 	if cfg.HTTP != "" {
 		if n.api, err = startAPI(n, cfg.HTTP); err != nil {
 			return nil, err
@@ -254,6 +276,11 @@ func Start(opts Options) (_ *Node, err error) {
 	}
 	if err := n.startControl(cfg, opts); err != nil {
 		return nil, err
+	}
+	if cfg.SOCKS != "" {
+		if err := n.startSOCKS(cfg.SOCKS); err != nil {
+			return nil, fmt.Errorf("socks port: %w", err)
+		}
 	}
 	return n, nil
 }
@@ -378,6 +405,9 @@ func (n *Node) Run(ctx context.Context) error {
 				n.discoverAnon(ctx)
 			} else {
 				n.discover(ctx, rng)
+			}
+			if !anon { // an anonymous node builds only the circuits it uses
+				n.exits.Warm()
 			}
 			// The pool retries failed builds only every few seconds: wake
 			// it as soon as the directory may offer paths.
@@ -520,6 +550,12 @@ func (n *Node) Close() error {
 			n.api.close()
 		}
 		n.streams.closeWait()
+		if n.socks != nil {
+			n.socks.Close()
+		}
+		if n.exits != nil {
+			n.exits.Close()
+		}
 		if n.pool != nil {
 			n.pool.Close()
 		}
