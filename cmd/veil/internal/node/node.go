@@ -406,7 +406,9 @@ func (n *Node) Run(ctx context.Context) error {
 			} else {
 				n.discover(ctx, rng)
 			}
-			n.exits.Warm()
+			if !anon { // an anonymous node builds only the circuits it uses
+				n.exits.Warm()
+			}
 			// The pool retries failed builds only every few seconds: wake
 			// it as soon as the directory may offer paths.
 			if !anon && len(n.pool.FindCircuits()) < n.cfg.Load().Tunnels.MinCircuits {
@@ -504,6 +506,7 @@ func (n *Node) Reload(cfg config.Config) error {
 	for _, b := range cfg.ParsedBridges() {
 		bridges = append(bridges, proto.DHTContact{ID: b.ID, Addr: b.Addr})
 	}
+	n.guard.setBridges(bridgeIDs(bridges))
 	if len(bridges) > 0 {
 		go func() {
 			ctx, cancel := context.WithTimeout(n.ctx, 30*time.Second)
