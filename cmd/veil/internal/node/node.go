@@ -272,7 +272,13 @@ func (n *Node) refreshDescriptor() error {
 	if n.addr.IsValid() {
 		addrs = []netip.AddrPort{n.addr}
 	}
-	d, err := n.id.Descriptor(addrs, n.cfg.Load().Roles.Flags(), descValidity)
+	var ports []proto.PortRange
+	if cfg := n.cfg.Load(); cfg.Roles.Exit {
+		if p, err := cfg.ExitPolicy(); err == nil {
+			ports = p.PortSummary(proto.MaxExitPortRanges)
+		}
+	}
+	d, err := n.id.ExitDescriptorAt(n.now(), addrs, n.cfg.Load().Roles.Flags(), ports, descValidity)
 	if err != nil {
 		return err
 	}

@@ -41,8 +41,8 @@ func runCurl(t testing.TB, args ...string) ([]byte, string, int) {
 }
 
 // exitNet is a network on 127.0.0.1: a bridge, relays, an exit allowed
-// to reach the origin server (and nothing else), an exit that refuses
-// everything, and a client.
+// to reach the origin server (and nothing else), an exit whose summary
+// claims every port but whose policy refuses 127.0.0.1, and a client.
 type exitNet struct {
 	nodes  []*Node
 	client *Node
@@ -83,7 +83,7 @@ func newExitNet(t testing.TB, ctx context.Context, fileSize int) *exitNet {
 			c.Exit.Policy = []string{"accept 127.0.0.1:" + en.port, "reject *:*"}
 		case 1:
 			c.Roles.Exit, c.Exit.AllowPrivate = true, true
-			c.Exit.Policy = []string{"reject *:*"}
+			c.Exit.Policy = []string{"reject 127.0.0.1:*", "accept *:*"}
 		}
 		en.nodes = append(en.nodes, startTest(t, ctx, c))
 	}
@@ -94,7 +94,7 @@ func newExitNet(t testing.TB, ctx context.Context, fileSize int) *exitNet {
 	waitFor(t, 30*time.Second, "the client to know both exits", func() bool {
 		exits := 0
 		for _, d := range en.client.dir.Nodes() {
-			if d.Flags&proto.FlagExit != 0 {
+			if d.Flags&proto.FlagExit != 0 && len(d.ExitPorts) > 0 {
 				exits++
 			}
 		}
