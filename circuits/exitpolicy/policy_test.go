@@ -159,14 +159,14 @@ func TestPortSummary(t *testing.T) {
 		max          int
 		want         []proto.PortRange
 	}{
-		{[]string{"accept *:80", "accept *:443", "reject *:*"}, false, 16, []proto.PortRange{{80, 80}, {443, 443}}},
-		{[]string{"reject *:25", "accept *:*"}, false, 16, []proto.PortRange{{1, 24}, {26, 65535}}},
-		{[]string{"reject 1.2.3.4:*", "accept *:*"}, false, 16, []proto.PortRange{{1, 65535}}},
-		{[]string{"accept *:80-90", "accept *:91-100", "reject *:*"}, false, 16, []proto.PortRange{{80, 100}}},
+		{[]string{"accept *:80", "accept *:443", "reject *:*"}, false, 16, []proto.PortRange{{Lo: 80, Hi: 80}, {Lo: 443, Hi: 443}}},
+		{[]string{"reject *:25", "accept *:*"}, false, 16, []proto.PortRange{{Lo: 1, Hi: 24}, {Lo: 26, Hi: 65535}}},
+		{[]string{"reject 1.2.3.4:*", "accept *:*"}, false, 16, []proto.PortRange{{Lo: 1, Hi: 65535}}},
+		{[]string{"accept *:80-90", "accept *:91-100", "reject *:*"}, false, 16, []proto.PortRange{{Lo: 80, Hi: 100}}},
 		{[]string{"reject *:*"}, false, 16, nil},
 		{[]string{"accept 127.0.0.1:8080", "reject *:*"}, false, 16, nil}, // refused anyway without allow_private
-		{[]string{"accept 127.0.0.1:8080", "reject *:*"}, true, 16, []proto.PortRange{{8080, 8080}}},
-		{[]string{"accept *:10", "accept *:20", "accept *:100", "accept *:1000"}, false, 2, []proto.PortRange{{10, 100}, {1000, 1000}}},
+		{[]string{"accept 127.0.0.1:8080", "reject *:*"}, true, 16, []proto.PortRange{{Lo: 8080, Hi: 8080}}},
+		{[]string{"accept *:10", "accept *:20", "accept *:100", "accept *:1000"}, false, 2, []proto.PortRange{{Lo: 10, Hi: 100}, {Lo: 1000, Hi: 1000}}},
 	} {
 		p, err := Parse(tc.lines, tc.allowPrivate)
 		if err != nil {
