@@ -267,7 +267,7 @@ func Start(opts Options) (_ *Node, err error) {
 	if n.exits, err = circuits.NewExitDialer(n.sw, n.dir, ecfg); err != nil {
 		return nil, err
 	}
-	n.content = n.simpleContent()
+	n.content = n.socksContent()
 
 	if cfg.HTTP != "" {
 		if n.api, err = startAPI(n, cfg.HTTP); err != nil {
