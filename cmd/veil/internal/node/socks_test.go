@@ -131,6 +131,11 @@ func TestSOCKSCurl(t *testing.T) {
 		}
 	}
 
+	// Ranges, as the gateway serves them.
+	if got, stderr, code := runCurl(t, "--socks5-hostname", proxy, "-r", "1000-1999", "http://"+pub.Name.String()+".veil/"); code != 0 || !bytes.Equal(got, data[1000:2000]) {
+		t.Fatalf("range through SOCKS: exit %d, %d bytes: %s", code, len(got), stderr)
+	}
+
 	for _, tc := range []struct{ how, host string }{
 		{"--socks5-hostname", "127.0.0.1"}, {"--socks5-hostname", "localhost"}, {"--socks4a", "localhost"}, {"--socks4a", "127.0.0.1"},
 	} {
