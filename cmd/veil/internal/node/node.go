@@ -267,7 +267,7 @@ func Start(opts Options) (_ *Node, err error) {
 	if n.exits, err = circuits.NewExitDialer(n.sw, n.dir, ecfg); err != nil {
 		return nil, err
 	}
-	n.content = n.simpleContent()
+	n.content = n.socksContent()
 
 	if cfg.HTTP != "" {
 		if n.api, err = startAPI(n, cfg.HTTP); err != nil {
@@ -313,7 +313,13 @@ func (n *Node) refreshDescriptor() error {
 	if n.addr.IsValid() {
 		addrs = []netip.AddrPort{n.addr}
 	}
-	d, err := n.id.Descriptor(addrs, n.cfg.Load().Roles.Flags(), descValidity)
+	var ports []proto.PortRange
+	if cfg := n.cfg.Load(); cfg.Roles.Exit {
+		if p, err := cfg.ExitPolicy(); err == nil {
+			ports = p.PortSummary(proto.MaxExitPortRanges)
+		}
+	}
+	d, err := n.id.ExitDescriptorAt(n.now(), addrs, n.cfg.Load().Roles.Flags(), ports, descValidity)
 	if err != nil {
 		return err
 	}
