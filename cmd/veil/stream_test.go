@@ -69,6 +69,7 @@ func startLoneNode(t *testing.T, dir string) *node.Node {
 	t.Helper()
 	c := config.Default()
 	c.Listen, c.HTTP, c.DataDir, c.AllowPrivate = "127.0.0.1:0", "127.0.0.1:0", dir, true
+	c.Control.Listen, c.SOCKS = "", "" // no fixed ports: other tests' nodes may hold them
 	n, err := node.Start(node.Options{Config: c})
 	if err != nil {
 		t.Fatal(err)
