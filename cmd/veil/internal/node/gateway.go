@@ -136,14 +136,18 @@ func (n *Node) Stream(ctx context.Context, name proto.HashName) (gateway.Content
 		}
 		select {
 		case <-f.done:
-			if f.err == nil {
-				continue // complete: the descriptor is there
+			err := f.err // written before done closed
+			if err == nil {
+				if d, derr := n.cache.Descriptor(name); derr == nil { // complete
+					return &storeContent{n: n, s: n.cache, name: name, d: d, fetch: f}, nil
+				}
+				err = fmt.Errorf("node: the fetch of %v ended without its descriptor", name)
 			}
 			n.streams.use(f, -1)
-			if errors.Is(f.err, ErrNotFound) {
+			if errors.Is(err, ErrNotFound) {
 				return nil, gateway.ErrNotFound
 			}
-			return nil, f.err
+			return nil, err
 		case <-ctx.Done():
 			n.streams.use(f, -1)
 			return nil, ctx.Err()
