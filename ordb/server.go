@@ -127,5 +127,12 @@ func (srv *Server) clamp(d proto.DBConnected, q proto.DBQuery) (lo, hi uint64, o
 		}
 		return lo, min(lo+n, count), true
 	}
-	return lo, lo + n, true
+	// A live stream: what is appended so far, so that a query reaching
+	// past the newest chunk is answered up to it (its rest is asked
+	// again) instead of not at all.
+	h, err := srv.Store.Head(q.HashName)
+	if err != nil || lo >= h.Length {
+		return 0, 0, false
+	}
+	return lo, min(lo+n, h.Length), true
 }
