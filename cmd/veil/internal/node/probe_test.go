@@ -258,8 +258,19 @@ func TestProbeBackOnRequesterCircuit(t *testing.T) {
 			n.relay.Serve(ordb.FromCircuitStream(s))
 		})
 	}
-	// A second content, fetched through the hostile ORDBs.
-	fetchNew(t, ctx, pub, requester)
+	// A second content, fetched through the hostile ORDBs. Another node
+	// publishes it: a publisher advertises on ORDB streams of its own
+	// circuits, and a probe back on those would rightly get an answer for
+	// what it advertised there (the first content, if pub published this
+	// one too), which is not what this test is about.
+	var pub2 *Node
+	for _, n := range nodes[1:] {
+		if n != pub && n != requester {
+			pub2 = n
+			break
+		}
+	}
+	fetchNew(t, ctx, pub2, requester)
 	mu.Lock()
 	defer mu.Unlock()
 	reached := 0
