@@ -523,7 +523,8 @@ func (l *Link) readErr(err error) error {
 // flush's.
 type deadlineConn struct {
 	net.Conn
-	idle, write atomic.Int64 // time.Duration
+	idle, write atomic.Int64     // time.Duration
+	traffic     *trafficCounters // the Links' byte counters; nil in tests
 
 	wmu  sync.Mutex // guards wbuf: TLS may write from the reader (KeyUpdate)
 	wbuf []byte     // gathered records; nil before startBatching
@@ -533,7 +534,9 @@ func (c *deadlineConn) Read(p []byte) (int, error) {
 	if d := time.Duration(c.idle.Load()); d > 0 {
 		_ = c.Conn.SetReadDeadline(time.Now().Add(d))
 	}
-	return c.Conn.Read(p)
+	n, err := c.Conn.Read(p)
+	c.traffic.read(n)
+	return n, err
 }
 
 // startBatching makes writes gather until flush, in a buffer that holds a
@@ -583,5 +586,7 @@ func (c *deadlineConn) writeNow(p []byte) (int, error) {
 	if d := time.Duration(c.write.Load()); d > 0 {
 		_ = c.Conn.SetWriteDeadline(time.Now().Add(d))
 	}
-	return c.Conn.Write(p)
+	n, err := c.Conn.Write(p)
+	c.traffic.wrote(n)
+	return n, err
 }

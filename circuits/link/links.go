@@ -53,6 +53,8 @@ type Links struct {
 
 	wg        sync.WaitGroup // accept loops, handshakes, dials, links
 	closeOnce sync.Once
+
+	traffic trafficCounters // bytes on every link's socket (traffic.go)
 }
 
 // dialCall lets concurrent Gets for one ID share a dial.
@@ -246,7 +248,7 @@ func (m *Links) unreserve() {
 // accept runs the server side of a handshake.
 func (m *Links) accept(conn net.Conn) {
 	defer m.wg.Done()
-	raw := &deadlineConn{Conn: conn}
+	raw := &deadlineConn{Conn: conn, traffic: &m.traffic}
 	ctx, cancel := context.WithTimeout(m.ctx, m.cfg.HandshakeTimeout)
 	defer cancel()
 	_ = conn.SetDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
@@ -397,7 +399,7 @@ func (m *Links) dial(id proto.NodeID, addr string) (*Link, error) {
 // handshake runs the client side of a handshake on conn, which it owns,
 // refusing a peer whose key does not hash to id; its slot is reserved.
 func (m *Links) handshake(ctx context.Context, conn net.Conn, id proto.NodeID, addr string) (*Link, error) {
-	raw := &deadlineConn{Conn: conn}
+	raw := &deadlineConn{Conn: conn, traffic: &m.traffic}
 	_ = conn.SetDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
 	conf := m.tls.Clone()
 	var idErr *PeerIDError

@@ -82,6 +82,8 @@ type CircuitStatus struct {
 	Path      []string `json:"path"`
 	BytesSent uint64   `json:"bytes_sent"`
 	BytesRecv uint64   `json:"bytes_recv"`
+	Age       float64  `json:"age_seconds"`   // since its build started
+	Use       string   `json:"use,omitempty"` // what it is for (the dashboard's list)
 }
 
 // PutResult answers /api/v1/put.
@@ -167,13 +169,7 @@ func (n *Node) Status(ctx context.Context) Status {
 		st.PoolError = err.Error()
 	}
 	for _, c := range n.pool.FindCircuits() {
-		cs := CircuitStatus{ID: c.ID()}
-		for _, d := range c.Path() {
-			cs.Path = append(cs.Path, d.ID.String())
-		}
-		s := c.Stats()
-		cs.BytesSent, cs.BytesRecv = s.BytesSent, s.BytesRecv
-		st.Circuits = append(st.Circuits, cs)
+		st.Circuits = append(st.Circuits, circuitStatus(c, n.now()))
 	}
 	if ds, err := n.dht.Stats(ctx); err == nil {
 		st.DHTSize, st.DHTRecords = ds.TableSize, ds.Records
@@ -345,6 +341,7 @@ func startAPI(n *Node, addr string) (*apiServer, error) {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		_, _ = w.Write(buf.Bytes())
 	})
+	n.addViews(mux, a) // the dashboard and /metrics (dashboard.go)
 	a.srv = &http.Server{Handler: a.guard(mux), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		defer close(a.done)
@@ -364,6 +361,10 @@ func (n *Node) requestContext(r *http.Request) (context.Context, context.CancelF
 // guard refuses requests without the cookie.
 func (a *apiServer) guard(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isViewPath(r.URL.Path) {
+			h.ServeHTTP(w, r) // they check viewAuthorized themselves
+			return
+		}
 		got := r.Header.Get(CookieHeader)
 		if subtle.ConstantTimeCompare([]byte(got), []byte(a.cookie)) != 1 {
 			writeError(w, http.StatusUnauthorized, errors.New("missing or wrong cookie: send the content of "+CookieFile+" from the node's data directory in the "+CookieHeader+" header"))

@@ -88,7 +88,8 @@ type Node struct {
 	addr      netip.AddrPort // where others reach us; invalid for a client
 	desc      atomic.Pointer[proto.NodeDescriptor]
 
-	api *apiServer
+	api     *apiServer
+	metrics *nodeMetrics // metrics.go
 
 	lastBootstrap time.Time // owned by Run
 
@@ -161,6 +162,7 @@ func Start(opts Options) (_ *Node, err error) {
 	if n.sw, err = circuits.NewSwitch(n.id, n.links, swCfg); err != nil {
 		return nil, err
 	}
+	n.startMetrics()
 	// Handlers before Listen: a link keeps the handlers it started with.
 	// DHT cells arriving before the DHT exists are dropped (dhtReady).
 	n.links.SetHandlers(link.Handlers{Cell: n.sw.HandleCell, Closed: n.handleClosed, Var: n.handleVar})
