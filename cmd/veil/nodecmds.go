@@ -143,6 +143,7 @@ func setupNode(fs *flag.FlagSet) func(context.Context, *env) error {
 		}
 		if a := n.APIAddr(); a != "" {
 			fmt.Fprintf(e.stderr, "  local API on http://%s/api/v1/\n", a)
+			fmt.Fprintf(e.stderr, "  dashboard: %s\n", n.DashboardURL())
 		}
 		if len(cfg.Bridges) == 0 {
 			fmt.Fprintf(e.stderr, "  no bridge configured: this node waits for others to join it (add one with --bridge ID@IP:PORT or the `bridges` key)\n")
@@ -362,6 +363,7 @@ func setupStatus(fs *flag.FlagSet) func(context.Context, *env) error {
 		if st.BridgeLine != "" {
 			fmt.Fprintf(e.stdout, "bridge     %s\n", st.BridgeLine)
 		}
+		fmt.Fprintf(e.stdout, "dashboard  %s\n", node.DashboardURL(c.Base, c.Cookie))
 		fmt.Fprintf(e.stdout, "links      %d\n", st.Links)
 		fmt.Fprintf(e.stdout, "circuits   %d own (ready %.0f%%), %d carried for others\n", len(st.Circuits), 100*min(st.Ready, 1), st.Joined)
 		if st.PoolError != "" && len(st.Circuits) == 0 {
