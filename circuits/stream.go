@@ -60,9 +60,13 @@ type endpoint struct {
 	recvWin    onion.RecvWindow
 	streams    map[uint16]*Stream
 	nextStream uint16
-	closed     bool
-	reason     proto.DestroyReason
-	done       chan struct{} // closed when the circuit is closed
+	// pushed and popped count the cells that entered and left the
+	// streams' receive queues (wrapping): their difference is what the
+	// circuit holds for its readers, popped its readers' progress.
+	pushed, popped uint32
+	closed         bool
+	reason         proto.DestroyReason
+	done           chan struct{} // closed when the circuit is closed
 }
 
 func (e *endpoint) init(sw *Switch, origin bool) {
@@ -255,6 +259,12 @@ func (e *endpoint) onStreamCell(r proto.RelayCell, c *proto.Cell, t onion.Tag) (
 				e.mu.Unlock()
 				return relayResult{destroy: proto.DestroyProtocol}, true
 			}
+			if int(e.pushed-e.popped) >= e.sw.cfg.MaxCircuitQueuedCells {
+				// Every stream within its window, the circuit's readers
+				// far behind: the peer fills our memory (budget.go).
+				e.mu.Unlock()
+				return relayResult{destroy: proto.DestroyResourceLimit}, true
+			}
 			s.push(c, len(r.Data))
 			res.keep = true
 		}
@@ -355,7 +365,8 @@ func (e *endpoint) begin(sid uint16, dest string) {
 		reason = EndNoService
 	case e.streams[sid] != nil:
 		reason = EndMisc
-	case len(e.streams) >= sw.cfg.MaxStreams:
+	case len(e.streams) >= sw.cfg.MaxStreams,
+		!e.origin && len(e.streams) >= sw.cfg.MaxJoinedStreams:
 		reason = EndResourceLimit
 	default:
 		s = e.newStreamLocked(sid, dest)
@@ -484,6 +495,7 @@ func (s *Stream) ID() uint16 { return s.id }
 func (s *Stream) Dest() string { return s.dest }
 
 func (s *Stream) push(c *proto.Cell, n int) {
+	s.e.pushed++
 	s.rq = append(s.rq, queued{c: c, n: n})
 	if q := len(s.rq) - s.rqHead; q > s.maxQueued {
 		s.maxQueued = q
@@ -497,6 +509,7 @@ func (s *Stream) push(c *proto.Cell, n int) {
 // every cell the stream ever carried: it is compacted away once it is half
 // the slice. Caller holds e.mu.
 func (s *Stream) popLocked() {
+	s.e.popped++
 	s.rq[s.rqHead] = queued{}
 	s.rqHead++
 	switch {
@@ -510,6 +523,7 @@ func (s *Stream) popLocked() {
 }
 
 func (s *Stream) dropQueueLocked() {
+	s.e.popped += uint32(len(s.rq) - s.rqHead)
 	for i := s.rqHead; i < len(s.rq); i++ {
 		proto.PutCell(s.rq[i].c)
 	}

@@ -1,35 +1,50 @@
 package link
 
-import "sync/atomic"
+import (
+	"bytes"
+	"net/netip"
+	"slices"
+	"sync/atomic"
 
-// Traffic counts the bytes that crossed the sockets of all links, TLS
-// records and handshakes included, since the Links were made.
-type Traffic struct {
-	In, Out uint64
+	"veil/proto"
+)
+
+// traffic counts the bytes of the links' sockets, TLS records included.
+// One atomic add per socket read or write (not per cell).
+type traffic struct {
+	read, written atomic.Uint64
 }
 
-// trafficCounters are updated once per socket read or write (not per
-// cell), by every link's goroutines.
-type trafficCounters struct {
-	in, out atomic.Uint64
+// Traffic returns the bytes read from and written to the sockets of all
+// links (handshakes and TLS overhead included) since NewLinks.
+func (m *Links) Traffic() (read, written uint64) {
+	return m.traffic.read.Load(), m.traffic.written.Load()
 }
 
-// read and wrote accept a nil receiver: a deadlineConn made outside Links
-// counts nothing.
-func (t *trafficCounters) read(n int) {
-	if t != nil && n > 0 {
-		t.in.Add(uint64(n))
+// PeerInfo is one open link as status displays list it.
+type PeerInfo struct {
+	ID      proto.NodeID
+	Addr    netip.AddrPort // the peer's address as the socket sees it
+	Inbound bool
+}
+
+// Peers returns the open links, one per peer (the one Lookup gives),
+// ordered by peer ID.
+func (m *Links) Peers() []PeerInfo {
+	m.mu.Lock()
+	ls := make([]*Link, 0, len(m.byID))
+	for _, l := range m.byID {
+		ls = append(ls, l)
 	}
-}
-
-func (t *trafficCounters) wrote(n int) {
-	if t != nil && n > 0 {
-		t.out.Add(uint64(n))
+	m.mu.Unlock()
+	out := make([]PeerInfo, 0, len(ls))
+	for _, l := range ls {
+		if l.Err() != nil {
+			continue
+		}
+		ap, _ := netip.ParseAddrPort(l.RemoteAddr().String())
+		out = append(out, PeerInfo{ID: l.Peer(), Addr: ap, Inbound: l.Inbound()})
 	}
-}
-
-// Traffic returns the bytes read from and written to the links' sockets
-// so far.
-func (m *Links) Traffic() Traffic {
-	return Traffic{In: m.traffic.in.Load(), Out: m.traffic.out.Load()}
+	slices.SortFunc(out, func(a, b PeerInfo) int { return bytes.Compare(a.ID[:], b.ID[:]) })
+	return out
 }

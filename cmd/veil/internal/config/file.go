@@ -36,6 +36,28 @@ log_level = "warn"
 # lift the per-subnet limits. Only for test networks on one machine.
 allow_private = false
 
+# The most bytes per second all the node's links write together (what it
+# relays for others and sends for itself), like Tor's RelayBandwidthRate:
+# a size such as "8MB" or "2MiB" (at least 64KiB), or "0" for no limit.
+relay_bandwidth_rate = "0"
+# How much the links may write at once above that rate (at least 64KiB).
+relay_bandwidth_burst = "1MiB"
+
+# Refuse every setting that would reveal who uses this node, and dial
+# nothing but the first hops of its own circuits and the bridges. With it
+# on, the node must be a client only (every role off, listen = ""), and its
+# circuits at least 3 hops long; it then shows a fresh identity each
+# session, carries no one else's circuits, learns the directory from its
+# bridges and may still publish (through its own circuits). veil get turns
+# it on for the client it starts when no node runs.
+anonymous = false
+
+# The publishing key veil put signs with: a name (letters, digits, - and _)
+# of a key kept in the data directory (pseudonyms/NAME.key, mode 0600), so
+# that readers can tell your contents come from one author. "" signs each
+# content with a new key, forgotten at once. Never the node's own key.
+pseudonym = ""
+
 # What the node offers others (the TunnelCommunity's peer_flags). A node
 # with every role off is only a client: it shows a fresh link identity each
 # session and accepts no links.
@@ -67,4 +89,32 @@ max_time = "10m"
 max_time_inactive = "2m"
 # A circuit that carried this much (both ways) is closed and replaced.
 max_traffic = "250MiB"
+
+# What other nodes can make this node spend. The defaults suit a 256 MB
+# router; docs/ARCHITECTURE.md ("Budgets and limits") explains each.
+[limits]
+# Cells queued in circuits, all together. Beyond it the circuits whose
+# queues have been stuck longest are destroyed.
+max_queued = "32MiB"
+# Links to other nodes, both directions (at least 16).
+max_links = 1024
+# Inbound links from one IPv4 /24 or IPv6 /48 (0: no limit; allow_private
+# lifts it).
+max_inbound_per_subnet = 16
+# Inbound TLS handshakes in progress at once.
+max_handshakes = 64
+# Circuits one link may ask this node to carry, per second.
+create_rate = 20
+
+# The control port: Tor's control protocol, for stem scripts, nyx and
+# ` + "`veil status`" + `. Controllers authenticate with the cookie the node writes
+# to control.cookie in the data directory (mode 0600).
+[control]
+# Loopback IP:PORT to listen on; "" turns the control port off.
+listen = "127.0.0.1:7751"
+# A password controllers may use instead of the cookie, hashed as Tor's
+# HashedControlPassword ("16:..." from tor --hash-password); "" for none.
+hashed_password = ""
+# Let any local process control the node with no secret at all.
+null_auth = false
 `

@@ -7,6 +7,8 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -35,6 +37,18 @@ func ViewKey(cookie string) string {
 // at base (http://127.0.0.1:7780) whose cookie is cookie.
 func DashboardURL(base, cookie string) string {
 	return strings.TrimSuffix(base, "/") + "/?k=" + ViewKey(cookie)
+}
+
+// DashboardURLOf is the dashboard's address of the node running on
+// dataDir, from the files its local API wrote there ("" if there are
+// none).
+func DashboardURLOf(dataDir string) string {
+	cookie, err1 := os.ReadFile(filepath.Join(dataDir, CookieFile))
+	addr, err2 := os.ReadFile(filepath.Join(dataDir, APIAddrFile))
+	if err1 != nil || err2 != nil {
+		return ""
+	}
+	return DashboardURL("http://"+strings.TrimSpace(string(addr)), strings.TrimSpace(string(cookie)))
 }
 
 // DashboardURL is the address of the node's dashboard, view key included
@@ -104,7 +118,7 @@ func (n *Node) dashboardView(ctx context.Context) DashboardView {
 func (n *Node) addViews(mux *http.ServeMux, a *apiServer) {
 	d := dashboard.New(dashboard.Config{
 		Snapshot:   func(ctx context.Context) any { return n.dashboardView(ctx) },
-		Traffic:    func() (uint64, uint64) { t := n.links.Traffic(); return t.In, t.Out },
+		Traffic:    n.links.Traffic,
 		Authorized: a.viewAuthorized,
 		Key:        func(*http.Request) string { return ViewKey(a.cookie) },
 		Now:        n.now,

@@ -135,9 +135,9 @@ func (m *nodeMetrics) write(w io.Writer) {
 	counter := func(name string, v uint64) { metrics.WriteCounterUint64(w, name, v) }
 
 	gauge("veil_links", float64(n.links.Len()))
-	t := n.links.Traffic()
-	counter("veil_link_bytes_received_total", t.In)
-	counter("veil_link_bytes_sent_total", t.Out)
+	in, out := n.links.Traffic()
+	counter("veil_link_bytes_received_total", in)
+	counter("veil_link_bytes_sent_total", out)
 
 	gauge("veil_circuits_active", float64(len(n.sw.Origins())))
 	gauge("veil_circuits_carried", float64(n.sw.Joined()))

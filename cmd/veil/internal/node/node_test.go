@@ -27,6 +27,7 @@ func testConfig(t *testing.T, dir string, bridges ...string) config.Config {
 	t.Helper()
 	c := config.Default()
 	c.Listen, c.HTTP, c.DataDir, c.AllowPrivate = "127.0.0.1:0", "127.0.0.1:0", dir, true
+	c.Control.Listen = "127.0.0.1:0"
 	c.Bridges = bridges
 	c.Tunnels.MinCircuits, c.Tunnels.MaxCircuits = 2, 2
 	return c
