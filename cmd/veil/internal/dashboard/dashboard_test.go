@@ -98,7 +98,7 @@ func TestServe(t *testing.T) {
 	}
 	// The page's markup has the ids the script fills.
 	_, js := get(StaticPath + "app.js")
-	for _, id := range []string{"circuits", "transfers", "chart-in", "chart-out", "ordbs", "metrics"} {
+	for _, id := range []string{"circuits", "transfers", "peers", "chart-in", "chart-out", "ordbs", "metrics"} {
 		if !strings.Contains(js, `"`+id+`"`) || !strings.Contains(page, `id="`+id+`"`) {
 			t.Errorf("id %q not in both the page and the script", id)
 		}

@@ -82,12 +82,23 @@ func (a *apiServer) viewAuthorized(r *http.Request) bool {
 // circuit of the node's own (not only the pool's), with what it is for.
 type DashboardView struct {
 	Status
-	Own []CircuitStatus `json:"own_circuits"`
+	Own   []CircuitStatus `json:"own_circuits"`
+	Peers []LinkStatus    `json:"peers"`
+}
+
+// LinkStatus is one open link.
+type LinkStatus struct {
+	ID      string `json:"id"`
+	Addr    string `json:"addr"`
+	Inbound bool   `json:"inbound"`
 }
 
 // dashboardView takes a DashboardView.
 func (n *Node) dashboardView(ctx context.Context) DashboardView {
-	v := DashboardView{Status: n.Status(ctx), Own: []CircuitStatus{}}
+	v := DashboardView{Status: n.Status(ctx), Own: []CircuitStatus{}, Peers: []LinkStatus{}}
+	for _, p := range n.links.Peers() {
+		v.Peers = append(v.Peers, LinkStatus{ID: p.ID.String(), Addr: p.Addr.String(), Inbound: p.Inbound})
+	}
 	pool := map[uint64]bool{}
 	for _, c := range n.pool.FindCircuits() {
 		pool[c.ID()] = true

@@ -317,6 +317,9 @@ func TestDashboardChromium(t *testing.T) {
 	if len(rows) == 0 {
 		t.Fatalf("no 3-hop circuit rows in the circuits table:\n%s", dom)
 	}
+	if !regexp.MustCompile(`(?s)<table id="peers">.*?<td class="mono">[0-9a-f]{8}</td><td class="mono">127\.0\.0\.1:\d+</td>`).MatchString(dom) {
+		t.Fatalf("no link in the links table:\n%s", dom)
+	}
 	if !regexp.MustCompile(`<svg id="bandwidth"[^>]*>`).MatchString(dom) || !regexp.MustCompile(`<polyline id="chart-in" class="in" points="[0-9., ]*"`).MatchString(dom) {
 		t.Fatalf("no bandwidth chart:\n%s", dom)
 	}

@@ -64,6 +64,12 @@ function renderCircuits(st) {
   ]), 7);
 }
 
+function renderPeers(st) {
+  fillRows("peers", (st.peers || []).map((p) => [
+    el("td", "mono", short(p.id)), el("td", "mono", p.addr), el("td", "", p.inbound ? "them" : "us"),
+  ]), 3);
+}
+
 function renderTransfers(st) {
   fillRows("transfers", (st.transfers || []).map((t) => {
     const frac = t.chunks_total ? t.chunks_held / t.chunks_total : 0;
@@ -130,6 +136,7 @@ function render(ev) {
   $("traffic").textContent = bytes(ev.bytes_in) + " / " + bytes(ev.bytes_out);
   renderCircuits(st);
   renderTransfers(st);
+  renderPeers(st);
   renderORDB(st);
   renderChart(ev.history || []);
   $("conn").textContent = "updated " + new Date(ev.t).toLocaleTimeString();
