@@ -74,8 +74,9 @@ type Event struct {
 // Dashboard serves the page and its events; Run samples the bandwidth.
 // Safe for concurrent use.
 type Dashboard struct {
-	cfg  Config
-	page *template.Template
+	cfg     Config
+	page    *template.Template
+	stopped chan struct{} // closed when Run returns: event streams end
 
 	mu      sync.Mutex // guards the fields below (written by sample)
 	last    time.Time  // the last sample's time
@@ -93,7 +94,7 @@ func New(cfg Config) *Dashboard {
 		cfg.Now = time.Now
 	}
 	page := template.Must(template.ParseFS(static, "static/index.html"))
-	return &Dashboard{cfg: cfg, page: page}
+	return &Dashboard{cfg: cfg, page: page, stopped: make(chan struct{})}
 }
 
 // Register adds the dashboard's routes to mux.
@@ -165,14 +166,19 @@ func (d *Dashboard) serveEvents(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 			return
+		case <-d.stopped:
+			return
 		case <-t.C:
 		}
 	}
 }
 
 // Run samples the traffic every Interval until ctx ends, so that the
-// chart shows the recent past as soon as the page opens.
+// chart shows the recent past as soon as the page opens; then it ends the
+// event streams (a server shutting down waits for open requests). Call it
+// once.
 func (d *Dashboard) Run(ctx context.Context) {
+	defer close(d.stopped)
 	t := time.NewTicker(d.cfg.Interval)
 	defer t.Stop()
 	d.sample()

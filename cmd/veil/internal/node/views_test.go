@@ -248,12 +248,21 @@ func TestDashboardAccess(t *testing.T) {
 	if evs[2].T-evs[0].T < 1500 || len(evs[2].History) <= len(evs[0].History) || len(evs[2].History) == 0 {
 		t.Fatalf("events at %d, %d ms with %d, %d samples", evs[0].T, evs[2].T, len(evs[0].History), len(evs[2].History))
 	}
-	res.Body.Close()
 	for _, f := range []string{"app.js", "style.css"} {
 		if code, _ := scrape(t, base+"/dashboard/static/"+f); code != http.StatusOK {
 			t.Errorf("static %s: %d", f, code)
 		}
 	}
+	// An open event stream does not hold up the node's Close, and ends.
+	t0 := time.Now()
+	n.Close()
+	if d := time.Since(t0); d > 3*time.Second {
+		t.Fatalf("Close took %v with an event stream open", d)
+	}
+	if _, err := io.Copy(io.Discard, res.Body); err != nil {
+		t.Logf("the stream ended with %v", err)
+	}
+	res.Body.Close()
 }
 
 // chromiumArgs are the flags of a headless run that talks to nothing but
