@@ -250,7 +250,8 @@ func parsePromSample(line string) (string, [][2]string, float64, error) {
 			labels = append(labels, [2]string{lname, val.String()})
 			rest = rest[j+1:]
 			if rest != "" && rest[0] == ',' {
-				rest = rest[1:]
+				// Prometheus's own parser allows blanks before a label name.
+				rest = strings.TrimLeft(rest[1:], " \t")
 			} else if rest == "" || rest[0] != '}' {
 				return "", nil, 0, errors.New("labels not separated by commas")
 			}
