@@ -314,6 +314,9 @@ func TestParsePromText(t *testing.T) {
 	if v, ok := p.value(`a_total{k="x\"y"}`); !ok || v != 3 {
 		t.Fatalf("a_total: %v %v", v, ok)
 	}
+	if p, err := parsePromText("i{a=\"1\", b=\"2\"} 1\n"); err != nil || p["i"].series[`i{a="1",b="2"}`] != 1 {
+		t.Fatalf("blank after a comma: %v", err)
+	}
 	for _, bad := range []string{
 		"a b",                                  // bad value
 		"a{b=c} 1",                             // unquoted
