@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -142,8 +143,20 @@ func TestMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := getter.Fetch(ctx, pub.Name, nil); err != nil {
+	// While it runs, the status shows the transfer with its circuits'
+	// rates (the dashboard's transfers table).
+	rated := false
+	if _, err := getter.Fetch(ctx, pub.Name, func(p Progress) {
+		for _, tr := range getter.Status(ctx).Transfers {
+			if tr.HashName == pub.Name.String() && slices.ContainsFunc(tr.Rates, func(r float64) bool { return r > 0 }) {
+				rated = true
+			}
+		}
+	}); err != nil {
 		t.Fatal(err)
+	}
+	if !rated {
+		t.Error("no status during the fetch showed its circuits' rates")
 	}
 	after := make([]promText, len(nodes))
 	for i, n := range nodes {
