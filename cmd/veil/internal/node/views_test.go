@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -347,6 +348,40 @@ func TestDashboardChromium(t *testing.T) {
 	}
 	if !regexp.MustCompile(`id="chart-max"[^>]*>peak `).MatchString(dom) {
 		t.Fatalf("the chart was not drawn:\n%s", dom)
+	}
+
+	// Live: left open, the page renders the events of its stream (it
+	// logs to the console at the second one).
+	live := exec.CommandContext(ctx, bin, append(chromiumArgs(filepath.Join(tmp, "profile-live")), "--enable-logging=stderr", url)...)
+	live.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // chromium's helpers go with it
+	stderr, err := live.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := live.Start(); err != nil {
+		t.Fatal(err)
+	}
+	seen := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "veil dashboard: live, 2 events rendered") {
+				seen <- true
+				break
+			}
+		}
+		close(seen)
+		_, _ = io.Copy(io.Discard, stderr)
+	}()
+	var ok bool
+	select {
+	case ok = <-seen:
+	case <-time.After(40 * time.Second):
+	}
+	_ = syscall.Kill(-live.Process.Pid, syscall.SIGKILL)
+	_ = live.Wait()
+	if !ok {
+		t.Fatal("chromium rendered no events from the dashboard's stream in 40 s")
 	}
 
 	shot := filepath.Join(tmp, "dashboard.png")

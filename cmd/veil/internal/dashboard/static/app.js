@@ -149,7 +149,12 @@ function render(ev) {
 // while a request is open) with the page drawn.
 function stream() {
   const es = new EventSource("/dashboard/events" + q);
-  es.onmessage = (m) => render(JSON.parse(m.data));
+  let events = 0;
+  es.onmessage = (m) => {
+    render(JSON.parse(m.data));
+    document.body.dataset.events = String(++events);
+    if (events === 2) console.info("veil dashboard: live, " + events + " events rendered");
+  };
   es.onerror = () => { $("conn").textContent = "disconnected: retrying…"; };
 }
 fetch("/dashboard/status" + q).then((r) => r.ok ? r.json() : Promise.reject(r.status)).then((ev) => {
