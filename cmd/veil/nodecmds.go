@@ -182,6 +182,9 @@ func setupNode(fs *flag.FlagSet) func(context.Context, *env) error {
 		if a := n.ControlAddr(); a != "" {
 			fmt.Fprintf(e.stderr, "  control port (Tor's protocol: nyx -i %s) on %s\n", a, a)
 		}
+		if a := n.SOCKSAddr(); a != "" {
+			fmt.Fprintf(e.stderr, "  SOCKS4a/5 on %s (http://<hash_name>.veil/ serves content)\n", a)
+		}
 		if len(cfg.Bridges) == 0 {
 			fmt.Fprintf(e.stderr, "  no bridge configured: this node waits for others to join it (add one with --bridge ID@IP:PORT or the `bridges` key)\n")
 		}
@@ -219,8 +222,12 @@ func dialNode(ctx context.Context, cfg config.Config) (*node.Client, error) {
 
 func setupPut(fs *flag.FlagSet) func(context.Context, *env) error {
 	nf := addNodeFlags(fs)
-	mimeType := fs.String("type", "", "MIME type (default: from the file name's extension)")
+	mimeType := fs.String("type", "", "MIME type (default: from the file name's extension; video/mp2t with --live)")
+	live := fs.Bool("live", false, "publish standard input as a live stream as it arrives (e.g. ffmpeg ... -f mpegts - | veil put --live)")
 	return func(ctx context.Context, e *env) error {
+		if *live {
+			return putLive(ctx, e, nf, *mimeType)
+		}
 		if len(e.args) != 1 {
 			return errUsage
 		}
@@ -303,7 +310,7 @@ func setupGet(fs *flag.FlagSet) func(context.Context, *env) error {
 			return withCode(exitNoNode, fmt.Errorf("no running node and no bridge to start one: add a bridge with --bridge ID@IP:PORT or the `bridges` key in %s (a node's `veil status` prints its bridge line)", config.Path()))
 		}
 		cfg.Roles = config.Roles{}
-		cfg.Listen, cfg.HTTP, cfg.Control.Listen = "", "", ""
+		cfg.Listen, cfg.HTTP, cfg.Control.Listen, cfg.SOCKS = "", "", "", ""
 		// A client started for one get is anonymous unless told otherwise.
 		if !nf.isSet("anonymous") {
 			cfg.Anonymous = true

@@ -19,7 +19,7 @@ func TestStatusThroughControlPort(t *testing.T) {
 	dir := t.TempDir()
 	c := config.Default()
 	c.Listen, c.HTTP, c.DataDir, c.AllowPrivate = "127.0.0.1:0", "127.0.0.1:0", dir, true
-	c.Control.Listen = "127.0.0.1:0"
+	c.Control.Listen, c.SOCKS = "127.0.0.1:0", ""
 	n, err := node.Start(node.Options{Config: c})
 	if err != nil {
 		t.Fatal(err)

@@ -187,7 +187,7 @@ func (tn *testnet) start(ctx context.Context, dir string, cfg testnetConfig) err
 		c := config.Default()
 		c.DataDir = filepath.Join(dir, fmt.Sprintf("node%d", i))
 		c.Listen, c.HTTP, c.AllowPrivate = "127.0.0.1:0", "", true
-		c.Control.Listen = "" // no control port: several nodes in one process
+		c.Control.Listen, c.SOCKS = "", "" // no control or SOCKS port: several nodes in one process
 		c.Tunnels.Hops, c.Tunnels.MinCircuits, c.Tunnels.MaxCircuits = cfg.hops, 2, 4
 		if i == 0 {
 			c.Roles.Bridge = true

@@ -20,6 +20,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"veil/circuits/exitpolicy"
 	"veil/proto"
 )
 
@@ -47,6 +48,8 @@ type Config struct {
 	DataDir   string   `toml:"data_dir"`
 	Bridges   []string `toml:"bridges"`
 	HTTP      string   `toml:"http"`
+	// SOCKS is the SOCKS4a/5 listener for applications (loopback only).
+	SOCKS string `toml:"socks"`
 	// LogLevel is error, warn, info or debug.
 	LogLevel string `toml:"log_level"`
 	// AllowPrivate lets links, the DHT and paths use loopback and private
@@ -68,6 +71,10 @@ type Config struct {
 	Limits    Limits  `toml:"limits"`
 	// Control is the control port that Tor's controllers (stem, nyx) use.
 	Control Control `toml:"control"`
+	// Facilitator is the BitTorrent side of roles.facilitator and the
+	// facilitators this node's ORDB asks.
+	Facilitator Facilitator `toml:"facilitator"`
+	Exit        Exit        `toml:"exit"`
 }
 
 // Control is the control port: Tor's control protocol on loopback.
@@ -99,6 +106,26 @@ type Limits struct {
 	CreateRate int `toml:"create_rate"`
 }
 
+// Exit is what the node lets SOCKS users of others reach when roles.exit
+// is on.
+type Exit struct {
+	// Policy is Tor's exit policy lines, first match deciding
+	// (circuits/exitpolicy).
+	Policy []string `toml:"policy"`
+	// AllowPrivate lets the policy accept private, loopback, link-local,
+	// CGNAT, multicast and reserved destinations, refused otherwise.
+	AllowPrivate bool `toml:"allow_private"`
+}
+
+// ExitPolicy is the parsed exit policy; Validate has checked it.
+func (c Config) ExitPolicy() (exitpolicy.Policy, error) {
+	p, err := exitpolicy.Parse(c.Exit.Policy, c.Exit.AllowPrivate)
+	if err != nil {
+		return p, &Error{"exit.policy", strings.Join(c.Exit.Policy, ", "), fmt.Sprintf("%v; want lines like \"accept *:443\" or \"reject 10.0.0.0/8:*\"", err)}
+	}
+	return p, nil
+}
+
 // Roles are what the node offers others: the TunnelCommunity's peer_flags.
 type Roles struct {
 	Relay       bool `toml:"relay"`
@@ -128,6 +155,7 @@ func Default() Config {
 		Listen:   DefaultListenAddr,
 		Bridges:  []string{},
 		HTTP:     DefaultHTTPAddr,
+		SOCKS:    DefaultSOCKSAddr,
 		LogLevel: "warn",
 		// What a home uplink can spare is the operator's to say.
 		RelayBandwidthRate:  "0",
@@ -148,7 +176,9 @@ func Default() Config {
 			MaxHandshakes:       64,
 			CreateRate:          20,
 		},
-		Control: Control{Listen: DefaultControlAddr},
+		Control:     Control{Listen: DefaultControlAddr},
+		Facilitator: defaultFacilitator(),
+		Exit:        Exit{Policy: []string{"accept *:80", "accept *:443", "reject *:*"}},
 	}
 }
 
@@ -352,6 +382,15 @@ func (c Config) Validate() error {
 	if err := c.Control.validate(); err != nil {
 		return err
 	}
+	if c.SOCKS != "" {
+		ap, err := netip.ParseAddrPort(c.SOCKS)
+		if err != nil || !ap.Addr().IsLoopback() {
+			return &Error{"socks", c.SOCKS, `want a loopback IP:PORT (e.g. "127.0.0.1:7750"), or "" for no SOCKS port`}
+		}
+	}
+	if _, err := c.ExitPolicy(); err != nil {
+		return err
+	}
 	for _, b := range c.Bridges {
 		if _, err := ParseBridge(b); err != nil {
 			return &Error{"bridges", b, "want ID@IP:PORT with ID the bridge's 40-hex-digit node ID (`veil status` on the bridge prints it)"}
@@ -400,7 +439,10 @@ func (c Config) Validate() error {
 	if err := checkPseudonym(c.Pseudonym); err != nil {
 		return err
 	}
-	return c.checkAnonymous()
+	if err := c.checkAnonymous(); err != nil {
+		return err
+	}
+	return c.Facilitator.validate()
 }
 
 // MaxQueued is limits.max_queued in bytes.

@@ -28,6 +28,13 @@ bridges = []
 # The local HTTP API (JSON under /api/v1/), loopback only. "" turns it off.
 http = "127.0.0.1:7780"
 
+# The SOCKS4a/5 port for applications, loopback only. "" turns it off.
+# <hash_name>.veil hosts are served by this node over the stream (HTTP);
+# other hosts go through a circuit to an exit, which resolves the name: this
+# side never does. SOCKS5 username/password are not checked: streams with
+# different ones never share a circuit.
+socks = "127.0.0.1:7750"
+
 # How much the node logs: error, warn, info or debug. -v on the command line
 # means info, -vv debug.
 log_level = "warn"
@@ -117,4 +124,34 @@ listen = "127.0.0.1:7751"
 hashed_password = ""
 # Let any local process control the node with no secret at all.
 null_auth = false
+
+# The BitTorrent side of roles.facilitator, and the facilitators this
+# node's ORDB asks for a hash_name nothing else has (a torrent's infohash).
+[facilitator]
+# BitTorrent peers (IP:PORT) dialled for every torrent. Host names are
+# refused: resolving one would tell the resolver what is fetched.
+peers = []
+# BitTorrent DHT nodes (IP:PORT) to search for peers from, read-only
+# (get_peers only, nothing announced). Empty: no DHT.
+dht_bootstrap = []
+# A PeerGuardian-format blocklist file; "" for none.
+blocklist = ""
+# How long to wait for a torrent's info dictionary from its peers.
+metadata_timeout = "60s"
+# The most piece data held per torrent (pieces are dropped once relayed).
+capacity = "32MiB"
+# Facilitators (ID@IP:PORT) this node's ORDB asks before those it finds in
+# the DHT (their F-flagged records).
+known = []
+
+# What SOCKS users' streams may reach through this node when roles.exit is on.
+[exit]
+# Tor's exit policy lines, "accept|reject ADDR[/MASK]:PORT[-PORT]", the first
+# that matches deciding; no match refuses. ADDR: *, *4, *6, an IPv4 address,
+# [IPv6], or private. Names are resolved here and every address checked.
+policy = ["accept *:80", "accept *:443", "reject *:*"]
+# Let the policy accept private, loopback, link-local, CGNAT, multicast and
+# reserved destinations (IPv4 and IPv6), which are refused otherwise. Only
+# for test networks on one machine.
+allow_private = false
 `

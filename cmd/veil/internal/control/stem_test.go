@@ -26,7 +26,7 @@ func testNet(t *testing.T, others int) *node.Node {
 	conf := func(bridges ...string) config.Config {
 		c := config.Default()
 		c.Listen, c.HTTP, c.DataDir, c.AllowPrivate = "127.0.0.1:0", "", t.TempDir(), true
-		c.Control.Listen = ""
+		c.Control.Listen, c.SOCKS = "", ""
 		c.Bridges = bridges
 		c.Tunnels.MinCircuits, c.Tunnels.MaxCircuits = 2, 2
 		return c

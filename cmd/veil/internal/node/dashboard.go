@@ -60,12 +60,6 @@ func (n *Node) DashboardURL() string {
 	return DashboardURL("http://"+n.api.addr, n.api.cookie)
 }
 
-// isViewPath says whether a path is one of the read-only views, which
-// check their own credentials (viewAuthorized) instead of the API's guard.
-func isViewPath(p string) bool {
-	return p == dashboard.PagePath || p == MetricsPath || strings.HasPrefix(p, "/dashboard/")
-}
-
 // viewAuthorized is the one check of the read-only views: the cookie (in
 // CookieHeader, or as "Authorization: Bearer COOKIE", which Prometheus
 // sends from a credentials_file), or the view key (?k=).

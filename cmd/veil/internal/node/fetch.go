@@ -121,6 +121,11 @@ type transfer struct {
 	rates    []float64      // the downloading circuits' rates, bytes per second
 	started  time.Time
 	err      string
+	// The gateway's seeks (gateway.go): the running Get, and the last
+	// chunk asked, given to each attempt's Get.
+	get     *ordb.Get
+	seek    uint64
+	hasSeek bool
 }
 
 // TransferStatus is a snapshot of a transfer.
@@ -319,6 +324,8 @@ func (n *Node) fetchOnce(ctx context.Context, name proto.HashName, rng *mrand.Ra
 	if err != nil {
 		return proto.DBConnected{}, err
 	}
+	t.attach(g)
+	defer t.attach(nil)
 	d, err := g.Run(ctx)
 	n.metrics.countWindow(g.Stats())
 	if err != nil {

@@ -119,7 +119,11 @@ func (gc *getCircuits) OpenStream(ctx context.Context, id window.CircuitID) (ord
 	}
 	st.Status = control.StreamSucceeded
 	gc.n.streamEvent(st)
-	return &reportedStream{CellStream: gc.n.observe(s), n: gc.n, st: st}, nil
+	cs := gc.n.observe(s)
+	if l := gc.n.fetchLimit; l != nil {
+		cs = limitedStream{cs, l}
+	}
+	return &reportedStream{CellStream: cs, n: gc.n, st: st}, nil
 }
 
 // reportedStream tells the control port when a fetch stream closes.

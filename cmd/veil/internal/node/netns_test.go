@@ -164,7 +164,7 @@ func TestAnonymousNetns(t *testing.T) {
 	start := func(roles config.Roles, bridges ...string) *node.Node {
 		c := config.Default()
 		c.Listen, c.HTTP, c.DataDir, c.AllowPrivate = hostIP.String()+":0", "", t.TempDir(), true
-		c.Control.Listen = ""
+		c.Control.Listen, c.SOCKS = "", ""
 		c.Roles, c.Bridges = roles, bridges
 		c.Tunnels.MinCircuits, c.Tunnels.MaxCircuits = 2, 2
 		o := &cellLinks{peers: map[proto.NodeID]netip.AddrPort{}}
@@ -205,7 +205,7 @@ func TestAnonymousNetns(t *testing.T) {
 	t.Cleanup(pn.Close)
 	dataDir := filepath.Join(root, "requester")
 	cfgPath := filepath.Join(root, "anon.toml")
-	file := fmt.Sprintf("anonymous = true\nlisten = \"\"\nhttp = \"127.0.0.1:0\"\nallow_private = true\ndata_dir = %q\nbridges = [%q]\n[roles]\nrelay = false\nordb = false\n[control]\nlisten = \"\"\n", dataDir, bridge.BridgeLine())
+	file := fmt.Sprintf("anonymous = true\nlisten = \"\"\nsocks = \"\"\nhttp = \"127.0.0.1:0\"\nallow_private = true\ndata_dir = %q\nbridges = [%q]\n[roles]\nrelay = false\nordb = false\n[control]\nlisten = \"\"\n", dataDir, bridge.BridgeLine())
 	if err := os.WriteFile(cfgPath, []byte(file), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -31,6 +31,7 @@ import (
 	"veil/circuits/link"
 	"veil/cmd/veil/internal/config"
 	"veil/cmd/veil/internal/control"
+	"veil/cmd/veil/internal/socks"
 	"veil/kademlia"
 	"veil/ordb"
 	"veil/proto"
@@ -102,11 +103,20 @@ type Node struct {
 
 	api     *apiServer
 	metrics *nodeMetrics // metrics.go
+	streams streams      // the gateway's shared fetches
+	// fetchLimit, if set, caps what fetches read (tests; see rateLimit).
+	fetchLimit *rateLimit
 
 	// The control port (control.go): nil when off.
 	ctl    atomic.Pointer[control.Server]
 	logTee *control.LogTee
 	ctlLog *slog.Logger
+
+	// exits opens SOCKS streams through exit circuits; socks is the SOCKS
+	// port (nil when off); content serves /content/<hash_name> to it.
+	exits   *circuits.ExitDialer
+	socks   *socks.Server
+	content ContentHandler
 
 	lastBootstrap time.Time // owned by Run
 
@@ -186,6 +196,13 @@ func Start(opts Options) (_ *Node, err error) {
 		swCfg.MaxJoinedCircuits = 0 // carries no one's circuits
 	}
 	swCfg.OnEvent = n.circuitEvent
+	if cfg.Roles.Exit {
+		policy, err := cfg.ExitPolicy()
+		if err != nil {
+			return nil, err
+		}
+		swCfg.ExitPolicy = policy.Allows
+	}
 	if n.sw, err = circuits.NewSwitch(n.id, guardedDialer{n, n.links}, swCfg); err != nil {
 		return nil, err
 	}
@@ -246,6 +263,14 @@ func Start(opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 
+	ecfg := circuits.DefaultExitDialerConfig()
+	ecfg.Hops = cfg.Tunnels.Hops
+	ecfg.AllowSameSubnet = cfg.AllowPrivate
+	if n.exits, err = circuits.NewExitDialer(n.sw, n.dir, ecfg); err != nil {
+		return nil, err
+	}
+	n.content = n.simpleContent()
+
 	if cfg.HTTP != "" {
 		if n.api, err = startAPI(n, cfg.HTTP); err != nil {
 			return nil, err
@@ -253,6 +278,11 @@ func Start(opts Options) (_ *Node, err error) {
 	}
 	if err := n.startControl(cfg, opts); err != nil {
 		return nil, err
+	}
+	if cfg.SOCKS != "" {
+		if err := n.startSOCKS(cfg.SOCKS); err != nil {
+			return nil, fmt.Errorf("socks port: %w", err)
+		}
 	}
 	return n, nil
 }
@@ -378,6 +408,7 @@ func (n *Node) Run(ctx context.Context) error {
 			} else {
 				n.discover(ctx, rng)
 			}
+			n.exits.Warm()
 			// The pool retries failed builds only every few seconds: wake
 			// it as soon as the directory may offer paths.
 			if !anon && len(n.pool.FindCircuits()) < n.cfg.Load().Tunnels.MinCircuits {
@@ -516,6 +547,13 @@ func (n *Node) Close() error {
 		}
 		if n.api != nil {
 			n.api.close()
+		}
+		n.streams.closeWait()
+		if n.socks != nil {
+			n.socks.Close()
+		}
+		if n.exits != nil {
+			n.exits.Close()
 		}
 		if n.pool != nil {
 			n.pool.Close()

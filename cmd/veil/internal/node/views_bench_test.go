@@ -44,7 +44,7 @@ func benchNet(b *testing.B, ctx context.Context, count int) []*Node {
 	for i := range count {
 		c := config.Default()
 		c.Listen, c.HTTP, c.DataDir, c.AllowPrivate = "127.0.0.1:0", "127.0.0.1:0", b.TempDir(), true
-		c.Control.Listen = ""
+		c.Control.Listen, c.SOCKS = "", ""
 		c.Tunnels.MinCircuits, c.Tunnels.MaxCircuits = 2, 2
 		if i == 0 {
 			c.Roles.Bridge = true
