@@ -161,8 +161,9 @@ func runTestnet(ctx context.Context, out io.Writer, cfg testnetConfig) error {
 		fmt.Fprintf(out, "ok: every fetch verified\n")
 	}
 	if !cfg.once {
-		fmt.Fprintf(out, "\ndashboard of the fetching node %s:\n  %s\nmetrics: %s (the same key, or the node's cookie)\nthe network keeps running; Ctrl-C stops it\n",
+		fmt.Fprintf(out, "\ndashboard of the fetching node %s:\n  %s\nmetrics: %s (the same key, or the node's cookie)\n",
 			tn.getter.ID().Short(), tn.getter.DashboardURL(), strings.Replace(tn.getter.DashboardURL(), "/?k=", node.MetricsPath+"?k=", 1))
+		fmt.Fprintf(out, "the video at the fetching node's gateway (a player or a browser):\n  %s\nthe network keeps running; Ctrl-C stops it\n", tn.getter.ContentURL(items[0].name))
 		<-ctx.Done()
 		fmt.Fprintf(out, "stopping the network\n")
 	}

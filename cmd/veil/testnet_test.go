@@ -101,6 +101,20 @@ func TestTestnetKeepsRunning(t *testing.T) {
 			t.Fatalf("no chunk counted after the fetches:\n%s", b)
 		}
 	}
+	// The video, through the fetching node's gateway.
+	vurl := regexp.MustCompile(`http://127\.0\.0\.1:\d+/content/[0-9a-f]{40}\?k=[0-9a-f]{32}`).FindString(out.String())
+	if vurl == "" {
+		t.Fatalf("no video address printed:\n%s", out.String())
+	}
+	res, err := http.Get(vurl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || !bytes.Equal(b, sampleVideo) || res.Header.Get("Content-Type") != "video/mp4" {
+		t.Fatalf("%s: %d, %s, %d bytes (want the %d of the sample)", vurl, res.StatusCode, res.Header.Get("Content-Type"), len(b), len(sampleVideo))
+	}
 	cancel()
 	select {
 	case err := <-done:

@@ -14,6 +14,8 @@ import (
 
 	"veil/circuits"
 	"veil/cmd/veil/internal/dashboard"
+	"veil/cmd/veil/internal/gateway"
+	"veil/proto"
 )
 
 // The dashboard at / and the metrics at /metrics are read-only views of
@@ -37,6 +39,15 @@ func ViewKey(cookie string) string {
 // at base (http://127.0.0.1:7780) whose cookie is cookie.
 func DashboardURL(base, cookie string) string {
 	return strings.TrimSuffix(base, "/") + "/?k=" + ViewKey(cookie)
+}
+
+// ContentURL is the gateway address of a content at this node, with its
+// capability token ("" when the local API is off).
+func (n *Node) ContentURL(name proto.HashName) string {
+	if n.api == nil {
+		return ""
+	}
+	return gateway.URL(n.api.addr, n.api.cookie, name)
 }
 
 // DashboardURLOf is the dashboard's address of the node running on
