@@ -180,7 +180,7 @@ func setupNode(fs *flag.FlagSet) func(context.Context, *env) error {
 			fmt.Fprintf(e.stderr, "  dashboard: %s\n", n.DashboardURL())
 		}
 		if a := n.ControlAddr(); a != "" {
-			fmt.Fprintf(e.stderr, "  control port (Tor's protocol: nyx -i %s) on %s\n", a, a)
+			fmt.Fprintf(e.stderr, "  control port on %s (Tor's control protocol: nyx -i %s)\n", a, a)
 		}
 		if a := n.SOCKSAddr(); a != "" {
 			fmt.Fprintf(e.stderr, "  SOCKS4a/5 on %s (http://<hash_name>.veil/ serves content)\n", a)

@@ -33,7 +33,7 @@ func (n *Node) startSOCKS(addr string) error {
 	cfg := socks.DefaultConfig()
 	cfg.Log = n.log
 	cfg.Content = veilHosts(n.content)
-	cfg.Dial = n.dialExit
+	cfg.Dial = n.reportDial(n.dialExit) // STREAM events on the control port
 	n.socks = socks.New(ln, cfg)
 	n.wg.Add(1)
 	go func() {
