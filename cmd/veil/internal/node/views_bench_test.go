@@ -5,8 +5,6 @@ import (
 	"io"
 	"testing"
 	"time"
-
-	"veil/cmd/veil/internal/config"
 )
 
 // What watching a node costs it: a /metrics scrape and a dashboard
@@ -15,7 +13,8 @@ import (
 func BenchmarkViews(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	nodes := benchNet(b, ctx, 7)
+	nodes := startNet(b, ctx, 7)
+	waitFor(b, 30*time.Second, "circuits", func() bool { return len(nodes[6].sw.Origins()) > 0 })
 	n := nodes[len(nodes)-1]
 	b.Run("Status", func(b *testing.B) {
 		b.ReportAllocs()
@@ -35,37 +34,4 @@ func BenchmarkViews(b *testing.B) {
 			n.WriteMetrics(io.Discard)
 		}
 	})
-}
-
-// benchNet is startNet for a benchmark.
-func benchNet(b *testing.B, ctx context.Context, count int) []*Node {
-	b.Helper()
-	var nodes []*Node
-	for i := range count {
-		c := config.Default()
-		c.Listen, c.HTTP, c.DataDir, c.AllowPrivate = "127.0.0.1:0", "127.0.0.1:0", b.TempDir(), true
-		c.Control.Listen, c.SOCKS = "", ""
-		c.Tunnels.MinCircuits, c.Tunnels.MaxCircuits = 2, 2
-		if i == 0 {
-			c.Roles.Bridge = true
-		} else {
-			c.Bridges = []string{nodes[0].BridgeLine()}
-		}
-		n, err := Start(Options{Config: c})
-		if err != nil {
-			b.Fatal(err)
-		}
-		go n.Run(ctx)
-		b.Cleanup(func() { n.Close() })
-		nodes = append(nodes, n)
-	}
-	for _, n := range nodes {
-		for deadline := time.Now().Add(30 * time.Second); n.dir.Len() < count-2 || len(n.sw.Origins()) == 0; {
-			if time.Now().After(deadline) {
-				b.Fatal("the network did not come up in 30 s")
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	return nodes
 }

@@ -25,7 +25,7 @@ import (
 
 // startNet starts a bridge and count-1 nodes joined through it, and waits
 // until every node knows the others.
-func startNet(t *testing.T, ctx context.Context, count int) []*Node {
+func startNet(t testing.TB, ctx context.Context, count int) []*Node {
 	t.Helper()
 	bc := testConfig(t, t.TempDir())
 	bc.Roles.Bridge = true
