@@ -170,7 +170,7 @@ func (sw *Switch) checkQueues(now time.Time) {
 		since time.Time
 	}
 	var cands []cand
-	total := 0
+	total, all := 0, 0
 	b.mu.Lock()
 	live := make(map[circuitQueue]backlog, len(b.backlogs))
 	for _, q := range qs {
@@ -178,13 +178,16 @@ func (sw *Switch) checkQueues(now time.Time) {
 		if cells == 0 {
 			continue
 		}
-		total += cells
+		all += cells
 		bl, ok := b.backlogs[q]
 		if !ok || bl.progress != progress {
 			bl = backlog{progress: progress, since: now}
 		}
 		live[q] = bl
 		if _, dying := b.killed[q]; !dying {
+			// A circuit already condemned is on its way out: counting its
+			// cells again would condemn others for memory about to go.
+			total += cells
 			cands = append(cands, cand{q, cells, bl.since})
 		}
 	}
@@ -194,7 +197,7 @@ func (sw *Switch) checkQueues(now time.Time) {
 			delete(b.killed, q) // its cells are gone
 		}
 	}
-	b.last = total
+	b.last = all
 	var victims []cand
 	if total > b.maxCells {
 		slices.SortStableFunc(cands, func(x, y cand) int { return x.since.Compare(y.since) })
