@@ -471,7 +471,7 @@ func (sw *Switch) Build(ctx context.Context, path []proto.NodeDescriptor) (*Circ
 	go c.run()
 
 	for i, d := range path {
-		if err := d.Verify(sw.cfg.Now()); err != nil {
+		if err := VerifyDescriptor(d, sw.cfg.Now()); err != nil {
 			c.kill(proto.DestroyFinished)
 			<-c.ended
 			return fail(fmt.Errorf("hop %d (%s): descriptor: %w", i+1, d.ID.Short(), err))
@@ -551,7 +551,7 @@ func (c *Circuit) Truncate(ctx context.Context, keep int) error {
 // Extend adds hop d (a descriptor that verifies) at the end of a built
 // circuit.
 func (c *Circuit) Extend(ctx context.Context, d proto.NodeDescriptor) error {
-	if err := d.Verify(c.ep.sw.cfg.Now()); err != nil {
+	if err := VerifyDescriptor(d, c.ep.sw.cfg.Now()); err != nil {
 		return fmt.Errorf("circuits: descriptor of %s: %w", d.ID.Short(), err)
 	}
 	n := c.Hops()

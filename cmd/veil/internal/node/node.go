@@ -20,7 +20,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -78,6 +77,7 @@ type Node struct {
 	dhtReady atomic.Pointer[kademlia.Node]
 	dir      *directory
 	pool     *circuits.Pool
+	guards   *circuits.Guards  // first hops of all our circuits (limits.go)
 	served   *chunkstore.Store // nil for a node that is not an ORDB
 	// relay is the ORDB service, peer the side that advertises served
 	// through peerCircs; all nil for a node that is not an ORDB.
@@ -131,8 +131,8 @@ func Start(opts Options) (_ *Node, err error) {
 			n.Close()
 		}
 	}()
-	if err := os.MkdirAll(n.dataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data directory: %w", err)
+	if err := circuits.CheckDataDir(n.dataDir); err != nil {
+		return nil, err
 	}
 	// A node that offers nothing shows a fresh link identity each session:
 	// nothing ties its sessions together. Relays and ORDBs keep theirs,
@@ -203,6 +203,10 @@ func Start(opts Options) (_ *Node, err error) {
 	pcfg.MaxTraffic, _ = cfg.MaxTraffic()
 	pcfg.ExitFlags = proto.FlagORDB
 	pcfg.AllowSameSubnet = cfg.AllowPrivate
+	if pcfg.Guards, err = loadGuards(n.dataDir); err != nil {
+		return nil, err
+	}
+	n.guards = pcfg.Guards
 	if n.pool, err = circuits.NewPool(n.sw, n.dir, pcfg); err != nil {
 		return nil, err
 	}

@@ -47,7 +47,10 @@ func xorDist(a, b proto.NodeID) proto.NodeID {
 // buildTo builds a circuit of the configured length ending at last.
 func (n *Node) buildTo(ctx context.Context, last proto.NodeDescriptor, rng *mrand.Rand) (*circuits.Circuit, []proto.NodeID, error) {
 	cfg := n.cfg.Load()
-	path, err := circuits.SelectPathTo(n.dir.Nodes(), cfg.Tunnels.Hops, n.id.ID, last, cfg.AllowPrivate, n.now(), rng)
+	path, err := circuits.PathRules{
+		Hops: cfg.Tunnels.Hops, Self: n.id.ID, Last: &last, SameSubnet: cfg.AllowPrivate,
+		Guards: n.guards, Now: n.now(),
+	}.Select(n.dir.Nodes(), rng)
 	if err != nil {
 		return nil, nil, fmt.Errorf("choosing a path to %s (%d nodes known): %w", last.ID.Short(), n.dir.Len(), err)
 	}
