@@ -108,7 +108,7 @@ func LoadGuards(cfg GuardConfig) (*Guards, error) {
 	if err := json.Unmarshal(b, &gf); err != nil || gf.Version != 1 || len(gf.Guards) > cfg.MaxSampled*4 {
 		return nil, fmt.Errorf("circuits: guards file %s: corrupt (remove it to choose new guards)", cfg.Path)
 	}
-	g.list = gf.Guards
+	g.list = gf.Guards[:min(len(gf.Guards), cfg.MaxSampled)]
 	return g, nil
 }
 
