@@ -21,11 +21,12 @@ const QueuedCellCost = proto.CellSize + 62
 // spend: the queued-cell budget and its out-of-memory handler, the CREATE2
 // token buckets of links, and the extend dials running.
 //
-// The handler does not count every cell in and out (that would put a
-// shared counter on every cell's path). It looks at every circuit's queues
-// after each scanEvery cells queued by the link handlers: cells only pile
-// up as they arrive, so between two looks at most scanEvery cells more can
-// be held. For each circuit with a backlog it remembers when that backlog
+// The handler keeps no running total (that would take a shared lock or
+// counter in every queue on every push and pop): a link handler counts
+// the cells it queues with one atomic add, and after each scanEvery of
+// them the handler looks at every circuit's queues. Cells only pile up as
+// they arrive, so between two looks at most scanEvery cells more can be
+// held. For each circuit with a backlog it remembers when that backlog
 // last made progress (cells taken out of it); a circuit whose queue does
 // not move ages. When the total is over the budget, the circuits whose
 // backlogs have been stuck the longest are destroyed first, as Tor
@@ -38,6 +39,9 @@ type budget struct {
 	arrived  atomic.Uint64 // cells queued by the handlers since the last look
 	scanning atomic.Bool   // a look is under way (only one at a time)
 	kills    atomic.Uint64 // circuits destroyed by the handler, for tests and status
+	refused  atomic.Uint64 // CREATE2 refused by the buckets
+
+	dials chan struct{} // one slot per extend dial running
 
 	mu       sync.Mutex                 // guards the fields below
 	backlogs map[circuitQueue]backlog   // circuits with cells queued at the last look
@@ -46,8 +50,6 @@ type budget struct {
 	burst    int                        // CreateBurst
 	killed   map[circuitQueue]struct{}  // destroyed by the handler, teardown pending
 	last     int                        // total cells queued at the last look
-	dials    chan struct{}              // one slot per extend dial running
-	refused  atomic.Uint64              // CREATE2 refused by the buckets
 }
 
 // backlog is what the last look saw of one circuit's queues.
