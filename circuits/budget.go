@@ -36,12 +36,20 @@ type budget struct {
 	maxCells  int    // MaxQueuedBytes in cells
 	scanEvery uint64 // cells queued between two looks
 
+	// arrived is written by every link reader for every cell: it gets a
+	// cache line of its own, away from the switch's lock.
+	_        [64]byte
 	arrived  atomic.Uint64 // cells queued by the handlers since the last look
+	_        [56]byte
 	scanning atomic.Bool   // a look is under way (only one at a time)
 	kills    atomic.Uint64 // circuits destroyed by the handler, for tests and status
 	refused  atomic.Uint64 // CREATE2 refused by the buckets
 
 	dials chan struct{} // one slot per extend dial running
+
+	lookMu sync.Mutex     // held for a whole look; guards qs and cands
+	qs     []circuitQueue // the circuits of the last look, emptied, for the next
+	cands  []oomCand      // likewise, the circuits it could destroy
 
 	mu       sync.Mutex                 // guards the fields below
 	backlogs map[circuitQueue]backlog   // circuits with cells queued at the last look
@@ -50,6 +58,15 @@ type budget struct {
 	burst    int                        // CreateBurst
 	killed   map[circuitQueue]struct{}  // destroyed by the handler, teardown pending
 	last     int                        // total cells queued at the last look
+	spare    map[circuitQueue]backlog   // the map before last, emptied, for the next look
+}
+
+// oomCand is a circuit the handler may destroy: its cells and since when
+// its backlog has not moved.
+type oomCand struct {
+	q     circuitQueue
+	cells int
+	since time.Time
 }
 
 // backlog is what the last look saw of one circuit's queues.
@@ -156,8 +173,10 @@ func queueState(q circuitQueue) (cells int, progress uint64) {
 // Tests call it directly.
 func (sw *Switch) checkQueues(now time.Time) {
 	b := &sw.budget
+	b.lookMu.Lock() // one look at a time: its buffers are reused
+	defer b.lookMu.Unlock()
 	sw.mu.RLock()
-	qs := make([]circuitQueue, 0, len(sw.circs))
+	qs := b.qs[:0]
 	for k, q := range sw.circs {
 		if rc, ok := q.(*relayCirc); ok && (k.l != rc.prev || k.id != rc.prevID) {
 			continue // a relayed circuit's next-hop key: the same circuit
@@ -166,15 +185,13 @@ func (sw *Switch) checkQueues(now time.Time) {
 	}
 	sw.mu.RUnlock()
 
-	type cand struct {
-		q     circuitQueue
-		cells int
-		since time.Time
-	}
-	var cands []cand
+	cands := b.cands[:0]
 	total, all := 0, 0
 	b.mu.Lock()
-	live := make(map[circuitQueue]backlog, len(b.backlogs))
+	live := b.spare
+	if live == nil {
+		live = make(map[circuitQueue]backlog)
+	}
 	for _, q := range qs {
 		cells, progress := queueState(q)
 		if cells == 0 {
@@ -190,19 +207,22 @@ func (sw *Switch) checkQueues(now time.Time) {
 			// A circuit already condemned is on its way out: counting its
 			// cells again would condemn others for memory about to go.
 			total += cells
-			cands = append(cands, cand{q, cells, bl.since})
+			cands = append(cands, oomCand{q, cells, bl.since})
 		}
 	}
-	b.backlogs = live
+	b.backlogs, b.spare = live, b.backlogs
+	clear(b.spare)
+	clear(qs) // the circuits need not be kept alive by the buffer
+	b.qs = qs[:0]
 	for q := range b.killed {
 		if _, ok := live[q]; !ok {
 			delete(b.killed, q) // its cells are gone
 		}
 	}
 	b.last = all
-	var victims []cand
+	var victims []oomCand
 	if total > b.maxCells {
-		slices.SortStableFunc(cands, func(x, y cand) int { return x.since.Compare(y.since) })
+		slices.SortStableFunc(cands, func(x, y oomCand) int { return x.since.Compare(y.since) })
 		for _, c := range cands {
 			if total <= b.maxCells {
 				break
@@ -213,6 +233,8 @@ func (sw *Switch) checkQueues(now time.Time) {
 		}
 	}
 	b.mu.Unlock()
+	clear(cands)
+	b.cands = cands[:0]
 	for _, v := range victims {
 		b.kills.Add(1)
 		v.q.kill(proto.DestroyResourceLimit)

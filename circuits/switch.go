@@ -82,9 +82,10 @@ type SwitchConfig struct {
 	// does.
 	MaxQueuedBytes int
 	// MaxCircuitQueuedCells bounds the cells queued in all the streams of
-	// one circuit together; the circuit is destroyed (RESOURCELIMIT) when
-	// a peer's cell would go beyond it. Stream windows alone would allow
-	// MaxStreams times StreamWindow.
+	// a circuit of others together; the circuit is destroyed
+	// (RESOURCELIMIT) when a cell on a stream its origin opened would go
+	// beyond it. Stream windows alone would allow MaxJoinedStreams times
+	// StreamWindow.
 	MaxCircuitQueuedCells int
 	// MaxJoinedStreams is MaxStreams for the streams the origin of a
 	// circuit of others opens at this node: each costs a goroutine.
