@@ -96,21 +96,14 @@ func (b *budget) allowCreate(l link.Conn, now time.Time) bool {
 	if tb == nil {
 		// A bucket of CREATE2s: rate tokens per second, burst at most;
 		// TokenBucket counts bytes, one CREATE2 is one "byte" here.
-		tb = newCountBucket(b.rate, b.burst, now)
+		tb = link.NewRateBucket(b.rate, b.burst, now)
 		b.buckets[l] = tb
 	}
-	if tb.Take(1, now) > 0 {
-		tb.tokens++ // refused: it costs the peer nothing more than waiting
-		b.refused.Add(1)
+	if !tb.TryTake(1, now) {
+		b.refused.Add(1) // refused: it costs the peer nothing more than waiting
 		return false
 	}
 	return true
-}
-
-// newCountBucket is a TokenBucket for events at rate per second (which
-// may be below one).
-func newCountBucket(rate float64, burst int, now time.Time) *TokenBucket {
-	return &TokenBucket{rate: rate, burst: float64(burst), tokens: float64(burst), last: now}
 }
 
 // forgetLink drops the state kept for a link that closed.

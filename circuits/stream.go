@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"sync"
 	"time"
 
@@ -18,10 +17,13 @@ import (
 // Stream END reasons (Tor's numbering where Tor has one).
 const (
 	EndMisc           uint8 = 1
+	EndResolveFailed  uint8 = 2 // an exit could not resolve the name
 	EndConnectRefused uint8 = 3
+	EndExitPolicy     uint8 = 4 // an exit's policy refuses the destination
 	EndDestroy        uint8 = 5
 	EndDone           uint8 = 6
 	EndTimeout        uint8 = 7
+	EndNoRoute        uint8 = 8 // an exit has no route to the destination
 	EndResourceLimit  uint8 = 11
 	EndNoService      uint8 = 12 // veil: no service of that name at the last hop
 )
@@ -33,6 +35,21 @@ var (
 	ErrCircuitClosed  = errors.New("circuits: circuit closed")
 	ErrTooManyStreams = errors.New("circuits: too many streams on the circuit")
 )
+
+// RefusedError is the error of a stream the other end refused with END
+// before CONNECTED: errors.Is(err, ErrStreamRefused) holds, and Reason
+// says why (EndExitPolicy, EndResolveFailed, ...).
+type RefusedError struct {
+	Dest   string
+	Reason uint8
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("%v: %q: END reason %d", ErrStreamRefused, e.Dest, e.Reason)
+}
+
+// Unwrap is ErrStreamRefused.
+func (e *RefusedError) Unwrap() error { return ErrStreamRefused }
 
 // endpoint is the stream-carrying end of a circuit: the origin's Circuit
 // (which seals cells forward for any hop of its path) or the last hop of a
@@ -354,10 +371,7 @@ func (e *endpoint) begin(sid uint16, dest string) {
 	sw.mu.Lock()
 	svc := sw.services[dest]
 	sw.mu.Unlock()
-	var exit netip.AddrPort
-	if svc == nil && !e.origin {
-		exit = sw.exitTo(dest)
-	}
+	exit := svc == nil && !e.origin && sw.exitTakes(dest)
 	e.mu.Lock()
 	var s *Stream
 	reason := uint8(0)
@@ -365,7 +379,7 @@ func (e *endpoint) begin(sid uint16, dest string) {
 	case e.closed:
 		e.mu.Unlock()
 		return
-	case svc == nil && !exit.IsValid():
+	case svc == nil && !exit:
 		reason = EndNoService
 	case e.streams[sid] != nil:
 		reason = EndMisc
@@ -385,8 +399,8 @@ func (e *endpoint) begin(sid uint16, dest string) {
 	go func() {
 		defer sw.wg.Done()
 		defer s.Close()
-		if exit.IsValid() {
-			e.serveExit(s, exit)
+		if exit {
+			e.serveExit(s, dest)
 			return
 		}
 		if err := e.sendControl(lastHop, false, proto.RelayConnected, sid, nil); err != nil {
@@ -439,7 +453,7 @@ func (e *endpoint) openStream(ctx context.Context, dest string) (*Stream, error)
 		return s, nil
 	case s.peerEnded:
 		delete(e.streams, id)
-		return nil, fmt.Errorf("%w: %q: END reason %d", ErrStreamRefused, dest, s.endReason)
+		return nil, &RefusedError{Dest: dest, Reason: s.endReason}
 	case e.closed:
 		return nil, ErrCircuitClosed
 	}

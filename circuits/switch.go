@@ -1,6 +1,7 @@
 package circuits
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -59,11 +60,16 @@ type SwitchConfig struct {
 	// peer that overruns it (it must have ignored the windows) gets its
 	// circuit destroyed with RESOURCELIMIT.
 	QueueCells int
-	// ExitPolicy, on a node with FlagExit, decides which "ip:port"
-	// destinations a BEGIN may open a TCP connection to (no registered
-	// service of that name taking precedence). Nil: none; veil is not an
-	// exit unless told so.
+	// ExitPolicy, on a node with FlagExit, decides which destinations a
+	// BEGIN "HOST:PORT" may open a TCP connection to (no registered
+	// service of that name taking precedence), each address a name
+	// resolves to checked. Nil: none; veil is not an exit unless told so.
+	// exitpolicy.Policy.Allows is the one veil runs with.
 	ExitPolicy func(netip.AddrPort) bool
+	// ExitResolve resolves the names of exit streams at this exit (nil:
+	// the system resolver). Tests set it so that no name leaves the
+	// machine.
+	ExitResolve func(ctx context.Context, host string) ([]netip.Addr, error)
 	// Rand feeds the handshakes (nil: crypto/rand).
 	Rand io.Reader
 	// Now is the clock (nil: time.Now).
@@ -497,9 +503,9 @@ func (sw *Switch) reapIdle() {
 // chosen times. TIMEOUT rather than FINISHED (what an origin's Close
 // sends) tells the origin the relay gave up on it. A circuit that moved
 // no cell either way since the last call, not yet expired, loses its
-// queue buffers (relayQueue.trim).
+// queue buffers and its cipher state (relayCirc.quiet).
 func (sw *Switch) expireIdle(now time.Time) {
-	var idle []*relayCirc
+	var idle, quiet []*relayCirc
 	sw.mu.Lock()
 	for k, q := range sw.circs {
 		rc, ok := q.(*relayCirc)
@@ -519,10 +525,13 @@ func (sw *Switch) expireIdle(now time.Time) {
 		case cells != rc.idleCells:
 			rc.idleCells = cells // forward cells only: busy, but no progress
 		default:
-			rc.q.trim() // quiet since the last look: its queue buffers can go
+			quiet = append(quiet, rc) // quiet since the last look
 		}
 	}
 	sw.mu.Unlock()
+	for _, rc := range quiet {
+		rc.quiet()
+	}
 	for _, rc := range idle {
 		rc.kill(proto.DestroyTimeout)
 	}

@@ -51,6 +51,9 @@ type Config struct {
 	// write buffers put more cells in each TLS record and write call.
 	ReadBufferSize  int
 	WriteBufferSize int
+	// WriteLimit, if set, paces the writes of every link that shares it
+	// (nil: unlimited).
+	WriteLimit *WriteLimit
 }
 
 // DefaultConfig returns the settings veil runs with.

@@ -57,6 +57,8 @@ type Links struct {
 
 	wg        sync.WaitGroup // accept loops, handshakes, dials, links
 	closeOnce sync.Once
+
+	traffic traffic // bytes on every link's socket (Traffic)
 }
 
 // dialKey names a dial: Gets share one only if they name the same ID at
@@ -322,7 +324,7 @@ func (m *Links) dropSubnetLocked(subnet netip.Prefix) {
 // accept runs the server side of a handshake.
 func (m *Links) accept(conn net.Conn, subnet netip.Prefix) {
 	defer m.wg.Done()
-	raw := &deadlineConn{Conn: conn}
+	raw := &deadlineConn{Conn: conn, traffic: &m.traffic}
 	ctx, cancel := context.WithTimeout(m.ctx, m.cfg.HandshakeTimeout)
 	defer cancel()
 	_ = conn.SetDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
@@ -541,7 +543,7 @@ func (m *Links) dial(id proto.NodeID, addr string) (*Link, error) {
 // handshake runs the client side of a handshake on conn, which it owns,
 // refusing a peer whose key does not hash to id; its slot is reserved.
 func (m *Links) handshake(ctx context.Context, conn net.Conn, id proto.NodeID, addr string) (*Link, error) {
-	raw := &deadlineConn{Conn: conn}
+	raw := &deadlineConn{Conn: conn, traffic: &m.traffic}
 	_ = conn.SetDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
 	conf := m.tls.Clone()
 	var idErr *PeerIDError

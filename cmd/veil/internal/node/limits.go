@@ -24,6 +24,9 @@ func linkConfig(cfg config.Config) link.Config {
 	if cfg.AllowPrivate {
 		lc.MaxInboundPerSubnet = 0
 	}
+	if rate, burst, _ := cfg.BandwidthLimit(); rate > 0 { // Validate checked it
+		lc.WriteLimit = link.NewWriteLimit(int(rate), int(burst))
+	}
 	return lc
 }
 
