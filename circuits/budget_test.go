@@ -135,3 +135,36 @@ func FuzzLoadGuards(f *testing.F) {
 		}
 	})
 }
+
+// A condemned relayed circuit takes no more cells: its goroutine may be
+// stuck sending to a full next link, and whatever it queued would stay
+// until then.
+func TestKilledRelayQueueDropsCells(t *testing.T) {
+	q := relayQueue{max: 100, running: true} // a goroutine owns it (stuck)
+	for range 10 {
+		if ok, _ := q.push(inbound{c: proto.GetCell()}); !ok {
+			t.Fatal("push refused")
+		}
+	}
+	q.kill(proto.DestroyResourceLimit)
+	q.dropQueued()
+	for range 50 {
+		if ok, _ := q.push(inbound{c: proto.GetCell()}); !ok {
+			t.Fatal("push to a condemned queue reported overflow")
+		}
+	}
+	if ok, _ := q.push(inbound{}); !ok { // a link's closing still gets through
+		t.Fatal("link closing refused")
+	}
+	q.mu.Lock()
+	held, queued := q.held, len(q.cells)
+	q.mu.Unlock()
+	if held != 1 || queued != 1 {
+		t.Fatalf("condemned queue holds %d (%d queued), want only the link's closing", held, queued)
+	}
+	for _, it := range q.close() {
+		if it.c != nil {
+			proto.PutCell(it.c)
+		}
+	}
+}
