@@ -126,6 +126,20 @@ func (sw *Switch) cellQueued() {
 	b.scanning.Store(false)
 }
 
+// BudgetStats is what the budgets did, for status displays.
+type BudgetStats struct {
+	QueuedCells   int    `json:"queued_cells"`   // held in circuit queues at the handler's last look
+	MaxCells      int    `json:"max_cells"`      // MaxQueuedBytes in cells
+	OOMKills      uint64 `json:"oom_kills"`      // circuits the out-of-memory handler destroyed
+	CreateRefused uint64 `json:"create_refused"` // CREATE2 refused by the links' buckets
+}
+
+// BudgetStats returns what the budgets did so far.
+func (sw *Switch) BudgetStats() BudgetStats {
+	cells, kills := sw.QueuedCells()
+	return BudgetStats{QueuedCells: cells, MaxCells: sw.budget.maxCells, OOMKills: kills, CreateRefused: sw.budget.refused.Load()}
+}
+
 // QueuedCells returns the cells held in circuit queues at the last look of
 // the out-of-memory handler, and the circuits it has destroyed so far.
 func (sw *Switch) QueuedCells() (cells int, kills uint64) {

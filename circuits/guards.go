@@ -112,8 +112,12 @@ func LoadGuards(cfg GuardConfig) (*Guards, error) {
 	return g, nil
 }
 
-// IDs returns the guards' IDs, primary ones first.
+// IDs returns the guards' IDs, primary ones first (none for a nil
+// *Guards).
 func (g *Guards) IDs() []proto.NodeID {
+	if g == nil {
+		return nil
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	ids := make([]proto.NodeID, len(g.list))

@@ -1,8 +1,14 @@
 package node
 
 import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
 	"testing"
+	"time"
 
+	"veil/circuits"
 	"veil/cmd/veil/internal/config"
 )
 
@@ -28,5 +34,33 @@ func TestLimitsReachLinksAndSwitch(t *testing.T) {
 	c.AllowPrivate = true
 	if lc, sc := linkConfig(c), switchConfig(c); lc.MaxInboundPerSubnet != 0 || !sc.AllowPrivateExtend {
 		t.Fatalf("allow_private: per-subnet %d, private extend %v", lc.MaxInboundPerSubnet, sc.AllowPrivateExtend)
+	}
+}
+
+// A node's circuits start at its guards, which it keeps in its data
+// directory and shows in its status with what the budgets did.
+func TestNodeCircuitsStartAtGuards(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	bc := testConfig(t, t.TempDir())
+	bc.Roles.Bridge = true
+	bridge := startTest(t, ctx, bc)
+	nodes := []*Node{bridge}
+	for range 4 {
+		nodes = append(nodes, startTest(t, ctx, testConfig(t, t.TempDir(), bridge.BridgeLine())))
+	}
+	n := nodes[len(nodes)-1]
+	waitFor(t, 30*time.Second, "a built circuit", func() bool { return len(n.pool.FindCircuits()) > 0 })
+	st := n.Status(ctx)
+	if len(st.Guards) == 0 || st.Budget.MaxCells == 0 {
+		t.Fatalf("status: guards %v, budget %+v", st.Guards, st.Budget)
+	}
+	for _, c := range n.pool.FindCircuits() {
+		if first := c.Path()[0].ID.String(); !slices.Contains(st.Guards, first) {
+			t.Fatalf("circuit starts at %s, not at a guard %v", first, st.Guards)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(n.dataDir, circuits.GuardsFile)); err != nil {
+		t.Fatalf("guards not kept in the data directory: %v", err)
 	}
 }
