@@ -29,7 +29,7 @@ func heapAlloc() uint64 {
 // save the attacker's circuits from the idle reaper.
 //
 // Without the budget the attacker's cells (about 30 MB here) all stay
-// queued; without the per-circuit cap one circuit takes 1,100; with
+// queued; without the per-circuit cap one circuit takes 4,050; with
 // MaxStreams for joined circuits at 256 the stream count check fails.
 func TestFloodMemoryBounded(t *testing.T) {
 	noLeaks(t)
@@ -91,10 +91,11 @@ func TestFloodMemoryBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// One circuit fills its streams beyond MaxCircuitQueuedCells: it goes.
+	// One circuit fills its streams beyond MaxCircuitQueuedCells (4,000),
+	// each within its window (500): it goes.
 	data := make([]byte, proto.RelayDataSize)
-	for _, s := range streams[0][:3] {
-		for range 380 {
+	for _, s := range streams[0][:9] {
+		for range 450 {
 			if s.WriteCell(proto.RelayData, data) != nil {
 				break
 			}
@@ -106,7 +107,7 @@ func TestFloodMemoryBounded(t *testing.T) {
 			t.Fatalf("circuit over its queue cap closed with %v", r)
 		}
 	case <-time.After(circWait):
-		t.Fatal("a circuit queued 1,140 cells and lives")
+		t.Fatal("a circuit queued 4,050 cells and lives")
 	}
 
 	before := heapAlloc()

@@ -35,8 +35,9 @@ type SwitchConfig struct {
 	// CREATE2 beyond it is answered with DESTROY RESOURCELIMIT.
 	MaxJoinedPerLink int
 	// JoinedIdleTimeout: a circuit of others we carry that sent no relay
-	// cell back towards its origin for this long is destroyed (DESTROY TIMEOUT towards
-	// both neighbours) and its slot freed. 0 disables it. Idleness is read
+	// cell back towards its origin for this long is destroyed (DESTROY
+	// TIMEOUT towards both neighbours) and its slot freed; cells from the
+	// origin alone do not count (expireIdle). 0 disables it. Idleness is read
 	// from the circuit's cell counters every JoinedIdleTimeout/4, so a
 	// circuit goes between JoinedIdleTimeout and 1.25 times it after its
 	// last cell. Keep it above the pool's MaxTimeInactive: origins replace
@@ -132,7 +133,10 @@ func DefaultSwitchConfig() SwitchConfig {
 		// 32 MiB of queued cells: a tenth of a 256 MB router, which also
 		// runs the stores, links' buffers and the goroutines.
 		MaxQueuedBytes:        32 << 20,
-		MaxCircuitQueuedCells: onion.CircWindowStart,
+		// Four circuit windows (~2.3 MB): an honest origin with a dozen
+		// busy streams to a slow reader stays under it; stream windows
+		// alone would allow 64 x 500 cells.
+		MaxCircuitQueuedCells: 4 * onion.CircWindowStart,
 		MaxJoinedStreams:      64,
 		MaxExtendDials:        64,
 		CreateRate:            20,
