@@ -132,7 +132,7 @@ func DefaultSwitchConfig() SwitchConfig {
 		Now:               time.Now,
 		// 32 MiB of queued cells: a tenth of a 256 MB router, which also
 		// runs the stores, links' buffers and the goroutines.
-		MaxQueuedBytes:        32 << 20,
+		MaxQueuedBytes: 32 << 20,
 		// Four circuit windows (~2.3 MB): an honest origin with a dozen
 		// busy streams to a slow reader stays under it; stream windows
 		// alone would allow 64 x 500 cells.
