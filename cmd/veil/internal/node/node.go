@@ -268,6 +268,7 @@ func Start(opts Options) (_ *Node, err error) {
 	ecfg := circuits.DefaultExitDialerConfig()
 	ecfg.Hops = cfg.Tunnels.Hops
 	ecfg.AllowSameSubnet = cfg.AllowPrivate
+	ecfg.Guards = n.guards // exit circuits start at our guards too
 	if n.exits, err = circuits.NewExitDialer(n.sw, n.dir, ecfg); err != nil {
 		return nil, err
 	}
