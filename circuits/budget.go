@@ -51,14 +51,15 @@ type budget struct {
 	qs     []circuitQueue // the circuits of the last look, emptied, for the next
 	cands  []oomCand      // likewise, the circuits it could destroy
 
-	mu       sync.Mutex                 // guards the fields below
-	backlogs map[circuitQueue]backlog   // circuits with cells queued at the last look
-	buckets  map[link.Conn]*TokenBucket // CREATE2 buckets by link
-	rate     float64                    // CreateRate
-	burst    int                        // CreateBurst
-	killed   map[circuitQueue]struct{}  // destroyed by the handler, teardown pending
-	last     int                        // total cells queued at the last look
-	spare    map[circuitQueue]backlog   // the map before last, emptied, for the next look
+	mu        sync.Mutex                 // guards the fields below
+	backlogs  map[circuitQueue]backlog   // circuits with cells queued at the last look
+	buckets   map[link.Conn]*TokenBucket // CREATE2 buckets by link
+	rate      float64                    // CreateRate
+	burst     int                        // CreateBurst
+	killed    map[circuitQueue]struct{}  // destroyed by the handler, teardown pending
+	last      int                        // total cells queued at the last look
+	dialsFrom map[link.Conn]int          // extend dials running by the link the circuit came on
+	spare     map[circuitQueue]backlog   // the map before last, emptied, for the next look
 }
 
 // oomCand is a circuit the handler may destroy: its cells and since when
@@ -83,6 +84,7 @@ func (b *budget) init(cfg SwitchConfig) {
 	b.backlogs = make(map[circuitQueue]backlog)
 	b.buckets = make(map[link.Conn]*TokenBucket)
 	b.killed = make(map[circuitQueue]struct{})
+	b.dialsFrom = make(map[link.Conn]int)
 	b.rate, b.burst = cfg.CreateRate, cfg.CreateBurst
 	b.dials = make(chan struct{}, cfg.MaxExtendDials)
 }
@@ -274,21 +276,38 @@ func (q *relayQueue) dropQueued() {
 	}
 }
 
-// extendDial dials the next hop an EXTEND2 names, under the switch's
-// rules: a non-global address is refused unless AllowPrivateExtend, and at
-// most MaxExtendDials run at once; both refusals come at once, before any
-// packet leaves. It returns the link, or the reason TRUNCATED carries to
-// the origin.
-func (sw *Switch) extendDial(ctx context.Context, next proto.NodeID, addr netip.AddrPort) (link.Conn, proto.DestroyReason) {
+// extendDial dials the next hop an EXTEND2 that came on link prev names,
+// under the switch's rules: a non-global address is refused unless
+// AllowPrivateExtend, and at most MaxExtendDials run at once,
+// MaxExtendDialsPerLink of them for circuits from prev; each refusal comes
+// at once, before any packet leaves. It returns the link, or the reason
+// TRUNCATED carries to the origin.
+func (sw *Switch) extendDial(ctx context.Context, prev link.Conn, next proto.NodeID, addr netip.AddrPort) (link.Conn, proto.DestroyReason) {
 	if !sw.cfg.AllowPrivateExtend && !GlobalAddr(addr.Addr()) {
 		return nil, proto.DestroyProtocol
 	}
-	select {
-	case sw.budget.dials <- struct{}{}:
-	default:
+	b := &sw.budget
+	b.mu.Lock()
+	if b.dialsFrom[prev] >= sw.cfg.MaxExtendDialsPerLink {
+		b.mu.Unlock()
 		return nil, proto.DestroyResourceLimit
 	}
-	defer func() { <-sw.budget.dials }()
+	select {
+	case b.dials <- struct{}{}:
+	default:
+		b.mu.Unlock()
+		return nil, proto.DestroyResourceLimit
+	}
+	b.dialsFrom[prev]++
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		if b.dialsFrom[prev]--; b.dialsFrom[prev] <= 0 {
+			delete(b.dialsFrom, prev)
+		}
+		b.mu.Unlock()
+		<-b.dials
+	}()
 	l, err := sw.links.Dial(ctx, next, addr.String())
 	if err != nil {
 		return nil, proto.DestroyConnectFailed

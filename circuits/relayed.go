@@ -689,7 +689,7 @@ func (rc *relayCirc) dial(a *relayAction) {
 		defer sw.wg.Done()
 		defer cancel()
 		ev := relayEvent{kind: evDialed, gen: gen}
-		ev.l, ev.reason = sw.extendDial(ctx, next, addr) // budget.go: address policy, dial cap
+		ev.l, ev.reason = sw.extendDial(ctx, rc.prev, next, addr) // budget.go: address policy, dial caps
 		if rc.q.pushDialed(ev) {
 			go rc.runFn()
 		}

@@ -103,9 +103,12 @@ type SwitchConfig struct {
 	// make this node probe its owner's network. Only test networks on
 	// one machine turn it on.
 	AllowPrivateExtend bool
-	// MaxExtendDials bounds the dials for EXTEND2 running at once; an
-	// EXTEND2 beyond it gets TRUNCATED (RESOURCELIMIT) at once.
-	MaxExtendDials int
+	// MaxExtendDials bounds the dials for EXTEND2 running at once, and
+	// MaxExtendDialsPerLink those for circuits that came on one link, so
+	// that one peer extending to blackholes cannot take every slot; an
+	// EXTEND2 beyond either gets TRUNCATED (RESOURCELIMIT) at once.
+	MaxExtendDials        int
+	MaxExtendDialsPerLink int
 	// CreateRate and CreateBurst are the token bucket of CREATE2 cells on
 	// one link (per second, and the most at once): each costs an X25519
 	// handshake; a CREATE2 beyond it is answered with DESTROY
@@ -139,6 +142,7 @@ func DefaultSwitchConfig() SwitchConfig {
 		MaxCircuitQueuedCells: 4 * onion.CircWindowStart,
 		MaxJoinedStreams:      64,
 		MaxExtendDials:        64,
+		MaxExtendDialsPerLink: 8,
 		CreateRate:            20,
 		CreateBurst:           64,
 	}
@@ -183,8 +187,8 @@ func (c SwitchConfig) Validate() error {
 		return fmt.Errorf("circuits: switch config: MaxCircuitQueuedCells %d must hold a stream window (%d)", c.MaxCircuitQueuedCells, c.StreamWindow)
 	case c.MaxJoinedStreams < 1 || c.MaxJoinedStreams >= lastHopStreams:
 		return fmt.Errorf("circuits: switch config: MaxJoinedStreams %d must be in 1..%d", c.MaxJoinedStreams, lastHopStreams-1)
-	case c.MaxExtendDials < 1:
-		return fmt.Errorf("circuits: switch config: MaxExtendDials %d must be at least 1", c.MaxExtendDials)
+	case c.MaxExtendDials < 1 || c.MaxExtendDialsPerLink < 1:
+		return fmt.Errorf("circuits: switch config: MaxExtendDials %d and MaxExtendDialsPerLink %d must be at least 1", c.MaxExtendDials, c.MaxExtendDialsPerLink)
 	case c.CreateRate <= 0 || c.CreateBurst < 1:
 		return fmt.Errorf("circuits: switch config: CreateRate %v and CreateBurst %d must be positive", c.CreateRate, c.CreateBurst)
 	}
