@@ -92,7 +92,13 @@ type SwitchConfig struct {
 	// a circuit of others together; the circuit is destroyed
 	// (RESOURCELIMIT) when a cell on a stream its origin opened would go
 	// beyond it. Stream windows alone would allow MaxJoinedStreams times
-	// StreamWindow.
+	// StreamWindow. The circuit window is consumed as cells arrive (so
+	// that one slow stream does not stall its siblings), so an honest
+	// peer with a few busy streams and slow readers may have more than
+	// one circuit window queued: the default, four windows (~2 MB),
+	// leaves it room (at one window, 16 echo streams of 20-65 KB tripped
+	// it on a loaded machine), and the node-wide MaxQueuedBytes bounds
+	// what all circuits hold together.
 	MaxCircuitQueuedCells int
 	// MaxJoinedStreams is MaxStreams for the streams the origin of a
 	// circuit of others opens at this node: each costs a goroutine.

@@ -48,7 +48,7 @@ func startNetNode(t *testing.T, ctx context.Context, wg *sync.WaitGroup, seed ui
 		t.Fatal(err)
 	}
 	lcfg := link.DefaultConfig()
-	lcfg.MaxInboundPerSubnet = 0 // all on 127.0.0.1
+	lcfg.MaxInboundPerSubnet = 0 // fifty nodes on 127.0.0.1: one /24
 	links := link.NewLinks(cid.Key, lcfg)
 	var target atomic.Pointer[Node]
 	links.SetHandlers(link.Handlers{

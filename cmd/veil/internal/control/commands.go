@@ -6,22 +6,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"time"
 )
-
-type atomicEvents struct {
-	p atomic.Pointer[map[string]bool]
-}
-
-func (a *atomicEvents) has(e string) bool {
-	m := a.p.Load()
-	return m != nil && (*m)[e]
-}
-
-func (a *atomicEvents) set(m map[string]bool) { a.p.Store(&m) }
-
-type atomicCount = atomic.Uint64
 
 // EventNames are the events of control-spec §4.1. SETEVENTS accepts all
 // of them; veil emits CIRC, STREAM, ORCONN, BW, the log severities,

@@ -49,7 +49,12 @@ var torOptions = []torOption{
 		return []string{"0"}
 	}},
 	{"DirPort", "LineList", fixed("0")},
-	{"SocksPort", "LineList", fixed("0")},
+	{"SocksPort", "LineList", func(s *Server, _ config.Config) []string {
+		if a := s.cfg.Backend.SOCKSAddr(); a != "" {
+			return []string{a}
+		}
+		return []string{"0"}
+	}},
 	{"ClientOnly", "Boolean", func(_ *Server, c config.Config) []string { return boolOpt(c.ClientOnly()) }},
 	{"ExitRelay", "Boolean", func(_ *Server, c config.Config) []string { return boolOpt(c.Roles.Exit) }},
 	{"BridgeRelay", "Boolean", func(_ *Server, c config.Config) []string { return boolOpt(c.Roles.Bridge) }},

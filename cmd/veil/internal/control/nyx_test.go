@@ -43,13 +43,26 @@ func TestNyx(t *testing.T) {
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 
-	// Let nyx draw and poll for a few seconds, then quit as a person
-	// would: q, then confirm.
+	// Wait until nyx is attached and gets events, let it draw and poll
+	// for a few seconds, then quit as a person would: q.
+	attached := time.NewTicker(50 * time.Millisecond)
+	defer attached.Stop()
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(readFile(logPath), "Received from tor: 650 BW"); {
+		select {
+		case err := <-exited:
+			f.Close()
+			<-drained
+			t.Fatalf("nyx exited early: %v\nlog:\n%s\nscreen:\n%s", err, readFile(logPath), screen.String())
+		case <-attached.C:
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("nyx did not attach in 30 s; log:\n%s", readFile(logPath))
+		}
+	}
 	select {
 	case err := <-exited:
-		f.Close()
-		<-drained
-		t.Fatalf("nyx exited early: %v\nlog:\n%s\nscreen:\n%s", err, readFile(logPath), screen.String())
+		t.Fatalf("nyx exited early: %v\nlog:\n%s", err, readFile(logPath))
 	case <-time.After(3 * time.Second):
 	}
 	f.Write([]byte("q"))

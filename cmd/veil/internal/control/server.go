@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"veil/cmd/veil/internal/config"
@@ -40,6 +41,8 @@ type Backend interface {
 	ID() proto.NodeID
 	// Addr is where other nodes reach this one (invalid for a client).
 	Addr() netip.AddrPort
+	// SOCKSAddr is where the SOCKS port listens ("" when off).
+	SOCKSAddr() string
 	// Config is the configuration in force.
 	Config() config.Config
 	// ConfigFile is the configuration file's path.
@@ -48,6 +51,8 @@ type Backend interface {
 	SetConfig(config.Config) error
 	// Links are the node's open links.
 	Links() []Link
+	// Relays are the nodes the node knows (GETINFO ns/*).
+	Relays() []Relay
 	// Traffic is the bytes read and written on links since the start.
 	Traffic() (read, written uint64)
 	// NewNym makes new streams use fresh circuits.
@@ -378,13 +383,26 @@ type conn struct {
 
 	wmu sync.Mutex // guards writes to nc
 
-	authed    bool         // owned by serve
-	challenge *safeCookie  // a pending SAFECOOKIE challenge; owned by serve
-	subs      atomicEvents // the events asked for
-	events    chan []byte  // queued event lines
-	dropped   atomicCount
+	authed    bool          // owned by serve
+	challenge *safeCookie   // a pending SAFECOOKIE challenge; owned by serve
+	subs      atomicEvents  // the events asked for
+	events    chan []byte   // queued event lines
+	dropped   atomic.Uint64 // events lost to a full queue
 	quit      chan struct{} // closed when serve returns
 }
+
+// atomicEvents is the set of events a controller asked for: serve sets
+// it, emitters read it.
+type atomicEvents struct {
+	p atomic.Pointer[map[string]bool]
+}
+
+func (a *atomicEvents) has(e string) bool {
+	m := a.p.Load()
+	return m != nil && (*m)[e]
+}
+
+func (a *atomicEvents) set(m map[string]bool) { a.p.Store(&m) }
 
 type safeCookie struct {
 	clientNonce, serverNonce []byte

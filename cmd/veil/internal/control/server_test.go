@@ -52,6 +52,7 @@ func (f *fakeNode) Config() config.Config {
 	return f.cfg
 }
 func (f *fakeNode) ConfigFile() string { return "/etc/veil.toml" }
+func (f *fakeNode) SOCKSAddr() string  { return "127.0.0.1:7750" }
 func (f *fakeNode) SetConfig(c config.Config) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -63,6 +64,14 @@ func (f *fakeNode) Links() []Link {
 	defer f.mu.Unlock()
 	return append([]Link(nil), f.links...)
 }
+func (f *fakeNode) Relays() []Relay {
+	return []Relay{
+		{ID: proto.NodeID{1}, Addr: netip.MustParseAddrPort("127.0.0.1:7701"), Flags: proto.FlagRelay, Published: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
+		{ID: proto.NodeID{2}, Addr: netip.MustParseAddrPort("[::1]:7702"), Flags: proto.FlagRelay},
+		{ID: proto.NodeID{3}, Addr: netip.MustParseAddrPort("127.0.0.3:7703"), Flags: proto.FlagExit, Published: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
+	}
+}
+
 func (f *fakeNode) Traffic() (uint64, uint64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -108,9 +117,10 @@ func startServer(t *testing.T, mod func(*Config)) (*Server, *fakeNode) {
 
 // client is a raw controller: it sends lines and reads whole replies.
 type client struct {
-	t *testing.T
-	c net.Conn
-	r *bufio.Reader
+	t      *testing.T
+	c      net.Conn
+	r      *bufio.Reader
+	events [][]string // events read while waiting for a reply
 }
 
 func dial(t *testing.T, s *Server) *client {
@@ -121,7 +131,7 @@ func dial(t *testing.T, s *Server) *client {
 	}
 	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(20 * time.Second))
-	return &client{t, c, bufio.NewReader(c)}
+	return &client{t: t, c: c, r: bufio.NewReader(c)}
 }
 
 // readReply reads lines up to the end of one reply ("CODE " line) and
@@ -165,11 +175,27 @@ func (c *client) do(line string) []string {
 	if _, err := io.WriteString(c.c, line+"\r\n"); err != nil {
 		c.t.Fatalf("%s: %v", line, err)
 	}
-	r, err := c.readReply()
-	if err != nil {
-		c.t.Fatalf("%s: %v (read %q)", line, err, r)
+	for {
+		r, err := c.readReply()
+		if err != nil {
+			c.t.Fatalf("%s: %v (read %q)", line, err, r)
+		}
+		if strings.HasPrefix(r[0], "650") { // an event may come before the reply
+			c.events = append(c.events, r)
+			continue
+		}
+		return r
 	}
-	return r
+}
+
+// event returns the next event.
+func (c *client) event() ([]string, error) {
+	if len(c.events) > 0 {
+		e := c.events[0]
+		c.events = c.events[1:]
+		return e, nil
+	}
+	return c.readReply()
 }
 
 // closed reports whether the server closed the connection.
@@ -345,7 +371,8 @@ func TestGetInfo(t *testing.T) {
 		"address":                "250-address=127.0.0.1",
 		"net/listeners/control":  "250-net/listeners/control=" + Quote(s.Addr()),
 		"net/listeners/or":       `250-net/listeners/or="127.0.0.1:7700"`,
-		"net/listeners/socks":    "250-net/listeners/socks=",
+		"net/listeners/socks":    `250-net/listeners/socks="127.0.0.1:7750"`,
+		"net/listeners/dns":      "250-net/listeners/dns=",
 		"accounting/enabled":     "250-accounting/enabled=0",
 		"status/version/current": "250-status/version/current=unknown",
 		"config-file":            "250-config-file=/etc/veil.toml",
@@ -364,7 +391,7 @@ func TestGetInfo(t *testing.T) {
 	if r := c.do("GETINFO version uptime"); len(r) != 3 || !strings.HasPrefix(r[1], "250-uptime=") {
 		t.Errorf("two keys: %q", r)
 	}
-	if r := c.do("GETINFO version ns/all"); len(r) != 1 || r[0] != `552 Unrecognized key "ns/all"` {
+	if r := c.do("GETINFO version exit-policy/full"); len(r) != 1 || r[0] != `552 Unrecognized key "exit-policy/full"` {
 		t.Errorf("unknown key: %q", r)
 	}
 	if r := c.do("GETINFO net/listeners/nonsense"); r[0][:3] != "552" {
@@ -381,6 +408,21 @@ func TestGetInfo(t *testing.T) {
 	}
 	if r := c.do("SETEVENTS BW NOSUCH"); r[0] != `552 Unrecognized event "NOSUCH"` {
 		t.Errorf("unknown event: %q", r)
+	}
+	// Known nodes as router status entries (IPv4 only, as Tor's).
+	r1 := "r veil01000000 AQAAAAAAAAAAAAAAAAAAAAAAAAA "
+	if r := c.do("GETINFO ns/id/" + Fingerprint(proto.NodeID{1})); len(r) != 4 || !strings.HasPrefix(r[1], "  "+r1) ||
+		!strings.HasSuffix(r[1], " 2026-01-02 03:04:05 127.0.0.1 7701 0") || r[2] != "  s Running Valid" {
+		t.Errorf("ns/id: %q", r)
+	}
+	if r := c.do("GETINFO ns/all"); len(r) != 6 || r[4] != "  s Exit Running Valid" {
+		t.Errorf("ns/all: %q", r)
+	}
+	if r := c.do("GETINFO ns/id/" + Fingerprint(proto.NodeID{2})); r[0][:3] != "552" {
+		t.Errorf("ns/id of a node without IPv4: %q", r)
+	}
+	if r := c.do("GETINFO ns/name/" + Nickname(proto.NodeID{3})); len(r) != 4 {
+		t.Errorf("ns/name: %q", r)
 	}
 	// config/names lists veil's keys with their types.
 	r = c.do("GETINFO config/names")
@@ -410,7 +452,7 @@ func TestConf(t *testing.T) {
 	if r := c.do("SETCONF log_level=debug"); r[0] != "250 OK" {
 		t.Fatalf("SETCONF log_level: %q", r)
 	}
-	if ev, _ := c.readReply(); strings.Join(ev, "|") != "650-CONF_CHANGED|650-log_level=debug|650 OK" {
+	if ev, _ := c.event(); strings.Join(ev, "|") != "650-CONF_CHANGED|650-log_level=debug|650 OK" {
 		t.Errorf("CONF_CHANGED: %q", ev)
 	}
 	if f.Config().LogLevel != "debug" {
@@ -419,11 +461,11 @@ func TestConf(t *testing.T) {
 	if r := c.do(`SETCONF bridges="` + strings.Repeat("a", 40) + `@127.0.0.1:1" bridges=` + strings.Repeat("b", 40) + "@127.0.0.1:2"); r[0] != "250 OK" || len(f.Config().Bridges) != 2 {
 		t.Errorf("SETCONF two bridges: %q, %q", r, f.Config().Bridges)
 	}
-	c.readReply() // its CONF_CHANGED
+	c.event() // its CONF_CHANGED
 	if r := c.do("RESETCONF log_level bridges"); r[0] != "250 OK" || f.Config().LogLevel != "warn" || len(f.Config().Bridges) != 0 {
 		t.Errorf("RESETCONF: %q, %+v", r, f.Config())
 	}
-	c.readReply()
+	c.event()
 	for cmd, code := range map[string]string{
 		"SETCONF log_level=loud":     "553",
 		"SETCONF tunnels.hops=2":     "553", // not at run time
@@ -449,13 +491,15 @@ func TestSignals(t *testing.T) {
 	if r := c.do("SIGNAL NEWNYM"); r[0] != "250 OK" {
 		t.Fatalf("NEWNYM: %q", r)
 	}
-	if ev, _ := c.readReply(); ev[0] != "650 SIGNAL NEWNYM" {
+	if ev, _ := c.event(); ev[0] != "650 SIGNAL NEWNYM" {
 		t.Errorf("SIGNAL event: %q", ev)
 	}
 	if r := c.do("SIGNAL HUP"); r[0] != "250 OK" {
 		t.Fatalf("HUP: %q", r)
 	}
-	c.readReply()
+	if ev, _ := c.event(); ev[0] != "650 SIGNAL RELOAD" {
+		t.Errorf("SIGNAL event: %q", ev)
+	}
 	if r := c.do("SIGNAL BOGUS"); r[0] != `552 Unrecognized signal code "BOGUS"` {
 		t.Errorf("unknown signal: %q", r)
 	}
@@ -507,7 +551,7 @@ func TestEvents(t *testing.T) {
 	var got []string
 	sawOR := false
 	for len(got) < len(want) || !sawOR {
-		r, err := c.readReply()
+		r, err := c.event()
 		if err != nil {
 			t.Fatalf("after %q: %v", got, err)
 		}

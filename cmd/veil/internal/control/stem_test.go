@@ -21,6 +21,13 @@ import (
 // built its circuits.
 func testNet(t *testing.T, others int) *node.Node {
 	t.Helper()
+	n, _ := testNetAll(t, others)
+	return n
+}
+
+// testNetAll is testNet that also returns the other nodes.
+func testNetAll(t *testing.T, others int) (*node.Node, []*node.Node) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	conf := func(bridges ...string) config.Config {
@@ -43,8 +50,9 @@ func testNet(t *testing.T, others int) *node.Node {
 	bc := conf()
 	bc.Roles.Bridge = true
 	bridge := start(bc)
+	all := []*node.Node{bridge}
 	for range others {
-		start(conf(bridge.BridgeLine()))
+		all = append(all, start(conf(bridge.BridgeLine())))
 	}
 	mc := conf(bridge.BridgeLine())
 	mc.Control.Listen = "127.0.0.1:0"
@@ -52,7 +60,7 @@ func testNet(t *testing.T, others int) *node.Node {
 	waitFor(t, 60*time.Second, "two built circuits", func() bool {
 		return len(n.Status(ctx).Circuits) >= 2
 	})
-	return n
+	return n, all
 }
 
 // waitFor polls cond for at most d.
@@ -107,7 +115,18 @@ func TestStemController(t *testing.T) {
 			ID   string   `json:"id"`
 			Path []string `json:"path"`
 		} `json:"built_after_newnym"`
-		BW [][2]int64 `json:"bw"`
+		BW          [][2]int64 `json:"bw"`
+		PlainCookie string     `json:"plain_cookie_version"`
+		NS          []struct {
+			Fingerprint string `json:"fingerprint"`
+			Nickname    string `json:"nickname"`
+			Address     string `json:"address"`
+			ORPort      int    `json:"or_port"`
+		} `json:"ns"`
+		ORConns []struct {
+			Fingerprint string `json:"fingerprint"`
+			Status      string `json:"status"`
+		} `json:"orconns"`
 	}
 	if err := json.Unmarshal(out, &got); err != nil {
 		t.Fatalf("stem script output %q: %v", out, err)
@@ -147,6 +166,28 @@ func TestStemController(t *testing.T) {
 	}
 	if got.Built == nil || len(got.Built.Path) != 3 {
 		t.Errorf("no new 3-hop circuit BUILT after NEWNYM: %+v", got.Built)
+	}
+	// stem finds the first circuit's hops in the network status.
+	if len(got.Circuits) == 0 || len(got.NS) != len(got.Circuits[0].Path) {
+		t.Errorf("network status of the first circuit's hops: %+v", got.NS)
+	}
+	for i, e := range got.NS {
+		if e.Fingerprint != got.Circuits[0].Path[i] || e.Nickname != got.Circuits[0].Nicks[i] || e.Address != "127.0.0.1" || e.ORPort == 0 {
+			t.Errorf("hop %d: network status %+v", i, e)
+		}
+	}
+	// Every first hop is a link stem sees as a CONNECTED ORCONN.
+	for _, c := range got.Circuits {
+		found := false
+		for _, o := range got.ORConns {
+			found = found || o.Fingerprint == c.Path[0] && o.Status == "CONNECTED"
+		}
+		if c.Status == "BUILT" && !found {
+			t.Errorf("first hop %s of circuit %s is not among the links %+v", c.Path[0], c.ID, got.ORConns)
+		}
+	}
+	if got.PlainCookie != control.TorVersion {
+		t.Errorf("after the plain cookie method, version %q", got.PlainCookie)
 	}
 	if len(got.BW) < 2 {
 		t.Errorf("%d BW events in 10 s", len(got.BW))

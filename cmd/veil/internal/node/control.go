@@ -5,12 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"veil/circuits"
 	"veil/cmd/veil/internal/config"
 	"veil/cmd/veil/internal/control"
+	"veil/cmd/veil/internal/socks"
 	"veil/proto"
 )
 
@@ -72,6 +76,46 @@ func (n *Node) streamEvent(st control.Stream) {
 	n.ctl.Load().StreamEvent(st) // nil-safe
 }
 
+// reportDial wraps the SOCKS port's dial so that its streams show on the
+// control port as STREAM events.
+func (n *Node) reportDial(dial func(context.Context, socks.Request) (net.Conn, error)) func(context.Context, socks.Request) (net.Conn, error) {
+	return func(ctx context.Context, req socks.Request) (net.Conn, error) {
+		if n.ctl.Load() == nil {
+			return dial(ctx, req)
+		}
+		st := control.Stream{ID: streamIDs.Add(1), Status: control.StreamNew, Target: req.Dest()}
+		n.streamEvent(st)
+		c, err := dial(ctx, req)
+		if err != nil {
+			st.Status, st.Reason = control.StreamFailed, "MISC"
+			n.streamEvent(st)
+			return nil, err
+		}
+		if a, ok := c.LocalAddr().(circuits.StreamAddr); ok {
+			st.Circuit = a.Circuit
+		}
+		st.Status = control.StreamSucceeded
+		n.streamEvent(st)
+		return &reportedConn{Conn: c, n: n, st: st}, nil
+	}
+}
+
+// reportedConn tells the control port when a SOCKS stream closes.
+type reportedConn struct {
+	net.Conn
+	n    *Node
+	st   control.Stream
+	once sync.Once
+}
+
+func (r *reportedConn) Close() error {
+	r.once.Do(func() {
+		r.st.Status, r.st.Reason = control.StreamClosed, "DONE"
+		r.n.streamEvent(r.st)
+	})
+	return r.Conn.Close()
+}
+
 // controlBackend is the node as the control port sees it.
 type controlBackend struct {
 	n          *Node
@@ -83,10 +127,17 @@ func (b controlBackend) ID() proto.NodeID      { return b.n.id.ID }
 func (b controlBackend) Addr() netip.AddrPort  { return b.n.addr }
 func (b controlBackend) Config() config.Config { return *b.n.cfg.Load() }
 func (b controlBackend) ConfigFile() string    { return b.configFile }
-func (b controlBackend) NewNym()               { b.n.pool.Renew() }
+func (b controlBackend) SOCKSAddr() string     { return b.n.SOCKSAddr() }
 func (b controlBackend) Shutdown()             { b.n.cancel() }
 
 func (b controlBackend) Traffic() (uint64, uint64) { return b.n.links.Traffic() }
+
+// NewNym gives new streams fresh circuits: the pool's, and the SOCKS
+// port's exit circuits.
+func (b controlBackend) NewNym() {
+	b.n.pool.Renew()
+	b.n.NewIdentity()
+}
 
 func (b controlBackend) SetConfig(c config.Config) error { return b.n.Reload(c) }
 
@@ -106,6 +157,22 @@ func (b controlBackend) Links() []control.Link {
 	return out
 }
 
+func (b controlBackend) Relays() []control.Relay {
+	ds := b.n.dir.Nodes()
+	out := make([]control.Relay, 0, len(ds))
+	for _, d := range ds {
+		r := control.Relay{ID: d.ID, Flags: d.Flags, Published: time.Unix(int64(d.ValidAfter), 0)}
+		if len(d.Addrs) > 0 {
+			r.Addr = d.Addrs[0]
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
 func (b controlBackend) Status(ctx context.Context) ([]byte, error) {
 	return json.Marshal(b.n.Status(ctx))
 }
+
+// DataDir is the node's data directory (the control cookie is there).
+func (n *Node) DataDir() string { return n.dataDir }

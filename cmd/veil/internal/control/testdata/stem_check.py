@@ -8,6 +8,7 @@ import time
 
 import stem
 import stem.connection
+import stem.response
 from stem.control import Controller, EventType
 
 port = int(sys.argv[1])
@@ -42,6 +43,17 @@ out['pid'] = c.get_pid()
 out['fingerprint'] = c.get_info('fingerprint')
 out['circuits'] = [{'id': x.id, 'status': x.status, 'path': [fp for fp, nick in x.path], 'nicks': [nick for fp, nick in x.path]} for x in c.get_circuits()]
 
+# The hops are relays stem finds in the network status, with their address.
+ns = [c.get_network_status(fp) for fp in out['circuits'][0]['path']] if out['circuits'] else []
+out['ns'] = [{'fingerprint': e.fingerprint, 'nickname': e.nickname, 'address': e.address, 'or_port': e.or_port} for e in ns]
+
+# stem parses the links as ORCONN events.
+orconns = []
+for line in c.get_info('orconn-status').splitlines():
+    ev = stem.response.ControlMessage.from_str('650 ORCONN %s\r\n' % line, 'EVENT')
+    orconns.append({'fingerprint': ev.endpoint_fingerprint, 'status': ev.status})
+out['orconns'] = orconns
+
 circ_events = queue.Queue()
 bw_events = queue.Queue()
 c.add_event_listener(lambda e: circ_events.put((e.id, e.status, [fp for fp, nick in e.path])), EventType.CIRC)
@@ -70,6 +82,11 @@ while len(bws) < 2 and time.time() < deadline:
     except queue.Empty:
         break
 out['bw'] = bws
+# The plain cookie method works too (authenticate() above chose SAFECOOKIE).
+c2 = Controller.from_port(address='127.0.0.1', port=port)
+stem.connection.authenticate_cookie(c2, c.get_protocolinfo().cookie_path)
+out['plain_cookie_version'] = c2.get_info('version')
+c2.close()
 out['circuits_after'] = [{'id': x.id, 'status': x.status, 'path': [fp for fp, nick in x.path]} for x in c.get_circuits()]
 c.close()
 print(json.dumps(out))
