@@ -33,7 +33,7 @@ const QueuedCellCost = proto.CellSize + 62
 // destroys the circuits holding the oldest queued cells: an honest busy
 // circuit moves its queue all the time and looks young.
 type budget struct {
-	maxCells  int    // MaxQueuedBytes in cells
+	maxCells  int    // MaxQueuedBytes in cells (under mu: tests change it)
 	scanEvery uint64 // cells queued between two looks
 
 	// arrived is written by every link reader for every cell: it gets a
@@ -138,8 +138,10 @@ type BudgetStats struct {
 
 // BudgetStats returns what the budgets did so far.
 func (sw *Switch) BudgetStats() BudgetStats {
-	cells, kills := sw.QueuedCells()
-	return BudgetStats{QueuedCells: cells, MaxCells: sw.budget.maxCells, OOMKills: kills, CreateRefused: sw.budget.refused.Load()}
+	b := &sw.budget
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return BudgetStats{QueuedCells: b.last, MaxCells: b.maxCells, OOMKills: b.kills.Load(), CreateRefused: b.refused.Load()}
 }
 
 // QueuedCells returns the cells held in circuit queues at the last look of
@@ -251,6 +253,9 @@ func (sw *Switch) checkQueues(now time.Time) {
 			rc.q.dropQueued()
 		}
 	}
+	if len(victims) > 0 {
+		sw.wakeSenders() // a victim may wait on a full link
+	}
 }
 
 // dropQueued releases the cells waiting in a relayed circuit's queue that
@@ -313,4 +318,51 @@ func (sw *Switch) extendDial(ctx context.Context, prev link.Conn, next proto.Nod
 		return nil, proto.DestroyConnectFailed
 	}
 	return l, proto.DestroyNone
+}
+
+// sendStoppable sends c on l (a relayed circuit's next hop), giving up if
+// the circuit's queue q is condemned while it waits for room: a circuit
+// stuck behind a full link would otherwise hold its cells until the link
+// drains or times out, whatever the out-of-memory handler decided. Conns
+// other than *link.Link block as SendCell does.
+func sendStoppable(l link.Conn, c *proto.Cell, q *relayQueue) error {
+	if sl, ok := l.(*link.Link); ok {
+		return sl.SendCellUnless(c, q)
+	}
+	return l.SendCell(c)
+}
+
+// Stop makes a condemned (killed or closed) relayed circuit's sends give
+// up waiting (link.Stopper).
+func (q *relayQueue) Stop() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.killed != proto.DestroyNone || q.closed
+}
+
+// pendingKill is the reason of the kill not yet taken (RESOURCELIMIT if
+// there is none).
+func (q *relayQueue) pendingKill() proto.DestroyReason {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.killed == proto.DestroyNone {
+		return proto.DestroyResourceLimit
+	}
+	return q.killed
+}
+
+// wakeSenders wakes the senders waiting on the links of sw's circuits, so
+// that those of condemned circuits give up (sendStoppable).
+func (sw *Switch) wakeSenders() {
+	seen := map[link.Conn]bool{}
+	sw.mu.RLock()
+	for k := range sw.circs {
+		seen[k.l] = true
+	}
+	sw.mu.RUnlock()
+	for l := range seen {
+		if ll, ok := l.(*link.Link); ok {
+			ll.WakeSenders()
+		}
+	}
 }

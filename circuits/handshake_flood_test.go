@@ -166,3 +166,95 @@ func TestHandshakeFlood(t *testing.T) {
 		t.Fatal("no CREATE2 refused")
 	}
 }
+
+// A relayed circuit stuck behind a full next link (the next hop reads
+// nothing) holds the cells of its batch; once the out-of-memory handler
+// condemns it, it gives up the wait and is gone at once, not after the
+// link's write timeout (a minute).
+func TestOOMFreesCircuitStuckOnFullLink(t *testing.T) {
+	noLeaks(t)
+	origin := newNodeOn(t, "127.0.0.1:0", link.DefaultConfig(), nil)
+	victim := newNodeOn(t, "127.0.0.1:0", link.DefaultConfig(), func(c *SwitchConfig) {
+		c.MaxQueuedBytes = 64 * QueuedCellCost // the test sets it as it goes
+	})
+	next := newNodeOn(t, "127.0.0.1:0", link.DefaultConfig(), nil)
+	// next stops reading once told: its link from the victim fills up.
+	var stall atomic.Bool
+	release := make(chan struct{})
+	next.links.SetHandlers(link.Handlers{
+		Cell: func(l link.Conn, c *proto.Cell) {
+			if stall.Load() {
+				<-release
+			}
+			next.sw.HandleCell(l, c)
+		},
+		Closed: next.sw.HandleClosed,
+	})
+	defer close(release)
+	c := build(t, origin, victim, next)
+	defer c.Close()
+	stall.Store(true)
+	// DROPs to the last hop: no window holds them back. They fill the
+	// socket buffers and the victim's link to next (256 KiB); then the
+	// circuit's goroutine at the victim waits on that link, holding its
+	// batch, and more cells queue behind it.
+	setBudget := func(cells int) {
+		b := &victim.sw.budget
+		b.mu.Lock()
+		b.maxCells = cells
+		b.mu.Unlock()
+	}
+	setBudget(1 << 30) // no kill while the queue fills
+	toNext := victim.links.Lookup(next.id.ID)
+	if toNext == nil {
+		t.Fatal("the victim has no link to next")
+	}
+	full := func() bool { return toNext.QueuedBytes() > link.DefaultConfig().SendQueueBytes-2*proto.CellSize }
+	drops := 0
+	for deadline := time.Now().Add(circWait); !full(); {
+		for range 100 {
+			if c.ep.sendControl(1, false, proto.RelayDrop, 0, nil) != nil {
+				t.Fatal("the circuit ended while filling")
+			}
+			drops++
+		}
+		if time.Now().After(deadline) || drops > 40000 {
+			t.Fatalf("the victim's link to next never filled (%d DROPs sent)", drops)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for range 500 { // behind the stuck goroutine
+		c.ep.sendControl(1, false, proto.RelayDrop, 0, nil)
+	}
+	for deadline := time.Now().Add(circWait); ; {
+		victim.sw.checkQueues(time.Now())
+		if q, _ := victim.sw.QueuedCells(); q >= 400 {
+			break
+		}
+		if time.Now().After(deadline) {
+			q, _ := victim.sw.QueuedCells()
+			t.Fatalf("the victim holds only %d cells behind the full link", q)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	setBudget(64)
+	victim.sw.checkQueues(time.Now()) // over budget: condemned
+	select {
+	case <-c.Done():
+		if r := c.Reason(); r != proto.DestroyResourceLimit {
+			t.Fatalf("closed with %v, want RESOURCELIMIT", r)
+		}
+	case <-time.After(circWait):
+		q, kills := victim.sw.QueuedCells()
+		t.Fatalf("the circuit still lives (%d cells held at the victim's last look, %d kills): a condemned circuit waits on the full link", q, kills)
+	}
+	if _, kills := victim.sw.QueuedCells(); kills == 0 {
+		t.Fatal("the handler destroyed nothing")
+	}
+	for deadline := time.Now().Add(circWait); victim.sw.Joined() != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the victim still carries %d circuits", victim.sw.Joined())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

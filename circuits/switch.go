@@ -398,6 +398,7 @@ func (sw *Switch) HandleCell(l link.Conn, c *proto.Cell) {
 	if !q.deliver(inbound{l: l, c: c}) {
 		proto.PutCell(c)
 		q.kill(proto.DestroyResourceLimit)
+		sw.wakeSenders() // it may be stuck on a full link (budget.go)
 		return
 	}
 	sw.cellQueued()

@@ -2,10 +2,15 @@ package link
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
+
+	"veil/proto"
 )
 
 // A Get naming an ID at an address reuses a link to that ID only if the
@@ -134,4 +139,61 @@ func TestInboundSubnetAndHandshakeBounds(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+type flagStopper struct{ stop atomic.Bool }
+
+func (f *flagStopper) Stop() bool { return f.stop.Load() }
+
+// A sender waiting for room on a full link gives up once its Stopper says
+// stop and WakeSenders wakes it; SendCell's waiters are not disturbed.
+func TestSendCellUnlessGivesUp(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := DefaultConfig()
+		cfg.SendQueueBytes = 16 << 10
+		release := make(chan struct{})
+		a := newPipeNode(t, cfg)
+		a.m.SetHandlers(Handlers{Cell: func(l Conn, c *proto.Cell) {
+			proto.PutCell(c)
+			<-release // stop reading
+		}})
+		b := newPipeNode(t, cfg)
+		l, _ := pipeLink(t, b, a)
+		var st flagStopper
+		done := make(chan error, 1)
+		go func() {
+			for {
+				if err := l.SendCellUnless(makeCell(1, proto.CmdRelay, 0), &st); err != nil {
+					done <- err
+					return
+				}
+			}
+		}()
+		synctest.Wait() // the sender waits on the full queue
+		select {
+		case err := <-done:
+			t.Fatalf("the sender did not wait: %v", err)
+		default:
+		}
+		l.WakeSenders() // a wake-up without stop: it waits again
+		synctest.Wait()
+		select {
+		case err := <-done:
+			t.Fatalf("woken without stop, the sender gave up: %v", err)
+		default:
+		}
+		st.stop.Store(true)
+		l.WakeSenders()
+		synctest.Wait()
+		select {
+		case err := <-done:
+			if !errors.Is(err, ErrSendStopped) {
+				t.Fatalf("stopped sender: %v", err)
+			}
+		default:
+			t.Fatal("the stopped sender still waits")
+		}
+		close(release)
+		l.Close()
+	})
 }
