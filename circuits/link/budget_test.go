@@ -197,3 +197,19 @@ func TestSendCellUnlessGivesUp(t *testing.T) {
 		l.Close()
 	})
 }
+
+func TestSubnetOf(t *testing.T) {
+	for _, tt := range []struct {
+		addr net.Addr
+		want string
+	}{
+		{&net.TCPAddr{IP: net.ParseIP("192.0.2.77"), Port: 1}, "192.0.2.0/24"},
+		{&net.TCPAddr{IP: net.ParseIP("::ffff:192.0.2.77"), Port: 1}, "192.0.2.0/24"},
+		{&net.TCPAddr{IP: net.ParseIP("2001:db8:1:2:3::9"), Port: 1}, "2001:db8:1::/48"},
+		{&net.UnixAddr{Name: "pipe"}, "invalid Prefix"},
+	} {
+		if got := SubnetOf(tt.addr).String(); got != tt.want {
+			t.Errorf("SubnetOf(%v) = %s, want %s", tt.addr, got, tt.want)
+		}
+	}
+}
