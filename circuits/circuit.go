@@ -22,6 +22,9 @@ func (cryptoRand) Read(p []byte) (int, error) { return crand.Read(p) }
 // Build errors.
 var (
 	ErrBuildFailed = errors.New("circuits: circuit build failed")
+	// ErrFirstHop wraps a build's failure to reach its first hop (guards.go
+	// sets such a guard aside for a while).
+	ErrFirstHop = errors.New("link to first hop")
 	ErrTruncated   = errors.New("circuits: circuit truncated")
 	ErrPathTooLong = errors.New("circuits: path longer than RELAY_EARLY allows")
 )
@@ -456,7 +459,7 @@ func (sw *Switch) Build(ctx context.Context, path []proto.NodeDescriptor) (*Circ
 	}
 	l, err := sw.links.Dial(ctx, path[0].ID, addr)
 	if err != nil {
-		return fail(fmt.Errorf("link to first hop: %w", err))
+		return fail(fmt.Errorf("%w: %w", ErrFirstHop, err))
 	}
 	id, err := sw.allocID(l, c)
 	if err != nil {

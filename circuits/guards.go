@@ -73,6 +73,36 @@ type guardEntry struct {
 	Added      time.Time    `json:"added"`
 	Expires    time.Time    `json:"expires"`
 	LastListed time.Time    `json:"last_listed"`
+	// Unreachable: a build could not reach it; it is set aside until then.
+	Unreachable time.Time `json:"unreachable_until,omitzero"`
+}
+
+// guardRetry is how long a guard that could not be reached is set aside:
+// the others (or, if none is left, further guards) start circuits
+// meanwhile. It is not dropped for it: an attacker who can make a guard
+// unreachable for a moment must not thereby make a client choose anew.
+const guardRetry = 10 * time.Minute
+
+// Watch makes g set aside, for guardRetry, a guard that a build through
+// sw could not reach (ErrFirstHop): the pool, the exit dialer and the
+// node's own builds all report through sw's events.
+func (g *Guards) Watch(sw *Switch) {
+	sw.subscribe(func(e Event) {
+		if e.Kind == EventFailed && e.Origin && e.Hops == 0 && len(e.Path) > 0 && errors.Is(e.Err, ErrFirstHop) {
+			g.unreachable(e.Path[0], e.At)
+		}
+	})
+}
+
+// unreachable sets guard id aside until now+guardRetry.
+func (g *Guards) unreachable(id proto.NodeID, now time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for i := range g.list {
+		if g.list[i].ID == id {
+			g.list[i].Unreachable = now.Add(guardRetry)
+		}
+	}
 }
 
 // guardFile is the file's layout.
@@ -161,7 +191,7 @@ func (g *Guards) firstHops(usable []proto.NodeDescriptor, exclude func(proto.Nod
 	g.list = keep
 	listed := func() (out []proto.NodeDescriptor) {
 		for _, e := range g.list {
-			if d, ok := byID[e.ID]; ok && !exclude(e.ID) {
+			if d, ok := byID[e.ID]; ok && !exclude(e.ID) && !now.Before(e.Unreachable) {
 				out = append(out, d)
 			}
 		}

@@ -1,7 +1,10 @@
 package circuits
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"net"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -279,5 +282,66 @@ func TestKeyFilesNoFollowAndDataDirMode(t *testing.T) {
 	os.WriteFile(notDir, nil, 0o600)
 	if err := CheckDataDir(notDir); err == nil || !strings.Contains(err.Error(), notDir) {
 		t.Fatalf("a file as data directory: %v", err)
+	}
+}
+
+// A guard that a build cannot reach is set aside for a while (kept, not
+// replaced): paths start at the others meanwhile, and at it again later.
+func TestGuardUnreachableSetAside(t *testing.T) {
+	noLeaks(t)
+	client := newNet(t, 1, nil)[0]
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := netip.MustParseAddrPort(ln.Addr().String())
+	ln.Close() // nothing listens there now
+	did, err := NewEphemeralIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	dead, err := did.DescriptorAt(now, []netip.AddrPort{deadAddr}, proto.FlagRelay|proto.FlagORDB, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	others := []proto.NodeDescriptor{descAt(t, "11.1.0.1", proto.FlagRelay|proto.FlagORDB, now), descAt(t, "12.1.0.1", proto.FlagRelay|proto.FlagORDB, now)}
+	g, err := LoadGuards(DefaultGuardConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Watch(client.sw)
+	g.list = []guardEntry{{ID: dead.ID, Added: now, Expires: now.Add(time.Hour), LastListed: now}}
+
+	ctx, cancel := context.WithTimeout(context.Background(), circWait)
+	defer cancel()
+	if _, err := client.sw.Build(ctx, []proto.NodeDescriptor{dead}); !errors.Is(err, ErrFirstHop) {
+		t.Fatalf("build through the dead guard: %v", err)
+	}
+	nodes := append([]proto.NodeDescriptor{dead}, others...)
+	rng := rand.New(rand.NewPCG(5, 6))
+	r := PathRules{Hops: 2, ExitFlags: proto.FlagORDB, SameSubnet: true, Guards: g, Now: time.Now()}
+	for range 20 {
+		p, err := r.Select(nodes, rng)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p[0].ID == dead.ID {
+			t.Fatal("a path starts at the guard that could not be reached")
+		}
+	}
+	if !slices.Contains(g.IDs(), dead.ID) {
+		t.Fatal("the unreachable guard was dropped")
+	}
+	r.Now = time.Now().Add(guardRetry + time.Minute)
+	seen := false
+	for range 40 {
+		if p, err := r.Select(nodes, rng); err == nil && p[0].ID == dead.ID {
+			seen = true
+			break
+		}
+	}
+	if !seen {
+		t.Fatal("the guard set aside is not used again after guardRetry")
 	}
 }

@@ -338,6 +338,9 @@ func NewPool(sw *Switch, dir Directory, cfg PoolConfig) (*Pool, error) {
 			p.poke()
 		}
 	})
+	if cfg.Guards != nil {
+		cfg.Guards.Watch(sw) // set aside guards that builds cannot reach
+	}
 	return p, nil
 }
 
