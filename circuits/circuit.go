@@ -24,7 +24,7 @@ var (
 	ErrBuildFailed = errors.New("circuits: circuit build failed")
 	// ErrFirstHop wraps a build's failure to reach its first hop (guards.go
 	// sets such a guard aside for a while).
-	ErrFirstHop = errors.New("link to first hop")
+	ErrFirstHop    = errors.New("link to first hop")
 	ErrTruncated   = errors.New("circuits: circuit truncated")
 	ErrPathTooLong = errors.New("circuits: path longer than RELAY_EARLY allows")
 )
