@@ -21,33 +21,53 @@ const QueuedCellCost = proto.CellSize + 62
 // spend: the queued-cell budget and its out-of-memory handler, the CREATE2
 // token buckets of links, and the extend dials running.
 //
-// The handler does not count every cell in and out (that would put a
-// shared counter on every cell's path). It looks at every circuit's queues
-// after each scanEvery cells queued by the link handlers: cells only pile
-// up as they arrive, so between two looks at most scanEvery cells more can
-// be held. For each circuit with a backlog it remembers when that backlog
+// The handler keeps no running total (that would take a shared lock or
+// counter in every queue on every push and pop): a link handler counts
+// the cells it queues with one atomic add, and after each scanEvery of
+// them the handler looks at every circuit's queues. Cells only pile up as
+// they arrive, so between two looks at most scanEvery cells more can be
+// held. For each circuit with a backlog it remembers when that backlog
 // last made progress (cells taken out of it); a circuit whose queue does
 // not move ages. When the total is over the budget, the circuits whose
 // backlogs have been stuck the longest are destroyed first, as Tor
 // destroys the circuits holding the oldest queued cells: an honest busy
 // circuit moves its queue all the time and looks young.
 type budget struct {
-	maxCells  int    // MaxQueuedBytes in cells
+	maxCells  int    // MaxQueuedBytes in cells (under mu: tests change it)
 	scanEvery uint64 // cells queued between two looks
 
+	// arrived is written by every link reader for every cell: it gets a
+	// cache line of its own, away from the switch's lock.
+	_        [64]byte
 	arrived  atomic.Uint64 // cells queued by the handlers since the last look
+	_        [56]byte
 	scanning atomic.Bool   // a look is under way (only one at a time)
 	kills    atomic.Uint64 // circuits destroyed by the handler, for tests and status
+	refused  atomic.Uint64 // CREATE2 refused by the buckets
 
-	mu       sync.Mutex                 // guards the fields below
-	backlogs map[circuitQueue]backlog   // circuits with cells queued at the last look
-	buckets  map[link.Conn]*TokenBucket // CREATE2 buckets by link
-	rate     float64                    // CreateRate
-	burst    int                        // CreateBurst
-	killed   map[circuitQueue]struct{}  // destroyed by the handler, teardown pending
-	last     int                        // total cells queued at the last look
-	dials    chan struct{}              // one slot per extend dial running
-	refused  atomic.Uint64              // CREATE2 refused by the buckets
+	dials chan struct{} // one slot per extend dial running
+
+	lookMu sync.Mutex     // held for a whole look; guards qs and cands
+	qs     []circuitQueue // the circuits of the last look, emptied, for the next
+	cands  []oomCand      // likewise, the circuits it could destroy
+
+	mu        sync.Mutex                 // guards the fields below
+	backlogs  map[circuitQueue]backlog   // circuits with cells queued at the last look
+	buckets   map[link.Conn]*TokenBucket // CREATE2 buckets by link
+	rate      float64                    // CreateRate
+	burst     int                        // CreateBurst
+	killed    map[circuitQueue]struct{}  // destroyed by the handler, teardown pending
+	last      int                        // total cells queued at the last look
+	dialsFrom map[link.Conn]int          // extend dials running by the link the circuit came on
+	spare     map[circuitQueue]backlog   // the map before last, emptied, for the next look
+}
+
+// oomCand is a circuit the handler may destroy: its cells and since when
+// its backlog has not moved.
+type oomCand struct {
+	q     circuitQueue
+	cells int
+	since time.Time
 }
 
 // backlog is what the last look saw of one circuit's queues.
@@ -64,6 +84,7 @@ func (b *budget) init(cfg SwitchConfig) {
 	b.backlogs = make(map[circuitQueue]backlog)
 	b.buckets = make(map[link.Conn]*TokenBucket)
 	b.killed = make(map[circuitQueue]struct{})
+	b.dialsFrom = make(map[link.Conn]int)
 	b.rate, b.burst = cfg.CreateRate, cfg.CreateBurst
 	b.dials = make(chan struct{}, cfg.MaxExtendDials)
 }
@@ -107,6 +128,22 @@ func (sw *Switch) cellQueued() {
 	b.scanning.Store(false)
 }
 
+// BudgetStats is what the budgets did, for status displays.
+type BudgetStats struct {
+	QueuedCells   int    `json:"queued_cells"`   // held in circuit queues at the handler's last look
+	MaxCells      int    `json:"max_cells"`      // MaxQueuedBytes in cells
+	OOMKills      uint64 `json:"oom_kills"`      // circuits the out-of-memory handler destroyed
+	CreateRefused uint64 `json:"create_refused"` // CREATE2 refused by the links' buckets
+}
+
+// BudgetStats returns what the budgets did so far.
+func (sw *Switch) BudgetStats() BudgetStats {
+	b := &sw.budget
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return BudgetStats{QueuedCells: b.last, MaxCells: b.maxCells, OOMKills: b.kills.Load(), CreateRefused: b.refused.Load()}
+}
+
 // QueuedCells returns the cells held in circuit queues at the last look of
 // the out-of-memory handler, and the circuits it has destroyed so far.
 func (sw *Switch) QueuedCells() (cells int, kills uint64) {
@@ -147,8 +184,10 @@ func queueState(q circuitQueue) (cells int, progress uint64) {
 // Tests call it directly.
 func (sw *Switch) checkQueues(now time.Time) {
 	b := &sw.budget
+	b.lookMu.Lock() // one look at a time: its buffers are reused
+	defer b.lookMu.Unlock()
 	sw.mu.RLock()
-	qs := make([]circuitQueue, 0, len(sw.circs))
+	qs := b.qs[:0]
 	for k, q := range sw.circs {
 		if rc, ok := q.(*relayCirc); ok && (k.l != rc.prev || k.id != rc.prevID) {
 			continue // a relayed circuit's next-hop key: the same circuit
@@ -157,40 +196,44 @@ func (sw *Switch) checkQueues(now time.Time) {
 	}
 	sw.mu.RUnlock()
 
-	type cand struct {
-		q     circuitQueue
-		cells int
-		since time.Time
-	}
-	var cands []cand
-	total := 0
+	cands := b.cands[:0]
+	total, all := 0, 0
 	b.mu.Lock()
-	live := make(map[circuitQueue]backlog, len(b.backlogs))
+	live := b.spare
+	if live == nil {
+		live = make(map[circuitQueue]backlog)
+	}
 	for _, q := range qs {
 		cells, progress := queueState(q)
 		if cells == 0 {
 			continue
 		}
-		total += cells
+		all += cells
 		bl, ok := b.backlogs[q]
 		if !ok || bl.progress != progress {
 			bl = backlog{progress: progress, since: now}
 		}
 		live[q] = bl
 		if _, dying := b.killed[q]; !dying {
-			cands = append(cands, cand{q, cells, bl.since})
+			// A circuit already condemned is on its way out: counting its
+			// cells again would condemn others for memory about to go.
+			total += cells
+			cands = append(cands, oomCand{q, cells, bl.since})
 		}
 	}
-	b.backlogs = live
+	b.backlogs, b.spare = live, b.backlogs
+	clear(b.spare)
+	clear(qs) // the circuits need not be kept alive by the buffer
+	b.qs = qs[:0]
 	for q := range b.killed {
 		if _, ok := live[q]; !ok {
 			delete(b.killed, q) // its cells are gone
 		}
 	}
-	b.last = total
-	var victims []cand
+	b.last = all
+	var victims []oomCand
 	if total > b.maxCells {
-		slices.SortStableFunc(cands, func(x, y cand) int { return x.since.Compare(y.since) })
+		slices.SortStableFunc(cands, func(x, y oomCand) int { return x.since.Compare(y.since) })
 		for _, c := range cands {
 			if total <= b.maxCells {
 				break
@@ -201,12 +244,17 @@ func (sw *Switch) checkQueues(now time.Time) {
 		}
 	}
 	b.mu.Unlock()
+	clear(cands)
+	b.cands = cands[:0]
 	for _, v := range victims {
 		b.kills.Add(1)
 		v.q.kill(proto.DestroyResourceLimit)
 		if rc, ok := v.q.(*relayCirc); ok {
 			rc.q.dropQueued()
 		}
+	}
+	if len(victims) > 0 {
+		sw.wakeSenders() // a victim may wait on a full link
 	}
 }
 
@@ -233,24 +281,88 @@ func (q *relayQueue) dropQueued() {
 	}
 }
 
-// extendDial dials the next hop an EXTEND2 names, under the switch's
-// rules: a non-global address is refused unless AllowPrivateExtend, and at
-// most MaxExtendDials run at once; both refusals come at once, before any
-// packet leaves. It returns the link, or the reason TRUNCATED carries to
-// the origin.
-func (sw *Switch) extendDial(ctx context.Context, next proto.NodeID, addr netip.AddrPort) (link.Conn, proto.DestroyReason) {
+// extendDial dials the next hop an EXTEND2 that came on link prev names,
+// under the switch's rules: a non-global address is refused unless
+// AllowPrivateExtend, and at most MaxExtendDials run at once,
+// MaxExtendDialsPerLink of them for circuits from prev; each refusal comes
+// at once, before any packet leaves. It returns the link, or the reason
+// TRUNCATED carries to the origin.
+func (sw *Switch) extendDial(ctx context.Context, prev link.Conn, next proto.NodeID, addr netip.AddrPort) (link.Conn, proto.DestroyReason) {
 	if !sw.cfg.AllowPrivateExtend && !GlobalAddr(addr.Addr()) {
 		return nil, proto.DestroyProtocol
 	}
-	select {
-	case sw.budget.dials <- struct{}{}:
-	default:
+	b := &sw.budget
+	b.mu.Lock()
+	if b.dialsFrom[prev] >= sw.cfg.MaxExtendDialsPerLink {
+		b.mu.Unlock()
 		return nil, proto.DestroyResourceLimit
 	}
-	defer func() { <-sw.budget.dials }()
+	select {
+	case b.dials <- struct{}{}:
+	default:
+		b.mu.Unlock()
+		return nil, proto.DestroyResourceLimit
+	}
+	b.dialsFrom[prev]++
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		if b.dialsFrom[prev]--; b.dialsFrom[prev] <= 0 {
+			delete(b.dialsFrom, prev)
+		}
+		b.mu.Unlock()
+		<-b.dials
+	}()
 	l, err := sw.links.Dial(ctx, next, addr.String())
 	if err != nil {
 		return nil, proto.DestroyConnectFailed
 	}
 	return l, proto.DestroyNone
+}
+
+// sendStoppable sends c on l (a relayed circuit's next hop), giving up if
+// the circuit's queue q is condemned while it waits for room: a circuit
+// stuck behind a full link would otherwise hold its cells until the link
+// drains or times out, whatever the out-of-memory handler decided. Conns
+// other than *link.Link block as SendCell does.
+func sendStoppable(l link.Conn, c *proto.Cell, q *relayQueue) error {
+	if sl, ok := l.(*link.Link); ok {
+		return sl.SendCellUnless(c, q)
+	}
+	return l.SendCell(c)
+}
+
+// Stop makes a condemned (killed or closed) relayed circuit's sends give
+// up waiting (link.Stopper).
+func (q *relayQueue) Stop() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.killed != proto.DestroyNone || q.closed
+}
+
+// pendingKill is the reason of the kill not yet taken (RESOURCELIMIT if
+// there is none).
+func (q *relayQueue) pendingKill() proto.DestroyReason {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.killed == proto.DestroyNone {
+		return proto.DestroyResourceLimit
+	}
+	return q.killed
+}
+
+// wakeSenders wakes the senders waiting on the links of sw's circuits, so
+// that those of condemned circuits give up (sendStoppable).
+func (sw *Switch) wakeSenders() {
+	seen := map[link.Conn]bool{}
+	sw.mu.RLock()
+	for k := range sw.circs {
+		seen[k.l] = true
+	}
+	sw.mu.RUnlock()
+	for l := range seen {
+		if ll, ok := l.(*link.Link); ok {
+			ll.WakeSenders()
+		}
+	}
 }

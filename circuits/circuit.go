@@ -22,6 +22,9 @@ func (cryptoRand) Read(p []byte) (int, error) { return crand.Read(p) }
 // Build errors.
 var (
 	ErrBuildFailed = errors.New("circuits: circuit build failed")
+	// ErrFirstHop wraps a build's failure to reach its first hop (guards.go
+	// sets such a guard aside for a while).
+	ErrFirstHop    = errors.New("link to first hop")
 	ErrTruncated   = errors.New("circuits: circuit truncated")
 	ErrPathTooLong = errors.New("circuits: path longer than RELAY_EARLY allows")
 )
@@ -456,7 +459,7 @@ func (sw *Switch) Build(ctx context.Context, path []proto.NodeDescriptor) (*Circ
 	}
 	l, err := sw.links.Dial(ctx, path[0].ID, addr)
 	if err != nil {
-		return fail(fmt.Errorf("link to first hop: %w", err))
+		return fail(fmt.Errorf("%w: %w", ErrFirstHop, err))
 	}
 	id, err := sw.allocID(l, c)
 	if err != nil {
@@ -471,7 +474,7 @@ func (sw *Switch) Build(ctx context.Context, path []proto.NodeDescriptor) (*Circ
 	go c.run()
 
 	for i, d := range path {
-		if err := d.Verify(sw.cfg.Now()); err != nil {
+		if err := VerifyDescriptor(d, sw.cfg.Now()); err != nil {
 			c.kill(proto.DestroyFinished)
 			<-c.ended
 			return fail(fmt.Errorf("hop %d (%s): descriptor: %w", i+1, d.ID.Short(), err))
@@ -551,7 +554,7 @@ func (c *Circuit) Truncate(ctx context.Context, keep int) error {
 // Extend adds hop d (a descriptor that verifies) at the end of a built
 // circuit.
 func (c *Circuit) Extend(ctx context.Context, d proto.NodeDescriptor) error {
-	if err := d.Verify(c.ep.sw.cfg.Now()); err != nil {
+	if err := VerifyDescriptor(d, c.ep.sw.cfg.Now()); err != nil {
 		return fmt.Errorf("circuits: descriptor of %s: %w", d.ID.Short(), err)
 	}
 	n := c.Hops()

@@ -117,6 +117,15 @@
 // cells the reader has consumed). A stream whose reader is slow holds at
 // most StreamWindow cells at the receiver; its writer blocks.
 //
+// Since the circuit window is consumed on arrival, only stream windows
+// would bound a circuit's queued cells; budget.go adds the bounds against
+// peers that exploit it: at most MaxCircuitQueuedCells in all the streams
+// of a circuit, MaxJoinedStreams streams on a circuit of others, and a
+// node-wide MaxQueuedBytes whose out-of-memory handler destroys the
+// circuits whose backlogs have been stuck longest. It also holds the
+// per-link CREATE2 bucket and the cap on EXTEND2 dials, and refuses
+// EXTEND2 to non-global addresses (GlobalAddr) unless AllowPrivateExtend.
+//
 // # Cell ownership
 //
 // Cells are *proto.Cell from proto's pool (GetCell, PutCell); whoever owns

@@ -30,6 +30,8 @@ type ExitDialerConfig struct {
 	RefusalMemory time.Duration
 	// AllowSameSubnet: as PoolConfig's, for loopback tests.
 	AllowSameSubnet bool
+	// Guards, if set: as PoolConfig's, every exit circuit starts at one.
+	Guards *Guards
 	// Rand draws the paths (nil: seeded from crypto/rand).
 	Rand *rand.Rand
 }
@@ -227,7 +229,8 @@ func (d *ExitDialer) pathLocked(dest string, now time.Time) ([]proto.NodeDescrip
 	var err error
 	for _, i := range d.rng.Perm(len(exits)) {
 		var p []proto.NodeDescriptor
-		if p, err = SelectPathTo(nodes, d.cfg.Hops, d.sw.ID(), exits[i], d.cfg.AllowSameSubnet, now, d.rng); err == nil {
+		rules := PathRules{Hops: d.cfg.Hops, Self: d.sw.ID(), Last: &exits[i], SameSubnet: d.cfg.AllowSameSubnet, Guards: d.cfg.Guards, Now: now}
+		if p, err = rules.Select(nodes, d.rng); err == nil {
 			return p, nil
 		}
 	}

@@ -217,3 +217,88 @@ func TestExtendBadAddressDoesNotBlockHonest(t *testing.T) {
 	default: // still pending: the cleanup ends it
 	}
 }
+
+// Dials for EXTEND2 are capped per link the circuits came on: one peer
+// extending to blackholes holds at most MaxExtendDialsPerLink of them, its
+// next EXTEND2 is refused at once, and another peer's extends go on.
+func TestExtendDialCapPerLink(t *testing.T) {
+	noLeaks(t)
+	nodes := newNet(t, 4, func(i int, cfg *SwitchConfig) {
+		if i == 2 {
+			cfg.MaxExtendDialsPerLink = 2
+		}
+	})
+	attacker, honest, relay, target := nodes[0], nodes[1], nodes[2], nodes[3]
+	hole, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hole.Close()
+	accepted := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := hole.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c // held open, silent
+		}
+	}()
+	defer func() {
+		for {
+			select {
+			case c := <-accepted:
+				c.Close()
+			default:
+				return
+			}
+		}
+	}()
+	holeDesc := func() proto.NodeDescriptor {
+		id, err := NewEphemeralIdentity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := id.Descriptor([]netip.AddrPort{netip.MustParseAddrPort(hole.Addr().String())}, proto.FlagRelay, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for range 2 {
+		c := build(t, attacker, relay)
+		defer c.Close()
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), circWait)
+			defer cancel()
+			c.Extend(ctx, holeDesc()) // pending until the cleanup
+		}()
+		select {
+		case conn := <-accepted:
+			held = append(held, conn)
+		case <-time.After(circWait):
+			t.Fatal("the relay never dialed the blackhole")
+		}
+	}
+	// The third from the same link is refused at once (well before the
+	// 10 s a dial to the blackhole would take).
+	third := build(t, attacker, relay)
+	defer third.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := third.Extend(ctx, holeDesc()); !errors.Is(err, ErrTruncated) {
+		t.Fatalf("a third pending dial from one link: %v, want TRUNCATED at once", err)
+	}
+	// Another peer's circuit extends as usual.
+	good := build(t, honest, relay)
+	defer good.Close()
+	if err := good.Extend(ctx, target.desc); err != nil {
+		t.Fatalf("an honest EXTEND2 while one link holds its dials: %v", err)
+	}
+}

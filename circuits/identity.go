@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -95,8 +96,8 @@ func newIdentity(priv ed25519.PrivateKey, onion *ecdh.PrivateKey, created time.T
 // onion key file is recreated; a corrupt, short or group/world-readable key
 // file is an error naming the file, never silently replaced.
 func LoadOrCreateIdentity(dir string) (*Identity, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("circuits: creating data directory: %w", err)
+	if err := CheckDataDir(dir); err != nil {
+		return nil, fmt.Errorf("circuits: %w", err)
 	}
 	idPath := filepath.Join(dir, IdentityKeyFile)
 	b, err := readKeyFile(idPath)
@@ -143,12 +144,21 @@ func LoadOrCreateIdentity(dir string) (*Identity, error) {
 	return id, nil
 }
 
+// readKeyFile reads a key file, refusing to follow a symbolic link (one
+// placed there could make the node use, or later overwrite, a file
+// elsewhere) and checking the open file, not the name, for its type and
+// mode.
 func readKeyFile(path string) ([]byte, error) {
-	fi, err := os.Stat(path)
+	f, err := openNoFollow(path, os.O_RDONLY, 0)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, err
 		}
+		return nil, fmt.Errorf("%w: %s: %v", ErrKeyFile, path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrKeyFile, path, err)
 	}
 	if !fi.Mode().IsRegular() {
@@ -160,7 +170,7 @@ func readKeyFile(path string) ([]byte, error) {
 	if fi.Size() > 4096 {
 		return nil, fmt.Errorf("%w: %s: corrupt (%d bytes)", ErrKeyFile, path, fi.Size())
 	}
-	b, err := os.ReadFile(path)
+	b, err := io.ReadAll(io.LimitReader(f, 4097))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrKeyFile, path, err)
 	}
@@ -171,7 +181,7 @@ func readKeyFile(path string) ([]byte, error) {
 func writeKeyFile(path string, b []byte) error {
 	tmp := path + ".tmp"
 	_ = os.Remove(tmp)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := openNoFollow(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("circuits: writing %s: %w", path, err)
 	}
@@ -322,8 +332,14 @@ func (id *Identity) DescriptorAt(now time.Time, addrs []netip.AddrPort, flags ui
 // proto.FlagExit), with the summary of the ports its policy accepts
 // (exitpolicy.Policy.PortSummary).
 func (id *Identity) ExitDescriptorAt(now time.Time, addrs []netip.AddrPort, flags uint8, ports []proto.PortRange, validity time.Duration) (proto.NodeDescriptor, error) {
-	if validity <= 0 {
-		return proto.NodeDescriptor{}, fmt.Errorf("circuits: descriptor validity %v must be positive", validity)
+	if validity <= 0 || validity > OnionKeyLifetime+OnionKeyGrace {
+		return proto.NodeDescriptor{}, fmt.Errorf("circuits: descriptor validity %v must be positive and at most the onion key's life (%v)", validity, OnionKeyLifetime+OnionKeyGrace)
+	}
+	// Never past the day this onion key is dropped: it is rotated at
+	// OnionKeyLifetime and answered for OnionKeyGrace more.
+	until := now.Add(validity)
+	if end := id.OnionCreated().Add(OnionKeyLifetime + OnionKeyGrace); !id.OnionCreated().IsZero() && end.Before(until) && end.After(now) {
+		until = end
 	}
 	after := now.Add(-DescriptorClockSkew).Unix()
 	if after < 0 {
@@ -337,7 +353,7 @@ func (id *Identity) ExitDescriptorAt(now time.Time, addrs []netip.AddrPort, flag
 		Flags:       flags,
 		ExitPorts:   ports,
 		ValidAfter:  uint64(after),
-		ValidUntil:  uint64(now.Add(validity).Unix()),
+		ValidUntil:  uint64(until.Unix()),
 		Signature:   make([]byte, proto.SignatureSize), // placeholder for Validate
 	}
 	if err := d.Validate(); err != nil {

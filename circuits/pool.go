@@ -58,6 +58,9 @@ type PoolConfig struct {
 	// Rand draws the paths; the pool owns it once NewPool returns (nil: a
 	// generator seeded from crypto/rand). Seed it for reproducible paths.
 	Rand *rand.Rand
+	// Guards, if set, are the client's guards: every circuit of two hops
+	// or more starts at one of them.
+	Guards *Guards
 	// OnData receives what comes back on TunnelData's streams. It is
 	// called from one goroutine per stream; data is valid during the call.
 	OnData func(c *Circuit, dest string, data []byte)
@@ -112,33 +115,65 @@ var (
 // SelectPath draws a path of hops nodes from nodes: the last hop has
 // exitFlags, the others FlagRelay; all distinct, never self, each with a
 // descriptor valid at now and an address, and (unless sameSubnet) no two in
-// one /16 (IPv4) or /32 (IPv6). Pure: the randomness is rng.
+// one /16 (IPv4) or /32 (IPv6). Pure: the randomness is rng. PathRules
+// adds guards and weights.
 func SelectPath(nodes []proto.NodeDescriptor, hops int, self proto.NodeID, exitFlags uint8, sameSubnet bool, now time.Time, rng *rand.Rand) ([]proto.NodeDescriptor, error) {
-	return selectPath(nodes, hops, self, exitFlags, nil, sameSubnet, now, rng)
+	return PathRules{Hops: hops, Self: self, ExitFlags: exitFlags, SameSubnet: sameSubnet, Now: now}.Select(nodes, rng)
 }
 
 // SelectPathTo is SelectPath with a chosen last hop (say, a given ORDB): it
 // draws the hops-1 relays before it under the same rules.
 func SelectPathTo(nodes []proto.NodeDescriptor, hops int, self proto.NodeID, last proto.NodeDescriptor, sameSubnet bool, now time.Time, rng *rand.Rand) ([]proto.NodeDescriptor, error) {
-	if last.ID == self {
-		return nil, fmt.Errorf("%w: the last hop is ourselves", ErrNoPath)
-	}
-	if err := last.Verify(now); err != nil {
-		return nil, fmt.Errorf("circuits: last hop %s: %w", last.ID.Short(), err)
-	}
-	if _, ok := firstAddr(last); !ok {
-		return nil, fmt.Errorf("%w: last hop %s has no address", ErrNoPath, last.ID.Short())
-	}
-	return selectPath(nodes, hops, self, 0, &last, sameSubnet, now, rng)
+	return PathRules{Hops: hops, Self: self, Last: &last, SameSubnet: sameSubnet, Now: now}.Select(nodes, rng)
 }
 
-func selectPath(nodes []proto.NodeDescriptor, hops int, self proto.NodeID, exitFlags uint8, last *proto.NodeDescriptor, sameSubnet bool, now time.Time, rng *rand.Rand) ([]proto.NodeDescriptor, error) {
+// PathRules are how a path is drawn; Select applies them.
+//
+// The /16 rule compares the addresses the path names, which are the
+// addresses the hops are reached at: the origin dials the first hop's and
+// names each later hop's in EXTEND2, and a relay reaches the node an
+// EXTEND2 names at that IP only (link.Links.Get reuses no link the node
+// opened from elsewhere), so a descriptor listing an address its node is
+// not reachable at yields a failed extend, not a hop in a foreign /16.
+type PathRules struct {
+	Hops      int
+	Self      proto.NodeID
+	ExitFlags uint8                 // what the last hop must offer (when Last is nil)
+	Last      *proto.NodeDescriptor // a chosen last hop, or nil
+	// SameSubnet lets two hops share a /16 (IPv4) or /32 (IPv6): only for
+	// loopback tests.
+	SameSubnet bool
+	// Guards, if set, are the only nodes a path of two or more hops may
+	// start at.
+	Guards *Guards
+	// Weight, if set, weighs each candidate (by bandwidth and age: see
+	// Pool); nil draws uniformly.
+	Weight func(proto.NodeDescriptor) float64
+	Now    time.Time
+}
+
+// Select draws a path from nodes under the rules. Pure but for the guards
+// it may update and save; the randomness is rng.
+func (r PathRules) Select(nodes []proto.NodeDescriptor, rng *rand.Rand) ([]proto.NodeDescriptor, error) {
+	hops, now := r.Hops, r.Now
 	if hops < 1 {
 		return nil, fmt.Errorf("circuits: path of %d hops", hops)
 	}
+	last := r.Last
+	if last != nil {
+		if last.ID == r.Self {
+			return nil, fmt.Errorf("%w: the last hop is ourselves", ErrNoPath)
+		}
+		if err := verifyDescriptor(*last, now); err != nil {
+			return nil, fmt.Errorf("circuits: last hop %s: %w", last.ID.Short(), err)
+		}
+		if _, ok := firstAddr(*last); !ok {
+			return nil, fmt.Errorf("%w: last hop %s has no address", ErrNoPath, last.ID.Short())
+		}
+	}
 	var usable []proto.NodeDescriptor
 	for _, d := range nodes {
-		if d.ID == self || d.Verify(now) != nil {
+		if d.ID == r.Self || verifyDescriptor(d, now) != nil {
 			continue
 		}
 		if _, ok := firstAddr(d); !ok {
@@ -149,21 +184,21 @@ func selectPath(nodes []proto.NodeDescriptor, hops int, self proto.NodeID, exitF
 	path := make([]proto.NodeDescriptor, hops)
 	usedID := map[proto.NodeID]bool{}
 	usedNet := map[netip.Prefix]bool{}
-	pick := func(i int, want uint8) bool {
+	pick := func(i int, want uint8, from []proto.NodeDescriptor) bool {
 		var cands []proto.NodeDescriptor
-		for _, d := range usable {
+		for _, d := range from {
 			if d.Flags&want != want || usedID[d.ID] {
 				continue
 			}
-			if !sameSubnet && usedNet[subnet(d)] {
+			if !r.SameSubnet && usedNet[subnet(d)] {
 				continue
 			}
 			cands = append(cands, d)
 		}
-		if len(cands) == 0 {
+		d, ok := pickWeighted(cands, r.Weight, rng)
+		if !ok {
 			return false
 		}
-		d := cands[rng.IntN(len(cands))]
 		path[i] = d
 		usedID[d.ID] = true
 		usedNet[subnet(d)] = true
@@ -173,11 +208,25 @@ func selectPath(nodes []proto.NodeDescriptor, hops int, self proto.NodeID, exitF
 		path[hops-1] = *last
 		usedID[last.ID] = true
 		usedNet[subnet(*last)] = true
-	} else if !pick(hops-1, exitFlags) {
-		return nil, fmt.Errorf("%w: no last hop with flags %#x", ErrNoPath, exitFlags)
+	} else if !pick(hops-1, r.ExitFlags, usable) {
+		return nil, fmt.Errorf("%w: no last hop with flags %#x", ErrNoPath, r.ExitFlags)
 	}
-	for i := 0; i < hops-1; i++ {
-		if !pick(i, proto.FlagRelay) {
+	first := 0
+	if r.Guards != nil && hops > 1 {
+		lastID := path[hops-1].ID
+		guards, err := r.Guards.firstHops(usable, func(id proto.NodeID) bool { return id == lastID }, r.SameSubnet, r.Weight, now, rng)
+		if len(guards) == 0 {
+			return nil, err
+		}
+		// (An error saving the guards does not stop the path: they are
+		// kept in memory and saved at the next change.)
+		if !pick(0, proto.FlagRelay, guards) {
+			return nil, fmt.Errorf("%w: no guard fits the path (its /16 is the last hop's)", ErrNoPath)
+		}
+		first = 1
+	}
+	for i := first; i < hops-1; i++ {
+		if !pick(i, proto.FlagRelay, usable) {
 			return nil, fmt.Errorf("%w: %d of %d hops", ErrNoPath, i+1, hops)
 		}
 	}
@@ -193,6 +242,8 @@ func firstAddr(d proto.NodeDescriptor) (netip.AddrPort, bool) {
 	return netip.AddrPort{}, false
 }
 
+// subnet is the /16 (IPv4) or /32 (IPv6) of the address a path names for
+// d: the one Build dials and EXTEND2 names (pickAddr takes the same).
 func subnet(d proto.NodeDescriptor) netip.Prefix {
 	a, _ := firstAddr(d)
 	ip := a.Addr().Unmap()
@@ -252,6 +303,7 @@ type Pool struct {
 	streams  map[tunnelKey]*Stream
 	rng      *rand.Rand
 	closed   bool
+	bw       map[proto.NodeID]float64 // bytes a second measured through each node (weights)
 
 	wake chan struct{}
 	stop chan struct{}
@@ -276,6 +328,7 @@ func NewPool(sw *Switch, dir Directory, cfg PoolConfig) (*Pool, error) {
 		cfg:      cfg,
 		streams:  make(map[tunnelKey]*Stream),
 		activity: make(map[*Circuit]activity),
+		bw:       make(map[proto.NodeID]float64),
 		rng:      rng,
 		wake:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
@@ -285,6 +338,9 @@ func NewPool(sw *Switch, dir Directory, cfg PoolConfig) (*Pool, error) {
 			p.poke()
 		}
 	})
+	if cfg.Guards != nil {
+		cfg.Guards.Watch(sw) // set aside guards that builds cannot reach
+	}
 	return p, nil
 }
 
@@ -437,6 +493,7 @@ func (p *Pool) Check(now time.Time) {
 		select {
 		case <-c.Done():
 			delete(p.activity, c)
+			p.measureLocked(c, now)
 			continue
 		default:
 		}
@@ -455,6 +512,7 @@ func (p *Pool) Check(now time.Time) {
 			st.BytesSent+st.BytesRecv >= p.cfg.MaxTraffic,
 			c.Hops() != p.hops:
 			expired = append(expired, c)
+			p.measureLocked(c, now)
 		default:
 			keep = append(keep, c)
 			continue
@@ -502,7 +560,11 @@ func (p *Pool) buildOne(hops int) {
 
 func (p *Pool) tryBuild(hops int) (*Circuit, error) {
 	p.mu.Lock()
-	path, err := SelectPath(p.dir.Nodes(), hops, p.sw.ID(), p.cfg.ExitFlags, p.cfg.AllowSameSubnet, p.sw.cfg.Now(), p.rng)
+	now := p.sw.cfg.Now()
+	path, err := PathRules{
+		Hops: hops, Self: p.sw.ID(), ExitFlags: p.cfg.ExitFlags, SameSubnet: p.cfg.AllowSameSubnet,
+		Guards: p.cfg.Guards, Weight: p.weightLocked(now), Now: now,
+	}.Select(p.dir.Nodes(), p.rng)
 	timeout := adaptiveTimeout(p.samples, p.cfg.MinBuildTimeout, p.cfg.BuildTimeout)
 	p.mu.Unlock()
 	if err != nil {
@@ -555,4 +617,58 @@ func (p *Pool) Close() error {
 	}
 	p.wg.Wait()
 	return nil
+}
+
+// measureMin is the traffic a circuit must have carried for its rate to
+// say anything of its hops' bandwidth.
+const measureMin = 256 << 10
+
+// measureLocked records the rate c carried, if it carried enough, against
+// each of its hops (a circuit runs at its slowest hop's pace: a fast node
+// is under-rated by slow company, which the average over many circuits
+// evens out). Caller holds mu.
+func (p *Pool) measureLocked(c *Circuit, now time.Time) {
+	st := c.Stats()
+	bytes := st.BytesSent + st.BytesRecv
+	d := now.Sub(c.Born()).Seconds()
+	if bytes < measureMin || d <= 0 {
+		return
+	}
+	rate := float64(bytes) / d
+	for _, h := range c.Path() {
+		if old, ok := p.bw[h.ID]; ok {
+			rate = 0.7*old + 0.3*rate
+		}
+		p.bw[h.ID] = rate
+	}
+	if len(p.bw) > 4096 {
+		clear(p.bw) // bounded; measuring starts over
+	}
+}
+
+// weightLocked is the weight paths are drawn with at now: by the
+// bandwidth measured through a node (against the median of those
+// measured) and, when the directory knows, by how long the node has been
+// known, so that identities made in bulk a moment ago weigh a tenth of
+// old ones. Caller holds mu; the function reads p.bw, so it must be used
+// under mu too.
+func (p *Pool) weightLocked(now time.Time) func(proto.NodeDescriptor) float64 {
+	ages, _ := p.dir.(NodeAges)
+	var rates []float64
+	for _, r := range p.bw {
+		rates = append(rates, r)
+	}
+	med := median(rates)
+	if ages == nil && med == 0 {
+		return nil // nothing known: uniform
+	}
+	return func(d proto.NodeDescriptor) float64 {
+		w := bandwidthWeight(p.bw[d.ID], med)
+		if ages != nil {
+			if first, ok := ages.FirstSeen(d.ID); ok {
+				w *= ageWeight(first, now)
+			}
+		}
+		return w
+	}
 }

@@ -3,6 +3,7 @@ package circuits
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/netip"
 	"time"
@@ -625,7 +626,10 @@ func (rc *relayCirc) do(a *relayAction) relayEvent {
 	sw := rc.sw
 	switch a.kind {
 	case actSend:
-		if err := a.l.SendCell(a.c); err != nil {
+		if err := sendStoppable(a.l, a.c, &rc.q); err != nil { // budget.go
+			if errors.Is(err, link.ErrSendStopped) {
+				return relayEvent{kind: evKill, reason: rc.q.pendingKill()}
+			}
 			return relayEvent{kind: evSendFailed, l: a.l}
 		}
 	case actSendBack:
@@ -689,7 +693,7 @@ func (rc *relayCirc) dial(a *relayAction) {
 		defer sw.wg.Done()
 		defer cancel()
 		ev := relayEvent{kind: evDialed, gen: gen}
-		ev.l, ev.reason = sw.extendDial(ctx, next, addr) // budget.go: address policy, dial cap
+		ev.l, ev.reason = sw.extendDial(ctx, rc.prev, next, addr) // budget.go: address policy, dial caps
 		if rc.q.pushDialed(ev) {
 			go rc.runFn()
 		}

@@ -41,7 +41,10 @@ type relayQueue struct {
 // goroutine. Inputs of a circuit that is over are dropped.
 func (q *relayQueue) push(it inbound) (ok, start bool) {
 	q.mu.Lock()
-	if q.closed {
+	if q.closed || (q.killed != proto.DestroyNone && it.c != nil) {
+		// Over, or condemned (the kill is handled before any cell queued
+		// with it): holding more cells for it would only use memory,
+		// which the out-of-memory handler's kills must free.
 		q.mu.Unlock()
 		if it.c != nil {
 			proto.PutCell(it.c)

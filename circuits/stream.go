@@ -276,9 +276,13 @@ func (e *endpoint) onStreamCell(r proto.RelayCell, c *proto.Cell, t onion.Tag) (
 				e.mu.Unlock()
 				return relayResult{destroy: proto.DestroyProtocol}, true
 			}
-			if int(e.pushed-e.popped) >= e.sw.cfg.MaxCircuitQueuedCells {
+			if !e.origin && e.peerStreamID(s.id) && int(e.pushed-e.popped) >= e.sw.cfg.MaxCircuitQueuedCells {
 				// Every stream within its window, the circuit's readers
-				// far behind: the peer fills our memory (budget.go).
+				// far behind: the peer fills our memory (budget.go). Only
+				// on streams the other end opened at a circuit of others:
+				// what comes on streams we opened (an ORDB's to a
+				// publisher) or on our own circuits we asked for, and the
+				// node-wide budget bounds it.
 				e.mu.Unlock()
 				return relayResult{destroy: proto.DestroyResourceLimit}, true
 			}

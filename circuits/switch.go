@@ -35,8 +35,9 @@ type SwitchConfig struct {
 	// CREATE2 beyond it is answered with DESTROY RESOURCELIMIT.
 	MaxJoinedPerLink int
 	// JoinedIdleTimeout: a circuit of others we carry that sent no relay
-	// cell back towards its origin for this long is destroyed (DESTROY TIMEOUT towards
-	// both neighbours) and its slot freed. 0 disables it. Idleness is read
+	// cell back towards its origin for this long is destroyed (DESTROY
+	// TIMEOUT towards both neighbours) and its slot freed; cells from the
+	// origin alone do not count (expireIdle). 0 disables it. Idleness is read
 	// from the circuit's cell counters every JoinedIdleTimeout/4, so a
 	// circuit goes between JoinedIdleTimeout and 1.25 times it after its
 	// last cell. Keep it above the pool's MaxTimeInactive: origins replace
@@ -88,15 +89,16 @@ type SwitchConfig struct {
 	// does.
 	MaxQueuedBytes int
 	// MaxCircuitQueuedCells bounds the cells queued in all the streams of
-	// one circuit together; the circuit is destroyed (RESOURCELIMIT) when
-	// a peer's cell would go beyond it. Stream windows alone would allow
-	// MaxStreams times StreamWindow. The circuit window is consumed as
-	// cells arrive (so that one slow stream does not stall its
-	// siblings), so an honest peer with a few busy streams and slow
-	// readers may have more than one circuit window queued: the default,
-	// four windows (~2 MB), leaves it room (at one window, 16 echo
-	// streams of 20-65 KB tripped it on a loaded machine), and the
-	// node-wide MaxQueuedBytes bounds what all circuits hold together.
+	// a circuit of others together; the circuit is destroyed
+	// (RESOURCELIMIT) when a cell on a stream its origin opened would go
+	// beyond it. Stream windows alone would allow MaxJoinedStreams times
+	// StreamWindow. The circuit window is consumed as cells arrive (so
+	// that one slow stream does not stall its siblings), so an honest
+	// peer with a few busy streams and slow readers may have more than
+	// one circuit window queued: the default, four windows (~2 MB),
+	// leaves it room (at one window, 16 echo streams of 20-65 KB tripped
+	// it on a loaded machine), and the node-wide MaxQueuedBytes bounds
+	// what all circuits hold together.
 	MaxCircuitQueuedCells int
 	// MaxJoinedStreams is MaxStreams for the streams the origin of a
 	// circuit of others opens at this node: each costs a goroutine.
@@ -107,9 +109,12 @@ type SwitchConfig struct {
 	// make this node probe its owner's network. Only test networks on
 	// one machine turn it on.
 	AllowPrivateExtend bool
-	// MaxExtendDials bounds the dials for EXTEND2 running at once; an
-	// EXTEND2 beyond it gets TRUNCATED (RESOURCELIMIT) at once.
-	MaxExtendDials int
+	// MaxExtendDials bounds the dials for EXTEND2 running at once, and
+	// MaxExtendDialsPerLink those for circuits that came on one link, so
+	// that one peer extending to blackholes cannot take every slot; an
+	// EXTEND2 beyond either gets TRUNCATED (RESOURCELIMIT) at once.
+	MaxExtendDials        int
+	MaxExtendDialsPerLink int
 	// CreateRate and CreateBurst are the token bucket of CREATE2 cells on
 	// one link (per second, and the most at once): each costs an X25519
 	// handshake; a CREATE2 beyond it is answered with DESTROY
@@ -136,10 +141,14 @@ func DefaultSwitchConfig() SwitchConfig {
 		Now:               time.Now,
 		// 32 MiB of queued cells: a tenth of a 256 MB router, which also
 		// runs the stores, links' buffers and the goroutines.
-		MaxQueuedBytes:        32 << 20,
+		MaxQueuedBytes: 32 << 20,
+		// Four circuit windows (~2.3 MB): an honest origin with a dozen
+		// busy streams to a slow reader stays under it; stream windows
+		// alone would allow 64 x 500 cells.
 		MaxCircuitQueuedCells: 4 * onion.CircWindowStart,
 		MaxJoinedStreams:      64,
 		MaxExtendDials:        64,
+		MaxExtendDialsPerLink: 8,
 		CreateRate:            20,
 		CreateBurst:           64,
 	}
@@ -184,8 +193,8 @@ func (c SwitchConfig) Validate() error {
 		return fmt.Errorf("circuits: switch config: MaxCircuitQueuedCells %d must hold a stream window (%d)", c.MaxCircuitQueuedCells, c.StreamWindow)
 	case c.MaxJoinedStreams < 1 || c.MaxJoinedStreams >= lastHopStreams:
 		return fmt.Errorf("circuits: switch config: MaxJoinedStreams %d must be in 1..%d", c.MaxJoinedStreams, lastHopStreams-1)
-	case c.MaxExtendDials < 1:
-		return fmt.Errorf("circuits: switch config: MaxExtendDials %d must be at least 1", c.MaxExtendDials)
+	case c.MaxExtendDials < 1 || c.MaxExtendDialsPerLink < 1:
+		return fmt.Errorf("circuits: switch config: MaxExtendDials %d and MaxExtendDialsPerLink %d must be at least 1", c.MaxExtendDials, c.MaxExtendDialsPerLink)
 	case c.CreateRate <= 0 || c.CreateBurst < 1:
 		return fmt.Errorf("circuits: switch config: CreateRate %v and CreateBurst %d must be positive", c.CreateRate, c.CreateBurst)
 	}
@@ -389,6 +398,7 @@ func (sw *Switch) HandleCell(l link.Conn, c *proto.Cell) {
 	if !q.deliver(inbound{l: l, c: c}) {
 		proto.PutCell(c)
 		q.kill(proto.DestroyResourceLimit)
+		sw.wakeSenders() // it may be stuck on a full link (budget.go)
 		return
 	}
 	sw.cellQueued()

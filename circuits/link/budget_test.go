@@ -2,10 +2,15 @@ package link
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
+
+	"veil/proto"
 )
 
 // A Get naming an ID at an address reuses a link to that ID only if the
@@ -133,5 +138,78 @@ func TestInboundSubnetAndHandshakeBounds(t *testing.T) {
 			t.Fatal("a never registered the link from 127.0.7.1")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+type flagStopper struct{ stop atomic.Bool }
+
+func (f *flagStopper) Stop() bool { return f.stop.Load() }
+
+// A sender waiting for room on a full link gives up once its Stopper says
+// stop and WakeSenders wakes it; SendCell's waiters are not disturbed.
+func TestSendCellUnlessGivesUp(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := DefaultConfig()
+		cfg.SendQueueBytes = 16 << 10
+		release := make(chan struct{})
+		a := newPipeNode(t, cfg)
+		a.m.SetHandlers(Handlers{Cell: func(l Conn, c *proto.Cell) {
+			proto.PutCell(c)
+			<-release // stop reading
+		}})
+		b := newPipeNode(t, cfg)
+		l, _ := pipeLink(t, b, a)
+		var st flagStopper
+		done := make(chan error, 1)
+		go func() {
+			for {
+				if err := l.SendCellUnless(makeCell(1, proto.CmdRelay, 0), &st); err != nil {
+					done <- err
+					return
+				}
+			}
+		}()
+		synctest.Wait() // the sender waits on the full queue
+		select {
+		case err := <-done:
+			t.Fatalf("the sender did not wait: %v", err)
+		default:
+		}
+		l.WakeSenders() // a wake-up without stop: it waits again
+		synctest.Wait()
+		select {
+		case err := <-done:
+			t.Fatalf("woken without stop, the sender gave up: %v", err)
+		default:
+		}
+		st.stop.Store(true)
+		l.WakeSenders()
+		synctest.Wait()
+		select {
+		case err := <-done:
+			if !errors.Is(err, ErrSendStopped) {
+				t.Fatalf("stopped sender: %v", err)
+			}
+		default:
+			t.Fatal("the stopped sender still waits")
+		}
+		close(release)
+		l.Close()
+	})
+}
+
+func TestSubnetOf(t *testing.T) {
+	for _, tt := range []struct {
+		addr net.Addr
+		want string
+	}{
+		{&net.TCPAddr{IP: net.ParseIP("192.0.2.77"), Port: 1}, "192.0.2.0/24"},
+		{&net.TCPAddr{IP: net.ParseIP("::ffff:192.0.2.77"), Port: 1}, "192.0.2.0/24"},
+		{&net.TCPAddr{IP: net.ParseIP("2001:db8:1:2:3::9"), Port: 1}, "2001:db8:1::/48"},
+		{&net.UnixAddr{Name: "pipe"}, "invalid Prefix"},
+	} {
+		if got := SubnetOf(tt.addr).String(); got != tt.want {
+			t.Errorf("SubnetOf(%v) = %s, want %s", tt.addr, got, tt.want)
+		}
 	}
 }

@@ -69,6 +69,14 @@
 // stall until WriteTimeout. Relays use TrySendCell (which fails with
 // ErrQueueFull) where waiting is not acceptable.
 //
+// # Budgets
+//
+// Config bounds links by direction (MaxInbound, MaxOutbound, MaxLinks in
+// all), inbound handshakes in progress (MaxHandshakes) and inbound links
+// and handshakes from one /24 or /48 (MaxInboundPerSubnet); a connection
+// beyond a bound is closed at once. Gets share a dial only when they name
+// the same ID at the same address, and reuse a link only at the named IP.
+//
 // # Closing
 //
 // Link.Close is clean (flush, TLS close_notify, TCP half-close, drain until

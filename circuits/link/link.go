@@ -182,7 +182,37 @@ func (l *Link) SendCell(c *proto.Cell) error {
 		proto.PutCell(c)
 		return fmt.Errorf("%w: command %v in a fixed cell", ErrBadCell, cmd)
 	}
-	return l.enqueue(outItem{cell: c}, true)
+	return l.enqueue(outItem{cell: c}, true, nil)
+}
+
+// Stopper tells a sender waiting for room on a link to give up.
+type Stopper interface {
+	// Stop reports whether the sender should give up now.
+	Stop() bool
+}
+
+// ErrSendStopped is SendCellUnless's error when its Stopper said stop.
+var ErrSendStopped = errors.New("link: send given up: the sender was stopped")
+
+// SendCellUnless is SendCell that gives up, releasing c and failing with
+// ErrSendStopped, when stop.Stop() is true while it would wait for room
+// (it is asked before each wait and after each wake-up; WakeSenders wakes
+// the waiters to ask again). A relayed circuit stuck behind a full link
+// that its switch has condemned thus lets go of the cells it holds.
+func (l *Link) SendCellUnless(c *proto.Cell, stop Stopper) error {
+	if cmd := c.Command(); !cmd.Known() || cmd.IsVariable() {
+		proto.PutCell(c)
+		return fmt.Errorf("%w: command %v in a fixed cell", ErrBadCell, cmd)
+	}
+	return l.enqueue(outItem{cell: c}, true, stop)
+}
+
+// WakeSenders wakes the senders waiting for room on l, so that those
+// whose Stopper now says stop give up.
+func (l *Link) WakeSenders() {
+	l.mu.Lock()
+	l.notFull.Broadcast()
+	l.mu.Unlock()
 }
 
 // TrySendCell is SendCell without blocking: it fails with ErrQueueFull
@@ -193,7 +223,7 @@ func (l *Link) TrySendCell(c *proto.Cell) error {
 		proto.PutCell(c)
 		return fmt.Errorf("%w: command %v in a fixed cell", ErrBadCell, cmd)
 	}
-	return l.enqueue(outItem{cell: c}, false)
+	return l.enqueue(outItem{cell: c}, false, nil)
 }
 
 // SendVar queues a variable-length cell, copying v.Payload. It blocks while
@@ -205,10 +235,10 @@ func (l *Link) SendVar(v proto.VarCell) error {
 	if len(v.Payload) > proto.MaxVarPayload {
 		return fmt.Errorf("%w: var cell payload %d > %d", ErrBadCell, len(v.Payload), proto.MaxVarPayload)
 	}
-	return l.enqueue(outItem{buf: v.Append(make([]byte, 0, v.Len()))}, true)
+	return l.enqueue(outItem{buf: v.Append(make([]byte, 0, v.Len()))}, true, nil)
 }
 
-func (l *Link) enqueue(it outItem, block bool) error {
+func (l *Link) enqueue(it outItem, block bool, stop Stopper) error {
 	n := it.size()
 	l.mu.Lock()
 	for !l.closed && l.queued+n > l.cfg.SendQueueBytes {
@@ -216,6 +246,11 @@ func (l *Link) enqueue(it outItem, block bool) error {
 			l.mu.Unlock()
 			it.release()
 			return ErrQueueFull
+		}
+		if stop != nil && stop.Stop() {
+			l.mu.Unlock()
+			it.release()
+			return ErrSendStopped
 		}
 		l.waiting++
 		l.notFull.Wait()

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"veil/circuits"
 	"veil/cmd/veil/internal/config"
 	"veil/cmd/veil/internal/gateway"
 	"veil/ordb"
@@ -63,6 +64,11 @@ type Status struct {
 	Published  int              `json:"published"`
 	Transfers  []TransferStatus `json:"transfers"`
 	ORDB       *ORDBStatus      `json:"ordb,omitempty"` // nil: not an ORDB
+	// Budget is what the memory and CREATE2 budgets did; Guards are the
+	// first hops of the node's circuits (docs/ARCHITECTURE.md, "Budgets
+	// and limits").
+	Budget circuits.BudgetStats `json:"budget"`
+	Guards []string             `json:"guards"`
 }
 
 // ORDBStatus is what the node's ORDB service and Peer did.
@@ -167,7 +173,10 @@ func ProcessRSS(pid int) uint64 {
 func (n *Node) Status(ctx context.Context) Status {
 	st := Status{ID: n.id.ID.String(), BridgeLine: n.BridgeLine(), Flags: n.cfg.Load().Roles.Flags(),
 		Links: n.links.Len(), Ready: n.pool.TunnelsReady(), Joined: n.sw.Joined(), Directory: n.dir.Len(),
-		Circuits: []CircuitStatus{}, Transfers: []TransferStatus{}}
+		Circuits: []CircuitStatus{}, Transfers: []TransferStatus{}, Budget: n.sw.BudgetStats(), Guards: []string{}}
+	for _, id := range n.guards.IDs() {
+		st.Guards = append(st.Guards, id.String())
+	}
 	if n.addr.IsValid() {
 		st.Addr = n.addr.String()
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"veil/circuits"
 	"veil/circuits/link"
 	"veil/kademlia"
 	"veil/proto"
@@ -126,7 +127,7 @@ func (n *Node) handleDesc(l varConn, m proto.DHTMessage) {
 	case proto.DHTDescriptor:
 		d, err := peerDescriptor(m, l.Peer())
 		if err == nil {
-			err = d.Verify(n.now())
+			err = circuits.VerifyDescriptor(d, n.now()) // validity bounded by the onion key's life
 		}
 		if err != nil {
 			n.log.Debug("descriptor refused", "peer", l.Peer().Short(), "err", err)

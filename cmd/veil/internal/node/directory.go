@@ -21,15 +21,30 @@ type directory struct {
 	// (likely gone: stopped, crashed, restarted elsewhere), with the time.
 	// Paths avoid them for downFor, or until they speak to us again.
 	down map[proto.NodeID]time.Time
+	// first holds when each node held was first added: path selection
+	// weights new identities low (circuits.NodeAges).
+	first map[proto.NodeID]time.Time
 }
 
 // downFor is how long a node whose link died stays out of paths.
 const downFor = 5 * time.Minute
 
-var _ circuits.Directory = (*directory)(nil)
+var (
+	_ circuits.Directory = (*directory)(nil)
+	_ circuits.NodeAges  = (*directory)(nil)
+)
+
+// FirstSeen is when the node's descriptor was first added (since it was
+// last dropped).
+func (d *directory) FirstSeen(id proto.NodeID) (time.Time, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	t, ok := d.first[id]
+	return t, ok
+}
 
 func newDirectory(now func() time.Time) *directory {
-	return &directory{now: now, nodes: map[proto.NodeID]proto.NodeDescriptor{}, asked: map[proto.NodeID]time.Time{}, down: map[proto.NodeID]time.Time{}}
+	return &directory{now: now, nodes: map[proto.NodeID]proto.NodeDescriptor{}, asked: map[proto.NodeID]time.Time{}, down: map[proto.NodeID]time.Time{}, first: map[proto.NodeID]time.Time{}}
 }
 
 // Nodes returns the descriptors valid now, but for nodes seen going down.
@@ -49,6 +64,7 @@ func (d *directory) Nodes() []proto.NodeDescriptor {
 		// Add took only verified descriptors: only time can void them.
 		if now < desc.ValidAfter || now >= desc.ValidUntil {
 			delete(d.nodes, id)
+			delete(d.first, id)
 			continue
 		}
 		out = append(out, desc)
@@ -92,6 +108,7 @@ func (d *directory) Add(desc proto.NodeDescriptor) {
 		for id, x := range d.nodes {
 			if now >= x.ValidUntil {
 				delete(d.nodes, id)
+				delete(d.first, id)
 			}
 		}
 		if len(d.nodes) >= maxDirectory {
@@ -99,6 +116,9 @@ func (d *directory) Add(desc proto.NodeDescriptor) {
 		}
 	}
 	d.nodes[desc.ID] = desc
+	if !ok {
+		d.first[desc.ID] = d.now()
+	}
 }
 
 // Down notes that id's link died.

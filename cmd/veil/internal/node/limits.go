@@ -1,6 +1,8 @@
 package node
 
 import (
+	"path/filepath"
+
 	"veil/circuits"
 	"veil/circuits/link"
 	"veil/cmd/veil/internal/config"
@@ -41,4 +43,11 @@ func switchConfig(cfg config.Config) circuits.SwitchConfig {
 	sc.CreateRate = float64(cfg.Limits.CreateRate)
 	sc.AllowPrivateExtend = cfg.AllowPrivate
 	return sc
+}
+
+// loadGuards loads the node's guards from its data directory.
+func loadGuards(dataDir string) (*circuits.Guards, error) {
+	gc := circuits.DefaultGuardConfig()
+	gc.Path = filepath.Join(dataDir, circuits.GuardsFile)
+	return circuits.LoadGuards(gc)
 }

@@ -20,7 +20,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -90,6 +89,7 @@ type Node struct {
 	dhtReady atomic.Pointer[kademlia.Node]
 	dir      *directory
 	pool     *circuits.Pool
+	guards   *circuits.Guards  // first hops of all our circuits (limits.go)
 	served   *chunkstore.Store // nil for a node that cannot publish
 	// relay is the ORDB service (nil for a node that is not an ORDB),
 	// peer the side that advertises served through peerCircs (nil when
@@ -161,8 +161,8 @@ func Start(opts Options) (_ *Node, err error) {
 			n.Close()
 		}
 	}()
-	if err := os.MkdirAll(n.dataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data directory: %w", err)
+	if err := circuits.CheckDataDir(n.dataDir); err != nil {
+		return nil, err
 	}
 	// A node that offers nothing shows a fresh link identity each session:
 	// nothing ties its sessions together. Relays and ORDBs keep theirs,
@@ -259,6 +259,10 @@ func Start(opts Options) (_ *Node, err error) {
 	pcfg.MaxTraffic, _ = cfg.MaxTraffic()
 	pcfg.ExitFlags = proto.FlagORDB
 	pcfg.AllowSameSubnet = cfg.AllowPrivate
+	if pcfg.Guards, err = loadGuards(n.dataDir); err != nil {
+		return nil, err
+	}
+	n.guards = pcfg.Guards
 	if n.pool, err = circuits.NewPool(n.sw, n.dir, pcfg); err != nil {
 		return nil, err
 	}
@@ -266,6 +270,7 @@ func Start(opts Options) (_ *Node, err error) {
 	ecfg := circuits.DefaultExitDialerConfig()
 	ecfg.Hops = cfg.Tunnels.Hops
 	ecfg.AllowSameSubnet = cfg.AllowPrivate
+	ecfg.Guards = n.guards // exit circuits start at our guards too
 	if n.exits, err = circuits.NewExitDialer(n.sw, n.dir, ecfg); err != nil {
 		return nil, err
 	}

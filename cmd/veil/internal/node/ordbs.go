@@ -63,14 +63,21 @@ func (n *Node) buildTo(ctx context.Context, last proto.NodeDescriptor, rng *mran
 	cfg := n.cfg.Load()
 	var path []proto.NodeDescriptor
 	var err error
+	// Every path starts at one of our guards (circuits.Guards).
+	selectTo := func(nodes []proto.NodeDescriptor) ([]proto.NodeDescriptor, error) {
+		return circuits.PathRules{
+			Hops: cfg.Tunnels.Hops, Self: n.id.ID, Last: &last, SameSubnet: cfg.AllowPrivate,
+			Guards: n.guards, Now: n.now(),
+		}.Select(nodes, rng)
+	}
 	if cfg.Anonymous {
 		// Relays that are not ORDBs first; else anything but our ORDBs.
-		path, err = circuits.SelectPathTo(n.anonPathNodes(last, true), cfg.Tunnels.Hops, n.id.ID, last, cfg.AllowPrivate, n.now(), rng)
+		path, err = selectTo(n.anonPathNodes(last, true))
 		if err != nil {
-			path, err = circuits.SelectPathTo(n.anonPathNodes(last, false), cfg.Tunnels.Hops, n.id.ID, last, cfg.AllowPrivate, n.now(), rng)
+			path, err = selectTo(n.anonPathNodes(last, false))
 		}
 	} else {
-		path, err = circuits.SelectPathTo(n.dir.Nodes(), cfg.Tunnels.Hops, n.id.ID, last, cfg.AllowPrivate, n.now(), rng)
+		path, err = selectTo(n.dir.Nodes())
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("choosing a path to %s (%d nodes known): %w", last.ID.Short(), n.dir.Len(), err)
