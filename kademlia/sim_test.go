@@ -58,7 +58,7 @@ func simNetworkCfg(tb testing.TB, cfg SimConfig, records int, churn float64) (*S
 		}
 		r, err := s.Provide(s.RandomAlive(), keys[i])
 		if err != nil || r.Stored == 0 {
-			tb.Fatalf("provide %d: %v (stored %d)", i, err, r.Stored)
+			tb.Fatalf("provide %d: %v %v (stored %d, closest %d, msgs %d)", i, err, r.Err, r.Stored, len(r.Closest), r.Msgs)
 		}
 	}
 	s.Kill(churn)

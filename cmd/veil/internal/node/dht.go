@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
+	"time"
 
 	"veil/circuits/link"
 	"veil/kademlia"
@@ -23,7 +26,27 @@ func (t linksTransport) Send(ctx context.Context, to proto.DHTContact, payload [
 	if err != nil {
 		return err
 	}
-	return l.SendVar(proto.VarCell{Command: proto.CmdDHT, Payload: payload})
+	// Bounded by ctx (Node gives each send RPCTimeout): a peer that
+	// stops reading fills its link's queue and must not hold the sender.
+	return l.SendVarContext(ctx, proto.VarCell{Command: proto.CmdDHT, Payload: payload})
+}
+
+// remoteIP is the address a link comes from: the DHT takes a contact's IP
+// from it, not from what the peer claims.
+func remoteIP(c link.Conn) netip.Addr {
+	r, ok := c.(interface{ RemoteAddr() net.Addr })
+	if !ok {
+		return netip.Addr{}
+	}
+	if ta, ok := r.RemoteAddr().(*net.TCPAddr); ok {
+		if a, ok := netip.AddrFromSlice(ta.IP); ok {
+			return a.Unmap()
+		}
+	}
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr().String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
 }
 
 // link returns the link to c, dialing it when there is none. A private
@@ -72,13 +95,17 @@ func (n *Node) handleVar(c link.Conn, v proto.VarCell) {
 		return
 	}
 	n.dir.Up(l.Peer())
-	_ = dht.Deliver(l.Peer(), v.Payload) // copies the payload
+	_ = dht.Deliver(l.Peer(), remoteIP(l), v.Payload) // copies the payload
 	// Whoever we speak DHT with may be a hop of our circuits: learn its
 	// descriptor. Clients do not answer, and asking costs one small cell.
 	if n.dir.shouldAsk(l.Peer()) {
 		n.sendDesc(l, n.descRequest())
 	}
 }
+
+// descSendTimeout bounds one descriptor message's wait for room in a
+// link's send queue.
+const descSendTimeout = 5 * time.Second
 
 // descRequest is our DESCRIPTOR_REQUEST.
 func (n *Node) descRequest() proto.DHTMessage {
@@ -104,7 +131,18 @@ func (n *Node) sendDesc(l varConn, m proto.DHTMessage) {
 	go func() {
 		defer n.descWG.Done()
 		defer func() { <-n.descSem }()
-		_ = l.SendVar(proto.VarCell{Command: proto.CmdDHT, Payload: payload})
+		v := proto.VarCell{Command: proto.CmdDHT, Payload: payload}
+		if cl, ok := l.(interface {
+			SendVarContext(context.Context, proto.VarCell) error
+		}); ok {
+			// A peer that reads nothing holds a descSems slot for
+			// descSendTimeout at most.
+			ctx, cancel := context.WithTimeout(n.ctx, descSendTimeout)
+			defer cancel()
+			_ = cl.SendVarContext(ctx, v)
+			return
+		}
+		_ = l.SendVar(v)
 	}()
 }
 
@@ -152,5 +190,5 @@ func (n *Node) askDescriptor(ctx context.Context, c proto.DHTContact) {
 		return
 	}
 	m := n.descRequest()
-	_ = l.SendVar(proto.VarCell{Command: proto.CmdDHT, Payload: m.Append(make([]byte, 0, m.Len()))})
+	_ = l.SendVarContext(ctx, proto.VarCell{Command: proto.CmdDHT, Payload: m.Append(make([]byte, 0, m.Len()))})
 }
