@@ -150,6 +150,7 @@ type Sim struct {
 	seq    uint64
 	trace  hash.Hash64
 	want   map[simKey]*Result
+	coll   *colluders // nil: everyone honest
 
 	// Trace, if set, gets one line per message delivered or lost.
 	Trace io.Writer
@@ -345,6 +346,12 @@ func (s *Sim) step() bool {
 	case simDeliver:
 		s.Delivered++
 		s.record("deliver", e.from, e.to, e.msg)
+		if s.coll != nil && s.coll.is[e.to] {
+			if e.msg.Type.IsRequest() {
+				s.collude(e.to, e.from, e.msg)
+			}
+			return true
+		}
 		_ = n.core.Handle(s.nodes[e.from].id, simAddr(int(e.from)).Addr(), e.msg, now)
 	case simTick:
 		if n.tickAt == it.at {
