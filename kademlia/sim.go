@@ -485,8 +485,9 @@ func (s *Sim) BuildConverged() {
 	}
 	slices.SortFunc(order, func(a, b int32) int { return bytes.Compare(s.nodes[a].id[:], s.nodes[b].id[:]) })
 	ids := make([]proto.NodeID, len(order))
+	contacts := make([]proto.DHTContact, len(order)) // by sorted position: no pointer chasing in the loop
 	for i, n := range order {
-		ids[i] = s.nodes[n].id
+		ids[i], contacts[i] = s.nodes[n].id, s.nodes[n].core.Contact()
 	}
 	// span returns the sorted positions of IDs starting with the first
 	// bits of prefix.
@@ -514,13 +515,12 @@ func (s *Sim) BuildConverged() {
 			other[p/8] ^= byte(0x80) >> (p % 8)
 			a, z := span(other, p+1)
 			if z-a <= k {
-				for _, j := range order[a:z] {
-					_, _, _ = n.core.table.Seen(s.nodes[j].core.Contact(), nil, now)
+				for j := a; j < z; j++ {
+					_, _, _ = n.core.table.Seen(contacts[j], nil, now)
 				}
 			} else {
 				for t := 0; t < 4*k && n.core.table.BucketLen(IDBits-1-p) < k; t++ {
-					j := order[a+s.rng.IntN(z-a)]
-					_, _, _ = n.core.table.Seen(s.nodes[j].core.Contact(), nil, now)
+					_, _, _ = n.core.table.Seen(contacts[a+s.rng.IntN(z-a)], nil, now)
 				}
 			}
 			if own, ownZ := span(n.id, p+1); ownZ-own <= 1 {
