@@ -155,10 +155,7 @@ func (n *Node) handleDesc(l varConn, m proto.DHTMessage) {
 			n.sendDesc(l, descAnswer(m, *d))
 		}
 	case proto.DHTDescriptor:
-		d, err := peerDescriptor(m, l.Peer())
-		if err == nil {
-			err = d.Verify(n.now())
-		}
+		d, err := acceptDescriptor(m, l.Peer(), n.now())
 		if err != nil {
 			n.log.Debug("descriptor refused", "peer", l.Peer().Short(), "err", err)
 			return
@@ -166,6 +163,24 @@ func (n *Node) handleDesc(l varConn, m proto.DHTMessage) {
 		n.dir.Add(d)
 		n.dir.Up(d.ID)
 	}
+}
+
+// acceptDescriptor returns the descriptor a DESCRIPTOR answer of peer
+// carries, if it is peer's own, verifies at now, and its ID solves the ID
+// puzzle: as in the DHT, a relay's ID must have cost its owner the work,
+// or Sybils could flood the paths for free.
+func acceptDescriptor(m proto.DHTMessage, peer proto.NodeID, now time.Time) (proto.NodeDescriptor, error) {
+	d, err := peerDescriptor(m, peer)
+	if err != nil {
+		return d, err
+	}
+	if err := d.Verify(now); err != nil {
+		return d, err
+	}
+	if !proto.IDWorkOK(d.ID, proto.IDWorkBits) {
+		return d, fmt.Errorf("%w: node ID %v solves %d bits, want %d", kademlia.ErrIDWork, d.ID.Short(), proto.IDWork(d.ID), proto.IDWorkBits)
+	}
+	return d, nil
 }
 
 // handleClosed is told of every link that ended. One the peer's side
