@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"veil/chunkstore/content"
 	"veil/proto"
@@ -244,5 +245,34 @@ func TestLiveProofFrom(t *testing.T) {
 	// The proof survives the wire.
 	if p, err := content.ParseProof(r.Proof.Append(nil)); err != nil || p.From != 10 || len(p.Consistency) != len(r.Proof.Consistency) {
 		t.Fatalf("proof round trip: %v", err)
+	}
+}
+
+// TestLiveHeadAge: with MaxHeadAge set, a head signed too long ago is
+// refused even by a store that holds no head yet (an ORDB replaying a
+// stream's old heads to a newcomer), and a fresh one is taken.
+func TestLiveHeadAge(t *testing.T) {
+	ctx := context.Background()
+	d, err := content.NewLiveDescriptor(testKey(7), "video/webm", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(10_000, 0)
+	s := openTest(t, filepath.Join(t.TempDir(), "age.db"), func(c *Config) {
+		c.MaxHeadAge, c.Now = time.Minute, func() time.Time { return now }
+	})
+	if _, err := s.PutDescriptor(d); err != nil {
+		t.Fatal(err)
+	}
+	name := content.HashNameOf(d)
+	h := newHistory(name, 20, 0, nil, 0)
+	if err := s.Ingest(ctx, name, h.rangeOf(t, 0, 10, h.head(10, 5_000), 0)); !errors.Is(err, ErrStaleHead) {
+		t.Fatalf("head signed 5,000 s ago: %v", err)
+	}
+	if hd, _ := s.Head(name); hd.Length != 0 {
+		t.Fatalf("stale head taken: %d chunks", hd.Length)
+	}
+	if err := s.Ingest(ctx, name, h.rangeOf(t, 0, 10, h.head(10, 9_990), 0)); err != nil {
+		t.Fatalf("head signed 10 s ago: %v", err)
 	}
 }

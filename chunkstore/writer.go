@@ -89,9 +89,20 @@ func (s *Store) Ingest(ctx context.Context, name proto.HashName, r content.Range
 //     (ErrNoConsistency, ErrForked, ErrStaleHead);
 //   - shorter (an ORDB behind, or one replaying old heads): its chunks are
 //     kept only if the store's own nodes prove it a prefix of ours; it
-//     never replaces ours (ErrStaleHead, ErrForked).
+//     never replaces ours (ErrStaleHead, ErrForked);
+//   - with Config.MaxHeadAge, any head signed longer ago is refused
+//     (ErrStaleHead).
 func (s *Store) checkHead(inf *info, name proto.HashName, r content.Range) (newer bool, err error) {
 	h := r.Proof.Head
+	if s.cfg.MaxHeadAge > 0 {
+		now := time.Now
+		if s.cfg.Now != nil {
+			now = s.cfg.Now
+		}
+		if age := now().Sub(time.Unix(int64(h.Timestamp), 0)); age > s.cfg.MaxHeadAge {
+			return false, fmt.Errorf("%w: head of %d chunks signed %v ago (limit %v)", ErrStaleHead, h.Length, age.Round(time.Second), s.cfg.MaxHeadAge)
+		}
+	}
 	s.mu.Lock()
 	cur, gone := inf.head, inf.gone
 	switch {
