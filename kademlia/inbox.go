@@ -1,6 +1,7 @@
 package kademlia
 
 import (
+	"net/netip"
 	"sync"
 	"sync/atomic"
 
@@ -11,42 +12,62 @@ import (
 const inboxBatch = 64
 
 // fairInbox holds the RPCs received and not yet handled, one queue per
-// peer, and hands them out round robin over the peers: a peer that
+// peer (per /24 or /48 with bySubnet), and hands them out round robin
+// over the peers: a peer that
 // floods gets one RPC handled per turn like every other peer. It is
 // bounded in all (size) and per peer (perPeer); when full, a newcomer
 // pushes out the oldest RPC of the peer with most waiting, unless that
 // is its own sender. Safe for concurrent use: Deliver pushes from link
 // goroutines, Run pops.
 type fairInbox struct {
-	mu      sync.Mutex // guards the fields below
-	queues  map[proto.NodeID][]inbound
-	ring    []proto.NodeID // peers with RPCs waiting, in turn order
-	n       int
-	size    int
-	perPeer int
+	mu       sync.Mutex // guards the fields below
+	queues   map[inboxKey][]inbound
+	ring     []inboxKey // peers with RPCs waiting, in turn order
+	n        int
+	size     int
+	perPeer  int
+	bySubnet bool
 
 	ready   chan struct{} // cap 1: something is waiting
 	dropped atomic.Uint64
 }
 
-func newFairInbox(size, perPeer int) *fairInbox {
+// inboxKey is whom an RPC counts against: its sender's /24 (/48) when
+// the inbox is kept by subnet and the address is known, else its sender.
+type inboxKey struct {
+	net netip.Prefix
+	id  proto.NodeID
+}
+
+// newFairInbox returns an inbox of size RPCs, perPeer at most for one
+// peer. bySubnet makes every sender of one /24 (/48) one peer: identities
+// are free, subnets are not.
+func newFairInbox(size, perPeer int, bySubnet bool) *fairInbox {
 	return &fairInbox{
-		queues: make(map[proto.NodeID][]inbound),
-		size:   size, perPeer: perPeer,
+		queues: make(map[inboxKey][]inbound),
+		size:   size, perPeer: perPeer, bySubnet: bySubnet,
 		ready: make(chan struct{}, 1),
 	}
 }
 
+func (b *fairInbox) key(in inbound) inboxKey {
+	if b.bySubnet && in.ip.IsValid() {
+		return inboxKey{net: subnet(in.ip)}
+	}
+	return inboxKey{id: in.from}
+}
+
 func (b *fairInbox) push(in inbound) error {
+	k := b.key(in)
 	b.mu.Lock()
-	q := b.queues[in.from]
+	q := b.queues[k]
 	if len(q) >= b.perPeer {
 		b.mu.Unlock()
 		b.dropped.Add(1)
 		return ErrInboxFull
 	}
 	if b.n >= b.size {
-		var longest proto.NodeID
+		var longest inboxKey
 		most := 0
 		for _, id := range b.ring {
 			if l := len(b.queues[id]); l > most {
@@ -66,9 +87,9 @@ func (b *fairInbox) push(in inbound) error {
 		b.dropped.Add(1)
 	}
 	if len(q) == 0 {
-		b.ring = append(b.ring, in.from)
+		b.ring = append(b.ring, k)
 	}
-	b.queues[in.from] = append(q, in)
+	b.queues[k] = append(q, in)
 	b.n++
 	b.mu.Unlock()
 	b.rearm()

@@ -2,6 +2,7 @@ package kademlia
 
 import (
 	"context"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,7 +18,7 @@ import (
 // pushes out the oldest RPC of the greediest instead of being dropped.
 func TestInboxFair(t *testing.T) {
 	flooder, honest := proto.NodeID{1}, proto.NodeID{2}
-	b := newFairInbox(256, 64)
+	b := newFairInbox(256, 64, false)
 	accepted := 0
 	for range 10_000 {
 		if b.push(inbound{from: flooder}) == nil {
@@ -47,7 +48,7 @@ func TestInboxFair(t *testing.T) {
 	}
 
 	// Many flooders fill the inbox; a newcomer still gets in.
-	b = newFairInbox(256, 64)
+	b = newFairInbox(256, 64, false)
 	for f := range 8 {
 		for range 64 {
 			_ = b.push(inbound{from: proto.NodeID{10, byte(f)}})
@@ -59,12 +60,37 @@ func TestInboxFair(t *testing.T) {
 	if err := b.push(inbound{from: honest}); err != nil {
 		t.Fatalf("newcomer refused by a full inbox: %v", err)
 	}
-	if b.n != 256 || len(b.queues[honest]) != 1 {
-		t.Fatalf("after the newcomer: %d waiting, newcomer has %d", b.n, len(b.queues[honest]))
+	if b.n != 256 || len(b.queues[inboxKey{id: honest}]) != 1 {
+		t.Fatalf("after the newcomer: %d waiting, newcomer has %d", b.n, len(b.queues[inboxKey{id: honest}]))
 	}
 	// A flooder at the top cannot push out others to grow further.
 	if err := b.push(inbound{from: proto.NodeID{10, 0}}); err == nil {
 		t.Fatalf("the greediest peer pushed out others")
+	}
+}
+
+// TestInboxBySubnet: kept by subnet, 100 identities of one /24 share one
+// peer's share of the inbox; a sender of another /24 is served next turn.
+func TestInboxBySubnet(t *testing.T) {
+	b := newFairInbox(1024, 64, true)
+	accepted := 0
+	for i := range 100 {
+		for range 10 {
+			if b.push(inbound{from: proto.NodeID{byte(i), 7}, ip: netip.AddrFrom4([4]byte{203, 0, 113, byte(i)})}) == nil {
+				accepted++
+			}
+		}
+	}
+	if accepted != 64 {
+		t.Fatalf("one /24 placed %d RPCs under 100 identities, per-peer limit 64", accepted)
+	}
+	honest := proto.NodeID{0xaa}
+	if err := b.push(inbound{from: honest, ip: netip.MustParseAddr("198.51.100.1")}); err != nil {
+		t.Fatal(err)
+	}
+	b.pop()
+	if in, _ := b.pop(); in.from != honest {
+		t.Fatalf("second turn served %v, want the other /24", in.from.Short())
 	}
 }
 

@@ -28,7 +28,9 @@ type NodeConfig struct {
 	// a time, round robin, so a peer that floods delays the others by one
 	// RPC per turn, not by the whole inbox.
 	InboxSize int
-	// InboxPerPeer bounds the RPCs of one peer waiting in the inbox.
+	// InboxPerPeer bounds the RPCs of one peer waiting in the inbox. A
+	// peer is a /24 (/48) when DHT.MaxPerSubnet is set: identities cost
+	// a flooder little, addresses more.
 	// With the inbox full, an RPC from a peer with fewer waiting pushes
 	// out the oldest of the peer with most waiting.
 	InboxPerPeer int
@@ -142,7 +144,9 @@ func NewNode(cfg NodeConfig, id Identity, tr Transport) (*Node, error) {
 	}
 	return &Node{
 		cfg: cfg, id: id, core: core, tr: tr,
-		inbox:   newFairInbox(cfg.InboxSize, cfg.InboxPerPeer),
+		// Kept by subnet where the table limits subnets: test networks on
+		// 127.0.0.1 (MaxPerSubnet 0) are one subnet.
+		inbox:   newFairInbox(cfg.InboxSize, cfg.InboxPerPeer, cfg.DHT.MaxPerSubnet > 0),
 		sendsTo: make(map[proto.NodeID]*peerSends),
 		calls:   make(chan call),
 		failed:  make(chan uint64, cfg.MaxSends),
