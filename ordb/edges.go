@@ -62,9 +62,10 @@ type DHT interface {
 
 var _ DHT = (*kademlia.Node)(nil)
 
-// Facilitators hands a query to the facilitator service (BitTorrent). No
-// implementation yet: a Relay without one answers UNAVAILABLE where the
-// Core would ask facilitators.
+// Facilitators hands a query to the facilitator service (BitTorrent):
+// FacilitatorFinder finds facilitators and reaches them through circuits.
+// A Relay without one answers UNAVAILABLE where the Core would ask
+// facilitators.
 type Facilitators interface {
 	// Ask starts fetching q.HashName (an infohash) and returns the stream
 	// its answers will come on, or an error.

@@ -105,6 +105,7 @@ func sampleDBMessages() []DBMessage {
 		DBStreamInfo{HashName: hashName(0x66), First: 0, Last: ^uint64(0), Type: "video/webm"},
 		DBLiveStart{},
 		DBLiveStart{Chunk: 0x0102030405060708},
+		DBConnected{Size: 50 << 20, Type: "application/octet-stream", Flags: FlagTorrent, Info: []byte("d4:name1:ae")},
 	}
 }
 
@@ -114,6 +115,9 @@ func normalize(m DBMessage) DBMessage {
 	case DBConnected:
 		if len(v.Root) == 0 {
 			v.Root = nil
+		}
+		if len(v.PublicKey) == 0 {
+			v.PublicKey = nil
 		}
 		return v
 	case DBProof:
@@ -197,6 +201,7 @@ func TestDBBadFields(t *testing.T) {
 	peer := samplePeer4().Append(nil)
 	proof := DBProof{Chunk: 2, NbChunks: 3, Proof: []byte{1, 2}}.Append(nil)
 	desc := sampleDescriptor().Append(nil)
+	tor := DBConnected{Size: 5, Flags: FlagTorrent, Info: []byte("de")}.Append(nil) // 01 05 00 00 80 00000002 6465
 	tests := []struct {
 		name string
 		cmd  RelayCommand
@@ -242,6 +247,11 @@ func TestDBBadFields(t *testing.T) {
 		{"connected unknown flag", RelayDBConnected, mutate(desc, 1+4+1+9+1+32, 2), ErrBadValue},
 		{"connected root length 16", RelayDBConnected, append(mutate(desc, 1+4+1+9+1+32+1, 16)[:1+4+1+9+1+32+1+1+16], desc[1+4+1+9+1+32+1+1+32:]...), ErrBadLength},
 		{"connected MIME control byte", RelayDBConnected, mutate(desc, 1+4+1, '\n'), ErrBadValue},
+		{"torrent info length 0", RelayDBConnected, append(bytes.Clone(tor[:5]), 0, 0, 0, 0), ErrBadLength},
+		{"torrent info too long", RelayDBConnected, append(bytes.Clone(tor[:5]), 0x7f, 0, 0, 0, 'd', 'e'), ErrBadLength},
+		{"torrent info short", RelayDBConnected, mutate(tor, 8, 3), ErrTruncated},
+		{"torrent and live", RelayDBConnected, mutate(tor, 4, FlagTorrent|FlagLive), ErrBadValue},
+		{"torrent trailing", RelayDBConnected, append(bytes.Clone(tor), 0), ErrTrailing},
 		{"connected signature length 63", RelayDBConnected, mutate(desc, len(desc)-65, 63), ErrTrailing},
 		{"connected signature length 65", RelayDBConnected, append(mutate(desc, len(desc)-65, 65), 0), ErrTooLong},
 		{"unknown command DATA", RelayData, []byte{0}, ErrUnknownCommand},

@@ -23,16 +23,18 @@ import (
 )
 
 // testConfig is a node on 127.0.0.1 with free ports.
-func testConfig(t *testing.T, dir string, bridges ...string) config.Config {
+func testConfig(t testing.TB, dir string, bridges ...string) config.Config {
 	t.Helper()
 	c := config.Default()
 	c.Listen, c.HTTP, c.DataDir, c.AllowPrivate = "127.0.0.1:0", "127.0.0.1:0", dir, true
+	c.Control.Listen = "127.0.0.1:0"
+	c.SOCKS = "127.0.0.1:0"
 	c.Bridges = bridges
 	c.Tunnels.MinCircuits, c.Tunnels.MaxCircuits = 2, 2
 	return c
 }
 
-func startTest(t *testing.T, ctx context.Context, c config.Config) *Node {
+func startTest(t testing.TB, ctx context.Context, c config.Config) *Node {
 	t.Helper()
 	n, err := Start(Options{Config: c})
 	if err != nil {
@@ -44,7 +46,7 @@ func startTest(t *testing.T, ctx context.Context, c config.Config) *Node {
 }
 
 // waitFor polls cond for at most d.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(d); !cond(); {
 		if time.Now().After(deadline) {
