@@ -168,6 +168,16 @@ func TestExitDialerIsolationAndPolicy(t *testing.T) {
 			cfg.ExitPolicy = p.Allows
 		}
 	})
+	// Both exits' summaries claim every port: node 3's policy refuses
+	// the target anyway, which the dialer learns by trying.
+	for _, n := range nodes[3:] {
+		ap := n.desc.Addrs
+		d, err := n.id.ExitDescriptorAt(time.Now(), ap, n.cfg.Flags, []proto.PortRange{{Lo: 1, Hi: 65535}}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.desc = d
+	}
 	cfg := DefaultExitDialerConfig()
 	cfg.AllowSameSubnet = true
 	cfg.Attempts = 4
@@ -209,6 +219,42 @@ func TestExitDialerIsolationAndPolicy(t *testing.T) {
 	if a3 := read("alice"); a3 == a1 {
 		t.Fatal("NewIdentity kept the key's circuit")
 	}
+	// With summaries that tell them apart, the dialer goes straight to
+	// the exit that allows the port: nothing is refused on the way.
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	for i, n := range nodes[3:] {
+		ports := []proto.PortRange{{Lo: 1, Hi: 1}}
+		if i == 1 {
+			ports = []proto.PortRange{{Lo: port, Hi: port}}
+		}
+		if n.desc, err = n.id.ExitDescriptorAt(time.Now(), n.desc.Addrs, n.cfg.Flags, ports, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d3, _ := NewExitDialer(nodes[0].sw, StaticDirectory(descs(nodes...)), cfg)
+	defer d3.Close()
+	for i := range 4 {
+		s, err := d3.Dial(ctx, strconv.Itoa(i), target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+	}
+	d3.mu.Lock()
+	if len(d3.refused) != 0 {
+		t.Errorf("exits refused %v though their summaries told them apart", d3.refused)
+	}
+	d3.mu.Unlock()
+	// A port no exit's summary holds: refused without trying any.
+	if _, err := d3.Dial(ctx, "x", "127.0.0.1:2"); !errors.Is(err, ErrStreamRefused) {
+		t.Fatalf("a port no summary holds: %v", err)
+	}
+	d3.mu.Lock()
+	if len(d3.refused) != 0 {
+		t.Errorf("an exit was tried for a port its summary lacks: %v", d3.refused)
+	}
+	d3.mu.Unlock()
+
 	// No exit at all: ErrNoExit.
 	d2, _ := NewExitDialer(nodes[0].sw, StaticDirectory(descs(nodes[1], nodes[2])), cfg)
 	defer d2.Close()

@@ -43,7 +43,10 @@ func DefaultExitDialerConfig() ExitDialerConfig {
 const maxRefusals = 4096
 
 // ExitDialer opens streams through circuits that end at exits (nodes with
-// proto.FlagExit), for SOCKS clients. Streams with the same isolation key
+// proto.FlagExit), for SOCKS clients. It picks exits whose descriptor's
+// port summary holds the destination's port, and remembers the exits that
+// refused a destination all the same (their policy refuses the address,
+// or the name did not resolve), so that the next try goes elsewhere. Streams with the same isolation key
 // share circuits; streams with different keys never do (Tor's
 // IsolateSOCKSAuth: the key is the SOCKS username and password), so an
 // exit cannot link them by circuit. It keeps one spare circuit built
@@ -200,15 +203,16 @@ func (d *ExitDialer) pathLocked(dest string, now time.Time) ([]proto.NodeDescrip
 	nodes := d.dir.Nodes()
 	var exits []proto.NodeDescriptor
 	refused := 0
+	_, port, _ := SplitExitDest(dest) // 0 for the spare: any port
 	for _, n := range nodes {
-		if n.Flags&proto.FlagExit == 0 || n.ID == d.sw.ID() || n.Verify(now) != nil {
+		if n.Flags&proto.FlagExit == 0 || len(n.ExitPorts) == 0 || n.ID == d.sw.ID() || n.Verify(now) != nil {
 			continue
 		}
 		if _, ok := firstAddr(n); !ok {
 			continue
 		}
-		if dest != "" && d.refusedLocked(n.ID, dest, now) {
-			refused++
+		if dest != "" && (d.refusedLocked(n.ID, dest, now) || !n.AcceptsPort(port)) {
+			refused++ // by its summary, or by its word
 			continue
 		}
 		exits = append(exits, n)

@@ -90,7 +90,13 @@ type SwitchConfig struct {
 	// MaxCircuitQueuedCells bounds the cells queued in all the streams of
 	// one circuit together; the circuit is destroyed (RESOURCELIMIT) when
 	// a peer's cell would go beyond it. Stream windows alone would allow
-	// MaxStreams times StreamWindow.
+	// MaxStreams times StreamWindow. The circuit window is consumed as
+	// cells arrive (so that one slow stream does not stall its
+	// siblings), so an honest peer with a few busy streams and slow
+	// readers may have more than one circuit window queued: the default,
+	// four windows (~2 MB), leaves it room (at one window, 16 echo
+	// streams of 20-65 KB tripped it on a loaded machine), and the
+	// node-wide MaxQueuedBytes bounds what all circuits hold together.
 	MaxCircuitQueuedCells int
 	// MaxJoinedStreams is MaxStreams for the streams the origin of a
 	// circuit of others opens at this node: each costs a goroutine.
@@ -131,7 +137,7 @@ func DefaultSwitchConfig() SwitchConfig {
 		// 32 MiB of queued cells: a tenth of a 256 MB router, which also
 		// runs the stores, links' buffers and the goroutines.
 		MaxQueuedBytes:        32 << 20,
-		MaxCircuitQueuedCells: onion.CircWindowStart,
+		MaxCircuitQueuedCells: 4 * onion.CircWindowStart,
 		MaxJoinedStreams:      64,
 		MaxExtendDials:        64,
 		CreateRate:            20,

@@ -24,8 +24,11 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
+
+	"veil/proto"
 )
 
 // ErrSyntax is wrapped by every parse error.
@@ -301,20 +304,7 @@ func (p Policy) Allows(ap netip.AddrPort) bool {
 
 // AcceptsPort reports whether some address could be accepted on port:
 // what a client can know of an exit without knowing the address.
-func (p Policy) AcceptsPort(port uint16) bool {
-	for _, r := range p.Rules {
-		if port < r.PortLo || port > r.PortHi {
-			continue
-		}
-		if r.Accept {
-			return true
-		}
-		if r.kind == anyAddr {
-			return false // every address on this port is refused
-		}
-	}
-	return false
-}
+func (p Policy) AcceptsPort(port uint16) bool { return p.acceptsPort(port) }
 
 // SpecialPrefixes are the destinations an exit refuses unless
 // AllowPrivate: "this network", private (RFC 1918, RFC 4193), loopback,
@@ -361,6 +351,81 @@ func Special(a netip.Addr) bool {
 		}
 		if v4.IsValid() {
 			return Special(v4)
+		}
+	}
+	return false
+}
+
+// PortSummary lists the ports on which p accepts some address, as
+// ascending, disjoint, non-adjacent ranges (what an exit's descriptor
+// carries). Beyond max ranges, the closest ones are merged: the summary
+// may then claim ports the policy refuses (a client that tries is told
+// so), never the other way round. An accept rule that names only
+// addresses p refuses anyway (special ones, without AllowPrivate) claims
+// nothing.
+func (p Policy) PortSummary(max int) []proto.PortRange {
+	// Only rule boundaries change the answer: test one port per segment.
+	cuts := []int{1, 65536}
+	for _, r := range p.Rules {
+		cuts = append(cuts, int(r.PortLo), int(r.PortHi)+1)
+	}
+	slices.Sort(cuts)
+	cuts = slices.Compact(cuts)
+	var out []proto.PortRange
+	for i := 0; i+1 < len(cuts); i++ {
+		lo, hi := cuts[i], cuts[i+1]-1
+		if !p.acceptsPort(uint16(lo)) {
+			continue
+		}
+		if n := len(out); n > 0 && int(out[n-1].Hi)+1 == lo {
+			out[n-1].Hi = uint16(hi)
+		} else {
+			out = append(out, proto.PortRange{Lo: uint16(lo), Hi: uint16(hi)})
+		}
+	}
+	for max > 0 && len(out) > max {
+		best := 1
+		for i := 2; i < len(out); i++ {
+			if out[i].Lo-out[i-1].Hi < out[best].Lo-out[best-1].Hi {
+				best = i
+			}
+		}
+		out[best-1].Hi = out[best].Hi
+		out = slices.Delete(out, best, best+1)
+	}
+	return out
+}
+
+// acceptsPort is AcceptsPort ignoring accept rules whose addresses p
+// refuses before any rule.
+func (p Policy) acceptsPort(port uint16) bool {
+	for _, r := range p.Rules {
+		if port < r.PortLo || port > r.PortHi {
+			continue
+		}
+		if r.Accept {
+			if !p.AllowPrivate && r.onlySpecial() {
+				continue
+			}
+			return true
+		}
+		if r.kind == anyAddr {
+			return false
+		}
+	}
+	return false
+}
+
+// onlySpecial reports whether every address the rule names is special.
+func (r Rule) onlySpecial() bool {
+	switch r.kind {
+	case privateAddr:
+		return true
+	case prefixAddr:
+		for _, sp := range SpecialPrefixes {
+			if sp.Bits() <= r.Prefix.Bits() && sp.Contains(r.Prefix.Addr()) {
+				return true
+			}
 		}
 	}
 	return false

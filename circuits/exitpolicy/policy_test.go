@@ -2,7 +2,10 @@ package exitpolicy
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
+
+	"veil/proto"
 )
 
 func TestParseRuleRoundTrip(t *testing.T) {
@@ -105,7 +108,7 @@ func TestAllowPrivateLetsRulesDecide(t *testing.T) {
 }
 
 func TestAcceptsPort(t *testing.T) {
-	p, _ := Parse([]string{"reject *:25", "accept 1.2.3.4:25", "accept 127.0.0.1:1000-2000", "reject *:*"}, false)
+	p, _ := Parse([]string{"reject *:25", "accept 1.2.3.4:25", "accept 127.0.0.1:1000-2000", "reject *:*"}, true)
 	for port, want := range map[uint16]bool{25: false, 1000: true, 1500: true, 2001: false, 80: false} {
 		if got := p.AcceptsPort(port); got != want {
 			t.Errorf("AcceptsPort(%d) = %v, want %v", port, got, want)
@@ -147,4 +150,30 @@ func FuzzParseRule(f *testing.F) {
 			_ = r.Matches(netip.MustParseAddrPort(ap))
 		}
 	})
+}
+
+func TestPortSummary(t *testing.T) {
+	for _, tc := range []struct {
+		lines        []string
+		allowPrivate bool
+		max          int
+		want         []proto.PortRange
+	}{
+		{[]string{"accept *:80", "accept *:443", "reject *:*"}, false, 16, []proto.PortRange{{Lo: 80, Hi: 80}, {Lo: 443, Hi: 443}}},
+		{[]string{"reject *:25", "accept *:*"}, false, 16, []proto.PortRange{{Lo: 1, Hi: 24}, {Lo: 26, Hi: 65535}}},
+		{[]string{"reject 1.2.3.4:*", "accept *:*"}, false, 16, []proto.PortRange{{Lo: 1, Hi: 65535}}},
+		{[]string{"accept *:80-90", "accept *:91-100", "reject *:*"}, false, 16, []proto.PortRange{{Lo: 80, Hi: 100}}},
+		{[]string{"reject *:*"}, false, 16, nil},
+		{[]string{"accept 127.0.0.1:8080", "reject *:*"}, false, 16, nil}, // refused anyway without allow_private
+		{[]string{"accept 127.0.0.1:8080", "reject *:*"}, true, 16, []proto.PortRange{{Lo: 8080, Hi: 8080}}},
+		{[]string{"accept *:10", "accept *:20", "accept *:100", "accept *:1000"}, false, 2, []proto.PortRange{{Lo: 10, Hi: 100}, {Lo: 1000, Hi: 1000}}},
+	} {
+		p, err := Parse(tc.lines, tc.allowPrivate)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := p.PortSummary(tc.max); !slices.Equal(got, tc.want) {
+			t.Errorf("%q: %v, want %v", tc.lines, got, tc.want)
+		}
+	}
 }

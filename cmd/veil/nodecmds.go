@@ -184,8 +184,13 @@ func setupNode(fs *flag.FlagSet) func(context.Context, *env) error {
 		if a := n.SOCKSAddr(); a != "" {
 			fmt.Fprintf(e.stderr, "  SOCKS4a/5 on %s (http://<hash_name>.veil/ serves content)\n", a)
 		}
-		if len(cfg.Bridges) == 0 {
+		switch {
+		case len(cfg.Bridges) == 0 && cfg.Anonymous:
+			fmt.Fprintf(e.stderr, "  no bridge configured: an anonymous node learns the network only from its bridges (add one with --bridge ID@IP:PORT or the `bridges` key)\n")
+		case len(cfg.Bridges) == 0:
 			fmt.Fprintf(e.stderr, "  no bridge configured: this node waits for others to join it (add one with --bridge ID@IP:PORT or the `bridges` key)\n")
+		case cfg.Anonymous:
+			fmt.Fprintf(e.stderr, "  anonymous: links only to its bridges and its circuits' first hops\n")
 		}
 		hup := make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)
@@ -223,6 +228,7 @@ func setupPut(fs *flag.FlagSet) func(context.Context, *env) error {
 	nf := addNodeFlags(fs)
 	mimeType := fs.String("type", "", "MIME type (default: from the file name's extension; video/mp2t with --live)")
 	live := fs.Bool("live", false, "publish standard input as a live stream as it arrives (e.g. ffmpeg ... -f mpegts - | veil put --live)")
+	pseudonym := fs.String("pseudonym", "", "sign with the key of pseudonym `NAME`, kept in the node's data directory (default: the node's `pseudonym` key, else a key for this content alone)")
 	return func(ctx context.Context, e *env) error {
 		if *live {
 			return putLive(ctx, e, nf, *mimeType)
@@ -255,7 +261,10 @@ func setupPut(fs *flag.FlagSet) func(context.Context, *env) error {
 		if mt == "" {
 			mt = mime.TypeByExtension(filepath.Ext(e.args[0]))
 		}
-		r, err := c.Put(ctx, mt, f)
+		if *pseudonym != "" && !config.ValidPseudonym(*pseudonym) {
+			return withCode(exitUsage, fmt.Errorf("--pseudonym %q: want 1..64 letters, digits, \"-\" or \"_\"", *pseudonym))
+		}
+		r, err := c.PutAs(ctx, *pseudonym, mt, f)
 		if err != nil {
 			return err
 		}

@@ -14,12 +14,15 @@ import (
 // What anonymous = true does at run time (config.checkAnonymous refuses
 // the settings that would reveal the user before the node starts):
 //
-//   - every dial goes through the guard below, which lets through only
-//     the bridges and the first hop of a circuit the node is building
-//     itself; any other dial (a DHT refresh, a descriptor request to a
-//     node found in the DHT, an EXTEND2 someone sent over one of our
-//     links) is refused and logged;
-//   - the node carries no one else's circuits (max_joined_circuits = 0);
+//   - every dial goes through the guard below. The DHT's and the
+//     descriptor exchange's dials reach only the bridges: a DHT refresh
+//     or a descriptor request to a node found in the DHT is refused. The
+//     circuit switch's dials reach the bridges and the first hops of the
+//     node's own circuits: the node carries no one else's circuits
+//     (max_joined_circuits = 0), so the switch dials only to build its
+//     own, and the guard checks that the node dialled is a relay of the
+//     directory (a first hop is one) or the first hop of a circuit being
+//     built here. Every refusal is counted and logged;
 //   - it learns the directory from its bridges, through a one-hop
 //     circuit to each (dirfetch.go), instead of asking each node;
 //   - it builds no circuits ahead (the pool stays empty): only those of
@@ -31,21 +34,19 @@ import (
 
 // dialGuard is the anonymous node's dial policy. Safe for concurrent use.
 type dialGuard struct {
-	on      bool
-	bridges map[proto.NodeID]bool
+	on bool
 
-	mu     sync.Mutex            // guards hops, logged
-	hops   map[proto.NodeID]int  // first hops of circuits being built
-	logged map[proto.NodeID]bool // refusals logged once per node
+	mu      sync.Mutex // guards bridges, hops, logged
+	bridges map[proto.NodeID]bool
+	hops    map[proto.NodeID]int  // first hops of circuits being built
+	logged  map[proto.NodeID]bool // refusals logged once per node
 
 	refused atomic.Int64
 }
 
 func newDialGuard(on bool, bridges []proto.NodeID) *dialGuard {
-	g := &dialGuard{on: on, bridges: map[proto.NodeID]bool{}, hops: map[proto.NodeID]int{}, logged: map[proto.NodeID]bool{}}
-	for _, b := range bridges {
-		g.bridges[b] = true
-	}
+	g := &dialGuard{on: on, hops: map[proto.NodeID]int{}, logged: map[proto.NodeID]bool{}}
+	g.setBridges(bridges)
 	return g
 }
 
@@ -67,18 +68,35 @@ func (g *dialGuard) firstHop(id proto.NodeID) (done func()) {
 // allow reports whether the node may dial id; a refusal is counted and
 // its first one per node logged by the caller (it returns log = true).
 func (g *dialGuard) allow(id proto.NodeID) (ok, log bool) {
-	if !g.on || g.bridges[id] {
+	if !g.on {
 		return true, false
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.hops[id] > 0 {
+	if g.bridges[id] || g.hops[id] > 0 {
 		return true, false
 	}
 	g.refused.Add(1)
 	log = !g.logged[id]
 	g.logged[id] = true
 	return false, log
+}
+
+// isBridge reports whether id is one of the configured bridges.
+func (g *dialGuard) isBridge(id proto.NodeID) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.bridges[id]
+}
+
+// setBridges replaces the bridges (a reload).
+func (g *dialGuard) setBridges(ids []proto.NodeID) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.bridges = map[proto.NodeID]bool{}
+	for _, b := range ids {
+		g.bridges[b] = true
+	}
 }
 
 // errGuard is the error of a refused dial.
@@ -88,7 +106,7 @@ func (e errGuard) Error() string {
 	return fmt.Sprintf("node: anonymous = true: no link to %s, which is neither a bridge nor the first hop of a circuit of ours", e.id.Short())
 }
 
-// check applies the guard to a dial of id at addr.
+// checkDial applies the guard to a dial of id at addr.
 func (n *Node) checkDial(id proto.NodeID, addr string) error {
 	ok, log := n.guard.allow(id)
 	if ok {
@@ -108,12 +126,20 @@ type guardedDialer struct {
 }
 
 func (d guardedDialer) Dial(ctx context.Context, id proto.NodeID, addr string) (link.Conn, error) {
-	if d.links.Lookup(id) == nil {
+	if d.links.Lookup(id) == nil && !d.n.isRelay(id) {
 		if err := d.n.checkDial(id, addr); err != nil {
 			return nil, err
 		}
 	}
 	return d.links.Dial(ctx, id, addr)
+}
+
+// isRelay reports whether the directory holds id as a relay: a node the
+// switch may dial as the first hop of one of our circuits (exit circuits
+// for SOCKS included).
+func (n *Node) isRelay(id proto.NodeID) bool {
+	d, ok := n.dir.Get(id)
+	return ok && d.Flags&proto.FlagRelay != 0
 }
 
 // anonymous reports whether the node runs with anonymous = true.
@@ -123,7 +149,7 @@ func (n *Node) anonymous() bool {
 }
 
 // isBridge reports whether id is one of the configured bridges.
-func (n *Node) isBridge(id proto.NodeID) bool { return n.guard != nil && n.guard.bridges[id] }
+func (n *Node) isBridge(id proto.NodeID) bool { return n.guard != nil && n.guard.isBridge(id) }
 
 // anonPathNodes returns the nodes an anonymous node's circuit to last
 // may pass through before last: relays that are not ORDBs (an ORDB sees

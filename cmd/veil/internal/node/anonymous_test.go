@@ -103,6 +103,14 @@ func TestDialGuard(t *testing.T) {
 	if g.refused.Load() != 3 {
 		t.Fatalf("refused %d", g.refused.Load())
 	}
+	// A reload's bridges replace the old ones.
+	g.setBridges([]proto.NodeID{other})
+	if ok, _ := g.allow(other); !ok {
+		t.Fatal("reloaded bridge refused")
+	}
+	if ok, _ := g.allow(bridge); ok {
+		t.Fatal("a bridge no longer configured allowed")
+	}
 	if ok, _ := newDialGuard(false, nil).allow(other); !ok {
 		t.Fatal("a guard that is off refused")
 	}

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"veil/cmd/veil/internal/config"
 	"veil/cmd/veil/internal/gateway"
 	"veil/ordb"
 	"veil/proto"
@@ -33,7 +34,7 @@ import (
 // sites' pages make (gateway.Guard).
 //
 //	GET  /api/v1/status            Status
-//	POST /api/v1/put               body: the content (Content-Type: its MIME type) -> PutResult
+//	POST /api/v1/put[?pseudonym=NAME]  body: the content (Content-Type: its MIME type) -> PutResult
 //	POST /api/v1/get/{hash_name}   fetches; answers NDJSON Event lines until done
 //	GET  /api/v1/content/{hash_name}  the bytes of a content the node holds
 //	POST /api/v1/put/live          body: a live stream, until it ends -> NDJSON LiveEvent lines (the hash_name first)
@@ -245,11 +246,19 @@ func startAPI(n *Node, addr string) (*apiServer, error) {
 		}
 		ctx, cancel := n.requestContext(r)
 		defer cancel()
-		p, err := n.Publish(ctx, mime, r.Body)
+		ps := r.URL.Query().Get("pseudonym")
+		if ps == "" {
+			ps = n.cfg.Load().Pseudonym
+		}
+		p, err := n.PublishAs(ctx, ps, mime, r.Body)
 		if err != nil && p.Size == 0 && p.Name == (proto.HashName{}) {
 			code := http.StatusInternalServerError
-			if errors.Is(err, ErrNotORDB) {
+			var ce *config.Error
+			switch {
+			case errors.Is(err, ErrNotORDB):
 				code = http.StatusConflict
+			case errors.As(err, &ce):
+				code = http.StatusBadRequest
 			}
 			writeError(w, code, err)
 			return

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -96,8 +97,18 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 
 // Put publishes body.
 func (c *Client) Put(ctx context.Context, mime string, body io.Reader) (PutResult, error) {
+	return c.PutAs(ctx, "", mime, body)
+}
+
+// PutAs publishes body signed by pseudonym's key ("": the node's
+// configured pseudonym, or a key for this content alone).
+func (c *Client) PutAs(ctx context.Context, pseudonym, mime string, body io.Reader) (PutResult, error) {
 	var r PutResult
-	err := c.getJSON(ctx, http.MethodPost, "/api/v1/put", mime, body, &r)
+	path := "/api/v1/put"
+	if pseudonym != "" {
+		path += "?pseudonym=" + url.QueryEscape(pseudonym)
+	}
+	err := c.getJSON(ctx, http.MethodPost, path, mime, body, &r)
 	return r, err
 }
 

@@ -273,7 +273,7 @@ func Start(opts Options) (_ *Node, err error) {
 	if n.exits, err = circuits.NewExitDialer(n.sw, n.dir, ecfg); err != nil {
 		return nil, err
 	}
-	n.content = n.simpleContent()
+	n.content = n.socksContent()
 
 	if cfg.HTTP != "" {
 		if n.api, err = startAPI(n, cfg.HTTP); err != nil {
@@ -319,7 +319,13 @@ func (n *Node) refreshDescriptor() error {
 	if n.addr.IsValid() {
 		addrs = []netip.AddrPort{n.addr}
 	}
-	d, err := n.id.Descriptor(addrs, n.cfg.Load().Roles.Flags(), descValidity)
+	var ports []proto.PortRange
+	if cfg := n.cfg.Load(); cfg.Roles.Exit {
+		if p, err := cfg.ExitPolicy(); err == nil {
+			ports = p.PortSummary(proto.MaxExitPortRanges)
+		}
+	}
+	d, err := n.id.ExitDescriptorAt(n.now(), addrs, n.cfg.Load().Roles.Flags(), ports, descValidity)
 	if err != nil {
 		return err
 	}
@@ -412,7 +418,9 @@ func (n *Node) Run(ctx context.Context) error {
 			} else {
 				n.discover(ctx, rng)
 			}
-			n.exits.Warm()
+			if !anon { // an anonymous node builds only the circuits it uses
+				n.exits.Warm()
+			}
 			// The pool retries failed builds only every few seconds: wake
 			// it as soon as the directory may offer paths.
 			if !anon && len(n.pool.FindCircuits()) < n.cfg.Load().Tunnels.MinCircuits {
@@ -510,6 +518,7 @@ func (n *Node) Reload(cfg config.Config) error {
 	for _, b := range cfg.ParsedBridges() {
 		bridges = append(bridges, proto.DHTContact{ID: b.ID, Addr: b.Addr})
 	}
+	n.guard.setBridges(bridgeIDs(bridges))
 	if len(bridges) > 0 {
 		go func() {
 			ctx, cancel := context.WithTimeout(n.ctx, 30*time.Second)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -114,7 +115,10 @@ func TestNodesPublishFetch(t *testing.T) {
 	// Nobody learns both who asked and what: the getter looked nothing
 	// up (its ORDBs did), and no provider record names the publisher or
 	// the getter; the publisher's ORDBs stored records naming themselves.
-	if st := getter.relay.Stats(); st.Lookups != 0 || st.Queries != 0 {
+	// (In a network this small the getter may be one of the publisher's
+	// ORDBs: then other ORDBs relay queries to it, as to any provider.)
+	getterIsPubORDB := slices.Contains(nodes[1].peerCircs.Ever(), getter.ID())
+	if st := getter.relay.Stats(); st.Lookups != 0 || st.Queries != 0 && !getterIsPubORDB {
 		t.Fatalf("the getter's ORDB service looked up or was asked: %+v", st)
 	}
 	if st := nodes[1].relay.Stats(); st.Stores != 0 {

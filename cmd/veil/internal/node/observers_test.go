@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
 	"sort"
 	"strings"
@@ -149,9 +150,11 @@ func TestObservers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	recs := map[proto.NodeID]*recorder{}
+	var logs lockedBuffer // every node's log, at debug level
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	start := func(c config.Config) *Node {
 		r := newRecorder()
-		n, err := Start(Options{Config: c, Observer: r})
+		n, err := Start(Options{Config: c, Observer: r, Log: log})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -175,8 +178,7 @@ func TestObservers(t *testing.T) {
 		return start(c)
 	}
 	pub, r1, r2 := anon(), anon(), anon()
-	all := append([]*Node{bridge, pub, r1, r2}, public...)
-	for _, n := range all {
+	for _, n := range append([]*Node{bridge, pub, r1, r2}, public...) {
 		waitFor(t, 60*time.Second, "directories", func() bool { return n.dir.Len() >= 16 })
 	}
 
@@ -304,10 +306,18 @@ func TestObservers(t *testing.T) {
 	if len(dhtNodes) == 0 {
 		t.Fatal("no DHT node recorded a request for the content")
 	}
+	refused := int64(0)
 	for _, o := range []*Node{pub, r1, r2} {
-		if g := o.GuardRefused(); g != 0 {
-			t.Logf("%s: the anonymous guard refused %d dials", role(o.ID()), g)
-		}
+		refused += o.GuardRefused()
+	}
+	all := logs.String()
+	if refused > 0 && !strings.Contains(all, "anonymous: dial refused") {
+		t.Errorf("%d dials refused, none logged", refused)
+	}
+	t.Logf("the anonymous guard refused %d dials (logged once per node)", refused)
+	// No log line, at any level, names the content.
+	if strings.Contains(strings.ToLower(all), name.String()) {
+		t.Error("a log line names the hash_name")
 	}
 	sort.Strings(table)
 	t.Log("who learns what:\n" + strings.Join(table, "\n"))
@@ -320,4 +330,22 @@ func anySaw(recs map[proto.NodeID]*recorder, ids map[proto.NodeID]bool, saw func
 		}
 	}
 	return false
+}
+
+// lockedBuffer is a bytes.Buffer many goroutines write.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

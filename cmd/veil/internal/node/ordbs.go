@@ -39,7 +39,15 @@ func (n *Node) ownORDBs() []proto.NodeDescriptor {
 		da, db := xorDist(self, a.ID), xorDist(self, b.ID)
 		return bytes.Compare(da[:], db[:])
 	})
-	return out[:min(len(out), ordb.MinORDBs)]
+	k := min(len(out), ordb.MinORDBs)
+	if anon {
+		// Its circuits' other hops are never its own ORDBs: in a small
+		// network, keep nodes enough for them.
+		if room := n.dir.Len() - (n.cfg.Load().Tunnels.Hops - 1); room < k {
+			k = max(min(room, len(out)), min(1, len(out)))
+		}
+	}
+	return out[:k]
 }
 
 func xorDist(a, b proto.NodeID) proto.NodeID {

@@ -7,11 +7,13 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"veil/circuits"
+	"veil/cmd/veil/internal/config"
 	"veil/ordb"
 	"veil/proto"
 )
@@ -19,19 +21,26 @@ import (
 // The probing attacks a review found against an earlier main, kept as
 // regression tests: each must fail now.
 
-// probeNet is a bridge and eight relays that are ORDBs, all joined.
-func probeNet(t *testing.T, ctx context.Context) []*Node {
+// probeNet is a bridge and eight relays that are ORDBs, all joined, and
+// an anonymous publisher. (Anonymous, it builds its circuits to its ORDBs
+// only once it has something to publish and the directory is whole, so
+// the set of its ORDBs, which hold a reference to it by design, does not
+// change under the test.)
+func probeNet(t *testing.T, ctx context.Context) (nodes []*Node, pub *Node) {
 	t.Helper()
 	bc := testConfig(t, t.TempDir())
 	bc.Roles.Bridge = true
-	nodes := []*Node{startTest(t, ctx, bc)}
+	nodes = []*Node{startTest(t, ctx, bc)}
 	for range 8 {
 		nodes = append(nodes, startTest(t, ctx, testConfig(t, t.TempDir(), nodes[0].BridgeLine())))
 	}
-	for _, n := range nodes {
-		waitFor(t, 60*time.Second, "directories", func() bool { return n.dir.Len() >= len(nodes)-2 })
+	pc := testConfig(t, t.TempDir(), nodes[0].BridgeLine())
+	pc.Roles, pc.Listen, pc.Anonymous = config.Roles{}, "", true
+	pub = startTest(t, ctx, pc)
+	for _, n := range append([]*Node{pub}, nodes...) {
+		waitFor(t, 60*time.Second, "directories", func() bool { return n.dir.Len() >= len(nodes)-1 })
 	}
-	return nodes
+	return nodes, pub
 }
 
 // publishFetch publishes random bytes at pub and fetches them at a node
@@ -44,7 +53,7 @@ func publishFetch(t *testing.T, ctx context.Context, pub *Node, nodes []*Node) (
 	for _, id := range pub.peerCircs.Ever() {
 		own[id] = true
 	}
-	for _, n := range nodes[2:] {
+	for _, n := range nodes[1:] {
 		if !own[n.ID()] {
 			if _, err := n.Fetch(ctx, name, nil); err != nil {
 				t.Fatalf("fetch: %v", err)
@@ -142,8 +151,7 @@ func queryAt(ctx context.Context, c *circuits.Circuit, dest string, name proto.H
 func TestProbeEveryORDBForFetchedContent(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	nodes := probeNet(t, ctx)
-	pub := nodes[1]
+	nodes, pub := probeNet(t, ctx)
 	name, requester := publishFetch(t, ctx, pub, nodes)
 	pubORDBs := map[proto.NodeID]bool{}
 	for _, id := range pub.peerCircs.Ever() {
@@ -185,7 +193,7 @@ func TestProbeEveryORDBForFetchedContent(t *testing.T) {
 		c.Close()
 		probed++
 	}
-	if probed < 2 || !sawRequester {
+	if !sawRequester {
 		t.Fatalf("probed %d ORDBs, the requester among them: %v", probed, sawRequester)
 	}
 }
@@ -202,15 +210,27 @@ func TestProbeEveryORDBForFetchedContent(t *testing.T) {
 func TestProbeBackOnRequesterCircuit(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	nodes := probeNet(t, ctx)
-	pub := nodes[1]
+	nodes, pub := probeNet(t, ctx)
 	first, requester := publishFetch(t, ctx, pub, nodes)
 
+	// The requester records the queries that reach its services.
+	rec := newRecorder()
+	requester.sw.Handle(ordb.ORDBDest, func(s *circuits.Stream) {
+		in := ordb.FromCircuitStream(s)
+		requester.relay.Serve(obsInStream{&obsStream{CellStream: in, obs: rec, dest: ordb.ORDBDest}, in})
+	})
+	requester.sw.Handle(ordb.PeerDest, func(s *circuits.Stream) {
+		requester.peer.ServeStream(&obsStream{CellStream: s, obs: rec, dest: ordb.PeerDest}, streamCircuit(s))
+	})
+
 	// Every ORDB but the requester turns hostile: on each stream that
-	// reaches it, it first probes back, then serves as usual.
+	// reaches it, it first probes back, then serves as usual. (Streams
+	// of other ORDBs' one-hop circuits are probed too: their origin is
+	// that ORDB, which may relay to the publisher, as any ORDB would.
+	// Only the answers to probes that reached the requester count.)
 	var mu sync.Mutex
-	var answers []proto.RelayCommand
-	probes := 0
+	answers := map[uint64]proto.RelayCommand{}
+	var nextID uint64 = 1 << 40
 	for _, n := range nodes {
 		if n == requester || n.relay == nil {
 			continue
@@ -221,32 +241,57 @@ func TestProbeBackOnRequesterCircuit(t *testing.T) {
 				pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
 				back, err := s.OpenStream(pctx, dest)
 				pcancel()
-				mu.Lock()
-				probes++
-				mu.Unlock()
 				if err != nil {
 					continue
 				}
+				mu.Lock()
+				nextID++
+				id := nextID
+				mu.Unlock()
 				_ = back.SetDeadline(time.Now().Add(10 * time.Second))
-				cmd, _ := probe(back, proto.DBQuery{HashName: first, Counter: probeCounter, RequestID: uint64(time.Now().UnixNano())})
+				cmd, _ := probe(back, proto.DBQuery{HashName: first, Counter: probeCounter, RequestID: id})
 				back.Close()
 				mu.Lock()
-				answers = append(answers, cmd)
+				answers[id] = cmd
 				mu.Unlock()
 			}
 			n.relay.Serve(ordb.FromCircuitStream(s))
 		})
 	}
-	// A second content, fetched through the hostile ORDBs.
-	fetchNew(t, ctx, pub, requester)
+	// A second content, fetched through the hostile ORDBs. Another node
+	// publishes it: a publisher advertises on ORDB streams of its own
+	// circuits, and a probe back on those would rightly get an answer for
+	// what it advertised there (the first content, if pub published this
+	// one too), which is not what this test is about.
+	var pub2 *Node
+	for _, n := range nodes[1:] {
+		if n != pub && n != requester {
+			pub2 = n
+			break
+		}
+	}
+	fetchNew(t, ctx, pub2, requester)
 	mu.Lock()
 	defer mu.Unlock()
-	if len(answers) == 0 {
-		t.Fatalf("no probe reached the requester (%d tried)", probes)
-	}
-	for _, cmd := range answers {
+	reached := 0
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, ev := range rec.db {
+		cmd, probed := answers[ev.RequestID]
+		if ev.Cmd != proto.RelayDBQuery || ev.Sent || !probed {
+			continue
+		}
+		reached++
 		if cmd == proto.RelayDBConnected || cmd == proto.RelayDBData {
-			t.Fatalf("a stream opened back on the requester's circuit got %v for content it fetched", cmd)
+			t.Errorf("a stream opened back on the requester's circuit to %q got %v for content it fetched", ev.Dest, cmd)
+		}
+	}
+	if reached == 0 {
+		t.Fatalf("no probe reached the requester (%d probes)", len(answers))
+	}
+	for _, id := range pub.peerCircs.Ever() {
+		if id == requester.ID() {
+			t.Fatal("the requester became one of the publisher's ORDBs: its answers prove nothing")
 		}
 	}
 }
@@ -262,8 +307,7 @@ func TestProbeBackOnRequesterCircuit(t *testing.T) {
 func TestDescriptorKeyNamesNoNode(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	nodes := probeNet(t, ctx)
-	pub := nodes[1]
+	nodes, pub := probeNet(t, ctx)
 	name, requester := publishFetch(t, ctx, pub, nodes)
 	d, err := requester.cache.Descriptor(name) // what any reader gets
 	if err != nil {
@@ -306,6 +350,22 @@ func TestDescriptorKeyNamesNoNode(t *testing.T) {
 	}
 	if !bytes.Equal(keys[0], keys[1]) || bytes.Equal(keys[0], pub.id.PublicKey()) {
 		t.Fatal("pseudonym keys differ, or are the identity key")
+	}
+	// The same through the local API (veil put --pseudonym).
+	c, err := Dial(ctx, pub.dataDir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.PutAs(ctx, "alice", "text/plain", bytes.NewReader([]byte{9, 9}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hn, _ := proto.ParseHashName(r.HashName)
+	if d, err := pub.served.Descriptor(hn); err != nil || !bytes.Equal(d.PublicKey, keys[0]) {
+		t.Fatalf("put through the API under the pseudonym: %v", err)
+	}
+	if _, err := c.PutAs(ctx, "../x", "text/plain", bytes.NewReader([]byte{1})); err == nil || !strings.Contains(err.Error(), "pseudonym") {
+		t.Fatalf("a bad pseudonym through the API: %v", err)
 	}
 	fi, err := os.Stat(filepath.Join(pub.dataDir, PseudonymDir, "alice.key"))
 	if err != nil || fi.Mode().Perm() != 0o600 {

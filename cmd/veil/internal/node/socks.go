@@ -3,15 +3,12 @@ package node
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/http"
-	"strings"
-	"time"
 
 	"veil/circuits"
+	"veil/cmd/veil/internal/gateway"
 	"veil/cmd/veil/internal/socks"
-	"veil/proto"
 )
 
 // The SOCKS port: <hash_name>.veil hosts are answered by the node's own
@@ -19,9 +16,8 @@ import (
 // any other host goes through a circuit to an exit, isolated by the
 // client's SOCKS credentials (exits.Dial). Nothing is resolved here.
 
-// ContentHandler serves GET /content/<hash_name>: the gateway's handler,
-// or simpleContent until it is plugged in. The SOCKS port maps
-// http://<hash_name>.veil/ onto it.
+// ContentHandler serves GET /content/<hash_name> (socksContent: the
+// gateway's handler). The SOCKS port maps http://<hash_name>.veil/ onto it.
 type ContentHandler = http.Handler
 
 // startSOCKS listens on addr and serves SOCKS clients until Close.
@@ -106,40 +102,11 @@ func veilHosts(h http.Handler) http.Handler {
 	})
 }
 
-// simpleContent serves GET /content/<hash_name>: it fetches the content
-// into the cache if the node does not hold it whole, then sends it. (The
-// gateway serves while fetching; it replaces this.)
-func (n *Node) simpleContent() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /content/{hash}", func(w http.ResponseWriter, r *http.Request) {
-		name, err := proto.ParseHashName(strings.ToLower(r.PathValue("hash")))
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		ctx, cancel := n.requestContext(r)
-		defer cancel()
-		if _, ok := n.complete(name); !ok {
-			if _, err := n.Fetch(ctx, name, nil); err != nil {
-				code := http.StatusBadGateway
-				if errors.Is(err, ErrNotFound) {
-					code = http.StatusNotFound
-				}
-				http.Error(w, err.Error(), code)
-				return
-			}
-		}
-		rd, err := n.Open(ctx, name)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusNotFound)
-			return
-		}
-		var rs io.ReadSeeker = rd
-		if rd.Size() >= 0 {
-			rs = fillReader{rd}
-		}
-		w.Header().Set("Content-Type", "application/octet-stream")
-		http.ServeContent(w, r, "", time.Time{}, rs)
-	})
-	return mux
+// socksContent is the streaming gateway's handler for the SOCKS port's
+// .veil hosts: content is served while it downloads, with ranges, from
+// the fetch the gateway shares with every request for it. The SOCKS port
+// is the client's own (loopback, like the local API), and the stream
+// names its content: no cookie is asked.
+func (n *Node) socksContent() http.Handler {
+	return gateway.New(gateway.Config{Source: gatewaySource{n}, LookupTimeout: gatewayLookupTimeout, Log: n.log})
 }

@@ -19,22 +19,25 @@ const (
 )
 
 // curlTimed fetches url with curl (args first) into /dev/null and returns
-// the bytes, the seconds to the first byte and the total seconds.
-func curlTimed(b *testing.B, url string, args ...string) (size, first, total float64) {
+// the bytes, the seconds until the connection (through SOCKS: the SOCKS
+// reply, after the exit's CONNECTED) was ready, to the first byte and in
+// total.
+func curlTimed(b *testing.B, url string, args ...string) (size, ready, first, total float64) {
 	b.Helper()
-	args = append(args, "-o", "/dev/null", "-w", "%{size_download} %{time_starttransfer} %{time_total}", url)
+	args = append(args, "-o", "/dev/null", "-w", "%{size_download} %{time_pretransfer} %{time_starttransfer} %{time_total}", url)
 	out, stderr, code := runCurl(b, args...)
 	if code != 0 {
 		b.Fatalf("curl %v: exit %d %s", args, code, stderr)
 	}
 	f := strings.Fields(string(out))
-	if len(f) != 3 {
+	if len(f) != 4 {
 		b.Fatalf("curl -w printed %q", out)
 	}
 	size, _ = strconv.ParseFloat(f[0], 64)
-	first, _ = strconv.ParseFloat(f[1], 64)
-	total, _ = strconv.ParseFloat(f[2], 64)
-	return size, first, total
+	ready, _ = strconv.ParseFloat(f[1], 64)
+	first, _ = strconv.ParseFloat(f[2], 64)
+	total, _ = strconv.ParseFloat(f[3], 64)
+	return size, ready, first, total
 }
 
 func median(v []float64) float64 {
@@ -67,16 +70,16 @@ func BenchmarkSOCKSExit(b *testing.B) {
 	if _, stderr, code := runCurl(b, append(proxy, "-r", "0-0", "-o", "/dev/null", url)...); code != 0 {
 		b.Fatalf("warm-up: exit %d %s", code, stderr)
 	}
-	var rate, first, drate, dfirst []float64
+	var rate, ready, first, drate, dfirst []float64
 	b.ResetTimer()
 	for range b.N {
-		n, f, t := curlTimed(b, url, proxy...)
+		n, r, f, t := curlTimed(b, url, proxy...)
 		if n != size {
 			b.Fatalf("through SOCKS: %v bytes, want %d", n, size)
 		}
-		rate, first = append(rate, n/t/1e6), append(first, f*1e3)
+		rate, ready, first = append(rate, n/t/1e6), append(ready, r*1e3), append(first, f*1e3)
 		b.StopTimer()
-		n, f, t = curlTimed(b, url)
+		n, _, f, t = curlTimed(b, url)
 		drate, dfirst = append(drate, n/t/1e6), append(dfirst, f*1e3)
 		b.StartTimer()
 	}
@@ -84,6 +87,7 @@ func BenchmarkSOCKSExit(b *testing.B) {
 	r, fb := median(rate), median(first)
 	b.ReportMetric(r, "socks_MB/s")
 	b.ReportMetric(fb, "socks_first_byte_ms")
+	b.ReportMetric(median(ready), "socks_connected_ms")
 	b.ReportMetric(median(drate), "direct_MB/s")
 	b.ReportMetric(median(dfirst), "direct_first_byte_ms")
 	b.ReportMetric(r/median(drate), "socks/direct")

@@ -46,6 +46,9 @@ func ReplyCode(err error) byte {
 // maxHTTPHeader bounds the request headers of a .veil host's HTTP stream.
 const maxHTTPHeader = 16 << 10
 
+// httpIdle closes a .veil host's HTTP stream idle this long between requests.
+const httpIdle = 2 * time.Minute
+
 // Config is what a Server serves. Start from DefaultConfig.
 type Config struct {
 	// Content serves the HTTP requests of streams to "<hash_name>.veil"
@@ -108,6 +111,7 @@ func New(ln net.Listener, cfg Config) *Server {
 			Handler:           hostFromSOCKS(cfg.Content),
 			ReadHeaderTimeout: cfg.HandshakeTimeout,
 			MaxHeaderBytes:    maxHTTPHeader,
+			IdleTimeout:       httpIdle, // a kept-alive stream holds a MaxConns slot
 			ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 				if sc, ok := c.(*socksConn); ok {
 					ctx = context.WithValue(ctx, requestKey{}, sc.req)

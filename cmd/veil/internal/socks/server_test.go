@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -105,8 +106,24 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
+// noLeaks fails t if goroutines started during it outlive its cleanups
+// (waiting a bounded time for closed connections' goroutines to end).
+func noLeaks(t *testing.T) {
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		for i := 0; i < 100 && runtime.NumGoroutine() > before; i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if n := runtime.NumGoroutine(); n > before {
+			buf := make([]byte, 1<<20)
+			t.Errorf("%d goroutines leaked:\n%s", n-before, buf[:runtime.Stack(buf, true)])
+		}
+	})
+}
+
 func TestCurlVeilHost(t *testing.T) {
 	needCurl(t)
+	noLeaks(t)
 	f := newFixture(t)
 	for _, proxy := range []string{"--socks5-hostname", "--socks4a"} {
 		got, stderr, code := curl(t, proxy, f.addr, "http://"+f.hash+".veil/")
@@ -128,6 +145,7 @@ func TestCurlVeilHost(t *testing.T) {
 
 func TestCurlDialAndReplies(t *testing.T) {
 	needCurl(t)
+	noLeaks(t)
 	f := newFixture(t)
 	_, port, _ := net.SplitHostPort(f.origin)
 	for _, tc := range []struct{ proxy, host string }{
