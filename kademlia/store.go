@@ -192,16 +192,16 @@ func (s *Store) subnetCount(net netip.Prefix) int {
 // key's records; false if key holds only our own.
 func (s *Store) evictFromKey(key proto.HashName) bool {
 	list := s.byKey[key]
-	counts := make(map[netip.Prefix]int)
+	counts := make(map[netip.Prefix]int) // senders of unknown address count as one subnet
 	for _, h := range list {
-		if h.subnet.IsValid() {
+		if h.remote {
 			counts[h.subnet]++
 		}
 	}
 	victim := -1
 	for i, h := range list {
-		if !h.subnet.IsValid() {
-			continue
+		if !h.remote {
+			continue // our own
 		}
 		if victim < 0 || counts[h.subnet] > counts[list[victim].subnet] ||
 			counts[h.subnet] == counts[list[victim].subnet] && h.seq < list[victim].seq {
