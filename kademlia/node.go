@@ -115,6 +115,7 @@ type Node struct {
 	sendsTo map[proto.NodeID]*peerSends
 
 	received, rejected atomic.Uint64
+	lookups            lookupCounters // lookupstats.go
 
 	stop      chan struct{}
 	closeOnce sync.Once
@@ -255,6 +256,7 @@ func (n *Node) flush(ctx context.Context) {
 	for {
 		sends, results := n.core.Ready()
 		for _, r := range results {
+			n.lookups.count(r)
 			if ch, ok := n.waiters[r.Op]; ok {
 				ch <- r
 				delete(n.waiters, r.Op)
