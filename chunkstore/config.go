@@ -31,6 +31,14 @@ type Config struct {
 	// content first reaches a quarter: p is DB_INFO's P (0 = 25% ...
 	// 3 = 100%). It must not block.
 	OnProgress func(name proto.HashName, p int)
+	// MaxHeadAge, when set, makes Ingest refuse a live range whose head
+	// was signed more than this long before Now (ErrStaleHead): a
+	// requester following a stream as it is made cannot be frozen on old
+	// heads by an ORDB replaying them, even before it saw a newer one.
+	// 0 (the default) accepts heads of any age, as an archive reader must.
+	MaxHeadAge time.Duration
+	// Now is the clock MaxHeadAge is measured on; nil means time.Now.
+	Now func() time.Time
 }
 
 // DefaultConfig returns the defaults for a store at path.
@@ -58,6 +66,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: BatchDelay %v < 0", ErrConfig, c.BatchDelay)
 	case c.QueueLen < 1:
 		return fmt.Errorf("%w: QueueLen %d < 1", ErrConfig, c.QueueLen)
+	case c.MaxHeadAge < 0:
+		return fmt.Errorf("%w: MaxHeadAge %v < 0", ErrConfig, c.MaxHeadAge)
 	case c.WindowBytes < proto.ChunkSize:
 		return fmt.Errorf("%w: WindowBytes %d < one chunk", ErrConfig, c.WindowBytes)
 	}

@@ -500,6 +500,14 @@ func (inf *info) nodeFunc(cb *bolt.Bucket) content.NodeFunc {
 // live stream). It fails with content.ErrNoNode when the store lacks a
 // sibling it never learned.
 func (s *Store) Proof(name proto.HashName, lo, hi uint64) (content.Proof, error) {
+	return s.ProofFrom(name, lo, hi, 0)
+}
+
+// ProofFrom is Proof for a requester holding a live head of known chunks:
+// when the newest head is longer, the proof also carries the consistency
+// proof from known (if the store holds the nodes it needs; without it the
+// requester refuses the longer head and asks elsewhere).
+func (s *Store) ProofFrom(name proto.HashName, lo, hi, known uint64) (content.Proof, error) {
 	inf, err := s.lookup(name)
 	if err != nil {
 		return content.Proof{}, err
@@ -517,8 +525,14 @@ func (s *Store) Proof(name proto.HashName, lo, hi uint64) (content.Proof, error)
 			s.mu.Unlock()
 			n = p.Head.Length
 		}
-		hs, err := content.BuildProof(n, lo, hi, inf.nodeFunc(cb))
+		nf := inf.nodeFunc(cb)
+		hs, err := content.BuildProof(n, lo, hi, nf)
 		p.Hashes = hs
+		if err == nil && p.Live && known > 0 && known < n && lo != known {
+			if c, cerr := content.ConsistencyProof(known, n, nf); cerr == nil {
+				p.From, p.Consistency = known, c
+			}
+		}
 		return err
 	})
 	if err != nil {

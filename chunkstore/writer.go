@@ -66,29 +66,122 @@ func (s *Store) Ingest(ctx context.Context, name proto.HashName, r content.Range
 		o.size += len(c)
 	}
 	if inf.live {
-		h := r.Proof.Head
-		s.mu.Lock()
-		cur, gone := inf.head, inf.gone
+		newer, err := s.checkHead(inf, name, r)
+		if err != nil {
+			return fmt.Errorf("chunkstore: ingest [%d,+%d) of %v: %w", r.Start, len(r.Chunks), name, err)
+		}
+		if newer {
+			o.head = &r.Proof.Head // persisted with the chunks
+		}
+	}
+	return s.enqueue(ctx, o)
+}
+
+// checkHead decides whether the head of a verified live range may be
+// used, and takes it as the newest head when it is longer. Every head the
+// store takes extends the one it had, so the store never holds nodes of
+// two histories:
+//
+//   - equal length: the roots must be equal (else ErrForked);
+//   - longer: it must prove it extends ours, either by a range that
+//     starts at our length (its left siblings are then our tree's peaks,
+//     which must fold to our root) or by an RFC 6962 consistency proof
+//     from our length; and it may not be older than ours
+//     (ErrNoConsistency, ErrForked, ErrStaleHead);
+//   - shorter (an ORDB behind, or one replaying old heads): its chunks are
+//     kept only if the store's own nodes prove it a prefix of ours; it
+//     never replaces ours (ErrStaleHead, ErrForked);
+//   - with Config.MaxHeadAge, any head signed longer ago is refused
+//     (ErrStaleHead).
+func (s *Store) checkHead(inf *info, name proto.HashName, r content.Range) (newer bool, err error) {
+	h := r.Proof.Head
+	if s.cfg.MaxHeadAge > 0 {
+		now := time.Now
+		if s.cfg.Now != nil {
+			now = s.cfg.Now
+		}
+		if age := now().Sub(time.Unix(int64(h.Timestamp), 0)); age > s.cfg.MaxHeadAge {
+			return false, fmt.Errorf("%w: head of %d chunks signed %v ago (limit %v)", ErrStaleHead, h.Length, age.Round(time.Second), s.cfg.MaxHeadAge)
+		}
+	}
+	s.mu.Lock()
+	cur, gone := inf.head, inf.gone
+	switch {
+	case gone:
 		s.mu.Unlock()
-		switch {
-		case gone:
+		return false, fmt.Errorf("%w: %v", ErrNotFound, name)
+	case h.Length == cur.Length:
+		s.mu.Unlock()
+		if h.Root != cur.Root && h.Length != 0 {
+			return false, fmt.Errorf("%w: two roots for length %d", ErrForked, h.Length)
+		}
+		return false, nil
+	case h.Length > cur.Length:
+		// Decided and taken under the lock: two longer heads racing are
+		// each checked against the head the other left.
+		defer s.mu.Unlock()
+		if cur.Length > 0 {
+			if h.Timestamp < cur.Timestamp {
+				return false, fmt.Errorf("%w: head of %d chunks at %d, ours of %d at %d", ErrStaleHead, h.Length, h.Timestamp, cur.Length, cur.Timestamp)
+			}
+			if err := extends(cur, r); err != nil {
+				return false, err
+			}
+		}
+		inf.head = h
+		return true, nil
+	}
+	s.mu.Unlock()
+	if h.Timestamp > cur.Timestamp {
+		return false, fmt.Errorf("%w: head of %d chunks signed after ours of %d (a rollback)", ErrForked, h.Length, cur.Length)
+	}
+	// A shorter head. Every head this store took extends the previous
+	// one, so the nodes it holds are of one history: if they prove h a
+	// prefix of cur, h's chunks are ours too.
+	var proof []content.Hash
+	err = s.db.View(func(tx *bolt.Tx) error {
+		cb := contentBucket(tx, inf.id)
+		if cb == nil {
 			return fmt.Errorf("%w: %v", ErrNotFound, name)
-		case h.Length == cur.Length && h.Root != cur.Root && h.Length != 0:
-			return fmt.Errorf("%w: length %d", ErrForked, h.Length)
-		case h.Length > cur.Length:
-			o.head = &h
 		}
-	}
-	if err := s.enqueue(ctx, o); err != nil {
+		proof, err = content.ConsistencyProof(h.Length, cur.Length, inf.nodeFunc(cb))
 		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("%w: head of %d chunks, ours %d: %w", ErrStaleHead, h.Length, cur.Length, err)
 	}
-	if o.head != nil {
-		// The newest head serves proofs; it only moves forward.
-		s.mu.Lock()
-		if o.head.Length > inf.head.Length {
-			inf.head = *o.head
+	if err := content.VerifyConsistency(h.Length, cur.Length, h.Root, cur.Root, proof); err != nil {
+		return false, fmt.Errorf("%w: %w", ErrForked, err)
+	}
+	return false, nil
+}
+
+// extends checks that the (verified) range r's head extends cur.
+func extends(cur content.Head, r content.Range) error {
+	h, p := r.Proof.Head, r.Proof
+	if r.Start == cur.Length {
+		// The proof's first hashes are the left siblings of [Start, ...):
+		// the peaks of the first cur.Length leaves, largest first. The
+		// range proof checked that they build h.Root, so if they fold to
+		// cur.Root, h's tree starts with cur's.
+		np := bits.OnesCount64(cur.Length)
+		if len(p.Hashes) < np {
+			return fmt.Errorf("%w: %d proof hashes, %d peaks", ErrForked, len(p.Hashes), np)
 		}
-		s.mu.Unlock()
+		root := p.Hashes[np-1]
+		for i := np - 2; i >= 0; i-- {
+			root = content.ParentHash(p.Hashes[i], root)
+		}
+		if root != cur.Root {
+			return fmt.Errorf("%w: head of %d chunks does not extend ours of %d", ErrForked, h.Length, cur.Length)
+		}
+		return nil
+	}
+	if p.From != cur.Length {
+		return fmt.Errorf("%w: ours has %d chunks, proof from %d", ErrNoConsistency, cur.Length, p.From)
+	}
+	if err := content.VerifyConsistency(cur.Length, h.Length, cur.Root, h.Root, p.Consistency); err != nil {
+		return fmt.Errorf("%w: %w", ErrForked, err)
 	}
 	return nil
 }

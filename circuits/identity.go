@@ -104,8 +104,9 @@ func LoadOrCreateIdentity(dir string) (*Identity, error) {
 	var priv ed25519.PrivateKey
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		seed := make([]byte, ed25519.SeedSize)
-		if _, err := rand.Read(seed); err != nil {
+		// The DHT takes only IDs that solve the ID puzzle (proto.IDWork).
+		seed, _, err := proto.GrindIdentitySeed(rand.Reader, proto.IDWorkBits)
+		if err != nil {
 			return nil, fmt.Errorf("circuits: generating identity key: %w", err)
 		}
 		priv = ed25519.NewKeyFromSeed(seed)

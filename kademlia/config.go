@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"veil/proto"
 )
 
 // Constants the protocol fixes.
@@ -22,6 +24,8 @@ var (
 	ErrTTLTooLong    = errors.New("kademlia: record expires too far in the future")
 	ErrStale         = errors.New("kademlia: record older than the one held")
 	ErrStoreFull     = errors.New("kademlia: record store full")
+	ErrQuota         = errors.New("kademlia: sender over its record quota")
+	ErrIDWork        = errors.New("kademlia: node ID does not solve the ID puzzle")
 	ErrUnexpected    = errors.New("kademlia: unexpected answer")
 	ErrNotRequest    = errors.New("kademlia: not a request")
 	ErrNoIdentity    = errors.New("kademlia: node has no identity key to sign with")
@@ -72,6 +76,28 @@ type Config struct {
 	MaxRecords int
 	// MaxRecordsPerKey bounds the providers kept for one hash_name.
 	MaxRecordsPerKey int
+	// MaxRecordsPerSender bounds the records one node (the ORDB that
+	// signed them, who must be their sender) may keep here over all keys;
+	// beyond it its STOREs are refused. 0 disables the quota.
+	MaxRecordsPerSender int
+	// MaxRecordsPerSubnet bounds the records sent from one /24 (IPv4) or
+	// /48 (IPv6), taken from the link's remote address, over all keys;
+	// beyond it STOREs from there are refused. 0 disables the quota.
+	MaxRecordsPerSubnet int
+	// MaxKeyRecordsPerSubnet bounds the records for one hash_name sent
+	// from one /24 or /48. 0 disables the quota (tests on 127.0.0.1).
+	MaxKeyRecordsPerSubnet int
+	// IDWorkBits is the ID puzzle's difficulty (proto.IDWork): contacts,
+	// senders and record owners whose ID solves fewer bits are not taken
+	// into the table, lookups or the store. 0 disables the check (the
+	// simulator, whose IDs are drawn uniformly as solved ones are).
+	IDWorkBits int
+	// Paths is the number of disjoint paths a lookup follows (S/Kademlia):
+	// the seeds are dealt out among them, each contact is asked by one
+	// path only, and each path runs until its own K closest answered.
+	// Colluding nodes that answer only with each other capture the paths
+	// they are reached by, not the others.
+	Paths int
 	// MaxCandidates bounds the contacts one lookup tracks.
 	MaxCandidates int
 	// MaxOps bounds the lookups and stores in progress at once.
@@ -89,23 +115,28 @@ type Config struct {
 // DefaultConfig returns the settings veil runs with.
 func DefaultConfig() Config {
 	return Config{
-		K:                   8,
-		Alpha:               3,
-		AlphaFindValue:      4,
-		MaxPerSubnet:        2,
-		PingAfter:           2 * time.Minute,
-		MaxFails:            2,
-		RPCTimeout:          2 * time.Second,
-		RefreshInterval:     time.Hour,
-		RecordTTL:           12 * time.Hour,
-		RepublishInterval:   4 * time.Hour,
-		MaxRecordTTL:        24 * time.Hour,
-		MaxRecords:          1 << 16,
-		MaxRecordsPerKey:    64,
-		MaxCandidates:       128,
-		MaxOps:              64,
-		StopOnValue:         false,
-		RebootstrapInterval: time.Minute,
+		K:                      8,
+		Alpha:                  3,
+		AlphaFindValue:         4,
+		MaxPerSubnet:           2,
+		PingAfter:              2 * time.Minute,
+		MaxFails:               2,
+		RPCTimeout:             2 * time.Second,
+		RefreshInterval:        time.Hour,
+		RecordTTL:              12 * time.Hour,
+		RepublishInterval:      4 * time.Hour,
+		MaxRecordTTL:           24 * time.Hour,
+		MaxRecords:             1 << 16,
+		MaxRecordsPerKey:       64,
+		MaxRecordsPerSender:    256,
+		MaxRecordsPerSubnet:    2048,
+		MaxKeyRecordsPerSubnet: 4,
+		IDWorkBits:             proto.IDWorkBits,
+		Paths:                  2,
+		MaxCandidates:          128,
+		MaxOps:                 64,
+		StopOnValue:            false,
+		RebootstrapInterval:    time.Minute,
 	}
 }
 
@@ -137,6 +168,12 @@ func (c Config) Validate() error {
 		return bad("MaxRecords", c.MaxRecords)
 	case c.MaxRecordsPerKey < 1:
 		return bad("MaxRecordsPerKey", c.MaxRecordsPerKey)
+	case c.MaxRecordsPerSender < 0 || c.MaxRecordsPerSubnet < 0 || c.MaxKeyRecordsPerSubnet < 0:
+		return bad("MaxRecordsPerSender/MaxRecordsPerSubnet/MaxKeyRecordsPerSubnet (>= 0)", [3]int{c.MaxRecordsPerSender, c.MaxRecordsPerSubnet, c.MaxKeyRecordsPerSubnet})
+	case c.IDWorkBits < 0 || c.IDWorkBits > proto.MaxIDWorkBits:
+		return bad("IDWorkBits", c.IDWorkBits)
+	case c.Paths < 1 || c.Paths > 8:
+		return bad("Paths (1..8)", c.Paths)
 	case c.MaxCandidates < c.K:
 		return bad("MaxCandidates (>= K)", c.MaxCandidates)
 	case c.MaxOps < 1:

@@ -65,7 +65,13 @@ type op struct {
 	stored   int
 	msgs     int
 	seeds    []proto.DHTContact // OpBootstrap: contacts the bridges gave
+	attempt  int                // OpBootstrap: retries so far
 }
+
+// bootstrapRetries is how many times a join that left the table empty
+// (its few messages lost) is tried again at once, before the
+// RebootstrapInterval timer takes over.
+const bootstrapRetries = 2
 
 type pendingRPC struct {
 	to       proto.DHTContact
@@ -181,8 +187,11 @@ func (c *Core) send(to proto.DHTContact, m proto.DHTMessage, now time.Time, o *o
 }
 
 // seen updates the table with a contact heard from, pinging the oldest of
-// a full bucket.
+// a full bucket. A contact whose ID does not solve the ID puzzle stays out.
 func (c *Core) seen(ct proto.DHTContact, onionKey []byte, now time.Time) {
+	if !proto.IDWorkOK(ct.ID, c.cfg.IDWorkBits) {
+		return
+	}
 	oldest, ping, err := c.table.Seen(ct, onionKey, now)
 	if err == nil && ping {
 		c.send(oldest, proto.DHTMessage{Type: proto.DHTPing}, now, nil)
@@ -190,20 +199,36 @@ func (c *Core) seen(ct proto.DHTContact, onionKey []byte, now time.Time) {
 }
 
 // Handle processes one RPC received from the node from (authenticated by
-// the link it came on). An error means a bad or unexpected RPC; the core
-// then changed nothing (it may still answer a refused STORE).
-func (c *Core) Handle(from proto.NodeID, m proto.DHTMessage, now time.Time) error {
+// the link it came on) whose link comes from address ip (the link's remote
+// address; invalid if unknown). A sender's contact takes its IP from ip,
+// never from what the sender claims, so the subnet limits of the table and
+// the store compare addresses the sender did not choose; only the port
+// comes from the claim (the remote port of a link it dialed is not where it
+// listens). An error means a bad or unexpected RPC; the core then changed
+// nothing (it may still answer a refused STORE).
+func (c *Core) Handle(from proto.NodeID, ip netip.Addr, m proto.DHTMessage, now time.Time) error {
 	if from == c.id.ID {
 		return ErrSelf
 	}
 	if m.Type.IsRequest() {
-		return c.handleRequest(from, m, now)
+		return c.handleRequest(from, ip, m, now)
 	}
-	return c.handleAnswer(from, m, now)
+	return c.handleAnswer(from, ip, m, now)
 }
 
-func (c *Core) handleRequest(from proto.NodeID, m proto.DHTMessage, now time.Time) error {
-	sender := proto.DHTContact{ID: from, Addr: m.Sender}
+// observed is the address of a contact heard from ip that listens on the
+// port of claimed; invalid when either is unknown.
+func observed(ip netip.Addr, claimed netip.AddrPort) netip.AddrPort {
+	if !ip.IsValid() || !claimed.IsValid() || claimed.Port() == 0 {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(ip.Unmap(), claimed.Port())
+}
+
+func (c *Core) handleRequest(from proto.NodeID, ip netip.Addr, m proto.DHTMessage, now time.Time) error {
+	// The answer goes back over the link the request came on; the address
+	// matters only for the table.
+	sender := proto.DHTContact{ID: from, Addr: observed(ip, m.Sender)}
 	reply := proto.DHTMessage{TxID: m.TxID}
 	var onionKey []byte
 	switch m.Type {
@@ -215,14 +240,14 @@ func (c *Core) handleRequest(from proto.NodeID, m proto.DHTMessage, now time.Tim
 	case proto.DHTFindValue:
 		reply.Type = proto.DHTNodes
 		reply.Contacts = c.table.ClosestContacts(m.Target, c.cfg.K, from)
-		if recs := c.store.Get(proto.HashName(m.Target), now, proto.MaxDHTRecords); len(recs) > 0 {
+		if recs := c.store.Sample(proto.HashName(m.Target), now, proto.MaxDHTRecords, c.rng); len(recs) > 0 {
 			reply.Type, reply.Records = proto.DHTValue, recs
 		}
 	case proto.DHTStore:
 		reply.Type = proto.DHTStored
-		if err := c.store.Put(from, m.Record, now); err != nil {
+		if err := c.store.Put(from, ip, m.Record, now); err != nil {
 			reply.Status = proto.StoreRejected
-			if errors.Is(err, ErrStoreFull) {
+			if errors.Is(err, ErrStoreFull) || errors.Is(err, ErrQuota) {
 				reply.Status = proto.StoreFull
 			}
 			c.sends = append(c.sends, Send{To: sender, Msg: reply})
@@ -232,8 +257,8 @@ func (c *Core) handleRequest(from proto.NodeID, m proto.DHTMessage, now time.Tim
 		if m.Peer.ID != from {
 			return fmt.Errorf("%w: FIND_PEER for %v from %v", ErrNotOwner, m.Peer.ID.Short(), from.Short())
 		}
-		if m.Peer.Addr.IsValid() {
-			sender.Addr = m.Peer.Addr
+		if a := observed(ip, m.Peer.Addr); a.IsValid() {
+			sender.Addr = a
 		}
 		onionKey = m.Peer.OnionKey
 		reply.Type = proto.DHTFoundPeer
@@ -263,7 +288,7 @@ func (c *Core) foundPeers(asker proto.NodeID) []proto.DBPeer {
 	return append(peers, proto.DBPeer{ID: c.id.ID, Addr: c.id.Addr, OnionKey: c.id.OnionKey})
 }
 
-func (c *Core) handleAnswer(from proto.NodeID, m proto.DHTMessage, now time.Time) error {
+func (c *Core) handleAnswer(from proto.NodeID, ip netip.Addr, m proto.DHTMessage, now time.Time) error {
 	p, ok := c.pending[m.TxID]
 	if !ok || p.to.ID != from {
 		return fmt.Errorf("%w: %v tx %x from %v", ErrUnexpected, m.Type, m.TxID, from.Short())
@@ -275,12 +300,16 @@ func (c *Core) handleAnswer(from proto.NodeID, m proto.DHTMessage, now time.Time
 	for _, r := range m.Records {
 		// A record that does not verify is dropped, not the answer: the
 		// node holding it may just be late in expiring it.
-		if r.Key == proto.HashName(p.target) && r.Verify(now) == nil {
+		if r.Key == proto.HashName(p.target) && proto.IDWorkOK(r.ORDB, c.cfg.IDWorkBits) && r.Verify(now) == nil {
 			records = append(records, r)
 		}
 	}
 	c.forget(m.TxID)
-	c.seen(p.to, nil, now)
+	heard := p.to
+	if a := observed(ip, p.to.Addr); a.IsValid() {
+		heard.Addr = a // the answer came from there, whatever was dialed
+	}
+	c.seen(heard, nil, now)
 	o := c.ops[p.op]
 	if o == nil {
 		return nil // a ping of the table, or an operation already over
@@ -404,7 +433,9 @@ func (c *Core) newOp(kind OpKind, now time.Time) (*op, error) {
 
 func (c *Core) startLookup(o *op, target proto.NodeID, kind LookupKind, now time.Time) {
 	c.table.MarkLookup(target, now)
-	seeds := c.table.ClosestContacts(target, c.cfg.K, proto.NodeID{})
+	// K seeds per path: a path whose first seeds fail goes on with the
+	// next instead of ending empty.
+	seeds := c.table.ClosestContacts(target, c.cfg.K*c.cfg.Paths, proto.NodeID{})
 	if o.kind == OpBootstrap {
 		seeds = append(seeds, o.seeds...)
 	}
@@ -462,6 +493,9 @@ func (c *Core) finish(o *op, err error, now time.Time) {
 	delete(c.ops, o.id)
 	if o.kind == OpBootstrap {
 		c.refresh(c.table.JoinRefresh(now), now)
+		if c.table.Len() == 0 && o.attempt < bootstrapRetries && len(c.bridges) > 0 {
+			_, _ = c.bootstrap(c.bridges, now, o.attempt+1)
+		}
 	}
 	if o.internal {
 		return
@@ -531,7 +565,7 @@ func (c *Core) provide(key proto.HashName, p *provided, now time.Time) (*op, err
 		return nil, err
 	}
 	o.record = rec
-	_ = c.store.Put(c.id.ID, rec, now) // so a FIND_VALUE reaching this node finds it too
+	_ = c.store.PutLocal(rec, now) // so a FIND_VALUE reaching this node finds it too
 	c.startLookup(o, proto.NodeID(key), FindNode, now)
 	return o, nil
 }
@@ -541,12 +575,22 @@ func (c *Core) provide(key proto.HashName, p *provided, now time.Time) (*op, err
 // with the peers the bridges return, which fills the table. The bridges
 // are kept for bootstrapping again while the table is empty.
 func (c *Core) Bootstrap(bridges []proto.DHTContact, now time.Time) (OpID, error) {
+	o, err := c.bootstrap(bridges, now, 0)
+	if err != nil {
+		return 0, err
+	}
+	return o.id, nil
+}
+
+// bootstrap starts a join; a retry (attempt > 0) reports no Result.
+func (c *Core) bootstrap(bridges []proto.DHTContact, now time.Time, attempt int) (*op, error) {
 	c.bridges = slices.Clone(bridges)
 	c.lastBootstrap = now
 	o, err := c.newOp(OpBootstrap, now)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
+	o.attempt, o.internal = attempt, attempt > 0
 	self := proto.DBPeer{ID: c.id.ID, Addr: c.id.Addr, OnionKey: c.id.OnionKey}
 	for _, b := range bridges {
 		if b.ID == c.id.ID {
@@ -557,5 +601,5 @@ func (c *Core) Bootstrap(bridges []proto.DHTContact, now time.Time) (OpID, error
 		c.send(b, proto.DHTMessage{Type: proto.DHTFindPeer, Peer: self}, now, o)
 	}
 	c.advance(o, now)
-	return o.id, nil
+	return o, nil
 }

@@ -34,7 +34,7 @@ func TestCoreRejectsBadRPCs(t *testing.T) {
 	peer := testIdentity(t, 1)
 	other := testIdentity(t, 2)
 	// Give the core some state: a contact and a FIND_NODE in flight.
-	if err := c.Handle(peer.ID, proto.DHTMessage{Type: proto.DHTPing, TxID: 1, Sender: peer.Addr}, testNow); err != nil {
+	if err := c.Handle(peer.ID, peer.Addr.Addr(), proto.DHTMessage{Type: proto.DHTPing, TxID: 1, Sender: peer.Addr}, testNow); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.FindNode(proto.NodeID{7}, testNow); err != nil {
@@ -79,7 +79,7 @@ func TestCoreRejectsBadRPCs(t *testing.T) {
 	}
 	for _, tc := range cases {
 		before := stateOf(c)
-		err := c.Handle(tc.from, tc.m, testNow)
+		err := c.Handle(tc.from, loopback, tc.m, testNow)
 		if !errors.Is(err, tc.want) {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
 		}
@@ -101,7 +101,7 @@ func TestCoreRejectsBadRPCs(t *testing.T) {
 		}
 	}
 	// The real answer still works afterwards.
-	if err := c.Handle(peer.ID, proto.DHTMessage{Type: proto.DHTNodes, TxID: findTx}, testNow); err != nil {
+	if err := c.Handle(peer.ID, peer.Addr.Addr(), proto.DHTMessage{Type: proto.DHTNodes, TxID: findTx}, testNow); err != nil {
 		t.Fatalf("good answer after bad ones: %v", err)
 	}
 }
@@ -113,13 +113,13 @@ func TestCoreAnswers(t *testing.T) {
 	rec := testRecord(peer, key, testNow.Add(time.Hour))
 	// STORE then FIND_VALUE returns the record; FIND_NODE returns the
 	// asker's closest contacts excluding the asker.
-	if err := c.Handle(peer.ID, proto.DHTMessage{Type: proto.DHTStore, TxID: 1, Sender: peer.Addr, Record: rec}, testNow); err != nil {
+	if err := c.Handle(peer.ID, peer.Addr.Addr(), proto.DHTMessage{Type: proto.DHTStore, TxID: 1, Sender: peer.Addr, Record: rec}, testNow); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Handle(peer.ID, proto.DHTMessage{Type: proto.DHTFindValue, TxID: 2, Sender: peer.Addr, Target: proto.NodeID(key)}, testNow); err != nil {
+	if err := c.Handle(peer.ID, peer.Addr.Addr(), proto.DHTMessage{Type: proto.DHTFindValue, TxID: 2, Sender: peer.Addr, Target: proto.NodeID(key)}, testNow); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Handle(peer.ID, proto.DHTMessage{Type: proto.DHTFindNode, TxID: 3, Sender: peer.Addr, Target: peer.ID}, testNow); err != nil {
+	if err := c.Handle(peer.ID, peer.Addr.Addr(), proto.DHTMessage{Type: proto.DHTFindNode, TxID: 3, Sender: peer.Addr, Target: peer.ID}, testNow); err != nil {
 		t.Fatal(err)
 	}
 	sends, _ := c.Ready()
@@ -142,7 +142,7 @@ func TestCoreAnswers(t *testing.T) {
 	}
 	// FIND_PEER: the bridge registers the asker with its onion key and
 	// answers with itself at least.
-	if err := c.Handle(peer.ID, proto.DHTMessage{Type: proto.DHTFindPeer, TxID: 4, Sender: peer.Addr,
+	if err := c.Handle(peer.ID, peer.Addr.Addr(), proto.DHTMessage{Type: proto.DHTFindPeer, TxID: 4, Sender: peer.Addr,
 		Peer: proto.DBPeer{ID: peer.ID, Addr: peer.Addr, OnionKey: peer.OnionKey}}, testNow); err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func TestCoreAnswers(t *testing.T) {
 func TestCoreTimeouts(t *testing.T) {
 	c := testCore(t, 0)
 	peer := testIdentity(t, 1)
-	c.Handle(peer.ID, proto.DHTMessage{Type: proto.DHTPing, TxID: 1, Sender: peer.Addr}, testNow)
+	c.Handle(peer.ID, peer.Addr.Addr(), proto.DHTMessage{Type: proto.DHTPing, TxID: 1, Sender: peer.Addr}, testNow)
 	c.Ready()
 	op, err := c.FindValue(proto.HashName{3}, testNow)
 	if err != nil {

@@ -32,7 +32,7 @@ func FuzzCoreHandle(f *testing.F) {
 			return
 		}
 		c := testCore(t, 0)
-		c.Handle(peer.ID, proto.DHTMessage{Type: proto.DHTPing, TxID: 1, Sender: peer.Addr}, testNow)
+		c.Handle(peer.ID, peer.Addr.Addr(), proto.DHTMessage{Type: proto.DHTPing, TxID: 1, Sender: peer.Addr}, testNow)
 		// Put an RPC of each kind in flight and aim the message at one.
 		c.FindValue(proto.HashName{7}, testNow)
 		c.Provide(proto.HashName{8}, 1, false, testNow)
@@ -47,7 +47,7 @@ func FuzzCoreHandle(f *testing.F) {
 		if len(txids) > 0 && !m.Type.IsRequest() {
 			m.TxID = txids[int(which)%len(txids)]
 		}
-		_ = c.Handle(peer.ID, m, testNow)
+		_ = c.Handle(peer.ID, peer.Addr.Addr(), m, testNow)
 		c.Tick(testNow.Add(time.Hour))
 		sends, _ = c.Ready()
 		for _, s := range sends {

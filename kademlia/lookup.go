@@ -20,7 +20,9 @@ type candidate struct {
 	dist     proto.NodeID // XOR distance to the target
 	contact  proto.DHTContact
 	state    uint8
-	round    int // 1 for the seeds, parent's round + 1 for contacts learned
+	round    int   // 1 for the seeds, parent's round + 1 for contacts learned
+	paths    uint8 // bit p: path p knows the contact
+	path     uint8 // the path that asked it (state not candNew)
 	deadline time.Time
 }
 
@@ -35,10 +37,17 @@ const (
 
 // Lookup is an iterative Kademlia lookup as a pure state machine: the
 // caller sends the RPCs it returns and feeds back Answer, Fail and Tick.
-// It keeps Alpha RPCs in flight to the closest contacts not yet asked and
-// ends when the K closest contacts it has seen, failures aside, have all
-// answered (or, for FIND_VALUE with StopOnValue, at the first records).
-// Not safe for concurrent use.
+//
+// It follows Paths disjoint paths (S/Kademlia): the seeds are dealt out
+// among the paths closest first, a contact learned from an answer becomes
+// known to the path of the node that named it, and a contact is asked by
+// the first path that wants it and then ignored by the others. Each path keeps Alpha RPCs in
+// flight to its closest contacts not yet asked and ends when its own K
+// closest, failures aside, have all answered; the lookup ends when every
+// path has (or, for FIND_VALUE with StopOnValue, at the first records).
+// Colluders that name only each other capture the paths that reach them
+// and no other. Contacts whose ID does not solve the ID puzzle
+// (IDWorkBits) are never asked. Not safe for concurrent use.
 type Lookup struct {
 	self, target proto.NodeID
 	kind         LookupKind
@@ -46,13 +55,15 @@ type Lookup struct {
 	maxCands     int
 	timeout      time.Duration
 	stopOnValue  bool
+	paths        int
+	work         int
 
 	// cands is sorted by distance to target. A contact once added is
 	// never added again: it stays in cands, or it was dropped for being
 	// beyond the MaxCandidates closest, where it can never come back as
 	// cands only gains closer contacts.
 	cands    []candidate
-	inflight int
+	inflight []int // per path
 	records  []proto.ProviderRecord
 	done     bool
 	rounds   int
@@ -66,12 +77,26 @@ func NewLookup(self, target proto.NodeID, kind LookupKind, seeds []proto.DHTCont
 		self: self, target: target, kind: kind,
 		k: cfg.K, alpha: cfg.Alpha, maxCands: cfg.MaxCandidates,
 		timeout: cfg.RPCTimeout, stopOnValue: cfg.StopOnValue,
+		paths: max(cfg.Paths, 1), work: cfg.IDWorkBits,
 		cands: make([]candidate, 0, 4*cfg.K),
 	}
+	l.inflight = make([]int, l.paths)
 	if kind == FindValue {
 		l.alpha = cfg.AlphaFindValue
 	}
-	l.add(seeds, 1)
+	// Deal the seeds out closest first: path p gets the p-th, the
+	// (p+Paths)-th, ... closest of them.
+	seeds = slices.Clone(seeds)
+	slices.SortFunc(seeds, func(a, b proto.DHTContact) int {
+		da, db := proto.Xor(a.ID, target), proto.Xor(b.ID, target)
+		return bytes.Compare(da[:], db[:])
+	})
+	n := 0
+	for _, s := range seeds {
+		if l.add1(s, 1, uint8(n%l.paths)) {
+			n++
+		}
+	}
 	return l
 }
 
@@ -96,26 +121,37 @@ func (l *Lookup) index(id proto.NodeID) int {
 	return -1
 }
 
-func (l *Lookup) add(cs []proto.DHTContact, round int) {
+func (l *Lookup) add(cs []proto.DHTContact, round int, path uint8) {
 	for _, c := range cs {
-		if c.ID == l.self || c.ID.IsZero() || !c.Addr.IsValid() {
-			continue
-		}
-		i, dup := l.search(c.ID)
-		if dup || i >= l.maxCands {
-			continue // known, or farther than everything kept
-		}
-		l.cands = slices.Insert(l.cands, i, candidate{dist: proto.Xor(c.ID, l.target), contact: c, round: round})
-		if len(l.cands) > l.maxCands {
-			// Drop the farthest candidate not in flight.
-			for j := len(l.cands) - 1; j >= 0; j-- {
-				if l.cands[j].state != candWaiting {
-					l.cands = slices.Delete(l.cands, j, j+1)
-					break
-				}
+		l.add1(c, round, path)
+	}
+}
+
+// add1 adds c to path's candidates; false if c was known, unusable or
+// too far.
+func (l *Lookup) add1(c proto.DHTContact, round int, path uint8) bool {
+	if c.ID == l.self || c.ID.IsZero() || !c.Addr.IsValid() || !proto.IDWorkOK(c.ID, l.work) {
+		return false
+	}
+	i, dup := l.search(c.ID)
+	if dup {
+		l.cands[i].paths |= 1 << path
+		return false
+	}
+	if i >= l.maxCands {
+		return false // farther than everything kept
+	}
+	l.cands = slices.Insert(l.cands, i, candidate{dist: proto.Xor(c.ID, l.target), contact: c, round: round, paths: 1 << path})
+	if len(l.cands) > l.maxCands {
+		// Drop the farthest candidate not in flight.
+		for j := len(l.cands) - 1; j >= 0; j-- {
+			if l.cands[j].state != candWaiting {
+				l.cands = slices.Delete(l.cands, j, j+1)
+				break
 			}
 		}
 	}
+	return true
 }
 
 // Next returns the contacts to query now (each marked in flight until
@@ -126,26 +162,29 @@ func (l *Lookup) Next(now time.Time) []proto.DHTContact {
 		return nil
 	}
 	var out []proto.DHTContact
-	seen, pending := 0, false
-	for i := range l.cands {
-		c := &l.cands[i]
-		if c.state == candFailed {
-			continue
-		}
-		if seen == l.k {
-			break
-		}
-		seen++
-		switch c.state {
-		case candWaiting:
-			pending = true
-		case candNew:
-			pending = true
-			if l.inflight < l.alpha {
-				c.state, c.deadline = candWaiting, now.Add(l.timeout)
-				l.inflight++
-				l.msgs++
-				out = append(out, c.contact)
+	pending := false
+	for p := range l.paths {
+		seen := 0
+		for i := range l.cands {
+			c := &l.cands[i]
+			if c.state == candFailed || c.paths&(1<<p) == 0 || c.state != candNew && int(c.path) != p {
+				continue // failed, unknown to p, or p's to ask no more
+			}
+			if seen == l.k {
+				break
+			}
+			seen++
+			switch c.state {
+			case candWaiting:
+				pending = true
+			case candNew:
+				pending = true
+				if l.inflight[p] < l.alpha {
+					c.state, c.deadline, c.path = candWaiting, now.Add(l.timeout), uint8(p)
+					l.inflight[p]++
+					l.msgs++
+					out = append(out, c.contact)
+				}
 			}
 		}
 	}
@@ -177,8 +216,8 @@ func (l *Lookup) Answer(from proto.NodeID, contacts []proto.DHTContact, records 
 		return nil
 	}
 	l.cands[i].state = candAnswered
-	l.inflight--
-	round := l.cands[i].round
+	l.inflight[l.cands[i].path]--
+	round, path := l.cands[i].round, l.cands[i].path
 	for _, r := range records {
 		if r.Key != proto.HashName(l.target) {
 			continue
@@ -196,7 +235,7 @@ func (l *Lookup) Answer(from proto.NodeID, contacts []proto.DHTContact, records 
 		l.done = true
 		return nil
 	}
-	l.add(contacts, round+1)
+	l.add(contacts, round+1, path)
 	return l.Next(now)
 }
 
@@ -208,7 +247,7 @@ func (l *Lookup) Fail(from proto.NodeID, now time.Time) []proto.DHTContact {
 		return nil
 	}
 	l.cands[i].state = candFailed
-	l.inflight--
+	l.inflight[l.cands[i].path]--
 	return l.Next(now)
 }
 
@@ -222,7 +261,7 @@ func (l *Lookup) Tick(now time.Time) []proto.DHTContact {
 		c := &l.cands[i]
 		if c.state == candWaiting && !now.Before(c.deadline) {
 			c.state = candFailed
-			l.inflight--
+			l.inflight[c.path]--
 			expired = true
 		}
 	}

@@ -75,6 +75,11 @@ func (w *lookupWorld) run(t *testing.T, l *Lookup, self proto.NodeID, alpha int,
 		if len(inflight) == 0 {
 			t.Fatalf("lookup waits with nothing in flight")
 		}
+		// Live nodes answer within 10 ms; only when every RPC in flight
+		// is to a dead node does time run on to a deadline.
+		if j := slices.IndexFunc(inflight, func(x rpc) bool { return !w.dead[x.c.ID] }); j > 0 {
+			inflight[0], inflight[j] = inflight[j], inflight[0]
+		}
 		r := inflight[0]
 		if w.dead[r.c.ID] {
 			// Nothing comes back: time passes to its deadline and Tick
@@ -108,6 +113,7 @@ func TestLookupScenarios(t *testing.T) {
 		stop       bool
 		wantAlpha  int
 		wantRecord bool
+		paths      int // 0: 1
 	}{
 		{name: "find_node converges", nodes: 500, kind: FindNode, wantAlpha: 3},
 		{name: "find_node with a quarter dead", nodes: 500, deadFrac: 4, kind: FindNode, wantAlpha: 3},
@@ -115,6 +121,8 @@ func TestLookupScenarios(t *testing.T) {
 		{name: "find_value asks 4 at once", nodes: 500, kind: FindValue, wantAlpha: 4, wantRecord: true},
 		{name: "find_value stops at the first value", nodes: 500, kind: FindValue, stop: true, wantAlpha: 4, wantRecord: true},
 		{name: "tiny network", nodes: 5, kind: FindNode, wantAlpha: 3},
+		{name: "find_node on 2 disjoint paths", nodes: 500, kind: FindNode, wantAlpha: 3, paths: 2},
+		{name: "find_value on 3 disjoint paths, a quarter dead", nodes: 500, deadFrac: 4, kind: FindValue, wantAlpha: 4, wantRecord: true, paths: 3},
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -138,6 +146,8 @@ func TestLookupScenarios(t *testing.T) {
 			}
 			cfg := DefaultConfig()
 			cfg.StopOnValue = c.stop
+			cfg.IDWorkBits = 0 // the world's IDs are random
+			cfg.Paths = max(c.paths, 1)
 			// Seeds: a few random nodes, as a fresh table would have.
 			var seeds []proto.DHTContact
 			for _, id := range w.ids[1:min(len(w.ids), 9)] {
@@ -145,12 +155,12 @@ func TestLookupScenarios(t *testing.T) {
 			}
 			l := NewLookup(self, target, c.kind, seeds, cfg)
 			first := l.Next(testNow)
-			if len(first) != min(c.wantAlpha, len(seeds)) {
-				t.Fatalf("first round sent %d RPCs, want %d", len(first), c.wantAlpha)
+			if len(first) != min(c.wantAlpha*cfg.Paths, len(seeds)) {
+				t.Fatalf("first round sent %d RPCs, want %d", len(first), c.wantAlpha*cfg.Paths)
 			}
 			// Re-run from scratch through the driver.
 			l = NewLookup(self, target, c.kind, seeds, cfg)
-			w.run(t, l, self, c.wantAlpha, rec)
+			w.run(t, l, self, c.wantAlpha*cfg.Paths, rec)
 			got := l.Closest()
 			for _, ct := range got {
 				if w.dead[ct.ID] || ct.ID == self {
@@ -188,6 +198,7 @@ func TestLookupScenarios(t *testing.T) {
 
 func TestLookupEdges(t *testing.T) {
 	cfg := DefaultConfig()
+	cfg.IDWorkBits = 0
 	self := proto.NodeID{1}
 	l := NewLookup(self, proto.NodeID{2}, FindNode, nil, cfg)
 	if out := l.Next(testNow); len(out) != 0 || !l.Done() {
@@ -200,6 +211,12 @@ func TestLookupEdges(t *testing.T) {
 	l = NewLookup(self, proto.NodeID{2}, FindNode, []proto.DHTContact{a, selfC, noAddr, a}, cfg)
 	if out := l.Next(testNow); len(out) != 1 || out[0] != a {
 		t.Fatalf("seeds: self, duplicates and contacts without address must be skipped: %v", out)
+	}
+	// With the ID puzzle on, these made-up IDs are never asked.
+	work := cfg
+	work.IDWorkBits = proto.IDWorkBits
+	if out := NewLookup(self, proto.NodeID{2}, FindNode, []proto.DHTContact{a, b}, work).Next(testNow); len(out) != 0 {
+		t.Fatalf("contacts failing the ID puzzle asked: %v", out)
 	}
 	// An answer from a node never asked changes nothing.
 	if out := l.Answer(b.ID, []proto.DHTContact{b}, nil, testNow); out != nil || l.Done() {
@@ -218,5 +235,67 @@ func TestLookupEdges(t *testing.T) {
 	l.Answer(a.ID, nil, []proto.ProviderRecord{{Key: proto.HashName{9}}}, testNow)
 	if len(l.Records()) != 0 {
 		t.Fatalf("record for another key kept")
+	}
+}
+
+// TestLookupDisjointPaths: a colluder among the seeds answers only with
+// made-up colluders closer to the target than anyone. With Paths = 2 it
+// captures the path it was dealt to, and the other path still asks the
+// true closest honest nodes.
+func TestLookupDisjointPaths(t *testing.T) {
+	w := newLookupWorld(400, 77)
+	self, target := w.ids[0], RandomID(proto.NodeID{}, 159, seedFrom(777))
+	// The colluder is the seed closest to the target: one path asks it
+	// first, and its made-up answer fills that path's K closest.
+	bad := w.closest(target, 1, func(id proto.NodeID) bool { return !slices.Contains(w.ids[1:9], id) })[0]
+	colluders := map[proto.NodeID]bool{bad: true}
+	honestK := w.closest(target, 8, func(id proto.NodeID) bool { return colluders[id] || id == self })
+	run := func(paths int) (reached int) {
+		cfg := DefaultConfig()
+		cfg.IDWorkBits, cfg.Paths = 0, paths
+		var seeds []proto.DHTContact
+		for _, id := range w.ids[1:9] {
+			seeds = append(seeds, w.contact(id))
+		}
+		l := NewLookup(self, target, FindNode, seeds, cfg)
+		now := testNow
+		queue := l.Next(now)
+		for steps := 0; len(queue) > 0 && steps < 10000; steps++ {
+			c := queue[0]
+			queue = queue[1:]
+			now = now.Add(time.Millisecond)
+			var cs []proto.DHTContact
+			if colluders[c.ID] {
+				for j := range 8 {
+					id := target
+					id[19] ^= byte(j + 1)
+					colluders[id] = true
+					cs = append(cs, w.contact(id))
+				}
+			} else {
+				for _, id := range w.closest(target, 8, func(id proto.NodeID) bool { return id == c.ID || id == self || colluders[id] }) {
+					cs = append(cs, w.contact(id))
+				}
+			}
+			queue = append(queue, l.Answer(c.ID, cs, nil, now)...)
+		}
+		if !l.Done() {
+			t.Fatalf("paths %d: lookup did not end", paths)
+		}
+		for _, c := range l.cands {
+			if c.state == candAnswered && slices.Contains(honestK, c.contact.ID) {
+				reached++
+			}
+		}
+		return reached
+	}
+	// The colluder must be dealt a path of its own, not be left out.
+	if got := run(2); got != len(honestK) {
+		t.Fatalf("2 disjoint paths asked %d of the %d closest honest nodes", got, len(honestK))
+	}
+	// Without disjoint paths the same colluder captures the lookup (this
+	// shows the test can fail).
+	if got := run(1); got == len(honestK) {
+		t.Fatalf("one path asked all %d closest honest nodes: the colluder did not capture it", got)
 	}
 }

@@ -3,6 +3,7 @@ package kademlia
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"runtime"
 	"sync"
@@ -55,7 +56,7 @@ func startNetNode(t *testing.T, ctx context.Context, wg *sync.WaitGroup, seed ui
 		Cell: func(l link.Conn, c *proto.Cell) { proto.PutCell(c) },
 		Var: func(l link.Conn, v proto.VarCell) {
 			if n := target.Load(); n != nil && v.Command == proto.CmdDHT {
-				_ = n.Deliver(l.Peer(), v.Payload) // copies the payload
+				_ = n.Deliver(l.Peer(), remoteIP(l), v.Payload) // copies the payload
 			}
 		},
 	})
@@ -69,6 +70,8 @@ func startNetNode(t *testing.T, ctx context.Context, wg *sync.WaitGroup, seed ui
 	}
 	cfg := DefaultNodeConfig()
 	cfg.DHT.MaxPerSubnet = 0 // all on 127.0.0.1
+	cfg.DHT.MaxKeyRecordsPerSubnet = 0
+	cfg.DHT.IDWorkBits = 0 // ephemeral identities; the puzzle is tested in core tests
 	cfg.Rand = seedFrom(seed)
 	node, err := NewNode(cfg, Identity{ID: cid.ID, Addr: ap, OnionKey: cid.OnionPublic(), Key: cid.Key}, linksTransport{links})
 	if err != nil {
@@ -171,4 +174,14 @@ func TestNet50(t *testing.T) {
 	}
 	st, _ := nodes[0].node.Stats(ctx)
 	t.Logf("all %d found it; bridge table %d, links %d", n-1, st.TableSize, nodes[0].links.Len())
+}
+
+// remoteIP is the address a link comes from, as the DHT takes it.
+func remoteIP(l link.Conn) netip.Addr {
+	if r, ok := l.(interface{ RemoteAddr() net.Addr }); ok {
+		if ap, err := netip.ParseAddrPort(r.RemoteAddr().String()); err == nil {
+			return ap.Addr()
+		}
+	}
+	return netip.Addr{}
 }

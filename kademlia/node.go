@@ -5,6 +5,7 @@ import (
 	crand "crypto/rand"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,11 +24,24 @@ type NodeConfig struct {
 	// republish); at most RPCTimeout.
 	TickInterval time.Duration
 	// InboxSize bounds the received RPCs waiting for Run; more are
-	// dropped (Deliver returns ErrInboxFull).
+	// dropped (Deliver returns ErrInboxFull). Run takes them one peer at
+	// a time, round robin, so a peer that floods delays the others by one
+	// RPC per turn, not by the whole inbox.
 	InboxSize int
+	// InboxPerPeer bounds the RPCs of one peer waiting in the inbox. A
+	// peer is a /24 (/48) when DHT.MaxPerSubnet is set: identities cost
+	// a flooder little, addresses more.
+	// With the inbox full, an RPC from a peer with fewer waiting pushes
+	// out the oldest of the peer with most waiting.
+	InboxPerPeer int
 	// MaxSends bounds the sends in progress; an RPC beyond it fails at
 	// once (an answer beyond it is dropped).
 	MaxSends int
+	// MaxSendsPerPeer bounds the sends in progress to one peer; more RPCs
+	// to it wait behind them (up to 64, then they fail). A peer that stops
+	// reading (its link's queue full, each send waiting out RPCTimeout)
+	// holds this many of the MaxSends slots, not all.
+	MaxSendsPerPeer int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Rand seeds transaction IDs and refresh targets; nil means a seed
@@ -37,7 +51,7 @@ type NodeConfig struct {
 
 // DefaultNodeConfig returns the settings a veil node runs with.
 func DefaultNodeConfig() NodeConfig {
-	return NodeConfig{DHT: DefaultConfig(), TickInterval: 250 * time.Millisecond, InboxSize: 1024, MaxSends: 64}
+	return NodeConfig{DHT: DefaultConfig(), TickInterval: 250 * time.Millisecond, InboxSize: 1024, InboxPerPeer: 64, MaxSends: 64, MaxSendsPerPeer: 4}
 }
 
 // Validate reports the first bad setting, naming it.
@@ -50,14 +64,19 @@ func (c NodeConfig) Validate() error {
 		return fmt.Errorf("%w: TickInterval = %v (0..RPCTimeout)", ErrBadConfig, c.TickInterval)
 	case c.InboxSize < 1:
 		return fmt.Errorf("%w: InboxSize = %d", ErrBadConfig, c.InboxSize)
+	case c.InboxPerPeer < 1 || c.InboxPerPeer > c.InboxSize:
+		return fmt.Errorf("%w: InboxPerPeer = %d (1..InboxSize)", ErrBadConfig, c.InboxPerPeer)
 	case c.MaxSends < 1:
 		return fmt.Errorf("%w: MaxSends = %d", ErrBadConfig, c.MaxSends)
+	case c.MaxSendsPerPeer < 1 || c.MaxSendsPerPeer > c.MaxSends:
+		return fmt.Errorf("%w: MaxSendsPerPeer = %d (1..MaxSends)", ErrBadConfig, c.MaxSendsPerPeer)
 	}
 	return nil
 }
 
 type inbound struct {
 	from    proto.NodeID
+	ip      netip.Addr
 	payload []byte
 }
 
@@ -73,6 +92,7 @@ type NodeStats struct {
 	Pending   int // RPCs awaiting an answer
 	Received  uint64
 	Rejected  uint64 // RPCs that did not parse or were refused
+	Dropped   uint64 // RPCs dropped from a full inbox
 }
 
 // Node is the DHT service: one goroutine (Run) owns the Core and drives it
@@ -85,11 +105,14 @@ type Node struct {
 	core *Core // owned by Run
 	tr   Transport
 
-	inbox   chan inbound
+	inbox   *fairInbox
 	calls   chan call
 	failed  chan uint64 // transaction IDs whose send failed
 	sem     chan struct{}
 	waiters map[OpID]chan Result // owned by Run
+
+	sendsMu sync.Mutex // guards sendsTo
+	sendsTo map[proto.NodeID]*peerSends
 
 	received, rejected atomic.Uint64
 	lookups            lookupCounters // lookupstats.go
@@ -122,7 +145,10 @@ func NewNode(cfg NodeConfig, id Identity, tr Transport) (*Node, error) {
 	}
 	return &Node{
 		cfg: cfg, id: id, core: core, tr: tr,
-		inbox:   make(chan inbound, cfg.InboxSize),
+		// Kept by subnet where the table limits subnets: test networks on
+		// 127.0.0.1 (MaxPerSubnet 0) are one subnet.
+		inbox:   newFairInbox(cfg.InboxSize, cfg.InboxPerPeer, cfg.DHT.MaxPerSubnet > 0),
+		sendsTo: make(map[proto.NodeID]*peerSends),
 		calls:   make(chan call),
 		failed:  make(chan uint64, cfg.MaxSends),
 		sem:     make(chan struct{}, cfg.MaxSends),
@@ -139,9 +165,12 @@ func (n *Node) ID() proto.NodeID { return n.id.ID }
 func (n *Node) Contact() proto.DHTContact { return proto.DHTContact{ID: n.id.ID, Addr: n.id.Addr} }
 
 // Deliver hands the node one RPC received from the node from (whose
-// identity the link authenticated). It copies payload and never blocks:
-// with the inbox full the RPC is dropped and ErrInboxFull returned.
-func (n *Node) Deliver(from proto.NodeID, payload []byte) error {
+// identity the link authenticated) over a link from address ip (the
+// link's remote address; the zero Addr if unknown). It copies payload and
+// never blocks: when from already has InboxPerPeer RPCs waiting, or the
+// inbox is full and from has at least as many waiting as anyone, the RPC
+// is dropped and ErrInboxFull returned.
+func (n *Node) Deliver(from proto.NodeID, ip netip.Addr, payload []byte) error {
 	if len(payload) > proto.MaxDHTMessage {
 		n.rejected.Add(1)
 		return fmt.Errorf("kademlia: %w: RPC of %d bytes", proto.ErrTooLong, len(payload))
@@ -151,12 +180,7 @@ func (n *Node) Deliver(from proto.NodeID, payload []byte) error {
 		return ErrClosed
 	default:
 	}
-	select {
-	case n.inbox <- inbound{from: from, payload: append([]byte(nil), payload...)}:
-		return nil
-	default:
-		return ErrInboxFull
-	}
+	return n.inbox.push(inbound{from: from, ip: ip, payload: append([]byte(nil), payload...)})
 }
 
 // Run drives the node until ctx ends or Close is called. It bootstraps
@@ -191,15 +215,25 @@ func (n *Node) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case in := <-n.inbox:
-			n.received.Add(1)
-			m, err := proto.ParseDHTMessage(in.payload)
-			if err == nil {
-				err = n.core.Handle(in.from, m, n.cfg.Now())
+		case <-n.inbox.ready:
+			// A batch, one RPC per peer per turn; the rest waits for the
+			// next wake so timers and calls are not starved.
+			for range inboxBatch {
+				in, ok := n.inbox.pop()
+				if !ok {
+					break
+				}
+				n.received.Add(1)
+				m, err := proto.ParseDHTMessage(in.payload)
+				if err == nil {
+					err = n.core.Handle(in.from, in.ip, m, n.cfg.Now())
+				}
+				if err != nil {
+					n.rejected.Add(1)
+				}
+				n.flush(ctx)
 			}
-			if err != nil {
-				n.rejected.Add(1)
-			}
+			n.inbox.rearm()
 		case txid := <-n.failed:
 			n.core.Unreachable(txid, n.cfg.Now())
 		case c := <-n.calls:
@@ -240,30 +274,103 @@ func (n *Node) flush(ctx context.Context) {
 				continue
 			}
 			payload := s.Msg.Append(make([]byte, 0, s.Msg.Len()))
-			select {
-			case n.sem <- struct{}{}:
-			default:
+			if !n.startSend(ctx, outSend{s.To, s.Msg.Type.IsRequest(), s.Msg.TxID, payload}) {
 				if s.Msg.Type.IsRequest() {
 					n.core.Unreachable(s.Msg.TxID, now)
 				}
 				continue
 			}
-			n.senders.Add(1)
-			go n.send(ctx, s.To, s.Msg.Type.IsRequest(), s.Msg.TxID, payload)
 		}
 	}
 }
 
-func (n *Node) send(ctx context.Context, to proto.DHTContact, request bool, txid uint64, payload []byte) {
-	defer n.senders.Done()
-	defer func() { <-n.sem }()
-	sctx, cancel := context.WithTimeout(ctx, n.cfg.DHT.RPCTimeout)
-	err := n.tr.Send(sctx, to, payload)
-	cancel()
-	if err != nil && request {
+// outSend is one encoded RPC for a sender goroutine.
+type outSend struct {
+	to      proto.DHTContact
+	request bool
+	txid    uint64
+	payload []byte
+}
+
+// peerSends is what is being sent to one peer: sender goroutines at work
+// (each holding one of the MaxSends slots) and RPCs waiting for one of
+// them.
+type peerSends struct {
+	active int
+	queue  []outSend
+}
+
+// startSend hands s to a sender goroutine: a new one if s's peer has
+// fewer than MaxSendsPerPeer and a MaxSends slot is free, else it waits
+// behind the peer's others (at most peerQueue). false: s was dropped.
+func (n *Node) startSend(ctx context.Context, s outSend) bool {
+	n.sendsMu.Lock()
+	defer n.sendsMu.Unlock()
+	ps := n.sendsTo[s.to.ID]
+	if ps == nil {
+		ps = &peerSends{}
+		n.sendsTo[s.to.ID] = ps
+	}
+	if ps.active < n.cfg.MaxSendsPerPeer {
 		select {
-		case n.failed <- txid:
-		case <-ctx.Done():
+		case n.sem <- struct{}{}:
+			ps.active++
+			n.senders.Add(1)
+			go n.send(ctx, s)
+			return true
+		default:
+		}
+	}
+	if ps.active > 0 && len(ps.queue) < peerQueue {
+		ps.queue = append(ps.queue, s)
+		return true
+	}
+	if ps.active == 0 {
+		delete(n.sendsTo, s.to.ID)
+	}
+	return false
+}
+
+// peerQueue bounds the RPCs waiting behind one peer's sender goroutines.
+const peerQueue = 64
+
+// nextSend returns the next RPC waiting for peer, keeping the caller's
+// slot, or releases the slot and returns false.
+func (n *Node) nextSend(peer proto.NodeID) (outSend, bool) {
+	n.sendsMu.Lock()
+	defer n.sendsMu.Unlock()
+	ps := n.sendsTo[peer]
+	if len(ps.queue) > 0 {
+		s := ps.queue[0]
+		ps.queue[0] = outSend{}
+		ps.queue = ps.queue[1:]
+		return s, true
+	}
+	ps.active--
+	if ps.active == 0 {
+		delete(n.sendsTo, peer)
+	}
+	<-n.sem
+	return outSend{}, false
+}
+
+// send pushes s, then whatever waits behind it for the same peer, each
+// bounded by RPCTimeout: a peer that reads nothing holds at most
+// MaxSendsPerPeer goroutines and slots, each for RPCTimeout per RPC.
+func (n *Node) send(ctx context.Context, s outSend) {
+	defer n.senders.Done()
+	for ok := true; ok; s, ok = n.nextSend(s.to.ID) {
+		if ctx.Err() != nil {
+			continue // drain the queue without sending
+		}
+		sctx, cancel := context.WithTimeout(ctx, n.cfg.DHT.RPCTimeout)
+		err := n.tr.Send(sctx, s.to, s.payload)
+		cancel()
+		if err != nil && s.request {
+			select {
+			case n.failed <- s.txid:
+			case <-ctx.Done():
+			}
 		}
 	}
 }
@@ -324,7 +431,7 @@ func (n *Node) Stats(ctx context.Context) (NodeStats, error) {
 	if err != errStatsDone {
 		return NodeStats{}, err
 	}
-	st.Received, st.Rejected = n.received.Load(), n.rejected.Load()
+	st.Received, st.Rejected, st.Dropped = n.received.Load(), n.rejected.Load(), n.inbox.dropped.Load()
 	return st, nil
 }
 

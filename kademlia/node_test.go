@@ -114,7 +114,7 @@ func TestNodeRejectsGarbage(t *testing.T) {
 			make([]byte, proto.MaxDHTMessage+1),
 		}
 		for _, b := range bad {
-			n.Deliver(stranger.ID, b)
+			n.Deliver(stranger.ID, loopback, b)
 		}
 		synctest.Wait()
 		after, err := n.Stats(ctx)
@@ -157,7 +157,7 @@ func TestNodeClose(t *testing.T) {
 		if _, err := n.FindNode(ctx, proto.NodeID{1}); !errors.Is(err, ErrClosed) {
 			t.Fatalf("call after Close: %v", err)
 		}
-		if err := n.Deliver(id.ID, nil); !errors.Is(err, ErrClosed) {
+		if err := n.Deliver(id.ID, loopback, nil); !errors.Is(err, ErrClosed) {
 			t.Fatalf("Deliver after Close: %v", err)
 		}
 	})

@@ -43,12 +43,20 @@ func simNetwork(tb testing.TB, n int, seed uint64, records int, churn float64) (
 }
 
 func simNetworkCfg(tb testing.TB, cfg SimConfig, records int, churn float64) (*Sim, []proto.HashName) {
+	return simNetworkBuilt(tb, cfg, records, churn, false)
+}
+
+// simNetworkBuilt is simNetworkCfg; converged fills the tables directly
+// (Sim.BuildConverged) instead of simulating the joins.
+func simNetworkBuilt(tb testing.TB, cfg SimConfig, records int, churn float64, converged bool) (*Sim, []proto.HashName) {
 	tb.Helper()
 	s, err := NewSim(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if err := s.Build(); err != nil {
+	if converged {
+		s.BuildConverged()
+	} else if err := s.Build(); err != nil {
 		tb.Fatal(err)
 	}
 	keys := make([]proto.HashName, records)
@@ -58,7 +66,7 @@ func simNetworkCfg(tb testing.TB, cfg SimConfig, records int, churn float64) (*S
 		}
 		r, err := s.Provide(s.RandomAlive(), keys[i])
 		if err != nil || r.Stored == 0 {
-			tb.Fatalf("provide %d: %v (stored %d)", i, err, r.Stored)
+			tb.Fatalf("provide %d: %v %v (stored %d, closest %d, msgs %d)", i, err, r.Err, r.Stored, len(r.Closest), r.Msgs)
 		}
 	}
 	s.Kill(churn)
@@ -126,9 +134,11 @@ func TestSimReplay(t *testing.T) {
 // BenchmarkSimLookup measures FIND_VALUE lookups in simulated networks
 // (StopOnValue: a lookup ends at the first provider record), before and
 // after a quarter of the nodes went down without notice. Building the
-// network is outside the timer; ns/op is the wall time of one lookup.
+// network is outside the timer; ns/op is the wall time of one lookup. The
+// 100,000-node networks are built converged (Sim.BuildConverged), the
+// smaller ones by simulated joins.
 func BenchmarkSimLookup(b *testing.B) {
-	for _, n := range []int{1000, 10000} {
+	for _, n := range []int{1000, 10000, 100000} {
 		for _, churn := range []float64{0, 0.25} {
 			var s *Sim
 			var keys []proto.HashName
@@ -139,10 +149,12 @@ func BenchmarkSimLookup(b *testing.B) {
 					var m0, m1 runtime.MemStats
 					runtime.GC()
 					runtime.ReadMemStats(&m0)
-					s, keys = simNetwork(b, n, 1, 100, churn)
+					cfg := DefaultSimConfig(n, 1)
+					cfg.Core.StopOnValue = true
+					s, keys = simNetworkBuilt(b, cfg, 100, churn, n > 10000)
 					runtime.ReadMemStats(&m1)
-					b.Logf("build %d nodes + 100 records: %v wall, %d messages, heap in use %d MB, %d MB allocated in all",
-						n, time.Since(start).Round(time.Millisecond), s.Sent, m1.HeapInuse>>20, (m1.TotalAlloc-m0.TotalAlloc)>>20)
+					b.Logf("build %d nodes (converged %v) + 100 records: %v wall, %d messages, heap in use %d MB, %d MB allocated in all",
+						n, n > 10000, time.Since(start).Round(time.Millisecond), s.Sent, m1.HeapInuse>>20, (m1.TotalAlloc-m0.TotalAlloc)>>20)
 				}
 				b.ResetTimer()
 				st := simLookups(b, s, keys, b.N)
@@ -226,5 +238,123 @@ func BenchmarkSimBuild(b *testing.B) {
 			b.ReportMetric(float64(live)/(1<<20), "live-MB")
 			b.ReportMetric(float64(msgs), "msgs")
 		})
+	}
+}
+
+// sybilNetwork builds n nodes with the given lookup paths, has `records`
+// honest nodes provide one hash_name each, then turns frac of the nodes
+// into colluders (see Sim.SetColluders).
+func sybilNetwork(tb testing.TB, n int, seed uint64, paths, records int, frac float64) (*Sim, []proto.HashName, []int) {
+	tb.Helper()
+	cfg := DefaultSimConfig(n, seed)
+	cfg.Core.Paths = paths
+	s, err := NewSim(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := s.Build(); err != nil {
+		tb.Fatal(err)
+	}
+	s.SetColluders(frac)
+	keys := make([]proto.HashName, records)
+	providers := make([]int, records)
+	for i := range keys {
+		for j := range keys[i] {
+			keys[i][j] = byte(s.Rand().Uint32())
+		}
+		providers[i] = honestNode(s)
+		if _, err := s.Provide(providers[i], keys[i]); err != nil {
+			tb.Fatalf("provide %d: %v", i, err)
+		}
+	}
+	return s, keys, providers
+}
+
+func honestNode(s *Sim) int {
+	for {
+		if i := s.RandomAlive(); !s.Colluder(i) {
+			return i
+		}
+	}
+}
+
+// sybilLookups runs n FIND_VALUEs from honest nodes; a lookup succeeds
+// when it returns the real provider's record.
+func sybilLookups(tb testing.TB, s *Sim, keys []proto.HashName, providers []int, n int) simStats {
+	var st simStats
+	for i := range n {
+		k := i % len(keys)
+		r, err := s.FindValue(honestNode(s), keys[k])
+		if err != nil {
+			tb.Fatal(err)
+		}
+		found := false
+		for _, rec := range r.Records {
+			found = found || rec.ORDB == s.Core(providers[k]).ID()
+		}
+		st.add(r, found)
+	}
+	return st
+}
+
+// TestSimSybil: with a fifth of 1,000 nodes colluding, lookups on two
+// disjoint paths still find the real providers.
+func TestSimSybil(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a 1,000-node network twice")
+	}
+	for _, paths := range []int{1, 2} {
+		s, keys, providers := sybilNetwork(t, 1000, 3, paths, 20, 0.2)
+		st := sybilLookups(t, s, keys, providers, 200)
+		t.Logf("paths %d: success %d/%d, rounds median %d, msgs/lookup %.1f", paths, st.ok, st.total, st.pct(0.5), float64(st.msgs)/float64(st.total))
+		if paths == 2 && st.ok < st.total*97/100 {
+			t.Errorf("2 disjoint paths: only %d/%d lookups found the real provider", st.ok, st.total)
+		}
+	}
+}
+
+// BenchmarkSimSybil measures FIND_VALUE lookups in a 10,000-node network
+// of which 20 % collude (they answer lookups only with each other,
+// acknowledge STOREs and drop them, and answer FIND_VALUE with bogus
+// records), with one and with two disjoint paths. success% counts lookups
+// that returned the real provider's record.
+func BenchmarkSimSybil(b *testing.B) {
+	for _, paths := range []int{1, 2, 3} {
+		var s *Sim
+		var keys []proto.HashName
+		var providers []int
+		b.Run(fmt.Sprintf("nodes=10000/colluders=20%%/paths=%d", paths), func(b *testing.B) {
+			if s == nil {
+				start := time.Now()
+				s, keys, providers = sybilNetwork(b, 10000, 1, paths, 100, 0.2)
+				b.Logf("build + 100 records: %v", time.Since(start).Round(time.Millisecond))
+			}
+			b.ResetTimer()
+			st := sybilLookups(b, s, keys, providers, b.N)
+			b.StopTimer()
+			b.ReportMetric(100*float64(st.ok)/float64(st.total), "success%")
+			b.ReportMetric(float64(st.pct(0.5)), "rounds-median")
+			b.ReportMetric(float64(st.msgs)/float64(st.total), "msgs/lookup")
+		})
+	}
+}
+
+// TestSimConverged: a network whose tables were filled directly finds
+// records as one built by joins does.
+func TestSimConverged(t *testing.T) {
+	cfg := DefaultSimConfig(2000, 4)
+	cfg.Core.StopOnValue = true
+	s, keys := simNetworkBuilt(t, cfg, 20, 0.25, true)
+	st := simLookups(t, s, keys, 100)
+	t.Logf("success %d/%d, rounds median %d, msgs/lookup %.1f", st.ok, st.total, st.pct(0.5), float64(st.msgs)/float64(st.total))
+	if st.ok < st.total*97/100 || st.pct(0.5) > 5 {
+		t.Fatalf("converged network: %d/%d found, median rounds %d", st.ok, st.total, st.pct(0.5))
+	}
+	// Every table is as full as the network allows: bucket 159 (half the
+	// keyspace) holds K contacts.
+	for i := range 50 {
+		if got := len(s.Core(i).Table().Bucket(159)); got != cfg.Core.K {
+			t.Fatalf("node %d: farthest bucket holds %d", i, got)
+		}
 	}
 }

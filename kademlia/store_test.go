@@ -2,6 +2,7 @@ package kademlia
 
 import (
 	"errors"
+	"net/netip"
 	"slices"
 	"testing"
 	"time"
@@ -47,16 +48,16 @@ func TestStoreRejects(t *testing.T) {
 		{"TTL too long", a.ID, long, ErrTTLTooLong},
 	}
 	s := NewStore(cfg)
-	if err := s.Put(a.ID, good, testNow); err != nil {
+	if err := s.Put(a.ID, loopback, good, testNow); err != nil {
 		t.Fatalf("good record: %v", err)
 	}
 	before := s.Get(key, testNow, 16)
 	for _, c := range cases {
-		if err := s.Put(c.from, c.r, testNow); !errors.Is(err, c.want) {
+		if err := s.Put(c.from, loopback, c.r, testNow); !errors.Is(err, c.want) {
 			t.Errorf("%s: %v, want %v", c.name, err, c.want)
 		}
 	}
-	if err := s.Put(a.ID, older, testNow); !errors.Is(err, ErrStale) {
+	if err := s.Put(a.ID, loopback, older, testNow); !errors.Is(err, ErrStale) {
 		t.Errorf("older record: %v, want ErrStale", err)
 	}
 	after := s.Get(key, testNow, 16)
@@ -70,42 +71,47 @@ func TestStoreLimitsAndExpiry(t *testing.T) {
 	cfg.MaxRecords, cfg.MaxRecordsPerKey = 3, 2
 	s := NewStore(cfg)
 	ids := []Identity{testIdentity(t, 1), testIdentity(t, 2), testIdentity(t, 3), testIdentity(t, 4)}
+	nets := []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("203.0.113.1"), netip.MustParseAddr("2001:db8::1")}
 	k1, k2 := proto.HashName{1}, proto.HashName{2}
-	put := func(id Identity, k proto.HashName, ttl time.Duration) error {
-		return s.Put(id.ID, testRecord(id, k, testNow.Add(ttl)), testNow)
+	put := func(i int, k proto.HashName, ttl time.Duration) error {
+		return s.Put(ids[i].ID, nets[i], testRecord(ids[i], k, testNow.Add(ttl)), testNow)
 	}
-	if err := put(ids[0], k1, time.Hour); err != nil {
+	holders := func(k proto.HashName, at time.Time) (out []proto.NodeID) {
+		for _, r := range s.Get(k, at, 16) {
+			out = append(out, r.ORDB)
+		}
+		return out
+	}
+	if err := put(0, k1, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if err := put(ids[1], k1, time.Minute); err != nil {
+	if err := put(1, k1, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if err := put(ids[2], k1, time.Hour); !errors.Is(err, ErrStoreFull) {
+	// A third record for a full key evicts the oldest (all subnets tie).
+	if err := put(2, k1, time.Hour); err != nil {
 		t.Fatalf("third record for one key: %v", err)
 	}
-	if err := put(ids[2], k2, time.Hour); err != nil {
+	if got := holders(k1, testNow); len(got) != 2 || slices.Contains(got, ids[0].ID) {
+		t.Fatalf("after eviction k1 is held by %v", got)
+	}
+	if err := put(3, k2, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if err := put(ids[3], k2, time.Hour); !errors.Is(err, ErrStoreFull) {
-		t.Fatalf("fourth record: %v", err)
+	// The store is full (3): a newcomer evicts the oldest record there.
+	if err := put(0, k2, time.Hour); err != nil || s.Len() != 3 {
+		t.Fatalf("newcomer to a full store: %v (%d records)", err, s.Len())
 	}
-	// A newer record of a known provider replaces it, even when full.
-	if err := put(ids[0], k1, 2*time.Hour); err != nil || s.Len() != 3 {
+	// A newer record of a known provider replaces it in place.
+	if err := put(3, k2, 2*time.Hour); err != nil || s.Len() != 3 {
 		t.Fatalf("refresh: %v (%d records)", err, s.Len())
 	}
 	later := testNow.Add(2 * time.Minute)
-	if got := s.Get(k1, later, 16); len(got) != 1 || got[0].ORDB != ids[0].ID {
+	if got := s.Get(k1, later, 16); len(got) != 1 || got[0].ORDB != ids[2].ID {
 		t.Fatalf("Get skips expired records: %v", got)
 	}
-	// With the store full, Put expires first and makes room.
-	if err := s.Put(ids[3].ID, testRecord(ids[3], k2, later.Add(time.Hour)), later); err != nil {
-		t.Fatalf("after expiry: %v", err)
-	}
-	if s.Len() != 3 {
-		t.Fatalf("Len %d, want 3", s.Len())
-	}
-	if n := s.Expire(testNow.Add(3 * time.Hour)); n != 3 || s.Len() != 0 {
-		t.Fatalf("Expire dropped %d, %d left", n, s.Len())
+	if n := s.Expire(testNow.Add(3 * time.Hour)); n != 3 || s.Len() != 0 || len(s.subnets) != 0 || len(s.senders) != 0 {
+		t.Fatalf("Expire dropped %d, %d left, %d subnets and %d senders counted", n, s.Len(), len(s.subnets), len(s.senders))
 	}
 }
 
@@ -117,7 +123,7 @@ func TestStoreCopiesRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Put(a.ID, r, testNow); err != nil {
+	if err := s.Put(a.ID, loopback, r, testNow); err != nil {
 		t.Fatal(err)
 	}
 	clear(buf) // the parse buffer is reused by the caller

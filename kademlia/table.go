@@ -19,9 +19,50 @@ type Entry struct {
 	Fails    int // RPCs missed in a row
 }
 
+// slot is an Entry as a bucket keeps it: 56 bytes instead of 112 (a
+// netip.AddrPort alone is 32), which is most of a node's memory in a
+// 100,000-node simulation.
+type slot struct {
+	id       proto.NodeID
+	ip       [16]byte
+	port     uint16
+	is4      bool
+	fails    uint8
+	lastSeen int64     // unix nanoseconds
+	onion    *[32]byte // nil unless the contact introduced itself
+}
+
+func toSlot(e Entry) slot {
+	s := slot{id: e.Contact.ID, port: e.Contact.Addr.Port(), fails: uint8(min(e.Fails, 255)), lastSeen: e.LastSeen.UnixNano()}
+	a := e.Contact.Addr.Addr().Unmap()
+	s.ip, s.is4 = a.As16(), a.Is4()
+	if len(e.OnionKey) == 32 {
+		s.onion = (*[32]byte)(slices.Clone(e.OnionKey))
+	}
+	return s
+}
+
+func (s *slot) addr() netip.AddrPort {
+	a := netip.AddrFrom16(s.ip)
+	if s.is4 {
+		a = a.Unmap()
+	}
+	return netip.AddrPortFrom(a, s.port)
+}
+
+func (s *slot) contact() proto.DHTContact { return proto.DHTContact{ID: s.id, Addr: s.addr()} }
+
+func (s *slot) entry() Entry {
+	e := Entry{Contact: s.contact(), LastSeen: time.Unix(0, s.lastSeen), Fails: int(s.fails)}
+	if s.onion != nil {
+		e.OnionKey = slices.Clone(s.onion[:])
+	}
+	return e
+}
+
 type bucket struct {
-	entries     []Entry      // least recently seen first
-	replacement *Entry       // waits for the ping of pingTarget
+	entries     []slot       // least recently seen first
+	replacement *slot        // waits for the ping of pingTarget
 	pinging     bool         // a ping of pingTarget is in flight
 	pingTarget  proto.NodeID // the oldest contact when the ping went out
 	lastLookup  int64        // unix nanoseconds; 0: never
@@ -83,9 +124,21 @@ func BucketIndex(self, id proto.NodeID) int {
 // Bucket returns a copy of bucket i's entries, least recently seen first.
 func (t *Table) Bucket(i int) []Entry {
 	if b := t.at(i); b != nil {
-		return slices.Clone(b.entries)
+		out := make([]Entry, len(b.entries))
+		for k := range b.entries {
+			out[k] = b.entries[k].entry()
+		}
+		return out
 	}
 	return nil
+}
+
+// BucketLen is the number of contacts in bucket i.
+func (t *Table) BucketLen(i int) int {
+	if b := t.at(i); b != nil {
+		return len(b.entries)
+	}
+	return 0
 }
 
 // subnet returns the /24 of an IPv4 address or the /48 of an IPv6 one.
@@ -102,8 +155,9 @@ func subnet(a netip.Addr) netip.Prefix {
 func (t *Table) subnetCount(b *bucket, a netip.Addr, skip proto.NodeID) int {
 	s := subnet(a)
 	n := 0
-	for _, e := range b.entries {
-		if e.Contact.ID != skip && s.Contains(e.Contact.Addr.Addr().Unmap()) {
+	for k := range b.entries {
+		e := &b.entries[k]
+		if e.id != skip && s.Contains(e.addr().Addr()) {
 			n++
 		}
 	}
@@ -119,7 +173,7 @@ func sameID(a, b *proto.NodeID) bool {
 
 func (t *Table) find(b *bucket, id proto.NodeID) int {
 	for i := range b.entries {
-		if sameID(&b.entries[i].Contact.ID, &id) {
+		if sameID(&b.entries[i].id, &id) {
 			return i
 		}
 	}
@@ -144,13 +198,14 @@ func (t *Table) Seen(c proto.DHTContact, onionKey []byte, now time.Time) (oldest
 	b := t.grow(BucketIndex(t.self, c.ID))
 	if i := t.find(b, c.ID); i >= 0 {
 		e := b.entries[i]
-		if e.Contact.Addr != c.Addr && (t.maxPerSubnet == 0 || t.subnetCount(b, c.Addr.Addr(), c.ID) < t.maxPerSubnet) {
-			e.Contact.Addr = c.Addr
+		if e.addr() != c.Addr && (t.maxPerSubnet == 0 || t.subnetCount(b, c.Addr.Addr(), c.ID) < t.maxPerSubnet) {
+			n := toSlot(Entry{Contact: c})
+			e.ip, e.port, e.is4 = n.ip, n.port, n.is4
 		}
-		if onionKey != nil {
-			e.OnionKey = slices.Clone(onionKey)
+		if len(onionKey) == 32 {
+			e.onion = (*[32]byte)(slices.Clone(onionKey))
 		}
-		e.LastSeen, e.Fails = now, 0
+		e.lastSeen, e.fails = now.UnixNano(), 0
 		copy(b.entries[i:], b.entries[i+1:])
 		b.entries[len(b.entries)-1] = e
 		if b.pinging && sameID(&b.pingTarget, &c.ID) {
@@ -163,21 +218,22 @@ func (t *Table) Seen(c proto.DHTContact, onionKey []byte, now time.Time) (oldest
 		return oldest, false, ErrSubnetFull
 	}
 	if len(b.entries) < t.k {
-		b.entries = append(b.entries, Entry{Contact: c, OnionKey: slices.Clone(onionKey), LastSeen: now})
+		b.entries = append(b.entries, toSlot(Entry{Contact: c, OnionKey: onionKey, LastSeen: now}))
 		t.size++
 		return oldest, false, nil
 	}
-	if !b.pinging && now.Sub(b.entries[0].LastSeen) < t.pingAfter {
+	if !b.pinging && now.UnixNano()-b.entries[0].lastSeen < int64(t.pingAfter) {
 		// Even the oldest was heard from recently: it stays.
 		return oldest, false, ErrBucketFull
 	}
-	b.replacement = &Entry{Contact: c, OnionKey: slices.Clone(onionKey), LastSeen: now}
+	r := toSlot(Entry{Contact: c, OnionKey: onionKey, LastSeen: now})
+	b.replacement = &r
 	if b.pinging {
 		// A ping is already out: the most recent newcomer waits instead.
 		return oldest, false, ErrBucketFull
 	}
-	b.pinging, b.pingTarget = true, b.entries[0].Contact.ID
-	return b.entries[0].Contact, true, nil
+	b.pinging, b.pingTarget = true, b.entries[0].id
+	return b.entries[0].contact(), true, nil
 }
 
 // Failed records that an RPC to id went unanswered. A contact that missed
@@ -189,8 +245,10 @@ func (t *Table) Failed(id proto.NodeID) bool {
 	if i < 0 {
 		return false
 	}
-	b.entries[i].Fails++
-	if b.entries[i].Fails < t.maxFails && !(b.pinging && sameID(&b.pingTarget, &id)) {
+	if b.entries[i].fails < 255 {
+		b.entries[i].fails++
+	}
+	if int(b.entries[i].fails) < t.maxFails && !(b.pinging && sameID(&b.pingTarget, &id)) {
 		return false
 	}
 	t.removeAt(b, i)
@@ -215,7 +273,7 @@ func (t *Table) removeAt(b *bucket, i int) {
 	b.pinging = false
 	if r := b.replacement; r != nil {
 		b.replacement = nil
-		if t.maxPerSubnet == 0 || t.subnetCount(b, r.Contact.Addr.Addr(), proto.NodeID{}) < t.maxPerSubnet {
+		if t.maxPerSubnet == 0 || t.subnetCount(b, r.addr().Addr(), proto.NodeID{}) < t.maxPerSubnet {
 			b.entries = append(b.entries, *r)
 			t.size++
 		}
@@ -229,7 +287,7 @@ func (t *Table) Get(id proto.NodeID) (Entry, bool) {
 	}
 	if b := t.at(BucketIndex(t.self, id)); b != nil {
 		if i := t.find(b, id); i >= 0 {
-			return b.entries[i], true
+			return b.entries[i].entry(), true
 		}
 	}
 	return Entry{}, false
@@ -244,7 +302,7 @@ func (t *Table) Get(id proto.NodeID) (Entry, bool) {
 func (t *Table) Closest(dst []Entry, target proto.NodeID, n int, exclude proto.NodeID) []Entry {
 	t.scratch = t.closest(t.scratch[:0], target, n, exclude)
 	for _, c := range t.scratch {
-		dst = append(dst, *c.e)
+		dst = append(dst, c.e.entry())
 	}
 	return dst
 }
@@ -257,14 +315,14 @@ func (t *Table) ClosestContacts(target proto.NodeID, n int, exclude proto.NodeID
 	}
 	cs := make([]proto.DHTContact, len(t.scratch))
 	for i, c := range t.scratch {
-		cs[i] = c.e.Contact
+		cs[i] = c.e.contact()
 	}
 	return cs
 }
 
 type byDistance struct {
 	d proto.NodeID // XOR distance to the target
-	e *Entry
+	e *slot
 }
 
 func (t *Table) closest(dst []byDistance, target proto.NodeID, n int, exclude proto.NodeID) []byDistance {
@@ -278,8 +336,8 @@ func (t *Table) closest(dst []byDistance, target proto.NodeID, n int, exclude pr
 			return
 		}
 		for k := range bk.entries {
-			if e := &bk.entries[k]; !sameID(&e.Contact.ID, &exclude) {
-				dst = append(dst, byDistance{proto.Xor(e.Contact.ID, target), e})
+			if e := &bk.entries[k]; !sameID(&e.id, &exclude) {
+				dst = append(dst, byDistance{proto.Xor(e.id, target), e})
 			}
 		}
 	}

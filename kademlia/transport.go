@@ -3,6 +3,7 @@ package kademlia
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"sync"
 
 	"veil/proto"
@@ -62,6 +63,10 @@ var _ Transport = (*memTransport)(nil)
 func (t *memTransport) Send(ctx context.Context, to proto.DHTContact, payload []byte) error {
 	t.net.mu.Lock()
 	n, ok := t.net.nodes[to.ID]
+	var ip netip.Addr // the sender's address, as a link's remote address would give it
+	if self, ok := t.net.nodes[t.self]; ok {
+		ip = self.id.Addr.Addr()
+	}
 	down := t.net.down[to.ID] || t.net.down[t.self]
 	t.net.mu.Unlock()
 	if !ok {
@@ -70,5 +75,5 @@ func (t *memTransport) Send(ctx context.Context, to proto.DHTContact, payload []
 	if down {
 		return nil // lost without notice, as with a node gone
 	}
-	return n.Deliver(t.self, payload)
+	return n.Deliver(t.self, ip, payload)
 }

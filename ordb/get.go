@@ -276,6 +276,13 @@ func (g *Get) executeOnce(ctx context.Context, acts []window.Action) error {
 			if g.known && !g.live {
 				hi = min(hi, g.total)
 			}
+			if g.live && !a.Query.WantsDescriptor() {
+				// The head we hold: the ORDB proves its newer one
+				// consistent with it (chunkstore refuses it otherwise).
+				if h, err := g.cfg.Store.Head(g.cfg.Name); err == nil {
+					a.Query.Known = h.Length
+				}
+			}
 			c.fifo = append(c.fifo, sentGet{id: a.Query.RequestID, lo: uint64(a.Query.Chunk), next: uint64(a.Query.Chunk), hi: hi, desc: a.Query.WantsDescriptor()})
 			if !c.send(a.Query) {
 				// Its writer is wedged or gone: the circuit is no use.
@@ -444,6 +451,18 @@ func (g *Get) arrive(a arrival) error {
 			s := c.fifo[0]
 			c.fifo = c.fifo[1:]
 			w.Handle(window.End{Circuit: c.id, RequestID: s.id, Reason: a.reason}, a.at)
+		}
+	case arrStale:
+		if len(c.fifo) > 0 && !c.fifo[0].desc && c.fifo[0].next == a.lo {
+			s := &c.fifo[0]
+			s.next += uint64(a.n)
+			if !s.resumed {
+				s.resumed = true
+				w.Handle(window.End{Circuit: c.id, RequestID: s.id, Reason: proto.DBEndFinished}, a.at)
+			}
+			if s.next >= s.hi {
+				c.fifo = c.fifo[1:]
+			}
 		}
 	case arrBad:
 		var req uint64

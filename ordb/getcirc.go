@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"veil/chunkstore"
 	"veil/chunkstore/content"
 	"veil/proto"
 	"veil/window"
@@ -34,6 +35,9 @@ type sentGet struct {
 	// cancelled: the window cancelled it (a seek); its answer is dropped
 	// with the stream (Get.restart).
 	cancelled bool
+	// resumed: part of its answer came against a live head older than
+	// ours (arrStale) and the window was told to ask the rest again.
+	resumed bool
 }
 
 // cancelData marks GET id cancelled and reports whether it is a data GET
@@ -78,6 +82,10 @@ const (
 	arrBad                       // failed verification, or broke the protocol
 	arrFailed                    // the stream or circuit is gone
 	arrFatal                     // our store failed: the Get cannot go on
+	// arrStale: live chunks proven against the head we held when the
+	// query left, which another answer has since replaced; nobody's fault,
+	// they are asked again with the head we hold now.
+	arrStale
 )
 
 func newGetCirc(ctx context.Context, g *Get, id window.CircuitID) *getCirc {
@@ -256,6 +264,10 @@ func (c *getCirc) readRange(ctx context.Context, m *msgConn, proofMsg []byte) ar
 		}
 	}
 	if err := g.cfg.Store.Ingest(ctx, g.cfg.Name, r); err != nil {
+		if proof.Live && errors.Is(err, chunkstore.ErrNoConsistency) {
+			a.kind, a.at, a.err = arrStale, at, err
+			return a
+		}
 		if !isContentErr(err) {
 			return arrival{kind: arrFatal, err: fmt.Errorf("storing chunks %d+%d: %w", dm.Chunk, n, err)}
 		}

@@ -134,6 +134,8 @@ func (n *testNet) addInfra(name string, tune func(*RelayConfig)) *netNode {
 	ap := nd.desc.Addrs[0]
 	dcfg := kademlia.DefaultNodeConfig()
 	dcfg.DHT.MaxPerSubnet = 0
+	dcfg.DHT.MaxKeyRecordsPerSubnet = 0 // all on 127.0.0.1
+	dcfg.DHT.IDWorkBits = 0             // ephemeral identities, not ground
 	dht, err := kademlia.NewNode(dcfg, kademlia.Identity{ID: nd.id.ID, Addr: ap, OnionKey: nd.id.OnionPublic(), Key: nd.id.Key}, linkTransport{nd.links})
 	if err != nil {
 		t.Fatal(err)
@@ -192,7 +194,7 @@ func (n *testNet) addNode(name string, flags uint8, listen bool) *netNode {
 		Var: func(l link.Conn, v proto.VarCell) {
 			n.record(id.ID, l.Peer())
 			if d := nd.dhtp.Load(); d != nil && v.Command == proto.CmdDHT {
-				_ = d.Deliver(l.Peer(), v.Payload)
+				_ = d.Deliver(l.Peer(), netip.MustParseAddr("127.0.0.1"), v.Payload)
 			}
 		},
 		Closed: func(l link.Conn, err error) { nd.sw.HandleClosed(l, err) },

@@ -87,7 +87,7 @@ func (srv *Server) answer(c *msgConn, b *serveBufs, q proto.DBQuery) error {
 		for end < hi && stamps[end-lo] == stamps[start-lo] {
 			end++
 		}
-		p, err := srv.Store.Proof(q.HashName, start, end)
+		p, err := srv.Store.ProofFrom(q.HashName, start, end, q.Known)
 		if err != nil {
 			return unavailable()
 		}

@@ -6,8 +6,9 @@ import (
 	"math"
 )
 
-// MaxProofSize bounds a DB_PROOF's proof: 64 SHA-256 hashes.
-const MaxProofSize = 64 * 32
+// MaxProofSize bounds a DB_PROOF's proof: 128 SHA-256 hashes (the largest
+// live proof with a consistency proof is 3,231 bytes).
+const MaxProofSize = 128 * 32
 
 // DBProof is veil's DB_PROOF message (relay command RelayDBProof). It
 // precedes the DB_DATA it covers and carries what the requester needs to

@@ -2,6 +2,7 @@ package proto
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"net/netip"
@@ -74,6 +75,7 @@ func sampleDBMessages() []DBMessage {
 		DBQuery{HashName: hashName(0x22), Chunk: 0x0102, NbChunks: 5, Counter: 3, RequestID: 0x0807060504030201},
 		DBQuery{HashName: hashName(0x33), Chunk: 0xffffffff, NbChunks: 0xffff, Counter: MaxCounter, RequestID: ^uint64(0)},
 		DBQuery{HashName: hashName(0x33), Chunk: 0x00ff0000, NbChunks: 1, Counter: 1},
+		DBQuery{HashName: hashName(0x44), Chunk: 7, NbChunks: 3, RequestID: 9, Known: 12345},
 		d,
 		dNoRoot,
 		DBData{Chunk: 7, Timestamp: 1700000000, Tag: [4]byte{1, 2, 3, 4}, Data: fill(1, 0)},
@@ -218,7 +220,7 @@ func TestDBBadFields(t *testing.T) {
 		{"data chunk overflow", RelayDBData, append(unhex(t, "ffffffff 00000000 00000000"), fill(ChunkSize+1, 0)...), ErrBadValue},
 		{"proof zero chunks", RelayDBProof, mutate(proof, 7, 0), ErrBadValue},
 		{"proof overflow", RelayDBProof, unhex(t, "ffffffff 00000002 0000"), ErrBadValue},
-		{"proof too long", RelayDBProof, append(unhex(t, "00000000 00000001 0801"), make([]byte, MaxProofSize+1)...), ErrTooLong},
+		{"proof too long", RelayDBProof, append(binary.BigEndian.AppendUint16(unhex(t, "00000000 00000001"), MaxProofSize+1), make([]byte, MaxProofSize+1)...), ErrTooLong},
 		{"proof length over data", RelayDBProof, mutate(proof, 9, 3), ErrTruncated},
 		{"proof length under data", RelayDBProof, mutate(proof, 9, 1), ErrTrailing},
 		{"info hash_name length 0", RelayDBInfo, mutate(info, 0, 0), ErrBadLength},
@@ -296,7 +298,8 @@ func TestDBTrailing(t *testing.T) {
 
 // TestDBTruncated feeds every proper prefix of each valid message. Each must
 // fail, except where the Peersm layout is delimited only by the message's
-// end (DB_DATA's data, DB_INFO's optional F, DB_FOUND_PEER's list): there a
+// end (DB_DATA's data, DB_INFO's optional F, DB_QUERY's optional known
+// length, DB_FOUND_PEER's list): there a
 // prefix may parse, but only as exactly the bytes it holds. The framing
 // (Assembler) carries the total length, so those truncations are caught
 // there; see TestAssemblerTruncated.
@@ -331,6 +334,8 @@ func checkPrefix(t *testing.T, m DBMessage, b []byte, i int) {
 		ok = i > DBDataHeaderSize
 	case DBInfo:
 		ok = v.Facilitator && i == len(b)-1
+	case DBQuery:
+		ok = v.Known > 0 && i == len(b)-8 // the optional known length cut off
 	case DBFoundPeer:
 		n := 0
 		for _, p := range v.Peers {

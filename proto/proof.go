@@ -16,15 +16,21 @@ const (
 	// MaxProofHashes bounds the sibling hashes of one proof: two paths of
 	// 30 levels, enough for 2^30 chunks (~534 GB).
 	MaxProofHashes = 60
+	// MaxConsistencyHashes bounds a live proof's consistency proof (RFC
+	// 6962 proofs for trees of up to 2^30 chunks need fewer).
+	MaxConsistencyHashes = 64
 )
 
 // The largest live proof must fit DB_PROOF.
-var _ [MaxProofSize - (1 + LiveHeadSize + 1 + MaxProofHashes*TreeHashSize)]struct{}
+var _ [MaxProofSize - (1 + LiveHeadSize + 8 + 1 + MaxConsistencyHashes*TreeHashSize + 1 + MaxProofHashes*TreeHashSize)]struct{}
 
 // Proof kinds: the first byte of an encoded MerkleProof.
 const (
 	ProofStatic uint8 = 0
 	ProofLive   uint8 = 1
+	// ProofLiveConsistent is a live proof that also proves its head
+	// extends the requester's shorter one (From chunks).
+	ProofLiveConsistent uint8 = 2
 )
 
 // TreeHash is a node of a content's Merkle tree.
@@ -38,12 +44,20 @@ func (h TreeHash) String() string { return hex.EncodeToString(h[:]) }
 //
 //	static: [kind 1B = 0][n 1B = 0..60][n x hash 32B]
 //	live:   [kind 1B = 1][LiveHead 108B][n 1B = 0..60][n x hash 32B]
+//	live, consistent:
+//	        [kind 1B = 2][LiveHead 108B][from 8B = 1..Length-1]
+//	        [c 1B = 1..64][c x hash 32B][n 1B = 0..60][n x hash 32B]
 //
-// How the hashes combine is the content layer's business.
+// The third kind answers a DB_QUERY that named the head length its sender
+// holds (DBQuery.Known): the c hashes are the RFC 6962 consistency proof
+// that the head's tree extends the tree of its first `from` chunks. How
+// the hashes combine is the content layer's business.
 type MerkleProof struct {
-	Live   bool
-	Head   LiveHead // live only
-	Hashes []TreeHash
+	Live        bool
+	Head        LiveHead // live only
+	From        uint64   // live, consistent: the shorter length proved (0: none)
+	Consistency []TreeHash
+	Hashes      []TreeHash
 }
 
 // Len is the encoded size.
@@ -51,6 +65,9 @@ func (p MerkleProof) Len() int {
 	n := 1 + 1 + len(p.Hashes)*TreeHashSize
 	if p.Live {
 		n += LiveHeadSize
+		if p.From > 0 {
+			n += 8 + 1 + len(p.Consistency)*TreeHashSize
+		}
 	}
 	return n
 }
@@ -58,7 +75,15 @@ func (p MerkleProof) Len() int {
 // Append encodes p onto b. p must hold at most MaxProofHashes hashes;
 // ParseMerkleProof refuses the encoding of more.
 func (p MerkleProof) Append(b []byte) []byte {
-	if p.Live {
+	if p.Live && p.From > 0 {
+		b = append(b, ProofLiveConsistent)
+		b = p.Head.Append(b)
+		b = binary.BigEndian.AppendUint64(b, p.From)
+		b = append(b, byte(len(p.Consistency)))
+		for _, h := range p.Consistency {
+			b = append(b, h[:]...)
+		}
+	} else if p.Live {
 		b = append(b, ProofLive)
 		b = p.Head.Append(b)
 	} else {
@@ -86,6 +111,24 @@ func ParseMerkleProof(b []byte) (MerkleProof, error) {
 	case kind == ProofLive:
 		p.Live = true
 		p.Head = parseLiveHead(&r)
+	case kind == ProofLiveConsistent:
+		p.Live = true
+		p.Head = parseLiveHead(&r)
+		p.From = r.uint64()
+		c := int(r.byte())
+		switch {
+		case r.err != nil:
+		case p.From == 0 || p.From >= p.Head.Length:
+			r.fail(fmt.Errorf("merkle proof: %w: consistency from %d for a head of %d", ErrBadValue, p.From, p.Head.Length))
+		case c == 0 || c > MaxConsistencyHashes:
+			r.fail(fmt.Errorf("merkle proof: %w: %d consistency hashes (1..%d)", ErrBadValue, c, MaxConsistencyHashes))
+		}
+		if cs := r.take(c * TreeHashSize); r.err == nil {
+			p.Consistency = make([]TreeHash, c)
+			for i := range p.Consistency {
+				copy(p.Consistency[i][:], cs[i*TreeHashSize:])
+			}
+		}
 	case kind != ProofStatic:
 		r.fail(fmt.Errorf("merkle proof: %w: unknown kind %d", ErrBadValue, kind))
 	}

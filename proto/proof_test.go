@@ -24,14 +24,16 @@ func sampleProofs() []MerkleProof {
 		{Live: true, Head: head},
 		{Live: true, Head: head, Hashes: hs[:3]},
 		{Live: true, Head: head, Hashes: make([]TreeHash, MaxProofHashes)},
+		{Live: true, Head: head, From: 7, Consistency: hs[:2], Hashes: hs[:3]},
+		{Live: true, Head: head, From: head.Length - 1, Consistency: make([]TreeHash, MaxConsistencyHashes), Hashes: make([]TreeHash, MaxProofHashes)},
 	}
 }
 
 func FuzzMerkleProof(f *testing.F) {
 	fuzzWire(f, sampleProofs(), func(b []byte) (MerkleProof, error) {
 		p, err := ParseMerkleProof(b)
-		if err == nil && len(p.Hashes) > MaxProofHashes {
-			panic("parsed a proof over MaxProofHashes")
+		if err == nil && (len(p.Hashes) > MaxProofHashes || len(p.Consistency) > MaxConsistencyHashes) {
+			panic("parsed a proof over MaxProofHashes or MaxConsistencyHashes")
 		}
 		return p, err
 	}, false)
@@ -147,5 +149,34 @@ func TestProofAllocatesOnlyTheHashes(t *testing.T) {
 	b := sampleProofs()[3].Append(nil)
 	if n := testing.AllocsPerRun(50, func() { _, _ = ParseMerkleProof(b) }); n != 1 {
 		t.Errorf("%v allocations for a 3-hash proof", n)
+	}
+}
+
+// TestProofConsistentBad: a consistent live proof must name a shorter
+// length than its head and carry 1..64 hashes; a DB_QUERY's known length,
+// when sent, is nonzero.
+func TestProofConsistentBad(t *testing.T) {
+	head := sampleLiveHead()
+	good := MerkleProof{Live: true, Head: head, From: 5, Consistency: []TreeHash{{1}}}
+	b := good.Append(nil)
+	at := 1 + LiveHeadSize
+	for name, mut := range map[string]func([]byte){
+		"from 0":          func(b []byte) { clear(b[at : at+8]) },
+		"from = length":   func(b []byte) { copy(b[at:], head.Append(nil)[:8]) },
+		"no hashes":       func(b []byte) { b[at+8] = 0 },
+		"too many hashes": func(b []byte) { b[at+8] = MaxConsistencyHashes + 1 },
+	} {
+		bad := bytes.Clone(b)
+		mut(bad)
+		if _, err := ParseMerkleProof(bad); err == nil {
+			t.Errorf("%s: parsed", name)
+		}
+	}
+	q := DBQuery{HashName: HashName{1}, RequestID: 1}.Append(nil)
+	if _, err := ParseDBQuery(append(q, make([]byte, 8)...)); !errors.Is(err, ErrBadValue) {
+		t.Errorf("known length 0 sent: %v", err)
+	}
+	if _, err := ParseDBQuery(append(q, 1, 2, 3)); err == nil {
+		t.Errorf("3 bytes of known length parsed")
 	}
 }

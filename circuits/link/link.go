@@ -2,6 +2,7 @@ package link
 
 import (
 	"bufio"
+	"context"
 	"crypto/ed25519"
 	"crypto/tls"
 	"errors"
@@ -238,10 +239,36 @@ func (l *Link) SendVar(v proto.VarCell) error {
 	return l.enqueue(outItem{buf: v.Append(make([]byte, 0, v.Len()))}, true, nil)
 }
 
+// SendVarContext is SendVar giving up when ctx ends while the send queue
+// is full, so a peer that stops reading cannot hold the sender forever.
+func (l *Link) SendVarContext(ctx context.Context, v proto.VarCell) error {
+	if !v.Command.Known() || !v.Command.IsVariable() || len(v.Payload) > proto.MaxVarPayload {
+		return fmt.Errorf("%w: var cell %v of %d bytes", ErrBadCell, v.Command, len(v.Payload))
+	}
+	stop := context.AfterFunc(ctx, func() {
+		l.mu.Lock()
+		l.notFull.Broadcast()
+		l.mu.Unlock()
+	})
+	defer stop()
+	return l.enqueueCtx(ctx, outItem{buf: v.Append(make([]byte, 0, v.Len()))}, true, nil)
+}
+
 func (l *Link) enqueue(it outItem, block bool, stop Stopper) error {
+	return l.enqueueCtx(nil, it, block, stop)
+}
+
+// enqueueCtx queues it; a blocking call with a ctx stops waiting when ctx
+// ends (its AfterFunc wakes the wait).
+func (l *Link) enqueueCtx(ctx context.Context, it outItem, block bool, stop Stopper) error {
 	n := it.size()
 	l.mu.Lock()
 	for !l.closed && l.queued+n > l.cfg.SendQueueBytes {
+		if ctx != nil && ctx.Err() != nil {
+			l.mu.Unlock()
+			it.release()
+			return fmt.Errorf("link: sending to %s: %w", l.peer.Short(), ctx.Err())
+		}
 		if !block {
 			l.mu.Unlock()
 			it.release()

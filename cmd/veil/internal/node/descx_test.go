@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"veil/circuits"
+	"veil/kademlia"
 	"veil/proto"
 )
 
@@ -64,6 +65,31 @@ func TestDescExchange(t *testing.T) {
 	}
 	if _, err := peerDescriptor(req, id.ID); err == nil {
 		t.Fatal("a request taken for an answer")
+	}
+}
+
+// TestDescIDWork: a descriptor is taken into the directory only when its
+// ID solves the ID puzzle.
+func TestDescIDWork(t *testing.T) {
+	cheap, d := testDescriptor(t) // an ephemeral identity: no work done
+	for proto.IDWorkOK(cheap.ID, proto.IDWorkBits) {
+		cheap, d = testDescriptor(t) // one in 4,096 solves it by chance
+	}
+	now := time.Unix(int64(d.ValidAfter), 0)
+	ans := descAnswer(descRequest(d), d)
+	if _, err := acceptDescriptor(ans, cheap.ID, now); !errors.Is(err, kademlia.ErrIDWork) {
+		t.Fatalf("descriptor of an ID without work: %v", err)
+	}
+	worked, err := circuits.LoadOrCreateIdentity(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wd, err := worked.Descriptor([]netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:7700")}, proto.FlagRelay, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := acceptDescriptor(descAnswer(descRequest(wd), wd), worked.ID, time.Unix(int64(wd.ValidAfter), 0)); err != nil {
+		t.Fatalf("descriptor of a node that did the work: %v", err)
 	}
 }
 

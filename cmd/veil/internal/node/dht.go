@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
+	"time"
 
 	"veil/circuits"
 	"veil/circuits/link"
@@ -24,7 +27,27 @@ func (t linksTransport) Send(ctx context.Context, to proto.DHTContact, payload [
 	if err != nil {
 		return err
 	}
-	return l.SendVar(proto.VarCell{Command: proto.CmdDHT, Payload: payload})
+	// Bounded by ctx (Node gives each send RPCTimeout): a peer that
+	// stops reading fills its link's queue and must not hold the sender.
+	return l.SendVarContext(ctx, proto.VarCell{Command: proto.CmdDHT, Payload: payload})
+}
+
+// remoteIP is the address a link comes from: the DHT takes a contact's IP
+// from it, not from what the peer claims.
+func remoteIP(c link.Conn) netip.Addr {
+	r, ok := c.(interface{ RemoteAddr() net.Addr })
+	if !ok {
+		return netip.Addr{}
+	}
+	if ta, ok := r.RemoteAddr().(*net.TCPAddr); ok {
+		if a, ok := netip.AddrFromSlice(ta.IP); ok {
+			return a.Unmap()
+		}
+	}
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr().String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
 }
 
 // link returns the link to c, dialing it when there is none. A private
@@ -80,13 +103,17 @@ func (n *Node) handleVar(c link.Conn, v proto.VarCell) {
 	if n.obs != nil {
 		n.observeDHT(l.Peer(), m)
 	}
-	_ = dht.Deliver(l.Peer(), v.Payload) // copies the payload
+	_ = dht.Deliver(l.Peer(), remoteIP(l), v.Payload) // copies the payload
 	// Whoever we speak DHT with may be a hop of our circuits: learn its
 	// descriptor. Clients do not answer, and asking costs one small cell.
 	if n.dir.shouldAsk(l.Peer()) {
 		n.sendDesc(l, n.descRequest())
 	}
 }
+
+// descSendTimeout bounds one descriptor message's wait for room in a
+// link's send queue.
+const descSendTimeout = 5 * time.Second
 
 // descRequest is our DESCRIPTOR_REQUEST.
 func (n *Node) descRequest() proto.DHTMessage {
@@ -112,7 +139,18 @@ func (n *Node) sendDesc(l varConn, m proto.DHTMessage) {
 	go func() {
 		defer n.descWG.Done()
 		defer func() { <-n.descSem }()
-		_ = l.SendVar(proto.VarCell{Command: proto.CmdDHT, Payload: payload})
+		v := proto.VarCell{Command: proto.CmdDHT, Payload: payload}
+		if cl, ok := l.(interface {
+			SendVarContext(context.Context, proto.VarCell) error
+		}); ok {
+			// A peer that reads nothing holds a descSems slot for
+			// descSendTimeout at most.
+			ctx, cancel := context.WithTimeout(n.ctx, descSendTimeout)
+			defer cancel()
+			_ = cl.SendVarContext(ctx, v)
+			return
+		}
+		_ = l.SendVar(v)
 	}()
 }
 
@@ -125,7 +163,7 @@ func (n *Node) handleDesc(l varConn, m proto.DHTMessage) {
 			n.sendDesc(l, descAnswer(m, *d))
 		}
 	case proto.DHTDescriptor:
-		d, err := peerDescriptor(m, l.Peer())
+		d, err := acceptDescriptor(m, l.Peer(), n.now())
 		if err == nil {
 			err = circuits.VerifyDescriptor(d, n.now()) // validity bounded by the onion key's life
 		}
@@ -136,6 +174,24 @@ func (n *Node) handleDesc(l varConn, m proto.DHTMessage) {
 		n.dir.Add(d)
 		n.dir.Up(d.ID)
 	}
+}
+
+// acceptDescriptor returns the descriptor a DESCRIPTOR answer of peer
+// carries, if it is peer's own, verifies at now, and its ID solves the ID
+// puzzle: as in the DHT, a relay's ID must have cost its owner the work,
+// or Sybils could flood the paths for free.
+func acceptDescriptor(m proto.DHTMessage, peer proto.NodeID, now time.Time) (proto.NodeDescriptor, error) {
+	d, err := peerDescriptor(m, peer)
+	if err != nil {
+		return d, err
+	}
+	if err := d.Verify(now); err != nil {
+		return d, err
+	}
+	if !proto.IDWorkOK(d.ID, proto.IDWorkBits) {
+		return d, fmt.Errorf("%w: node ID %v solves %d bits, want %d", kademlia.ErrIDWork, d.ID.Short(), proto.IDWork(d.ID), proto.IDWorkBits)
+	}
+	return d, nil
 }
 
 // handleClosed is told of every link that ended. One the peer's side
@@ -160,5 +216,5 @@ func (n *Node) askDescriptor(ctx context.Context, c proto.DHTContact) {
 		return
 	}
 	m := n.descRequest()
-	_ = l.SendVar(proto.VarCell{Command: proto.CmdDHT, Payload: m.Append(make([]byte, 0, m.Len()))})
+	_ = l.SendVarContext(ctx, proto.VarCell{Command: proto.CmdDHT, Payload: m.Append(make([]byte, 0, m.Len()))})
 }

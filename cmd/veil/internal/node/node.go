@@ -232,7 +232,13 @@ func Start(opts Options) (_ *Node, err error) {
 
 	dcfg := kademlia.DefaultNodeConfig()
 	if cfg.AllowPrivate {
+		// Test networks put every node on 127.0.0.1: one /24.
 		dcfg.DHT.MaxPerSubnet = 0
+		dcfg.DHT.MaxRecordsPerSubnet, dcfg.DHT.MaxKeyRecordsPerSubnet = 0, 0
+	}
+	if !cfg.ClientOnly() && !proto.IDWorkOK(n.id.ID, dcfg.DHT.IDWorkBits) {
+		n.log.Warn("identity key predates the ID puzzle: other nodes keep this node out of their DHT tables; move the identity key file away to make a new one",
+			"id", n.id.ID.Short(), "work", proto.IDWork(n.id.ID), "want", dcfg.DHT.IDWorkBits)
 	}
 	dcfg.Bridges = bridges
 	kid := kademlia.Identity{ID: n.id.ID, Addr: n.addr, OnionKey: n.id.OnionPublic()}
