@@ -41,7 +41,7 @@ func commands() []command {
 	return []command{
 		{name: "node", summary: "run a long-lived node (relay, ORDB, facilitator, bridge)", setup: setupNode},
 		{name: "put", args: "FILE", summary: "publish a file through the running node and print its hash_name", setup: setupPut},
-		{name: "get", args: "HASH", summary: "fetch content anonymously through circuits", setup: setupGet},
+		{name: "get", args: "HASH | MAGNET", summary: "fetch content (or a torrent, through a facilitator) anonymously through circuits", setup: setupGet},
 		{name: "stream", args: "HASH", summary: "play content while it downloads", setup: setupPending("stream", "the five-circuit window and the HTTP gateway")},
 		{name: "status", summary: "show a running node's circuits, links and transfers", setup: setupStatus},
 		{name: "config", args: "default | check [FILE] | path", summary: "print the default configuration file, or check one", setup: setupConfig},

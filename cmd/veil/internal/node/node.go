@@ -85,6 +85,7 @@ type Node struct {
 	peer      *ordb.Peer
 	peerCircs *peerCircuits
 	cache     *chunkstore.Store
+	fac       *facRole       // the facilitator role; nil when off
 	addr      netip.AddrPort // where others reach us; invalid for a client
 	desc      atomic.Pointer[proto.NodeDescriptor]
 
@@ -192,6 +193,11 @@ func Start(opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 	n.dhtReady.Store(n.dht)
+	if cfg.Roles.Facilitator {
+		if err := n.startFacilitator(); err != nil {
+			return nil, err
+		}
+	}
 	if n.served != nil {
 		if err := n.startORDB(); err != nil {
 			return nil, err
@@ -301,6 +307,13 @@ func (n *Node) Run(ctx context.Context) error {
 		return err
 	}
 	n.log.Info("node up", "id", n.id.ID.Short(), "addr", n.addr, "flags", n.cfg.Load().Roles.Flags())
+	if n.fac != nil {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.runFacilitator(ctx)
+		}()
+	}
 	if n.relay != nil {
 		n.wg.Add(2)
 		go func() {
@@ -388,6 +401,10 @@ func (n *Node) startORDB() error {
 	rcfg.Builder = relayBuilder{n}
 	rcfg.Facilitator = cfg.Roles.Facilitator
 	var err error
+	if rcfg.Facilitators, err = n.facilitatorFinder(); err != nil {
+		return err
+	}
+	rcfg.Core.Facilitators = true
 	if n.relay, err = ordb.NewRelay(rcfg); err != nil {
 		return err
 	}
@@ -467,6 +484,9 @@ func (n *Node) Close() error {
 			n.dht.Close()
 		}
 		n.wg.Wait()
+		if n.fac != nil {
+			n.fac.close()
+		}
 		if n.peerCircs != nil {
 			n.peerCircs.closeAll()
 		}
