@@ -144,7 +144,7 @@ func runTestnet(ctx context.Context, out io.Writer, cfg testnetConfig) error {
 	}
 	st := circ.Stats()
 	fmt.Fprintf(out, "ok: sha256 %x matches; circuit carried %d cells in, %d out\n", want[:8], st.CellsRecv, st.CellsSent)
-	return nil
+	return testnetMagnet(ctx, out, net, cfg.hops, dir)
 }
 
 // testnetContent returns the content to publish and its SHA-256.
