@@ -7,6 +7,7 @@ require (
 	github.com/anacrolix/dht/v2 v2.23.0
 	github.com/anacrolix/log v0.17.1-0.20251118025802-918f1157b7bb
 	github.com/anacrolix/torrent v1.61.0
+	github.com/creack/pty v1.1.24
 	go.etcd.io/bbolt v1.5.0
 	golang.org/x/crypto v0.58.0
 )

@@ -450,13 +450,23 @@ func (s *Store) AppendChunks(dst []byte, stamps []content.Stamp, name proto.Hash
 // then chunks, recursing into children.
 func (inf *info) nodeFunc(cb *bolt.Bucket) content.NodeFunc {
 	rb, nb := cb.Bucket(bucketRecords), cb.Bucket(bucketNodes)
+	// The leaves of a span come from one record or two: look each up once
+	// (a B-tree search per leaf was most of a proof's cost).
+	var recKey uint64
+	var rec []byte
+	record := func(g uint64) []byte {
+		if rec == nil || recKey != g {
+			recKey, rec = g, rb.Get(u64(g))
+		}
+		return rec
+	}
 	var f content.NodeFunc
 	f = func(a, b uint64) (content.Hash, error) {
 		if v := nb.Get(nodeKey(a, b)); len(v) == content.HashSize {
 			return content.Hash(v), nil
 		}
 		if b-a == 1 {
-			rec := rb.Get(u64(a / GroupChunks))
+			rec := record(a / GroupChunks)
 			if rec != nil {
 				c, ts, ok, err := inf.fromRecord(rec, a)
 				if err != nil {

@@ -73,6 +73,7 @@ func newNet(t testing.TB, n int, tweak func(i int, cfg *SwitchConfig)) []*cnode 
 		cn := &cnode{id: id, links: link.NewLinks(id.Key, link.DefaultConfig())}
 		cfg := DefaultSwitchConfig()
 		cfg.Flags = proto.FlagRelay | proto.FlagORDB
+		cfg.AllowPrivateExtend = true // every node is on 127.0.0.1
 		cfg.OnEvent = func(e Event) {
 			cn.mu.Lock()
 			cn.events = append(cn.events, e)

@@ -82,7 +82,10 @@
 // lose our layer and are either ours (Recognized and the GMAC match) or
 // passed to the next hop; backward cells gain our layer. With no next hop
 // we are the last hop: BEGIN opens a stream to the Service registered
-// under its name (or, at an exit, a TCP connection its ExitPolicy allows).
+// under its name (or, at an exit, a TCP connection to HOST:PORT, the name
+// resolved there and every address checked by its ExitPolicy; exit.go).
+// ExitDialer is the other side: it maps SOCKS isolation keys to circuits
+// ending at exits and tries another exit when one refuses.
 // EXTEND2 must come in RELAY_EARLY, of which a circuit may carry
 // MaxRelayEarly (8); TRUNCATE cuts the circuit after us and is answered by
 // TRUNCATED. A DESTROY from the origin's side goes on to the next hop with

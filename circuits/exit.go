@@ -1,35 +1,144 @@
 package circuits
 
 import (
+	"context"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
+	"strconv"
+	"strings"
+	"syscall"
 
 	"veil/proto"
 )
 
-// exitTo returns the TCP destination a BEGIN for dest may open from this
-// node, or the zero AddrPort if dest is no "ip:port" or the exit policy
-// refuses it.
-func (sw *Switch) exitTo(dest string) netip.AddrPort {
-	if ap, err := netip.ParseAddrPort(dest); err == nil && sw.exitAllows(ap) {
-		return ap
+// An exit stream's BEGIN names "HOST:PORT": an IP literal (IPv6 in
+// brackets) or a DNS name, which the exit resolves itself, so that the
+// origin never asks a resolver anything. Every address the name resolves
+// to passes the exit policy before any is dialled; the first allowed one
+// that answers is used.
+
+// exitTakes reports whether this node would try BEGIN dest as an exit
+// stream: it is an exit with a policy, and dest is HOST:PORT. The policy
+// is applied in serveExit, after resolution, off the circuit goroutine.
+func (sw *Switch) exitTakes(dest string) bool {
+	if sw.cfg.Flags&proto.FlagExit == 0 || sw.cfg.ExitPolicy == nil {
+		return false
 	}
-	return netip.AddrPort{}
+	_, _, ok := SplitExitDest(dest)
+	return ok
 }
 
-// serveExit runs the exit stream s: it dials ap (bounded by
-// ExtendTimeout), answers CONNECTED or END CONNECTREFUSED, and then copies
-// between the stream and the connection until either ends. It runs in the
-// stream's own goroutine, never the circuit's.
-func (e *endpoint) serveExit(s *Stream, ap netip.AddrPort) {
-	d := net.Dialer{Timeout: e.sw.cfg.ExtendTimeout}
-	conn, err := d.Dial("tcp", ap.String())
-	if err != nil {
+// SplitExitDest splits an exit destination "HOST:PORT" into a host (an IP
+// literal or a DNS name of letters, digits, '-', '_' and dots, at most 253
+// bytes) and a port of 1..65535.
+func SplitExitDest(dest string) (host string, port uint16, ok bool) {
+	h, p, err := net.SplitHostPort(dest)
+	if err != nil || h == "" {
+		return "", 0, false
+	}
+	n, err := strconv.ParseUint(p, 10, 16)
+	if err != nil || n == 0 || p != strconv.FormatUint(n, 10) {
+		return "", 0, false
+	}
+	if a, err := netip.ParseAddr(h); err == nil {
+		if a.Zone() != "" {
+			return "", 0, false
+		}
+		return h, uint16(n), true
+	}
+	if !validHostname(h) {
+		return "", 0, false
+	}
+	return h, uint16(n), true
+}
+
+func validHostname(h string) bool {
+	if len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// exitAddrs resolves host at this exit and keeps the addresses the policy
+// allows with port; the END reason says why there are none.
+func (sw *Switch) exitAddrs(ctx context.Context, host string, port uint16) ([]netip.AddrPort, uint8) {
+	var addrs []netip.Addr
+	if a, err := netip.ParseAddr(host); err == nil {
+		addrs = []netip.Addr{a}
+	} else {
+		low := strings.ToLower(strings.TrimSuffix(host, "."))
+		if strings.HasSuffix(low, ".veil") || strings.HasSuffix(low, ".onion") {
+			return nil, EndResolveFailed // names of anonymous services never reach a resolver
+		}
+		resolve := sw.cfg.ExitResolve
+		if resolve == nil {
+			resolve = func(ctx context.Context, h string) ([]netip.Addr, error) {
+				return net.DefaultResolver.LookupNetIP(ctx, "ip", h)
+			}
+		}
+		var err error
+		if addrs, err = resolve(ctx, host); err != nil || len(addrs) == 0 {
+			return nil, EndResolveFailed
+		}
+	}
+	var ok []netip.AddrPort
+	for _, a := range addrs {
+		ap := netip.AddrPortFrom(a.Unmap(), port)
+		if sw.cfg.ExitPolicy(ap) {
+			ok = append(ok, ap)
+		}
+	}
+	if len(ok) == 0 {
+		return nil, EndExitPolicy
+	}
+	return ok, 0
+}
+
+// serveExit runs the exit stream s to dest: it resolves and checks the
+// destination, dials it (both bounded by ExtendTimeout), answers CONNECTED
+// or END with the reason, and then copies between the stream and the
+// connection until either ends. It runs in the stream's own goroutine,
+// never the circuit's.
+func (e *endpoint) serveExit(s *Stream, dest string) {
+	host, port, _ := SplitExitDest(dest) // exitTakes checked it
+	ctx, cancel := context.WithTimeout(context.Background(), e.sw.cfg.ExtendTimeout)
+	defer cancel()
+	go func() { // the circuit closing ends resolution and dial
+		select {
+		case <-e.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	addrs, reason := e.sw.exitAddrs(ctx, host, port)
+	var conn net.Conn
+	for _, ap := range addrs {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", ap.String())
+		if err == nil {
+			conn = c
+			break
+		}
+		reason = dialReason(err)
+	}
+	if conn == nil {
 		e.mu.Lock()
 		s.peerEnded = true // nothing more to send: END says why
 		e.mu.Unlock()
-		_ = e.sendControl(lastHop, false, proto.RelayEnd, s.id, []byte{EndConnectRefused})
+		_ = e.sendControl(lastHop, false, proto.RelayEnd, s.id, []byte{reason})
 		return
 	}
 	if err := e.sendControl(lastHop, false, proto.RelayConnected, s.id, nil); err != nil {
@@ -39,9 +148,18 @@ func (e *endpoint) serveExit(s *Stream, ap netip.AddrPort) {
 	bridge(s, conn)
 }
 
-// exitAllows reports whether this node opens TCP connections to ap.
-func (sw *Switch) exitAllows(ap netip.AddrPort) bool {
-	return sw.cfg.Flags&proto.FlagExit != 0 && sw.cfg.ExitPolicy != nil && sw.cfg.ExitPolicy(ap)
+// dialReason is the END reason for a failed dial, as Tor gives it.
+func dialReason(err error) uint8 {
+	var ne net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return EndConnectRefused
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return EndNoRoute
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return EndTimeout
+	}
+	return EndMisc
 }
 
 // bridge copies between an exit stream and its TCP connection until either

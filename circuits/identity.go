@@ -315,6 +315,13 @@ func (id *Identity) Descriptor(addrs []netip.AddrPort, flags uint8, validity tim
 
 // DescriptorAt is Descriptor with the clock as an input.
 func (id *Identity) DescriptorAt(now time.Time, addrs []netip.AddrPort, flags uint8, validity time.Duration) (proto.NodeDescriptor, error) {
+	return id.ExitDescriptorAt(now, addrs, flags, nil, validity)
+}
+
+// ExitDescriptorAt is DescriptorAt for an exit (flags has
+// proto.FlagExit), with the summary of the ports its policy accepts
+// (exitpolicy.Policy.PortSummary).
+func (id *Identity) ExitDescriptorAt(now time.Time, addrs []netip.AddrPort, flags uint8, ports []proto.PortRange, validity time.Duration) (proto.NodeDescriptor, error) {
 	if validity <= 0 {
 		return proto.NodeDescriptor{}, fmt.Errorf("circuits: descriptor validity %v must be positive", validity)
 	}
@@ -328,6 +335,7 @@ func (id *Identity) DescriptorAt(now time.Time, addrs []netip.AddrPort, flags ui
 		OnionKey:    id.OnionPublic(),
 		Addrs:       addrs,
 		Flags:       flags,
+		ExitPorts:   ports,
 		ValidAfter:  uint64(after),
 		ValidUntil:  uint64(now.Add(validity).Unix()),
 		Signature:   make([]byte, proto.SignatureSize), // placeholder for Validate

@@ -1,36 +1,17 @@
 package circuits
 
-import "time"
+import (
+	"time"
 
-// TokenBucket limits a byte rate: Rate bytes per second on average, bursts
-// of at most Burst bytes. It is the relay_bandwidth_rate limit a link's
-// writer applies to its cells. It holds no clock: Take is given the time,
-// and says how long the caller must wait, so a fake clock tests it and the
-// caller decides how to wait. Not safe for concurrent use.
-type TokenBucket struct {
-	rate   float64 // bytes per second
-	burst  float64
-	tokens float64 // may go negative: bytes taken ahead of the rate
-	last   time.Time
-}
+	"veil/circuits/link"
+)
+
+// TokenBucket limits a byte rate; see link.TokenBucket, where a node's
+// links apply it (link.WriteLimit).
+type TokenBucket = link.TokenBucket
 
 // NewTokenBucket returns a full bucket for rate bytes per second with
-// bursts of burst bytes (at least one cell's worth is sensible), at now.
+// bursts of burst bytes, at now.
 func NewTokenBucket(rate, burst int, now time.Time) *TokenBucket {
-	return &TokenBucket{rate: float64(max(rate, 1)), burst: float64(max(burst, 1)), tokens: float64(max(burst, 1)), last: now}
-}
-
-// Take takes n bytes at now and returns how long the caller must wait
-// before sending them so that the rate holds (0: send at once). The bytes
-// are counted whether or not the caller waits.
-func (b *TokenBucket) Take(n int, now time.Time) time.Duration {
-	if d := now.Sub(b.last); d > 0 {
-		b.tokens = min(b.burst, b.tokens+d.Seconds()*b.rate)
-		b.last = now
-	}
-	b.tokens -= float64(n)
-	if b.tokens >= 0 {
-		return 0
-	}
-	return time.Duration(-b.tokens / b.rate * float64(time.Second))
+	return link.NewTokenBucket(rate, burst, now)
 }

@@ -43,6 +43,7 @@ func testIdleRelayedCircuitMemory(t *testing.T) {
 	cfg := DefaultSwitchConfig()
 	cfg.MaxJoinedCircuits = n
 	cfg.MaxJoinedPerLink = n
+	cfg.CreateBurst = n       // every CREATE2 at once, on one link
 	cfg.JoinedIdleTimeout = 0 // no reaper: its one goroutine would blur the count
 	cfg.OnEvent = func(ev Event) {
 		if ev.Kind == EventJoined {
@@ -87,7 +88,10 @@ func testIdleRelayedCircuitMemory(t *testing.T) {
 }
 
 // A relayed circuit that has carried a forward cell and gone idle again
-// holds that direction's cipher state too, and still no goroutine.
+// costs what an unused one does: with so few cells carried, it drops its
+// hop's cipher state after the burst (parkHop), and holds no goroutine.
+// The next cells rebuild the state where the keystream stopped: a wrong
+// position would fail their digest and destroy the circuit.
 func TestUsedIdleRelayedCircuitMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("1,000 handshakes")
@@ -104,6 +108,7 @@ func testUsedIdleRelayedCircuitMemory(t *testing.T) {
 	cfg := DefaultSwitchConfig()
 	cfg.MaxJoinedCircuits = n
 	cfg.MaxJoinedPerLink = n
+	cfg.CreateBurst = n // every CREATE2 at once, on one link
 	cfg.JoinedIdleTimeout = 0
 	sw, err := NewSwitch(id, nil, cfg)
 	if err != nil {
@@ -126,10 +131,19 @@ func testUsedIdleRelayedCircuitMemory(t *testing.T) {
 		t.Fatalf("%d CREATED2 of %d", len(prev.created), n)
 	}
 	// CREATED2 answers come in any order: match them by circuit ID.
+	const kept = 10 // hops kept to send more cells after the measure
+	type circ struct {
+		hop *onion.Hop
+		id  uint32
+	}
+	var again []circ
 	for _, created := range prev.created {
 		i := created.CircID()&^(1<<31) - 1
 		hop := finishHop(t, hss[i], created)
 		sw.HandleCell(prev, sealedRelay(t, hop, created.CircID(), false, proto.RelayDrop, 0, nil))
+		if len(again) < kept {
+			again = append(again, circ{hop, created.CircID()})
+		}
 		proto.PutCell(created)
 	}
 	synctest.Wait()
@@ -142,8 +156,17 @@ func testUsedIdleRelayedCircuitMemory(t *testing.T) {
 	stack := (int64(after.stack) - int64(before.stack)) / n
 	goroutines := float64(after.goroutines-before.goroutines) / n
 	t.Logf("per used, idle relayed circuit: %d heap bytes, %d stack bytes, %.3f goroutines", heap, stack, goroutines)
-	if heap+stack > 3200 {
-		t.Errorf("a used, idle relayed circuit costs %d bytes (heap %d + stacks %d), want <= 3200", heap+stack, heap, stack)
+	if heap+stack > 1400 {
+		t.Errorf("a used, idle relayed circuit costs %d bytes (heap %d + stacks %d), want <= 1400", heap+stack, heap, stack)
+	}
+	for round := range 3 {
+		for _, c := range again {
+			sw.HandleCell(prev, sealedRelay(t, c.hop, c.id, false, proto.RelayDrop, 0, nil))
+		}
+		synctest.Wait()
+		if got := sw.Joined(); got != n {
+			t.Fatalf("round %d of cells after the parking: the switch carries %d circuits, want %d (a resumed keystream failed)", round, got, n)
+		}
 	}
 	if goroutines >= 0.1 { // see TestIdleRelayedCircuitMemory
 		t.Errorf("%.3f goroutines per used, idle relayed circuit, want none", goroutines)
@@ -184,8 +207,9 @@ func (l *createdLink) SendCell(c *proto.Cell) error {
 	return nil
 }
 
-// A relayed circuit that moved cells keeps its queue buffers while busy
-// and loses them once the idle reaper finds it quiet; its goroutine is
+// A relayed circuit that moved cells keeps its queue buffers and its
+// hop's cipher state while busy and loses them once the idle reaper finds
+// it quiet; its goroutine is
 // gone between bursts, and the next cell starts another that still has
 // the circuit's state.
 func TestRelayedQueueTrimmedWhenQuiet(t *testing.T) {
@@ -239,6 +263,9 @@ func TestRelayedQueueTrimmedWhenQuiet(t *testing.T) {
 		if buffers() == 0 {
 			t.Fatal("no queue buffer kept after a burst")
 		}
+		if rc.core.hop.Parked() {
+			t.Fatal("a busy circuit's cipher state was dropped after its burst")
+		}
 		sw.expireIdle(time.Now()) // sees the counters move
 		if buffers() == 0 {
 			t.Fatal("queue buffers dropped while the circuit was busy")
@@ -250,9 +277,15 @@ func TestRelayedQueueTrimmedWhenQuiet(t *testing.T) {
 		if sw.Joined() != 1 {
 			t.Fatal("the quiet circuit was expired")
 		}
+		if !rc.core.hop.Parked() {
+			t.Fatal("a quiet circuit keeps its cipher state")
+		}
 		burst(5) // a new goroutine picks the circuit up where it was
 		if got := rc.ep.stats.cellsRecv.Load(); got != 305 {
 			t.Fatalf("%d cells handled, want 305", got)
+		}
+		if sw.Joined() != 1 || rc.core.hop.Parked() {
+			t.Fatalf("after the quiet spell, 5 more cells: %d circuits (want 1), parked %v (want false): the keystream did not resume", sw.Joined(), rc.core.hop.Parked())
 		}
 		sw.HandleCell(prev, newCell(circID, proto.CmdDestroy))
 		synctest.Wait()

@@ -22,6 +22,7 @@ func newMemNodes(t testing.TB, n int) []*cnode {
 			t.Fatal(err)
 		}
 		cfg := DefaultSwitchConfig()
+		cfg.AllowPrivateExtend = true // the descriptors name 127.0.0.1
 		mnode := mn.Node(id.ID)
 		sw, err := NewSwitch(id, mnode, cfg)
 		if err != nil {

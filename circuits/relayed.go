@@ -496,7 +496,46 @@ func (rc *relayCirc) run() {
 			rc.teardown()
 			return
 		}
+		if rc.fewCells() {
+			rc.parkHop()
+		}
 		batch = cells
+	}
+}
+
+// parkedBelow is the number of cells under which a relayed circuit drops
+// its onion hop's cipher state after each burst: one that has carried only
+// its building cells (EXTEND2, EXTENDED2, a BEGIN) waits, mostly, and the
+// ~2.6 KB of expanded keys would be most of its cost; rebuilding them
+// takes a few microseconds. A busier circuit keeps its state until the
+// idle reaper finds it quiet (quiet).
+const parkedBelow = 16
+
+func (rc *relayCirc) fewCells() bool {
+	return rc.ep.stats.cellsSent.Load()+rc.ep.stats.cellsRecv.Load() < parkedBelow
+}
+
+// parkHop drops the hop's cipher state. The caller owns the circuit; the
+// backward direction is also our own streams' (under sendMu).
+func (rc *relayCirc) parkHop() {
+	if rc.core == nil || rc.core.hop == nil {
+		return
+	}
+	rc.ep.sendMu.Lock()
+	rc.core.hop.Park()
+	rc.ep.sendMu.Unlock()
+}
+
+// quiet, from the idle reaper, drops what a circuit that has been quiet
+// for one of its rounds need not keep: its queue buffers and its hop's
+// cipher state. It does nothing to a circuit a goroutine owns.
+func (rc *relayCirc) quiet() {
+	if !rc.q.claim() {
+		return
+	}
+	rc.parkHop()
+	if rc.q.release() {
+		go rc.runFn()
 	}
 }
 
@@ -644,18 +683,13 @@ func (rc *relayCirc) dial(a *relayAction) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), a.deadline.Sub(sw.cfg.Now()))
 	rc.cancelDial = cancel
-	gen, next, addr := a.gen, a.next, a.addr.String() // *a is reused once dial returns
-	sw.wg.Add(1)                                      // the circuit holds a count: no race with Wait
+	gen, next, addr := a.gen, a.next, a.addr // *a is reused once dial returns
+	sw.wg.Add(1)                             // the circuit holds a count: no race with Wait
 	go func() {
 		defer sw.wg.Done()
 		defer cancel()
 		ev := relayEvent{kind: evDialed, gen: gen}
-		l, err := sw.links.Dial(ctx, next, addr)
-		if err != nil {
-			ev.reason = proto.DestroyConnectFailed
-		} else {
-			ev.l = l
-		}
+		ev.l, ev.reason = sw.extendDial(ctx, next, addr) // budget.go: address policy, dial cap
 		if rc.q.pushDialed(ev) {
 			go rc.runFn()
 		}

@@ -34,7 +34,7 @@ type relayQueue struct {
 // only ever sees a few control cells at a time keeps slices of a few
 // slots. A busy circuit keeps its buffers (allocating them per burst cost
 // a dozen allocations per 64 KiB relayed); the idle reaper drops them
-// once the circuit has been quiet for one of its rounds (trim).
+// once the circuit has been quiet for one of its rounds (claim).
 
 // push queues a cell (or a link's closing, it.c == nil). It reports
 // whether the queue had room, and whether the caller must start the
@@ -116,14 +116,31 @@ func (q *relayQueue) take(done []inbound) (kill proto.DestroyReason, dialed []re
 	return kill, dialed, cells, true
 }
 
-// trim drops the buffers of a queue that is empty and not being worked
-// through, so a circuit that went quiet costs what an idle one does.
-func (q *relayQueue) trim() {
+// claim takes the circuit for the idle reaper when the queue is empty and
+// no goroutine owns it: the buffers go, and the caller owns the circuit
+// (as run does) until release. False: it is busy, or over.
+func (q *relayQueue) claim() bool {
 	q.mu.Lock()
-	if !q.running && len(q.cells) == 0 {
-		q.cells, q.spare = nil, nil
+	defer q.mu.Unlock()
+	if q.running || len(q.cells) > 0 {
+		return false
 	}
-	q.mu.Unlock()
+	q.cells, q.spare = nil, nil
+	q.running = true
+	return true
+}
+
+// release gives back what claim took. It reports whether inputs came
+// meanwhile: the caller must then start the goroutine, which owns the
+// circuit from there.
+func (q *relayQueue) release() (start bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.killed == proto.DestroyNone && len(q.dialed) == 0 && len(q.cells) == 0 {
+		q.running = false
+		return false
+	}
+	return true
 }
 
 // close ends the queue: later inputs are dropped, no goroutine starts

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"sync"
 	"time"
 
@@ -18,10 +17,13 @@ import (
 // Stream END reasons (Tor's numbering where Tor has one).
 const (
 	EndMisc           uint8 = 1
+	EndResolveFailed  uint8 = 2 // an exit could not resolve the name
 	EndConnectRefused uint8 = 3
+	EndExitPolicy     uint8 = 4 // an exit's policy refuses the destination
 	EndDestroy        uint8 = 5
 	EndDone           uint8 = 6
 	EndTimeout        uint8 = 7
+	EndNoRoute        uint8 = 8 // an exit has no route to the destination
 	EndResourceLimit  uint8 = 11
 	EndNoService      uint8 = 12 // veil: no service of that name at the last hop
 )
@@ -33,6 +35,21 @@ var (
 	ErrCircuitClosed  = errors.New("circuits: circuit closed")
 	ErrTooManyStreams = errors.New("circuits: too many streams on the circuit")
 )
+
+// RefusedError is the error of a stream the other end refused with END
+// before CONNECTED: errors.Is(err, ErrStreamRefused) holds, and Reason
+// says why (EndExitPolicy, EndResolveFailed, ...).
+type RefusedError struct {
+	Dest   string
+	Reason uint8
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("%v: %q: END reason %d", ErrStreamRefused, e.Dest, e.Reason)
+}
+
+// Unwrap is ErrStreamRefused.
+func (e *RefusedError) Unwrap() error { return ErrStreamRefused }
 
 // endpoint is the stream-carrying end of a circuit: the origin's Circuit
 // (which seals cells forward for any hop of its path) or the last hop of a
@@ -60,9 +77,13 @@ type endpoint struct {
 	recvWin    onion.RecvWindow
 	streams    map[uint16]*Stream
 	nextStream uint16
-	closed     bool
-	reason     proto.DestroyReason
-	done       chan struct{} // closed when the circuit is closed
+	// pushed and popped count the cells that entered and left the
+	// streams' receive queues (wrapping): their difference is what the
+	// circuit holds for its readers, popped its readers' progress.
+	pushed, popped uint32
+	closed         bool
+	reason         proto.DestroyReason
+	done           chan struct{} // closed when the circuit is closed
 }
 
 func (e *endpoint) init(sw *Switch, origin bool) {
@@ -255,6 +276,12 @@ func (e *endpoint) onStreamCell(r proto.RelayCell, c *proto.Cell, t onion.Tag) (
 				e.mu.Unlock()
 				return relayResult{destroy: proto.DestroyProtocol}, true
 			}
+			if int(e.pushed-e.popped) >= e.sw.cfg.MaxCircuitQueuedCells {
+				// Every stream within its window, the circuit's readers
+				// far behind: the peer fills our memory (budget.go).
+				e.mu.Unlock()
+				return relayResult{destroy: proto.DestroyResourceLimit}, true
+			}
 			s.push(c, len(r.Data))
 			res.keep = true
 		}
@@ -340,10 +367,7 @@ func (e *endpoint) begin(sid uint16, dest string) {
 	sw.mu.Lock()
 	svc := sw.services[dest]
 	sw.mu.Unlock()
-	var exit netip.AddrPort
-	if svc == nil && !e.origin {
-		exit = sw.exitTo(dest)
-	}
+	exit := svc == nil && !e.origin && sw.exitTakes(dest)
 	e.mu.Lock()
 	var s *Stream
 	reason := uint8(0)
@@ -351,11 +375,12 @@ func (e *endpoint) begin(sid uint16, dest string) {
 	case e.closed:
 		e.mu.Unlock()
 		return
-	case svc == nil && !exit.IsValid():
+	case svc == nil && !exit:
 		reason = EndNoService
 	case e.streams[sid] != nil:
 		reason = EndMisc
-	case len(e.streams) >= sw.cfg.MaxStreams:
+	case len(e.streams) >= sw.cfg.MaxStreams,
+		!e.origin && len(e.streams) >= sw.cfg.MaxJoinedStreams:
 		reason = EndResourceLimit
 	default:
 		s = e.newStreamLocked(sid, dest)
@@ -370,8 +395,8 @@ func (e *endpoint) begin(sid uint16, dest string) {
 	go func() {
 		defer sw.wg.Done()
 		defer s.Close()
-		if exit.IsValid() {
-			e.serveExit(s, exit)
+		if exit {
+			e.serveExit(s, dest)
 			return
 		}
 		if err := e.sendControl(lastHop, false, proto.RelayConnected, sid, nil); err != nil {
@@ -424,7 +449,7 @@ func (e *endpoint) openStream(ctx context.Context, dest string) (*Stream, error)
 		return s, nil
 	case s.peerEnded:
 		delete(e.streams, id)
-		return nil, fmt.Errorf("%w: %q: END reason %d", ErrStreamRefused, dest, s.endReason)
+		return nil, &RefusedError{Dest: dest, Reason: s.endReason}
 	case e.closed:
 		return nil, ErrCircuitClosed
 	}
@@ -484,6 +509,7 @@ func (s *Stream) ID() uint16 { return s.id }
 func (s *Stream) Dest() string { return s.dest }
 
 func (s *Stream) push(c *proto.Cell, n int) {
+	s.e.pushed++
 	s.rq = append(s.rq, queued{c: c, n: n})
 	if q := len(s.rq) - s.rqHead; q > s.maxQueued {
 		s.maxQueued = q
@@ -497,6 +523,7 @@ func (s *Stream) push(c *proto.Cell, n int) {
 // every cell the stream ever carried: it is compacted away once it is half
 // the slice. Caller holds e.mu.
 func (s *Stream) popLocked() {
+	s.e.popped++
 	s.rq[s.rqHead] = queued{}
 	s.rqHead++
 	switch {
@@ -510,6 +537,7 @@ func (s *Stream) popLocked() {
 }
 
 func (s *Stream) dropQueueLocked() {
+	s.e.popped += uint32(len(s.rq) - s.rqHead)
 	for i := s.rqHead; i < len(s.rq); i++ {
 		proto.PutCell(s.rq[i].c)
 	}

@@ -1,6 +1,7 @@
 package circuits
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -33,8 +34,8 @@ type SwitchConfig struct {
 	// on one link, so one peer cannot take every MaxJoinedCircuits slot;
 	// CREATE2 beyond it is answered with DESTROY RESOURCELIMIT.
 	MaxJoinedPerLink int
-	// JoinedIdleTimeout: a circuit of others we carry that moved no relay
-	// cell either way for this long is destroyed (DESTROY TIMEOUT towards
+	// JoinedIdleTimeout: a circuit of others we carry that sent no relay
+	// cell back towards its origin for this long is destroyed (DESTROY TIMEOUT towards
 	// both neighbours) and its slot freed. 0 disables it. Idleness is read
 	// from the circuit's cell counters every JoinedIdleTimeout/4, so a
 	// circuit goes between JoinedIdleTimeout and 1.25 times it after its
@@ -59,17 +60,62 @@ type SwitchConfig struct {
 	// peer that overruns it (it must have ignored the windows) gets its
 	// circuit destroyed with RESOURCELIMIT.
 	QueueCells int
-	// ExitPolicy, on a node with FlagExit, decides which "ip:port"
-	// destinations a BEGIN may open a TCP connection to (no registered
-	// service of that name taking precedence). Nil: none; veil is not an
-	// exit unless told so.
+	// ExitPolicy, on a node with FlagExit, decides which destinations a
+	// BEGIN "HOST:PORT" may open a TCP connection to (no registered
+	// service of that name taking precedence), each address a name
+	// resolves to checked. Nil: none; veil is not an exit unless told so.
+	// exitpolicy.Policy.Allows is the one veil runs with.
 	ExitPolicy func(netip.AddrPort) bool
+	// ExitResolve resolves the names of exit streams at this exit (nil:
+	// the system resolver). Tests set it so that no name leaves the
+	// machine.
+	ExitResolve func(ctx context.Context, host string) ([]netip.Addr, error)
 	// Rand feeds the handshakes (nil: crypto/rand).
 	Rand io.Reader
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
 	// OnEvent, if set, receives circuit events synchronously; it must not block.
 	OnEvent func(Event)
+
+	// The budgets below bound what hostile peers can make this node hold
+	// (docs/ARCHITECTURE.md, "Budgets and limits"); budget.go enforces them.
+
+	// MaxQueuedBytes is the node-wide budget of cells queued in circuits:
+	// in relayed circuits' queues and in streams' receive queues, counted
+	// at QueuedCellCost bytes a cell. When it is exceeded, the circuits
+	// whose backlog has made no progress for the longest are destroyed
+	// (RESOURCELIMIT) until it holds again, as Tor's out-of-memory handler
+	// does.
+	MaxQueuedBytes int
+	// MaxCircuitQueuedCells bounds the cells queued in all the streams of
+	// one circuit together; the circuit is destroyed (RESOURCELIMIT) when
+	// a peer's cell would go beyond it. Stream windows alone would allow
+	// MaxStreams times StreamWindow. The circuit window is consumed as
+	// cells arrive (so that one slow stream does not stall its
+	// siblings), so an honest peer with a few busy streams and slow
+	// readers may have more than one circuit window queued: the default,
+	// four windows (~2 MB), leaves it room (at one window, 16 echo
+	// streams of 20-65 KB tripped it on a loaded machine), and the
+	// node-wide MaxQueuedBytes bounds what all circuits hold together.
+	MaxCircuitQueuedCells int
+	// MaxJoinedStreams is MaxStreams for the streams the origin of a
+	// circuit of others opens at this node: each costs a goroutine.
+	MaxJoinedStreams int
+	// AllowPrivateExtend lets EXTEND2 name loopback, private, link-local
+	// and other non-global addresses (GlobalAddr). Off, such an EXTEND2 is
+	// answered with TRUNCATED at once and nothing is dialed, so nobody can
+	// make this node probe its owner's network. Only test networks on
+	// one machine turn it on.
+	AllowPrivateExtend bool
+	// MaxExtendDials bounds the dials for EXTEND2 running at once; an
+	// EXTEND2 beyond it gets TRUNCATED (RESOURCELIMIT) at once.
+	MaxExtendDials int
+	// CreateRate and CreateBurst are the token bucket of CREATE2 cells on
+	// one link (per second, and the most at once): each costs an X25519
+	// handshake; a CREATE2 beyond it is answered with DESTROY
+	// RESOURCELIMIT before any key agreement.
+	CreateRate  float64
+	CreateBurst int
 }
 
 // DefaultSwitchConfig returns the settings veil runs with.
@@ -88,6 +134,14 @@ func DefaultSwitchConfig() SwitchConfig {
 		ExtendTimeout:     10 * time.Second,
 		QueueCells:        2*onion.CircWindowStart + 512,
 		Now:               time.Now,
+		// 32 MiB of queued cells: a tenth of a 256 MB router, which also
+		// runs the stores, links' buffers and the goroutines.
+		MaxQueuedBytes:        32 << 20,
+		MaxCircuitQueuedCells: 4 * onion.CircWindowStart,
+		MaxJoinedStreams:      64,
+		MaxExtendDials:        64,
+		CreateRate:            20,
+		CreateBurst:           64,
 	}
 }
 
@@ -124,6 +178,16 @@ func (c SwitchConfig) Validate() error {
 		return fmt.Errorf("circuits: switch config: QueueCells %d must hold both circuit windows plus control cells (%d)", c.QueueCells, 2*c.CircWindow+64)
 	case c.Now == nil:
 		return errors.New("circuits: switch config: Now must be set")
+	case c.MaxQueuedBytes < 64*QueuedCellCost:
+		return fmt.Errorf("circuits: switch config: MaxQueuedBytes %d must hold at least 64 cells (%d)", c.MaxQueuedBytes, 64*QueuedCellCost)
+	case c.MaxCircuitQueuedCells < c.StreamWindow:
+		return fmt.Errorf("circuits: switch config: MaxCircuitQueuedCells %d must hold a stream window (%d)", c.MaxCircuitQueuedCells, c.StreamWindow)
+	case c.MaxJoinedStreams < 1 || c.MaxJoinedStreams >= lastHopStreams:
+		return fmt.Errorf("circuits: switch config: MaxJoinedStreams %d must be in 1..%d", c.MaxJoinedStreams, lastHopStreams-1)
+	case c.MaxExtendDials < 1:
+		return fmt.Errorf("circuits: switch config: MaxExtendDials %d must be at least 1", c.MaxExtendDials)
+	case c.CreateRate <= 0 || c.CreateBurst < 1:
+		return fmt.Errorf("circuits: switch config: CreateRate %v and CreateBurst %d must be positive", c.CreateRate, c.CreateBurst)
 	}
 	return nil
 }
@@ -226,6 +290,8 @@ type Switch struct {
 	nextHandle uint64 // guarded by mu
 	wg         sync.WaitGroup
 	stop       chan struct{} // closed by Close
+
+	budget budget // the memory budget, CREATE2 buckets and extend dials (budget.go)
 }
 
 // NewSwitch returns the circuit switch of the node id, dialing through lg
@@ -241,7 +307,7 @@ func NewSwitch(id *Identity, lg link.Dialer, cfg SwitchConfig) (*Switch, error) 
 	if err != nil {
 		return nil, fmt.Errorf("circuits: seeding the switch: %w", err)
 	}
-	return &Switch{
+	sw := &Switch{
 		id:       id,
 		links:    lg,
 		cfg:      cfg,
@@ -250,7 +316,9 @@ func NewSwitch(id *Identity, lg link.Dialer, cfg SwitchConfig) (*Switch, error) 
 		services: make(map[string]Service),
 		rng:      rng,
 		stop:     make(chan struct{}),
-	}, nil
+	}
+	sw.budget.init(cfg)
+	return sw, nil
 }
 
 // Config returns the switch's configuration.
@@ -321,7 +389,9 @@ func (sw *Switch) HandleCell(l link.Conn, c *proto.Cell) {
 	if !q.deliver(inbound{l: l, c: c}) {
 		proto.PutCell(c)
 		q.kill(proto.DestroyResourceLimit)
+		return
 	}
+	sw.cellQueued()
 }
 
 // HandleClosed is the link.Handlers.Closed of the node's links: every
@@ -335,6 +405,7 @@ func (sw *Switch) HandleClosed(l link.Conn, _ error) {
 		}
 	}
 	sw.mu.Unlock()
+	sw.budget.forgetLink(l)
 	for _, q := range qs {
 		if !q.deliver(inbound{l: l}) {
 			q.kill(proto.DestroyChannelClosed)
@@ -376,7 +447,7 @@ func (sw *Switch) handleCreate(l link.Conn, c *proto.Cell) {
 		sendDestroy(l, id, proto.DestroyProtocol)
 		return
 	case !sw.acceptsCircuits() || sw.joined >= sw.cfg.MaxJoinedCircuits ||
-		sw.perLink[l] >= sw.cfg.MaxJoinedPerLink:
+		sw.perLink[l] >= sw.cfg.MaxJoinedPerLink || !sw.budget.allowCreate(l, sw.cfg.Now()):
 		sw.mu.Unlock()
 		proto.PutCell(c)
 		sendDestroy(l, id, proto.DestroyResourceLimit)
@@ -427,31 +498,45 @@ func (sw *Switch) reapIdle() {
 }
 
 // expireIdle destroys, with DESTROY TIMEOUT towards both neighbours, the
-// joined circuits whose cell counters have not moved since
+// joined circuits that sent no cell back towards their origin since
 // JoinedIdleTimeout before now. As the pool does, it reads the counters
 // rather than a clock per cell: a circuit's idle time runs from its
-// creation or from the last call that saw its count change. reapIdle calls
-// it; tests call it with chosen times. TIMEOUT rather than FINISHED (what
-// an origin's Close sends) tells the origin the relay gave up on it. A
-// circuit quiet since the last call, not yet expired, loses its queue
-// buffers (relayQueue.trim).
+// creation or from the last call that saw its backward count change.
+// Only backward cells count as progress (data, answers and SENDMEs from
+// the last hop or our streams): cells from the origin alone, a DROP every
+// few minutes, keep nothing alive. reapIdle calls it; tests call it with
+// chosen times. TIMEOUT rather than FINISHED (what an origin's Close
+// sends) tells the origin the relay gave up on it. A circuit that moved
+// no cell either way since the last call, not yet expired, loses its
+// queue buffers and its cipher state (relayCirc.quiet).
 func (sw *Switch) expireIdle(now time.Time) {
-	var idle []*relayCirc
+	var idle, quiet []*relayCirc
 	sw.mu.Lock()
 	for k, q := range sw.circs {
 		rc, ok := q.(*relayCirc)
 		if !ok || k.l != rc.prev || k.id != rc.prevID {
 			continue // origin circuits are the pool's; a relayCirc's next-hop key is the same circuit
 		}
-		if cells := rc.ep.stats.cellsSent.Load() + rc.ep.stats.cellsRecv.Load(); cells != rc.idleCells {
+		// idleCells holds both counts: backward cells in the high half,
+		// forward ones in the low half (each wrapping; only equality
+		// matters).
+		sent, recv := rc.ep.stats.cellsSent.Load(), rc.ep.stats.cellsRecv.Load()
+		cells := sent<<32 | recv&0xffffffff
+		switch {
+		case cells>>32 != rc.idleCells>>32:
 			rc.idleCells, rc.idleSince = cells, now
-		} else if now.Sub(rc.idleSince) >= sw.cfg.JoinedIdleTimeout {
+		case now.Sub(rc.idleSince) >= sw.cfg.JoinedIdleTimeout:
 			idle = append(idle, rc)
-		} else {
-			rc.q.trim() // quiet since the last look: its queue buffers can go
+		case cells != rc.idleCells:
+			rc.idleCells = cells // forward cells only: busy, but no progress
+		default:
+			quiet = append(quiet, rc) // quiet since the last look
 		}
 	}
 	sw.mu.Unlock()
+	for _, rc := range quiet {
+		rc.quiet()
+	}
 	for _, rc := range idle {
 		rc.kill(proto.DestroyTimeout)
 	}

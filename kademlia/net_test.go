@@ -47,7 +47,9 @@ func startNetNode(t *testing.T, ctx context.Context, wg *sync.WaitGroup, seed ui
 	if err != nil {
 		t.Fatal(err)
 	}
-	links := link.NewLinks(cid.Key, link.DefaultConfig())
+	lcfg := link.DefaultConfig()
+	lcfg.MaxInboundPerSubnet = 0 // fifty nodes on 127.0.0.1: one /24
+	links := link.NewLinks(cid.Key, lcfg)
 	var target atomic.Pointer[Node]
 	links.SetHandlers(link.Handlers{
 		Cell: func(l link.Conn, c *proto.Cell) { proto.PutCell(c) },

@@ -21,13 +21,20 @@ type ordbNode struct {
 
 func newORDBNode(t testing.TB) *ordbNode {
 	t.Helper()
+	return newORDBNodeWith(t, link.DefaultConfig())
+}
+
+// newORDBNodeWith is newORDBNode with the links configured by lcfg.
+func newORDBNodeWith(t testing.TB, lcfg link.Config) *ordbNode {
+	t.Helper()
 	id, err := circuits.NewEphemeralIdentity()
 	if err != nil {
 		t.Fatal(err)
 	}
-	links := link.NewLinks(id.Key, link.DefaultConfig())
+	links := link.NewLinks(id.Key, lcfg)
 	cfg := circuits.DefaultSwitchConfig()
 	cfg.Flags = proto.FlagRelay | proto.FlagORDB
+	cfg.AllowPrivateExtend = true // extends to 127.0.0.1
 	sw, err := circuits.NewSwitch(id, links, cfg)
 	if err != nil {
 		t.Fatal(err)

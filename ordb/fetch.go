@@ -15,7 +15,10 @@ import (
 
 // FetchConfig tunes Fetch. The zero value takes the defaults.
 type FetchConfig struct {
-	// ChunksPerQuery is the chunks asked per DB_QUERY (default 32, ~16 KiB).
+	// ChunksPerQuery is the chunks asked per DB_QUERY (default 64, ~31 KiB:
+	// the store keeps the tree's nodes over 64 aligned chunks, so the
+	// proof of such a range is read, not computed from the chunks around
+	// it).
 	ChunksPerQuery int
 	// InFlight is how many queries may await their answer (default 8), so
 	// the circuit stays busy while answers are verified and stored.
@@ -31,7 +34,7 @@ type FetchConfig struct {
 
 func (c FetchConfig) withDefaults() FetchConfig {
 	if c.ChunksPerQuery <= 0 {
-		c.ChunksPerQuery = 32
+		c.ChunksPerQuery = DefaultMaxChunks
 	}
 	c.ChunksPerQuery = min(c.ChunksPerQuery, DefaultMaxChunks)
 	if c.InFlight <= 0 {

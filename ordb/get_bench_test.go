@@ -10,13 +10,16 @@ import (
 
 	"veil/chunkstore"
 	"veil/circuits"
+	"veil/circuits/link"
 	"veil/proto"
 	"veil/window"
 )
 
 // benchNet is a requester and five disjoint 3-hop paths (two relays and an
-// ORDB each, all serving one published content) on 127.0.0.1. Disjoint
-// paths make a per-stream limit at the ORDB the same as a per-relay limit.
+// ORDB each, all serving one published content) on 127.0.0.1. With limit
+// set, every node of the paths caps what its links write at limit bytes
+// per second (link.WriteLimit, what relay_bandwidth_rate sets), as a home
+// uplink caps a real relay.
 type benchNet struct {
 	net   *getNet
 	paths [][]proto.NodeDescriptor
@@ -27,32 +30,19 @@ func newBenchNet(b *testing.B, size int, limit int) *benchNet {
 	net.pub, net.name, net.data = publish(b, size)
 	srv := &Server{Store: net.pub}
 	bn := &benchNet{net: net}
+	relay := func() *ordbNode {
+		lcfg := link.DefaultConfig()
+		if limit > 0 {
+			lcfg.WriteLimit = link.NewWriteLimit(limit, 64<<10)
+		}
+		return newORDBNodeWith(b, lcfg)
+	}
 	for range 5 {
-		r1, r2, o := newORDBNode(b), newORDBNode(b), newORDBNode(b)
-		o.sw.Handle("ordb", func(s *circuits.Stream) {
-			var cs CellStream = s
-			if limit > 0 {
-				cs = &limitedStream{CellStream: s, b: circuits.NewTokenBucket(limit, 16*proto.RelayDataSize, time.Now())}
-			}
-			srv.Serve(cs)
-		})
+		r1, r2, o := relay(), relay(), relay()
+		o.sw.Handle("ordb", func(s *circuits.Stream) { srv.Serve(s) })
 		bn.paths = append(bn.paths, []proto.NodeDescriptor{r1.desc, r2.desc, o.desc})
 	}
 	return bn
-}
-
-// limitedStream sends at most the bucket's rate: the relay_bandwidth_rate
-// a relay's link would apply, here at the ORDB's end of the stream.
-type limitedStream struct {
-	CellStream
-	b *circuits.TokenBucket
-}
-
-func (s *limitedStream) WriteCell(cmd proto.RelayCommand, data []byte) error {
-	if d := s.b.Take(proto.CellSize, time.Now()); d > 0 {
-		time.Sleep(d) // a real wait: this is the limit being measured
-	}
-	return s.CellStream.WriteCell(cmd, data)
 }
 
 // benchGet fetches the content through the first n paths into a fresh
@@ -117,26 +107,28 @@ func processCPU() time.Duration {
 }
 
 // BenchmarkGetFiveCircuits is veil get's transfer: 100 MB through five
-// 3-hop circuits on 127.0.0.1, each range verified and stored. Compare
-// with BenchmarkGetOneCircuit in the same run, and with circuits'
+// 3-hop circuits on 127.0.0.1, each range verified and stored, with every
+// relay's links capped at 8 MB/s (relay_bandwidth_rate) and unlimited.
+// Compare with BenchmarkGetOneCircuit in the same run, and with circuits'
 // BenchmarkCircuit3Hop (one circuit carrying raw bytes).
-// stallmin=1s raises the window's shortest stall timeout from its 200 ms
-// default: on a loaded machine a path may go silent that long with
-// nothing wrong, and each stall replaces a circuit.
-func BenchmarkGetFiveCircuits(b *testing.B) { benchStall(b, 5) }
+func BenchmarkGetFiveCircuits(b *testing.B) { benchRates(b, 5) }
 
 // BenchmarkGetOneCircuit is BenchmarkGetFiveCircuits through one circuit.
-func BenchmarkGetOneCircuit(b *testing.B) { benchStall(b, 1) }
+func BenchmarkGetOneCircuit(b *testing.B) { benchRates(b, 1) }
 
-func benchStall(b *testing.B, n int) {
-	bn := newBenchNet(b, 100<<20, 0)
-	b.Run("stallmin=default", func(b *testing.B) { benchGet(b, bn, n, 0) })
-	b.Run("stallmin=1s", func(b *testing.B) { benchGet(b, bn, n, time.Second) })
+func benchRates(b *testing.B, n int) {
+	for _, rate := range []int{8_000_000, 0} {
+		name := "unlimited"
+		if rate > 0 {
+			name = fmt.Sprintf("relay_bandwidth_rate=%dMB", rate/1_000_000)
+		}
+		bn := newBenchNet(b, 100<<20, rate)
+		b.Run(name, func(b *testing.B) { benchGet(b, bn, n, 0) })
+	}
 }
 
-// BenchmarkGetLimited caps each path at a relay bandwidth rate (a token
-// bucket on the ORDB's sends; the paths are disjoint, so this is a
-// per-relay cap) and compares one circuit with five.
+// BenchmarkGetLimited caps every relay's links at a relay bandwidth rate
+// and compares one circuit with five over 20 MB, at two rates.
 func BenchmarkGetLimited(b *testing.B) {
 	for _, rate := range []int{8_000_000, 2_000_000} {
 		bn := newBenchNet(b, 20<<20, rate)

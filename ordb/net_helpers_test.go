@@ -178,9 +178,12 @@ func (n *testNet) addNode(name string, flags uint8, listen bool) *netNode {
 		t.Fatal(err)
 	}
 	nd := &netNode{name: name, id: id}
-	nd.links = link.NewLinks(id.Key, link.DefaultConfig())
+	lcfg := link.DefaultConfig()
+	lcfg.MaxInboundPerSubnet = 0 // every node is on 127.0.0.1
+	nd.links = link.NewLinks(id.Key, lcfg)
 	cfg := circuits.DefaultSwitchConfig()
 	cfg.Flags = flags
+	cfg.AllowPrivateExtend = true // extends to 127.0.0.1
 	if nd.sw, err = circuits.NewSwitch(id, nd.links, cfg); err != nil {
 		t.Fatal(err)
 	}

@@ -295,13 +295,17 @@ func TestDHTDescriptorSize(t *testing.T) {
 	v6 := netip.MustParseAddrPort("[::1]:1")
 	small := DHTMessage{Type: DHTDescriptor, Descriptor: dhtTestDescriptor(1)}
 	large := DHTMessage{Type: DHTDescriptor, Descriptor: dhtTestDescriptor(1, v6, v6, v6, v6)}
-	if n := small.Descriptor.Len(); n != 166 {
-		t.Errorf("descriptor without an address: %d bytes, doc says 166", n)
+	if n := small.Descriptor.Len(); n != 167 {
+		t.Errorf("descriptor without an address: %d bytes, doc says 167", n)
 	}
-	if n := large.Descriptor.Len(); n != 242 {
-		t.Errorf("descriptor with four IPv6 addresses: %d bytes, doc says 242", n)
+	large.Descriptor.Flags |= FlagExit
+	for i := range MaxExitPortRanges {
+		large.Descriptor.ExitPorts = append(large.Descriptor.ExitPorts, PortRange{uint16(10*i + 1), uint16(10*i + 5)})
 	}
-	if err := large.Validate(); err != nil || large.Len() != dhtHeaderSize+242 {
+	if n := large.Descriptor.Len(); n != 307 {
+		t.Errorf("descriptor with four IPv6 addresses and %d exit port ranges: %d bytes, doc says 307", MaxExitPortRanges, n)
+	}
+	if err := large.Validate(); err != nil || large.Len() != dhtHeaderSize+307 {
 		t.Errorf("largest DESCRIPTOR: %v, %d bytes", err, large.Len())
 	}
 }

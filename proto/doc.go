@@ -251,7 +251,8 @@
 //	DESCRIPTOR (12): the answerer's own descriptor, to the end
 //	+------+-------+------------------------------------ ... ---+
 //	| 12   | TxID  | node descriptor (NodeDescriptor)            |
-//	| 1    | 8     | 166 .. 242 (no address .. four IPv6 ones)   |
+//	| 1    | 8     | 167 .. 307 (no address .. four IPv6 ones    |
+//	|      |       | and 16 exit port ranges)                    |
 //	+------+-------+------------------------------------ ... ---+
 //
 // The node descriptor's own layout is drawn on NodeDescriptor.

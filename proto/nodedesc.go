@@ -20,6 +20,8 @@ import (
 //	[flags 1B]                         FlagRelay | FlagORDB | ...
 //	[address count 1B]                 at most MaxDescriptorAddrs
 //	  [IP length 1B][IP 4|16B][port 2B]    per address
+//	[exit port range count 1B]         at most MaxExitPortRanges; 0 unless FlagExit
+//	  [low port 2B][high port 2B]          per range, ascending, disjoint
 //	[valid after 8B][valid until 8B]   unix seconds, big-endian
 //	[signature 64B]                    Ed25519 over SignedBytes
 //
@@ -31,9 +33,13 @@ type NodeDescriptor struct {
 	OnionKey    []byte // OnionKeySize bytes (X25519 public key)
 	Addrs       []netip.AddrPort
 	Flags       uint8
-	ValidAfter  uint64 // unix seconds, inclusive
-	ValidUntil  uint64 // unix seconds, exclusive
-	Signature   []byte // SignatureSize bytes
+	// ExitPorts, for an exit, are the ports its policy accepts some
+	// address on (a summary, as Tor's microdescriptors give): clients
+	// pick exits whose ranges hold the port they want. Empty: none.
+	ExitPorts  []PortRange
+	ValidAfter uint64 // unix seconds, inclusive
+	ValidUntil uint64 // unix seconds, exclusive
+	Signature  []byte // SignatureSize bytes
 }
 
 // Node descriptor flags: the roles a node offers (DESIGN.md "Roles").
@@ -49,6 +55,26 @@ const (
 // MaxDescriptorAddrs bounds the addresses one descriptor lists.
 const MaxDescriptorAddrs = 4
 
+// MaxExitPortRanges bounds an exit's port summary.
+const MaxExitPortRanges = 16
+
+// PortRange is the ports Lo..Hi, both included.
+type PortRange struct{ Lo, Hi uint16 }
+
+// Contains reports whether port is in the range.
+func (r PortRange) Contains(port uint16) bool { return r.Lo <= port && port <= r.Hi }
+
+// AcceptsPort reports whether the exit described accepts some address on
+// port, by its summary.
+func (d NodeDescriptor) AcceptsPort(port uint16) bool {
+	for _, r := range d.ExitPorts {
+		if r.Contains(port) {
+			return true
+		}
+	}
+	return false
+}
+
 // NodeDescriptorDomain prefixes the bytes a node descriptor signature
 // covers (domain separation).
 const NodeDescriptorDomain = "veil node descriptor v1"
@@ -60,7 +86,7 @@ var (
 	ErrDescriptorExpired   = errors.New("proto: node descriptor outside its validity window")
 )
 
-const nodeDescFixed = IDSize + IdentityKeySize + OnionKeySize + 1 + 1 + 8 + 8 + SignatureSize
+const nodeDescFixed = IDSize + IdentityKeySize + OnionKeySize + 1 + 1 + 1 + 8 + 8 + SignatureSize
 
 func addrLen(a netip.AddrPort) int {
 	if a.Addr().Is4() {
@@ -75,7 +101,7 @@ func (d NodeDescriptor) Len() int {
 	for _, a := range d.Addrs {
 		n += addrLen(a)
 	}
-	return n
+	return n + 4*len(d.ExitPorts)
 }
 
 // appendBody appends every field before the signature.
@@ -95,6 +121,11 @@ func (d NodeDescriptor) appendBody(b []byte) []byte {
 			b = append(b, v[:]...)
 		}
 		b = binary.BigEndian.AppendUint16(b, a.Port())
+	}
+	b = append(b, byte(len(d.ExitPorts)))
+	for _, r := range d.ExitPorts {
+		b = binary.BigEndian.AppendUint16(b, r.Lo)
+		b = binary.BigEndian.AppendUint16(b, r.Hi)
 	}
 	b = binary.BigEndian.AppendUint64(b, d.ValidAfter)
 	return binary.BigEndian.AppendUint64(b, d.ValidUntil)
@@ -127,12 +158,21 @@ func (d NodeDescriptor) Validate() error {
 		return fmt.Errorf("node descriptor: %w: %d addresses > %d", ErrTooLong, len(d.Addrs), MaxDescriptorAddrs)
 	case d.Flags&^knownNodeFlags != 0:
 		return fmt.Errorf("node descriptor: %w: unknown flags %#x", ErrBadValue, d.Flags)
+	case len(d.ExitPorts) > MaxExitPortRanges:
+		return fmt.Errorf("node descriptor: %w: %d exit port ranges > %d", ErrTooLong, len(d.ExitPorts), MaxExitPortRanges)
+	case len(d.ExitPorts) > 0 && d.Flags&FlagExit == 0:
+		return fmt.Errorf("node descriptor: %w: exit ports without the exit flag", ErrBadValue)
 	case d.ValidUntil <= d.ValidAfter:
 		return fmt.Errorf("node descriptor: %w: valid until %d not after valid after %d", ErrBadValue, d.ValidUntil, d.ValidAfter)
 	}
 	for _, a := range d.Addrs {
 		if !a.IsValid() || a.Addr().Zone() != "" || a.Port() == 0 || a.Addr().IsUnspecified() {
 			return fmt.Errorf("node descriptor: %w: address %v", ErrBadValue, a)
+		}
+	}
+	for i, r := range d.ExitPorts {
+		if r.Lo == 0 || r.Hi < r.Lo || (i > 0 && uint32(r.Lo) <= uint32(d.ExitPorts[i-1].Hi)+1) {
+			return fmt.Errorf("node descriptor: %w: exit port range %d-%d (ranges ascend, are disjoint and apart, ports from 1)", ErrBadValue, r.Lo, r.Hi)
 		}
 	}
 	return nil
@@ -170,6 +210,18 @@ func ParseNodeDescriptor(b []byte) (NodeDescriptor, error) {
 			r.fail(fmt.Errorf("node descriptor: %w: IP of %d bytes", ErrBadLength, len(ipb)))
 		}
 		d.Addrs = append(d.Addrs, netip.AddrPortFrom(ip, port))
+	}
+	np := int(r.byte())
+	if r.err == nil && np > MaxExitPortRanges {
+		r.fail(fmt.Errorf("node descriptor: %w: %d exit port ranges > %d", ErrTooLong, np, MaxExitPortRanges))
+	}
+	if r.err == nil && np > 0 {
+		d.ExitPorts = make([]PortRange, 0, np)
+	}
+	for i := 0; i < np && r.err == nil; i++ {
+		lo := r.uint16()
+		hi := r.uint16()
+		d.ExitPorts = append(d.ExitPorts, PortRange{lo, hi})
 	}
 	d.ValidAfter = r.uint64()
 	d.ValidUntil = r.uint64()

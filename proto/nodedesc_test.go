@@ -90,7 +90,7 @@ func TestNodeDescriptorBadFields(t *testing.T) {
 		{"IP length 17", func(b []byte) []byte { b[addrCount+1] = 17; return b }, ErrTooLong},
 		{"port 0", func(b []byte) []byte { b[addrCount+6], b[addrCount+7] = 0, 0; return b }, ErrBadValue},
 		{"until before after", func(b []byte) []byte {
-			off := addrCount + 1 + 7
+			off := addrCount + 1 + 7 + 1
 			copy(b[off+8:off+16], b[off:off+8])
 			return b
 		}, ErrBadValue},
@@ -165,11 +165,62 @@ func TestNodeDescriptorVerify(t *testing.T) {
 	}
 }
 
+// exitDescriptor is testDescriptor of an exit with a port summary.
+func exitDescriptor(t testing.TB) NodeDescriptor {
+	d, priv := testDescriptor(t, descAddrs[:1]...)
+	d.Flags |= FlagExit
+	d.ExitPorts = []PortRange{{80, 80}, {443, 443}, {8000, 8999}}
+	d.Sign(priv)
+	return d
+}
+
+func TestNodeDescriptorExitPorts(t *testing.T) {
+	d := exitDescriptor(t)
+	b := d.Append(nil)
+	got, err := ParseNodeDescriptor(b)
+	if err != nil || got.Verify(time.Unix(1500, 0)) != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	if len(got.ExitPorts) != 3 || got.ExitPorts[2] != (PortRange{8000, 8999}) || got.Len() != len(b) {
+		t.Fatalf("exit ports %v, Len %d of %d", got.ExitPorts, got.Len(), len(b))
+	}
+	for port, want := range map[uint16]bool{80: true, 81: false, 443: true, 8000: true, 8999: true, 9000: false} {
+		if got.AcceptsPort(port) != want {
+			t.Errorf("AcceptsPort(%d) = %v", port, !want)
+		}
+	}
+	for i := range b {
+		if _, err := ParseNodeDescriptor(b[:i]); err == nil {
+			t.Fatalf("prefix of %d/%d bytes parsed", i, len(b))
+		}
+	}
+	for name, ports := range map[string][]PortRange{
+		"port 0":      {{0, 10}},
+		"backwards":   {{10, 5}},
+		"overlapping": {{10, 20}, {20, 30}},
+		"adjacent":    {{10, 20}, {21, 30}},
+		"descending":  {{100, 200}, {10, 20}},
+		"too many":    make([]PortRange, MaxExitPortRanges+1),
+	} {
+		bad := d
+		bad.ExitPorts = ports
+		if err := bad.Validate(); err == nil {
+			t.Errorf("%s: %v validated", name, ports)
+		}
+	}
+	noExit := d
+	noExit.Flags &^= FlagExit
+	if err := noExit.Validate(); !errors.Is(err, ErrBadValue) {
+		t.Errorf("exit ports without FlagExit: %v", err)
+	}
+}
+
 func FuzzNodeDescriptor(f *testing.F) {
 	for n := 0; n <= len(descAddrs); n++ {
 		d, _ := testDescriptor(f, descAddrs[:n]...)
 		f.Add(d.Append(nil))
 	}
+	f.Add(exitDescriptor(f).Append(nil))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		d, err := ParseNodeDescriptor(b)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -91,6 +92,7 @@ type Link struct {
 	peer    proto.NodeID
 	peerKey ed25519.PublicKey
 	inbound bool
+	subnet  netip.Prefix // an inbound link's slot in Links.perSubnet
 
 	mu        sync.Mutex // guards the fields below
 	notFull   sync.Cond  // signalled when queued drops or the link closes
@@ -331,7 +333,10 @@ func (l *Link) writeLoop() {
 			if l.loss.Load() {
 				err = ErrClosed
 			} else {
-				err = l.writeBatch(bw, batch)
+				err = l.pace(bw, batch)
+				if err == nil {
+					err = l.writeBatch(bw, batch)
+				}
 				wrote = true
 			}
 			for i := range batch {
@@ -399,6 +404,34 @@ var paddingCell proto.Cell // CircID 0, PADDING, zero payload
 // writeBatch hands batch to the buffered writer, sending each buffer's
 // worth as it fills and releasing the queue bytes as they go, so senders
 // refill while TLS works.
+// pace waits, when the node limits its links' writes, until batch may be
+// written; what is buffered goes out first. Closing the link ends the
+// wait: what is left is written as Close flushes.
+func (l *Link) pace(bw *bufio.Writer, batch []outItem) error {
+	lim := l.cfg.WriteLimit
+	if lim == nil {
+		return nil
+	}
+	n := 0
+	for _, it := range batch {
+		n += it.size()
+	}
+	d := lim.reserve(n, time.Now())
+	if d <= 0 {
+		return nil
+	}
+	if err := l.flush(bw); err != nil {
+		return err
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-l.quit:
+	}
+	return nil
+}
+
 func (l *Link) writeBatch(bw *bufio.Writer, batch []outItem) error {
 	var err error
 	done := 0 // bytes written and not yet released from the queue count
@@ -524,6 +557,7 @@ func (l *Link) readErr(err error) error {
 type deadlineConn struct {
 	net.Conn
 	idle, write atomic.Int64 // time.Duration
+	traffic     *traffic     // nil: not counted
 
 	wmu  sync.Mutex // guards wbuf: TLS may write from the reader (KeyUpdate)
 	wbuf []byte     // gathered records; nil before startBatching
@@ -533,7 +567,11 @@ func (c *deadlineConn) Read(p []byte) (int, error) {
 	if d := time.Duration(c.idle.Load()); d > 0 {
 		_ = c.Conn.SetReadDeadline(time.Now().Add(d))
 	}
-	return c.Conn.Read(p)
+	n, err := c.Conn.Read(p)
+	if c.traffic != nil && n > 0 {
+		c.traffic.read.Add(uint64(n))
+	}
+	return n, err
 }
 
 // startBatching makes writes gather until flush, in a buffer that holds a
@@ -583,5 +621,9 @@ func (c *deadlineConn) writeNow(p []byte) (int, error) {
 	if d := time.Duration(c.write.Load()); d > 0 {
 		_ = c.Conn.SetWriteDeadline(time.Now().Add(d))
 	}
-	return c.Conn.Write(p)
+	n, err := c.Conn.Write(p)
+	if c.traffic != nil && n > 0 {
+		c.traffic.written.Add(uint64(n))
+	}
+	return n, err
 }

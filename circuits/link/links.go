@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -43,19 +44,33 @@ type Links struct {
 	ctx    context.Context // cancelled by Close: aborts handshakes
 	cancel context.CancelFunc
 
-	mu        sync.Mutex // guards the fields below
-	byID      map[proto.NodeID]*Link
-	all       map[*Link]struct{}
-	pending   int // handshakes in progress (count against MaxLinks)
-	dials     map[proto.NodeID]*dialCall
-	listeners []net.Listener
-	closed    bool
+	mu         sync.Mutex // guards the fields below
+	byID       map[proto.NodeID]*Link
+	all        map[*Link]struct{}
+	nIn, nOut  int                  // links in all by who opened them
+	pendingIn  int                  // inbound handshakes in progress
+	pendingOut int                  // dials in progress
+	perSubnet  map[netip.Prefix]int // inbound links and handshakes by the peer's /24 or /48
+	dials      map[dialKey]*dialCall
+	listeners  []net.Listener
+	closed     bool
 
 	wg        sync.WaitGroup // accept loops, handshakes, dials, links
 	closeOnce sync.Once
+
+	traffic traffic // bytes on every link's socket (Traffic)
 }
 
-// dialCall lets concurrent Gets for one ID share a dial.
+// dialKey names a dial: Gets share one only if they name the same ID at
+// the same address, so that a dial to a bad address (an EXTEND2 naming a
+// blackhole under an honest node's ID) does not hold up, or fail, a Get
+// naming the node's real address.
+type dialKey struct {
+	id   proto.NodeID
+	addr string
+}
+
+// dialCall lets concurrent Gets for one ID and address share a dial.
 type dialCall struct {
 	done chan struct{}
 	l    *Link
@@ -69,13 +84,14 @@ type dialCall struct {
 func NewLinks(key ed25519.PrivateKey, cfg Config) *Links {
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Links{
-		key:    key,
-		cfg:    cfg,
-		ctx:    ctx,
-		cancel: cancel,
-		byID:   make(map[proto.NodeID]*Link),
-		all:    make(map[*Link]struct{}),
-		dials:  make(map[proto.NodeID]*dialCall),
+		key:       key,
+		cfg:       cfg,
+		ctx:       ctx,
+		cancel:    cancel,
+		byID:      make(map[proto.NodeID]*Link),
+		all:       make(map[*Link]struct{}),
+		dials:     make(map[dialKey]*dialCall),
+		perSubnet: make(map[netip.Prefix]int),
 	}
 	if m.cfgErr = cfg.Validate(); m.cfgErr != nil {
 		return m
@@ -214,70 +230,145 @@ func (m *Links) acceptLoop(ln net.Listener) {
 			}
 			continue
 		}
-		if err := m.reserve(); err != nil {
+		subnet := SubnetOf(conn.RemoteAddr())
+		if err := m.reserveIn(subnet); err != nil {
 			_ = conn.Close()
 			continue
 		}
 		m.wg.Add(1)
-		go m.accept(conn)
+		go m.accept(conn, subnet)
 	}
 }
 
-// reserve counts a handshake against MaxLinks.
-func (m *Links) reserve() error {
+// SubnetOf is the network an address's inbound links count against for
+// Config.MaxInboundPerSubnet: its IPv4 /24 or IPv6 /48 (an IPv4-mapped
+// IPv6 address counts as IPv4). It is the zero Prefix for an address that
+// is not IP (a net.Pipe), which no bound applies to.
+func SubnetOf(a net.Addr) netip.Prefix {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return netip.Prefix{}
+	}
+	ip, ok := netip.AddrFromSlice(ta.IP)
+	if !ok {
+		return netip.Prefix{}
+	}
+	ip = ip.Unmap()
+	bits := 24
+	if ip.Is6() {
+		bits = 48
+	}
+	p, _ := ip.Prefix(bits)
+	return p
+}
+
+// reserveIn counts an inbound handshake from subnet against MaxLinks,
+// MaxInbound, MaxHandshakes and MaxInboundPerSubnet.
+func (m *Links) reserveIn(subnet netip.Prefix) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed {
+	switch {
+	case m.closed:
 		return ErrLinksClosed
-	}
-	if len(m.all)+m.pending >= m.cfg.MaxLinks {
+	case len(m.all)+m.pendingIn+m.pendingOut >= m.cfg.MaxLinks:
 		return fmt.Errorf("%w (%d)", ErrTooManyLinks, m.cfg.MaxLinks)
+	case m.nIn+m.pendingIn >= m.cfg.MaxInbound:
+		return fmt.Errorf("%w: %d inbound", ErrTooManyLinks, m.cfg.MaxInbound)
+	case m.pendingIn >= m.cfg.MaxHandshakes:
+		return fmt.Errorf("%w: %d handshakes in progress", ErrTooManyLinks, m.cfg.MaxHandshakes)
+	case subnet.IsValid() && m.cfg.MaxInboundPerSubnet > 0 && m.perSubnet[subnet] >= m.cfg.MaxInboundPerSubnet:
+		return fmt.Errorf("%w: %d inbound from %v", ErrTooManyLinks, m.cfg.MaxInboundPerSubnet, subnet)
 	}
-	m.pending++
+	m.pendingIn++
+	if subnet.IsValid() {
+		m.perSubnet[subnet]++
+	}
 	return nil
 }
 
-func (m *Links) unreserve() {
+// reserveOut counts a dial against MaxLinks and MaxOutbound. Caller holds mu.
+func (m *Links) reserveOutLocked() error {
+	switch {
+	case m.closed:
+		return ErrLinksClosed
+	case len(m.all)+m.pendingIn+m.pendingOut >= m.cfg.MaxLinks:
+		return fmt.Errorf("%w (%d)", ErrTooManyLinks, m.cfg.MaxLinks)
+	case m.nOut+m.pendingOut >= m.cfg.MaxOutbound:
+		return fmt.Errorf("%w: %d outbound", ErrTooManyLinks, m.cfg.MaxOutbound)
+	}
+	m.pendingOut++
+	return nil
+}
+
+// unreserve gives back the slot of a handshake that failed.
+func (m *Links) unreserve(inbound bool, subnet netip.Prefix) {
 	m.mu.Lock()
-	m.pending--
+	if inbound {
+		m.pendingIn--
+		m.dropSubnetLocked(subnet)
+	} else {
+		m.pendingOut--
+	}
 	m.mu.Unlock()
 }
 
+func (m *Links) dropSubnetLocked(subnet netip.Prefix) {
+	if !subnet.IsValid() {
+		return
+	}
+	if m.perSubnet[subnet]--; m.perSubnet[subnet] <= 0 {
+		delete(m.perSubnet, subnet)
+	}
+}
+
 // accept runs the server side of a handshake.
-func (m *Links) accept(conn net.Conn) {
+func (m *Links) accept(conn net.Conn, subnet netip.Prefix) {
 	defer m.wg.Done()
-	raw := &deadlineConn{Conn: conn}
+	raw := &deadlineConn{Conn: conn, traffic: &m.traffic}
 	ctx, cancel := context.WithTimeout(m.ctx, m.cfg.HandshakeTimeout)
 	defer cancel()
 	_ = conn.SetDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
 	tc := tls.Server(raw, m.tls)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		_ = conn.Close()
-		m.unreserve()
+		m.unreserve(true, subnet)
 		return
 	}
 	key, err := peerKeyFromState(tc.ConnectionState())
 	if err != nil {
 		_ = conn.Close()
-		m.unreserve()
+		m.unreserve(true, subnet)
 		return
 	}
 	_ = conn.SetDeadline(time.Time{})
-	_, _ = m.register(tc, raw, key, true)
+	_, _ = m.register(tc, raw, key, true, subnet)
 }
 
 // register turns a handshaken connection into a running link.
-func (m *Links) register(tc *tls.Conn, raw *deadlineConn, key ed25519.PublicKey, inbound bool) (*Link, error) {
+func (m *Links) register(tc *tls.Conn, raw *deadlineConn, key ed25519.PublicKey, inbound bool, subnet netip.Prefix) (*Link, error) {
 	m.mu.Lock()
-	m.pending--
+	if inbound {
+		m.pendingIn--
+	} else {
+		m.pendingOut--
+	}
 	if m.closed {
+		if inbound {
+			m.dropSubnetLocked(subnet)
+		}
 		m.mu.Unlock()
 		_ = raw.Close()
 		return nil, ErrLinksClosed
 	}
 	l := newLink(m, tc, raw, key, inbound)
+	l.subnet = subnet // the inbound slot it holds until remove
 	m.all[l] = struct{}{}
-	if cur := m.byID[l.peer]; cur == nil {
+	if inbound {
+		m.nIn++
+	} else {
+		m.nOut++
+	}
+	if cur := m.byID[l.peer]; cur == nil || cur.Err() != nil {
 		m.byID[l.peer] = l
 	}
 	m.wg.Add(1) // done by the link's last goroutine (Link.exit)
@@ -290,7 +381,16 @@ func (m *Links) register(tc *tls.Conn, raw *deadlineConn, key ed25519.PublicKey,
 func (m *Links) remove(l *Link) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if _, ok := m.all[l]; !ok {
+		return
+	}
 	delete(m.all, l)
+	if l.inbound {
+		m.nIn--
+		m.dropSubnetLocked(l.subnet)
+	} else {
+		m.nOut--
+	}
 	if m.byID[l.peer] != l {
 		return
 	}
@@ -321,10 +421,21 @@ func (m *Links) Len() int {
 	return len(m.all)
 }
 
-// Get returns the open link to id, dialing addr if there is none. The dial
-// checks that the peer's identity key hashes to id, failing with a
-// *PeerIDError otherwise. Concurrent Gets for one id share one dial, which
-// runs to completion (bounded by HandshakeTimeout) even if ctx ends first.
+// Get returns an open link to id at addr's IP, dialing addr if there is
+// none; with addr "" it returns any open link to id (ErrNoAddr if there is
+// none). The dial checks that the peer's identity key hashes to id,
+// failing with a *PeerIDError otherwise. Concurrent Gets for one id and
+// addr share one dial, which runs to completion (bounded by
+// HandshakeTimeout) even if ctx ends first; Gets naming other addresses
+// dial on their own.
+//
+// Why the address matters although the link authenticates the ID: a
+// client keeps two hops of its circuit out of one /16 by the addresses it
+// names in EXTEND2. Reusing a link the peer opened from elsewhere would
+// let a node list an address in a foreign network while it really sits
+// next to the other hops. A link whose remote IP is the one named proves
+// the peer is reachable there, so it is reused (an inbound link's port is
+// the peer's ephemeral source port, so only the IP is compared).
 func (m *Links) Get(ctx context.Context, id proto.NodeID, addr string) (*Link, error) {
 	if m.cfgErr != nil {
 		return nil, m.cfgErr
@@ -332,32 +443,36 @@ func (m *Links) Get(ctx context.Context, id proto.NodeID, addr string) (*Link, e
 	if id == m.self {
 		return nil, ErrSelfLink
 	}
-	if l := m.Lookup(id); l != nil {
+	if addr == "" {
+		if l := m.Lookup(id); l != nil {
+			return l, nil
+		}
+		return nil, fmt.Errorf("%w (%s)", ErrNoAddr, id)
+	}
+	want, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("link: dialing %s: address %q: %w", id.Short(), addr, err)
+	}
+	key := dialKey{id, addr}
+	m.mu.Lock()
+	if l := m.linkAtLocked(id, want.Addr()); l != nil {
+		m.mu.Unlock()
 		return l, nil
 	}
-	m.mu.Lock()
-	dc := m.dials[id]
+	dc := m.dials[key]
 	if dc == nil {
-		switch {
-		case m.closed:
+		if err := m.reserveOutLocked(); err != nil {
 			m.mu.Unlock()
-			return nil, ErrLinksClosed
-		case addr == "":
-			m.mu.Unlock()
-			return nil, fmt.Errorf("%w (%s)", ErrNoAddr, id)
-		case len(m.all)+m.pending >= m.cfg.MaxLinks:
-			m.mu.Unlock()
-			return nil, fmt.Errorf("%w (%d)", ErrTooManyLinks, m.cfg.MaxLinks)
+			return nil, err
 		}
-		m.pending++
 		dc = &dialCall{done: make(chan struct{})}
-		m.dials[id] = dc
+		m.dials[key] = dc
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
 			dc.l, dc.err = m.dial(id, addr)
 			m.mu.Lock()
-			delete(m.dials, id)
+			delete(m.dials, key)
 			m.mu.Unlock()
 			close(dc.done)
 		}()
@@ -369,6 +484,34 @@ func (m *Links) Get(ctx context.Context, id proto.NodeID, addr string) (*Link, e
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// linkAtLocked returns an open link to id whose remote IP is ip, or nil.
+// Caller holds mu.
+func (m *Links) linkAtLocked(id proto.NodeID, ip netip.Addr) *Link {
+	ip = ip.Unmap()
+	at := func(l *Link) bool {
+		if l.peer != id || l.Err() != nil {
+			return false
+		}
+		ta, ok := l.RemoteAddr().(*net.TCPAddr)
+		if !ok {
+			return false
+		}
+		got, ok := netip.AddrFromSlice(ta.IP)
+		return ok && got.Unmap() == ip
+	}
+	if l := m.byID[id]; l == nil {
+		return nil // no link to id at all
+	} else if at(l) {
+		return l
+	}
+	for l := range m.all {
+		if at(l) {
+			return l
+		}
+	}
+	return nil
 }
 
 // Dial is Get for the layers that see links as Conns: it makes *Links a
@@ -386,9 +529,12 @@ func (m *Links) dial(id proto.NodeID, addr string) (*Link, error) {
 	ctx, cancel := context.WithTimeout(m.ctx, m.cfg.HandshakeTimeout)
 	defer cancel()
 	var d net.Dialer
+	if m.cfg.SourceAddr.IsValid() {
+		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(m.cfg.SourceAddr, 0))
+	}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		m.unreserve()
+		m.unreserve(false, netip.Prefix{})
 		return nil, fmt.Errorf("link: dialing %s at %s: %w", id.Short(), addr, err)
 	}
 	return m.handshake(ctx, conn, id, addr)
@@ -397,7 +543,7 @@ func (m *Links) dial(id proto.NodeID, addr string) (*Link, error) {
 // handshake runs the client side of a handshake on conn, which it owns,
 // refusing a peer whose key does not hash to id; its slot is reserved.
 func (m *Links) handshake(ctx context.Context, conn net.Conn, id proto.NodeID, addr string) (*Link, error) {
-	raw := &deadlineConn{Conn: conn}
+	raw := &deadlineConn{Conn: conn, traffic: &m.traffic}
 	_ = conn.SetDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
 	conf := m.tls.Clone()
 	var idErr *PeerIDError
@@ -415,7 +561,7 @@ func (m *Links) handshake(ctx context.Context, conn net.Conn, id proto.NodeID, a
 	tc := tls.Client(raw, conf)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		_ = conn.Close()
-		m.unreserve()
+		m.unreserve(false, netip.Prefix{})
 		if idErr != nil {
 			return nil, idErr
 		}
@@ -424,11 +570,11 @@ func (m *Links) handshake(ctx context.Context, conn net.Conn, id proto.NodeID, a
 	key, err := peerKeyFromState(tc.ConnectionState())
 	if err != nil {
 		_ = conn.Close()
-		m.unreserve()
+		m.unreserve(false, netip.Prefix{})
 		return nil, err
 	}
 	_ = conn.SetDeadline(time.Time{})
-	return m.register(tc, raw, key, false)
+	return m.register(tc, raw, key, false, netip.Prefix{})
 }
 
 // Close stops listening, aborts handshakes, closes every link cleanly and

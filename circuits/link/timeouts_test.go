@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -53,11 +54,11 @@ func newPipeNode(t *testing.T, cfg Config) *pipeNode {
 // loop does for a TCP connection.
 func (n *pipeNode) acceptPipe(t *testing.T, conn net.Conn) {
 	t.Helper()
-	if err := n.m.reserve(); err != nil {
+	if err := n.m.reserveIn(netip.Prefix{}); err != nil {
 		t.Fatal(err)
 	}
 	n.m.wg.Add(1)
-	go n.m.accept(conn)
+	go n.m.accept(conn, netip.Prefix{})
 }
 
 // pipeLink links d (dialing) to a over net.Pipe and returns both ends.
@@ -65,10 +66,13 @@ func pipeLink(t *testing.T, d, a *pipeNode) (dl, al *Link) {
 	t.Helper()
 	c1, c2 := net.Pipe()
 	a.acceptPipe(t, c2)
-	if err := d.m.reserve(); err != nil {
+	d.m.mu.Lock()
+	err := d.m.reserveOutLocked()
+	d.m.mu.Unlock()
+	if err != nil {
 		t.Fatal(err)
 	}
-	dl, err := d.m.handshake(context.Background(), c1, a.id.ID, "pipe")
+	dl, err = d.m.handshake(context.Background(), c1, a.id.ID, "pipe")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,7 +366,7 @@ func TestLinksCloseAbortsHandshakes(t *testing.T) {
 		}
 		synctest.Wait()
 		a.m.mu.Lock()
-		pending := a.m.pending
+		pending := a.m.pendingIn
 		a.m.mu.Unlock()
 		if pending != 3 {
 			t.Fatalf("%d handshakes pending, want 3", pending)

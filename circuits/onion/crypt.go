@@ -29,12 +29,17 @@ type Tag [TagSize]byte
 // dir is one direction of one hop: a continuing AES-128-CTR keystream and a
 // GMAC key with its cell counter (the nonce). The cipher state (two expanded
 // AES keys and a GHASH table, ~1.3 KB a direction) is built from key on the
-// direction's first cell: a circuit built ahead of need, or one whose
-// traffic only ever goes one way, then holds 32 bytes of key instead.
+// direction's first cell, and dropped again by park when the circuit goes
+// quiet: a circuit built ahead of need, or one that carried a few control
+// cells and waits, then holds its 32 bytes of key and its positions. The
+// keystream resumes where it stopped: CTR's counter block is the number of
+// 16-byte blocks used so far (the IV is zero), and the used part of a
+// partial block is skipped.
 type dir struct {
-	ks    cipher.Stream // nil until the first cell; key is then cleared
+	ks    cipher.Stream // nil until the first cell and after park
 	mac   cipher.AEAD
 	key   [32]byte // AES key, then GMAC key
+	pos   uint64   // keystream bytes used in this direction
 	n     uint64   // relay cells sealed or accepted in this direction
 	nonce [12]byte
 	tag   [TagSize]byte // scratch for Seal's output; avoids an allocation
@@ -47,7 +52,7 @@ func newDir(k, m []byte) dir {
 	return d
 }
 
-// ready builds the cipher state on first use.
+// ready builds the cipher state on first use, or after park.
 func (d *dir) ready() {
 	if d.ks != nil {
 		return
@@ -65,14 +70,24 @@ func (d *dir) ready() {
 		panic("onion: GCM: " + err.Error())
 	}
 	var iv [aes.BlockSize]byte
-	d.ks, d.mac = cipher.NewCTR(blk, iv[:]), g
-	clear(d.key[:])
+	binary.BigEndian.PutUint64(iv[8:], d.pos/aes.BlockSize)
+	ks := cipher.NewCTR(blk, iv[:])
+	if skip := d.pos % aes.BlockSize; skip != 0 {
+		var used [aes.BlockSize]byte
+		ks.XORKeyStream(used[:skip], used[:skip])
+	}
+	d.ks, d.mac = ks, g
 }
+
+// park drops the cipher state; the next cell builds it again from key and
+// the positions.
+func (d *dir) park() { d.ks, d.mac = nil, nil }
 
 // xor adds or removes this direction's layer on p.
 func (d *dir) xor(p *Payload) {
 	d.ready()
 	d.ks.XORKeyStream(p[:], p[:])
+	d.pos += uint64(len(p))
 }
 
 // compute writes the tag of p (with its digest field zero) for cell number
@@ -122,6 +137,20 @@ func (d *dir) check(p *Payload) (Tag, bool) {
 type Hop struct {
 	fwd, bwd dir
 }
+
+// Park drops the hop's cipher state (~2.6 KB when both directions carried
+// cells); the next cell in either direction builds that direction's again,
+// at the keystream position and cell counter where it stopped. Use it on
+// a circuit gone quiet. The caller must own both directions (no Forward
+// or Backward method may run meanwhile).
+func (h *Hop) Park() {
+	h.fwd.park()
+	h.bwd.park()
+}
+
+// Parked reports whether neither direction holds cipher state now. The
+// caller must own both directions, as for Park.
+func (h *Hop) Parked() bool { return h.fwd.ks == nil && h.bwd.ks == nil }
 
 // NewHop builds a hop's state from its key material.
 func NewHop(km *KeyMaterial) *Hop {

@@ -175,3 +175,59 @@ func BenchmarkHopCrypt(b *testing.B) {
 		}
 	})
 }
+
+// A parked hop resumes both keystreams and both counters where they
+// stopped: a path whose relays are parked at random moments (after 0, 1 or
+// many cells, in the middle of a CTR block since cells are 509 bytes)
+// recognises and relays exactly what an unparked path does, both ways.
+func TestParkResumes(t *testing.T) {
+	client, relays := testPath(t, 3)
+	_, plain := testPath(t, 3) // the same keys: never parked
+	r := rand.New(rand.NewPCG(3, 4))
+	for round := range 200 {
+		if r.IntN(3) == 0 {
+			for _, h := range relays {
+				h.Park()
+			}
+		}
+		if round%7 == 0 {
+			relays[r.IntN(3)].Park()
+		}
+		target := r.IntN(3)
+		data := []byte{byte(round), byte(target)}
+		p := relayPayload(t, proto.RelayData, 9, data)
+		SealForward(client, target, p)
+		q := *p
+		got, gotPlain := -1, -1
+		for i := range relays {
+			if _, ok := relays[i].OpenForward(p); ok && got < 0 {
+				got = i
+				break
+			}
+		}
+		for i := range plain {
+			if _, ok := plain[i].OpenForward(&q); ok {
+				gotPlain = i
+				break
+			}
+		}
+		if got != target || gotPlain != target || *p != q {
+			t.Fatalf("round %d: forward cell for hop %d recognised at %d (unparked %d), payloads equal %v", round, target, got, gotPlain, *p == q)
+		}
+		// And back from that hop.
+		b := relayPayload(t, proto.RelayData, 9, data)
+		bq := *b
+		relays[target].SealBackward(b)
+		plain[target].SealBackward(&bq)
+		for i := target - 1; i >= 0; i-- {
+			relays[i].RelayBackward(b)
+			plain[i].RelayBackward(&bq)
+		}
+		if *b != bq {
+			t.Fatalf("round %d: a parked path's backward cell differs from an unparked one's", round)
+		}
+		if hop, _, ok := OpenBackward(client, b); !ok || hop != target {
+			t.Fatalf("round %d: backward cell from hop %d opened at %d (%v)", round, target, hop, ok)
+		}
+	}
+}

@@ -40,9 +40,9 @@ var errUsage = errors.New("usage")
 func commands() []command {
 	return []command{
 		{name: "node", summary: "run a long-lived node (relay, ORDB, facilitator, bridge)", setup: setupNode},
-		{name: "put", args: "FILE", summary: "publish a file through the running node and print its hash_name", setup: setupPut},
+		{name: "put", args: "FILE | --live", summary: "publish a file through the running node and print its hash_name", setup: setupPut},
 		{name: "get", args: "HASH | MAGNET", summary: "fetch content (or a torrent, through a facilitator) anonymously through circuits", setup: setupGet},
-		{name: "stream", args: "HASH", summary: "play content while it downloads", setup: setupPending("stream", "the five-circuit window and the HTTP gateway")},
+		{name: "stream", args: "HASH", summary: "print a content's gateway URL for players and show its buffering (--play starts mpv or vlc)", setup: setupStream},
 		{name: "status", summary: "show a running node's circuits, links and transfers", setup: setupStatus},
 		{name: "config", args: "default | check [FILE] | path", summary: "print the default configuration file, or check one", setup: setupConfig},
 		{name: "testnet", summary: "run a whole local network in one process and fetch content through it", setup: setupTestnet},

@@ -49,7 +49,7 @@ func (tf *torrentFlags) isTorrentArg(arg string) bool {
 // getTorrent fetches a torrent through the node's own ORDB circuits and a
 // facilitator (never from BitTorrent itself), checking the info
 // dictionary and every piece, and writes it to dst.
-func getTorrent(ctx context.Context, e *env, cfg config.Config, tf *torrentFlags, arg, dst string) error {
+func getTorrent(ctx context.Context, e *env, cfg config.Config, tf *torrentFlags, arg, dst string, anonymousSet bool) error {
 	target, err := facilitator.ParseTarget(arg)
 	if err != nil {
 		return withCode(exitUsage, err)
@@ -90,7 +90,14 @@ func getTorrent(ctx context.Context, e *env, cfg config.Config, tf *torrentFlags
 		return withCode(exitNoNode, fmt.Errorf("no running node and no bridge to start one: add a bridge with --bridge ID@IP:PORT or the `bridges` key in %s", config.Path()))
 	}
 	cfg.Roles = config.Roles{}
-	cfg.Listen, cfg.HTTP = "", ""
+	cfg.Listen, cfg.HTTP, cfg.Control.Listen, cfg.SOCKS = "", "", "", ""
+	// A client started for one get is anonymous unless told otherwise.
+	if !anonymousSet {
+		cfg.Anonymous = true
+	}
+	if err := cfg.Validate(); err != nil {
+		return withCode(exitUsage, err)
+	}
 	level := new(slog.LevelVar)
 	level.Set(node.LevelOf(cfg.LogLevel))
 	n, err := node.Start(node.Options{Config: cfg, Log: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level})), LogLevel: level})

@@ -36,9 +36,12 @@ func startLocalNode(dir string, flags uint8) (*localNode, error) {
 	if n.store, err = chunkstore.Open(cfg); err != nil {
 		return nil, err
 	}
-	n.links = link.NewLinks(id.Key, link.DefaultConfig())
+	lcfg := link.DefaultConfig()
+	lcfg.MaxInboundPerSubnet = 0 // every node of the test network is on 127.0.0.1
+	n.links = link.NewLinks(id.Key, lcfg)
 	swCfg := circuits.DefaultSwitchConfig()
 	swCfg.Flags = flags
+	swCfg.AllowPrivateExtend = true // the relays are on 127.0.0.1
 	if n.sw, err = circuits.NewSwitch(id, n.links, swCfg); err != nil {
 		n.close()
 		return nil, err

@@ -22,7 +22,7 @@ func TestRun(t *testing.T) {
 		{args: []string{"help", "put"}, code: 0, stdout: "usage: veil put"},
 		{args: []string{"get", "--bogus"}, code: 2, stderr: "flag provided but not defined"},
 		{args: []string{"get", "abcd"}, code: 2, stderr: "hash_name"},
-		{args: []string{"stream", "abcd"}, code: 1, stderr: "not available yet"},
+		{args: []string{"stream", "abcd"}, code: 2, stderr: "hash_name"},
 		{args: []string{"help"}, code: 0, stdout: "exit codes:"},
 		{args: []string{"config", "default"}, code: 0, stdout: "min_circuits = 4"},
 		{args: []string{"testnet", "-nodes", "3"}, code: 1, stderr: "-nodes must be at least hops+1 = 4"},

@@ -100,6 +100,32 @@ func addNodeFlags(fs *flag.FlagSet) *nodeFlags {
 	return f
 }
 
+// isSet reports whether key was set by a flag, a VEIL_* variable or the
+// configuration file, rather than left at its default.
+func (f *nodeFlags) isSet(key string) bool {
+	for _, o := range f.overrides {
+		if o.Key == key {
+			return true
+		}
+	}
+	if os.Getenv(config.EnvName(key)) != "" {
+		return true
+	}
+	path := f.configPath
+	if path == "" {
+		path = config.Path()
+	}
+	return config.Defined(path, key)
+}
+
+// path is the configuration file's path.
+func (f *nodeFlags) path() string {
+	if f.configPath != "" {
+		return f.configPath
+	}
+	return config.Path()
+}
+
 // resolve builds the configuration: defaults, file, VEIL_* variables, flags.
 func (f *nodeFlags) resolve() (config.Config, error) {
 	path, explicit := f.configPath, f.configPath != ""
@@ -132,7 +158,15 @@ func setupNode(fs *flag.FlagSet) func(context.Context, *env) error {
 		level := new(slog.LevelVar)
 		level.Set(node.LevelOf(cfg.LogLevel))
 		log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
-		n, err := node.Start(node.Options{Config: cfg, Log: log, LogLevel: level})
+		var n *node.Node
+		reload := func() error {
+			c, err := nf.resolve()
+			if err == nil {
+				err = n.Reload(c)
+			}
+			return err
+		}
+		n, err = node.Start(node.Options{Config: cfg, Log: log, LogLevel: level, ConfigFile: nf.path(), Reload: reload})
 		if err != nil {
 			return err
 		}
@@ -144,8 +178,19 @@ func setupNode(fs *flag.FlagSet) func(context.Context, *env) error {
 		if a := n.APIAddr(); a != "" {
 			fmt.Fprintf(e.stderr, "  local API on http://%s/api/v1/\n", a)
 		}
-		if len(cfg.Bridges) == 0 {
+		if a := n.ControlAddr(); a != "" {
+			fmt.Fprintf(e.stderr, "  control port on %s (Tor's control protocol: nyx -i %s)\n", a, a)
+		}
+		if a := n.SOCKSAddr(); a != "" {
+			fmt.Fprintf(e.stderr, "  SOCKS4a/5 on %s (http://<hash_name>.veil/ serves content)\n", a)
+		}
+		switch {
+		case len(cfg.Bridges) == 0 && cfg.Anonymous:
+			fmt.Fprintf(e.stderr, "  no bridge configured: an anonymous node learns the network only from its bridges (add one with --bridge ID@IP:PORT or the `bridges` key)\n")
+		case len(cfg.Bridges) == 0:
 			fmt.Fprintf(e.stderr, "  no bridge configured: this node waits for others to join it (add one with --bridge ID@IP:PORT or the `bridges` key)\n")
+		case cfg.Anonymous:
+			fmt.Fprintf(e.stderr, "  anonymous: links only to its bridges and its circuits' first hops\n")
 		}
 		hup := make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)
@@ -156,11 +201,7 @@ func setupNode(fs *flag.FlagSet) func(context.Context, *env) error {
 				case <-ctx.Done():
 					return
 				case <-hup:
-					c, err := nf.resolve()
-					if err == nil {
-						err = n.Reload(c)
-					}
-					if err != nil {
+					if err := reload(); err != nil {
 						log.Error("reload refused", "err", err)
 					} else {
 						log.Warn("configuration reloaded")
@@ -185,8 +226,13 @@ func dialNode(ctx context.Context, cfg config.Config) (*node.Client, error) {
 
 func setupPut(fs *flag.FlagSet) func(context.Context, *env) error {
 	nf := addNodeFlags(fs)
-	mimeType := fs.String("type", "", "MIME type (default: from the file name's extension)")
+	mimeType := fs.String("type", "", "MIME type (default: from the file name's extension; video/mp2t with --live)")
+	live := fs.Bool("live", false, "publish standard input as a live stream as it arrives (e.g. ffmpeg ... -f mpegts - | veil put --live)")
+	pseudonym := fs.String("pseudonym", "", "sign with the key of pseudonym `NAME`, kept in the node's data directory (default: the node's `pseudonym` key, else a key for this content alone)")
 	return func(ctx context.Context, e *env) error {
+		if *live {
+			return putLive(ctx, e, nf, *mimeType)
+		}
 		if len(e.args) != 1 {
 			return errUsage
 		}
@@ -215,7 +261,10 @@ func setupPut(fs *flag.FlagSet) func(context.Context, *env) error {
 		if mt == "" {
 			mt = mime.TypeByExtension(filepath.Ext(e.args[0]))
 		}
-		r, err := c.Put(ctx, mt, f)
+		if *pseudonym != "" && !config.ValidPseudonym(*pseudonym) {
+			return withCode(exitUsage, fmt.Errorf("--pseudonym %q: want 1..64 letters, digits, \"-\" or \"_\"", *pseudonym))
+		}
+		r, err := c.PutAs(ctx, *pseudonym, mt, f)
 		if err != nil {
 			return err
 		}
@@ -240,7 +289,7 @@ func setupGet(fs *flag.FlagSet) func(context.Context, *env) error {
 			if err != nil {
 				return err
 			}
-			return getTorrent(ctx, e, cfg, tf, e.args[0], *out)
+			return getTorrent(ctx, e, cfg, tf, e.args[0], *out, nf.isSet("anonymous"))
 		}
 		name, err := proto.ParseHashName(e.args[0])
 		if err != nil {
@@ -277,7 +326,14 @@ func setupGet(fs *flag.FlagSet) func(context.Context, *env) error {
 			return withCode(exitNoNode, fmt.Errorf("no running node and no bridge to start one: add a bridge with --bridge ID@IP:PORT or the `bridges` key in %s (a node's `veil status` prints its bridge line)", config.Path()))
 		}
 		cfg.Roles = config.Roles{}
-		cfg.Listen, cfg.HTTP = "", ""
+		cfg.Listen, cfg.HTTP, cfg.Control.Listen, cfg.SOCKS = "", "", "", ""
+		// A client started for one get is anonymous unless told otherwise.
+		if !nf.isSet("anonymous") {
+			cfg.Anonymous = true
+		}
+		if err := cfg.Validate(); err != nil {
+			return withCode(exitUsage, err)
+		}
 		level := new(slog.LevelVar)
 		level.Set(node.LevelOf(cfg.LogLevel))
 		n, err := node.Start(node.Options{Config: cfg, Log: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level})), LogLevel: level})
@@ -350,16 +406,21 @@ func setupStatus(fs *flag.FlagSet) func(context.Context, *env) error {
 		if err != nil {
 			return err
 		}
-		c, err := dialNode(ctx, cfg)
-		if err != nil {
-			if errors.Is(err, node.ErrNoNode) {
-				return withCode(exitNoNode, fmt.Errorf("%w: start one with `veil node`", err))
+		st, cerr := statusViaControl(ctx, cfg)
+		if cerr != nil {
+			c, err := dialNode(ctx, cfg)
+			if err != nil {
+				if errors.Is(err, node.ErrNoNode) {
+					return withCode(exitNoNode, fmt.Errorf("%w: start one with `veil node`", err))
+				}
+				return err
 			}
-			return err
-		}
-		st, err := c.Status(ctx)
-		if err != nil {
-			return err
+			if st, err = c.Status(ctx); err != nil {
+				return err
+			}
+			if !errors.Is(cerr, errNoControl) {
+				fmt.Fprintf(e.stderr, "veil status: %v; read the status from the local API instead\n", cerr)
+			}
 		}
 		if *asJSON {
 			enc := json.NewEncoder(e.stdout)

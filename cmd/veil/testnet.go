@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"flag"
 	"fmt"
@@ -86,7 +87,13 @@ func runTestnet(ctx context.Context, out io.Writer, cfg testnetConfig) error {
 		return err
 	}
 	t0 := time.Now()
-	d, name, err := publisher.store.Publish(ctx, publisher.id.Key, "application/octet-stream", uint64(t0.Unix()), src)
+	// A key for this content alone: signed by the node's identity key,
+	// the descriptor would name the publishing node.
+	_, key, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		return err
+	}
+	d, name, err := publisher.store.Publish(ctx, key, "application/octet-stream", uint64(t0.Unix()), src)
 	if err != nil {
 		return fmt.Errorf("publishing: %w", err)
 	}

@@ -6,6 +6,7 @@ package config
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"veil/circuits/exitpolicy"
 	"veil/proto"
 )
 
@@ -46,13 +48,82 @@ type Config struct {
 	DataDir   string   `toml:"data_dir"`
 	Bridges   []string `toml:"bridges"`
 	HTTP      string   `toml:"http"`
+	// SOCKS is the SOCKS4a/5 listener for applications (loopback only).
+	SOCKS string `toml:"socks"`
 	// LogLevel is error, warn, info or debug.
 	LogLevel string `toml:"log_level"`
 	// AllowPrivate lets links, the DHT and paths use loopback and private
 	// addresses and lifts the per-subnet limits: for test networks only.
-	AllowPrivate bool        `toml:"allow_private"`
-	Tunnels      Tunnels     `toml:"tunnels"`
-	Facilitator  Facilitator `toml:"facilitator"`
+	AllowPrivate bool `toml:"allow_private"`
+	// RelayBandwidthRate and RelayBandwidthBurst limit the bytes all the
+	// node's links write together, per second and at once (sizes; "0"
+	// rate: no limit), as Tor's RelayBandwidthRate and Burst do.
+	RelayBandwidthRate  string `toml:"relay_bandwidth_rate"`
+	RelayBandwidthBurst string `toml:"relay_bandwidth_burst"`
+	// Anonymous makes the node refuse every setting that would reveal its
+	// user, and dial nothing but its circuits' first hops and its bridges
+	// (anonymous.go).
+	Anonymous bool `toml:"anonymous"`
+	// Pseudonym names the publishing key `veil put` signs with, kept in
+	// the data directory; "" signs each content with a key of its own.
+	Pseudonym string  `toml:"pseudonym"`
+	Tunnels   Tunnels `toml:"tunnels"`
+	Limits    Limits  `toml:"limits"`
+	// Control is the control port that Tor's controllers (stem, nyx) use.
+	Control Control `toml:"control"`
+	// Facilitator is the BitTorrent side of roles.facilitator and the
+	// facilitators this node's ORDB asks.
+	Facilitator Facilitator `toml:"facilitator"`
+	Exit        Exit        `toml:"exit"`
+}
+
+// Control is the control port: Tor's control protocol on loopback.
+type Control struct {
+	// Listen is a loopback IP:PORT, or "" for no control port.
+	Listen string `toml:"listen"`
+	// HashedPassword, if set, is a password controllers may authenticate
+	// with, in Tor's HashedControlPassword form ("16:" and 58 hex digits,
+	// as `tor --hash-password` prints it).
+	HashedPassword string `toml:"hashed_password"`
+	// NullAuth lets any local process control the node without a secret.
+	NullAuth bool `toml:"null_auth"`
+}
+
+// Limits bound what other nodes can make this one spend (memory, links,
+// handshakes); docs/ARCHITECTURE.md, "Budgets and limits", explains each.
+type Limits struct {
+	// MaxQueued is the node-wide budget of cells queued in circuits, a
+	// size ("32MiB").
+	MaxQueued string `toml:"max_queued"`
+	// MaxLinks bounds the node's links, both directions.
+	MaxLinks int `toml:"max_links"`
+	// MaxInboundPerSubnet bounds inbound links from one /24 (IPv4) or
+	// /48 (IPv6); allow_private lifts it.
+	MaxInboundPerSubnet int `toml:"max_inbound_per_subnet"`
+	// MaxHandshakes bounds inbound TLS handshakes in progress.
+	MaxHandshakes int `toml:"max_handshakes"`
+	// CreateRate bounds the circuits one link may ask for, per second.
+	CreateRate int `toml:"create_rate"`
+}
+
+// Exit is what the node lets SOCKS users of others reach when roles.exit
+// is on.
+type Exit struct {
+	// Policy is Tor's exit policy lines, first match deciding
+	// (circuits/exitpolicy).
+	Policy []string `toml:"policy"`
+	// AllowPrivate lets the policy accept private, loopback, link-local,
+	// CGNAT, multicast and reserved destinations, refused otherwise.
+	AllowPrivate bool `toml:"allow_private"`
+}
+
+// ExitPolicy is the parsed exit policy; Validate has checked it.
+func (c Config) ExitPolicy() (exitpolicy.Policy, error) {
+	p, err := exitpolicy.Parse(c.Exit.Policy, c.Exit.AllowPrivate)
+	if err != nil {
+		return p, &Error{"exit.policy", strings.Join(c.Exit.Policy, ", "), fmt.Sprintf("%v; want lines like \"accept *:443\" or \"reject 10.0.0.0/8:*\"", err)}
+	}
+	return p, nil
 }
 
 // Roles are what the node offers others: the TunnelCommunity's peer_flags.
@@ -84,7 +155,11 @@ func Default() Config {
 		Listen:   DefaultListenAddr,
 		Bridges:  []string{},
 		HTTP:     DefaultHTTPAddr,
+		SOCKS:    DefaultSOCKSAddr,
 		LogLevel: "warn",
+		// What a home uplink can spare is the operator's to say.
+		RelayBandwidthRate:  "0",
+		RelayBandwidthBurst: "1MiB",
 		Tunnels: Tunnels{
 			Hops:              3,
 			MinCircuits:       4,
@@ -94,7 +169,16 @@ func Default() Config {
 			MaxTimeInactive:   "2m",
 			MaxTraffic:        "250MiB",
 		},
+		Limits: Limits{
+			MaxQueued:           "32MiB",
+			MaxLinks:            1024,
+			MaxInboundPerSubnet: 16,
+			MaxHandshakes:       64,
+			CreateRate:          20,
+		},
+		Control:     Control{Listen: DefaultControlAddr},
 		Facilitator: defaultFacilitator(),
+		Exit:        Exit{Policy: []string{"accept *:80", "accept *:443", "reject *:*"}},
 	}
 }
 
@@ -295,6 +379,18 @@ func (c Config) Validate() error {
 			return &Error{"http", c.HTTP, `want a loopback IP:PORT (e.g. "127.0.0.1:7780"), or "" for no local API`}
 		}
 	}
+	if err := c.Control.validate(); err != nil {
+		return err
+	}
+	if c.SOCKS != "" {
+		ap, err := netip.ParseAddrPort(c.SOCKS)
+		if err != nil || !ap.Addr().IsLoopback() {
+			return &Error{"socks", c.SOCKS, `want a loopback IP:PORT (e.g. "127.0.0.1:7750"), or "" for no SOCKS port`}
+		}
+	}
+	if _, err := c.ExitPolicy(); err != nil {
+		return err
+	}
 	for _, b := range c.Bridges {
 		if _, err := ParseBridge(b); err != nil {
 			return &Error{"bridges", b, "want ID@IP:PORT with ID the bridge's 40-hex-digit node ID (`veil status` on the bridge prints it)"}
@@ -314,6 +410,9 @@ func (c Config) Validate() error {
 	case t.MaxJoinedCircuits < 0:
 		return &Error{"tunnels.max_joined_circuits", strconv.Itoa(t.MaxJoinedCircuits), "want 0 or more"}
 	}
+	if _, _, err := c.BandwidthLimit(); err != nil {
+		return err
+	}
 	if _, err := c.MaxTime(); err != nil {
 		return err
 	}
@@ -323,7 +422,36 @@ func (c Config) Validate() error {
 	if _, err := c.MaxTraffic(); err != nil {
 		return err
 	}
+	l := c.Limits
+	switch {
+	case l.MaxLinks < 16:
+		return &Error{"limits.max_links", strconv.Itoa(l.MaxLinks), "want 16 or more"}
+	case l.MaxInboundPerSubnet < 0:
+		return &Error{"limits.max_inbound_per_subnet", strconv.Itoa(l.MaxInboundPerSubnet), "want 0 (no limit) or more"}
+	case l.MaxHandshakes < 1:
+		return &Error{"limits.max_handshakes", strconv.Itoa(l.MaxHandshakes), "want 1 or more"}
+	case l.CreateRate < 1:
+		return &Error{"limits.create_rate", strconv.Itoa(l.CreateRate), "want 1 or more (circuits a second per link)"}
+	}
+	if _, err := c.MaxQueued(); err != nil {
+		return err
+	}
+	if err := checkPseudonym(c.Pseudonym); err != nil {
+		return err
+	}
+	if err := c.checkAnonymous(); err != nil {
+		return err
+	}
 	return c.Facilitator.validate()
+}
+
+// MaxQueued is limits.max_queued in bytes.
+func (c Config) MaxQueued() (int, error) {
+	n, err := ParseSize(c.Limits.MaxQueued)
+	if err != nil || n < 1<<20 || n > 1<<40 {
+		return 0, &Error{"limits.max_queued", c.Limits.MaxQueued, `want a size of at least 1MiB, like "32MiB"`}
+	}
+	return int(n), nil
 }
 
 func duration(key, s string) (time.Duration, error) {
@@ -342,6 +470,18 @@ func (c Config) MaxTime() (time.Duration, error) {
 // MaxTimeInactive is tunnels.max_time_inactive.
 func (c Config) MaxTimeInactive() (time.Duration, error) {
 	return duration("tunnels.max_time_inactive", c.Tunnels.MaxTimeInactive)
+}
+
+// BandwidthLimit is relay_bandwidth_rate and relay_bandwidth_burst in
+// bytes; rate 0 means no limit.
+func (c Config) BandwidthLimit() (rate, burst uint64, err error) {
+	if rate, err = ParseSize(c.RelayBandwidthRate); err != nil || (rate != 0 && rate < 64<<10) || rate > 1<<30 {
+		return 0, 0, &Error{"relay_bandwidth_rate", c.RelayBandwidthRate, `want bytes per second from 64KiB to 1GiB, like "8MB" or "2MiB", or "0" for no limit`}
+	}
+	if burst, err = ParseSize(c.RelayBandwidthBurst); err != nil || burst < 64<<10 || burst > 1<<30 {
+		return 0, 0, &Error{"relay_bandwidth_burst", c.RelayBandwidthBurst, `want a size from 64KiB to 1GiB, like "1MiB"`}
+	}
+	return rate, burst, nil
 }
 
 // MaxTraffic is tunnels.max_traffic in bytes.
@@ -452,4 +592,21 @@ func Resolve(path string, explicit bool, getenv func(string) string, overrides [
 		}
 	}
 	return c, c.Validate()
+}
+
+func (c Control) validate() error {
+	if c.Listen != "" {
+		ap, err := netip.ParseAddrPort(c.Listen)
+		if err != nil || !ap.Addr().IsLoopback() {
+			return &Error{"control.listen", c.Listen, `want a loopback IP:PORT (e.g. "127.0.0.1:7751"), or "" for no control port`}
+		}
+	}
+	if h := c.HashedPassword; h != "" {
+		hexPart, ok := strings.CutPrefix(h, "16:")
+		_, err := hex.DecodeString(hexPart)
+		if !ok || len(hexPart) != 58 || err != nil {
+			return &Error{"control.hashed_password", h, `want Tor's hashed form "16:" and 58 hex digits (from tor --hash-password), or ""`}
+		}
+	}
+	return nil
 }

@@ -34,6 +34,10 @@ func TestBadValueNamesKey(t *testing.T) {
 		{"[tunnels]\nmax_circuits = 2\n", "tunnels.max_circuits", "2", "min_circuits (4)..64"},
 		{"[tunnels]\nmax_time = \"soon\"\n", "tunnels.max_time", "soon", "duration"},
 		{"[tunnels]\nmax_traffic = \"lots\"\n", "tunnels.max_traffic", "lots", "size"},
+		{"relay_bandwidth_rate = \"fast\"\n", "relay_bandwidth_rate", "fast", "64KiB to 1GiB"},
+		{"relay_bandwidth_rate = \"1kB\"\n", "relay_bandwidth_rate", "1kB", "64KiB to 1GiB"},
+		{"relay_bandwidth_rate = \"2GiB\"\n", "relay_bandwidth_rate", "2GiB", "64KiB to 1GiB"},
+		{"relay_bandwidth_burst = \"1B\"\n", "relay_bandwidth_burst", "1B", "64KiB to 1GiB"},
 		{"[facilitator]\npeers = [\"seeds.example:6881\"]\n", "facilitator.peers", "seeds.example:6881", "host names"},
 		{"[facilitator]\nknown = [\"x\"]\n", "facilitator.known", "x", "ID@IP:PORT"},
 		{"[facilitator]\ncapacity = \"1KiB\"\n", "facilitator.capacity", "1KiB", "1MiB"},
@@ -152,5 +156,31 @@ func TestFlagsOverrideFileAndEnv(t *testing.T) {
 	}
 	if _, err := Resolve(path+".missing", false, func(string) string { return "" }, nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestSOCKSAndExitKeys(t *testing.T) {
+	for _, tc := range []struct{ file, key string }{
+		{`socks = "0.0.0.0:7750"`, "socks"},
+		{`socks = "7750"`, "socks"},
+		{"[exit]\npolicy = [\"accept *:80\", \"allow *:*\"]", "exit.policy"},
+		{"[exit]\npolicy = [\"accept 10.0.0.0/33:80\"]", "exit.policy"},
+	} {
+		_, err := Parse([]byte(tc.file))
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Key != tc.key {
+			t.Errorf("%q: %v, want an error naming %s", tc.file, err, tc.key)
+		}
+	}
+	c, err := Parse([]byte("socks = \"\"\n[exit]\npolicy = [\"accept 127.0.0.1:8000-9000\"]\nallow_private = true\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := c.ExitPolicy()
+	if err != nil || !p.AllowPrivate || len(p.Rules) != 1 || c.SOCKS != "" {
+		t.Fatalf("%+v %v", p, err)
+	}
+	if _, err := Parse([]byte("[exit]\nbogus = 1\n")); !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("unknown key under [exit]: %v", err)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -21,6 +20,8 @@ import (
 	"strings"
 	"time"
 
+	"veil/cmd/veil/internal/config"
+	"veil/cmd/veil/internal/gateway"
 	"veil/ordb"
 	"veil/proto"
 )
@@ -29,11 +30,16 @@ import (
 // command and other local programs. Every request carries the cookie the
 // node writes to its data directory (mode 0600) at start, in the
 // CookieHeader header; without it, or with a wrong one, the answer is 401.
+// The server answers only loopback Host names and refuses requests other
+// sites' pages make (gateway.Guard).
 //
 //	GET  /api/v1/status            Status
-//	POST /api/v1/put               body: the content (Content-Type: its MIME type) -> PutResult
+//	POST /api/v1/put[?pseudonym=NAME]  body: the content (Content-Type: its MIME type) -> PutResult
 //	POST /api/v1/get/{hash_name}   fetches; answers NDJSON Event lines until done
 //	GET  /api/v1/content/{hash_name}  the bytes of a content the node holds
+//	POST /api/v1/put/live          body: a live stream, until it ends -> NDJSON LiveEvent lines (the hash_name first)
+//	POST /api/v1/stream/{hash_name}   starts the gateway's fetch; answers NDJSON StreamEvent lines
+//	GET  /content/{hash_name}?k=TOKEN the streaming gateway (package gateway): Range requests while it downloads
 //	GET  /api/v1/debug/providers/{hash_name}  Providers: a DHT lookup BY THIS NODE (it tells the DHT the node asked)
 //	GET  /api/v1/debug/memory      Memory, after a garbage collection
 //	GET  /api/v1/debug/pprof/heap  the heap profile (go tool pprof)
@@ -205,6 +211,7 @@ type apiServer struct {
 	srv    *http.Server
 	done   chan struct{}
 	files  []string
+	gw     *gateway.Handler // the streaming gateway (gateway.go)
 }
 
 // startAPI listens on addr, writes the cookie and the address to the data
@@ -239,11 +246,19 @@ func startAPI(n *Node, addr string) (*apiServer, error) {
 		}
 		ctx, cancel := n.requestContext(r)
 		defer cancel()
-		p, err := n.Publish(ctx, mime, r.Body)
+		ps := r.URL.Query().Get("pseudonym")
+		if ps == "" {
+			ps = n.cfg.Load().Pseudonym
+		}
+		p, err := n.PublishAs(ctx, ps, mime, r.Body)
 		if err != nil && p.Size == 0 && p.Name == (proto.HashName{}) {
 			code := http.StatusInternalServerError
-			if errors.Is(err, ErrNotORDB) {
+			var ce *config.Error
+			switch {
+			case errors.Is(err, ErrNotORDB):
 				code = http.StatusConflict
+			case errors.As(err, &ce):
+				code = http.StatusBadRequest
 			}
 			writeError(w, code, err)
 			return
@@ -346,7 +361,12 @@ func startAPI(n *Node, addr string) (*apiServer, error) {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		_, _ = w.Write(buf.Bytes())
 	})
-	a.srv = &http.Server{Handler: a.guard(mux), ReadHeaderTimeout: 10 * time.Second}
+	a.gw = gateway.New(gateway.Config{Source: gatewaySource{n}, LookupTimeout: gatewayLookupTimeout, Log: n.log})
+	mux.Handle("GET "+gateway.ContentPrefix+"{hash}", a.gw) // GET patterns take HEAD too
+	mux.HandleFunc("POST /api/v1/put/live", func(w http.ResponseWriter, r *http.Request) { servePutLive(n, w, r) })
+	mux.HandleFunc("POST /api/v1/stream/{hash}", func(w http.ResponseWriter, r *http.Request) { a.serveStream(n, w, r) })
+	guard := gateway.Guard{Cookie: a.cookie, Header: CookieHeader}
+	a.srv = &http.Server{Handler: guard.Wrap(mux), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		defer close(a.done)
 		_ = a.srv.Serve(ln)
@@ -360,18 +380,6 @@ func (n *Node) requestContext(r *http.Request) (context.Context, context.CancelF
 	ctx, cancel := context.WithCancel(r.Context())
 	stop := context.AfterFunc(n.ctx, cancel)
 	return ctx, func() { stop(); cancel() }
-}
-
-// guard refuses requests without the cookie.
-func (a *apiServer) guard(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := r.Header.Get(CookieHeader)
-		if subtle.ConstantTimeCompare([]byte(got), []byte(a.cookie)) != 1 {
-			writeError(w, http.StatusUnauthorized, errors.New("missing or wrong cookie: send the content of "+CookieFile+" from the node's data directory in the "+CookieHeader+" header"))
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
 }
 
 func (a *apiServer) close() {

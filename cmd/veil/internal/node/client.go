@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -96,8 +97,18 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 
 // Put publishes body.
 func (c *Client) Put(ctx context.Context, mime string, body io.Reader) (PutResult, error) {
+	return c.PutAs(ctx, "", mime, body)
+}
+
+// PutAs publishes body signed by pseudonym's key ("": the node's
+// configured pseudonym, or a key for this content alone).
+func (c *Client) PutAs(ctx context.Context, pseudonym, mime string, body io.Reader) (PutResult, error) {
 	var r PutResult
-	err := c.getJSON(ctx, http.MethodPost, "/api/v1/put", mime, body, &r)
+	path := "/api/v1/put"
+	if pseudonym != "" {
+		path += "?pseudonym=" + url.QueryEscape(pseudonym)
+	}
+	err := c.getJSON(ctx, http.MethodPost, path, mime, body, &r)
 	return r, err
 }
 
@@ -181,4 +192,69 @@ func (c *Client) copyTo(ctx context.Context, path string, w io.Writer) error {
 	defer resp.Body.Close()
 	_, err = io.Copy(w, resp.Body)
 	return err
+}
+
+// Stream makes the node start the gateway's fetch of name and calls fn
+// with each buffering report until ctx ends, fn returns false, or the
+// content is complete (the last report has Done).
+func (c *Client) Stream(ctx context.Context, name string, fn func(StreamEvent) bool) error {
+	resp, err := c.do(ctx, http.MethodPost, "/api/v1/stream/"+name, "", nil)
+	if err != nil {
+		var he *HTTPError
+		if errors.As(err, &he) && he.Code == http.StatusNotFound {
+			return fmt.Errorf("%w (%s)", ErrNotFound, he.Msg)
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		var ev StreamEvent
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return fmt.Errorf("node API: bad stream event: %w", err)
+		}
+		if !fn(ev) || ev.Done {
+			return nil
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return sc.Err()
+}
+
+// PutLive publishes body as a live stream until body ends: started gets
+// the hash_name as soon as the node made it, progress (may be nil) the
+// node's reports.
+func (c *Client) PutLive(ctx context.Context, mime string, body io.Reader, started func(string), progress func(LiveEvent)) error {
+	resp, err := c.do(ctx, http.MethodPost, "/api/v1/put/live", mime, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	first := true
+	for sc.Scan() {
+		var ev LiveEvent
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return fmt.Errorf("node API: bad live event: %w", err)
+		}
+		if first {
+			started(ev.HashName)
+			first = false
+		}
+		switch {
+		case ev.Error != "":
+			return errors.New(ev.Error)
+		case ev.Done:
+			return nil
+		}
+		if progress != nil {
+			progress(ev)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	return errors.New("node API: the live publication ended without a result")
 }

@@ -27,13 +27,17 @@ func (t linksTransport) Send(ctx context.Context, to proto.DHTContact, payload [
 }
 
 // link returns the link to c, dialing it when there is none. A private
-// address is dialed only when allow_private is set.
+// address is dialed only when allow_private is set; an anonymous node
+// dials only its bridges (the guard, anonymous.go).
 func (n *Node) link(ctx context.Context, c proto.DHTContact) (*link.Link, error) {
 	if l := n.links.Lookup(c.ID); l != nil {
 		return l, nil
 	}
 	if !c.Addr.IsValid() {
 		return nil, fmt.Errorf("%w: no link to %v and no address", kademlia.ErrUnreachable, c.ID.Short())
+	}
+	if err := n.checkDial(c.ID, c.Addr.String()); err != nil {
+		return nil, fmt.Errorf("%w: %v", kademlia.ErrUnreachable, err)
 	}
 	if a := c.Addr.Addr(); !n.cfg.Load().AllowPrivate && (a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsUnspecified()) {
 		return nil, fmt.Errorf("%w: %v has a private address (allow_private is off)", kademlia.ErrUnreachable, c.ID.Short())
@@ -72,6 +76,9 @@ func (n *Node) handleVar(c link.Conn, v proto.VarCell) {
 		return
 	}
 	n.dir.Up(l.Peer())
+	if n.obs != nil {
+		n.observeDHT(l.Peer(), m)
+	}
 	_ = dht.Deliver(l.Peer(), v.Payload) // copies the payload
 	// Whoever we speak DHT with may be a hop of our circuits: learn its
 	// descriptor. Clients do not answer, and asking costs one small cell.

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -22,9 +21,9 @@ import (
 var (
 	// ErrNotFound: the node's ORDBs found no provider of the content.
 	ErrNotFound = errors.New("node: no provider found for this hash_name")
-	// ErrNotORDB: publishing needs the ORDB role (what is published is
-	// served by this node's ORDB service).
-	ErrNotORDB = errors.New("node: publishing needs roles.ordb = true")
+	// ErrNotORDB: publishing needs the ORDB role or anonymous = true
+	// (what is published is served by the node's Peer).
+	ErrNotORDB = errors.New("node: publishing needs roles.ordb = true or anonymous = true")
 	// errNoORDB: the directory holds no ORDB to fetch or advertise through.
 	errNoORDB = errors.New("node: no ORDB known yet")
 )
@@ -39,21 +38,38 @@ type Published struct {
 	Advertised int
 }
 
-// Publish stores a static content in the served store, signed by a key
-// made for this content alone (never the node's identity key), and
-// advertises it through the node's own circuits to its ORDBs, which
-// announce in the DHT that they can get it. No provider record names
-// this node.
+// Publish stores a static content in the served store, signed by the
+// configured pseudonym's key, or by a key made for this content alone
+// when there is none (never the node's identity key), and advertises it
+// through the node's own circuits to its ORDBs, which announce in the
+// DHT that they can get it. No provider record names this node.
 func (n *Node) Publish(ctx context.Context, mime string, src io.Reader) (Published, error) {
+	return n.PublishAs(ctx, n.cfg.Load().Pseudonym, mime, src)
+}
+
+// PublishAs is Publish signed by pseudonym's key ("": a key for this
+// content alone).
+func (n *Node) PublishAs(ctx context.Context, pseudonym, mime string, src io.Reader) (Published, error) {
 	if n.served == nil {
 		return Published{}, ErrNotORDB
 	}
-	_, key, err := ed25519.GenerateKey(rand.Reader)
+	key, forget, err := n.publishKey(pseudonym)
 	if err != nil {
 		return Published{}, err
 	}
+	if forget {
+		defer clear(key) // nothing will be signed with it again: static content
+	}
+	return n.publishSigned(ctx, key, mime, src)
+}
+
+// publishSigned publishes src signed by key, which must not be the
+// node's identity key.
+func (n *Node) publishSigned(ctx context.Context, key ed25519.PrivateKey, mime string, src io.Reader) (Published, error) {
+	if err := n.checkPublishKey(key); err != nil {
+		return Published{}, err
+	}
 	d, name, err := n.served.Publish(ctx, key, mime, uint64(n.now().Unix()), src)
-	clear(key) // nothing will be signed with it again: static content
 	if err != nil {
 		return Published{}, err
 	}
@@ -104,6 +120,11 @@ type transfer struct {
 	lost     int            // circuits of the current attempt lost and replaced
 	started  time.Time
 	err      string
+	// The gateway's seeks (gateway.go): the running Get, and the last
+	// chunk asked, given to each attempt's Get.
+	get     *ordb.Get
+	seek    uint64
+	hasSeek bool
 }
 
 // TransferStatus is a snapshot of a transfer.
@@ -297,6 +318,8 @@ func (n *Node) fetchOnce(ctx context.Context, name proto.HashName, rng *mrand.Ra
 	if err != nil {
 		return proto.DBConnected{}, err
 	}
+	t.attach(g)
+	defer t.attach(nil)
 	d, err := g.Run(ctx)
 	if err != nil {
 		if errors.Is(err, window.ErrUnavailable) && d.Size == 0 {

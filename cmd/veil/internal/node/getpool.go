@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"veil/circuits"
+	"veil/cmd/veil/internal/control"
 	"veil/ordb"
 	"veil/proto"
 	"veil/window"
@@ -108,11 +109,37 @@ func (gc *getCircuits) OpenStream(ctx context.Context, id window.CircuitID) (ord
 	}
 	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
+	st := control.Stream{ID: streamIDs.Add(1), Status: control.StreamNew, Circuit: c.c.ID(), Target: ORDBDest + ".veil:0"}
+	gc.n.streamEvent(st)
 	s, err := c.c.OpenStream(sctx, ORDBDest)
 	if err != nil {
+		st.Status, st.Reason = control.StreamFailed, "MISC"
+		gc.n.streamEvent(st)
 		return nil, fmt.Errorf("opening the ORDB stream: %w", err)
 	}
-	return s, nil
+	st.Status = control.StreamSucceeded
+	gc.n.streamEvent(st)
+	cs := gc.n.observe(s)
+	if l := gc.n.fetchLimit; l != nil {
+		cs = limitedStream{cs, l}
+	}
+	return &reportedStream{CellStream: cs, n: gc.n, st: st}, nil
+}
+
+// reportedStream tells the control port when a fetch stream closes.
+type reportedStream struct {
+	ordb.CellStream
+	n    *Node
+	st   control.Stream
+	once sync.Once
+}
+
+func (r *reportedStream) Close() error {
+	r.once.Do(func() {
+		r.st.Status, r.st.Reason = control.StreamClosed, "DONE"
+		r.n.streamEvent(r.st)
+	})
+	return r.CellStream.Close()
 }
 
 // Replace destroys circuit id and builds another, trying a few paths.

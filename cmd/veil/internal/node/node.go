@@ -30,6 +30,8 @@ import (
 	"veil/circuits"
 	"veil/circuits/link"
 	"veil/cmd/veil/internal/config"
+	"veil/cmd/veil/internal/control"
+	"veil/cmd/veil/internal/socks"
 	"veil/kademlia"
 	"veil/ordb"
 	"veil/proto"
@@ -59,6 +61,14 @@ type Options struct {
 	Log    *slog.Logger // nil: discard
 	// LogLevel, if set, is the level Reload adjusts.
 	LogLevel *slog.LevelVar
+	// Observer, if set, is told what the node sees (observe.go): for
+	// tests that check who learns what. nil in production, at no cost.
+	Observer Observer
+	// ConfigFile is the configuration file's path, for controllers.
+	ConfigFile string
+	// Reload, if set, reads the configuration again and applies it
+	// (the control port's SIGNAL RELOAD; SIGHUP does the same).
+	Reload func() error
 }
 
 // Node is a running veil node. Start makes one; Close stops it.
@@ -71,6 +81,8 @@ type Node struct {
 
 	id    *circuits.Identity
 	links *link.Links
+	guard *dialGuard // the anonymous node's dial policy (anonymous.go)
+	obs   Observer   // nil but in tests
 	sw    *circuits.Switch
 	dht   *kademlia.Node
 	// dhtReady is dht for the link handlers, which may run before Start
@@ -78,9 +90,10 @@ type Node struct {
 	dhtReady atomic.Pointer[kademlia.Node]
 	dir      *directory
 	pool     *circuits.Pool
-	served   *chunkstore.Store // nil for a node that is not an ORDB
-	// relay is the ORDB service, peer the side that advertises served
-	// through peerCircs; all nil for a node that is not an ORDB.
+	served   *chunkstore.Store // nil for a node that cannot publish
+	// relay is the ORDB service (nil for a node that is not an ORDB),
+	// peer the side that advertises served through peerCircs (nil when
+	// served is).
 	relay     *ordb.Relay
 	peer      *ordb.Peer
 	peerCircs *peerCircuits
@@ -89,7 +102,21 @@ type Node struct {
 	addr      netip.AddrPort // where others reach us; invalid for a client
 	desc      atomic.Pointer[proto.NodeDescriptor]
 
-	api *apiServer
+	api     *apiServer
+	streams streams // the gateway's shared fetches
+	// fetchLimit, if set, caps what fetches read (tests; see rateLimit).
+	fetchLimit *rateLimit
+
+	// The control port (control.go): nil when off.
+	ctl    atomic.Pointer[control.Server]
+	logTee *control.LogTee
+	ctlLog *slog.Logger
+
+	// exits opens SOCKS streams through exit circuits; socks is the SOCKS
+	// port (nil when off); content serves /content/<hash_name> to it.
+	exits   *circuits.ExitDialer
+	socks   *socks.Server
+	content ContentHandler
 
 	lastBootstrap time.Time // owned by Run
 
@@ -120,10 +147,12 @@ func Start(opts Options) (_ *Node, err error) {
 		now:       time.Now,
 		transfers: map[proto.HashName]*transfer{},
 		descSem:   make(chan struct{}, descSends),
+		obs:       opts.Observer,
 	}
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
 	}
+	n.teeLog(cfg)
 	n.cfg.Store(&cfg)
 	n.dir = newDirectory(n.now)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
@@ -149,22 +178,44 @@ func Start(opts Options) (_ *Node, err error) {
 	if n.cache, err = chunkstore.Open(chunkstore.DefaultConfig(filepath.Join(n.dataDir, CacheFile))); err != nil {
 		return nil, fmt.Errorf("fetch cache: %w", err)
 	}
-	if cfg.Roles.ORDB {
+	// An ORDB publishes; so does an anonymous client, behind its circuits.
+	if cfg.Roles.ORDB || cfg.Anonymous {
 		if n.served, err = chunkstore.Open(chunkstore.DefaultConfig(filepath.Join(n.dataDir, ServedFile))); err != nil {
 			return nil, fmt.Errorf("served store: %w", err)
 		}
 	}
 
-	n.links = link.NewLinks(n.id.Key, link.DefaultConfig())
-	swCfg := circuits.DefaultSwitchConfig()
-	swCfg.Flags = cfg.Roles.Flags()
-	swCfg.MaxJoinedCircuits = cfg.Tunnels.MaxJoinedCircuits
-	if n.sw, err = circuits.NewSwitch(n.id, n.links, swCfg); err != nil {
+	var bridges []proto.DHTContact
+	for _, b := range cfg.ParsedBridges() {
+		bridges = append(bridges, proto.DHTContact{ID: b.ID, Addr: b.Addr})
+	}
+	n.guard = newDialGuard(cfg.Anonymous, bridgeIDs(bridges))
+	n.links = link.NewLinks(n.id.Key, linkConfig(cfg))
+	swCfg := switchConfig(cfg)
+	if cfg.Anonymous {
+		swCfg.MaxJoinedCircuits = 0 // carries no one's circuits
+	}
+	swCfg.OnEvent = n.circuitEvent
+	if cfg.Roles.Exit {
+		policy, err := cfg.ExitPolicy()
+		if err != nil {
+			return nil, err
+		}
+		swCfg.ExitPolicy = policy.Allows
+	}
+	if n.sw, err = circuits.NewSwitch(n.id, guardedDialer{n, n.links}, swCfg); err != nil {
 		return nil, err
 	}
 	// Handlers before Listen: a link keeps the handlers it started with.
 	// DHT cells arriving before the DHT exists are dropped (dhtReady).
-	n.links.SetHandlers(link.Handlers{Cell: n.sw.HandleCell, Closed: n.handleClosed, Var: n.handleVar})
+	cellHandler := n.sw.HandleCell
+	if n.obs != nil {
+		cellHandler = func(c link.Conn, cell *proto.Cell) {
+			n.observeLink(c)
+			n.sw.HandleCell(c, cell)
+		}
+	}
+	n.links.SetHandlers(link.Handlers{Cell: cellHandler, Closed: n.handleClosed, Var: n.handleVar})
 	if !cfg.ClientOnly() && cfg.Listen != "" {
 		la, err := n.links.Listen(cfg.Listen)
 		if err != nil {
@@ -182,9 +233,7 @@ func Start(opts Options) (_ *Node, err error) {
 	if cfg.AllowPrivate {
 		dcfg.DHT.MaxPerSubnet = 0
 	}
-	for _, b := range cfg.ParsedBridges() {
-		dcfg.Bridges = append(dcfg.Bridges, proto.DHTContact{ID: b.ID, Addr: b.Addr})
-	}
+	dcfg.Bridges = bridges
 	kid := kademlia.Identity{ID: n.id.ID, Addr: n.addr, OnionKey: n.id.OnionPublic()}
 	if !cfg.ClientOnly() {
 		kid.Key = n.id.Key // signs the provider records our ORDB service stores
@@ -203,6 +252,9 @@ func Start(opts Options) (_ *Node, err error) {
 			return nil, err
 		}
 	}
+	if !cfg.ClientOnly() {
+		n.sw.Handle(DirDest, n.serveDir)
+	}
 
 	pcfg := circuits.DefaultPoolConfig()
 	pcfg.MinCircuits, pcfg.MaxCircuits = cfg.Tunnels.MinCircuits, cfg.Tunnels.MaxCircuits
@@ -215,9 +267,25 @@ func Start(opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 
+	ecfg := circuits.DefaultExitDialerConfig()
+	ecfg.Hops = cfg.Tunnels.Hops
+	ecfg.AllowSameSubnet = cfg.AllowPrivate
+	if n.exits, err = circuits.NewExitDialer(n.sw, n.dir, ecfg); err != nil {
+		return nil, err
+	}
+	n.content = n.socksContent()
+
 	if cfg.HTTP != "" {
 		if n.api, err = startAPI(n, cfg.HTTP); err != nil {
 			return nil, err
+		}
+	}
+	if err := n.startControl(cfg, opts); err != nil {
+		return nil, err
+	}
+	if cfg.SOCKS != "" {
+		if err := n.startSOCKS(cfg.SOCKS); err != nil {
+			return nil, fmt.Errorf("socks port: %w", err)
 		}
 	}
 	return n, nil
@@ -251,7 +319,13 @@ func (n *Node) refreshDescriptor() error {
 	if n.addr.IsValid() {
 		addrs = []netip.AddrPort{n.addr}
 	}
-	d, err := n.id.Descriptor(addrs, n.cfg.Load().Roles.Flags(), descValidity)
+	var ports []proto.PortRange
+	if cfg := n.cfg.Load(); cfg.Roles.Exit {
+		if p, err := cfg.ExitPolicy(); err == nil {
+			ports = p.PortSummary(proto.MaxExitPortRanges)
+		}
+	}
+	d, err := n.id.ExitDescriptorAt(n.now(), addrs, n.cfg.Load().Roles.Flags(), ports, descValidity)
 	if err != nil {
 		return err
 	}
@@ -303,10 +377,13 @@ func (n *Node) Run(ctx context.Context) error {
 		defer n.wg.Done()
 		_ = n.pool.Run(ctx)
 	}()
-	if err := n.pool.BuildTunnels(n.cfg.Load().Tunnels.Hops); err != nil {
-		return err
+	anon := n.anonymous()
+	if !anon { // an anonymous node builds only the circuits it uses
+		if err := n.pool.BuildTunnels(n.cfg.Load().Tunnels.Hops); err != nil {
+			return err
+		}
 	}
-	n.log.Info("node up", "id", n.id.ID.Short(), "addr", n.addr, "flags", n.cfg.Load().Roles.Flags())
+	n.log.Info("node up", "id", n.id.ID.Short(), "addr", n.addr, "flags", n.cfg.Load().Roles.Flags(), "anonymous", anon)
 	if n.fac != nil {
 		n.wg.Add(1)
 		go func() {
@@ -315,11 +392,14 @@ func (n *Node) Run(ctx context.Context) error {
 		}()
 	}
 	if n.relay != nil {
-		n.wg.Add(2)
+		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
 			_ = n.relay.Run(ctx)
 		}()
+	}
+	if n.peer != nil {
+		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
 			n.runPeer(ctx)
@@ -340,10 +420,17 @@ func (n *Node) Run(ctx context.Context) error {
 				n.log.Warn("re-signing the descriptor", "err", err)
 			}
 		case <-discover.C:
-			n.discover(ctx, rng)
+			if anon {
+				n.discoverAnon(ctx)
+			} else {
+				n.discover(ctx, rng)
+			}
+			if !anon { // an anonymous node builds only the circuits it uses
+				n.exits.Warm()
+			}
 			// The pool retries failed builds only every few seconds: wake
 			// it as soon as the directory may offer paths.
-			if len(n.pool.FindCircuits()) < n.cfg.Load().Tunnels.MinCircuits {
+			if !anon && len(n.pool.FindCircuits()) < n.cfg.Load().Tunnels.MinCircuits {
 				_ = n.pool.BuildTunnels(n.cfg.Load().Tunnels.Hops)
 			}
 			// Look around often while the directory is thin, rarely after.
@@ -389,31 +476,38 @@ func (n *Node) discover(ctx context.Context, rng *rand.Rand) {
 	}
 }
 
-// startORDB makes the ORDB service and the Peer and registers them at
-// the switch. The service relays only (no store of its own): what the
-// user published leaves through the Peer's own circuits, so that this
-// node is never the ORDB that serves it to strangers.
+// startORDB makes the ORDB service (for a node with the ORDB role) and
+// the Peer and registers them at the switch. The service relays only (no
+// store of its own): what the user published leaves through the Peer's
+// own circuits, so that this node is never the ORDB that serves it to
+// strangers. An anonymous client has the Peer alone.
 func (n *Node) startORDB() error {
 	cfg := n.cfg.Load()
-	rcfg := ordb.DefaultRelayConfig()
-	rcfg.Core.Self = n.id.ID
-	rcfg.DHT = relayDHT{n}
-	rcfg.Builder = relayBuilder{n}
-	rcfg.Facilitator = cfg.Roles.Facilitator
 	var err error
-	if rcfg.Facilitators, err = n.facilitatorFinder(); err != nil {
-		return err
-	}
-	rcfg.Core.Facilitators = true
-	if n.relay, err = ordb.NewRelay(rcfg); err != nil {
-		return err
+	if cfg.Roles.ORDB {
+		rcfg := ordb.DefaultRelayConfig()
+		rcfg.Core.Self = n.id.ID
+		rcfg.DHT = relayDHT{n}
+		rcfg.Builder = relayBuilder{n}
+		rcfg.Facilitator = cfg.Roles.Facilitator
+		if rcfg.Facilitators, err = n.facilitatorFinder(); err != nil {
+			return err
+		}
+		rcfg.Core.Facilitators = true
+		if n.relay, err = ordb.NewRelay(rcfg); err != nil {
+			return err
+		}
+		n.sw.Handle(ordb.ORDBDest, func(s *circuits.Stream) { n.relay.Serve(n.observeIn(ordb.FromCircuitStream(s))) })
 	}
 	n.peerCircs = newPeerCircuits(n)
 	if n.peer, err = ordb.NewPeer(ordb.PeerConfig{Store: n.served, Circuits: n.peerCircs, Facilitator: cfg.Roles.Facilitator}); err != nil {
 		return err
 	}
-	n.sw.Handle(ordb.ORDBDest, func(s *circuits.Stream) { n.relay.Serve(ordb.FromCircuitStream(s)) })
-	n.sw.Handle(ordb.PeerDest, n.peer.Serve)
+	if n.obs == nil {
+		n.sw.Handle(ordb.PeerDest, n.peer.Serve)
+	} else {
+		n.sw.Handle(ordb.PeerDest, func(s *circuits.Stream) { n.peer.ServeStream(n.observe(s), streamCircuit(s)) })
+	}
 	return nil
 }
 
@@ -435,6 +529,7 @@ func (n *Node) Reload(cfg config.Config) error {
 	for _, b := range cfg.ParsedBridges() {
 		bridges = append(bridges, proto.DHTContact{ID: b.ID, Addr: b.Addr})
 	}
+	n.guard.setBridges(bridgeIDs(bridges))
 	if len(bridges) > 0 {
 		go func() {
 			ctx, cancel := context.WithTimeout(n.ctx, 30*time.Second)
@@ -471,8 +566,18 @@ func LevelOf(s string) slog.Level {
 func (n *Node) Close() error {
 	n.closed.Do(func() {
 		n.cancel() // ends Run, and the fetches and publications of the API
+		if s := n.ctl.Load(); s != nil {
+			s.Close()
+		}
 		if n.api != nil {
 			n.api.close()
+		}
+		n.streams.closeWait()
+		if n.socks != nil {
+			n.socks.Close()
+		}
+		if n.exits != nil {
+			n.exits.Close()
 		}
 		if n.pool != nil {
 			n.pool.Close()

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -23,16 +24,18 @@ import (
 )
 
 // testConfig is a node on 127.0.0.1 with free ports.
-func testConfig(t *testing.T, dir string, bridges ...string) config.Config {
+func testConfig(t testing.TB, dir string, bridges ...string) config.Config {
 	t.Helper()
 	c := config.Default()
 	c.Listen, c.HTTP, c.DataDir, c.AllowPrivate = "127.0.0.1:0", "127.0.0.1:0", dir, true
+	c.Control.Listen = "127.0.0.1:0"
+	c.SOCKS = "127.0.0.1:0"
 	c.Bridges = bridges
 	c.Tunnels.MinCircuits, c.Tunnels.MaxCircuits = 2, 2
 	return c
 }
 
-func startTest(t *testing.T, ctx context.Context, c config.Config) *Node {
+func startTest(t testing.TB, ctx context.Context, c config.Config) *Node {
 	t.Helper()
 	n, err := Start(Options{Config: c})
 	if err != nil {
@@ -44,7 +47,7 @@ func startTest(t *testing.T, ctx context.Context, c config.Config) *Node {
 }
 
 // waitFor polls cond for at most d.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(d); !cond(); {
 		if time.Now().After(deadline) {
@@ -112,7 +115,10 @@ func TestNodesPublishFetch(t *testing.T) {
 	// Nobody learns both who asked and what: the getter looked nothing
 	// up (its ORDBs did), and no provider record names the publisher or
 	// the getter; the publisher's ORDBs stored records naming themselves.
-	if st := getter.relay.Stats(); st.Lookups != 0 || st.Queries != 0 {
+	// (In a network this small the getter may be one of the publisher's
+	// ORDBs: then other ORDBs relay queries to it, as to any provider.)
+	getterIsPubORDB := slices.Contains(nodes[1].peerCircs.Ever(), getter.ID())
+	if st := getter.relay.Stats(); st.Lookups != 0 || st.Queries != 0 && !getterIsPubORDB {
 		t.Fatalf("the getter's ORDB service looked up or was asked: %+v", st)
 	}
 	if st := nodes[1].relay.Stats(); st.Stores != 0 {

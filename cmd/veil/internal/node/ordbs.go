@@ -23,8 +23,14 @@ import (
 // empty and the node can neither advertise nor fetch.
 func (n *Node) ownORDBs() []proto.NodeDescriptor {
 	self := n.id.ID
+	anon := n.anonymous()
 	var out []proto.NodeDescriptor
 	for _, d := range n.dir.Nodes() {
+		// An anonymous node's bridges know its address: never let them
+		// see what it asks or publishes too.
+		if anon && n.isBridge(d.ID) {
+			continue
+		}
 		if d.Flags&proto.FlagORDB != 0 && d.ID != self && len(d.Addrs) > 0 {
 			out = append(out, d)
 		}
@@ -33,7 +39,15 @@ func (n *Node) ownORDBs() []proto.NodeDescriptor {
 		da, db := xorDist(self, a.ID), xorDist(self, b.ID)
 		return bytes.Compare(da[:], db[:])
 	})
-	return out[:min(len(out), ordb.MinORDBs)]
+	k := min(len(out), ordb.MinORDBs)
+	if anon {
+		// Its circuits' other hops are never its own ORDBs: in a small
+		// network, keep nodes enough for them.
+		if room := n.dir.Len() - (n.cfg.Load().Tunnels.Hops - 1); room < k {
+			k = max(min(room, len(out)), min(1, len(out)))
+		}
+	}
+	return out[:k]
 }
 
 func xorDist(a, b proto.NodeID) proto.NodeID {
@@ -47,12 +61,23 @@ func xorDist(a, b proto.NodeID) proto.NodeID {
 // buildTo builds a circuit of the configured length ending at last.
 func (n *Node) buildTo(ctx context.Context, last proto.NodeDescriptor, rng *mrand.Rand) (*circuits.Circuit, []proto.NodeID, error) {
 	cfg := n.cfg.Load()
-	path, err := circuits.SelectPathTo(n.dir.Nodes(), cfg.Tunnels.Hops, n.id.ID, last, cfg.AllowPrivate, n.now(), rng)
+	var path []proto.NodeDescriptor
+	var err error
+	if cfg.Anonymous {
+		// Relays that are not ORDBs first; else anything but our ORDBs.
+		path, err = circuits.SelectPathTo(n.anonPathNodes(last, true), cfg.Tunnels.Hops, n.id.ID, last, cfg.AllowPrivate, n.now(), rng)
+		if err != nil {
+			path, err = circuits.SelectPathTo(n.anonPathNodes(last, false), cfg.Tunnels.Hops, n.id.ID, last, cfg.AllowPrivate, n.now(), rng)
+		}
+	} else {
+		path, err = circuits.SelectPathTo(n.dir.Nodes(), cfg.Tunnels.Hops, n.id.ID, last, cfg.AllowPrivate, n.now(), rng)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("choosing a path to %s (%d nodes known): %w", last.ID.Short(), n.dir.Len(), err)
 	}
 	bctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
+	defer n.guard.firstHop(path[0].ID)()
 	c, err := n.sw.Build(bctx, path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("building a circuit to %s: %w", last.ID.Short(), err)
@@ -60,6 +85,9 @@ func (n *Node) buildTo(ctx context.Context, last proto.NodeDescriptor, rng *mran
 	ids := make([]proto.NodeID, len(path))
 	for i, d := range path {
 		ids[i] = d.ID
+	}
+	if n.obs != nil {
+		n.obs.Path(ids)
 	}
 	return c, ids, nil
 }
@@ -181,6 +209,14 @@ func (n *Node) runPeer(ctx context.Context) {
 		case <-t.C:
 		case <-n.peerCircs.wake:
 		}
+		// An anonymous node builds circuits only when it has something
+		// to advertise: a client that only fetches links to nothing else.
+		if n.anonymous() {
+			if names, err := n.served.Names(); err != nil || len(names) == 0 {
+				t.Reset(5 * time.Second)
+				continue
+			}
+		}
 		if n.peerCircs.fill(ctx, rng) > 0 {
 			n.advertiseAll(ctx)
 		}
@@ -217,10 +253,17 @@ func (n *Node) advertiseAll(ctx context.Context) {
 // own circuit to the first.
 type relayBuilder struct{ n *Node }
 
-type relayCircuit struct{ c *circuits.Circuit }
+type relayCircuit struct {
+	n *Node
+	c *circuits.Circuit
+}
 
 func (r relayCircuit) OpenStream(ctx context.Context) (ordb.CellStream, error) {
-	return r.c.OpenStream(ctx, ordb.ORDBDest)
+	s, err := r.c.OpenStream(ctx, ordb.ORDBDest)
+	if err != nil {
+		return nil, err
+	}
+	return r.n.observe(s), nil
 }
 func (r relayCircuit) Done() <-chan struct{} { return r.c.Done() }
 func (r relayCircuit) Close() error          { return r.c.Close() }
@@ -238,7 +281,7 @@ func (b relayBuilder) BuildTo(ctx context.Context, rec proto.ProviderRecord) (or
 	if err != nil {
 		return nil, err
 	}
-	return relayCircuit{c}, nil
+	return relayCircuit{b.n, c}, nil
 }
 
 // wakeUp has runPeer look at its circuits now.

@@ -19,7 +19,7 @@ import (
 
 // NodeArgs are the flags every process gets: loopback only, free ports,
 // two circuits each.
-var NodeArgs = []string{"--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--set", "allow_private=true",
+var NodeArgs = []string{"--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--set", "control.listen=127.0.0.1:0", "--set", "socks=127.0.0.1:0", "--set", "allow_private=true",
 	"--set", "tunnels.min_circuits=2", "--set", "tunnels.max_circuits=2"}
 
 // Net is a set of veil processes sharing a root directory, where each

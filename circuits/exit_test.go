@@ -1,0 +1,264 @@
+package circuits
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"veil/circuits/exitpolicy"
+	"veil/proto"
+)
+
+// An exit resolves names itself, checks every address against its policy
+// (refusing loopback unless allowed), and tells the origin why it refused.
+func TestExitNamesAndReasons(t *testing.T) {
+	noLeaks(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer func() { ln.Close(); wg.Wait() }()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "hello from the destination")
+			c.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	closedPort := func() int { // a port nobody listens on
+		l, _ := net.Listen("tcp", "127.0.0.1:0")
+		defer l.Close()
+		return l.Addr().(*net.TCPAddr).Port
+	}()
+	var asked []string
+	var mu sync.Mutex
+	policy := func(allowPrivate bool) func(netip.AddrPort) bool {
+		p, err := exitpolicy.Parse([]string{"accept 127.0.0.1:" + strconv.Itoa(port), "accept 127.0.0.1:" + strconv.Itoa(closedPort), "reject *:*"}, allowPrivate)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.Allows
+	}
+	nodes := newNet(t, 5, func(i int, cfg *SwitchConfig) {
+		if i >= 3 {
+			cfg.Flags |= proto.FlagExit
+			cfg.ExitPolicy = policy(i == 3) // node 4 keeps loopback refused
+			cfg.ExitResolve = func(ctx context.Context, host string) ([]netip.Addr, error) {
+				mu.Lock()
+				asked = append(asked, host)
+				mu.Unlock()
+				if host == "localhost" {
+					return []netip.Addr{netip.MustParseAddr("::1"), netip.MustParseAddr("127.0.0.1")}, nil
+				}
+				return nil, errors.New("no such host (test resolver)")
+			}
+		}
+	})
+	c := build(t, nodes[0], nodes[1], nodes[2], nodes[3])
+	for _, dest := range []string{"localhost:" + strconv.Itoa(port), "127.0.0.1:" + strconv.Itoa(port), "[::ffff:127.0.0.1]:" + strconv.Itoa(port)} {
+		s, err := c.OpenStream(context.Background(), dest)
+		if err != nil {
+			t.Fatalf("%s: %v", dest, err)
+		}
+		s.SetReadDeadline(time.Now().Add(circWait))
+		got, err := io.ReadAll(s)
+		if err != nil || string(got) != "hello from the destination" {
+			t.Fatalf("%s: read %q %v", dest, got, err)
+		}
+		s.Close()
+	}
+	reason := func(c *Circuit, dest string) uint8 {
+		t.Helper()
+		_, err := c.OpenStream(context.Background(), dest)
+		var re *RefusedError
+		if !errors.As(err, &re) {
+			t.Fatalf("%s: %v, want a refusal", dest, err)
+		}
+		return re.Reason
+	}
+	for dest, want := range map[string]uint8{
+		"127.0.0.1:1":                           EndExitPolicy,
+		"[::1]:" + strconv.Itoa(port):           EndExitPolicy, // localhost's other address: not in the policy
+		"nowhere.invalid:80":                    EndResolveFailed,
+		"abc.veil:80":                           EndResolveFailed,
+		"127.0.0.1:" + strconv.Itoa(closedPort): EndConnectRefused,
+		"bad host:80":                           EndNoService, // not HOST:PORT at all
+	} {
+		if got := reason(c, dest); got != want {
+			t.Errorf("%s: END reason %d, want %d", dest, got, want)
+		}
+	}
+	mu.Lock()
+	for _, h := range asked {
+		if h != "localhost" && h != "nowhere.invalid" {
+			t.Errorf("the exit resolved %q", h)
+		}
+	}
+	mu.Unlock()
+	// Without allow_private, loopback is refused even though a rule
+	// accepts it, by literal, mapped literal and by name.
+	c2 := build(t, nodes[0], nodes[1], nodes[2], nodes[4])
+	for _, dest := range []string{"127.0.0.1:" + strconv.Itoa(port), "[::ffff:127.0.0.1]:" + strconv.Itoa(port), "localhost:" + strconv.Itoa(port)} {
+		if got := reason(c2, dest); got != EndExitPolicy {
+			t.Errorf("%s without allow_private: END reason %d, want %d", dest, got, EndExitPolicy)
+		}
+	}
+}
+
+func TestSplitExitDest(t *testing.T) {
+	for dest, ok := range map[string]bool{
+		"example.com:80": true, "127.0.0.1:1": true, "[::1]:65535": true, "a_b.c-d:443": true,
+		"example.com": false, "example.com:0": false, "example.com:65536": false, ":80": false,
+		"exa mple.com:80": false, "[fe80::1%eth0]:80": false, "a..b:80": false, "x:080": false,
+	} {
+		if _, _, got := SplitExitDest(dest); got != ok {
+			t.Errorf("SplitExitDest(%q) ok = %v, want %v", dest, got, ok)
+		}
+	}
+}
+
+// The exit dialer keeps isolation keys on separate circuits, reuses a
+// key's circuit, and moves on to another exit when one refuses by policy.
+func TestExitDialerIsolationAndPolicy(t *testing.T) {
+	noLeaks(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer func() { ln.Close(); wg.Wait() }()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "ok")
+			c.Close()
+		}
+	}()
+	target := ln.Addr().String()
+	// Nodes 3 and 4 are exits; only 4 accepts the target.
+	nodes := newNet(t, 5, func(i int, cfg *SwitchConfig) {
+		if i >= 3 {
+			cfg.Flags |= proto.FlagExit
+			rule := "reject *:*"
+			if i == 4 {
+				rule = "accept " + target
+			}
+			p, err := exitpolicy.Parse([]string{rule}, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.ExitPolicy = p.Allows
+		}
+	})
+	// Both exits' summaries claim every port: node 3's policy refuses
+	// the target anyway, which the dialer learns by trying.
+	for _, n := range nodes[3:] {
+		ap := n.desc.Addrs
+		d, err := n.id.ExitDescriptorAt(time.Now(), ap, n.cfg.Flags, []proto.PortRange{{Lo: 1, Hi: 65535}}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.desc = d
+	}
+	cfg := DefaultExitDialerConfig()
+	cfg.AllowSameSubnet = true
+	cfg.Attempts = 4
+	d, err := NewExitDialer(nodes[0].sw, StaticDirectory(descs(nodes...)), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), circWait)
+	defer cancel()
+	read := func(key string) uint64 {
+		t.Helper()
+		s, err := d.Dial(ctx, key, target)
+		if err != nil {
+			t.Fatalf("dial as %q: %v", key, err)
+		}
+		defer s.Close()
+		s.SetReadDeadline(time.Now().Add(circWait))
+		if b, err := io.ReadAll(s); err != nil || string(b) != "ok" {
+			t.Fatalf("read %q %v", b, err)
+		}
+		return s.LocalAddr().(StreamAddr).Circuit
+	}
+	a1, b1, a2 := read("alice"), read("bob"), read("alice")
+	if a1 == b1 {
+		t.Fatal("two isolation keys shared a circuit")
+	}
+	if a1 != a2 {
+		t.Fatal("one isolation key did not reuse its circuit")
+	}
+	// Every exit refuses 127.0.0.1:1: the dialer says so by END reason.
+	_, err = d.Dial(ctx, "alice", "127.0.0.1:1")
+	var re *RefusedError
+	if !errors.As(err, &re) || re.Reason != EndExitPolicy {
+		t.Fatalf("dial to a destination every exit refuses: %v", err)
+	}
+	// After NEWNYM, a key gets a fresh circuit.
+	d.NewIdentity()
+	if a3 := read("alice"); a3 == a1 {
+		t.Fatal("NewIdentity kept the key's circuit")
+	}
+	// With summaries that tell them apart, the dialer goes straight to
+	// the exit that allows the port: nothing is refused on the way.
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	for i, n := range nodes[3:] {
+		ports := []proto.PortRange{{Lo: 1, Hi: 1}}
+		if i == 1 {
+			ports = []proto.PortRange{{Lo: port, Hi: port}}
+		}
+		if n.desc, err = n.id.ExitDescriptorAt(time.Now(), n.desc.Addrs, n.cfg.Flags, ports, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d3, _ := NewExitDialer(nodes[0].sw, StaticDirectory(descs(nodes...)), cfg)
+	defer d3.Close()
+	for i := range 4 {
+		s, err := d3.Dial(ctx, strconv.Itoa(i), target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+	}
+	d3.mu.Lock()
+	if len(d3.refused) != 0 {
+		t.Errorf("exits refused %v though their summaries told them apart", d3.refused)
+	}
+	d3.mu.Unlock()
+	// A port no exit's summary holds: refused without trying any.
+	if _, err := d3.Dial(ctx, "x", "127.0.0.1:2"); !errors.Is(err, ErrStreamRefused) {
+		t.Fatalf("a port no summary holds: %v", err)
+	}
+	d3.mu.Lock()
+	if len(d3.refused) != 0 {
+		t.Errorf("an exit was tried for a port its summary lacks: %v", d3.refused)
+	}
+	d3.mu.Unlock()
+
+	// No exit at all: ErrNoExit.
+	d2, _ := NewExitDialer(nodes[0].sw, StaticDirectory(descs(nodes[1], nodes[2])), cfg)
+	defer d2.Close()
+	if _, err := d2.Dial(ctx, "", target); !errors.Is(err, ErrNoExit) {
+		t.Fatalf("no exits: %v", err)
+	}
+}

@@ -1,0 +1,117 @@
+package link
+
+import (
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"veil/proto"
+)
+
+// A sender that waits what Take says sends at the rate, after one burst.
+func TestTokenBucketRate(t *testing.T) {
+	now := time.Unix(1000, 0)
+	start := now
+	b := NewTokenBucket(8_000_000, 64_000, now)
+	const cell = 509
+	sent := 0
+	for sent < 80_000_000 {
+		if d := b.Take(cell, now); d > 0 {
+			now = now.Add(d) // the fake clock: wait exactly as asked
+		}
+		sent += cell
+	}
+	el := now.Sub(start).Seconds()
+	rate := float64(sent-64_000) / el
+	if rate < 7_990_000 || rate > 8_010_000 {
+		t.Fatalf("rate %.0f B/s over %.2fs, want 8 MB/s", rate, el)
+	}
+}
+
+// The burst is available at once, then nothing more until time passes;
+// idle time refills up to the burst and no further.
+func TestTokenBucketBurst(t *testing.T) {
+	now := time.Unix(1000, 0)
+	b := NewTokenBucket(1000, 500, now)
+	if d := b.Take(500, now); d != 0 {
+		t.Fatalf("burst: wait %v", d)
+	}
+	if d := b.Take(100, now); d != 100*time.Millisecond {
+		t.Fatalf("past the burst: wait %v, want 100ms", d)
+	}
+	now = now.Add(time.Hour) // long idle: refills to the burst only
+	if d := b.Take(500, now); d != 0 {
+		t.Fatalf("after idle: wait %v", d)
+	}
+	if d := b.Take(1, now); d <= 0 {
+		t.Fatalf("idle time must not store more than the burst: wait %v", d)
+	}
+}
+
+// A node's WriteLimit paces what all its links write together, in the
+// synctest bubble's fake time: 2 MB over two links limited to 1 MB/s with
+// a 64 KB burst take (2 MB - 64 KB) / 1 MB/s, however the links share it;
+// the same cells from an unlimited node arrive at once.
+func TestWriteLimitPacesAllLinks(t *testing.T) {
+	const perLink = 1 << 20 / proto.CellSize * proto.CellSize // ~1 MiB of whole cells
+	for _, limited := range []bool{false, true} {
+		synctest.Test(t, func(t *testing.T) {
+			cfg := testConfig()
+			if limited {
+				cfg.WriteLimit = NewWriteLimit(1<<20, 64<<10)
+			}
+			src := newPipeNode(t, cfg)
+			var mu sync.Mutex
+			got, last := 0, time.Time{}
+			sinks := []*pipeNode{newPipeNode(t, testConfig()), newPipeNode(t, testConfig())}
+			for _, s := range sinks {
+				s.m.SetHandlers(Handlers{Cell: func(l Conn, c *proto.Cell) {
+					mu.Lock()
+					got += proto.CellSize
+					last = time.Now()
+					mu.Unlock()
+					proto.PutCell(c)
+				}})
+			}
+			start := time.Now()
+			var wg sync.WaitGroup
+			for _, s := range sinks {
+				dl, _ := pipeLink(t, src, s)
+				wg.Go(func() {
+					for range perLink / proto.CellSize {
+						if err := dl.SendCell(makeCell(1, proto.CmdRelay, 0)); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			for deadline := start.Add(10 * time.Second); ; {
+				synctest.Wait()
+				mu.Lock()
+				done := got >= 2*perLink
+				mu.Unlock()
+				if done || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(10 * time.Millisecond) // fake time: lets the writers' pacing run
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if got != 2*perLink {
+				t.Fatalf("limited %v: %d of %d bytes arrived", limited, got, 2*perLink)
+			}
+			el := last.Sub(start).Seconds()
+			want := 0.0
+			if limited {
+				want = float64(2*perLink-64<<10) / (1 << 20)
+			}
+			t.Logf("limited %v: %d bytes in %.3f s of fake time", limited, got, el)
+			if el < want-0.01 || el > want+0.05 {
+				t.Fatalf("limited %v: %d bytes took %.3f s of fake time, want %.3f s", limited, got, el, want)
+			}
+		})
+	}
+}
