@@ -18,7 +18,9 @@ func FuzzRelayCellsAtLastHop(f *testing.F) {
 	f.Add([]byte{byte(proto.RelayData), 0, 1, 3, 'a', 'b', 'c', byte(proto.RelayEnd), 0, 1, 1, 6})
 	f.Add([]byte{byte(proto.RelaySendme), 0, 0, 0, byte(proto.RelayTruncate), 0, 0, 0})
 	f.Add([]byte{byte(proto.RelayDBQuery), 0, 2, 4, 0, 0, 0, 9, byte(proto.RelayDrop), 0, 0, 0})
-	nodes := newMemNodes(f, 2)
+	// Every input builds a circuit over the same link: thousands a
+	// second, which the per-link CREATE2 bucket would rightly refuse.
+	nodes := newMemNodes(f, 2, func(c *SwitchConfig) { c.CreateRate, c.CreateBurst = 1e9, 1 << 30 })
 	f.Fuzz(func(t *testing.T, in []byte) {
 		c := build(t, nodes[0], nodes[1])
 		defer c.Close()
@@ -49,7 +51,9 @@ func FuzzRelayCellsAtOrigin(f *testing.F) {
 	f.Add([]byte{byte(proto.RelayConnected), 0, 1, 0, byte(proto.RelayEnd), 0, 1, 1, 6})
 	f.Add([]byte{byte(proto.RelayExtended2), 0, 0, 2, 0, 0, byte(proto.RelayTruncated), 0, 0, 1, 9})
 	f.Add([]byte{byte(proto.RelaySendme), 0, 1, 0, byte(proto.RelayDBData), 0, 3, 2, 0, 0})
-	nodes := newMemNodes(f, 2)
+	// Every input builds a circuit over the same link: thousands a
+	// second, which the per-link CREATE2 bucket would rightly refuse.
+	nodes := newMemNodes(f, 2, func(c *SwitchConfig) { c.CreateRate, c.CreateBurst = 1e9, 1 << 30 })
 	f.Fuzz(func(t *testing.T, in []byte) {
 		c := build(t, nodes[0], nodes[1])
 		defer c.Close()

@@ -11,8 +11,9 @@ import (
 	"veil/proto"
 )
 
-// newMemNodes makes n switches on one in-memory network.
-func newMemNodes(t testing.TB, n int) []*cnode {
+// newMemNodes makes n switches on one in-memory network; opts adjust
+// their configuration.
+func newMemNodes(t testing.TB, n int, opts ...func(*SwitchConfig)) []*cnode {
 	t.Helper()
 	mn := linktest.NewNet()
 	nodes := make([]*cnode, n)
@@ -23,6 +24,9 @@ func newMemNodes(t testing.TB, n int) []*cnode {
 		}
 		cfg := DefaultSwitchConfig()
 		cfg.AllowPrivateExtend = true // the descriptors name 127.0.0.1
+		for _, o := range opts {
+			o(&cfg)
+		}
 		mnode := mn.Node(id.ID)
 		sw, err := NewSwitch(id, mnode, cfg)
 		if err != nil {
