@@ -50,6 +50,7 @@ type Store struct {
 	closeOnce sync.Once
 
 	commits atomic.Int64 // transactions the writer committed (tests, stats)
+	rejects atomic.Int64 // ranges Ingest refused for failing verification (stats.go)
 
 	// mu guards infos, changed, werr and the mutable fields of every info.
 	mu      sync.Mutex

@@ -288,6 +288,16 @@ func TestTamperStoresNothing(t *testing.T) {
 	if _, count, _ := s.Progress(f.name); count != 0 {
 		t.Fatalf("count %d", count)
 	}
+	// Each refused range is counted, and a good one is not.
+	if st := s.Stats(); st.VerifyFailures != 200 {
+		t.Fatalf("Stats().VerifyFailures = %d after 200 tampered ranges", st.VerifyFailures)
+	}
+	if err := s.Ingest(ctx, f.name, good); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.VerifyFailures != 200 {
+		t.Fatalf("Stats().VerifyFailures = %d after a good range", st.VerifyFailures)
+	}
 	if _, _, err := s.Chunk(f.name, 10); !errors.Is(err, ErrMissing) {
 		t.Fatalf("chunk: %v", err)
 	}

@@ -47,6 +47,7 @@ func (s *Store) Ingest(ctx context.Context, name proto.HashName, r content.Range
 	}
 	v, err := content.Verify(inf.d, name, r, KeepSpan)
 	if err != nil {
+		s.rejects.Add(1)
 		return fmt.Errorf("chunkstore: ingest [%d,+%d) of %v: %w", r.Start, len(r.Chunks), name, err)
 	}
 	o := &op{inf: inf, nodes: v.Nodes}

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -195,6 +196,23 @@ func TestCircuitsCarryDataManyStreams(t *testing.T) {
 			st := c.Stats()
 			if st.BytesRecv < 16*20000 || st.BytesSent < 16*20000 {
 				t.Errorf("stats %+v", st)
+			}
+			// The origin lists the circuit; each hop counts the relay
+			// cells it carried for it: those the origin sent, but for
+			// the few of the build that the hops before it took. (The
+			// origin's last cells may still be on their way.)
+			if !slices.Contains(nodes[0].sw.Origins(), c) {
+				t.Errorf("Origins lacks the circuit")
+			}
+			want := st.CellsSent - uint64(hops)
+			for _, hop := range nodes[1+hops : 1+2*hops] {
+				rs := hop.sw.RelayedStats()
+				for deadline := time.Now().Add(5 * time.Second); rs.CellsRecv < want && time.Now().Before(deadline); rs = hop.sw.RelayedStats() {
+					time.Sleep(time.Millisecond)
+				}
+				if rs.CellsRecv < want || rs.CellsSent == 0 {
+					t.Errorf("hop relayed %+v, origin sent %d cells, want at least %d", rs, st.CellsSent, want)
+				}
 			}
 			c.Close()
 		})

@@ -20,7 +20,7 @@ func FuzzRelayCellsAtLastHop(f *testing.F) {
 	f.Add([]byte{byte(proto.RelayDBQuery), 0, 2, 4, 0, 0, 0, 9, byte(proto.RelayDrop), 0, 0, 0})
 	// Every input builds a circuit over the same link: thousands a
 	// second, which the per-link CREATE2 bucket would rightly refuse.
-	nodes := newMemNodes(f, 2, func(c *SwitchConfig) { c.CreateRate, c.CreateBurst = 1e9, 1 << 30 })
+	nodes := newMemNodes(f, 2, func(c *SwitchConfig) { c.CreateRate, c.CreateBurst = 1e9, 1<<30 })
 	f.Fuzz(func(t *testing.T, in []byte) {
 		c := build(t, nodes[0], nodes[1])
 		defer c.Close()
@@ -53,7 +53,7 @@ func FuzzRelayCellsAtOrigin(f *testing.F) {
 	f.Add([]byte{byte(proto.RelaySendme), 0, 1, 0, byte(proto.RelayDBData), 0, 3, 2, 0, 0})
 	// Every input builds a circuit over the same link: thousands a
 	// second, which the per-link CREATE2 bucket would rightly refuse.
-	nodes := newMemNodes(f, 2, func(c *SwitchConfig) { c.CreateRate, c.CreateBurst = 1e9, 1 << 30 })
+	nodes := newMemNodes(f, 2, func(c *SwitchConfig) { c.CreateRate, c.CreateBurst = 1e9, 1<<30 })
 	f.Fuzz(func(t *testing.T, in []byte) {
 		c := build(t, nodes[0], nodes[1])
 		defer c.Close()

@@ -92,6 +92,7 @@ type Node struct {
 	waiters map[OpID]chan Result // owned by Run
 
 	received, rejected atomic.Uint64
+	lookups            lookupCounters // lookupstats.go
 
 	stop      chan struct{}
 	closeOnce sync.Once
@@ -221,6 +222,7 @@ func (n *Node) flush(ctx context.Context) {
 	for {
 		sends, results := n.core.Ready()
 		for _, r := range results {
+			n.lookups.count(r)
 			if ch, ok := n.waiters[r.Op]; ok {
 				ch <- r
 				delete(n.waiters, r.Op)

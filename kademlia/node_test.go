@@ -72,6 +72,13 @@ func TestNodeMemNetwork(t *testing.T) {
 				t.Fatalf("node %d found %d records", i, len(r.Records))
 			}
 		}
+		// Each node counted its lookup, and the publisher its Provide.
+		if st := nodes[7].LookupStats(); st.ByKind[OpProvide] != 1 || st.ByKind[OpFindValue] != 1 || st.Rounds < 2 || st.RPCs == 0 {
+			t.Fatalf("publisher's lookup stats %+v", st)
+		}
+		if st := nodes[3].LookupStats(); st.ByKind[OpFindValue] != 1 || st.ByKind[OpProvide] != 0 || st.Failed != 0 {
+			t.Fatalf("lookup stats %+v", st)
+		}
 		// A third of the nodes go down without notice: lookups time out
 		// on them and still find the record.
 		for _, node := range nodes[10:20] {

@@ -45,7 +45,7 @@ func commands() []command {
 		{name: "stream", args: "HASH", summary: "print a content's gateway URL for players and show its buffering (--play starts mpv or vlc)", setup: setupStream},
 		{name: "status", summary: "show a running node's circuits, links and transfers", setup: setupStatus},
 		{name: "config", args: "default | check [FILE] | path", summary: "print the default configuration file, or check one", setup: setupConfig},
-		{name: "testnet", summary: "run a whole local network in one process and fetch content through it", setup: setupTestnet},
+		{name: "testnet", summary: "run a whole local network in one process: publish a video and a file, fetch them through circuits, show the dashboard", setup: setupTestnet},
 		{name: "version", summary: "print veil's version", setup: setupVersion},
 	}
 }

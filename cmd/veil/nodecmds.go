@@ -177,6 +177,7 @@ func setupNode(fs *flag.FlagSet) func(context.Context, *env) error {
 		}
 		if a := n.APIAddr(); a != "" {
 			fmt.Fprintf(e.stderr, "  local API on http://%s/api/v1/\n", a)
+			fmt.Fprintf(e.stderr, "  dashboard: %s\n", n.DashboardURL())
 		}
 		if a := n.ControlAddr(); a != "" {
 			fmt.Fprintf(e.stderr, "  control port on %s (Tor's control protocol: nyx -i %s)\n", a, a)
@@ -430,6 +431,9 @@ func setupStatus(fs *flag.FlagSet) func(context.Context, *env) error {
 		fmt.Fprintf(e.stdout, "node       %s\n", st.ID)
 		if st.BridgeLine != "" {
 			fmt.Fprintf(e.stdout, "bridge     %s\n", st.BridgeLine)
+		}
+		if u := node.DashboardURLOf(cfg.DataDirOrDefault()); u != "" {
+			fmt.Fprintf(e.stdout, "dashboard  %s\n", u)
 		}
 		fmt.Fprintf(e.stdout, "links      %d\n", st.Links)
 		fmt.Fprintf(e.stdout, "circuits   %d own (ready %.0f%%), %d carried for others\n", len(st.Circuits), 100*min(st.Ready, 1), st.Joined)

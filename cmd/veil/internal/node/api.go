@@ -88,6 +88,8 @@ type CircuitStatus struct {
 	Path      []string `json:"path"`
 	BytesSent uint64   `json:"bytes_sent"`
 	BytesRecv uint64   `json:"bytes_recv"`
+	Age       float64  `json:"age_seconds"`   // since its build started
+	Use       string   `json:"use,omitempty"` // what it is for (the dashboard's list)
 }
 
 // PutResult answers /api/v1/put.
@@ -173,13 +175,7 @@ func (n *Node) Status(ctx context.Context) Status {
 		st.PoolError = err.Error()
 	}
 	for _, c := range n.pool.FindCircuits() {
-		cs := CircuitStatus{ID: c.ID()}
-		for _, d := range c.Path() {
-			cs.Path = append(cs.Path, d.ID.String())
-		}
-		s := c.Stats()
-		cs.BytesSent, cs.BytesRecv = s.BytesSent, s.BytesRecv
-		st.Circuits = append(st.Circuits, cs)
+		st.Circuits = append(st.Circuits, circuitStatus(c, n.now()))
 	}
 	if ds, err := n.dht.Stats(ctx); err == nil {
 		st.DHTSize, st.DHTRecords = ds.TableSize, ds.Records
@@ -365,6 +361,7 @@ func startAPI(n *Node, addr string) (*apiServer, error) {
 	mux.Handle("GET "+gateway.ContentPrefix+"{hash}", a.gw) // GET patterns take HEAD too
 	mux.HandleFunc("POST /api/v1/put/live", func(w http.ResponseWriter, r *http.Request) { servePutLive(n, w, r) })
 	mux.HandleFunc("POST /api/v1/stream/{hash}", func(w http.ResponseWriter, r *http.Request) { a.serveStream(n, w, r) })
+	n.addViews(mux, a) // the dashboard and /metrics (dashboard.go): GETs that check the view key
 	guard := gateway.Guard{Cookie: a.cookie, Header: CookieHeader}
 	a.srv = &http.Server{Handler: guard.Wrap(mux), ReadHeaderTimeout: 10 * time.Second}
 	go func() {

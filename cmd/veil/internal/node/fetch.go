@@ -118,6 +118,7 @@ type transfer struct {
 	path     []proto.NodeID // the last circuit built, the ORDB last
 	circuits int            // circuits built for the current attempt
 	lost     int            // circuits of the current attempt lost and replaced
+	rates    []float64      // the downloading circuits' rates, bytes per second
 	started  time.Time
 	err      string
 	// The gateway's seeks (gateway.go): the running Get, and the last
@@ -139,13 +140,17 @@ type TransferStatus struct {
 	Circuits int      `json:"circuits,omitempty"` // built for the current attempt
 	Seconds  float64  `json:"seconds"`
 	Error    string   `json:"error,omitempty"`
+	// Rates are the downloading circuits' rates in bytes per second, as
+	// the window measures them.
+	Rates []float64 `json:"circuit_rates,omitempty"`
 }
 
 func (t *transfer) status(name proto.HashName, now time.Time) TransferStatus {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := TransferStatus{HashName: name.String(), Held: t.held, Total: t.total, Size: t.size, Resumed: t.resumed,
-		Attempts: t.attempts, Circuits: t.circuits, Seconds: now.Sub(t.started).Seconds(), Error: t.err}
+		Attempts: t.attempts, Circuits: t.circuits, Seconds: now.Sub(t.started).Seconds(), Error: t.err,
+		Rates: append([]float64(nil), t.rates...)}
 	for _, id := range t.path {
 		s.Circuit = append(s.Circuit, id.String())
 	}
@@ -202,6 +207,7 @@ func (n *Node) Fetch(ctx context.Context, name proto.HashName, progress func(Pro
 		if lost >= 0 {
 			t.lost = lost
 		}
+		t.rates = rates
 		if size > 0 {
 			t.size = size
 		}
@@ -321,6 +327,7 @@ func (n *Node) fetchOnce(ctx context.Context, name proto.HashName, rng *mrand.Ra
 	t.attach(g)
 	defer t.attach(nil)
 	d, err := g.Run(ctx)
+	n.metrics.countWindow(g.Stats())
 	if err != nil {
 		if errors.Is(err, window.ErrUnavailable) && d.Size == 0 {
 			// No ORDB could even get the descriptor: none found a provider.

@@ -103,7 +103,8 @@ type Node struct {
 	desc      atomic.Pointer[proto.NodeDescriptor]
 
 	api     *apiServer
-	streams streams // the gateway's shared fetches
+	metrics *nodeMetrics // metrics.go
+	streams streams      // the gateway's shared fetches
 	// fetchLimit, if set, caps what fetches read (tests; see rateLimit).
 	fetchLimit *rateLimit
 
@@ -206,6 +207,7 @@ func Start(opts Options) (_ *Node, err error) {
 	if n.sw, err = circuits.NewSwitch(n.id, guardedDialer{n, n.links}, swCfg); err != nil {
 		return nil, err
 	}
+	n.startMetrics()
 	// Handlers before Listen: a link keeps the handlers it started with.
 	// DHT cells arriving before the DHT exists are dropped (dhtReady).
 	cellHandler := n.sw.HandleCell
