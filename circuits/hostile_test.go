@@ -92,7 +92,10 @@ func TestStreamDeadlineTimersDoNotPileUp(t *testing.T) {
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)
-	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 4<<20 {
+	// Timers piling up would hold 200,000 of them, 20 MB and more; the
+	// bound leaves room for what other tests' goroutines allocate
+	// meanwhile (4 MB was reached at 2.9 MB on a loaded machine).
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 12<<20 {
 		t.Fatalf("heap grew by %d MB after 200000 SetDeadline calls", grew>>20)
 	}
 	// The last deadline still applies, and clearing it stops its timer.

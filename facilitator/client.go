@@ -96,9 +96,10 @@ type Config struct {
 	// ProgressTimeout ends a Pieces sequence with ErrStalled when the next
 	// piece has not arrived for this long (no seeder, or none that answers).
 	ProgressTimeout time.Duration
-	// StallTimeout drops a connected peer that sent no useful data for this
-	// long while we waited for data, and bans its address and port for the
-	// Client's life.
+	// StallTimeout: a connected peer that sent no useful data for half
+	// of it while we waited for data is dropped and dialled again; silent
+	// for as long again on the new connection, its address and port are
+	// banned for the Client's life.
 	StallTimeout time.Duration
 	// MaxConns is the most peer connections per torrent.
 	MaxConns int
@@ -349,15 +350,35 @@ func (c *Client) Open(ctx context.Context, ih InfoHash, opts OpenOptions) (Trans
 		c.mu.Unlock()
 		return nil, fmt.Errorf("%w: %v", ErrBusy, ih)
 	}
-	tr := &transfer{c: c, ih: ih, store: newPieceStore(c.cfg.Capacity), lastUseful: make(map[*torrent.PeerConn]peerProgress)}
+	tr := &transfer{c: c, ih: ih, store: newPieceStore(c.cfg.Capacity), lastUseful: make(map[*torrent.PeerConn]peerProgress), kicked: make(map[netip.AddrPort]bool)}
 	c.open[ih] = tr
 	c.mu.Unlock()
 
-	t, _ := c.tc.AddTorrentOpt(torrent.AddTorrentOpts{
-		InfoHash:           metainfo.Hash(ih),
-		Storage:            tr.store,
-		DisallowDataUpload: true,
-	})
+	var t *torrent.Torrent
+	for {
+		var isNew bool
+		t, isNew = c.tc.AddTorrentOpt(torrent.AddTorrentOpts{
+			InfoHash:           metainfo.Hash(ih),
+			Storage:            tr.store,
+			DisallowDataUpload: true,
+		})
+		if isNew {
+			break
+		}
+		// A transfer of the same torrent closed just before this Open is
+		// still being dropped: wait for it, or this transfer would get
+		// the dying torrent (and no piece ever).
+		select {
+		case <-t.Closed():
+		case <-ctx.Done():
+			c.mu.Lock()
+			if c.open != nil && c.open[ih] == tr {
+				delete(c.open, ih)
+			}
+			c.mu.Unlock()
+			return nil, fmt.Errorf("facilitator: waiting for a closing transfer of %v: %w", ih, ctx.Err())
+		}
+	}
 	tr.t = t
 	t.SetOnWriteChunkError(func(error) {
 		// The store refuses writes beyond Capacity; the client re-requests
@@ -471,6 +492,7 @@ type transfer struct {
 	closed     bool
 	peers      []netip.AddrPort // every address learnt, re-added when idle
 	lastUseful map[*torrent.PeerConn]peerProgress
+	kicked     map[netip.AddrPort]bool // dropped once for stalling
 }
 
 type peerProgress struct {
@@ -546,6 +568,9 @@ func (tr *transfer) startStream(first, end int) error {
 		return fmt.Errorf("facilitator: pieces [%d, %d) outside [0, %d)", first, end, tr.info.NumPieces())
 	}
 	tr.streaming = true
+	// Stall time counts only while data is awaited: a peer idle between
+	// two sequences (nothing asked of it) has not stalled.
+	clear(tr.lastUseful)
 	return nil
 }
 
@@ -558,10 +583,17 @@ func (tr *transfer) endStream(first, end int) {
 	if closed {
 		return
 	}
-	tr.t.CancelPieces(first, end)
+	// No CancelPieces: requests cancelled in flight could leave the
+	// torrent client waiting on the peer. Pieces that still arrive are
+	// verified and held (within Capacity) until asked for again or the
+	// transfer closes.
 	for i := first; i < end; i++ {
 		tr.t.Piece(i).SetPriority(torrent.PiecePriorityNone)
-		tr.store.release(i)
+		// Verified pieces go; a piece still being written stays: the
+		// torrent client counts its chunks as written and would request
+		// only the others, so dropping them would fail the piece's hash
+		// and ban its sender.
+		tr.store.releaseDone(i)
 	}
 	tr.refreshCompletion(first, end)
 }
@@ -640,8 +672,13 @@ func (tr *transfer) watchdog(now time.Time) {
 		last, ok := tr.lastUseful[pc]
 		switch {
 		case !ok || useful > last.useful:
+			if ok {
+				if ap, err := netip.ParseAddrPort(pc.RemoteAddr.String()); err == nil {
+					delete(tr.kicked, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+				}
+			}
 			tr.lastUseful[pc] = peerProgress{useful: useful, since: now}
-		case now.Sub(last.since) > tr.c.cfg.StallTimeout:
+		case now.Sub(last.since) > tr.c.cfg.StallTimeout/2:
 			stalled = append(stalled, pc)
 			delete(tr.lastUseful, pc)
 		}
@@ -654,8 +691,19 @@ func (tr *transfer) watchdog(now time.Time) {
 	peers := append([]netip.AddrPort(nil), tr.peers...)
 	tr.mu.Unlock()
 	for _, pc := range stalled {
+		// A peer silent for half of StallTimeout is dropped and dialled
+		// again: a seeder may leave a connection choked for good after a
+		// pause in our requests, and a new connection starts afresh.
+		// Silent again on the next connection, it is banned.
 		if ap, err := netip.ParseAddrPort(pc.RemoteAddr.String()); err == nil {
-			tr.c.dialer.ban(ap)
+			ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+			tr.mu.Lock()
+			again := tr.kicked[ap]
+			tr.kicked[ap] = true
+			tr.mu.Unlock()
+			if again {
+				tr.c.dialer.ban(ap)
+			}
 		}
 		pc.Close()
 		tr.c.log.Info("facilitator: dropped a stalled peer")

@@ -9,6 +9,15 @@
 // checks both end to end with VerifyInfo and Info.VerifyPiece, so neither
 // the facilitator nor an ORDB relaying the bytes can change them.
 //
+// On the veil side, Server answers the DB_QUERY that ORDBs send through
+// their circuits to a facilitator (ServiceDest): the torrent form of
+// DB_CONNECTED carrying the info dictionary, then the content as 498-byte
+// chunks in DB_DATA, in order. Get is the requester's side: it asks its
+// own ORDBs through its circuits, checks the info dictionary and every
+// piece, and writes the torrent, or one file of it, in order. PassiveDHT is
+// a read-only BitTorrent DHT search (get_peers only) the Client can use as
+// its PeerFinder.
+//
 // # What the Client does and does not do on the BitTorrent side
 //
 //   - Dials peers over TCP only; opens no listening socket and no UDP
@@ -21,9 +30,10 @@
 //     peer of the torrent; magnet tr= are reported and ignored), no DHT
 //     node of its own, no PEX, no UPnP/NAT-PMP, no web seeds, no
 //     webtorrent, no HTTP at all (a refusing transport is installed).
-//   - Peers come from the magnet's x.pe, the configured Peers, and an
-//     optional PeerFinder that must only search (get_peers), never
-//     announce.
+//   - Peers come from the magnet's x.pe (when the Client is used
+//     directly; through veil only the infohash reaches the facilitator),
+//     the configured Peers, and an optional PeerFinder that must only
+//     search (get_peers), never announce, such as PassiveDHT.
 //   - Advertises only ut_metadata and ignores peers' ut_holepunch and
 //     ut_pex, so it never asks a peer for a holepunch rendezvous (which
 //     would tell that peer whom it tries to reach) nor relays one.

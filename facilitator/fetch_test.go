@@ -230,7 +230,9 @@ func TestOpenErrors(t *testing.T) {
 func TestDroppedPieceRefetched(t *testing.T) {
 	tt := makeTorrent(t, "refetch.bin", testPieceLen, 2<<20)
 	seeder := startAnacrolixSeeder(t, tt)
-	c, err := New(testConfig())
+	cfg := testConfig()
+	cfg.StallTimeout = 4 * time.Second
+	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

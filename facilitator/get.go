@@ -178,7 +178,7 @@ func askInfo(ctx context.Context, cfg GetConfig, worker int) (*Info, error) {
 	}
 	switch m := m.(type) {
 	case proto.DBEnd:
-		return nil, fmt.Errorf("%w: %v (DB_END %v)", ErrTorrentUnavailable, cfg.Target.InfoHash, m.Reason)
+		return nil, fmt.Errorf("%w: %v (DB_END %v before the metadata: no facilitator reachable, or none found peers with the torrent's metadata within its timeout)", ErrTorrentUnavailable, cfg.Target.InfoHash, m.Reason)
 	case proto.DBConnected:
 		if !m.IsTorrent() {
 			return nil, ErrNotTorrent

@@ -95,6 +95,16 @@ func (s *pieceStore) release(i int) {
 	s.releaseLocked(i)
 }
 
+// releaseDone drops piece i if it is verified; a piece being written is
+// kept.
+func (s *pieceStore) releaseDone(i int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done[i] {
+		s.releaseLocked(i)
+	}
+}
+
 func (s *pieceStore) releaseLocked(i int) {
 	b, ok := s.bufs[i]
 	if !ok {

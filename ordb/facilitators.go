@@ -82,7 +82,10 @@ func NewFacilitatorFinder(cfg FinderConfig) (*FacilitatorFinder, error) {
 // the DHT named (in random order, so that ORDBs spread over them).
 func (f *FacilitatorFinder) candidates(ctx context.Context) []proto.ProviderRecord {
 	f.mu.Lock()
-	stale := f.cfg.DHT != nil && (f.foundAt.IsZero() || f.cfg.Now().Sub(f.foundAt) > f.cfg.Refresh || len(f.found) == 0)
+	age := f.cfg.Now().Sub(f.foundAt)
+	// An empty answer is asked again sooner: a facilitator may have
+	// joined since.
+	stale := f.cfg.DHT != nil && (f.foundAt.IsZero() || age > f.cfg.Refresh || (len(f.found) == 0 && age > f.cfg.Refresh/10))
 	f.mu.Unlock()
 	if stale {
 		if res, err := f.cfg.DHT.FindValue(ctx, FacilitatorKey); err == nil {

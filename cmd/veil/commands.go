@@ -41,7 +41,7 @@ func commands() []command {
 	return []command{
 		{name: "node", summary: "run a long-lived node (relay, ORDB, facilitator, bridge)", setup: setupNode},
 		{name: "put", args: "FILE | --live", summary: "publish a file (or, with --live, standard input as a live stream) through the running node and print its hash_name", setup: setupPut},
-		{name: "get", args: "HASH", summary: "fetch content anonymously through circuits", setup: setupGet},
+		{name: "get", args: "HASH | MAGNET", summary: "fetch content (or a torrent, through a facilitator) anonymously through circuits", setup: setupGet},
 		{name: "stream", args: "HASH", summary: "print a content's gateway URL for players and show its buffering (--play starts mpv or vlc)", setup: setupStream},
 		{name: "status", summary: "show a running node's circuits, links and transfers", setup: setupStatus},
 		{name: "config", args: "default | check [FILE] | path", summary: "print the default configuration file, or check one", setup: setupConfig},

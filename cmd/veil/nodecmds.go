@@ -280,13 +280,21 @@ func setupPut(fs *flag.FlagSet) func(context.Context, *env) error {
 func setupGet(fs *flag.FlagSet) func(context.Context, *env) error {
 	nf := addNodeFlags(fs)
 	out := fs.String("o", "", "write the content to `FILE` (\"-\": standard output; default: the hash_name in the current directory)")
+	tf := addTorrentFlags(fs)
 	return func(ctx context.Context, e *env) error {
 		if len(e.args) != 1 {
 			return errUsage
 		}
+		if tf.isTorrentArg(e.args[0]) {
+			cfg, err := nf.resolve()
+			if err != nil {
+				return err
+			}
+			return getTorrent(ctx, e, cfg, tf, e.args[0], *out, nf.isSet("anonymous"))
+		}
 		name, err := proto.ParseHashName(e.args[0])
 		if err != nil {
-			return withCode(exitUsage, fmt.Errorf("%q is not a hash_name: want the %d hex digits `veil put` prints (magnet links need a facilitator, not available yet)", e.args[0], 2*proto.IDSize))
+			return withCode(exitUsage, fmt.Errorf("%q is not a hash_name: want the %d hex digits `veil put` prints, a magnet link, or --torrent INFOHASH", e.args[0], 2*proto.IDSize))
 		}
 		cfg, err := nf.resolve()
 		if err != nil {

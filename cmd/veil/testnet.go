@@ -173,14 +173,6 @@ func runTestnet(ctx context.Context, out io.Writer, cfg testnetConfig) error {
 	return nil
 }
 
-// runTestnetMagnet is the walkthrough's facilitator step: fetching a
-// torrent by magnet through a facilitator. It does nothing until the
-// facilitator is wired into the node.
-func runTestnetMagnet(ctx context.Context, tn *testnet) error {
-	fmt.Fprintf(tn.out, "magnet through a facilitator: not wired into the node yet, skipped\n")
-	return nil
-}
-
 // start starts the nodes and waits until each knows the others and has
 // circuits.
 func (tn *testnet) start(ctx context.Context, dir string, cfg testnetConfig) error {

@@ -301,6 +301,7 @@ func startAPI(n *Node, addr string) (*apiServer, error) {
 		}
 		_ = enc.Encode(Event{Done: true})
 	})
+	registerTorrentAPI(mux, n)
 	mux.HandleFunc("GET /api/v1/content/{hash}", func(w http.ResponseWriter, r *http.Request) {
 		name, ok := hashArg(w, r)
 		if !ok {

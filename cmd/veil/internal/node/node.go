@@ -98,6 +98,7 @@ type Node struct {
 	peer      *ordb.Peer
 	peerCircs *peerCircuits
 	cache     *chunkstore.Store
+	fac       *facRole       // the facilitator role; nil when off
 	addr      netip.AddrPort // where others reach us; invalid for a client
 	desc      atomic.Pointer[proto.NodeDescriptor]
 
@@ -249,6 +250,11 @@ func Start(opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 	n.dhtReady.Store(n.dht)
+	if cfg.Roles.Facilitator {
+		if err := n.startFacilitator(); err != nil {
+			return nil, err
+		}
+	}
 	if n.served != nil {
 		if err := n.startORDB(); err != nil {
 			return nil, err
@@ -391,6 +397,13 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 	}
 	n.log.Info("node up", "id", n.id.ID.Short(), "addr", n.addr, "flags", n.cfg.Load().Roles.Flags(), "anonymous", anon)
+	if n.fac != nil {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.runFacilitator(ctx)
+		}()
+	}
 	if n.relay != nil {
 		n.wg.Add(1)
 		go func() {
@@ -490,6 +503,10 @@ func (n *Node) startORDB() error {
 		rcfg.DHT = relayDHT{n}
 		rcfg.Builder = relayBuilder{n}
 		rcfg.Facilitator = cfg.Roles.Facilitator
+		if rcfg.Facilitators, err = n.facilitatorFinder(); err != nil {
+			return err
+		}
+		rcfg.Core.Facilitators = true
 		if n.relay, err = ordb.NewRelay(rcfg); err != nil {
 			return err
 		}
@@ -585,6 +602,9 @@ func (n *Node) Close() error {
 			n.dht.Close()
 		}
 		n.wg.Wait()
+		if n.fac != nil {
+			n.fac.close()
+		}
 		if n.peerCircs != nil {
 			n.peerCircs.closeAll()
 		}
