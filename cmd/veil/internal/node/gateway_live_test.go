@@ -25,7 +25,7 @@ func TestGatewayLiveNetwork(t *testing.T) {
 		// mid-stream now asks with its head length, and the reads stall
 		// or return other bytes (docs/ARCHITECTURE.md, "Known gaps"); set
 		// the variable to run it while fixing.
-		t.Skip("live reads through an ORDB are broken since the consistency-proof rule (docs/ARCHITECTURE.md, "Known gaps"); VEIL_TEST_LIVE_NETWORK=1 runs it")
+		t.Skip("live reads through an ORDB are broken since the consistency-proof rule (docs/ARCHITECTURE.md, Known gaps); VEIL_TEST_LIVE_NETWORK=1 runs it")
 	}
 	if testing.Short() {
 		t.Skip("a network and a live stream of several seconds; .ci/run runs it without -short")
