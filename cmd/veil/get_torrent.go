@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -86,34 +85,11 @@ func getTorrent(ctx context.Context, e *env, cfg config.Config, tf *torrentFlags
 	if *tf.seed {
 		return withCode(exitNoNode, errors.New("--seed needs a running node (`veil node`): it keeps serving what it publishes"))
 	}
-	if len(cfg.Bridges) == 0 {
-		return withCode(exitNoNode, fmt.Errorf("no running node and no bridge to start one: add a bridge with --bridge ID@IP:PORT or the `bridges` key in %s", config.Path()))
-	}
-	cfg.Roles = config.Roles{}
-	cfg.Listen, cfg.HTTP, cfg.Control.Listen, cfg.SOCKS = "", "", "", ""
-	// A client started for one get is anonymous unless told otherwise.
-	if !anonymousSet {
-		cfg.Anonymous = true
-	}
-	if err := cfg.Validate(); err != nil {
-		return withCode(exitUsage, err)
-	}
-	level := new(slog.LevelVar)
-	level.Set(node.LevelOf(cfg.LogLevel))
-	n, err := node.Start(node.Options{Config: cfg, Log: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level})), LogLevel: level})
+	n, stop, err := startEphemeral(ctx, e, cfg, anonymousSet)
 	if err != nil {
 		return err
 	}
-	defer n.Close()
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go n.Run(rctx)
-	wctx, wcancel := context.WithTimeout(ctx, 60*time.Second)
-	err = n.WaitPaths(wctx)
-	wcancel()
-	if err != nil {
-		return fmt.Errorf("joining the network through %s: %w", strings.Join(cfg.Bridges, ", "), err)
-	}
+	defer stop()
 	req.Progress = func(done, total int64) {
 		fmt.Fprintf(e.stderr, "\rget: %d of %d bytes checked", done, total)
 	}

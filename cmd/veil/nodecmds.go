@@ -323,34 +323,11 @@ func setupGet(fs *flag.FlagSet) func(context.Context, *env) error {
 		// No node runs here: an ephemeral client-only one for this fetch,
 		// with a fresh identity; the cache in the data directory keeps
 		// what it fetched, so an interrupted get resumes.
-		if len(cfg.Bridges) == 0 {
-			return withCode(exitNoNode, fmt.Errorf("no running node and no bridge to start one: add a bridge with --bridge ID@IP:PORT or the `bridges` key in %s (a node's `veil status` prints its bridge line)", config.Path()))
-		}
-		cfg.Roles = config.Roles{}
-		cfg.Listen, cfg.HTTP, cfg.Control.Listen, cfg.SOCKS = "", "", "", ""
-		// A client started for one get is anonymous unless told otherwise.
-		if !nf.isSet("anonymous") {
-			cfg.Anonymous = true
-		}
-		if err := cfg.Validate(); err != nil {
-			return withCode(exitUsage, err)
-		}
-		level := new(slog.LevelVar)
-		level.Set(node.LevelOf(cfg.LogLevel))
-		n, err := node.Start(node.Options{Config: cfg, Log: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level})), LogLevel: level})
+		n, stop, err := startEphemeral(ctx, e, cfg, nf.isSet("anonymous"))
 		if err != nil {
 			return err
 		}
-		defer n.Close()
-		rctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		go n.Run(rctx)
-		wctx, wcancel := context.WithTimeout(ctx, 60*time.Second)
-		err = n.WaitPaths(wctx)
-		wcancel()
-		if err != nil {
-			return fmt.Errorf("joining the network through %s: %w", strings.Join(cfg.Bridges, ", "), err)
-		}
+		defer stop()
 		_, err = n.Fetch(ctx, name, func(p node.Progress) { bar.update(p.Held, p.Total, p.Size, p.Resumed, p.Attempt, p.Rates, p.Lost) })
 		bar.finish(err)
 		if err != nil {
@@ -481,4 +458,42 @@ func setupConfig(fs *flag.FlagSet) func(context.Context, *env) error {
 		}
 		return errUsage
 	}
+}
+
+// startEphemeral starts the client-only node a get uses when no node runs
+// here: a fresh identity, no listener, API, control or SOCKS port,
+// anonymous unless the user set anonymous, joined through the configured
+// bridges; it returns once the node can build paths. stop ends it.
+func startEphemeral(ctx context.Context, e *env, cfg config.Config, anonymousSet bool) (n *node.Node, stop func(), err error) {
+	if len(cfg.Bridges) == 0 {
+		return nil, nil, withCode(exitNoNode, fmt.Errorf("no running node and no bridge to start one: add a bridge with --bridge ID@IP:PORT or the `bridges` key in %s (a node's `veil status` prints its bridge line)", config.Path()))
+	}
+	cfg.Roles = config.Roles{}
+	cfg.Listen, cfg.HTTP, cfg.Control.Listen, cfg.SOCKS = "", "", "", ""
+	if !anonymousSet {
+		cfg.Anonymous = true
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, nil, withCode(exitUsage, err)
+	}
+	level := new(slog.LevelVar)
+	level.Set(node.LevelOf(cfg.LogLevel))
+	n, err = node.Start(node.Options{Config: cfg, Log: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level})), LogLevel: level})
+	if err != nil {
+		return nil, nil, err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	go n.Run(rctx)
+	stop = func() {
+		cancel()
+		n.Close()
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 60*time.Second)
+	err = n.WaitPaths(wctx)
+	wcancel()
+	if err != nil {
+		stop()
+		return nil, nil, fmt.Errorf("joining the network through %s: %w", strings.Join(cfg.Bridges, ", "), err)
+	}
+	return n, stop, nil
 }
