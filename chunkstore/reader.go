@@ -71,11 +71,20 @@ func (r *Reader) Read(p []byte) (int, error) {
 }
 
 // chunk returns chunk i from the cached record, refreshing the cache from
-// the store when the chunk is not there yet. nil means not stored.
+// the store when the chunk is not there yet; a static content's chunk
+// verified and queued for the writer is read from the queue. nil means not
+// stored. (Ingest queues a range before the writer can commit it, and the
+// writer forgets it only once committed: a chunk missing from both the
+// queue and, after, the file was not ingested.)
 func (r *Reader) chunk(i uint64) ([]byte, error) {
 	if r.rec != nil && r.recN == i/GroupChunks {
 		if c, _, ok, err := r.inf.fromRecord(r.rec, i); ok || err != nil {
 			return c, err
+		}
+	}
+	if !r.inf.live {
+		if c := r.s.queuedChunk(r.inf, i); c != nil {
+			return c, nil
 		}
 	}
 	r.rec = nil

@@ -73,6 +73,11 @@ type info struct {
 	count   uint64       // chunks held, as committed
 	quarter int          // highest quarter reported, -1 for none
 	gone    bool         // deleted
+	// queued are a static content's verified ranges Ingest queued and
+	// the writer has not committed yet, by record: Readers read them
+	// from here rather than wait for the commit (an fsync). The buffers
+	// are not written to once queued.
+	queued map[uint64][]*opRec
 }
 
 // Open opens (or creates) the store at cfg.Path and starts its writer.
@@ -638,10 +643,24 @@ func (s *Store) Delete(name proto.HashName) error {
 	s.mu.Lock()
 	if inf := s.infos[name]; inf != nil {
 		inf.gone = true
+		inf.queued = nil
 		delete(s.infos, name)
 	}
 	s.broadcastLocked()
 	s.mu.Unlock()
+	return nil
+}
+
+// queuedChunk returns chunk i of a static content from the ranges queued
+// for the writer, nil if none holds it. The slice is not written to.
+func (s *Store) queuedChunk(inf *info, i uint64) []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, or := range inf.queued[i/GroupChunks] {
+		if c, _, ok, err := inf.fromRecord(or.buf, i); ok && err == nil {
+			return c
+		}
+	}
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package chunkstore
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/binary"
@@ -74,7 +75,52 @@ func (s *Store) Ingest(ctx context.Context, name proto.HashName, r content.Range
 			o.head = &r.Proof.Head // persisted with the chunks
 		}
 	}
-	return s.enqueue(ctx, o)
+	if inf.live {
+		return s.enqueue(ctx, o)
+	}
+	// A static content's chunks are readable from the queue at once: a
+	// Reader waiting for them need not wait for the commit.
+	s.mu.Lock()
+	if !inf.gone {
+		if inf.queued == nil {
+			inf.queued = make(map[uint64][]*opRec)
+		}
+		for k := range o.recs {
+			inf.queued[o.recs[k].r] = append(inf.queued[o.recs[k].r], &o.recs[k])
+		}
+		s.broadcastLocked()
+	}
+	s.mu.Unlock()
+	err = s.enqueue(ctx, o)
+	if err != nil {
+		s.mu.Lock()
+		s.unqueueLocked(o)
+		s.mu.Unlock()
+	}
+	return err
+}
+
+// unqueueLocked forgets o's records in its content's queued ranges.
+// s.mu must be held.
+func (s *Store) unqueueLocked(o *op) {
+	if o.inf == nil || o.inf.queued == nil {
+		return
+	}
+	for k := range o.recs {
+		or := &o.recs[k]
+		list := o.inf.queued[or.r]
+		for j, x := range list {
+			if x == or {
+				list = append(list[:j], list[j+1:]...)
+				break
+			}
+		}
+		if len(list) == 0 {
+			delete(o.inf.queued, or.r)
+		} else {
+			o.inf.queued[or.r] = list
+		}
+	}
 }
 
 // checkHead decides whether the head of a verified live range may be
@@ -300,6 +346,7 @@ func (s *Store) commit(batch []*op) error {
 		r   uint64
 	}
 	recs := make(map[recKey][]byte)
+	adopted := make(map[recKey]bool) // recs[k] is an op's buffer, which readers may be reading
 	added := make(map[*info]uint64)
 	lost := make(map[*info]uint64) // chunks counted in damaged records replaced
 	heads := make(map[*info]*content.Head)
@@ -328,11 +375,15 @@ func (s *Store) commit(batch []*op) error {
 					if v == nil {
 						// A new record: adopt the range's buffer as is.
 						recs[key] = or.buf
+						adopted[key] = true
 						added[o.inf] += popcount(binary.BigEndian.Uint64(or.buf))
 						continue
 					}
 					rec = append([]byte(nil), v...)
 					recs[key] = rec
+				} else if adopted[key] {
+					rec = bytes.Clone(rec)
+					recs[key], adopted[key] = rec, false
 				}
 				added[o.inf] += mergeRecord(o.inf, rec, or.buf)
 			}
@@ -414,6 +465,9 @@ func (s *Store) commit(batch []*op) error {
 	s.commits.Add(1)
 	var reports []func()
 	s.mu.Lock()
+	for _, o := range batch {
+		s.unqueueLocked(o)
+	}
 	for inf, n := range added {
 		inf.count += n
 		inf.count -= min(lost[inf], inf.count)

@@ -264,7 +264,29 @@ func (g *Get) execute(ctx context.Context) error {
 }
 
 func (g *Get) executeOnce(ctx context.Context, acts []window.Action) error {
+	// Answers on a stream come in query order, so a cancelled GET's
+	// answer would hold up every later one on its stream (a seek would
+	// wait for up to a window of bytes). A data GET cancelled while the
+	// download goes on (a seek) restarts its circuit's stream: the old
+	// one is closed, its GETs still wanted are asked again. Other cancels
+	// (a spare descriptor GET, the download's end) leave the answer to be
+	// read. The restarts come first, so that this batch's new GETs (a
+	// seek's) go out on the new streams, not on old ones about to be
+	// closed (whose relays would forward them, and the provider serve
+	// them, for nothing).
 	var restart []*getCirc
+	if !g.w.Over() {
+		for _, a := range acts {
+			if a, ok := a.(window.Cancel); ok {
+				if c := g.circs[a.Circuit]; c != nil && c.cancelData(a.RequestID) && !slices.Contains(restart, c) {
+					restart = append(restart, c)
+				}
+			}
+		}
+	}
+	for _, c := range restart {
+		g.restart(ctx, c)
+	}
 	for _, a := range acts {
 		switch a := a.(type) {
 		case window.SendGet:
@@ -289,16 +311,7 @@ func (g *Get) executeOnce(ctx context.Context, acts []window.Action) error {
 				g.w.Handle(window.CircuitFailed{Circuit: c.id}, g.cfg.Clock.Now())
 			}
 		case window.Cancel:
-			// Answers on a stream come in query order, so a cancelled
-			// GET's answer would hold up every later one on its stream
-			// (a seek would wait for up to a window of bytes). A data
-			// GET cancelled while the download goes on (a seek) restarts
-			// its circuit's stream: the old one is closed, its GETs still
-			// wanted are asked again. Other cancels (a spare descriptor
-			// GET, the download's end) leave the answer to be read.
-			if c := g.circs[a.Circuit]; c != nil && !g.w.Over() && c.cancelData(a.RequestID) && !slices.Contains(restart, c) {
-				restart = append(restart, c)
-			}
+			// Done above.
 		case window.ReplaceCircuit:
 			if c := g.circs[a.Circuit]; c != nil {
 				c.close(false)
@@ -330,9 +343,6 @@ func (g *Get) executeOnce(ctx context.Context, acts []window.Action) error {
 		case window.Fail:
 			return a.Err
 		}
-	}
-	for _, c := range restart {
-		g.restart(ctx, c)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"sync"
 	"testing"
@@ -517,3 +518,118 @@ func TestGetSeekWhileRunning(t *testing.T) {
 		}
 	}
 }
+
+// A seek's new GETs go out on the streams its restarts open, never on the
+// old streams it closes (their relays would forward them, and the
+// provider serve them, for nothing, ahead of the seek's answers).
+func TestGetSeekSendsOnFreshStreams(t *testing.T) {
+	net := newGetNet(t, 498*8000, 3, 1)
+	tc := newTestCircuits(t, net)
+	defer tc.closeAll()
+	st := openStore(t, "cache.db")
+	const seek = 6000
+	var mu sync.Mutex
+	var streams []*queryLog
+	seeked := false // guarded by mu
+	tc.wrap = func(_ int, s CellStream) CellStream {
+		mu.Lock()
+		l := &queryLog{CellStream: s, mu: &mu, old: !seeked, seeked: &seeked}
+		streams = append(streams, l)
+		mu.Unlock()
+		return l
+	}
+	var g *Get
+	cfg := GetConfig{Name: net.name, Store: st, Circuits: tc, Initial: tc.initial(5),
+		Deliver: func(chunk uint64, data []byte) error {
+			mu.Lock()
+			first := !seeked
+			seeked = true
+			mu.Unlock()
+			if first {
+				g.Seek(seek)
+			}
+			return nil
+		}}
+	g, err := NewGet(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Run(getCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	dropped := 0
+	for _, l := range streams {
+		if !l.old || !l.closed || l.ended {
+			continue // opened after the seek, or ended cleanly at the download's end
+		}
+		dropped++
+		for _, c := range l.after {
+			if c >= seek && c < seek+2000 {
+				t.Errorf("a GET of chunk %d (the seek's) went on a stream the seek closed (queries after the seek %v)", c, l.after)
+			}
+		}
+	}
+	if dropped == 0 {
+		t.Fatal("the seek restarted no stream")
+	}
+}
+
+// queryLog records the DB_QUERY chunks written on a stream once a seek
+// was asked, and how it ended.
+type queryLog struct {
+	CellStream
+	mu     *sync.Mutex // guards the fields below and *seeked
+	old    bool        // opened before the seek was asked
+	seeked *bool
+	after  []uint64 // chunks of the queries written after the seek was asked
+	ended  bool     // DB_END sent
+	closed bool
+}
+
+func (l *queryLog) WriteCell(cmd proto.RelayCommand, data []byte) error {
+	switch cmd {
+	case proto.RelayDBQuery:
+		// A query fits one cell: read it back as the ORDB would.
+		_, msg, err := newMsgConn(&oneCell{cmd: cmd, data: data}).recv()
+		if err == nil {
+			if q, err := proto.ParseDBQuery(msg); err == nil && !q.WantsDescriptor() {
+				l.mu.Lock()
+				if *l.seeked {
+					l.after = append(l.after, uint64(q.Chunk))
+				}
+				l.mu.Unlock()
+			}
+		}
+	case proto.RelayDBEnd:
+		l.mu.Lock()
+		l.ended = true
+		l.mu.Unlock()
+	}
+	return l.CellStream.WriteCell(cmd, data)
+}
+
+func (l *queryLog) Close() error {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	return l.CellStream.Close()
+}
+
+// oneCell is a stream holding one cell.
+type oneCell struct {
+	cmd  proto.RelayCommand
+	data []byte
+	read bool
+}
+
+func (o *oneCell) ReadCell(buf []byte) (proto.RelayCommand, int, error) {
+	if o.read {
+		return 0, 0, io.EOF
+	}
+	o.read = true
+	return o.cmd, copy(buf, o.data), nil
+}
+func (o *oneCell) WriteCell(proto.RelayCommand, []byte) error { return io.ErrClosedPipe }
+func (o *oneCell) Close() error                               { return nil }
