@@ -245,7 +245,7 @@ func (g *Get) addCircuit(ctx context.Context, id window.CircuitID, now time.Time
 	if _, dup := g.circs[id]; dup {
 		return
 	}
-	c := newGetCirc(ctx, g, id)
+	c := newGetCirc(ctx, g, id, nil)
 	g.circs[id] = c
 	g.w.AddCircuit(id, now)
 }
@@ -347,16 +347,18 @@ func (g *Get) executeOnce(ctx context.Context, acts []window.Action) error {
 	return nil
 }
 
-// restart replaces circuit c's stream by a new one on the same circuit:
-// the GETs of the old one that were not cancelled end (DB_END FINISHED:
-// nobody is blamed) and the window asks them again.
+// restart replaces circuit c's stream by a new one on the same circuit
+// (its spare, already open, if it has one): the GETs of the old one that
+// were not cancelled end (DB_END FINISHED: nobody is blamed) and the
+// window asks them again.
 func (g *Get) restart(ctx context.Context, c *getCirc) {
 	if g.circs[c.id] != c {
 		return
 	}
+	spare := c.takeSpare()
 	c.close(false)
 	g.dropped = append(g.dropped, c)
-	nc := newGetCirc(ctx, g, c.id)
+	nc := newGetCirc(ctx, g, c.id, spare)
 	g.circs[c.id] = nc
 	now := g.cfg.Clock.Now()
 	for _, s := range c.fifo {

@@ -561,8 +561,8 @@ func TestGetSeekSendsOnFreshStreams(t *testing.T) {
 	defer mu.Unlock()
 	dropped := 0
 	for _, l := range streams {
-		if !l.old || !l.closed || l.ended {
-			continue // opened after the seek, or ended cleanly at the download's end
+		if !l.old || l.before == 0 || !l.closed || l.ended {
+			continue // not in use when the seek came (a spare, or opened after), or ended cleanly at the download's end
 		}
 		dropped++
 		for _, c := range l.after {
@@ -583,7 +583,8 @@ type queryLog struct {
 	mu     *sync.Mutex // guards the fields below and *seeked
 	old    bool        // opened before the seek was asked
 	seeked *bool
-	after  []uint64 // chunks of the queries written after the seek was asked
+	before int      // queries written before the seek was asked
+	after  []uint64 // chunks of the queries written after it
 	ended  bool     // DB_END sent
 	closed bool
 }
@@ -598,6 +599,8 @@ func (l *queryLog) WriteCell(cmd proto.RelayCommand, data []byte) error {
 				l.mu.Lock()
 				if *l.seeked {
 					l.after = append(l.after, uint64(q.Chunk))
+				} else {
+					l.before++
 				}
 				l.mu.Unlock()
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,6 +25,15 @@ type getCirc struct {
 	cancel   context.CancelFunc
 	finished atomic.Bool   // end the stream with DB_END FINISHED
 	done     chan struct{} // closed when its goroutines have returned
+	first    CellStream    // the stream to start with (nil: open one)
+
+	// spare is a second stream on the circuit, opened once the first is
+	// up, for the stream a seek's restart starts (Get.restart): the new
+	// GETs leave at once, without waiting for a stream to open. Taken,
+	// or closed with the circuit's goroutines.
+	spareMu  sync.Mutex
+	spare    CellStream
+	spareOff bool // taken, or the goroutines ended: a spare opened now is closed
 }
 
 // sentGet is a GET awaiting (the rest of) its answer.
@@ -88,9 +98,11 @@ const (
 	arrStale
 )
 
-func newGetCirc(ctx context.Context, g *Get, id window.CircuitID) *getCirc {
+// newGetCirc starts circuit id's goroutines, on stream first (nil: one
+// they open).
+func newGetCirc(ctx context.Context, g *Get, id window.CircuitID, first CellStream) *getCirc {
 	ctx, cancel := context.WithCancel(ctx)
-	c := &getCirc{g: g, id: id, q: make(chan proto.DBQuery, maxQueued), cancel: cancel, done: make(chan struct{})}
+	c := &getCirc{g: g, id: id, q: make(chan proto.DBQuery, maxQueued), cancel: cancel, done: make(chan struct{}), first: first}
 	go func() {
 		defer close(c.done)
 		c.run(ctx)
@@ -126,14 +138,55 @@ func (c *getCirc) report(ctx context.Context, a arrival) {
 	}
 }
 
+// takeSpare returns the circuit's spare stream (nil if none is open yet);
+// none is kept after.
+func (c *getCirc) takeSpare() CellStream {
+	c.spareMu.Lock()
+	defer c.spareMu.Unlock()
+	s := c.spare
+	c.spare, c.spareOff = nil, true
+	return s
+}
+
+// openSpare opens the spare stream, unless taken or ended meanwhile.
+func (c *getCirc) openSpare(ctx context.Context) {
+	s, err := c.g.cfg.Circuits.OpenStream(ctx, c.id)
+	if err != nil {
+		return // no spare: a restart opens its stream
+	}
+	c.spareMu.Lock()
+	off := c.spareOff
+	if !off {
+		c.spare = s
+	}
+	c.spareMu.Unlock()
+	if off {
+		s.Close()
+	}
+}
+
 // run opens the stream, starts the reader and writes the queries; it
 // returns once the reader has.
 func (c *getCirc) run(ctx context.Context) {
-	s, err := c.g.cfg.Circuits.OpenStream(ctx, c.id)
-	if err != nil {
-		c.report(ctx, arrival{kind: arrFailed, err: err})
-		return
+	s := c.first
+	if s == nil {
+		var err error
+		if s, err = c.g.cfg.Circuits.OpenStream(ctx, c.id); err != nil {
+			c.report(ctx, arrival{kind: arrFailed, err: err})
+			return
+		}
 	}
+	spared := make(chan struct{})
+	go func() {
+		defer close(spared)
+		c.openSpare(ctx)
+	}()
+	defer func() {
+		<-spared
+		if sp := c.takeSpare(); sp != nil {
+			sp.Close()
+		}
+	}()
 	m := newMsgConn(s) // the reader receives, this goroutine sends
 	watched := make(chan struct{})
 	go func() {
