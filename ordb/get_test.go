@@ -559,8 +559,11 @@ func TestGetSeekSendsOnFreshStreams(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	dropped := 0
+	dropped, spares := 0, 0
 	for _, l := range streams {
+		if l.old && l.before == 0 && len(l.after) > 0 {
+			spares++ // opened before the seek, used after it
+		}
 		if !l.old || l.before == 0 || !l.closed || l.ended {
 			continue // not in use when the seek came (a spare, or opened after), or ended cleanly at the download's end
 		}
@@ -573,6 +576,9 @@ func TestGetSeekSendsOnFreshStreams(t *testing.T) {
 	}
 	if dropped == 0 {
 		t.Fatal("the seek restarted no stream")
+	}
+	if spares == 0 {
+		t.Error("no restart took its circuit's spare stream (opened ahead)")
 	}
 }
 
