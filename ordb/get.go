@@ -274,10 +274,17 @@ func (g *Get) executeOnce(ctx context.Context, acts []window.Action) error {
 	// seek's) go out on the new streams, not on old ones about to be
 	// closed (whose relays would forward them, and the provider serve
 	// them, for nothing).
+	// A circuit this batch replaces is not restarted.
 	var restart []*getCirc
 	if !g.w.Over() {
+		var replaced []window.CircuitID
 		for _, a := range acts {
-			if a, ok := a.(window.Cancel); ok {
+			if a, ok := a.(window.ReplaceCircuit); ok {
+				replaced = append(replaced, a.Circuit)
+			}
+		}
+		for _, a := range acts {
+			if a, ok := a.(window.Cancel); ok && !slices.Contains(replaced, a.Circuit) {
 				if c := g.circs[a.Circuit]; c != nil && c.cancelData(a.RequestID) && !slices.Contains(restart, c) {
 					restart = append(restart, c)
 				}
