@@ -124,3 +124,34 @@ func readRange(t *testing.T, s *Store, f *fixture, lo, hi uint64) []byte {
 	}
 	return b
 }
+
+// TestChangedOnDescriptor: Changed's channel closes when a descriptor is
+// put (the gateway waits on it for a fetch's descriptor), and when
+// verified chunks are queued.
+func TestChangedOnDescriptor(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "s.db"), func(c *Config) { c.BatchDelay = time.Hour })
+	f := newFixture(t, 10*content.ChunkSize, 4)
+	ch := s.Changed()
+	select {
+	case <-ch:
+		t.Fatal("closed before any change")
+	default:
+	}
+	if _, err := s.PutDescriptor(f.d); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ch:
+	default:
+		t.Fatal("a descriptor put did not close Changed's channel")
+	}
+	ch = s.Changed()
+	if err := s.Ingest(context.Background(), f.name, f.rng(t, 0, 3)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ch:
+	default:
+		t.Fatal("queued chunks did not close Changed's channel")
+	}
+}

@@ -192,7 +192,18 @@ func (s *Store) PutDescriptor(d proto.DBConnected) (proto.HashName, error) {
 	if err != nil {
 		return name, fmt.Errorf("chunkstore: storing descriptor: %w", err)
 	}
+	s.mu.Lock()
+	s.broadcastLocked()
+	s.mu.Unlock()
 	return name, nil
+}
+
+// Changed returns a channel closed at the store's next change: a
+// descriptor put, a commit, a deletion, or verified chunks queued.
+func (s *Store) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
 }
 
 func newContent(tx *bolt.Tx) (*bolt.Bucket, uint64, error) {

@@ -128,9 +128,8 @@ func (n *Node) Stream(ctx context.Context, name proto.HashName) (gateway.Content
 		return nil, ErrClosed
 	}
 	n.streams.use(f, 1)
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
 	for {
+		changed := n.cache.Changed() // taken before looking: no change is missed
 		if d, err := n.cache.Descriptor(name); err == nil {
 			return &storeContent{n: n, s: n.cache, name: name, d: d, fetch: f}, nil
 		}
@@ -151,7 +150,7 @@ func (n *Node) Stream(ctx context.Context, name proto.HashName) (gateway.Content
 		case <-ctx.Done():
 			n.streams.use(f, -1)
 			return nil, ctx.Err()
-		case <-t.C:
+		case <-changed:
 		}
 	}
 }
