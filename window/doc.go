@@ -54,7 +54,10 @@
 //     over answers that arrived back to back (the rest of an answer, or a
 //     GET that reached the ORDB before the previous answer was sent), so
 //     a circuit waiting for the window is not taken for a slow one;
-//     decayed with a RateHalfLife time constant.
+//     decayed with a RateHalfLife time constant. Until such samples
+//     exist, the best answer's chunks / (its arrival - its GET) stands
+//     in; not after: a relay's token bucket lets one answer through at
+//     several times the rate it keeps up.
 //  5. Pipelining, the Peersm specification's "send a new GET after the
 //     C - c block": a circuit's target is rate x 1.5 tm + 2 GETs in
 //     flight; whenever it has less, it gets the next GET. New GETs go to
@@ -77,7 +80,13 @@
 //     shows it at once. Every active circuit is checked at each answer.
 //  8. Stall: a circuit with GETs outstanding and no data for StallFactor x
 //     (tm + one GET's transfer time), at least StallMin (FirstDataTimeout
-//     before its first answer), is replaced.
+//     before its first answer), is replaced. A circuit is judged against
+//     the others: when every circuit awaiting answers has been silent for
+//     StallMin/2, the requester's own side is more likely stuck (its
+//     process starved, its store busy) than every path at once, so none
+//     is replaced until 10 x StallMin after the last data; once data
+//     comes again after such a silence, every stall clock (and the
+//     overdue time of step 7) starts from there.
 //  9. DB_END: FINISHED from the ORDB resumes the rest elsewhere;
 //     UNAVAILABLE or DESTROYED also counts against the circuit (replaced
 //     at the second in a row without data). MaxFailures failed GETs in a

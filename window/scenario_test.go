@@ -48,6 +48,23 @@ func scenario(name string, size, seed uint64) (simConfig, float64) {
 	case "stall":
 		cfg.Circuits = five()
 		cfg.Circuits[3].StallAt = expected * 3 / 10
+	case "pauses":
+		// Paths as on one machine (8 MB/s each, 4 ms round trips), and the
+		// requester's own side takes nothing in for 250 ms (more than
+		// StallMin) three times: every circuit falls silent at once, which
+		// says nothing of the circuits. Capacity: 40 MB/s, pauses
+		// included (the paths keep sending into them what was asked).
+		cfg.Circuits = five()
+		for i := range cfg.Circuits {
+			cfg.Circuits[i].Rate, cfg.Circuits[i].RTT = 8e6, 4*time.Millisecond
+		}
+		cfg.Replacement = cfg.Circuits[0]
+		const pause = 250 * time.Millisecond
+		at := time.Duration(float64(size) / 40e6 * float64(time.Second))
+		for _, f := range []time.Duration{2, 5, 8} {
+			cfg.Pauses = append(cfg.Pauses, simPause{At: at * f / 10, For: pause})
+		}
+		capacity = 40e6
 	// More setups, for BenchmarkWindowSimMore.
 	case "jitter50":
 		cfg.Circuits = five()
@@ -92,5 +109,5 @@ func scenario(name string, size, seed uint64) (simConfig, float64) {
 
 var (
 	scenarioNames = []string{"equal", "oneslow", "onedies", "rtt10x", "stall"}
-	moreScenarios = []string{"jitter50", "uneven", "msg8", "slowpaths", "fast", "third", "twodie", "degrades"}
+	moreScenarios = []string{"pauses", "jitter50", "uneven", "msg8", "slowpaths", "fast", "third", "twodie", "degrades"}
 )

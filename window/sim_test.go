@@ -43,14 +43,20 @@ type simConfig struct {
 	MsgChunks   int
 	Window      Config
 	Seek        []simSeek
-	MaxTime     time.Duration
-	Log         io.Writer // if set, a readable line per action
+	// Pauses: the requester takes in nothing (its process starved, its
+	// store busy): what arrives meanwhile is taken at the pause's end,
+	// in order; its timers still fire.
+	Pauses  []simPause
+	MaxTime time.Duration
+	Log     io.Writer // if set, a readable line per action
 }
 
 type simSeek struct {
 	At    time.Duration
 	Chunk uint64
 }
+
+type simPause struct{ At, For time.Duration }
 
 type simEvKind uint8
 
@@ -279,6 +285,12 @@ func (s *sim) step(e *simEv) {
 	case evArrive:
 		if o.dead {
 			return
+		}
+		for _, p := range s.cfg.Pauses {
+			if end := p.At + p.For; s.now >= p.At && s.now < end {
+				s.push(&simEv{at: end, kind: evArrive, c: o, msg: e.msg})
+				return
+			}
 		}
 		s.arrive(o, e.msg)
 	case evFail:

@@ -44,9 +44,14 @@ type Window struct {
 	liveRetry  time.Time
 	evicted    uint64
 	failStreak int
-	over       bool // Done, Fail or Stop
-	actions    []Action
-	stats      Stats
+	// lastData is when the latest chunks came, on any circuit; resumed,
+	// when chunks came after every circuit had been silent for quiet():
+	// the requester's own side stopped (its process starved, its store
+	// busy), and every circuit's stall clock starts again from there.
+	lastData, resumed time.Time
+	over              bool // Done, Fail or Stop
+	actions           []Action
+	stats             Stats
 }
 
 // Stats are counters for tests, benchmarks and a status page.
@@ -161,7 +166,7 @@ func (w *Window) Tick(now time.Time) {
 	}
 	for i := 0; i < len(w.circs) && !w.over; i++ {
 		c := w.circs[i]
-		if c.state == active && c.outstanding > 0 && !now.Before(w.stallAt(c)) {
+		if c.state == active && c.outstanding > 0 && !now.Before(w.stallDue(c)) {
 			w.replace(c, WhyStalled)
 			i--
 		}
@@ -185,7 +190,7 @@ func (w *Window) Deadline() time.Time {
 	}
 	for _, c := range w.circs {
 		if c.state == active && c.outstanding > 0 {
-			earliest(w.stallAt(c))
+			earliest(w.stallDue(c))
 		}
 	}
 	if w.holding {
@@ -195,12 +200,16 @@ func (w *Window) Deadline() time.Time {
 }
 
 // stallAt is when circuit c, which has GETs outstanding, counts as
-// stalled: StallFactor x (tm + one GET's transfer) after its last data or
-// its oldest GET, whichever is later.
+// stalled: StallFactor x (tm + one GET's transfer) after its last data,
+// its oldest GET or the end of the last silence of every circuit,
+// whichever is latest.
 func (w *Window) stallAt(c *circuit) time.Time {
 	from := c.lastArrival
 	if len(c.gets) > 0 && c.gets[0].sent.After(from) {
 		from = c.gets[0].sent
+	}
+	if w.resumed.After(from) {
+		from = w.resumed
 	}
 	tm := c.tm()
 	if tm == 0 {
@@ -212,6 +221,39 @@ func (w *Window) stallAt(c *circuit) time.Time {
 	}
 	return from.Add(max(time.Duration(d*w.cfg.StallFactor), w.cfg.StallMin))
 }
+
+// stallDue is when circuit c is replaced as stalled: at stallAt, unless
+// the other circuits awaiting answers have all been silent for quiet()
+// by then. A circuit is judged against the others: when none brings
+// anything, the fault is more likely the requester's own (its process
+// starved, its store or uplink stuck) than every path's at once, and
+// replacing them all would only lose their pipelines. That benefit of
+// the doubt lasts 10 x StallMin past the others' last data (a shared
+// first hop may be stuck).
+func (w *Window) stallDue(c *circuit) time.Time {
+	at := w.stallAt(c)
+	var others time.Time
+	waiting := false
+	for _, o := range w.circs {
+		if o != c && o.state == active && o.outstanding > 0 {
+			waiting = true
+			if o.lastArrival.After(others) {
+				others = o.lastArrival
+			}
+		}
+	}
+	if !waiting || at.Sub(others) < w.quiet() {
+		return at
+	}
+	if end := others.Add(10 * w.cfg.StallMin); end.After(at) {
+		return end
+	}
+	return at
+}
+
+// quiet is how long every circuit must be silent for the silence to be
+// taken as the requester's own: half of StallMin.
+func (w *Window) quiet() time.Duration { return w.cfg.StallMin / 2 }
 
 // Stop cancels every outstanding GET and ends the window with Fail
 // (ErrStopped).
@@ -334,6 +376,12 @@ func (w *Window) data(ev Data, now time.Time) {
 		}
 		progress = true
 	}
+	if g != nil || progress {
+		if !w.lastData.IsZero() && now.Sub(w.lastData) >= w.quiet() {
+			w.resumed = now
+		}
+		w.lastData = now
+	}
 	if progress {
 		w.failStreak = 0
 		if w.holding && ev.Chunk+n > w.liveHold {
@@ -391,7 +439,7 @@ func (w *Window) checkSlow(c *circuit, now time.Time) (replaced bool) {
 		if o.state == active {
 			n++
 			if o.sampled >= w.cfg.SlowWarmup {
-				rates = append(rates, o.rateNow(now))
+				rates = append(rates, o.rateNow(now, w.resumed))
 			}
 		}
 	}
@@ -399,7 +447,7 @@ func (w *Window) checkSlow(c *circuit, now time.Time) (replaced bool) {
 		return false // one replacement at a time: no churn among many slowish circuits
 	}
 	slices.Sort(rates)
-	if c.rateNow(now) < w.cfg.SlowRatio*rates[(len(rates)-1)/2] { // the lower median
+	if c.rateNow(now, w.resumed) < w.cfg.SlowRatio*rates[(len(rates)-1)/2] { // the lower median
 		w.replace(c, WhySlow)
 		return true
 	}

@@ -31,7 +31,7 @@ func checkRun(t *testing.T, s *sim) {
 }
 
 func TestScenarios(t *testing.T) {
-	for _, name := range append(scenarioNames, "jitter50", "degrades") {
+	for _, name := range append(scenarioNames, "jitter50", "degrades", "pauses") {
 		t.Run(name, func(t *testing.T) {
 			cfg, capacity := scenario(name, testSize, 7)
 			s := newSim(cfg)
@@ -41,11 +41,11 @@ func TestScenarios(t *testing.T) {
 			t.Logf("efficiency %.1f %%, dups %d, first %v, replaced %v, max span %d chunks", 100*eff, s.dups, s.firstAt, s.replaced, s.maxSpan)
 			// Over 2 s the start and the replacement's build second
 			// weigh more than over the benchmark's 10 s.
-			if want := map[string]float64{"equal": 0.85, "oneslow": 0.75, "onedies": 0.75, "rtt10x": 0.8, "stall": 0.65, "jitter50": 0.85, "degrades": 0.7}[name]; eff < want {
+			if want := map[string]float64{"equal": 0.85, "oneslow": 0.75, "onedies": 0.75, "rtt10x": 0.8, "stall": 0.65, "jitter50": 0.85, "degrades": 0.7, "pauses": 0.4}[name]; eff < want {
 				t.Errorf("efficiency %.2f < %.2f", eff, want)
 			}
 			switch name {
-			case "equal", "rtt10x", "jitter50":
+			case "equal", "rtt10x", "jitter50", "pauses":
 				if len(s.replaced) != 0 {
 					t.Errorf("replaced %v among good circuits", s.replaced)
 				}
@@ -477,4 +477,74 @@ func TestUnevenCircuitsNoChurn(t *testing.T) {
 		t.Errorf("replaced %v; want the 1 MB/s circuit only", s.replaced)
 	}
 	t.Logf("efficiency %.1f %% of 23 MB/s", 100*s.efficiency(23e6))
+}
+
+// Every circuit falls silent at once. The window first takes it for the
+// requester's own stop (scenario "pauses": nothing replaced), but not for
+// ever: 10 x StallMin after the last data, all five are replaced as
+// stalled and the download finishes on the replacements.
+func TestEveryCircuitStalls(t *testing.T) {
+	cfg, _ := scenario("equal", testSize, 11)
+	at := 500 * time.Millisecond
+	for i := range cfg.Circuits {
+		cfg.Circuits[i].StallAt = at
+	}
+	s := newSim(cfg)
+	s.run()
+	checkRun(t, s)
+	if s.replaced[WhyStalled] != 5 || len(s.replaced) != 1 {
+		t.Fatalf("replaced %v, want the five stalled circuits", s.replaced)
+	}
+	// Data in flight still lands up to a round trip after the stall;
+	// then 10 x StallMin of doubt, the build second, and the rest
+	// (15 MB at 10 MB/s, 2.3 s with the new circuits' first blocks).
+	doubt := 10 * cfg.Window.StallMin
+	if min, max := at+doubt+cfg.BuildDelay, at+doubt+cfg.BuildDelay+3*time.Second; s.doneAt < min || s.doneAt > max {
+		t.Fatalf("done at %v, want between %v and %v", s.doneAt, min, max)
+	}
+}
+
+// A first answer that comes in a burst (a relay's token bucket full, 64
+// chunks 1 ms after the GET: 64,000 chunks/s) says nothing of the rate
+// the path keeps up: once answers arrive back to back (here 64 chunks
+// every 4 ms, 16,000 chunks/s, 8 MB/s), they are the rate. The burst once
+// stayed as a floor for ever, and circuits at 8 MB/s read 40.
+func TestBurstDoesNotSetRate(t *testing.T) {
+	cfg := simWindowConfig()
+	cfg.Circuits = 1
+	w := New(cfg, rand.New(rand.NewPCG(1, 2)))
+	t0 := time.Unix(1_800_000_000, 0)
+	now := t0
+	w.AddCircuit(1, now)
+	var fifo []SendGet
+	take := func() {
+		for _, a := range w.Ready() {
+			if sg, ok := a.(SendGet); ok {
+				fifo = append(fifo, sg)
+			}
+		}
+	}
+	take()
+	if len(fifo) != 1 || !fifo[0].Query.WantsDescriptor() {
+		t.Fatalf("first actions %v, want the descriptor GET", fifo)
+	}
+	now = now.Add(time.Millisecond)
+	w.Handle(Descriptor{Circuit: 1, RequestID: fifo[0].Query.RequestID, Size: 100e6}, now)
+	fifo = fifo[1:]
+	take()
+	answer := func(after time.Duration) {
+		now = now.Add(after)
+		q := fifo[0].Query
+		fifo = fifo[1:]
+		w.Handle(Data{Circuit: 1, RequestID: q.RequestID, Chunk: uint64(q.Chunk), Count: int(q.NbChunks)}, now)
+		take()
+	}
+	answer(time.Millisecond) // the burst
+	for now.Sub(t0) < 300*time.Millisecond {
+		answer(4 * time.Millisecond)
+	}
+	r := w.Circuits()[0].Rate
+	if r < 0.85*16000 || r > 1.15*16000 {
+		t.Fatalf("rate %.0f chunks/s, want 16,000", r)
+	}
 }
