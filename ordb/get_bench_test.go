@@ -65,6 +65,8 @@ func benchGet(b *testing.B, bn *benchNet, n int, stallMin time.Duration) {
 	}
 	b.SetBytes(int64(len(bn.net.data)))
 	cpu0, iters := processCPU(), 0
+	var gaps float64
+	replaced := 0
 	for i := 0; b.Loop(); i++ {
 		iters++
 		cfg := chunkstore.DefaultConfig(filepath.Join(b.TempDir(), fmt.Sprintf("r%d.db", i)))
@@ -82,15 +84,23 @@ func benchGet(b *testing.B, bn *benchNet, n int, stallMin time.Duration) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := g.Run(ctx); err != nil {
+		tr := newGetTrace()
+		g.trace = tr.arrival
+		_, err = g.Run(ctx)
+		tr.close()
+		gaps += tr.gapShare()
+		if err != nil {
 			b.Fatal(err)
 		}
 		if len(tc.replaced) != 0 {
+			replaced += len(tc.replaced)
 			b.Logf("circuits replaced: %v", tc.replaced)
 			tc.replaced = nil
 		}
 		st.Close()
 	}
+	b.ReportMetric(100*gaps/float64(iters), "gaps%")
+	b.ReportMetric(float64(replaced)/float64(iters), "replaced/op")
 	// CPU of the whole process (every node) per byte: unlike MB/s, it
 	// barely moves when other work shares the machine.
 	if cpu := processCPU() - cpu0; cpu > 0 {

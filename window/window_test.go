@@ -548,3 +548,24 @@ func TestBurstDoesNotSetRate(t *testing.T) {
 		t.Fatalf("rate %.0f chunks/s, want 16,000", r)
 	}
 }
+
+// The window's own efficiency at the end (chunks / time / Capacity, what
+// a node reports for a finished transfer) is near the true one: the
+// circuits' measured rates are near their real rates. Replacing one
+// circuit (oneslow) leaves its replacement's rate, not the slow one's.
+func TestCapacityAtTheEnd(t *testing.T) {
+	for _, name := range []string{"equal", "rtt10x", "oneslow", "jitter50"} {
+		cfg, capacity := scenario(name, testSize, 5)
+		s := newSim(cfg)
+		s.run()
+		checkRun(t, s)
+		c := s.w.Capacity() * ChunkSize
+		if c < 0.85*capacity || c > 1.15*capacity {
+			t.Errorf("%s: capacity %.2f MB/s at the end, really %.2f", name, c/1e6, capacity/1e6)
+		}
+		own := float64(s.chunks) / s.doneAt.Seconds() / s.w.Capacity()
+		if eff := s.efficiency(capacity); own < eff-0.1 || own > eff+0.1 {
+			t.Errorf("%s: the window's own efficiency %.3f, really %.3f", name, own, eff)
+		}
+	}
+}
