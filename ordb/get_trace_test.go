@@ -6,11 +6,14 @@ import (
 	"os"
 	"time"
 
+	"veil/proto"
 	"veil/window"
 )
 
 // getTrace follows a benchmark's Get: every answer's arrival per circuit,
-// for the share of time circuits spend in gaps (an idle pipeline), and,
+// for the share of time circuits carry nothing (their relays capped at
+// limit bytes per second: 1 - the time their answers' cells take at the
+// cap / the time from their first answer to their last), and,
 // with VEIL_GET_TRACE=file, a line per arrival with the window's state:
 //
 //	seconds circuit kind chunks base span window in-flight id:in-flight:rate:tm-ms...
@@ -18,17 +21,14 @@ type getTrace struct {
 	t0    time.Time
 	last  map[window.CircuitID]time.Time
 	first map[window.CircuitID]time.Time
-	gaps  time.Duration // sum of gaps longer than gapMin, over circuits
+	limit int           // bytes per second each relay writes; 0: none
+	busy  time.Duration // what the answers take at the cap, over circuits
 	out   *bufio.Writer
 	f     *os.File
 }
 
-// gapMin: a circuit at 8 MB/s brings an answer (64 chunks) every 4 ms;
-// 20 ms without one is a pipeline run dry.
-const gapMin = 20 * time.Millisecond
-
-func newGetTrace() *getTrace {
-	tr := &getTrace{t0: time.Now(), last: map[window.CircuitID]time.Time{}, first: map[window.CircuitID]time.Time{}}
+func newGetTrace(limit int) *getTrace {
+	tr := &getTrace{t0: time.Now(), limit: limit, last: map[window.CircuitID]time.Time{}, first: map[window.CircuitID]time.Time{}}
 	if path := os.Getenv("VEIL_GET_TRACE"); path != "" {
 		f, err := os.Create(path)
 		if err == nil {
@@ -41,12 +41,13 @@ func newGetTrace() *getTrace {
 func (tr *getTrace) arrival(w *window.Window, a arrival) {
 	if a.kind == arrRange {
 		id := a.c.id
-		if l, ok := tr.last[id]; ok {
-			if gap := a.at.Sub(l); gap > gapMin {
-				tr.gaps += gap
-			}
-		} else {
+		if _, ok := tr.last[id]; !ok {
 			tr.first[id] = a.at
+		} else if tr.limit > 0 {
+			// What this answer's cells take at the cap (the first one's
+			// are not in the span).
+			cells := (a.n*proto.ChunkSize + proto.RelayDataSize - 1) / proto.RelayDataSize
+			tr.busy += time.Duration(float64(cells*proto.CellSize) / float64(tr.limit) * float64(time.Second))
 		}
 		tr.last[id] = a.at
 	}
@@ -61,17 +62,17 @@ func (tr *getTrace) arrival(w *window.Window, a arrival) {
 	fmt.Fprintln(tr.out)
 }
 
-// gapShare is the share of the circuits' time (first to last answer, each)
-// spent in gaps.
-func (tr *getTrace) gapShare() float64 {
+// idle is the share of the circuits' time (first to last answer, each)
+// they carried nothing at their cap.
+func (tr *getTrace) idle() float64 {
 	var span time.Duration
 	for id, f := range tr.first {
 		span += tr.last[id].Sub(f)
 	}
-	if span <= 0 {
+	if span <= 0 || tr.limit == 0 {
 		return 0
 	}
-	return float64(tr.gaps) / float64(span)
+	return 1 - float64(tr.busy)/float64(span)
 }
 
 func (tr *getTrace) close() {
