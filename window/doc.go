@@ -31,12 +31,16 @@
 // flight and those held ahead of base never exceed W.
 //
 // W starts at MinWindow and then follows the measurements: the chunks each
-// circuit must keep in flight, plus what all circuits bring while the
-// slowest to drain holds the read position, plus a GET per circuit;
-// never above MaxWindow (16 MiB by default). A fixed 500 kB window would
-// cap a download at 500 kB per round trip: five 2 MB/s circuits with
-// 100 ms round trips need about 1.5 MB in flight, and round trips that
-// differ 10x between circuits need more to absorb the reordering.
+// circuit must keep in flight, plus what all circuits bring while one
+// holds the read position (for as long as the slowest takes to drain its
+// pipeline, or a circuit may bring nothing before it counts as stalled,
+// whichever is longer), plus a GET per circuit; never above MaxWindow
+// (16 MiB by default). A fixed 500 kB window would cap a download at
+// 500 kB per round trip: five 2 MB/s circuits with 100 ms round trips
+// need about 1.5 MB in flight, and round trips that differ 10x between
+// circuits need more to absorb the reordering. On paths of a few ms, the
+// drain time alone is a few tens of ms of data: one circuit's relays
+// pausing that long (a loaded host) idled all the others.
 //
 // # The schedule
 //

@@ -65,6 +65,18 @@ func scenario(name string, size, seed uint64) (simConfig, float64) {
 			cfg.Pauses = append(cfg.Pauses, simPause{At: at * f / 10, For: pause})
 		}
 		capacity = 40e6
+	case "hiccups":
+		// Paths as on one loaded machine (8 MB/s each, 4 ms round trips);
+		// each path in turn sends nothing for 150 ms (less than StallMin)
+		// every second, the others meanwhile going on.
+		cfg.Circuits = five()
+		for i := range cfg.Circuits {
+			c := &cfg.Circuits[i]
+			c.Rate, c.RTT = 8e6, 4*time.Millisecond
+			c.HiccupEvery, c.HiccupFor = time.Second+time.Duration(i)*193*time.Millisecond, 150*time.Millisecond
+		}
+		cfg.Replacement = cfg.Circuits[0]
+		capacity = 40e6
 	// More setups, for BenchmarkWindowSimMore.
 	case "jitter50":
 		cfg.Circuits = five()
@@ -109,5 +121,5 @@ func scenario(name string, size, seed uint64) (simConfig, float64) {
 
 var (
 	scenarioNames = []string{"equal", "oneslow", "onedies", "rtt10x", "stall"}
-	moreScenarios = []string{"pauses", "jitter50", "uneven", "msg8", "slowpaths", "fast", "third", "twodie", "degrades"}
+	moreScenarios = []string{"pauses", "hiccups", "jitter50", "uneven", "msg8", "slowpaths", "fast", "third", "twodie", "degrades"}
 )

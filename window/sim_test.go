@@ -28,6 +28,9 @@ type simCirc struct {
 	CorruptAt time.Duration // the first answer after this fails verification
 	SlowAt    time.Duration // from then on, the rate is divided by SlowBy
 	SlowBy    float64
+	// Hiccups: in every period of HiccupEvery (from HiccupEvery on), the
+	// path sends nothing for HiccupFor (its relays starved of CPU).
+	HiccupEvery, HiccupFor time.Duration
 }
 
 type simConfig struct {
@@ -345,6 +348,11 @@ func (s *sim) transmit(o *simORDB) {
 			}
 		}
 		o.busy = true
+		if e := o.p.HiccupEvery; e > 0 && s.now >= e {
+			if in := s.now % e; in < o.p.HiccupFor {
+				tx += o.p.HiccupFor - in
+			}
+		}
 		s.push(&simEv{at: s.now + tx, kind: evTxDone, c: o, msg: msg})
 		return
 	}

@@ -211,15 +211,22 @@ func (w *Window) stallAt(c *circuit) time.Time {
 	if w.resumed.After(from) {
 		from = w.resumed
 	}
+	return from.Add(w.stallTimeout(c))
+}
+
+// stallTimeout is how long circuit c may bring nothing while it has GETs
+// outstanding: StallFactor x (tm + one GET's transfer), at least
+// StallMin; FirstDataTimeout before its first answer.
+func (w *Window) stallTimeout(c *circuit) time.Duration {
 	tm := c.tm()
 	if tm == 0 {
-		return from.Add(w.cfg.FirstDataTimeout)
+		return w.cfg.FirstDataTimeout
 	}
 	d := float64(tm)
 	if r := c.rate(); r > 0 {
 		d += float64(w.cfg.ChunksPerGet) / r * float64(time.Second)
 	}
-	return from.Add(max(time.Duration(d*w.cfg.StallFactor), w.cfg.StallMin))
+	return max(time.Duration(d*w.cfg.StallFactor), w.cfg.StallMin)
 }
 
 // stallDue is when circuit c is replaced as stalled: at stallAt, unless
@@ -737,10 +744,14 @@ func (w *Window) target(c *circuit) int {
 }
 
 // window sizes the window: every circuit's target in flight, plus what
-// arrives from all circuits while the slowest to drain holds the read
-// position, plus a GET per circuit; clamped to [MinWindow, MaxWindow].
+// arrives from all circuits while one holds the read position, plus a GET
+// per circuit; clamped to [MinWindow, MaxWindow]. One holds it while it
+// drains its target, or while it brings nothing for up to its stall
+// timeout before it is replaced: the others must not run dry meanwhile
+// (on paths of a few ms, a window of only the drain time is a few tens of
+// ms of data, and a circuit's relays paused that long idled them all).
 func (w *Window) window() int {
-	var inflight, total, drain float64
+	var inflight, total, hold float64
 	n := 0
 	for _, c := range w.circs {
 		if c.state != active {
@@ -751,10 +762,13 @@ func (w *Window) window() int {
 		inflight += t
 		if r := c.rate(); r > 0 {
 			total += r
-			drain = max(drain, t/r)
+			hold = max(hold, t/r)
+			if c.tm() > 0 {
+				hold = max(hold, w.stallTimeout(c).Seconds())
+			}
 		}
 	}
-	win := inflight + total*drain + float64(n*w.cfg.ChunksPerGet)
+	win := inflight + total*hold + float64(n*w.cfg.ChunksPerGet)
 	return int(min(max(win, float64(w.cfg.MinWindow)), float64(w.cfg.MaxWindow)))
 }
 

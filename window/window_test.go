@@ -569,3 +569,19 @@ func TestCapacityAtTheEnd(t *testing.T) {
 		}
 	}
 }
+
+// On paths of a few ms, each path in turn sending nothing for 150 ms must
+// not idle the others: the window covers what all bring while one holds
+// the read position for up to its stall timeout. With a window of only
+// the circuits' drain time (~60 ms of data here) they ran dry: 64 %.
+func TestHiccupsDoNotDryTheOthers(t *testing.T) {
+	cfg, capacity := scenario("hiccups", 100e6, 13)
+	s := newSim(cfg)
+	s.run()
+	checkRun(t, s)
+	eff := s.efficiency(capacity)
+	t.Logf("efficiency %.1f %%, replaced %v, max span %d chunks", 100*eff, s.replaced, s.maxSpan)
+	if eff < 0.85 || len(s.replaced) != 0 {
+		t.Fatalf("efficiency %.2f (want >= 0.85), replaced %v (want none)", eff, s.replaced)
+	}
+}
