@@ -63,8 +63,11 @@
 //     in; not after: a relay's token bucket lets one answer through at
 //     several times the rate it keeps up.
 //  5. Pipelining, the Peersm specification's "send a new GET after the
-//     C - c block": a circuit's target is rate x 1.5 tm + 2 GETs in
-//     flight; whenever it has less, it gets the next GET. New GETs go to
+//     C - c block": a circuit's target is rate x max(1.5 tm,
+//     MinPipeline) + 2 GETs in flight; whenever it has less, it gets the
+//     next GET. (tm is a least time; on paths of a few ms a busy host
+//     turns answers into the next GETs far later than that, so a
+//     circuit keeps at least MinPipeline, 50 ms, of its rate in flight.) New GETs go to
 //     circuits in order of rate, best first ("next request on the circuit
 //     that showed the best rate, then the second..."), so the fastest
 //     circuits get the lowest, most urgent, chunks. At the tail of a

@@ -77,6 +77,16 @@ func scenario(name string, size, seed uint64) (simConfig, float64) {
 		}
 		cfg.Replacement = cfg.Circuits[0]
 		capacity = 40e6
+	case "busyhost":
+		// Paths as on one loaded machine (8 MB/s each, 4 ms round trips),
+		// every query up to 40 ms late on its way to the ORDB.
+		cfg.Circuits = five()
+		for i := range cfg.Circuits {
+			c := &cfg.Circuits[i]
+			c.Rate, c.RTT, c.QueryDelay = 8e6, 4*time.Millisecond, 40*time.Millisecond
+		}
+		cfg.Replacement = cfg.Circuits[0]
+		capacity = 40e6
 	// More setups, for BenchmarkWindowSimMore.
 	case "jitter50":
 		cfg.Circuits = five()
@@ -121,5 +131,5 @@ func scenario(name string, size, seed uint64) (simConfig, float64) {
 
 var (
 	scenarioNames = []string{"equal", "oneslow", "onedies", "rtt10x", "stall"}
-	moreScenarios = []string{"pauses", "hiccups", "jitter50", "uneven", "msg8", "slowpaths", "fast", "third", "twodie", "degrades"}
+	moreScenarios = []string{"pauses", "hiccups", "busyhost", "jitter50", "uneven", "msg8", "slowpaths", "fast", "third", "twodie", "degrades"}
 )

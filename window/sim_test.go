@@ -31,6 +31,11 @@ type simCirc struct {
 	// Hiccups: in every period of HiccupEvery (from HiccupEvery on), the
 	// path sends nothing for HiccupFor (its relays starved of CPU).
 	HiccupEvery, HiccupFor time.Duration
+	// QueryDelay: each query waits up to this long more (uniformly) on its
+	// way to the ORDB: a busy requester, relays or ORDB turning answers
+	// into the next GETs late, while the least time to first data stays
+	// the round trip.
+	QueryDelay time.Duration
 }
 
 type simConfig struct {
@@ -116,6 +121,7 @@ type simORDB struct {
 	busy        bool
 	queue       []*simQuery
 	lastArrival time.Duration
+	lastQuery   time.Duration
 	corrupted   bool
 }
 
@@ -410,7 +416,13 @@ func (s *sim) flush() {
 			if o == nil || o.dead {
 				continue
 			}
-			s.push(&simEv{at: s.now + s.owd(o), kind: evQuery, c: o, q: q})
+			at := s.now + s.owd(o)
+			if o.p.QueryDelay > 0 {
+				// Queries stay in order on their stream.
+				at = max(at+time.Duration(s.rng.Float64()*float64(o.p.QueryDelay)), o.lastQuery)
+				o.lastQuery = at
+			}
+			s.push(&simEv{at: at, kind: evQuery, c: o, q: q})
 		case Cancel:
 			if o := s.circs[a.Circuit]; o != nil && !o.dead {
 				s.push(&simEv{at: s.now + s.owd(o), kind: evCancel, c: o, q: proto.DBQuery{RequestID: a.RequestID}})

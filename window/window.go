@@ -731,7 +731,7 @@ func (w *Window) tooLate(c *circuit, total float64) bool {
 
 // target is how many chunks circuit c should have outstanding so that it
 // never idles: what arrives during one tm at its rate, half again for the
-// noise, plus two GETs. This is the Peersm specification's "send a new GET
+// noise (at least MinPipeline of its rate), plus two GETs. This is the Peersm specification's "send a new GET
 // after the C - c block", with c = rate x tm. Before c's first answer, its
 // first block.
 func (w *Window) target(c *circuit) int {
@@ -740,7 +740,8 @@ func (w *Window) target(c *circuit) int {
 	if tm == 0 || r == 0 {
 		return w.cfg.BlockGets * g
 	}
-	return min(int(r*1.5*tm.Seconds())+2*g, w.cfg.MaxWindow/w.cfg.Circuits)
+	ahead := max(1.5*tm.Seconds(), w.cfg.MinPipeline.Seconds())
+	return min(int(r*ahead)+2*g, w.cfg.MaxWindow/w.cfg.Circuits)
 }
 
 // window sizes the window: every circuit's target in flight, plus what

@@ -424,6 +424,7 @@ func TestConfigValidate(t *testing.T) {
 		func(c *Config) { c.MaxWindow = c.MinWindow - 1 },
 		func(c *Config) { c.SlowRatio = 1 },
 		func(c *Config) { c.StallFactor = 0.5 },
+		func(c *Config) { c.MinPipeline = -time.Millisecond },
 	} {
 		c := DefaultConfig(proto.HashName{})
 		f(&c)
@@ -583,5 +584,21 @@ func TestHiccupsDoNotDryTheOthers(t *testing.T) {
 	t.Logf("efficiency %.1f %%, replaced %v, max span %d chunks", 100*eff, s.replaced, s.maxSpan)
 	if eff < 0.85 || len(s.replaced) != 0 {
 		t.Fatalf("efficiency %.2f (want >= 0.85), replaced %v (want none)", eff, s.replaced)
+	}
+}
+
+// On paths of a few ms where every query may reach the ORDB up to 40 ms
+// late (a busy host), tm (the least time to first data) stays near the
+// round trip; a pipeline of 1.5 tm ran dry between answers (70 %).
+// MinPipeline keeps 50 ms of each circuit's rate in flight.
+func TestBusyHostPipeline(t *testing.T) {
+	cfg, capacity := scenario("busyhost", 40e6, 17)
+	s := newSim(cfg)
+	s.run()
+	checkRun(t, s)
+	eff := s.efficiency(capacity)
+	t.Logf("efficiency %.1f %%, replaced %v", 100*eff, s.replaced)
+	if eff < 0.9 || len(s.replaced) != 0 {
+		t.Fatalf("efficiency %.2f (want >= 0.9), replaced %v (want none)", eff, s.replaced)
 	}
 }
