@@ -731,9 +731,9 @@ func (w *Window) tooLate(c *circuit, total float64) bool {
 
 // target is how many chunks circuit c should have outstanding so that it
 // never idles: what arrives during one tm at its rate, half again for the
-// noise (at least MinPipeline of its rate), plus two GETs. This is the Peersm specification's "send a new GET
-// after the C - c block", with c = rate x tm. Before c's first answer, its
-// first block.
+// noise (at least MinPipeline of its rate), plus two GETs. This is the
+// Peersm specification's "send a new GET after the C - c block", with
+// c = rate x tm. Before c's first answer, its first block.
 func (w *Window) target(c *circuit) int {
 	g := w.cfg.ChunksPerGet
 	tm, r := c.tm(), c.rate()
