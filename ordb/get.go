@@ -109,6 +109,13 @@ type Get struct {
 	resumed   uint64
 	buf       map[uint64][]byte // chunks of this run not yet delivered (Deliver only)
 	lastProg  time.Time
+
+	// start: when Run started; end: when the window got its last chunk,
+	// zero unless Run succeeded (Efficiency).
+	start, end time.Time
+
+	// trace, if set (tests), sees the window after every arrival.
+	trace func(w *window.Window, a arrival)
 }
 
 // NewGet checks cfg and returns the Get; Run does the work.
@@ -160,6 +167,7 @@ func (g *Get) Run(ctx context.Context) (proto.DBConnected, error) {
 	defer cancel()
 	defer g.closeAll(false)
 	now := g.cfg.Clock.Now()
+	g.start = now
 	// A resumed download already has the descriptor: no need to ask it.
 	if d, err := g.cfg.Store.Descriptor(g.cfg.Name); err == nil && d.Flags&proto.FlagLive == 0 {
 		if err := g.takeDescriptor(d, 0, 0, now, 0, false); err != nil {
@@ -185,7 +193,12 @@ func (g *Get) Run(ctx context.Context) (proto.DBConnected, error) {
 			return g.desc, err
 		}
 		if g.w.Over() {
-			return g.desc, g.finish(ctx)
+			end := g.cfg.Clock.Now()
+			if err := g.finish(ctx); err != nil {
+				return g.desc, err
+			}
+			g.end = end
+			return g.desc, nil
 		}
 		if len(g.circs) == 0 && g.building == 0 {
 			g.w.Stop()
@@ -239,6 +252,19 @@ func (g *Get) Run(ctx context.Context) (proto.DBConnected, error) {
 // Stats returns the window's counters. Only for use after Run returned
 // (the window belongs to Run's goroutine while it runs).
 func (g *Get) Stats() window.Stats { return g.w.Stats() }
+
+// Efficiency is how much of what its circuits could carry a finished Get
+// got: the chunks it received / its time from Run to the last chunk / the
+// sum of its circuits' measured rates at the end (window.Capacity). 0
+// unless Run succeeded with a rate measured (a content already held, a
+// failed Get). Only for use after Run returned.
+func (g *Get) Efficiency() float64 {
+	cap, d := g.w.Capacity(), g.end.Sub(g.start).Seconds()
+	if g.end.IsZero() || cap <= 0 || d <= 0 {
+		return 0
+	}
+	return float64(g.w.Stats().Received) / d / cap
+}
 
 // addCircuit starts the streams of circuit id and offers it to the window.
 func (g *Get) addCircuit(ctx context.Context, id window.CircuitID, now time.Time) {
@@ -452,6 +478,9 @@ func (g *Get) arrive(a arrival) error {
 		return nil // a dropped circuit's late news
 	}
 	w := g.w
+	if g.trace != nil {
+		defer g.trace(w, a)
+	}
 	switch a.kind {
 	case arrFatal:
 		return a.err

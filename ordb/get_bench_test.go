@@ -23,13 +23,14 @@ import (
 type benchNet struct {
 	net   *getNet
 	paths [][]proto.NodeDescriptor
+	limit int
 }
 
 func newBenchNet(b *testing.B, size int, limit int) *benchNet {
 	net := &getNet{req: newORDBNode(b)}
 	net.pub, net.name, net.data = publish(b, size)
 	srv := &Server{Store: net.pub}
-	bn := &benchNet{net: net}
+	bn := &benchNet{net: net, limit: limit}
 	relay := func() *ordbNode {
 		lcfg := link.DefaultConfig()
 		if limit > 0 {
@@ -65,6 +66,8 @@ func benchGet(b *testing.B, bn *benchNet, n int, stallMin time.Duration) {
 	}
 	b.SetBytes(int64(len(bn.net.data)))
 	cpu0, iters := processCPU(), 0
+	var idle, eff float64
+	replaced := 0
 	for i := 0; b.Loop(); i++ {
 		iters++
 		cfg := chunkstore.DefaultConfig(filepath.Join(b.TempDir(), fmt.Sprintf("r%d.db", i)))
@@ -82,15 +85,27 @@ func benchGet(b *testing.B, bn *benchNet, n int, stallMin time.Duration) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := g.Run(ctx); err != nil {
+		tr := newGetTrace(bn.limit)
+		g.trace = tr.arrival
+		_, err = g.Run(ctx)
+		tr.close()
+		idle += tr.idle()
+		if err != nil {
 			b.Fatal(err)
 		}
+		eff += g.Efficiency()
 		if len(tc.replaced) != 0 {
+			replaced += len(tc.replaced)
 			b.Logf("circuits replaced: %v", tc.replaced)
 			tc.replaced = nil
 		}
 		st.Close()
 	}
+	if bn.limit > 0 {
+		b.ReportMetric(100*idle/float64(iters), "idle%")
+	}
+	b.ReportMetric(100*eff/float64(iters), "window-eff%")
+	b.ReportMetric(float64(replaced)/float64(iters), "replaced/op")
 	// CPU of the whole process (every node) per byte: unlike MB/s, it
 	// barely moves when other work shares the machine.
 	if cpu := processCPU() - cpu0; cpu > 0 {

@@ -223,11 +223,20 @@ func TestGetFiveCircuits(t *testing.T) {
 	defer tc.closeAll()
 	st := openStore(t, "cache.db")
 	var last GetProgress
-	got, g, err := runGet(t, getCtx(t), tc, st, tc.initial(6), func(c *GetConfig) {
+	ids := tc.initial(6)
+	t0 := time.Now()
+	got, g, err := runGet(t, getCtx(t), tc, st, ids, func(c *GetConfig) {
 		c.Progress = func(p GetProgress) { last = p }
 	})
+	wall := time.Since(t0).Seconds()
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The finished Get's efficiency: its chunks over its time over the
+	// circuits' measured rates, the time from Run to the last chunk (no
+	// more than the test saw).
+	if eff, cap := g.Efficiency(), g.w.Capacity(); cap <= 0 || eff < 3001/wall/cap || eff > 1.5 {
+		t.Errorf("efficiency %.3f, capacity %.0f chunks/s, %d chunks in %.3f s", eff, cap, g.Stats().Received, wall)
 	}
 	if !bytes.Equal(got, net.data) {
 		t.Fatalf("delivered %d bytes, differing from the content's %d", len(got), len(net.data))
@@ -368,7 +377,7 @@ func TestGetResumeAfterCancel(t *testing.T) {
 	defer tc.closeAll()
 	st := openStore(t, "cache.db")
 	ctx, cancel := context.WithCancel(getCtx(t))
-	_, _, err := runGet(t, ctx, tc, st, tc.initial(5), func(c *GetConfig) {
+	_, g1, err := runGet(t, ctx, tc, st, tc.initial(5), func(c *GetConfig) {
 		deliver := c.Deliver
 		c.Deliver = func(chunk uint64, data []byte) error {
 			if chunk >= 2000 {
@@ -380,6 +389,9 @@ func TestGetResumeAfterCancel(t *testing.T) {
 	})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("first run: %v, want context.Canceled", err)
+	}
+	if eff := g1.Efficiency(); eff != 0 {
+		t.Errorf("a cancelled Get's efficiency %v, want 0 (it did not finish)", eff)
 	}
 	if err := st.Flush(context.Background()); err != nil {
 		t.Fatal(err)

@@ -32,10 +32,14 @@ type circuit struct {
 	// Rate, in chunks per second: exponentially decayed sums of chunks and
 	// seconds of back-to-back arrivals (answers that waited at the ORDB,
 	// so the gap between two is transfer time, not idling).
-	rk, rt      float64
-	rateAt      time.Time
-	sampled     time.Duration // undecayed total of rt, for the warm-up
-	rLow        float64       // lower bound from answers that did not queue
+	rk, rt  float64
+	rateAt  time.Time
+	sampled time.Duration // undecayed total of rt, for the warm-up
+	// rLow: from answers that did not queue, the best count / (arrival -
+	// GET sent); the rate until back-to-back samples exist. Not a floor
+	// after that: one answer let through at a relay's burst would read
+	// several times the rate the path keeps up.
+	rLow        float64
 	lastArrival time.Time
 
 	failures int // failed GETs since its last data
@@ -67,7 +71,10 @@ func (c *circuit) noteTM(tm time.Duration, now time.Time) {
 func (c *circuit) rate() float64 {
 	// Until the samples span rateMinSpan, spread them over it: two
 	// answers bunched by jitter must not look like an infinite rate.
-	return max(c.rk/max(c.rt, rateMinSpan), c.rLow)
+	if c.rk > 0 {
+		return c.rk / max(c.rt, rateMinSpan)
+	}
+	return c.rLow
 }
 
 const rateMinSpan = 0.02 // seconds
@@ -75,7 +82,9 @@ const rateMinSpan = 0.02 // seconds
 // rateNow is rate, counting the time since the last answer as time without
 // data when an answer is overdue (its GET was sent more than tm ago): a
 // circuit that slows down or stops shows it at once, not after the decay.
-func (c *circuit) rateNow(now time.Time) float64 {
+// Time before resumed (the end of a silence of every circuit) does not
+// count.
+func (c *circuit) rateNow(now, resumed time.Time) float64 {
 	if len(c.gets) == 0 || c.rk == 0 {
 		return c.rate()
 	}
@@ -83,11 +92,14 @@ func (c *circuit) rateNow(now time.Time) float64 {
 	if due := c.gets[0].sent.Add(c.tm()); due.After(from) {
 		from = due
 	}
+	if resumed.After(from) {
+		from = resumed
+	}
 	late := now.Sub(from).Seconds()
 	if late <= 0 {
 		return c.rate()
 	}
-	return max(c.rk/max(c.rt+late, rateMinSpan), c.rLow)
+	return c.rk / max(c.rt+late, rateMinSpan)
 }
 
 // sample adds n chunks that arrived gap after the previous ones.

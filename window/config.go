@@ -37,6 +37,12 @@ type Config struct {
 	// its floor: 5 blocks of 3 x 64 chunks = 960 chunks, about 478 kB, the
 	// Peersm specification's "~500 kB".
 	MinWindow int
+	// MinPipeline: a circuit keeps at least this long of its rate in
+	// flight, whatever its tm. tm is the least time to first data; on
+	// paths of a few ms, the time an answer takes to turn into the next
+	// GET at the ORDB (scheduling on a busy requester or relay) is often
+	// ten times that, and a pipeline of 1.5 tm runs dry.
+	MinPipeline time.Duration
 	// MaxWindow caps the window in chunks: the window grows to cover the
 	// measured bandwidth-delay product of the circuits (see doc.go), and
 	// never past this.
@@ -77,6 +83,7 @@ func DefaultConfig(name proto.HashName) Config {
 		ChunksPerGet:     64,
 		BlockGets:        3,
 		MinWindow:        5 * 3 * 64,
+		MinPipeline:      50 * time.Millisecond,
 		MaxWindow:        16 << 20 / ChunkSize,
 		StallFactor:      4,
 		StallMin:         200 * time.Millisecond,
@@ -107,6 +114,8 @@ func (c Config) Validate() error {
 		return bad("MinWindow", c.MinWindow)
 	case c.MaxWindow < c.MinWindow:
 		return bad("MaxWindow", c.MaxWindow)
+	case c.MinPipeline < 0:
+		return bad("MinPipeline", c.MinPipeline)
 	case c.StallFactor < 1:
 		return bad("StallFactor", c.StallFactor)
 	case c.StallMin <= 0:

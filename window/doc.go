@@ -31,12 +31,16 @@
 // flight and those held ahead of base never exceed W.
 //
 // W starts at MinWindow and then follows the measurements: the chunks each
-// circuit must keep in flight, plus what all circuits bring while the
-// slowest to drain holds the read position, plus a GET per circuit;
-// never above MaxWindow (16 MiB by default). A fixed 500 kB window would
-// cap a download at 500 kB per round trip: five 2 MB/s circuits with
-// 100 ms round trips need about 1.5 MB in flight, and round trips that
-// differ 10x between circuits need more to absorb the reordering.
+// circuit must keep in flight, plus what all circuits bring while one
+// holds the read position (for as long as the slowest takes to drain its
+// pipeline, or a circuit may bring nothing before it counts as stalled,
+// whichever is longer), plus a GET per circuit; never above MaxWindow
+// (16 MiB by default). A fixed 500 kB window would cap a download at
+// 500 kB per round trip: five 2 MB/s circuits with 100 ms round trips
+// need about 1.5 MB in flight, and round trips that differ 10x between
+// circuits need more to absorb the reordering. On paths of a few ms, the
+// drain time alone is a few tens of ms of data: one circuit's relays
+// pausing that long (a loaded host) idled all the others.
 //
 // # The schedule
 //
@@ -54,10 +58,16 @@
 //     over answers that arrived back to back (the rest of an answer, or a
 //     GET that reached the ORDB before the previous answer was sent), so
 //     a circuit waiting for the window is not taken for a slow one;
-//     decayed with a RateHalfLife time constant.
+//     decayed with a RateHalfLife time constant. Until such samples
+//     exist, the best answer's chunks / (its arrival - its GET) stands
+//     in; not after: a relay's token bucket lets one answer through at
+//     several times the rate it keeps up.
 //  5. Pipelining, the Peersm specification's "send a new GET after the
-//     C - c block": a circuit's target is rate x 1.5 tm + 2 GETs in
-//     flight; whenever it has less, it gets the next GET. New GETs go to
+//     C - c block": a circuit's target is rate x max(1.5 tm,
+//     MinPipeline) + 2 GETs in flight; whenever it has less, it gets the
+//     next GET. (tm is a least time; on paths of a few ms a busy host
+//     turns answers into the next GETs far later than that, so a
+//     circuit keeps at least MinPipeline, 50 ms, of its rate in flight.) New GETs go to
 //     circuits in order of rate, best first ("next request on the circuit
 //     that showed the best rate, then the second..."), so the fastest
 //     circuits get the lowest, most urgent, chunks. At the tail of a
@@ -77,7 +87,13 @@
 //     shows it at once. Every active circuit is checked at each answer.
 //  8. Stall: a circuit with GETs outstanding and no data for StallFactor x
 //     (tm + one GET's transfer time), at least StallMin (FirstDataTimeout
-//     before its first answer), is replaced.
+//     before its first answer), is replaced. A circuit is judged against
+//     the others: when every circuit awaiting answers has been silent for
+//     StallMin/2, the requester's own side is more likely stuck (its
+//     process starved, its store busy) than every path at once, so none
+//     is replaced until 10 x StallMin after the last data; once data
+//     comes again after such a silence, every stall clock (and the
+//     overdue time of step 7) starts from there.
 //  9. DB_END: FINISHED from the ORDB resumes the rest elsewhere;
 //     UNAVAILABLE or DESTROYED also counts against the circuit (replaced
 //     at the second in a row without data). MaxFailures failed GETs in a

@@ -24,3 +24,17 @@ func (w *Window) Circuits() []CircuitInfo {
 	}
 	return out
 }
+
+// Capacity is what the active circuits carry together, in chunks per
+// second: the sum of their measured rates (0 until one is measured). At a
+// download's end, its chunks / its time / Capacity is its efficiency: how
+// much of what its circuits could bring it got.
+func (w *Window) Capacity() float64 {
+	var sum float64
+	for _, c := range w.circs {
+		if c.state == active {
+			sum += c.rate()
+		}
+	}
+	return sum
+}

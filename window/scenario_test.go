@@ -48,6 +48,45 @@ func scenario(name string, size, seed uint64) (simConfig, float64) {
 	case "stall":
 		cfg.Circuits = five()
 		cfg.Circuits[3].StallAt = expected * 3 / 10
+	case "pauses":
+		// Paths as on one machine (8 MB/s each, 4 ms round trips), and the
+		// requester's own side takes nothing in for 250 ms (more than
+		// StallMin) three times: every circuit falls silent at once, which
+		// says nothing of the circuits. Capacity: 40 MB/s, pauses
+		// included (the paths keep sending into them what was asked).
+		cfg.Circuits = five()
+		for i := range cfg.Circuits {
+			cfg.Circuits[i].Rate, cfg.Circuits[i].RTT = 8e6, 4*time.Millisecond
+		}
+		cfg.Replacement = cfg.Circuits[0]
+		const pause = 250 * time.Millisecond
+		at := time.Duration(float64(size) / 40e6 * float64(time.Second))
+		for _, f := range []time.Duration{2, 5, 8} {
+			cfg.Pauses = append(cfg.Pauses, simPause{At: at * f / 10, For: pause})
+		}
+		capacity = 40e6
+	case "hiccups":
+		// Paths as on one loaded machine (8 MB/s each, 4 ms round trips);
+		// each path in turn sends nothing for 150 ms (less than StallMin)
+		// every second, the others meanwhile going on.
+		cfg.Circuits = five()
+		for i := range cfg.Circuits {
+			c := &cfg.Circuits[i]
+			c.Rate, c.RTT = 8e6, 4*time.Millisecond
+			c.HiccupEvery, c.HiccupFor = time.Second+time.Duration(i)*193*time.Millisecond, 150*time.Millisecond
+		}
+		cfg.Replacement = cfg.Circuits[0]
+		capacity = 40e6
+	case "busyhost":
+		// Paths as on one loaded machine (8 MB/s each, 4 ms round trips),
+		// every query up to 40 ms late on its way to the ORDB.
+		cfg.Circuits = five()
+		for i := range cfg.Circuits {
+			c := &cfg.Circuits[i]
+			c.Rate, c.RTT, c.QueryDelay = 8e6, 4*time.Millisecond, 40*time.Millisecond
+		}
+		cfg.Replacement = cfg.Circuits[0]
+		capacity = 40e6
 	// More setups, for BenchmarkWindowSimMore.
 	case "jitter50":
 		cfg.Circuits = five()
@@ -92,5 +131,5 @@ func scenario(name string, size, seed uint64) (simConfig, float64) {
 
 var (
 	scenarioNames = []string{"equal", "oneslow", "onedies", "rtt10x", "stall"}
-	moreScenarios = []string{"jitter50", "uneven", "msg8", "slowpaths", "fast", "third", "twodie", "degrades"}
+	moreScenarios = []string{"pauses", "hiccups", "busyhost", "jitter50", "uneven", "msg8", "slowpaths", "fast", "third", "twodie", "degrades"}
 )

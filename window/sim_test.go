@@ -28,6 +28,14 @@ type simCirc struct {
 	CorruptAt time.Duration // the first answer after this fails verification
 	SlowAt    time.Duration // from then on, the rate is divided by SlowBy
 	SlowBy    float64
+	// Hiccups: in every period of HiccupEvery (from HiccupEvery on), the
+	// path sends nothing for HiccupFor (its relays starved of CPU).
+	HiccupEvery, HiccupFor time.Duration
+	// QueryDelay: each query waits up to this long more (uniformly) on its
+	// way to the ORDB: a busy requester, relays or ORDB turning answers
+	// into the next GETs late, while the least time to first data stays
+	// the round trip.
+	QueryDelay time.Duration
 }
 
 type simConfig struct {
@@ -43,14 +51,20 @@ type simConfig struct {
 	MsgChunks   int
 	Window      Config
 	Seek        []simSeek
-	MaxTime     time.Duration
-	Log         io.Writer // if set, a readable line per action
+	// Pauses: the requester takes in nothing (its process starved, its
+	// store busy): what arrives meanwhile is taken at the pause's end,
+	// in order; its timers still fire.
+	Pauses  []simPause
+	MaxTime time.Duration
+	Log     io.Writer // if set, a readable line per action
 }
 
 type simSeek struct {
 	At    time.Duration
 	Chunk uint64
 }
+
+type simPause struct{ At, For time.Duration }
 
 type simEvKind uint8
 
@@ -107,6 +121,7 @@ type simORDB struct {
 	busy        bool
 	queue       []*simQuery
 	lastArrival time.Duration
+	lastQuery   time.Duration
 	corrupted   bool
 }
 
@@ -280,6 +295,12 @@ func (s *sim) step(e *simEv) {
 		if o.dead {
 			return
 		}
+		for _, p := range s.cfg.Pauses {
+			if end := p.At + p.For; s.now >= p.At && s.now < end {
+				s.push(&simEv{at: end, kind: evArrive, c: o, msg: e.msg})
+				return
+			}
+		}
 		s.arrive(o, e.msg)
 	case evFail:
 		if o.dead {
@@ -333,6 +354,11 @@ func (s *sim) transmit(o *simORDB) {
 			}
 		}
 		o.busy = true
+		if e := o.p.HiccupEvery; e > 0 && s.now >= e {
+			if in := s.now % e; in < o.p.HiccupFor {
+				tx += o.p.HiccupFor - in
+			}
+		}
 		s.push(&simEv{at: s.now + tx, kind: evTxDone, c: o, msg: msg})
 		return
 	}
@@ -390,7 +416,13 @@ func (s *sim) flush() {
 			if o == nil || o.dead {
 				continue
 			}
-			s.push(&simEv{at: s.now + s.owd(o), kind: evQuery, c: o, q: q})
+			at := s.now + s.owd(o)
+			if o.p.QueryDelay > 0 {
+				// Queries stay in order on their stream.
+				at = max(at+time.Duration(s.rng.Float64()*float64(o.p.QueryDelay)), o.lastQuery)
+				o.lastQuery = at
+			}
+			s.push(&simEv{at: at, kind: evQuery, c: o, q: q})
 		case Cancel:
 			if o := s.circs[a.Circuit]; o != nil && !o.dead {
 				s.push(&simEv{at: s.now + s.owd(o), kind: evCancel, c: o, q: proto.DBQuery{RequestID: a.RequestID}})

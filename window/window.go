@@ -44,9 +44,14 @@ type Window struct {
 	liveRetry  time.Time
 	evicted    uint64
 	failStreak int
-	over       bool // Done, Fail or Stop
-	actions    []Action
-	stats      Stats
+	// lastData is when the latest chunks came, on any circuit; resumed,
+	// when chunks came after every circuit had been silent for quiet():
+	// the requester's own side stopped (its process starved, its store
+	// busy), and every circuit's stall clock starts again from there.
+	lastData, resumed time.Time
+	over              bool // Done, Fail or Stop
+	actions           []Action
+	stats             Stats
 }
 
 // Stats are counters for tests, benchmarks and a status page.
@@ -161,7 +166,7 @@ func (w *Window) Tick(now time.Time) {
 	}
 	for i := 0; i < len(w.circs) && !w.over; i++ {
 		c := w.circs[i]
-		if c.state == active && c.outstanding > 0 && !now.Before(w.stallAt(c)) {
+		if c.state == active && c.outstanding > 0 && !now.Before(w.stallDue(c)) {
 			w.replace(c, WhyStalled)
 			i--
 		}
@@ -185,7 +190,7 @@ func (w *Window) Deadline() time.Time {
 	}
 	for _, c := range w.circs {
 		if c.state == active && c.outstanding > 0 {
-			earliest(w.stallAt(c))
+			earliest(w.stallDue(c))
 		}
 	}
 	if w.holding {
@@ -195,23 +200,67 @@ func (w *Window) Deadline() time.Time {
 }
 
 // stallAt is when circuit c, which has GETs outstanding, counts as
-// stalled: StallFactor x (tm + one GET's transfer) after its last data or
-// its oldest GET, whichever is later.
+// stalled: StallFactor x (tm + one GET's transfer) after its last data,
+// its oldest GET or the end of the last silence of every circuit,
+// whichever is latest.
 func (w *Window) stallAt(c *circuit) time.Time {
 	from := c.lastArrival
 	if len(c.gets) > 0 && c.gets[0].sent.After(from) {
 		from = c.gets[0].sent
 	}
+	if w.resumed.After(from) {
+		from = w.resumed
+	}
+	return from.Add(w.stallTimeout(c))
+}
+
+// stallTimeout is how long circuit c may bring nothing while it has GETs
+// outstanding: StallFactor x (tm + one GET's transfer), at least
+// StallMin; FirstDataTimeout before its first answer.
+func (w *Window) stallTimeout(c *circuit) time.Duration {
 	tm := c.tm()
 	if tm == 0 {
-		return from.Add(w.cfg.FirstDataTimeout)
+		return w.cfg.FirstDataTimeout
 	}
 	d := float64(tm)
 	if r := c.rate(); r > 0 {
 		d += float64(w.cfg.ChunksPerGet) / r * float64(time.Second)
 	}
-	return from.Add(max(time.Duration(d*w.cfg.StallFactor), w.cfg.StallMin))
+	return max(time.Duration(d*w.cfg.StallFactor), w.cfg.StallMin)
 }
+
+// stallDue is when circuit c is replaced as stalled: at stallAt, unless
+// the other circuits awaiting answers have all been silent for quiet()
+// by then. A circuit is judged against the others: when none brings
+// anything, the fault is more likely the requester's own (its process
+// starved, its store or uplink stuck) than every path's at once, and
+// replacing them all would only lose their pipelines. That benefit of
+// the doubt lasts 10 x StallMin past the others' last data (a shared
+// first hop may be stuck).
+func (w *Window) stallDue(c *circuit) time.Time {
+	at := w.stallAt(c)
+	var others time.Time
+	waiting := false
+	for _, o := range w.circs {
+		if o != c && o.state == active && o.outstanding > 0 {
+			waiting = true
+			if o.lastArrival.After(others) {
+				others = o.lastArrival
+			}
+		}
+	}
+	if !waiting || at.Sub(others) < w.quiet() {
+		return at
+	}
+	if end := others.Add(10 * w.cfg.StallMin); end.After(at) {
+		return end
+	}
+	return at
+}
+
+// quiet is how long every circuit must be silent for the silence to be
+// taken as the requester's own: half of StallMin.
+func (w *Window) quiet() time.Duration { return w.cfg.StallMin / 2 }
 
 // Stop cancels every outstanding GET and ends the window with Fail
 // (ErrStopped).
@@ -334,6 +383,12 @@ func (w *Window) data(ev Data, now time.Time) {
 		}
 		progress = true
 	}
+	if g != nil || progress {
+		if !w.lastData.IsZero() && now.Sub(w.lastData) >= w.quiet() {
+			w.resumed = now
+		}
+		w.lastData = now
+	}
 	if progress {
 		w.failStreak = 0
 		if w.holding && ev.Chunk+n > w.liveHold {
@@ -391,7 +446,7 @@ func (w *Window) checkSlow(c *circuit, now time.Time) (replaced bool) {
 		if o.state == active {
 			n++
 			if o.sampled >= w.cfg.SlowWarmup {
-				rates = append(rates, o.rateNow(now))
+				rates = append(rates, o.rateNow(now, w.resumed))
 			}
 		}
 	}
@@ -399,7 +454,7 @@ func (w *Window) checkSlow(c *circuit, now time.Time) (replaced bool) {
 		return false // one replacement at a time: no churn among many slowish circuits
 	}
 	slices.Sort(rates)
-	if c.rateNow(now) < w.cfg.SlowRatio*rates[(len(rates)-1)/2] { // the lower median
+	if c.rateNow(now, w.resumed) < w.cfg.SlowRatio*rates[(len(rates)-1)/2] { // the lower median
 		w.replace(c, WhySlow)
 		return true
 	}
@@ -676,23 +731,28 @@ func (w *Window) tooLate(c *circuit, total float64) bool {
 
 // target is how many chunks circuit c should have outstanding so that it
 // never idles: what arrives during one tm at its rate, half again for the
-// noise, plus two GETs. This is the Peersm specification's "send a new GET
-// after the C - c block", with c = rate x tm. Before c's first answer, its
-// first block.
+// noise (at least MinPipeline of its rate), plus two GETs. This is the
+// Peersm specification's "send a new GET after the C - c block", with
+// c = rate x tm. Before c's first answer, its first block.
 func (w *Window) target(c *circuit) int {
 	g := w.cfg.ChunksPerGet
 	tm, r := c.tm(), c.rate()
 	if tm == 0 || r == 0 {
 		return w.cfg.BlockGets * g
 	}
-	return min(int(r*1.5*tm.Seconds())+2*g, w.cfg.MaxWindow/w.cfg.Circuits)
+	ahead := max(1.5*tm.Seconds(), w.cfg.MinPipeline.Seconds())
+	return min(int(r*ahead)+2*g, w.cfg.MaxWindow/w.cfg.Circuits)
 }
 
 // window sizes the window: every circuit's target in flight, plus what
-// arrives from all circuits while the slowest to drain holds the read
-// position, plus a GET per circuit; clamped to [MinWindow, MaxWindow].
+// arrives from all circuits while one holds the read position, plus a GET
+// per circuit; clamped to [MinWindow, MaxWindow]. One holds it while it
+// drains its target, or while it brings nothing for up to its stall
+// timeout before it is replaced: the others must not run dry meanwhile
+// (on paths of a few ms, a window of only the drain time is a few tens of
+// ms of data, and a circuit's relays paused that long idled them all).
 func (w *Window) window() int {
-	var inflight, total, drain float64
+	var inflight, total, hold float64
 	n := 0
 	for _, c := range w.circs {
 		if c.state != active {
@@ -703,10 +763,13 @@ func (w *Window) window() int {
 		inflight += t
 		if r := c.rate(); r > 0 {
 			total += r
-			drain = max(drain, t/r)
+			hold = max(hold, t/r)
+			if c.tm() > 0 {
+				hold = max(hold, w.stallTimeout(c).Seconds())
+			}
 		}
 	}
-	win := inflight + total*drain + float64(n*w.cfg.ChunksPerGet)
+	win := inflight + total*hold + float64(n*w.cfg.ChunksPerGet)
 	return int(min(max(win, float64(w.cfg.MinWindow)), float64(w.cfg.MaxWindow)))
 }
 

@@ -52,7 +52,8 @@ type Config struct {
 	ReadBufferSize  int
 	WriteBufferSize int
 	// WriteLimit, if set, paces the writes of every link that shares it
-	// (nil: unlimited).
+	// (nil: unlimited), 16 KiB at a time (pacePiece), so that the links
+	// take turns.
 	WriteLimit *WriteLimit
 }
 

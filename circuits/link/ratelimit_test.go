@@ -115,3 +115,59 @@ func TestWriteLimitPacesAllLinks(t *testing.T) {
 		})
 	}
 }
+
+// A cell sent on one link of a limited node waits for at most a piece of
+// what another link queued before it, not for that link's whole queue: a
+// relay's SENDMEs and queries, going one way, pass through the same bucket
+// as the bulk going the other way. At 1 MB/s, 256 KB queued on one link
+// would hold a cell on the other for ~200 ms if the writer took it from
+// the bucket at once; pieces of pacePiece (16 KiB) hold it ~16-32 ms.
+func TestWriteLimitCellOvertakesQueue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := testConfig()
+		cfg.WriteLimit = NewWriteLimit(1<<20, 64<<10)
+		src := newPipeNode(t, cfg)
+		bulk, ctl := newPipeNode(t, testConfig()), newPipeNode(t, testConfig())
+		var mu sync.Mutex
+		var ctlAt time.Time
+		bulk.m.SetHandlers(Handlers{Cell: func(l Conn, c *proto.Cell) { proto.PutCell(c) }})
+		ctl.m.SetHandlers(Handlers{Cell: func(l Conn, c *proto.Cell) {
+			mu.Lock()
+			ctlAt = time.Now()
+			mu.Unlock()
+			proto.PutCell(c)
+		}})
+		bl, _ := pipeLink(t, src, bulk)
+		cl, _ := pipeLink(t, src, ctl)
+		// Spend the burst, then queue a full send queue at once.
+		n := (64<<10)/proto.CellSize + cfg.SendQueueBytes/proto.CellSize
+		go func() {
+			for range n {
+				if err := bl.SendCell(makeCell(1, proto.CmdRelay, 0)); err != nil {
+					return
+				}
+			}
+		}()
+		synctest.Wait()
+		start := time.Now()
+		if err := cl.SendCell(makeCell(2, proto.CmdRelay, 1)); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := start.Add(5 * time.Second); time.Now().Before(deadline); {
+			synctest.Wait()
+			mu.Lock()
+			at := ctlAt
+			mu.Unlock()
+			if !at.IsZero() {
+				wait := at.Sub(start)
+				t.Logf("the cell waited %v behind %d queued bytes", wait, cfg.SendQueueBytes)
+				if want := 50 * time.Millisecond; wait > want {
+					t.Fatalf("the cell waited %v, want at most %v (a few 16 KiB pieces at 1 MB/s)", wait, want)
+				}
+				return
+			}
+			time.Sleep(time.Millisecond) // fake time
+		}
+		t.Fatal("the cell never arrived")
+	})
+}

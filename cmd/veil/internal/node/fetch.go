@@ -342,6 +342,7 @@ func (n *Node) fetchOnce(ctx context.Context, name proto.HashName, rng *mrand.Ra
 		}
 		return d, fmt.Errorf("fetching through %d circuits: %w", len(ids), err)
 	}
+	n.metrics.finishedTransfer(g.Efficiency())
 	total := content.ChunkCount(d.Size)
 	report(total, total, d.Size, nil, -1)
 	return d, nil

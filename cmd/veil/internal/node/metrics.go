@@ -51,6 +51,10 @@ type nodeMetrics struct {
 
 	// The window's counters, added up as each fetch attempt ends.
 	winAsked, winReceived, winDups atomic.Uint64
+	// The last finished transfer's efficiency (math.Float64bits; NaN
+	// before the first), and how many transfers finished with one.
+	winEff      atomic.Uint64
+	winFinished atomic.Uint64
 	// Facilitator fetches, by outcome (countFacilitatorFetch).
 	facOK, facFailed atomic.Uint64
 }
@@ -59,6 +63,7 @@ type nodeMetrics struct {
 // switch's circuit events. Call it once the switch exists.
 func (n *Node) startMetrics() {
 	m := &nodeMetrics{n: n, set: metrics.NewSet(), launched: map[uint64]time.Time{}}
+	m.winEff.Store(math.Float64bits(math.NaN()))
 	m.buildSeconds = m.set.NewPrometheusHistogramExt("veil_circuit_build_seconds", buildBuckets)
 	m.built = m.set.NewCounter("veil_circuits_built_total")
 	m.failed = m.set.NewCounter("veil_circuits_failed_total")
@@ -104,6 +109,16 @@ func (m *nodeMetrics) countWindow(st window.Stats) {
 	m.winAsked.Add(st.Asked)
 	m.winReceived.Add(st.Received)
 	m.winDups.Add(st.Dups)
+}
+
+// finishedTransfer records the efficiency of a transfer that finished
+// (ordb.Get.Efficiency of the attempt that finished it): what it got over
+// what its circuits could carry. 0 (nothing measured) is not recorded.
+func (m *nodeMetrics) finishedTransfer(eff float64) {
+	if eff > 0 {
+		m.winEff.Store(math.Float64bits(eff))
+		m.winFinished.Add(1)
+	}
 }
 
 // countFacilitatorFetch counts one fetch the node's facilitator made
@@ -168,11 +183,8 @@ func (m *nodeMetrics) write(w io.Writer) {
 	counter("veil_window_chunks_asked_total", asked)
 	counter("veil_window_chunks_received_total", recv)
 	counter("veil_window_chunks_duplicate_total", m.winDups.Load())
-	eff := math.NaN() // nothing asked yet
-	if asked > 0 {
-		eff = float64(recv) / float64(asked)
-	}
-	gauge("veil_window_efficiency", eff)
+	gauge("veil_window_efficiency", math.Float64frombits(m.winEff.Load()))
+	counter("veil_window_transfers_finished_total", m.winFinished.Load())
 
 	counterVec(w, "veil_facilitator_fetches_total", "result", []string{"ok", "failed"}, []uint64{m.facOK.Load(), m.facFailed.Load()})
 

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -124,7 +125,7 @@ func TestMetrics(t *testing.T) {
 		"veil_circuit_build_seconds", "veil_cells_relayed_total", "veil_dht_lookups_total",
 		"veil_dht_lookup_rounds_total", "veil_dht_lookup_failures_total", "veil_dht_lookup_rpcs_total", "veil_dht_table_size",
 		"veil_chunk_verify_failures_total", "veil_window_chunks_asked_total", "veil_window_chunks_received_total",
-		"veil_window_chunks_duplicate_total", "veil_window_efficiency", "veil_facilitator_fetches_total",
+		"veil_window_chunks_duplicate_total", "veil_window_efficiency", "veil_window_transfers_finished_total", "veil_facilitator_fetches_total",
 		"veil_transfers", "veil_ordb_queries_total", "veil_ordb_lookups_total",
 	} {
 		if before[0][name] == nil {
@@ -180,8 +181,19 @@ func TestMetrics(t *testing.T) {
 	grew("veil_link_bytes_received_total", float64(len(data)))
 	grew("veil_circuits_built_total", 1)
 	grew("veil_circuit_build_seconds_count", 1)
-	if eff, _ := g1.value("veil_window_efficiency"); !(eff > 0 && eff <= 1) {
+	// The efficiency gauge is the finished transfer's (got over what its
+	// circuits could carry), none before the first.
+	if eff, _ := g0.value("veil_window_efficiency"); !math.IsNaN(eff) {
+		t.Errorf("window efficiency %v before any transfer, want NaN", eff)
+	}
+	if eff, _ := g1.value("veil_window_efficiency"); !(eff > 0 && eff <= 1.5) {
 		t.Errorf("window efficiency %v after a get", eff)
+	}
+	if a, _ := g0.value("veil_window_transfers_finished_total"); a != 0 {
+		t.Errorf("%v transfers finished before any", a)
+	}
+	if b, _ := g1.value("veil_window_transfers_finished_total"); b != 1 {
+		t.Errorf("%v transfers finished after one get, want 1", b)
 	}
 	if v, _ := g1.value("veil_chunk_verify_failures_total"); v != 0 {
 		t.Errorf("%v verification failures in a clean get", v)
