@@ -309,6 +309,23 @@ func (s *Store) Head(name proto.HashName) (content.Head, error) {
 	return inf.head, nil
 }
 
+// LiveFloor returns the oldest chunk of a live stream the store still
+// keeps: its newest head's length less the kept windows (0 while the
+// stream is shorter). A Reader asked for a chunk below it fails with
+// ErrEvicted.
+func (s *Store) LiveFloor(name proto.HashName) (uint64, error) {
+	inf, err := s.lookup(name)
+	if err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if keep := s.cfg.keepChunks(); inf.live && inf.head.Length > keep {
+		return inf.head.Length - keep, nil
+	}
+	return 0, nil
+}
+
 // Have returns the have-bitmap of a content: bit i%64 of word i/64 is set
 // when chunk i is stored. GroupChunks is 64, so a word is a record's bitmap.
 func (s *Store) Have(name proto.HashName) ([]uint64, error) {

@@ -51,6 +51,7 @@ type nodeMetrics struct {
 
 	// The window's counters, added up as each fetch attempt ends.
 	winAsked, winReceived, winDups atomic.Uint64
+	liveSkipped                    atomic.Uint64 // live chunks jumped over: the fetch fell behind what the publisher keeps
 	// Facilitator fetches, by outcome (countFacilitatorFetch).
 	facOK, facFailed atomic.Uint64
 }
@@ -168,6 +169,7 @@ func (m *nodeMetrics) write(w io.Writer) {
 	counter("veil_window_chunks_asked_total", asked)
 	counter("veil_window_chunks_received_total", recv)
 	counter("veil_window_chunks_duplicate_total", m.winDups.Load())
+	counter("veil_live_chunks_skipped_total", m.liveSkipped.Load())
 	eff := math.NaN() // nothing asked yet
 	if asked > 0 {
 		eff = float64(recv) / float64(asked)
