@@ -49,8 +49,9 @@ type Store struct {
 
 	closeOnce sync.Once
 
-	commits atomic.Int64 // transactions the writer committed (tests, stats)
-	rejects atomic.Int64 // ranges Ingest refused for failing verification (stats.go)
+	commits  atomic.Int64 // transactions the writer committed (tests, stats)
+	rejects  atomic.Int64 // ranges Ingest refused for failing verification (stats.go)
+	restarts atomic.Int64 // live heads taken as a new start (stats.go)
 
 	// mu guards infos, changed, werr and the mutable fields of every info.
 	mu      sync.Mutex

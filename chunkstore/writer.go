@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/bits"
 	"slices"
@@ -87,7 +88,11 @@ func (s *Store) Ingest(ctx context.Context, name proto.HashName, r content.Range
 //     starts at our length (its left siblings are then our tree's peaks,
 //     which must fold to our root) or by an RFC 6962 consistency proof
 //     from our length; and it may not be older than ours
-//     (ErrNoConsistency, ErrForked, ErrStaleHead);
+//     (ErrNoConsistency, ErrForked, ErrStaleHead); except that a head
+//     longer than ours by the kept windows (4 x WindowBytes) or more
+//     needs no consistency proof (none can come: the nodes are evicted
+//     everywhere): the store starts again from it, like a new reader,
+//     and evicts every chunk it held (Stats.LiveRestarts);
 //   - shorter (an ORDB behind, or one replaying old heads): its chunks are
 //     kept only if the store's own nodes prove it a prefix of ours; it
 //     never replaces ours (ErrStaleHead, ErrForked);
@@ -125,7 +130,16 @@ func (s *Store) checkHead(inf *info, name proto.HashName, r content.Range) (newe
 				return false, fmt.Errorf("%w: head of %d chunks at %d, ours of %d at %d", ErrStaleHead, h.Length, h.Timestamp, cur.Length, cur.Timestamp)
 			}
 			if err := extends(cur, r); err != nil {
-				return false, err
+				// A head longer than ours by the kept windows or more, no
+				// holder can prove consistent with ours (the nodes it
+				// needs are evicted everywhere): every chunk we hold is
+				// older than what it keeps, so we start again from it,
+				// as a new reader would (the commit evicts our chunks).
+				// A nearer head still needs the proof.
+				if !errors.Is(err, ErrNoConsistency) || h.Length-cur.Length < s.cfg.keepChunks() {
+					return false, err
+				}
+				s.restarts.Add(1)
 			}
 		}
 		inf.head = h

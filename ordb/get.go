@@ -426,7 +426,13 @@ func (g *Get) takeDescriptor(d proto.DBConnected, c window.CircuitID, req uint64
 			g.resumed = countHeld(have, g.total)
 		}
 	}
-	g.w.Handle(window.Descriptor{Circuit: c, RequestID: req, Size: d.Size, Have: have, Live: g.live, Start: g.liveStart}, now)
+	start := g.liveStart
+	if g.live && hasLive && liveStart > start {
+		// The descriptor asked again by a live fetch that fell behind:
+		// where the stream stands now.
+		start = liveStart
+	}
+	g.w.Handle(window.Descriptor{Circuit: c, RequestID: req, Size: d.Size, Have: have, Live: g.live, Start: start}, now)
 	if g.live {
 		g.progress(true) // where the reading starts, for the consumer
 	}

@@ -20,6 +20,9 @@ import (
 type growingCircuits struct {
 	pub     *chunkstore.Store
 	between func(k int)
+	// liveStart, if set, sends DB_LIVE_START two windows behind the
+	// newest chunk before each descriptor, as an ORDB does.
+	liveStart bool
 
 	mu       sync.Mutex
 	queries  int
@@ -51,6 +54,13 @@ func (g *growingCircuits) OpenStream(ctx context.Context, id window.CircuitID) (
 				g.queries++
 				g.mu.Unlock()
 				g.between(k)
+			}
+			if q.WantsDescriptor() && g.liveStart {
+				if h, err := g.pub.Head(q.HashName); err == nil {
+					if m.send(proto.DBLiveStart{Chunk: h.Length - min(h.Length, 2*960)}) != nil {
+						return
+					}
+				}
 			}
 			if err := srv.answer(m, &bufs, q); err != nil {
 				return
@@ -158,4 +168,139 @@ func TestGetLiveStaleAnswerKeepsStream(t *testing.T) {
 	if len(gc.replaced) != 0 {
 		t.Fatalf("circuits replaced %v: a stale answer stopped its stream's reader", gc.replaced)
 	}
+}
+
+// A live fetch that falls behind what the publisher keeps (its ORDB went
+// quiet while the stream grew by more than the kept windows): the chunks
+// at its read position are answered UNAVAILABLE, and so, once it jumped
+// to the newest head it knew, are those; it asks the descriptor again and
+// goes on from where the stream stands (DB_LIVE_START), saying how many
+// chunks it skipped, instead of asking for evicted chunks for ever. What
+// it delivers is the stream's bytes.
+func TestGetLiveFallsBehind(t *testing.T) {
+	pub := openStore(t, "pub.db")
+	_, priv, _ := ed25519.GenerateKey(nil)
+	lp, err := pub.NewLivePublisher(priv, "video/mp2t", 1_700_000_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var smu sync.Mutex // guards stream
+	var stream []byte
+	appendChunks := func(n int) {
+		smu.Lock()
+		defer smu.Unlock()
+		for range n / 500 {
+			data := make([]byte, 500*proto.ChunkSize)
+			for i := range data {
+				data[i] = byte(len(stream)/proto.ChunkSize*7 + i*13)
+			}
+			if _, err := lp.Append(context.Background(), uint32(1_700_000_000+len(stream)/proto.ChunkSize/500), data); err != nil {
+				t.Error(err)
+				return
+			}
+			stream = append(stream, data...)
+		}
+		if err := pub.Flush(context.Background()); err != nil {
+			t.Error(err)
+		}
+	}
+	appendChunks(3000)
+	var mu sync.Mutex
+	got := map[uint64][]byte{}
+	var last GetProgress
+	paused, resume := false, make(chan struct{})
+	var resumeOnce sync.Once
+	unpause := func() { resumeOnce.Do(func() { close(resume) }) }
+	gc := &growingCircuits{pub: pub, liveStart: true, between: func(int) {
+		mu.Lock()
+		p := paused
+		mu.Unlock()
+		if p {
+			<-resume
+		}
+	}}
+	defer gc.wg.Wait()
+	defer unpause()
+	st := openStore(t, "cache.db")
+	wcfg := window.DefaultConfig(lp.Name())
+	wcfg.LiveSkipAfter = 200 * time.Millisecond // the default 5 s, shortened for the test
+	wcfg.LiveRetry = 50 * time.Millisecond
+	g, err := NewGet(GetConfig{Name: lp.Name(), Store: st, Circuits: gc, Initial: []window.CircuitID{1, 2, 3, 4, 5}, Window: wcfg,
+		Deliver: func(chunk uint64, data []byte) error {
+			mu.Lock()
+			defer mu.Unlock()
+			for k := 0; k*proto.ChunkSize < len(data); k++ {
+				got[chunk+uint64(k)] = bytes.Clone(data[k*proto.ChunkSize : (k+1)*proto.ChunkSize])
+			}
+			return nil
+		},
+		Progress: func(p GetProgress) {
+			mu.Lock()
+			last = p
+			mu.Unlock()
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(getCtx(t), 30*time.Second)
+	defer cancel()
+	ended := make(chan error, 1)
+	go func() { _, err := g.Run(ctx); ended <- err }()
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); !ok(); {
+			if time.Now().After(deadline) {
+				mu.Lock()
+				t.Fatalf("waiting for %s: %d chunks delivered, progress %+v", what, len(got), last)
+			}
+			select {
+			case err := <-ended:
+				t.Fatalf("Get ended: %v", err)
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
+	// Started two windows behind the head (1,080), it reads a few chunks.
+	waitFor("the first chunks", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) > 0
+	})
+	mu.Lock()
+	paused = true
+	mu.Unlock()
+	// The stream grows by 8,000 chunks: the publisher keeps its newest
+	// 4,016, from 6,984 on.
+	appendChunks(8000)
+	mu.Lock()
+	paused = false
+	mu.Unlock()
+	unpause()
+	waitFor("chunks past what was evicted", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for i := range got {
+			if i >= 9000 {
+				return true
+			}
+		}
+		return false
+	})
+	cancel()
+	if err := <-ended; !errors.Is(err, context.Canceled) {
+		t.Fatalf("live Get ended with %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	smu.Lock()
+	defer smu.Unlock()
+	for i, c := range got {
+		if !bytes.Equal(c, stream[i*proto.ChunkSize:(i+1)*proto.ChunkSize]) {
+			t.Fatalf("chunk %d differs from the stream's", i)
+		}
+	}
+	if last.Skipped == 0 {
+		t.Fatalf("progress %+v: no chunk counted as skipped", last)
+	}
+	t.Logf("skipped %d chunks, delivered %d", last.Skipped, len(got))
 }

@@ -254,6 +254,11 @@ func (w *Window) descriptor(ev Descriptor, now time.Time) {
 		w.finish(g)
 	}
 	if w.known {
+		if w.live && ev.Live && ev.Start > w.base {
+			// A descriptor asked again (rejoin): the stream stands
+			// past the read position.
+			w.skipLive(min(ev.Start, MaxChunks-1), now)
+		}
 		return
 	}
 	w.known = true
@@ -440,8 +445,15 @@ func (w *Window) endGet(ev End, now time.Time) {
 				return
 			}
 			if now.Sub(w.unavailSince) >= w.cfg.LiveSkipAfter {
-				w.skipLive(max(w.base+1, w.liveHead-min(w.liveHead, uint64(w.cfg.MinWindow))), now)
-				return
+				if to := w.liveHead - min(w.liveHead, uint64(w.cfg.MinWindow)); to > w.base {
+					w.skipLive(to, now)
+					return
+				}
+				// The newest head known is stale too (nothing came for
+				// long): ask the descriptor again, whose DB_LIVE_START
+				// says where the stream stands now (descriptor).
+				w.unavailSince = now
+				w.rejoin(now)
 			}
 			w.holding, w.liveHold, w.liveRetry = true, g.lo, now.Add(w.cfg.LiveRetry)
 			return
@@ -810,6 +822,25 @@ func (w *Window) askDescriptor(now time.Time) {
 	}
 	if len(best) > 0 {
 		w.send(best[w.rng.IntN(len(best))], 0, 0, true, now)
+	}
+}
+
+// rejoin asks a live stream's descriptor again, on the active circuit
+// with the fewest failures, unless such a GET is out already.
+func (w *Window) rejoin(now time.Time) {
+	var best *circuit
+	for _, c := range w.circs {
+		for _, g := range c.gets {
+			if g.desc {
+				return
+			}
+		}
+		if c.state == active && (best == nil || c.failures < best.failures) {
+			best = c
+		}
+	}
+	if best != nil {
+		w.send(best, 0, 0, true, now)
 	}
 }
 
