@@ -88,7 +88,10 @@ func TestGatewayLiveNetwork(t *testing.T) {
 		t.Fatalf("reading the live stream from %d: %v", off, err)
 	}
 	if !bytes.Equal(got, data[off:off+int64(len(got))]) {
-		t.Fatalf("the live bytes from %d differ from the stream's", off)
+		// A reader that falls behind what is kept jumps ahead: under a
+		// load that slows the network more than the producer.
+		t.Fatalf("the live bytes from %d differ from the stream's (fetch skipped %d chunks, store restarts %d)",
+			off, getter.metrics.liveSkipped.Load(), getter.cache.Stats().LiveRestarts)
 	}
 	t.Logf("read %d bytes of the live stream from offset %d (chunk %d)", len(got), off, off/proto.ChunkSize)
 	resp.Body.Close()
