@@ -82,7 +82,10 @@ func TestGatewayLiveNetwork(t *testing.T) {
 	if off%proto.ChunkSize != 0 || off >= size || off == 0 {
 		t.Fatalf("live offset %d", off)
 	}
-	const want = 256 << 10
+	// 128 kB: several GETs, read before the stream, growing in real time,
+	// leaves the reader more than the kept windows behind even on a
+	// loaded machine (the reader would then rightly jump ahead).
+	const want = 128 << 10
 	got := make([]byte, min(want, size-int(off)))
 	if _, err := io.ReadFull(resp.Body, got); err != nil {
 		t.Fatalf("reading the live stream from %d: %v", off, err)
