@@ -59,6 +59,11 @@ func TestLiveRestartPastKept(t *testing.T) {
 	if c, _, err := s.Chunk(name, 255); err != nil || c[0] != honest.chunks[255][0] {
 		t.Fatalf("chunk 255: %v", err)
 	}
+	// What it holds verifies against the new head from its own nodes
+	// (the old history's are gone).
+	if n, err := s.Check(name); err != nil || n != 10 {
+		t.Fatalf("check after the new start: %d chunks, %v", n, err)
+	}
 	if floor, _ := s.LiveFloor(name); floor != far.Length-keep {
 		t.Fatalf("LiveFloor %d, want %d", floor, far.Length-keep)
 	}
