@@ -7,9 +7,13 @@ type Stats struct {
 	VerifyFailures int64
 	// Commits counts the transactions the writer committed.
 	Commits int64
+	// LiveRestarts counts live heads taken without a consistency proof
+	// because they were longer than the store's by the kept windows or
+	// more (the store fell behind everything it kept; see Ingest).
+	LiveRestarts int64
 }
 
 // Stats returns the counters; safe from any goroutine.
 func (s *Store) Stats() Stats {
-	return Stats{VerifyFailures: s.rejects.Load(), Commits: s.commits.Load()}
+	return Stats{VerifyFailures: s.rejects.Load(), Commits: s.commits.Load(), LiveRestarts: s.restarts.Load()}
 }

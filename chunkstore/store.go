@@ -49,8 +49,9 @@ type Store struct {
 
 	closeOnce sync.Once
 
-	commits atomic.Int64 // transactions the writer committed (tests, stats)
-	rejects atomic.Int64 // ranges Ingest refused for failing verification (stats.go)
+	commits  atomic.Int64 // transactions the writer committed (tests, stats)
+	rejects  atomic.Int64 // ranges Ingest refused for failing verification (stats.go)
+	restarts atomic.Int64 // live heads taken as a new start (stats.go)
 
 	// mu guards infos, changed, werr and the mutable fields of every info.
 	mu      sync.Mutex
@@ -323,6 +324,23 @@ func (s *Store) Head(name proto.HashName) (content.Head, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return inf.head, nil
+}
+
+// LiveFloor returns the oldest chunk of a live stream the store still
+// keeps: its newest head's length less the kept windows (0 while the
+// stream is shorter). A Reader asked for a chunk below it fails with
+// ErrEvicted.
+func (s *Store) LiveFloor(name proto.HashName) (uint64, error) {
+	inf, err := s.lookup(name)
+	if err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if keep := s.cfg.keepChunks(); inf.live && inf.head.Length > keep {
+		return inf.head.Length - keep, nil
+	}
+	return 0, nil
 }
 
 // Have returns the have-bitmap of a content: bit i%64 of word i/64 is set

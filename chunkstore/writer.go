@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/bits"
 	"slices"
@@ -23,6 +24,9 @@ type op struct {
 	size  int     // chunk bytes
 	nodes []content.Node
 	head  *content.Head // live: a head newer than any committed
+	// restart: head was taken as a new start (checkHead): the nodes held
+	// before it are dropped.
+	restart bool
 
 	flushed chan error // flush barrier
 }
@@ -67,12 +71,12 @@ func (s *Store) Ingest(ctx context.Context, name proto.HashName, r content.Range
 		o.size += len(c)
 	}
 	if inf.live {
-		newer, err := s.checkHead(inf, name, r)
+		newer, restart, err := s.checkHead(inf, name, r)
 		if err != nil {
 			return fmt.Errorf("chunkstore: ingest [%d,+%d) of %v: %w", r.Start, len(r.Chunks), name, err)
 		}
 		if newer {
-			o.head = &r.Proof.Head // persisted with the chunks
+			o.head, o.restart = &r.Proof.Head, restart // persisted with the chunks
 		}
 	}
 	if inf.live {
@@ -133,13 +137,17 @@ func (s *Store) unqueueLocked(o *op) {
 //     starts at our length (its left siblings are then our tree's peaks,
 //     which must fold to our root) or by an RFC 6962 consistency proof
 //     from our length; and it may not be older than ours
-//     (ErrNoConsistency, ErrForked, ErrStaleHead);
+//     (ErrNoConsistency, ErrForked, ErrStaleHead); except that a head
+//     longer than ours by the kept windows (4 x WindowBytes) or more
+//     needs no consistency proof (none can come: the nodes are evicted
+//     everywhere): the store starts again from it, like a new reader,
+//     and drops every chunk and node it held (Stats.LiveRestarts);
 //   - shorter (an ORDB behind, or one replaying old heads): its chunks are
 //     kept only if the store's own nodes prove it a prefix of ours; it
 //     never replaces ours (ErrStaleHead, ErrForked);
 //   - with Config.MaxHeadAge, any head signed longer ago is refused
 //     (ErrStaleHead).
-func (s *Store) checkHead(inf *info, name proto.HashName, r content.Range) (newer bool, err error) {
+func (s *Store) checkHead(inf *info, name proto.HashName, r content.Range) (newer, restart bool, err error) {
 	h := r.Proof.Head
 	if s.cfg.MaxHeadAge > 0 {
 		now := time.Now
@@ -147,7 +155,7 @@ func (s *Store) checkHead(inf *info, name proto.HashName, r content.Range) (newe
 			now = s.cfg.Now
 		}
 		if age := now().Sub(time.Unix(int64(h.Timestamp), 0)); age > s.cfg.MaxHeadAge {
-			return false, fmt.Errorf("%w: head of %d chunks signed %v ago (limit %v)", ErrStaleHead, h.Length, age.Round(time.Second), s.cfg.MaxHeadAge)
+			return false, false, fmt.Errorf("%w: head of %d chunks signed %v ago (limit %v)", ErrStaleHead, h.Length, age.Round(time.Second), s.cfg.MaxHeadAge)
 		}
 	}
 	s.mu.Lock()
@@ -155,31 +163,41 @@ func (s *Store) checkHead(inf *info, name proto.HashName, r content.Range) (newe
 	switch {
 	case gone:
 		s.mu.Unlock()
-		return false, fmt.Errorf("%w: %v", ErrNotFound, name)
+		return false, false, fmt.Errorf("%w: %v", ErrNotFound, name)
 	case h.Length == cur.Length:
 		s.mu.Unlock()
 		if h.Root != cur.Root && h.Length != 0 {
-			return false, fmt.Errorf("%w: two roots for length %d", ErrForked, h.Length)
+			return false, false, fmt.Errorf("%w: two roots for length %d", ErrForked, h.Length)
 		}
-		return false, nil
+		return false, false, nil
 	case h.Length > cur.Length:
 		// Decided and taken under the lock: two longer heads racing are
 		// each checked against the head the other left.
 		defer s.mu.Unlock()
 		if cur.Length > 0 {
 			if h.Timestamp < cur.Timestamp {
-				return false, fmt.Errorf("%w: head of %d chunks at %d, ours of %d at %d", ErrStaleHead, h.Length, h.Timestamp, cur.Length, cur.Timestamp)
+				return false, false, fmt.Errorf("%w: head of %d chunks at %d, ours of %d at %d", ErrStaleHead, h.Length, h.Timestamp, cur.Length, cur.Timestamp)
 			}
 			if err := extends(cur, r); err != nil {
-				return false, err
+				// A head longer than ours by the kept windows or more, no
+				// holder can prove consistent with ours (the nodes it
+				// needs are evicted everywhere): every chunk we hold is
+				// older than what it keeps, so we start again from it,
+				// as a new reader would (the commit evicts our chunks).
+				// A nearer head still needs the proof.
+				if !errors.Is(err, ErrNoConsistency) || h.Length-cur.Length < s.cfg.keepChunks() {
+					return false, false, err
+				}
+				s.restarts.Add(1)
+				restart = true
 			}
 		}
 		inf.head = h
-		return true, nil
+		return true, restart, nil
 	}
 	s.mu.Unlock()
 	if h.Timestamp > cur.Timestamp {
-		return false, fmt.Errorf("%w: head of %d chunks signed after ours of %d (a rollback)", ErrForked, h.Length, cur.Length)
+		return false, false, fmt.Errorf("%w: head of %d chunks signed after ours of %d (a rollback)", ErrForked, h.Length, cur.Length)
 	}
 	// A shorter head. Every head this store took extends the previous
 	// one, so the nodes it holds are of one history: if they prove h a
@@ -194,12 +212,12 @@ func (s *Store) checkHead(inf *info, name proto.HashName, r content.Range) (newe
 		return err
 	})
 	if err != nil {
-		return false, fmt.Errorf("%w: head of %d chunks, ours %d: %w", ErrStaleHead, h.Length, cur.Length, err)
+		return false, false, fmt.Errorf("%w: head of %d chunks, ours %d: %w", ErrStaleHead, h.Length, cur.Length, err)
 	}
 	if err := content.VerifyConsistency(h.Length, cur.Length, h.Root, cur.Root, proof); err != nil {
-		return false, fmt.Errorf("%w: %w", ErrForked, err)
+		return false, false, fmt.Errorf("%w: %w", ErrForked, err)
 	}
-	return false, nil
+	return false, false, nil
 }
 
 // extends checks that the (verified) range r's head extends cur.
@@ -358,6 +376,20 @@ func (s *Store) commit(batch []*op) error {
 				continue
 			}
 			rb, nb := cb.Bucket(bucketRecords), cb.Bucket(bucketNodes)
+			if o.restart {
+				// A new start: no node of the history before it stays
+				// (its chunks go with the eviction below).
+				var dead [][]byte
+				c := nb.Cursor()
+				for k, _ := c.First(); k != nil; k, _ = c.Next() {
+					dead = append(dead, append([]byte(nil), k...))
+				}
+				for _, k := range dead {
+					if err := nb.Delete(k); err != nil {
+						return err
+					}
+				}
+			}
 			for _, or := range o.recs {
 				key := recKey{o.inf, or.r}
 				rec := recs[key]

@@ -74,6 +74,9 @@ type GetProgress struct {
 	// the reading started (the ORDB's DB_LIVE_START).
 	Live      bool
 	LiveStart uint64
+	// Skipped counts a live stream's chunks jumped over: the reading fell
+	// behind what the publisher keeps and went on from what is available.
+	Skipped uint64
 }
 
 // CircuitRate is one circuit's share of a Get.
@@ -105,6 +108,8 @@ type Get struct {
 	known     bool
 	live      bool   // a live stream: no end, total unused
 	liveStart uint64 // live: where reading started
+	head      uint64 // live: the head length last told the window
+	skipped   uint64 // live: chunks skipped (window.Skipped)
 	total     uint64
 	resumed   uint64
 	buf       map[uint64][]byte // chunks of this run not yet delivered (Deliver only)
@@ -372,6 +377,9 @@ func (g *Get) executeOnce(ctx context.Context, acts []window.Action) error {
 					delete(g.buf, i)
 				}
 			}
+		case window.Skipped:
+			g.skipped += a.To - a.From
+			g.progress(true) // says so at once
 		case window.Done:
 		case window.Fail:
 			return a.Err
@@ -463,7 +471,13 @@ func (g *Get) takeDescriptor(d proto.DBConnected, c window.CircuitID, req uint64
 			g.resumed = countHeld(have, g.total)
 		}
 	}
-	g.w.Handle(window.Descriptor{Circuit: c, RequestID: req, Size: d.Size, Have: have, Live: g.live, Start: g.liveStart}, now)
+	start := g.liveStart
+	if g.live && hasLive && liveStart > start {
+		// The descriptor asked again by a live fetch that fell behind:
+		// where the stream stands now.
+		start = liveStart
+	}
+	g.w.Handle(window.Descriptor{Circuit: c, RequestID: req, Size: d.Size, Have: have, Live: g.live, Start: start}, now)
 	if g.live {
 		g.progress(true) // where the reading starts, for the consumer
 	}
@@ -543,6 +557,14 @@ func (g *Get) arrive(a arrival) error {
 		}
 		g.keep(a)
 		w.Handle(window.Data{Circuit: c.id, RequestID: req, Chunk: a.lo, Count: a.n}, a.at)
+		if g.live {
+			// The head the store holds now: a read position too far
+			// behind it jumps ahead (window.Skipped).
+			if h, err := g.cfg.Store.Head(g.cfg.Name); err == nil && h.Length > g.head {
+				g.head = h.Length
+				w.Handle(window.LiveHead{Length: h.Length}, a.at)
+			}
+		}
 		g.progress(false)
 	}
 	return nil
@@ -625,7 +647,7 @@ func (g *Get) progress(final bool) {
 	g.lastProg = now
 	st := g.w.Stats()
 	p := GetProgress{Held: min(g.resumed+st.Received, g.total), Total: g.total, Size: g.desc.Size, Resumed: g.resumed, Replaced: st.Replaced, Lost: g.lost,
-		Live: g.live, LiveStart: g.liveStart}
+		Live: g.live, LiveStart: g.liveStart, Skipped: g.skipped}
 	if g.live {
 		p.Held = st.Received
 	}

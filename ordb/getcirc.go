@@ -264,7 +264,12 @@ func (c *getCirc) read(ctx context.Context, m *msgConn) {
 		case proto.RelayDBProof:
 			a := c.readRange(ctx, m, msg)
 			c.report(ctx, a)
-			if a.kind != arrRange {
+			// A stale range (proven against a head ours has replaced)
+			// is nobody's fault and leaves the stream in step: the
+			// answers after it are read, or their GETs would wait on a
+			// stream nobody reads until the window judged the circuit
+			// stalled.
+			if a.kind != arrRange && a.kind != arrStale {
 				return
 			}
 		default:

@@ -73,6 +73,12 @@ type Config struct {
 	// read position (4 in the Peersm specification); older chunks are
 	// handed to Evict.
 	LiveKeep int
+	// LiveSkipAfter: when the published chunks at a live stream's read
+	// position have been answered DB_END UNAVAILABLE (asked again every
+	// LiveRetry) for this long, they are gone from what is kept (the
+	// fetch fell behind): reading jumps ahead, to a window behind the
+	// newest chunk known.
+	LiveSkipAfter time.Duration
 }
 
 // DefaultConfig returns the defaults for content name.
@@ -94,6 +100,7 @@ func DefaultConfig(name proto.HashName) Config {
 		MaxFailures:      30,
 		LiveRetry:        500 * time.Millisecond,
 		LiveKeep:         4,
+		LiveSkipAfter:    5 * time.Second,
 	}
 }
 
@@ -134,6 +141,8 @@ func (c Config) Validate() error {
 		return bad("LiveRetry", c.LiveRetry)
 	case c.LiveKeep < 1:
 		return bad("LiveKeep", c.LiveKeep)
+	case c.LiveSkipAfter <= 0:
+		return bad("LiveSkipAfter", c.LiveSkipAfter)
 	}
 	return nil
 }

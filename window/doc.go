@@ -116,7 +116,13 @@
 // the stream stands) and never ends. DB_END UNAVAILABLE means "not
 // published yet": nothing at or past that GET's first chunk is asked for
 // LiveRetry, and no circuit is blamed. Chunks more than LiveKeep (4)
-// windows behind the read position go to Evict, a window at a time.
+// windows behind the read position go to Evict, a window at a time. The
+// shell tells the window the newest head it holds (LiveHead): a read
+// position more than LiveKeep windows behind it jumps to two windows
+// behind the head, and published chunks at the read position answered
+// UNAVAILABLE for LiveSkipAfter make it jump a window behind the newest
+// head (or, that head being stale too, ask the descriptor again and jump
+// to its Start): each jump is a Skipped action, counted in Stats.Skipped.
 //
 // # Driving a Window (the shell)
 //

@@ -78,6 +78,16 @@ type Seek struct {
 	Chunk uint64
 }
 
+// LiveHead says the newest head of a live stream the shell holds (verified,
+// taken by its store) has Length chunks: tell it after each Data of a live
+// stream whose head grew. A read position more than LiveKeep windows
+// behind it jumps ahead (Skipped).
+type LiveHead struct {
+	Length uint64
+}
+
+func (LiveHead) isEvent() {}
+
 func (Descriptor) isEvent()    {}
 func (Data) isEvent()          {}
 func (End) isEvent()           {}
@@ -147,6 +157,14 @@ type Deliver struct {
 	From, To uint64
 }
 
+// Skipped says a live stream's read position jumped from From to To: the
+// chunks between are gone from what the publisher keeps (LiveKeep windows
+// behind its newest head), so, as a live player would, reading goes on
+// with what is still available. No Deliver covers them.
+type Skipped struct {
+	From, To uint64
+}
+
 // Evict says a live stream's chunks below Below are more than LiveKeep
 // windows behind the read position: the shell may delete them.
 type Evict struct {
@@ -165,6 +183,7 @@ type Fail struct {
 
 func (SendGet) isAction()        {}
 func (Cancel) isAction()         {}
+func (Skipped) isAction()        {}
 func (ReplaceCircuit) isAction() {}
 func (Deliver) isAction()        {}
 func (Evict) isAction()          {}

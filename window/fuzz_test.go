@@ -208,8 +208,12 @@ func (f *fuzzShell) step() {
 			}
 		}
 	case 9:
-		if f.byte() > 250 {
+		switch b := f.byte(); {
+		case b > 250:
 			f.w.Stop()
+		case b < 64:
+			// The newest live head the shell holds (ignored unless live).
+			f.w.Handle(LiveHead{Length: f.readPos + uint64(b)*128}, f.now)
 		}
 	}
 	f.now = f.now.Add(time.Millisecond)
@@ -233,8 +237,8 @@ func (f *fuzzShell) check() {
 				f.fatalf("bad GET %+v", q)
 			}
 			if q.WantsDescriptor() {
-				if f.known {
-					f.fatalf("descriptor asked again")
+				if f.known && !f.live {
+					f.fatalf("descriptor asked again") // a live stream may ask it again (rejoin)
 				}
 			} else {
 				if !f.known || q.NbChunks == 0 || uint64(q.Chunk)+uint64(q.NbChunks) > f.end {
@@ -276,6 +280,11 @@ func (f *fuzzShell) check() {
 					f.fatalf("Deliver %v: chunk %d delivered twice", a, i)
 				}
 			}
+		case Skipped:
+			if !f.live || a.To <= a.From {
+				f.fatalf("%v (live %v)", a, f.live)
+			}
+			f.delivered, f.readPos = bitset{}, a.To
 		case Evict:
 		case Done:
 			f.over = true

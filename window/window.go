@@ -44,6 +44,12 @@ type Window struct {
 	liveRetry  time.Time
 	evicted    uint64
 	failStreak int
+	// liveHead: the length of the newest live head the shell holds;
+	// unavailAtBase counts the GETs of published chunks at the read
+	// position answered DB_END UNAVAILABLE since it last moved.
+	liveHead      uint64
+	unavailAtBase int
+	unavailSince  time.Time // the first of them
 	// lastData is when the latest chunks came, on any circuit; resumed,
 	// when chunks came after every circuit had been silent for quiet():
 	// the requester's own side stopped (its process starved, its store
@@ -68,6 +74,7 @@ type Stats struct {
 	Ignored   uint64 // chunks refused (outside the window or the content)
 	Delivered uint64 // chunks handed to Deliver
 	Replaced  int    // ReplaceCircuit actions
+	Skipped   uint64 // live: chunks jumped over (Skipped actions)
 }
 
 // New returns the window for cfg.HashName. It sends nothing until it has
@@ -154,6 +161,8 @@ func (w *Window) Handle(ev Event, now time.Time) {
 		}
 	case Seek:
 		w.seek(ev.Chunk, now)
+	case LiveHead:
+		w.liveHeadIs(ev.Length, now)
 	}
 	w.refill(now)
 }
@@ -294,6 +303,11 @@ func (w *Window) descriptor(ev Descriptor, now time.Time) {
 		w.finish(g)
 	}
 	if w.known {
+		if w.live && ev.Live && ev.Start > w.base {
+			// A descriptor asked again (rejoin): the stream stands
+			// past the read position.
+			w.skipLive(min(ev.Start, MaxChunks-1), now)
+		}
 		return
 	}
 	w.known = true
@@ -468,6 +482,37 @@ func (w *Window) endGet(ev End, now time.Time) {
 	}
 	c := g.c
 	if ev.Reason == proto.DBEndUnavailable && w.live && !g.desc {
+		if g.lo < w.liveHead {
+			// Published, yet this ORDB could not get it (routing can
+			// fail: its counter ran out): ask again at once, blaming
+			// nobody. At the read position, a second miss waits
+			// LiveRetry; misses there for LiveSkipAfter mean the chunks
+			// are gone from what is kept (the fetch fell behind): as a
+			// live player would, reading jumps a window behind the
+			// newest chunk known, and the heads that come from there
+			// say whether it must go further (liveHeadIs).
+			w.abandon(g)
+			if g.lo > w.base || g.hi <= w.base {
+				return
+			}
+			if w.unavailAtBase++; w.unavailAtBase == 1 {
+				w.unavailSince = now
+				return
+			}
+			if now.Sub(w.unavailSince) >= w.cfg.LiveSkipAfter {
+				if to := w.liveHead - min(w.liveHead, uint64(w.cfg.MinWindow)); to > w.base {
+					w.skipLive(to, now)
+					return
+				}
+				// The newest head known is stale too (nothing came for
+				// long): ask the descriptor again, whose DB_LIVE_START
+				// says where the stream stands now (descriptor).
+				w.unavailSince = now
+				w.rejoin(now)
+			}
+			w.holding, w.liveHold, w.liveRetry = true, g.lo, now.Add(w.cfg.LiveRetry)
+			return
+		}
 		// Not published yet: wait, and blame nobody.
 		if !w.holding || g.lo < w.liveHold {
 			w.liveHold = g.lo
@@ -576,6 +621,9 @@ func (w *Window) advance() {
 		w.base = nextClear(&w.held, &none, w.base, w.end)
 		w.deliver(from, w.base)
 		if w.live {
+			if w.base != from {
+				w.unavailAtBase = 0
+			}
 			w.evict()
 			break
 		}
@@ -623,6 +671,34 @@ func (w *Window) deliver(from, to uint64) {
 		w.stats.Delivered += hi - lo
 		i = hi
 	}
+}
+
+// liveHeadIs takes the length of the newest live head the shell holds:
+// a read position more than LiveKeep windows behind it is past what the
+// publisher keeps, and jumps to two windows behind the head (where an
+// ORDB starts a new reader).
+func (w *Window) liveHeadIs(length uint64, now time.Time) {
+	if !w.live || length <= w.liveHead {
+		return
+	}
+	w.liveHead = length
+	keep := uint64(w.cfg.LiveKeep * w.cfg.MinWindow)
+	if w.base+keep < length {
+		w.skipLive(length-2*uint64(w.cfg.MinWindow), now)
+	}
+}
+
+// skipLive jumps a live stream's read position ahead to chunk to, telling
+// the shell (Skipped) and counting the chunks passed over.
+func (w *Window) skipLive(to uint64, now time.Time) {
+	if to <= w.base {
+		return
+	}
+	from := w.base
+	w.stats.Skipped += to - from
+	w.actions = append(w.actions, Skipped{From: from, To: to})
+	w.holding, w.unavailAtBase = false, 0
+	w.seek(to, now)
 }
 
 // evict hands a live stream's chunks more than LiveKeep windows behind the
@@ -809,6 +885,25 @@ func (w *Window) askDescriptor(now time.Time) {
 	}
 	if len(best) > 0 {
 		w.send(best[w.rng.IntN(len(best))], 0, 0, true, now)
+	}
+}
+
+// rejoin asks a live stream's descriptor again, on the active circuit
+// with the fewest failures, unless such a GET is out already.
+func (w *Window) rejoin(now time.Time) {
+	var best *circuit
+	for _, c := range w.circs {
+		for _, g := range c.gets {
+			if g.desc {
+				return
+			}
+		}
+		if c.state == active && (best == nil || c.failures < best.failures) {
+			best = c
+		}
+	}
+	if best != nil {
+		w.send(best, 0, 0, true, now)
 	}
 }
 

@@ -311,6 +311,7 @@ func (n *Node) fetchOnce(ctx context.Context, name proto.HashName, rng *mrand.Ra
 	t.path = gc.lastPath()
 	t.circuits = len(ids)
 	t.mu.Unlock()
+	var skipped uint64 // live chunks jumped over, as last reported
 	g, err := ordb.NewGet(ordb.GetConfig{
 		Name: name, Store: n.cache, Circuits: gc, Initial: ids,
 		Rand: mrand.New(mrand.NewPCG(rng.Uint64(), rng.Uint64())),
@@ -323,6 +324,11 @@ func (n *Node) fetchOnce(ctx context.Context, name proto.HashName, rng *mrand.Ra
 			}
 			if p.Live {
 				t.setLive(p.LiveStart)
+				if p.Skipped > skipped {
+					n.metrics.liveSkipped.Add(p.Skipped - skipped)
+					n.log.Info("live fetch fell behind what the publisher keeps; skipping ahead", "hash_name", name.String(), "chunks", p.Skipped-skipped)
+					skipped = p.Skipped
+				}
 			}
 			report(p.Held, p.Total, p.Size, rates, p.Lost)
 		},

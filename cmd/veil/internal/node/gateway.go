@@ -235,25 +235,35 @@ type liveReader struct {
 }
 
 func (l *liveReader) Read(p []byte) (int, error) {
-	n, err := l.Reader.Read(p)
-	if !errors.Is(err, chunkstore.ErrEvicted) {
-		return n, err
-	}
-	have, herr := l.c.s.Have(l.c.name)
-	if herr != nil {
-		return n, err
-	}
-	for w, word := range have {
-		if word != 0 {
-			lo := uint64(w)*64 + uint64(bits.TrailingZeros64(word))
-			l.c.n.log.Info("gateway: a live reader fell behind; skipping ahead", "hash_name", l.c.name.String(), "to_chunk", lo)
-			if _, serr := l.Reader.Seek(int64(lo)*proto.ChunkSize, io.SeekStart); serr != nil {
-				return n, serr
+	for {
+		n, err := l.Reader.Read(p)
+		if !errors.Is(err, chunkstore.ErrEvicted) {
+			return n, err
+		}
+		// Jump to the oldest chunk held at or past what the store keeps
+		// (records below it may linger until the next commit drops
+		// them: jumping there would fail again), or to that floor.
+		floor, ferr := l.c.s.LiveFloor(l.c.name)
+		have, herr := l.c.s.Have(l.c.name)
+		if ferr != nil || herr != nil {
+			return n, err
+		}
+		from, _ := l.Reader.Seek(0, io.SeekCurrent)
+		to := max(floor, uint64(from)/proto.ChunkSize+1)
+		for i := to; i/64 < uint64(len(have)); i++ {
+			if have[i/64]&(1<<(i%64)) != 0 {
+				to = i
+				break
 			}
+		}
+		l.c.n.log.Info("gateway: a live reader fell behind what the store keeps; skipping ahead", "hash_name", l.c.name.String(), "from_chunk", from/proto.ChunkSize, "to_chunk", to)
+		if _, serr := l.Reader.Seek(int64(to)*proto.ChunkSize, io.SeekStart); serr != nil {
+			return n, serr
+		}
+		if n > 0 {
 			return n, nil
 		}
 	}
-	return n, err
 }
 
 // liveStart is the chunk a live stream's reader starts at: where the

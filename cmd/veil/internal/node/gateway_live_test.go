@@ -5,7 +5,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -19,14 +18,6 @@ import (
 // from where DB_LIVE_START says, as one growing response whose bytes are
 // the stream's.
 func TestGatewayLiveNetwork(t *testing.T) {
-	if os.Getenv("VEIL_TEST_LIVE_NETWORK") == "" {
-		// Known broken since the live-head hardening met the gateway's
-		// live reads (both landed the same day): a requester that starts
-		// mid-stream now asks with its head length, and the reads stall
-		// or return other bytes (docs/ARCHITECTURE.md, "Known gaps"); set
-		// the variable to run it while fixing.
-		t.Skip("live reads through an ORDB are broken since the consistency-proof rule (docs/ARCHITECTURE.md, Known gaps); VEIL_TEST_LIVE_NETWORK=1 runs it")
-	}
 	if testing.Short() {
 		t.Skip("a network and a live stream of several seconds; .ci/run runs it without -short")
 	}
@@ -91,13 +82,19 @@ func TestGatewayLiveNetwork(t *testing.T) {
 	if off%proto.ChunkSize != 0 || off >= size || off == 0 {
 		t.Fatalf("live offset %d", off)
 	}
-	const want = 256 << 10
+	// 128 kB: several GETs, read before the stream, growing in real time,
+	// leaves the reader more than the kept windows behind even on a
+	// loaded machine (the reader would then rightly jump ahead).
+	const want = 128 << 10
 	got := make([]byte, min(want, size-int(off)))
 	if _, err := io.ReadFull(resp.Body, got); err != nil {
 		t.Fatalf("reading the live stream from %d: %v", off, err)
 	}
 	if !bytes.Equal(got, data[off:off+int64(len(got))]) {
-		t.Fatalf("the live bytes from %d differ from the stream's", off)
+		// A reader that falls behind what is kept jumps ahead: under a
+		// load that slows the network more than the producer.
+		t.Fatalf("the live bytes from %d differ from the stream's (fetch skipped %d chunks, store restarts %d)",
+			off, getter.metrics.liveSkipped.Load(), getter.cache.Stats().LiveRestarts)
 	}
 	t.Logf("read %d bytes of the live stream from offset %d (chunk %d)", len(got), off, off/proto.ChunkSize)
 	resp.Body.Close()

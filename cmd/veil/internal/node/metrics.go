@@ -55,6 +55,7 @@ type nodeMetrics struct {
 	// before the first), and how many transfers finished with one.
 	winEff      atomic.Uint64
 	winFinished atomic.Uint64
+	liveSkipped atomic.Uint64 // live chunks jumped over: the fetch fell behind what the publisher keeps
 	// Facilitator fetches, by outcome (countFacilitatorFetch).
 	facOK, facFailed atomic.Uint64
 }
@@ -185,6 +186,7 @@ func (m *nodeMetrics) write(w io.Writer) {
 	counter("veil_window_chunks_duplicate_total", m.winDups.Load())
 	gauge("veil_window_efficiency", math.Float64frombits(m.winEff.Load()))
 	counter("veil_window_transfers_finished_total", m.winFinished.Load())
+	counter("veil_live_chunks_skipped_total", m.liveSkipped.Load())
 
 	counterVec(w, "veil_facilitator_fetches_total", "result", []string{"ok", "failed"}, []uint64{m.facOK.Load(), m.facFailed.Load()})
 

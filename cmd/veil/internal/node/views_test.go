@@ -125,7 +125,7 @@ func TestMetrics(t *testing.T) {
 		"veil_circuit_build_seconds", "veil_cells_relayed_total", "veil_dht_lookups_total",
 		"veil_dht_lookup_rounds_total", "veil_dht_lookup_failures_total", "veil_dht_lookup_rpcs_total", "veil_dht_table_size",
 		"veil_chunk_verify_failures_total", "veil_window_chunks_asked_total", "veil_window_chunks_received_total",
-		"veil_window_chunks_duplicate_total", "veil_window_efficiency", "veil_window_transfers_finished_total", "veil_facilitator_fetches_total",
+		"veil_window_chunks_duplicate_total", "veil_window_efficiency", "veil_window_transfers_finished_total", "veil_live_chunks_skipped_total", "veil_facilitator_fetches_total",
 		"veil_transfers", "veil_ordb_queries_total", "veil_ordb_lookups_total",
 	} {
 		if before[0][name] == nil {
