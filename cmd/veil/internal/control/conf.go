@@ -160,6 +160,29 @@ func (c *conn) getConf(args string) reply {
 	return r
 }
 
+// saveConf is SAVECONF [FORCE]: the configuration in force replaces the
+// configuration file, atomically (config.WriteFile): every key at its
+// running value, the file's comments gone.
+func (c *conn) saveConf(args string) reply {
+	as, err := ParseArgs(args)
+	if err != nil {
+		return errReply(codeBadArgs, err.Error())
+	}
+	for _, a := range as {
+		if a.HasValue || !strings.EqualFold(a.Key, "FORCE") {
+			return errReply(codeBadArgs, "SAVECONF takes only FORCE")
+		}
+	}
+	path := c.s.cfg.Backend.ConfigFile()
+	if path == "" {
+		return errReply(codeNotAvailable, "this node was not started from a configuration file")
+	}
+	if err := c.s.cfg.Backend.Config().WriteFile(path); err != nil {
+		return errReply(codeNotAvailable, "Unable to write configuration to disk: "+err.Error())
+	}
+	return okReply()
+}
+
 // runtimeKeys are the veil keys a running node changes without a restart.
 var runtimeKeys = []string{"log_level", "bridges"}
 
@@ -183,6 +206,14 @@ func (c *conn) setConf(args string, reset bool) reply {
 			return errReply(codeBadArgs, "an option name is missing")
 		}
 		k := veilKey(a.Key)
+		if k == "" && strings.EqualFold(a.Key, "__OwningControllerProcess") {
+			if (reset || !a.HasValue) && len(as) == 1 {
+				// Unset, as veil always has it (stem resets it once it
+				// took ownership through TAKEOWNERSHIP).
+				return okReply()
+			}
+			return errReply(codeBadConfValue, "Transition not allowed: veil does not watch controller processes; use TAKEOWNERSHIP, which stops the node when that connection closes")
+		}
 		if k == "" {
 			return errReply(codeUnknownArg, fmt.Sprintf("Unrecognized option: veil has no option %q", trunc(a.Key)))
 		}
