@@ -183,8 +183,9 @@ func (c *conn) saveConf(args string) reply {
 	return okReply()
 }
 
-// runtimeKeys are the veil keys a running node changes without a restart.
-var runtimeKeys = []string{"log_level", "bridges"}
+// runtimeKeys are the veil keys a running node changes without a restart;
+// exit.policy only on an exit (the next BEGIN obeys it).
+var runtimeKeys = []string{"log_level", "bridges", "exit.policy"}
 
 // setConf is SETCONF (reset false) and RESETCONF (reset true): it sets
 // veil keys that can change while the node runs, all or none.
@@ -218,7 +219,10 @@ func (c *conn) setConf(args string, reset bool) reply {
 			return errReply(codeUnknownArg, fmt.Sprintf("Unrecognized option: veil has no option %q", trunc(a.Key)))
 		}
 		if !slices.Contains(runtimeKeys, k) {
-			return errReply(codeBadConfValue, fmt.Sprintf("Transition not allowed: %s takes effect at the next start (edit %s)", k, b.ConfigFile()))
+			return errReply(codeBadConfValue, fmt.Sprintf("Transition not allowed: %s takes effect at the next start (edit %s); at run time only %s", k, b.ConfigFile(), strings.Join(runtimeKeys, ", ")))
+		}
+		if k == "exit.policy" && !cfg.Roles.Exit {
+			return errReply(codeBadConfValue, fmt.Sprintf("Transition not allowed: exit.policy applies to an exit and this node is none (roles.exit takes effect at the next start; edit %s)", b.ConfigFile()))
 		}
 		value := a.Value
 		if reset || !a.HasValue {

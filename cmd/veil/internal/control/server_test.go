@@ -488,6 +488,22 @@ func TestConf(t *testing.T) {
 	if f.Config().LogLevel != "warn" {
 		t.Errorf("a refused SETCONF changed log_level to %q", f.Config().LogLevel)
 	}
+	// exit.policy changes at run time on an exit only.
+	if r := c.do(`SETCONF exit.policy="accept *:80"`); r[0][:3] != "553" || !strings.Contains(r[0], "none") {
+		t.Errorf("exit.policy on a node that is no exit: %q", r)
+	}
+	f.mu.Lock()
+	f.cfg.Roles.Exit = true
+	f.mu.Unlock()
+	if r := c.do(`SETCONF exit.policy="accept *:80" exit.policy="reject *:*"`); r[0] != "250 OK" || !slices.Equal(f.Config().Exit.Policy, []string{"accept *:80", "reject *:*"}) {
+		t.Errorf("SETCONF exit.policy on an exit: %q, %q", r, f.Config().Exit.Policy)
+	}
+	if ev, _ := c.event(); strings.Join(ev, "|") != "650-CONF_CHANGED|650-exit.policy=accept *:80|650-exit.policy=reject *:*|650 OK" {
+		t.Errorf("CONF_CHANGED: %q", ev)
+	}
+	if r := c.do(`SETCONF exit.policy="accept nonsense"`); r[0][:3] != "553" {
+		t.Errorf("a bad exit policy: %q", r)
+	}
 }
 
 func TestSignals(t *testing.T) {

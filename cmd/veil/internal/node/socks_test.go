@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -206,3 +207,41 @@ func TestSOCKSCurl(t *testing.T) {
 }
 
 func url0(en *exitNet) string { return "http://127.0.0.1:" + en.port + "/file" }
+
+// A new exit.policy (SETCONF, SIGNAL RELOAD) applies to the next BEGIN
+// and to the descriptor's port summary at once; other keys wait for a
+// restart.
+func TestExitPolicyReload(t *testing.T) {
+	if _, err := os.Stat(curlPath); err != nil {
+		t.Skip("needs curl (apt package curl)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	en := newExitNet(t, ctx, 1000)
+	proxy := []string{"--socks5-hostname", en.client.SOCKSAddr()}
+	url := "http://127.0.0.1:" + en.port + "/file"
+	if got, stderr, code := runCurl(t, append(proxy, url)...); code != 0 || !bytes.Equal(got, en.file) {
+		t.Fatalf("before: exit %d, %d bytes: %s", code, len(got), stderr)
+	}
+	exit := en.nodes[1] // the exit that accepts the origin
+	cfg := *exit.cfg.Load()
+	cfg.Exit.Policy = []string{"reject *:*"}
+	cfg.Tunnels.MinCircuits-- // not at run time: stays
+	if err := exit.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := *exit.cfg.Load(); !slices.Equal(got.Exit.Policy, cfg.Exit.Policy) || got.Tunnels.MinCircuits == cfg.Tunnels.MinCircuits {
+		t.Fatalf("running config after the reload: policy %q, min_circuits %d", got.Exit.Policy, got.Tunnels.MinCircuits)
+	}
+	if d := exit.desc.Load(); len(d.ExitPorts) != 0 {
+		t.Fatalf("the descriptor still offers ports %v", d.ExitPorts)
+	}
+	if _, _, code := runCurl(t, append(proxy, url)...); code == 0 {
+		t.Fatal("the exit still connected to the origin after rejecting everything")
+	}
+	bad := *exit.cfg.Load()
+	bad.Exit.Policy = []string{"accept nonsense"}
+	if err := exit.Reload(bad); err == nil {
+		t.Fatal("a policy that does not parse was taken")
+	}
+}
