@@ -185,7 +185,9 @@ func (c *conn) saveConf(args string) reply {
 
 // runtimeKeys are the veil keys a running node changes without a restart;
 // exit.policy only on an exit (the next BEGIN obeys it).
-var runtimeKeys = []string{"log_level", "bridges", "exit.policy"}
+// relay_bandwidth_rate/burst only between two limits: a node started
+// without one (0) takes one at the next start, and goes without one then.
+var runtimeKeys = []string{"log_level", "bridges", "exit.policy", "relay_bandwidth_rate", "relay_bandwidth_burst"}
 
 // setConf is SETCONF (reset false) and RESETCONF (reset true): it sets
 // veil keys that can change while the node runs, all or none.
@@ -241,6 +243,13 @@ func (c *conn) setConf(args string, reset bool) reply {
 	}
 	if err := cfg.Validate(); err != nil {
 		return errReply(codeBadConfValue, "Unable to set option: "+err.Error())
+	}
+	if changed["relay_bandwidth_rate"] || changed["relay_bandwidth_burst"] {
+		was, _, _ := b.Config().BandwidthLimit()
+		now, _, _ := cfg.BandwidthLimit()
+		if was == 0 || now == 0 {
+			return errReply(codeBadConfValue, fmt.Sprintf("Transition not allowed: turning relay_bandwidth_rate on or off takes effect at the next start (edit %s); at run time it changes between two limits", b.ConfigFile()))
+		}
 	}
 	if err := b.SetConfig(cfg); err != nil {
 		var ce *config.Error

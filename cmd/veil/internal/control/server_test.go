@@ -504,6 +504,22 @@ func TestConf(t *testing.T) {
 	if r := c.do(`SETCONF exit.policy="accept nonsense"`); r[0][:3] != "553" {
 		t.Errorf("a bad exit policy: %q", r)
 	}
+	// relay_bandwidth_rate changes between two limits only.
+	if r := c.do("SETCONF relay_bandwidth_rate=8MB"); r[0][:3] != "553" || !strings.Contains(r[0], "next start") {
+		t.Errorf("a limit on a node started without one: %q", r)
+	}
+	f.mu.Lock()
+	f.cfg.RelayBandwidthRate = "8MB"
+	f.mu.Unlock()
+	if r := c.do("SETCONF relay_bandwidth_rate=4MB relay_bandwidth_burst=2MiB"); r[0] != "250 OK" || f.Config().RelayBandwidthRate != "4MB" || f.Config().RelayBandwidthBurst != "2MiB" {
+		t.Errorf("SETCONF relay_bandwidth_rate: %q, %q %q", r, f.Config().RelayBandwidthRate, f.Config().RelayBandwidthBurst)
+	}
+	c.event()
+	for _, cmd := range []string{"SETCONF relay_bandwidth_rate=0", "SETCONF relay_bandwidth_rate=1KB"} {
+		if r := c.do(cmd); r[0][:3] != "553" {
+			t.Errorf("%s: %q", cmd, r)
+		}
+	}
 }
 
 func TestSignals(t *testing.T) {

@@ -123,6 +123,9 @@ type Node struct {
 	// exitPolicy is the policy an exit applies (exit.policy, which
 	// Reload changes); nil when the node is no exit.
 	exitPolicy atomic.Pointer[exitpolicy.Policy]
+	// writeLimit paces the links' writes (relay_bandwidth_rate, which
+	// Reload changes); nil when the node started without a limit.
+	writeLimit *link.WriteLimit
 
 	lastBootstrap time.Time // owned by Run
 
@@ -196,7 +199,9 @@ func Start(opts Options) (_ *Node, err error) {
 		bridges = append(bridges, proto.DHTContact{ID: b.ID, Addr: b.Addr})
 	}
 	n.guard = newDialGuard(cfg.Anonymous, bridgeIDs(bridges))
-	n.links = link.NewLinks(n.id.Key, linkConfig(cfg))
+	lc := linkConfig(cfg)
+	n.writeLimit = lc.WriteLimit
+	n.links = link.NewLinks(n.id.Key, lc)
 	swCfg := switchConfig(cfg)
 	if cfg.Anonymous {
 		swCfg.MaxJoinedCircuits = 0 // carries no one's circuits
@@ -561,6 +566,10 @@ func (n *Node) Reload(cfg config.Config) error {
 			}
 		}()
 	}
+	if rate, burst, err := cfg.BandwidthLimit(); err == nil && rate > 0 && n.writeLimit != nil {
+		n.writeLimit.Set(int(rate), int(burst))
+		next.RelayBandwidthRate, next.RelayBandwidthBurst = cfg.RelayBandwidthRate, cfg.RelayBandwidthBurst
+	}
 	n.cfg.Store(&next)
 	var bridges []proto.DHTContact
 	for _, b := range cfg.ParsedBridges() {
@@ -577,6 +586,7 @@ func (n *Node) Reload(cfg config.Config) error {
 		}()
 	}
 	cfg.LogLevel, cfg.Bridges, cfg.Exit.Policy = next.LogLevel, next.Bridges, next.Exit.Policy
+	cfg.RelayBandwidthRate, cfg.RelayBandwidthBurst = next.RelayBandwidthRate, next.RelayBandwidthBurst
 	cfg.DataDir = next.DataDir
 	if fmt.Sprint(cfg) != fmt.Sprint(next) {
 		n.log.Warn("reload: settings other than log_level, bridges and (on an exit) exit.policy take effect at the next start")

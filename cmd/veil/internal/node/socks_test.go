@@ -245,3 +245,30 @@ func TestExitPolicyReload(t *testing.T) {
 		t.Fatal("a policy that does not parse was taken")
 	}
 }
+
+// relay_bandwidth_rate changes at run time between two limits; a node
+// started without one keeps none until it restarts.
+func TestBandwidthReload(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, start := range []string{"8MB", "0"} {
+		c := testConfig(t, t.TempDir())
+		c.RelayBandwidthRate = start
+		n := startTest(t, ctx, c)
+		next := *n.cfg.Load()
+		next.RelayBandwidthRate, next.RelayBandwidthBurst = "4MB", "2MiB"
+		if err := n.Reload(next); err != nil {
+			t.Fatal(err)
+		}
+		got := n.cfg.Load()
+		if start == "0" {
+			if got.RelayBandwidthRate != "0" || n.writeLimit != nil {
+				t.Errorf("started without a limit: running rate %q after the reload", got.RelayBandwidthRate)
+			}
+			continue
+		}
+		if got.RelayBandwidthRate != "4MB" || got.RelayBandwidthBurst != "2MiB" || n.writeLimit == nil {
+			t.Errorf("started at %s: running %q / %q after the reload", start, got.RelayBandwidthRate, got.RelayBandwidthBurst)
+		}
+	}
+}
