@@ -13,7 +13,7 @@ import (
 
 // torSOCKSMBps and torFirstByteMs are Tor's figures for the same
 // measurement (curl through Tor's SocksPort to a private Tor network on
-// one machine, one circuit): the baseline.
+// one machine, one circuit): the baseline veil is compared with.
 const (
 	torSOCKSMBps   = 5.9
 	torFirstByteMs = 13.0
