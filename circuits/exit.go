@@ -141,6 +141,9 @@ func (e *endpoint) serveExit(s *Stream, dest string) {
 		_ = e.sendControl(lastHop, false, proto.RelayEnd, s.id, []byte{reason})
 		return
 	}
+	e.mu.Lock()
+	s.startCells = e.sw.cfg.ExitStartCells
+	e.mu.Unlock()
 	if err := e.sendControl(lastHop, false, proto.RelayConnected, s.id, nil); err != nil {
 		conn.Close()
 		return

@@ -1,11 +1,13 @@
 package circuits
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net"
 	"net/netip"
+	"runtime"
 	"strconv"
 	"sync"
 	"testing"
@@ -260,5 +262,70 @@ func TestExitDialerIsolationAndPolicy(t *testing.T) {
 	defer d2.Close()
 	if _, err := d2.Dial(ctx, "", target); !errors.Is(err, ErrNoExit) {
 		t.Fatalf("no exits: %v", err)
+	}
+}
+
+// An exit stream sends ExitStartCells before the origin's first stream
+// SENDME, then the whole stream window: a long response starts with a
+// small first flight, so its head is not queued behind a window's worth
+// of cells in every hop.
+func TestExitStreamFirstFlight(t *testing.T) {
+	noLeaks(t)
+	const cells = 300 // more than the first flight, less than a window
+	body := make([]byte, cells*proto.RelayDataSize)
+	for i := range body {
+		body[i] = byte(i * 7)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer func() { ln.Close(); wg.Wait() }()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Write(body)
+		c.Close()
+	}()
+	target := ln.Addr().String()
+	nodes := newNet(t, 4, func(i int, cfg *SwitchConfig) {
+		if i == 3 {
+			cfg.Flags |= proto.FlagExit
+			cfg.ExitPolicy = func(ap netip.AddrPort) bool { return ap.String() == target }
+		}
+	})
+	first := nodes[3].cfg.ExitStartCells
+	if first == 0 || first >= cells || first >= nodes[3].cfg.StreamWindow {
+		t.Fatalf("default ExitStartCells %d: the test wants 0 < it < %d", first, cells)
+	}
+	c := build(t, nodes[0], nodes[1], nodes[2], nodes[3])
+	s, err := c.OpenStream(context.Background(), target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	waitUntil(t, "the first flight", func() bool { n, _ := s.queuedCells(); return n >= first })
+	// Nothing more comes while the origin reads nothing: the exit waits
+	// for its first SENDME (without the first flight, the whole response
+	// would be on its way by now).
+	if sent := nodes[3].sw.RelayedStats().BytesSent; sent > uint64(first*proto.RelayDataSize) {
+		t.Fatalf("the exit sent %d bytes before the first SENDME, more than %d cells hold", sent, first)
+	}
+	for end := time.Now().Add(100 * time.Millisecond); time.Now().Before(end); {
+		if n, _ := s.queuedCells(); n != first {
+			t.Fatalf("the origin holds %d cells before any SENDME, want the first flight of %d", n, first)
+		}
+		runtime.Gosched()
+	}
+	// Reading earns SENDMEs: the rest comes, then the end.
+	s.SetReadDeadline(time.Now().Add(circWait))
+	got, err := io.ReadAll(s)
+	if err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("read %d of %d bytes (%v)", len(got), len(body), err)
 	}
 }

@@ -18,6 +18,8 @@ func TestJoinedLimitsConfigValidate(t *testing.T) {
 	}{
 		{"MaxJoinedPerLink", func(c *SwitchConfig) { c.MaxJoinedPerLink = 0 }},
 		{"JoinedIdleTimeout", func(c *SwitchConfig) { c.JoinedIdleTimeout = -time.Second }},
+		{"ExitStartCells", func(c *SwitchConfig) { c.ExitStartCells = c.StreamIncrement - 1 }}, // no SENDME would ever come
+		{"ExitStartCells", func(c *SwitchConfig) { c.ExitStartCells = c.StreamWindow + 1 }},
 	} {
 		c := DefaultSwitchConfig()
 		tc.tweak(&c)
@@ -27,6 +29,7 @@ func TestJoinedLimitsConfigValidate(t *testing.T) {
 	}
 	c := DefaultSwitchConfig()
 	c.JoinedIdleTimeout = 0 // disabled
+	c.ExitStartCells = 0    // the whole window
 	if err := c.Validate(); err != nil {
 		t.Errorf("JoinedIdleTimeout 0: %v", err)
 	}

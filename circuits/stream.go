@@ -151,11 +151,11 @@ func (e *endpoint) sendControl(target int, early bool, cmd proto.RelayCommand, s
 func (e *endpoint) sendData(s *Stream, cmd proto.RelayCommand, data []byte) error {
 	for {
 		e.mu.Lock()
-		for !e.closed && !s.localClosed && !s.peerEnded && !e.past(s.wdeadline) && (e.sendWin.Left() == 0 || s.sendWin.Left() == 0) {
+		for !e.closed && !s.localClosed && !s.peerEnded && !e.past(s.wdeadline) && s.windowShutLocked() {
 			s.cond.Wait()
 		}
 		err := s.writeErrLocked()
-		if err == nil && e.past(s.wdeadline) && (e.sendWin.Left() == 0 || s.sendWin.Left() == 0) {
+		if err == nil && e.past(s.wdeadline) && s.windowShutLocked() {
 			err = errDeadline
 		}
 		e.mu.Unlock()
@@ -169,7 +169,7 @@ func (e *endpoint) sendData(s *Stream, cmd proto.RelayCommand, data []byte) erro
 			e.sendMu.Unlock()
 			return err
 		}
-		if e.sendWin.Left() == 0 || s.sendWin.Left() == 0 {
+		if s.windowShutLocked() {
 			e.mu.Unlock()
 			e.sendMu.Unlock()
 			continue // another stream took the last slot
@@ -256,6 +256,7 @@ func (e *endpoint) onStreamCell(r proto.RelayCell, c *proto.Cell, t onion.Tag) (
 			if err := s.sendWin.Sendme(sm); err != nil {
 				return relayResult{destroy: proto.DestroyProtocol}, true
 			}
+			s.startCells = 0 // the first SENDME: the whole window now
 			s.cond.Broadcast()
 		}
 		return relayResult{}, true
@@ -479,6 +480,7 @@ type Stream struct {
 	// Guarded by e.mu.
 	sendWin     onion.SendWindow
 	recvWin     onion.RecvWindow
+	startCells  int      // cells it may send before the peer's first SENDME (0: the window's); SwitchConfig.ExitStartCells
 	rq          []queued // received cells not yet read
 	rqHead      int
 	connected   bool
@@ -552,6 +554,15 @@ func (s *Stream) forget() {
 	s.e.mu.Lock()
 	delete(s.e.streams, s.id)
 	s.e.mu.Unlock()
+}
+
+// windowShutLocked reports whether no cell may go on s now: the circuit's
+// or the stream's window is closed, or the stream sent its first flight
+// (startCells) and waits for the peer's first SENDME. Caller holds e.mu.
+func (s *Stream) windowShutLocked() bool {
+	e := s.e
+	return e.sendWin.Left() == 0 || s.sendWin.Left() == 0 ||
+		s.startCells > 0 && e.sw.cfg.StreamWindow-s.sendWin.Left() >= s.startCells
 }
 
 func (s *Stream) writeErrLocked() error {

@@ -49,6 +49,16 @@ type SwitchConfig struct {
 	// for tests and benchmarks (doubling them measured no faster here).
 	CircWindow, CircIncrement     int
 	StreamWindow, StreamIncrement int
+	// ExitStartCells is how many cells an exit stream sends before the
+	// origin's first stream SENDME; after it, the whole StreamWindow
+	// applies (0: the whole window from the start). A response that
+	// starts with a full window in flight has its first cell queued in
+	// every hop behind the rest of the window's work on a busy node; a
+	// smaller first flight, as Tor's congestion control starts with 124
+	// cells, lets its head through first, at the cost of one round trip
+	// for longer responses. At least StreamIncrement (the origin's first
+	// SENDME comes after that many cells), at most StreamWindow.
+	ExitStartCells int
 	// MaxStreams bounds the streams open on one circuit at either end
 	// (at most 32767, the IDs one end numbers its streams with).
 	MaxStreams int
@@ -134,6 +144,7 @@ func DefaultSwitchConfig() SwitchConfig {
 		CircIncrement:     onion.CircWindowIncrement,
 		StreamWindow:      onion.StreamWindowStart,
 		StreamIncrement:   onion.StreamWindowIncrement,
+		ExitStartCells:    2 * onion.StreamWindowIncrement,
 		MaxStreams:        256,
 		MaxRelayEarly:     8,
 		ExtendTimeout:     10 * time.Second,
@@ -169,6 +180,8 @@ func (c SwitchConfig) Validate() error {
 		return err
 	}
 	switch {
+	case c.ExitStartCells != 0 && (c.ExitStartCells < c.StreamIncrement || c.ExitStartCells > c.StreamWindow):
+		return fmt.Errorf("circuits: switch config: ExitStartCells %d must be 0 or in %d..%d (StreamIncrement..StreamWindow)", c.ExitStartCells, c.StreamIncrement, c.StreamWindow)
 	case c.MaxJoinedCircuits < 0:
 		return fmt.Errorf("circuits: switch config: MaxJoinedCircuits %d must not be negative", c.MaxJoinedCircuits)
 	case c.MaxJoinedPerLink < 1:

@@ -53,8 +53,11 @@
 // Each link has two goroutines. The writer owns the connection's write
 // side: it takes every queued cell at once, copies them into a buffered
 // writer (many cells per TLS record) and sends the buffer when it is full
-// or the queue is empty; the TLS records of one buffer go to the socket in
-// one write call. The queue is bounded in bytes (SendQueueBytes): SendCell
+// and after each batch it took, so cells never wait for later ones (a
+// producer that keeps the queue busy would otherwise hold the first cells
+// until a whole buffer filled); the TLS records of one buffer go to the
+// socket in one write call. Batches grow by themselves when the writer
+// falls behind. The queue is bounded in bytes (SendQueueBytes): SendCell
 // blocks while it is full, which back-pressures whoever produces the cells.
 // The reader owns the read side, reads many cells per read through a
 // ReadBufferSize buffer and calls the handlers in order; a slow handler

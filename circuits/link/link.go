@@ -361,8 +361,10 @@ func (l *Link) exit() {
 
 // writeLoop owns the write side: it takes the whole queue at once, copies
 // the cells into a buffered writer so many share a TLS record, and sends
-// the buffer's records in one write call when it is full or the queue is
-// empty.
+// the buffer's records in one write call when it is full and once the
+// batch is written. It does not go back for more before flushing: while
+// producers keep the queue from emptying, that held a link's first cells
+// until 64 KiB had gathered behind them, at every hop.
 func (l *Link) writeLoop() {
 	defer l.exit()
 	bw := bufio.NewWriterSize(l.conn, l.cfg.WriteBufferSize)
@@ -411,10 +413,13 @@ func (l *Link) writeLoop() {
 			for i := range batch {
 				batch[i] = outItem{}
 			}
+			if err == nil {
+				err = l.flush(bw)
+			}
 			if err != nil {
 				break
 			}
-			continue // take more before flushing
+			continue
 		}
 		if closed {
 			break

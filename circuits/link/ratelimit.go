@@ -73,6 +73,17 @@ func NewWriteLimit(rate, burst int) *WriteLimit {
 	return &WriteLimit{b: NewTokenBucket(rate, burst, time.Now())}
 }
 
+// Set changes the rate and the burst (relay_bandwidth_rate changed while
+// the node runs): what was earned at the old rate stays, up to the new
+// burst.
+func (w *WriteLimit) Set(rate, burst int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.b.Take(0, time.Now())
+	w.b.rate, w.b.burst = float64(max(rate, 1)), float64(max(burst, 1))
+	w.b.tokens = min(w.b.tokens, w.b.burst)
+}
+
 // reserve takes n bytes at now and says how long to wait before writing.
 func (w *WriteLimit) reserve(n int, now time.Time) time.Duration {
 	w.mu.Lock()

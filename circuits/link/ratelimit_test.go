@@ -171,3 +171,22 @@ func TestWriteLimitCellOvertakesQueue(t *testing.T) {
 		t.Fatal("the cell never arrived")
 	})
 }
+
+// Set changes a running limit: the new rate paces what follows, and
+// tokens beyond the new burst are gone.
+func TestWriteLimitSet(t *testing.T) {
+	w := NewWriteLimit(1<<20, 1<<20)
+	now := time.Now()
+	if d := w.reserve(1<<20, now); d != 0 {
+		t.Fatalf("a full bucket made the first MiB wait %v", d)
+	}
+	w.Set(64<<10, 64<<10) // 64 KiB/s: the next 64 KiB take a second, not 1/16
+	if d := w.reserve(64<<10, now); d < 900*time.Millisecond || d > 1100*time.Millisecond {
+		t.Fatalf("after Set(64 KiB/s), 64 KiB more wait %v, want about 1 s", d)
+	}
+	w2 := NewWriteLimit(1<<20, 1<<20)
+	w2.Set(1<<20, 64<<10) // a smaller burst drops the tokens above it
+	if d := w2.reserve(128<<10, time.Now()); d <= 0 {
+		t.Fatal("128 KiB went at once through a 64 KiB burst")
+	}
+}

@@ -77,11 +77,19 @@ func (c *conn) handle(cmd Command) (r reply, closeAfter bool) {
 			}
 		}
 		return okReply(), false // both are always on since Tor 0.2.2
-	case "TAKEOWNERSHIP", "DROPOWNERSHIP":
-		// veil keeps running when its controller goes: a node is shared.
+	case "TAKEOWNERSHIP":
+		// As Tor: the node stops when this connection closes (stem's
+		// launch_tor and nyx's own nodes use it). Other controllers'
+		// connections keep no such tie.
+		c.owner = true
 		return okReply(), false
-	case "SAVECONF", "LOADCONF":
-		return errReply(codeNotAvailable, "veil does not write its configuration file from the control port: edit "+c.s.cfg.Backend.ConfigFile()), false
+	case "DROPOWNERSHIP":
+		c.owner = false
+		return okReply(), false
+	case "SAVECONF":
+		return c.saveConf(cmd.Args), false
+	case "LOADCONF":
+		return errReply(codeNotAvailable, "veil does not take a configuration from the control port: edit "+c.s.cfg.Backend.ConfigFile()+" and send SIGNAL RELOAD"), false
 	}
 	return errReply(codeUnknownCmd, fmt.Sprintf("Unrecognized command %q", trunc(cmd.Keyword))), false
 }

@@ -160,8 +160,34 @@ func (c *conn) getConf(args string) reply {
 	return r
 }
 
-// runtimeKeys are the veil keys a running node changes without a restart.
-var runtimeKeys = []string{"log_level", "bridges"}
+// saveConf is SAVECONF [FORCE]: the configuration in force replaces the
+// configuration file, atomically (config.WriteFile): every key at its
+// running value, the file's comments gone.
+func (c *conn) saveConf(args string) reply {
+	as, err := ParseArgs(args)
+	if err != nil {
+		return errReply(codeBadArgs, err.Error())
+	}
+	for _, a := range as {
+		if a.HasValue || !strings.EqualFold(a.Key, "FORCE") {
+			return errReply(codeBadArgs, "SAVECONF takes only FORCE")
+		}
+	}
+	path := c.s.cfg.Backend.ConfigFile()
+	if path == "" {
+		return errReply(codeNotAvailable, "this node was not started from a configuration file")
+	}
+	if err := c.s.cfg.Backend.Config().WriteFile(path); err != nil {
+		return errReply(codeNotAvailable, "Unable to write configuration to disk: "+err.Error())
+	}
+	return okReply()
+}
+
+// runtimeKeys are the veil keys a running node changes without a restart;
+// exit.policy only on an exit (the next BEGIN obeys it).
+// relay_bandwidth_rate/burst only between two limits: a node started
+// without one (0) takes one at the next start, and goes without one then.
+var runtimeKeys = []string{"log_level", "bridges", "exit.policy", "relay_bandwidth_rate", "relay_bandwidth_burst"}
 
 // setConf is SETCONF (reset false) and RESETCONF (reset true): it sets
 // veil keys that can change while the node runs, all or none.
@@ -183,11 +209,22 @@ func (c *conn) setConf(args string, reset bool) reply {
 			return errReply(codeBadArgs, "an option name is missing")
 		}
 		k := veilKey(a.Key)
+		if k == "" && strings.EqualFold(a.Key, "__OwningControllerProcess") {
+			if (reset || !a.HasValue) && len(as) == 1 {
+				// Unset, as veil always has it (stem resets it once it
+				// took ownership through TAKEOWNERSHIP).
+				return okReply()
+			}
+			return errReply(codeBadConfValue, "Transition not allowed: veil does not watch controller processes; use TAKEOWNERSHIP, which stops the node when that connection closes")
+		}
 		if k == "" {
 			return errReply(codeUnknownArg, fmt.Sprintf("Unrecognized option: veil has no option %q", trunc(a.Key)))
 		}
 		if !slices.Contains(runtimeKeys, k) {
-			return errReply(codeBadConfValue, fmt.Sprintf("Transition not allowed: %s takes effect at the next start (edit %s)", k, b.ConfigFile()))
+			return errReply(codeBadConfValue, fmt.Sprintf("Transition not allowed: %s takes effect at the next start (edit %s); at run time only %s", k, b.ConfigFile(), strings.Join(runtimeKeys, ", ")))
+		}
+		if k == "exit.policy" && !cfg.Roles.Exit {
+			return errReply(codeBadConfValue, fmt.Sprintf("Transition not allowed: exit.policy applies to an exit and this node is none (roles.exit takes effect at the next start; edit %s)", b.ConfigFile()))
 		}
 		value := a.Value
 		if reset || !a.HasValue {
@@ -206,6 +243,13 @@ func (c *conn) setConf(args string, reset bool) reply {
 	}
 	if err := cfg.Validate(); err != nil {
 		return errReply(codeBadConfValue, "Unable to set option: "+err.Error())
+	}
+	if changed["relay_bandwidth_rate"] || changed["relay_bandwidth_burst"] {
+		was, _, _ := b.Config().BandwidthLimit()
+		now, _, _ := cfg.BandwidthLimit()
+		if was == 0 || now == 0 {
+			return errReply(codeBadConfValue, fmt.Sprintf("Transition not allowed: turning relay_bandwidth_rate on or off takes effect at the next start (edit %s); at run time it changes between two limits", b.ConfigFile()))
+		}
 	}
 	if err := b.SetConfig(cfg); err != nil {
 		var ce *config.Error

@@ -55,6 +55,7 @@ func FuzzControlConn(f *testing.F) {
 		"GETINFO config/names circuit-status\r\nGETCONF Log nosuch\r\n",
 		"SETEVENTS BW CIRC NOTICE\r\nSETCONF log_level=info\r\n", "+LOADCONF\r\nx\r\n.\r\nQUIT\r\n",
 		"SIGNAL NEWNYM\r\nRESETCONF bridges\r\n", "AUTHENTICATE \"x\r\n", "\r\n\r\n\x00\xff\n",
+		"TAKEOWNERSHIP\r\nSAVECONF FORCE\r\nDROPOWNERSHIP\r\n", "SETCONF exit.policy=\"accept *:80\"\r\nRESETCONF __OwningControllerProcess\r\n",
 	} {
 		f.Add(true, []byte(s))
 		f.Add(false, []byte(s))

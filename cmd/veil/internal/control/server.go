@@ -384,6 +384,7 @@ type conn struct {
 	wmu sync.Mutex // guards writes to nc
 
 	authed    bool          // owned by serve
+	owner     bool          // TAKEOWNERSHIP: the node stops when the connection closes; owned by serve
 	challenge *safeCookie   // a pending SAFECOOKIE challenge; owned by serve
 	subs      atomicEvents  // the events asked for
 	events    chan []byte   // queued event lines
@@ -445,6 +446,7 @@ func (c *conn) serve() {
 	defer close(c.quit)
 	defer c.s.forget(c)
 	defer c.nc.Close()
+	defer c.endOwnership()
 	c.nc.SetReadDeadline(time.Now().Add(authTimeout))
 	for {
 		line, err := c.readLine()
@@ -476,6 +478,22 @@ func (c *conn) serve() {
 			return
 		}
 	}
+}
+
+// endOwnership stops the node when the connection that took ownership
+// ends (QUIT, a closed socket, an error), unless the port itself is
+// closing with the node.
+func (c *conn) endOwnership() {
+	if !c.owner {
+		return
+	}
+	select {
+	case <-c.s.done:
+		return
+	default:
+	}
+	c.s.cfg.Log.Warn("control port: the owning controller's connection closed: stopping the node (TAKEOWNERSHIP)")
+	c.s.cfg.Backend.Shutdown()
 }
 
 // readLine reads one line, CRLF or LF ended, at most MaxLineLen long.

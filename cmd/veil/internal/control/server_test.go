@@ -12,7 +12,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -32,12 +34,13 @@ type fakeNode struct {
 	newnyms  int
 	reloads  int
 	shutdown chan struct{}
+	file     string // the configuration file SAVECONF writes
 }
 
 func newFakeNode(dir string) *fakeNode {
 	c := config.Default()
 	c.DataDir = dir
-	return &fakeNode{cfg: c, shutdown: make(chan struct{}, 1)}
+	return &fakeNode{cfg: c, shutdown: make(chan struct{}, 1), file: filepath.Join(dir, "veil.toml")}
 }
 
 var fakeID = proto.NodeID{0xab, 0xcd, 0xef, 0x01, 0x23}
@@ -51,8 +54,12 @@ func (f *fakeNode) Config() config.Config {
 	defer f.mu.Unlock()
 	return f.cfg
 }
-func (f *fakeNode) ConfigFile() string { return "/etc/veil.toml" }
-func (f *fakeNode) SOCKSAddr() string  { return "127.0.0.1:7750" }
+func (f *fakeNode) ConfigFile() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.file
+}
+func (f *fakeNode) SOCKSAddr() string { return "127.0.0.1:7750" }
 func (f *fakeNode) SetConfig(c config.Config) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -375,7 +382,7 @@ func TestGetInfo(t *testing.T) {
 		"net/listeners/dns":      "250-net/listeners/dns=",
 		"accounting/enabled":     "250-accounting/enabled=0",
 		"status/version/current": "250-status/version/current=unknown",
-		"config-file":            "250-config-file=/etc/veil.toml",
+		"config-file":            "250-config-file=" + f.file,
 		"process/pid":            fmt.Sprintf("250-process/pid=%d", os.Getpid()),
 		"veil/status":            `250-veil/status={"id":"abc"}`,
 		"orconn-status":          "250+orconn-status=",
@@ -481,6 +488,38 @@ func TestConf(t *testing.T) {
 	if f.Config().LogLevel != "warn" {
 		t.Errorf("a refused SETCONF changed log_level to %q", f.Config().LogLevel)
 	}
+	// exit.policy changes at run time on an exit only.
+	if r := c.do(`SETCONF exit.policy="accept *:80"`); r[0][:3] != "553" || !strings.Contains(r[0], "none") {
+		t.Errorf("exit.policy on a node that is no exit: %q", r)
+	}
+	f.mu.Lock()
+	f.cfg.Roles.Exit = true
+	f.mu.Unlock()
+	if r := c.do(`SETCONF exit.policy="accept *:80" exit.policy="reject *:*"`); r[0] != "250 OK" || !slices.Equal(f.Config().Exit.Policy, []string{"accept *:80", "reject *:*"}) {
+		t.Errorf("SETCONF exit.policy on an exit: %q, %q", r, f.Config().Exit.Policy)
+	}
+	if ev, _ := c.event(); strings.Join(ev, "|") != "650-CONF_CHANGED|650-exit.policy=accept *:80|650-exit.policy=reject *:*|650 OK" {
+		t.Errorf("CONF_CHANGED: %q", ev)
+	}
+	if r := c.do(`SETCONF exit.policy="accept nonsense"`); r[0][:3] != "553" {
+		t.Errorf("a bad exit policy: %q", r)
+	}
+	// relay_bandwidth_rate changes between two limits only.
+	if r := c.do("SETCONF relay_bandwidth_rate=8MB"); r[0][:3] != "553" || !strings.Contains(r[0], "next start") {
+		t.Errorf("a limit on a node started without one: %q", r)
+	}
+	f.mu.Lock()
+	f.cfg.RelayBandwidthRate = "8MB"
+	f.mu.Unlock()
+	if r := c.do("SETCONF relay_bandwidth_rate=4MB relay_bandwidth_burst=2MiB"); r[0] != "250 OK" || f.Config().RelayBandwidthRate != "4MB" || f.Config().RelayBandwidthBurst != "2MiB" {
+		t.Errorf("SETCONF relay_bandwidth_rate: %q, %q %q", r, f.Config().RelayBandwidthRate, f.Config().RelayBandwidthBurst)
+	}
+	c.event()
+	for _, cmd := range []string{"SETCONF relay_bandwidth_rate=0", "SETCONF relay_bandwidth_rate=1KB"} {
+		if r := c.do(cmd); r[0][:3] != "553" {
+			t.Errorf("%s: %q", cmd, r)
+		}
+	}
 }
 
 func TestSignals(t *testing.T) {
@@ -583,7 +622,8 @@ func TestMalformed(t *testing.T) {
 		"GETINFO x\x01y":         "500",
 		"SIGNAL":                 "512",
 		"USEFEATURE NOSUCH":      "552",
-		"SAVECONF":               "551",
+		"SAVECONF NOW":           "512",
+		"LOADCONF":               "551",
 	} {
 		if r := c.do(cmd); r[0][:3] != code {
 			t.Errorf("%q: %q, want %s", cmd, r, code)
@@ -618,5 +658,133 @@ func TestReplyEscaping(t *testing.T) {
 		if as, err := ParseArgs(Quote(in)); err != nil || as[0].Value != in {
 			t.Errorf("ParseArgs(Quote(%q)) = %+v %v", in, as, err)
 		}
+	}
+}
+
+// TAKEOWNERSHIP ties the node to the connection: closing it (or QUIT)
+// stops the node; DROPOWNERSHIP unties it; other connections never stop
+// it; a port closing with the node does not call Shutdown again.
+func TestTakeOwnership(t *testing.T) {
+	stopped := func(f *fakeNode) bool {
+		select {
+		case <-f.shutdown:
+			return true
+		case <-time.After(2 * time.Second):
+			return false
+		}
+	}
+	s, f := startServer(t, nil)
+
+	plain := dial(t, s)
+	plain.auth(s)
+	plain.c.Close()
+	dropped := dial(t, s)
+	dropped.auth(s)
+	for _, cmd := range []string{"TAKEOWNERSHIP", "DROPOWNERSHIP"} {
+		if r := dropped.do(cmd); r[0] != "250 OK" {
+			t.Fatalf("%s: %q", cmd, r)
+		}
+	}
+	dropped.do("QUIT")
+
+	owner := dial(t, s)
+	owner.auth(s)
+	if r := owner.do("TAKEOWNERSHIP"); r[0] != "250 OK" {
+		t.Fatalf("TAKEOWNERSHIP: %q", r)
+	}
+	select {
+	case <-f.shutdown:
+		t.Fatal("the node stopped while its owner was connected (or for another connection)")
+	default:
+	}
+	owner.c.Close()
+	if !stopped(f) {
+		t.Fatal("the owner's connection closed and the node kept running")
+	}
+
+	// An owner that quits stops the node too; the port closing does not.
+	s2, f2 := startServer(t, nil)
+	q := dial(t, s2)
+	q.auth(s2)
+	q.do("TAKEOWNERSHIP")
+	q.do("QUIT")
+	if !stopped(f2) {
+		t.Fatal("the owner quit and the node kept running")
+	}
+	s3, f3 := startServer(t, nil)
+	o3 := dial(t, s3)
+	o3.auth(s3)
+	o3.do("TAKEOWNERSHIP")
+	s3.Close()
+	select {
+	case <-f3.shutdown:
+		t.Fatal("closing the port (the node stopping) called Shutdown")
+	default:
+	}
+}
+
+// SAVECONF writes the running configuration over the file, whole, so
+// that it loads back the same; a file it cannot write is a 551.
+func TestSaveConf(t *testing.T) {
+	s, f := startServer(t, nil)
+	os.WriteFile(f.file, []byte("# hand-written\nlog_level = \"error\"\n"), 0o600)
+	c := dial(t, s)
+	c.auth(s)
+	if r := c.do("SETCONF log_level=debug bridges=" + strings.Repeat("a", 40) + "@127.0.0.1:1"); r[0] != "250 OK" {
+		t.Fatalf("SETCONF: %q", r)
+	}
+	for _, cmd := range []string{"SAVECONF", "SAVECONF FORCE"} {
+		if r := c.do(cmd); r[0] != "250 OK" {
+			t.Fatalf("%s: %q", cmd, r)
+		}
+		got, err := config.Load(f.file, false)
+		if err != nil {
+			t.Fatalf("the saved file does not load: %v", err)
+		}
+		if want := f.Config(); got.LogLevel != "debug" || !slices.Equal(got.Bridges, want.Bridges) || got.DataDir != want.DataDir {
+			t.Fatalf("%s saved %+v, running %+v", cmd, got, want)
+		}
+	}
+	f.mu.Lock()
+	f.file = filepath.Join(f.file, "not-a-dir", "veil.toml")
+	f.mu.Unlock()
+	if r := c.do("SAVECONF"); r[0][:3] != "551" || !strings.Contains(r[0], "Unable to write") {
+		t.Fatalf("SAVECONF to an impossible path: %q", r)
+	}
+}
+
+// stem takes ownership as launch_tor's controllers do: TAKEOWNERSHIP,
+// then RESETCONF __OwningControllerProcess; closing stem's controller
+// stops the node. Setting a process to watch is refused.
+func TestStemTakeOwnership(t *testing.T) {
+	if err := exec.Command("/usr/bin/python3", "-c", "import stem.control").Run(); err != nil {
+		t.Skip("needs /usr/bin/python3 and python3-stem (Debian packages python3, python3-stem)")
+	}
+	s, f := startServer(t, nil)
+	_, port, _ := net.SplitHostPort(s.Addr())
+	script := `
+import sys
+from stem.control import Controller
+c = Controller.from_port(port=int(sys.argv[1]))
+c.authenticate()
+assert c.msg('TAKEOWNERSHIP').is_ok()
+c.reset_conf('__OwningControllerProcess')
+try:
+    c.set_conf('__OwningControllerProcess', '1')
+    print('set_conf accepted')
+except Exception as e:
+    print('refused:', e)
+c.close()
+`
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "/usr/bin/python3", "-c", script, port).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "refused:") || !strings.Contains(string(out), "TAKEOWNERSHIP") {
+		t.Fatalf("stem: %v\n%s", err, out)
+	}
+	select {
+	case <-f.shutdown:
+	case <-time.After(5 * time.Second):
+		t.Fatal("stem closed its owning controller and the node kept running")
 	}
 }

@@ -21,12 +21,14 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"veil/chunkstore"
 	"veil/circuits"
+	"veil/circuits/exitpolicy"
 	"veil/circuits/link"
 	"veil/cmd/veil/internal/config"
 	"veil/cmd/veil/internal/control"
@@ -118,6 +120,12 @@ type Node struct {
 	exits   *circuits.ExitDialer
 	socks   *socks.Server
 	content ContentHandler
+	// exitPolicy is the policy an exit applies (exit.policy, which
+	// Reload changes); nil when the node is no exit.
+	exitPolicy atomic.Pointer[exitpolicy.Policy]
+	// writeLimit paces the links' writes (relay_bandwidth_rate, which
+	// Reload changes); nil when the node started without a limit.
+	writeLimit *link.WriteLimit
 
 	lastBootstrap time.Time // owned by Run
 
@@ -191,7 +199,9 @@ func Start(opts Options) (_ *Node, err error) {
 		bridges = append(bridges, proto.DHTContact{ID: b.ID, Addr: b.Addr})
 	}
 	n.guard = newDialGuard(cfg.Anonymous, bridgeIDs(bridges))
-	n.links = link.NewLinks(n.id.Key, linkConfig(cfg))
+	lc := linkConfig(cfg)
+	n.writeLimit = lc.WriteLimit
+	n.links = link.NewLinks(n.id.Key, lc)
 	swCfg := switchConfig(cfg)
 	if cfg.Anonymous {
 		swCfg.MaxJoinedCircuits = 0 // carries no one's circuits
@@ -202,7 +212,8 @@ func Start(opts Options) (_ *Node, err error) {
 		if err != nil {
 			return nil, err
 		}
-		swCfg.ExitPolicy = policy.Allows
+		n.exitPolicy.Store(&policy)
+		swCfg.ExitPolicy = func(ap netip.AddrPort) bool { return n.exitPolicy.Load().Allows(ap) }
 	}
 	if n.sw, err = circuits.NewSwitch(n.id, guardedDialer{n, n.links}, swCfg); err != nil {
 		return nil, err
@@ -537,6 +548,28 @@ func (n *Node) Reload(cfg config.Config) error {
 	}
 	next := *old
 	next.LogLevel, next.Bridges = cfg.LogLevel, cfg.Bridges
+	if n.exitPolicy.Load() != nil && !slices.Equal(cfg.Exit.Policy, old.Exit.Policy) {
+		// A new exit policy applies to the next BEGIN; the descriptor's
+		// port summary follows at once. exit.allow_private stays as the
+		// node started.
+		pc := cfg
+		pc.Exit.AllowPrivate = old.Exit.AllowPrivate
+		p, err := pc.ExitPolicy()
+		if err != nil {
+			return err
+		}
+		n.exitPolicy.Store(&p)
+		next.Exit.Policy = cfg.Exit.Policy
+		defer func() {
+			if err := n.refreshDescriptor(); err != nil {
+				n.log.Warn("re-signing the descriptor after a new exit policy", "err", err)
+			}
+		}()
+	}
+	if rate, burst, err := cfg.BandwidthLimit(); err == nil && rate > 0 && n.writeLimit != nil {
+		n.writeLimit.Set(int(rate), int(burst))
+		next.RelayBandwidthRate, next.RelayBandwidthBurst = cfg.RelayBandwidthRate, cfg.RelayBandwidthBurst
+	}
 	n.cfg.Store(&next)
 	var bridges []proto.DHTContact
 	for _, b := range cfg.ParsedBridges() {
@@ -552,10 +585,11 @@ func (n *Node) Reload(cfg config.Config) error {
 			}
 		}()
 	}
-	cfg.LogLevel, cfg.Bridges = old.LogLevel, old.Bridges
-	cfg.DataDir = old.DataDir
-	if fmt.Sprint(cfg) != fmt.Sprint(*old) {
-		n.log.Warn("reload: settings other than log_level and bridges take effect at the next start")
+	cfg.LogLevel, cfg.Bridges, cfg.Exit.Policy = next.LogLevel, next.Bridges, next.Exit.Policy
+	cfg.RelayBandwidthRate, cfg.RelayBandwidthBurst = next.RelayBandwidthRate, next.RelayBandwidthBurst
+	cfg.DataDir = next.DataDir
+	if fmt.Sprint(cfg) != fmt.Sprint(next) {
+		n.log.Warn("reload: settings other than log_level, bridges and (on an exit) exit.policy take effect at the next start")
 	}
 	return nil
 }

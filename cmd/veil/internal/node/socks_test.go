@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -206,3 +207,68 @@ func TestSOCKSCurl(t *testing.T) {
 }
 
 func url0(en *exitNet) string { return "http://127.0.0.1:" + en.port + "/file" }
+
+// A new exit.policy (SETCONF, SIGNAL RELOAD) applies to the next BEGIN
+// and to the descriptor's port summary at once; other keys wait for a
+// restart.
+func TestExitPolicyReload(t *testing.T) {
+	if _, err := os.Stat(curlPath); err != nil {
+		t.Skip("needs curl (apt package curl)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	en := newExitNet(t, ctx, 1000)
+	proxy := []string{"--socks5-hostname", en.client.SOCKSAddr()}
+	url := "http://127.0.0.1:" + en.port + "/file"
+	if got, stderr, code := runCurl(t, append(proxy, url)...); code != 0 || !bytes.Equal(got, en.file) {
+		t.Fatalf("before: exit %d, %d bytes: %s", code, len(got), stderr)
+	}
+	exit := en.nodes[1] // the exit that accepts the origin
+	cfg := *exit.cfg.Load()
+	cfg.Exit.Policy = []string{"reject *:*"}
+	cfg.Tunnels.MinCircuits-- // not at run time: stays
+	if err := exit.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := *exit.cfg.Load(); !slices.Equal(got.Exit.Policy, cfg.Exit.Policy) || got.Tunnels.MinCircuits == cfg.Tunnels.MinCircuits {
+		t.Fatalf("running config after the reload: policy %q, min_circuits %d", got.Exit.Policy, got.Tunnels.MinCircuits)
+	}
+	if d := exit.desc.Load(); len(d.ExitPorts) != 0 {
+		t.Fatalf("the descriptor still offers ports %v", d.ExitPorts)
+	}
+	if _, _, code := runCurl(t, append(proxy, url)...); code == 0 {
+		t.Fatal("the exit still connected to the origin after rejecting everything")
+	}
+	bad := *exit.cfg.Load()
+	bad.Exit.Policy = []string{"accept nonsense"}
+	if err := exit.Reload(bad); err == nil {
+		t.Fatal("a policy that does not parse was taken")
+	}
+}
+
+// relay_bandwidth_rate changes at run time between two limits; a node
+// started without one keeps none until it restarts.
+func TestBandwidthReload(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, start := range []string{"8MB", "0"} {
+		c := testConfig(t, t.TempDir())
+		c.RelayBandwidthRate = start
+		n := startTest(t, ctx, c)
+		next := *n.cfg.Load()
+		next.RelayBandwidthRate, next.RelayBandwidthBurst = "4MB", "2MiB"
+		if err := n.Reload(next); err != nil {
+			t.Fatal(err)
+		}
+		got := n.cfg.Load()
+		if start == "0" {
+			if got.RelayBandwidthRate != "0" || n.writeLimit != nil {
+				t.Errorf("started without a limit: running rate %q after the reload", got.RelayBandwidthRate)
+			}
+			continue
+		}
+		if got.RelayBandwidthRate != "4MB" || got.RelayBandwidthBurst != "2MiB" || n.writeLimit == nil {
+			t.Errorf("started at %s: running %q / %q after the reload", start, got.RelayBandwidthRate, got.RelayBandwidthBurst)
+		}
+	}
+}
