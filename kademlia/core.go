@@ -110,9 +110,6 @@ type Core struct {
 	sends   []Send
 	results []Result
 
-	// pendingBig: pending grew beyond a map group since it was last
-	// emptied (see forget).
-	pendingBig bool
 	// contacts, if set (the simulator), lends the slices NODES and VALUE
 	// answers carry, and takes them back once delivered.
 	contacts *contactPool
@@ -216,8 +213,10 @@ func (c *Core) send(to proto.DHTContact, m proto.DHTMessage, now time.Time, o *o
 			p.op = o.id
 			o.msgs++
 		}
+		if c.pending == nil {
+			c.pending = make(map[uint64]pendingRPC)
+		}
 		c.pending[m.TxID] = p
-		c.pendingBig = c.pendingBig || len(c.pending) > 8
 	}
 	c.sends = append(c.sends, Send{To: to, Msg: m})
 }
@@ -378,15 +377,14 @@ func (c *Core) Unreachable(txid uint64, now time.Time) {
 	}
 }
 
-// forget drops a pending RPC. Go maps never shrink, so an emptied map
-// that had grown beyond one group of 8 is replaced: a node that once had
-// many RPCs in flight does not keep the memory (100,000 simulated nodes
-// would), and one with a few does not allocate a map each time.
+// forget drops a pending RPC. Go maps never shrink, and a map keeps its
+// slots once it had entries: an emptied map is dropped (nil, made again
+// by the next request), so an idle node holds no pending slots (100,000
+// simulated nodes would hold 100 MB).
 func (c *Core) forget(txid uint64) {
 	delete(c.pending, txid)
-	if len(c.pending) == 0 && c.pendingBig {
-		c.pending = make(map[uint64]pendingRPC)
-		c.pendingBig = false
+	if len(c.pending) == 0 {
+		c.pending = nil
 	}
 }
 
