@@ -46,7 +46,7 @@ func DefaultSimConfig(n int, seed uint64) SimConfig {
 		LatencyMin: 10 * time.Millisecond, LatencyMax: 100 * time.Millisecond,
 		JoinSpacing: 10 * time.Millisecond,
 		Start:       time.Unix(1_800_000_000, 0),
-		MaxEvents:   max(50_000_000, 1000*n), // a join costs ~400 messages at 100,000 nodes
+		MaxEvents:   max(50_000_000, 1000*n), // a join costs ~450 messages at 100,000 nodes
 	}
 }
 
