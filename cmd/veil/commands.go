@@ -128,16 +128,6 @@ func printExitCodes(w io.Writer) {
 		exitOK, exitFailure, exitUsage, exitNotFound, exitNoNode)
 }
 
-// setupPending is the setup of a command whose machinery has not landed yet:
-// it says so plainly instead of pretending.
-func setupPending(name, what string) func(*flag.FlagSet) func(context.Context, *env) error {
-	return func(*flag.FlagSet) func(context.Context, *env) error {
-		return func(context.Context, *env) error {
-			return fmt.Errorf("not available yet: %s needs %s (planned; see docs/ARCHITECTURE.md)", name, what)
-		}
-	}
-}
-
 func setupVersion(fs *flag.FlagSet) func(context.Context, *env) error {
 	return func(_ context.Context, e *env) error {
 		if len(e.args) != 0 {
