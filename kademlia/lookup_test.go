@@ -299,3 +299,42 @@ func TestLookupDisjointPaths(t *testing.T) {
 		t.Fatalf("one path asked all %d closest honest nodes: the colluder did not capture it", got)
 	}
 }
+
+// TestLookupEndWhenFilled: a bucket refresh's lookup ends at the answer
+// of the K-th (or the needed) contact of the range, no later than a full
+// lookup of the same target and earlier when fewer are needed.
+func TestLookupEndWhenFilled(t *testing.T) {
+	w := newLookupWorld(2000, 9)
+	self := w.ids[0]
+	cfg := DefaultConfig()
+	cfg.Paths, cfg.IDWorkBits = 1, 0 // the world's IDs are random
+	const bits = 4                   // a range holding ~1/16 of the world
+	target := RandomID(self, IDBits-bits, seedFrom(11))
+	seeds := func() []proto.DHTContact {
+		var cs []proto.DHTContact
+		for _, id := range w.closest(self, 8, func(id proto.NodeID) bool { return id == self }) {
+			cs = append(cs, w.contact(id))
+		}
+		return cs
+	}
+	full := NewLookup(self, target, FindNode, seeds(), cfg)
+	w.run(t, full, self, cfg.Alpha, nil)
+	for _, need := range []int{cfg.K, 3} {
+		l := NewLookup(self, target, FindNode, seeds(), cfg)
+		l.EndWhenFilled(bits, need) // the range of bucket IDBits-bits: IDs sharing its first bits bits
+		w.run(t, l, self, cfg.Alpha, nil)
+		inRange := 0
+		for _, c := range l.cands {
+			if c.state == candAnswered && proto.CommonPrefixLen(c.contact.ID, target) >= bits {
+				inRange++
+			}
+		}
+		if inRange != need { // it stops at the need-th answer in range
+			t.Fatalf("need %d: ended with %d answers in range after %d RPCs (full %d, %d cands)", need, inRange, l.Msgs(), full.Msgs(), len(l.cands))
+		}
+		if l.Msgs() > full.Msgs() || need < cfg.K && l.Msgs() >= full.Msgs() {
+			t.Fatalf("need %d: %d RPCs, a full lookup %d", need, l.Msgs(), full.Msgs())
+		}
+		t.Logf("need %d: %d RPCs (a full lookup: %d), %d in range answered", need, l.Msgs(), full.Msgs(), inRange)
+	}
+}

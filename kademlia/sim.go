@@ -1,16 +1,12 @@
 package kademlia
 
 import (
-	"bytes"
 	"crypto/ed25519"
 	"encoding/binary"
 	"fmt"
-	"hash"
-	"hash/fnv"
 	"io"
 	"math/rand/v2"
 	"net/netip"
-	"slices"
 	"time"
 
 	"veil/proto"
@@ -50,7 +46,7 @@ func DefaultSimConfig(n int, seed uint64) SimConfig {
 		LatencyMin: 10 * time.Millisecond, LatencyMax: 100 * time.Millisecond,
 		JoinSpacing: 10 * time.Millisecond,
 		Start:       time.Unix(1_800_000_000, 0),
-		MaxEvents:   50_000_000,
+		MaxEvents:   max(50_000_000, 1000*n), // a join costs ~450 messages at 100,000 nodes
 	}
 }
 
@@ -150,9 +146,11 @@ type Sim struct {
 	events []simEvent
 	free   []int32
 	seq    uint64
-	trace  hash.Hash64
+	trace  uint64 // FNV-1a of the messages, as hash/fnv's New64a computes it
 	want   map[simKey]*Result
-	coll   *colluders // nil: everyone honest
+	sends  []Send       // lent to the core a step runs (Core.lendSends)
+	pool   *contactPool // shared by every core: the sim runs one at a time
+	coll   *colluders   // nil: everyone honest
 
 	// Trace, if set, gets one line per message delivered or lost.
 	Trace io.Writer
@@ -176,8 +174,9 @@ func NewSim(cfg SimConfig) (*Sim, error) {
 		now:   cfg.Start.UnixNano(),
 		nodes: make([]simNode, cfg.Nodes),
 		index: make(map[proto.NodeID]int32, cfg.Nodes),
-		trace: fnv.New64a(),
+		trace: fnvOffset64,
 		want:  make(map[simKey]*Result),
+		pool:  &contactPool{},
 	}
 	for i := range s.nodes {
 		var seed [ed25519.SeedSize]byte
@@ -199,6 +198,7 @@ func NewSim(cfg SimConfig) (*Sim, error) {
 		if err != nil {
 			return nil, err
 		}
+		c.contacts = s.pool
 		s.nodes[i] = simNode{core: c, id: id.ID, alive: true}
 		s.index[id.ID] = int32(i)
 	}
@@ -230,7 +230,12 @@ func (s *Sim) Now() time.Time { return time.Unix(0, s.now) }
 
 // TraceHash digests every message delivered or lost so far (time, ends,
 // type, transaction ID): equal hashes mean equal runs.
-func (s *Sim) TraceHash() uint64 { return s.trace.Sum64() }
+func (s *Sim) TraceHash() uint64 { return s.trace }
+
+const (
+	fnvOffset64 = 14695981039346656037
+	fnvPrime64  = 1099511628211
+)
 
 func (s *Sim) push(at int64, e simEvent) {
 	var idx int32
@@ -263,7 +268,12 @@ func (s *Sim) scheduleTick(i int32) {
 
 // flush schedules what node i's core asked for.
 func (s *Sim) flush(i int32) {
-	sends, results := s.nodes[i].core.Ready()
+	c := s.nodes[i].core
+	sends, results := c.Ready()
+	defer func() {
+		clear(sends) // drop the messages' references
+		s.sends = sends[:0]
+	}()
 	for _, r := range results {
 		if p, ok := s.want[simKey{i, r.Op}]; ok {
 			*p = r
@@ -321,7 +331,9 @@ func (s *Sim) record(what string, from, to int32, m proto.DHTMessage) {
 	binary.LittleEndian.PutUint32(b[12:], uint32(to))
 	b[16] = byte(m.Type)
 	binary.LittleEndian.PutUint64(b[17:], m.TxID)
-	s.trace.Write(b[:])
+	for _, x := range b {
+		s.trace = (s.trace ^ uint64(x)) * fnvPrime64
+	}
 	if s.Trace != nil {
 		// No transaction IDs: they are random (seeded), and a golden trace
 		// should change only where behaviour does.
@@ -344,6 +356,8 @@ func (s *Sim) step() bool {
 		return true
 	}
 	now := time.Unix(0, s.now)
+	n.core.lendSends(s.sends)
+	s.sends = nil
 	switch e.kind {
 	case simDeliver:
 		s.Delivered++
@@ -352,9 +366,12 @@ func (s *Sim) step() bool {
 			if e.msg.Type.IsRequest() {
 				s.collude(e.to, e.from, e.msg)
 			}
+			s.pool.put(e.msg.Contacts)
+			s.flush(e.to)
 			return true
 		}
 		_ = n.core.Handle(s.nodes[e.from].id, simAddr(int(e.from)).Addr(), e.msg, now)
+		s.pool.put(e.msg.Contacts) // the core copied what it keeps
 	case simTick:
 		if n.tickAt == it.at {
 			n.tickAt = 0
@@ -469,63 +486,4 @@ func (s *Sim) Advance(d time.Duration) error {
 		}
 	}
 	return nil
-}
-
-// BuildConverged fills every node's table as a converged network's would
-// be, without simulating the joins: bucket j of each node gets up to K
-// nodes drawn at random among those at that distance. Build simulates the
-// joins (about 300 messages a node at 10,000 nodes, 13 join lookups on
-// two paths each at 100,000); this lets lookups be measured in networks
-// too large to join one message at a time. The lookups then run the real
-// protocol.
-func (s *Sim) BuildConverged() {
-	order := make([]int32, len(s.nodes))
-	for i := range order {
-		order[i] = int32(i)
-	}
-	slices.SortFunc(order, func(a, b int32) int { return bytes.Compare(s.nodes[a].id[:], s.nodes[b].id[:]) })
-	ids := make([]proto.NodeID, len(order))
-	contacts := make([]proto.DHTContact, len(order)) // by sorted position: no pointer chasing in the loop
-	for i, n := range order {
-		ids[i], contacts[i] = s.nodes[n].id, s.nodes[n].core.Contact()
-	}
-	// span returns the sorted positions of IDs starting with the first
-	// bits of prefix.
-	span := func(prefix proto.NodeID, bits int) (int, int) {
-		lo, hi := prefix, prefix
-		for b := bits; b < IDBits; b++ {
-			mask := byte(0x80) >> (b % 8)
-			lo[b/8] &^= mask
-			hi[b/8] |= mask
-		}
-		a, _ := slices.BinarySearchFunc(ids, lo, func(x, t proto.NodeID) int { return bytes.Compare(x[:], t[:]) })
-		z, found := slices.BinarySearchFunc(ids, hi, func(x, t proto.NodeID) int { return bytes.Compare(x[:], t[:]) })
-		if found {
-			z++
-		}
-		return a, z
-	}
-	now := s.Now()
-	k := s.cfg.Core.K
-	for i := range s.nodes {
-		n := &s.nodes[i]
-		for p := 0; p < IDBits; p++ {
-			// Bucket IDBits-1-p: the first p bits equal ours, bit p not.
-			other := n.id
-			other[p/8] ^= byte(0x80) >> (p % 8)
-			a, z := span(other, p+1)
-			if z-a <= k {
-				for j := a; j < z; j++ {
-					_, _, _ = n.core.table.Seen(contacts[j], nil, now)
-				}
-			} else {
-				for t := 0; t < 4*k && n.core.table.BucketLen(IDBits-1-p) < k; t++ {
-					_, _, _ = n.core.table.Seen(contacts[a+s.rng.IntN(z-a)], nil, now)
-				}
-			}
-			if own, ownZ := span(n.id, p+1); ownZ-own <= 1 {
-				break // nobody else shares p+1 bits with us: closer buckets are empty
-			}
-		}
-	}
 }

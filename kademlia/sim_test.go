@@ -3,6 +3,7 @@ package kademlia
 import (
 	"fmt"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"testing"
 	"time"
@@ -43,20 +44,12 @@ func simNetwork(tb testing.TB, n int, seed uint64, records int, churn float64) (
 }
 
 func simNetworkCfg(tb testing.TB, cfg SimConfig, records int, churn float64) (*Sim, []proto.HashName) {
-	return simNetworkBuilt(tb, cfg, records, churn, false)
-}
-
-// simNetworkBuilt is simNetworkCfg; converged fills the tables directly
-// (Sim.BuildConverged) instead of simulating the joins.
-func simNetworkBuilt(tb testing.TB, cfg SimConfig, records int, churn float64, converged bool) (*Sim, []proto.HashName) {
 	tb.Helper()
 	s, err := NewSim(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if converged {
-		s.BuildConverged()
-	} else if err := s.Build(); err != nil {
+	if err := s.Build(); err != nil {
 		tb.Fatal(err)
 	}
 	keys := make([]proto.HashName, records)
@@ -133,16 +126,20 @@ func TestSimReplay(t *testing.T) {
 
 // BenchmarkSimLookup measures FIND_VALUE lookups in simulated networks
 // (StopOnValue: a lookup ends at the first provider record), before and
-// after a quarter of the nodes went down without notice. Building the
-// network is outside the timer; ns/op is the wall time of one lookup. The
-// 100,000-node networks are built converged (Sim.BuildConverged), the
-// smaller ones by simulated joins.
+// after a quarter of the nodes went down without notice. Every network is
+// built by simulated joins, outside the timer; ns/op is the wall time of
+// one lookup.
 func BenchmarkSimLookup(b *testing.B) {
 	for _, n := range []int{1000, 10000, 100000} {
 		for _, churn := range []float64{0, 0.25} {
 			var s *Sim
 			var keys []proto.HashName
 			b.Run(fmt.Sprintf("nodes=%d/churn=%d%%", n, int(churn*100)), func(b *testing.B) {
+				if n >= 100000 {
+					// A soft limit: the GC runs more often near it instead of
+					// letting the heap double the ~1.2 GB that stay live.
+					defer debug.SetMemoryLimit(debug.SetMemoryLimit(1700 << 20))
+				}
 				if s == nil {
 					// Built once per sub-benchmark, not once per b.N probe.
 					start := time.Now()
@@ -151,10 +148,10 @@ func BenchmarkSimLookup(b *testing.B) {
 					runtime.ReadMemStats(&m0)
 					cfg := DefaultSimConfig(n, 1)
 					cfg.Core.StopOnValue = true
-					s, keys = simNetworkBuilt(b, cfg, 100, churn, n > 10000)
+					s, keys = simNetworkCfg(b, cfg, 100, churn)
 					runtime.ReadMemStats(&m1)
-					b.Logf("build %d nodes (converged %v) + 100 records: %v wall, %d messages, heap in use %d MB, %d MB allocated in all",
-						n, n > 10000, time.Since(start).Round(time.Millisecond), s.Sent, m1.HeapInuse>>20, (m1.TotalAlloc-m0.TotalAlloc)>>20)
+					b.Logf("build %d nodes by joins + 100 records: %v wall, %d messages, heap in use %d MB, %d MB allocated in all",
+						n, time.Since(start).Round(time.Millisecond), s.Sent, m1.HeapInuse>>20, (m1.TotalAlloc-m0.TotalAlloc)>>20)
 				}
 				b.ResetTimer()
 				st := simLookups(b, s, keys, b.N)
@@ -336,25 +333,5 @@ func BenchmarkSimSybil(b *testing.B) {
 			b.ReportMetric(float64(st.pct(0.5)), "rounds-median")
 			b.ReportMetric(float64(st.msgs)/float64(st.total), "msgs/lookup")
 		})
-	}
-}
-
-// TestSimConverged: a network whose tables were filled directly finds
-// records as one built by joins does.
-func TestSimConverged(t *testing.T) {
-	cfg := DefaultSimConfig(2000, 4)
-	cfg.Core.StopOnValue = true
-	s, keys := simNetworkBuilt(t, cfg, 20, 0.25, true)
-	st := simLookups(t, s, keys, 100)
-	t.Logf("success %d/%d, rounds median %d, msgs/lookup %.1f", st.ok, st.total, st.pct(0.5), float64(st.msgs)/float64(st.total))
-	if st.ok < st.total*97/100 || st.pct(0.5) > 5 {
-		t.Fatalf("converged network: %d/%d found, median rounds %d", st.ok, st.total, st.pct(0.5))
-	}
-	// Every table is as full as the network allows: bucket 159 (half the
-	// keyspace) holds K contacts.
-	for i := range 50 {
-		if got := len(s.Core(i).Table().Bucket(159)); got != cfg.Core.K {
-			t.Fatalf("node %d: farthest bucket holds %d", i, got)
-		}
 	}
 }

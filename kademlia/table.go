@@ -1,7 +1,6 @@
 package kademlia
 
 import (
-	"bytes"
 	"encoding/binary"
 	"math/rand/v2"
 	"net/netip"
@@ -295,10 +294,12 @@ func (t *Table) Get(id proto.NodeID) (Entry, bool) {
 
 // Closest appends to dst up to n entries closest to target by XOR
 // distance, closest first, skipping exclude. It visits buckets in distance
-// order: with b the bucket of target, bucket b holds the contacts closer
-// than 2^b, the buckets below b those between 2^b and 2^(b+1), and each
-// bucket above b one band of its own; only the band that crosses n needs
-// sorting.
+// order and sorts one bucket at a time: with b the bucket of target and D
+// = self XOR target, bucket b holds the contacts closer than 2^b; among
+// the buckets below b, bucket i's contacts are at distance D's bits above
+// i, then !D_i, so those with D_i = 1 come first (from b-1 down) and those
+// with D_i = 0 after (upwards); each bucket above b is one band of its
+// own.
 func (t *Table) Closest(dst []Entry, target proto.NodeID, n int, exclude proto.NodeID) []Entry {
 	t.scratch = t.closest(t.scratch[:0], target, n, exclude)
 	for _, c := range t.scratch {
@@ -309,15 +310,23 @@ func (t *Table) Closest(dst []Entry, target proto.NodeID, n int, exclude proto.N
 
 // ClosestContacts is Closest returning only the contacts.
 func (t *Table) ClosestContacts(target proto.NodeID, n int, exclude proto.NodeID) []proto.DHTContact {
+	return t.appendClosestContacts(nil, target, n, exclude)
+}
+
+// appendClosestContacts is ClosestContacts appending to dst; nil if there
+// are none.
+func (t *Table) appendClosestContacts(dst []proto.DHTContact, target proto.NodeID, n int, exclude proto.NodeID) []proto.DHTContact {
 	t.scratch = t.closest(t.scratch[:0], target, n, exclude)
 	if len(t.scratch) == 0 {
 		return nil
 	}
-	cs := make([]proto.DHTContact, len(t.scratch))
-	for i, c := range t.scratch {
-		cs[i] = c.e.contact()
+	if dst == nil {
+		dst = make([]proto.DHTContact, 0, len(t.scratch))
 	}
-	return cs
+	for _, c := range t.scratch {
+		dst = append(dst, c.e.contact())
+	}
+	return dst
 }
 
 type byDistance struct {
@@ -330,21 +339,24 @@ func (t *Table) closest(dst []byDistance, target proto.NodeID, n int, exclude pr
 		return dst
 	}
 	b := BucketIndex(t.self, target)
-	add := func(i int) {
+	// add appends bucket i in distance order and reports whether dst is
+	// full.
+	add := func(i int) bool {
 		bk := t.at(i)
 		if bk == nil {
-			return
+			return false
 		}
+		from := len(dst)
 		for k := range bk.entries {
 			if e := &bk.entries[k]; !sameID(&e.id, &exclude) {
 				dst = append(dst, byDistance{proto.Xor(e.id, target), e})
 			}
 		}
-	}
-	// band sorts what the last band added and reports whether dst is full.
-	band := func(from int) bool {
-		if len(dst)-from > 1 {
-			slices.SortFunc(dst[from:], func(x, y byDistance) int { return bytes.Compare(x.d[:], y.d[:]) })
+		// Insertion sort: a bucket holds at most K (16) contacts.
+		for x := from + 1; x < len(dst); x++ {
+			for y := x; y > from && lessID(&dst[y].d, &dst[y-1].d); y-- {
+				dst[y], dst[y-1] = dst[y-1], dst[y]
+			}
 		}
 		if len(dst) >= n {
 			dst = dst[:n]
@@ -352,27 +364,62 @@ func (t *Table) closest(dst []byDistance, target proto.NodeID, n int, exclude pr
 		}
 		return false
 	}
+	low := IDBits - len(t.buckets) // the lowest bucket that may exist
 	if b >= 0 {
-		add(b)
-		if band(0) {
+		if add(b) {
 			return dst
 		}
-		from := len(dst)
-		for i := min(b-1, len(t.buckets)+IDBits); i >= IDBits-len(t.buckets) && i >= 0; i-- {
-			add(i)
+		d := proto.Xor(t.self, target)
+		bit := func(i int) bool { p := IDBits - 1 - i; return d[p/8]&(0x80>>(p%8)) != 0 }
+		for i := b - 1; i >= max(low, 0); i-- {
+			if bit(i) && add(i) {
+				return dst
+			}
 		}
-		if band(from) {
-			return dst
+		for i := max(low, 0); i < b; i++ {
+			if !bit(i) && add(i) {
+				return dst
+			}
 		}
 	}
-	for i := max(b+1, IDBits-len(t.buckets)); i < IDBits; i++ {
-		from := len(dst)
-		add(i)
-		if band(from) {
+	for i := max(b+1, low); i < IDBits; i++ {
+		if add(i) {
 			return dst
 		}
 	}
 	return dst
+}
+
+// lessID compares IDs (or distances) as big-endian numbers, eight bytes
+// at a time.
+func lessID(a, b *proto.NodeID) bool {
+	if x, y := binary.BigEndian.Uint64(a[0:8]), binary.BigEndian.Uint64(b[0:8]); x != y {
+		return x < y
+	}
+	if x, y := binary.BigEndian.Uint64(a[8:16]), binary.BigEndian.Uint64(b[8:16]); x != y {
+		return x < y
+	}
+	return binary.BigEndian.Uint32(a[16:20]) < binary.BigEndian.Uint32(b[16:20])
+}
+
+// cmpID is lessID as a three-way comparison.
+func cmpID(a, b *proto.NodeID) int {
+	for _, o := range [...]int{0, 8} {
+		if x, y := binary.BigEndian.Uint64(a[o:o+8]), binary.BigEndian.Uint64(b[o:o+8]); x != y {
+			if x < y {
+				return -1
+			}
+			return 1
+		}
+	}
+	x, y := binary.BigEndian.Uint32(a[16:20]), binary.BigEndian.Uint32(b[16:20])
+	switch {
+	case x < y:
+		return -1
+	case x > y:
+		return 1
+	}
+	return 0
 }
 
 // MarkLookup records a lookup of target at now, so target's bucket is not

@@ -49,3 +49,15 @@ func BenchmarkGrindIdentity(b *testing.B) {
 	}
 	b.ReportMetric(float64(total)/float64(b.N), "key-tries")
 }
+
+// BenchmarkIDWorkTry measures one try of the grind: an Ed25519 key from a
+// seed, its ID, and the puzzle's hash. A grind costs 2^IDWorkBits of them
+// on average; unlike BenchmarkGrindIdentity this has no luck in it.
+func BenchmarkIDWorkTry(b *testing.B) {
+	seed := make([]byte, ed25519.SeedSize)
+	for i := 0; b.Loop(); i++ {
+		seed[0], seed[1], seed[2] = byte(i), byte(i>>8), byte(i>>16)
+		pub := ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey)
+		_ = IDWorkOK(NodeIDFromKey(pub), IDWorkBits)
+	}
+}
