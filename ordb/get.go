@@ -268,7 +268,9 @@ func (g *Get) Efficiency() float64 {
 	if g.end.IsZero() || cap <= 0 || d <= 0 {
 		return 0
 	}
-	return float64(g.w.Stats().Received) / d / cap
+	// The rates are estimates that lag a short transfer's: one that
+	// went faster than its circuits were measured at used them fully.
+	return min(float64(g.w.Stats().Received)/d/cap, 1)
 }
 
 // addCircuit starts the streams of circuit id and offers it to the window.

@@ -186,7 +186,7 @@ func TestMetrics(t *testing.T) {
 	if eff, _ := g0.value("veil_window_efficiency"); !math.IsNaN(eff) {
 		t.Errorf("window efficiency %v before any transfer, want NaN", eff)
 	}
-	if eff, _ := g1.value("veil_window_efficiency"); !(eff > 0 && eff <= 1.5) {
+	if eff, _ := g1.value("veil_window_efficiency"); !(eff > 0 && eff <= 1) {
 		t.Errorf("window efficiency %v after a get", eff)
 	}
 	if a, _ := g0.value("veil_window_transfers_finished_total"); a != 0 {
