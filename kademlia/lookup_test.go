@@ -259,7 +259,7 @@ func TestLookupDisjointPaths(t *testing.T) {
 		}
 		l := NewLookup(self, target, FindNode, seeds, cfg)
 		now := testNow
-		queue := l.Next(now)
+		queue := slices.Clone(l.Next(now)) // Next's slice is reused by the next call
 		for steps := 0; len(queue) > 0 && steps < 10000; steps++ {
 			c := queue[0]
 			queue = queue[1:]
