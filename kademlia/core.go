@@ -327,6 +327,12 @@ func (c *Core) seen(ct proto.DHTContact, onionKey []byte, now time.Time) {
 // listens). An error means a bad or unexpected RPC; the core then changed
 // nothing (it may still answer a refused STORE).
 func (c *Core) Handle(from proto.NodeID, ip netip.Addr, m proto.DHTMessage, now time.Time) error {
+	return c.handle(from, ip, &m, now)
+}
+
+// handle is Handle taking the message by reference (it is large); m is
+// not kept.
+func (c *Core) handle(from proto.NodeID, ip netip.Addr, m *proto.DHTMessage, now time.Time) error {
 	if from == c.id.ID {
 		return ErrSelf
 	}
@@ -345,7 +351,7 @@ func observed(ip netip.Addr, claimed netip.AddrPort) netip.AddrPort {
 	return netip.AddrPortFrom(ip.Unmap(), claimed.Port())
 }
 
-func (c *Core) handleRequest(from proto.NodeID, ip netip.Addr, m proto.DHTMessage, now time.Time) error {
+func (c *Core) handleRequest(from proto.NodeID, ip netip.Addr, m *proto.DHTMessage, now time.Time) error {
 	// The answer goes back over the link the request came on; the address
 	// matters only for the table.
 	sender := proto.DHTContact{ID: from, Addr: observed(ip, m.Sender)}
@@ -408,7 +414,7 @@ func (c *Core) foundPeers(asker proto.NodeID) []proto.DBPeer {
 	return append(peers, proto.DBPeer{ID: c.id.ID, Addr: c.id.Addr, OnionKey: c.id.OnionKey})
 }
 
-func (c *Core) handleAnswer(from proto.NodeID, ip netip.Addr, m proto.DHTMessage, now time.Time) error {
+func (c *Core) handleAnswer(from proto.NodeID, ip netip.Addr, m *proto.DHTMessage, now time.Time) error {
 	p, ok := c.pending[m.TxID]
 	if !ok || p.to.ID != from {
 		return fmt.Errorf("%w: %v tx %x from %v", ErrUnexpected, m.Type, m.TxID, from.Short())
@@ -535,9 +541,10 @@ func (c *Core) Tick(now time.Time) {
 // there to fill its bucket and to make this node known in the bucket's
 // range, not to find the random target: it follows one path and ends once
 // as many nodes of the range as the bucket lacks (at least one) have
-// answered (each is then in the table, and has seen this node). A join
-// refreshes a dozen buckets or more, so this is most of what joining
-// costs: at 10,000 nodes it takes a join from ~570 messages to ~260
+// answered (each is then in the table, and has seen this node), with no
+// more RPCs in flight than answers it still lacks. A join refreshes a
+// dozen buckets or more, so this is most of what joining costs: at
+// 10,000 nodes it takes a join from ~570 messages to ~230
 // (docs/PROTOCOL.md section 9 has the trade-off).
 func (c *Core) refresh(buckets []int, now time.Time) {
 	for _, i := range buckets {

@@ -194,6 +194,11 @@ func (l *Lookup) Next(now time.Time) []proto.DHTContact {
 	out := l.out[:0]
 	pending := false
 	alpha := l.alpha
+	if l.fill > 0 {
+		// A refresh keeps no more RPCs in flight than it still needs
+		// answers: the ones beyond would be sent for nothing.
+		alpha = max(min(alpha, l.need-l.filled), 1)
+	}
 	for p := range l.paths {
 		seen := 0
 		for i := range l.cands {

@@ -257,17 +257,22 @@ const (
 )
 
 func (s *Sim) push(at int64, e simEvent) {
+	*s.pushed(at) = e
+}
+
+// pushed queues an event at at and returns it to be filled in.
+func (s *Sim) pushed(at int64) *simEvent {
 	var idx int32
 	if n := len(s.free); n > 0 {
 		idx = s.free[n-1]
 		s.free = s.free[:n-1]
-		s.events[idx] = e
 	} else {
 		idx = int32(len(s.events))
-		s.events = append(s.events, e)
+		s.events = append(s.events, simEvent{})
 	}
 	s.seq++
 	s.q.push(simItem{at: at, seq: s.seq, idx: idx})
+	return &s.events[idx]
 }
 
 // The simulator runs in windows of virtual time no longer than the
@@ -290,9 +295,9 @@ type simOut struct {
 	from    int32
 	typ     proto.DHTType
 	txid    uint64
-	s0, s1  int32 // sends in the worker's sends
-	r0, r1  int32 // results in the worker's results
-	tickAt  int64 // a tick to schedule after the window; 0 if none
+	sends   []Send // what the core sent (a buffer of the worker's)
+	r0, r1  int32  // results in the worker's results
+	tickAt  int64  // a tick to schedule after the window; 0 if none
 	w       *simWorker
 }
 
@@ -301,7 +306,7 @@ type simWorker struct {
 	s       *Sim
 	pool    contactPool // answers' contact lists, recycled
 	lend    []Send      // lent to the core an event runs (Core.lendSends)
-	sends   []Send
+	bufs    [][]Send    // free send buffers
 	results []Result
 	outs    []simOut
 	events  int
@@ -312,8 +317,13 @@ type simWorker struct {
 const simParallelMin = 64
 
 func (w *simWorker) reset() {
-	clear(w.sends) // drop the messages' references
-	w.sends = w.sends[:0]
+	for k := range w.outs {
+		if b := w.outs[k].sends; b != nil {
+			clear(b) // drop the messages' references
+			w.bufs = append(w.bufs, b[:0])
+		}
+	}
+	clear(w.outs)
 	clear(w.results)
 	w.results = w.results[:0]
 	w.outs = w.outs[:0]
@@ -325,14 +335,18 @@ func (w *simWorker) collect(i int32, at int64, o simOut) simOut {
 	c := w.s.nodes[i].core
 	sends, results := c.Ready()
 	o.at, o.node, o.w = at, i, w
-	o.s0 = int32(len(w.sends))
-	w.sends = append(w.sends, sends...)
-	o.s1 = int32(len(w.sends))
 	o.r0 = int32(len(w.results))
 	w.results = append(w.results, results...)
 	o.r1 = int32(len(w.results))
-	clear(sends)
-	w.lend = sends[:0]
+	if len(sends) == 0 {
+		w.lend = sends
+	} else {
+		o.sends = sends
+		if n := len(w.bufs); n > 0 {
+			w.lend = w.bufs[n-1]
+			w.bufs = w.bufs[:n-1]
+		}
+	}
 	return o
 }
 
@@ -361,14 +375,15 @@ func (w *simWorker) runNode(i int32, items []simItem, end int64) {
 		return
 	}
 	var local []int64 // ticks due inside the window, in order
+	tick := simEvent{kind: simTick, to: i}
 	for k := 0; k < len(items) || len(local) > 0; {
 		var at int64
-		var e simEvent
+		e := &tick
 		if k < len(items) && (len(local) == 0 || items[k].at <= local[0]) {
-			at, e = items[k].at, s.events[items[k].idx]
+			at, e = items[k].at, &s.events[items[k].idx] // not written until the window is over
 			k++
 		} else {
-			at, e = local[0], simEvent{kind: simTick, to: i}
+			at = local[0]
 			local = local[1:]
 		}
 		w.events++
@@ -387,7 +402,7 @@ func (w *simWorker) runNode(i int32, items []simItem, end int64) {
 					}
 				}
 			} else {
-				_ = n.core.Handle(s.nodes[e.from].id, simAddr(int(e.from)).Addr(), e.msg, now)
+				_ = n.core.handle(s.nodes[e.from].id, simAddr(int(e.from)).Addr(), &e.msg, now)
 			}
 			w.pool.put(e.msg.Contacts) // the core copied what it keeps
 		case simTick:
@@ -399,7 +414,7 @@ func (w *simWorker) runNode(i int32, items []simItem, end int64) {
 			_, _ = n.core.Bootstrap([]proto.DHTContact{s.nodes[0].core.Contact()}, now)
 		}
 		o = w.collect(i, at, o)
-		if t := s.nextTick(i, at, o.w.sends[o.s0:o.s1], e.kind == simTick); t != 0 {
+		if t := s.nextTick(i, at, o.sends, e.kind == simTick); t != 0 {
 			if t < end {
 				j := len(local)
 				for j > 0 && local[j-1] > t {
@@ -453,8 +468,8 @@ func (s *Sim) merge(outs []simOut) {
 				delete(s.want, simKey{o.node, r.Op})
 			}
 		}
-		for _, snd := range o.w.sends[o.s0:o.s1] {
-			s.send(o.node, snd)
+		for k := range o.sends {
+			s.send(o.node, &o.sends[k])
 		}
 		if o.tickAt != 0 {
 			s.push(o.tickAt, simEvent{kind: simTick, to: o.node})
@@ -463,7 +478,7 @@ func (s *Sim) merge(outs []simOut) {
 }
 
 // send schedules the delivery of one message of node i.
-func (s *Sim) send(i int32, snd Send) {
+func (s *Sim) send(i int32, snd *Send) {
 	s.Sent++
 	if int(snd.Msg.Type) < len(s.SentByType) {
 		s.SentByType[snd.Msg.Type]++
@@ -481,7 +496,9 @@ func (s *Sim) send(i int32, snd Send) {
 	if span := s.cfg.LatencyMax - s.cfg.LatencyMin; span > 0 {
 		lat += time.Duration(s.rng.Int64N(int64(span)))
 	}
-	s.push(s.now+int64(lat), simEvent{kind: simDeliver, to: to, from: i, msg: snd.Msg})
+	e := s.pushed(s.now + int64(lat))
+	e.kind, e.to, e.from = simDeliver, to, i
+	e.msg = snd.Msg
 }
 
 // flush sends what node i's core asked for outside any event (an
@@ -492,8 +509,9 @@ func (s *Sim) flush(i int32) {
 	s.nodes[i].core.lendSends(w.lend)
 	w.lend = nil
 	o := w.collect(i, s.now, simOut{})
-	o.tickAt = s.nextTick(i, s.now, w.sends[o.s0:o.s1], false)
-	s.merge([]simOut{o})
+	o.tickAt = s.nextTick(i, s.now, o.sends, false)
+	w.outs = append(w.outs, o)
+	s.merge(w.outs)
 	w.reset()
 }
 
