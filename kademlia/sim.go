@@ -78,6 +78,7 @@ type simItem struct {
 	at  int64 // virtual unix nanoseconds
 	seq uint64
 	idx int32 // into Sim.events
+	to  int32 // the event's node
 }
 
 func (a simItem) before(b simItem) bool {
@@ -154,7 +155,7 @@ type Sim struct {
 	events []simEvent
 	free   []int32
 	seq    uint64
-	trace  uint64 // FNV-1a of the messages, as hash/fnv's New64a computes it
+	trace  uint64 // digest of the messages (see record)
 	want   map[simKey]*Result
 	coll   *colluders // nil: everyone honest
 
@@ -187,7 +188,7 @@ func NewSim(cfg SimConfig) (*Sim, error) {
 		now:   cfg.Start.UnixNano(),
 		nodes: make([]simNode, cfg.Nodes),
 		index: make(map[proto.NodeID]int32, cfg.Nodes),
-		trace: fnvOffset64,
+		trace: traceInit,
 		want:  make(map[simKey]*Result),
 
 		parallelMin: simParallelMin,
@@ -251,17 +252,14 @@ func (s *Sim) Now() time.Time { return time.Unix(0, s.now) }
 // type, transaction ID): equal hashes mean equal runs.
 func (s *Sim) TraceHash() uint64 { return s.trace }
 
-const (
-	fnvOffset64 = 14695981039346656037
-	fnvPrime64  = 1099511628211
-)
+const traceInit = 14695981039346656037
 
 func (s *Sim) push(at int64, e simEvent) {
-	*s.pushed(at) = e
+	*s.pushed(at, e.to) = e
 }
 
 // pushed queues an event at at and returns it to be filled in.
-func (s *Sim) pushed(at int64) *simEvent {
+func (s *Sim) pushed(at int64, to int32) *simEvent {
 	var idx int32
 	if n := len(s.free); n > 0 {
 		idx = s.free[n-1]
@@ -271,7 +269,7 @@ func (s *Sim) pushed(at int64) *simEvent {
 		s.events = append(s.events, simEvent{})
 	}
 	s.seq++
-	s.q.push(simItem{at: at, seq: s.seq, idx: idx})
+	s.q.push(simItem{at: at, seq: s.seq, idx: idx, to: to})
 	return &s.events[idx]
 }
 
@@ -298,6 +296,7 @@ type simOut struct {
 	sends   []Send // what the core sent (a buffer of the worker's)
 	r0, r1  int32  // results in the worker's results
 	tickAt  int64  // a tick to schedule after the window; 0 if none
+	k       int32  // order among the window's outs of one time
 	w       *simWorker
 }
 
@@ -353,11 +352,10 @@ func (w *simWorker) collect(i int32, at int64, o simOut) simOut {
 // run processes items (sorted by node, then time and sequence) of the
 // window ending at end.
 func (w *simWorker) run(items []simItem, end int64) {
-	s := w.s
 	for lo := 0; lo < len(items); {
-		node := s.events[items[lo].idx].to
+		node := items[lo].to
 		hi := lo + 1
-		for hi < len(items) && s.events[items[hi].idx].to == node {
+		for hi < len(items) && items[hi].to == node {
 			hi++
 		}
 		w.runNode(node, items[lo:hi], end)
@@ -496,7 +494,7 @@ func (s *Sim) send(i int32, snd *Send) {
 	if span := s.cfg.LatencyMax - s.cfg.LatencyMin; span > 0 {
 		lat += time.Duration(s.rng.Int64N(int64(span)))
 	}
-	e := s.pushed(s.now + int64(lat))
+	e := s.pushed(s.now+int64(lat), to)
 	e.kind, e.to, e.from = simDeliver, to, i
 	e.msg = snd.Msg
 }
@@ -530,14 +528,11 @@ func (s *Sim) lookupAddr(c proto.DHTContact) (int32, bool) {
 }
 
 func (s *Sim) record(what string, from, to int32, typ proto.DHTType, txid uint64) {
-	var b [8 + 4 + 4 + 1 + 8]byte
-	binary.LittleEndian.PutUint64(b[0:], uint64(s.now))
-	binary.LittleEndian.PutUint32(b[8:], uint32(from))
-	binary.LittleEndian.PutUint32(b[12:], uint32(to))
-	b[16] = byte(typ)
-	binary.LittleEndian.PutUint64(b[17:], txid)
-	for _, x := range b {
-		s.trace = (s.trace ^ uint64(x)) * fnvPrime64
+	// Three words, each mixed in by a multiply-xorshift round (cheaper
+	// than a byte-wise hash: this runs for every message).
+	for _, w := range [3]uint64{uint64(s.now), uint64(uint32(from))<<32 | uint64(uint32(to)), uint64(typ)<<56 ^ txid} {
+		h := (s.trace ^ w) * 0x9e3779b97f4a7c15
+		s.trace = h ^ h>>29
 	}
 	if s.Trace != nil {
 		// No transaction IDs: they are random (seeded), and a golden trace
@@ -564,8 +559,8 @@ func (s *Sim) window(limit int64) int {
 		items = append(items, it)
 	}
 	slices.SortFunc(items, func(a, b simItem) int {
-		if x, y := s.events[a.idx].to, s.events[b.idx].to; x != y {
-			return int(x - y)
+		if a.to != b.to {
+			return int(a.to - b.to)
 		}
 		if a.at != b.at {
 			if a.at < b.at {
@@ -593,7 +588,7 @@ func (s *Sim) window(limit int64) int {
 		lo := 0
 		for k := range nw {
 			hi := max(len(items)*(k+1)/nw, lo)
-			for hi > lo && hi < len(items) && s.events[items[hi].idx].to == s.events[items[hi-1].idx].to {
+			for hi > lo && hi < len(items) && items[hi].to == items[hi-1].to {
 				hi++ // a node's events stay in one worker
 			}
 			part := items[lo:hi]
@@ -616,14 +611,19 @@ func (s *Sim) window(limit int64) int {
 		outs = append(outs, w.outs...)
 		ran += w.events
 	}
-	slices.SortStableFunc(outs, func(a, b simOut) int {
+	// The workers' outs, one after the other, are in node order, each
+	// node's in its own order: k keeps that order among equal times.
+	for k := range outs {
+		outs[k].k = int32(k)
+	}
+	slices.SortFunc(outs, func(a, b simOut) int {
 		switch {
 		case a.at < b.at:
 			return -1
 		case a.at > b.at:
 			return 1
 		}
-		return int(a.node - b.node)
+		return int(a.k - b.k)
 	})
 	for _, it := range items {
 		s.events[it.idx] = simEvent{}
