@@ -150,8 +150,8 @@ func BenchmarkSimLookup(b *testing.B) {
 					cfg.Core.StopOnValue = true
 					s, keys = simNetworkCfg(b, cfg, 100, churn)
 					runtime.ReadMemStats(&m1)
-					b.Logf("build %d nodes by joins + 100 records: %v wall, %d messages, heap in use %d MB, %d MB allocated in all",
-						n, time.Since(start).Round(time.Millisecond), s.Sent, m1.HeapInuse>>20, (m1.TotalAlloc-m0.TotalAlloc)>>20)
+					b.Logf("build %d nodes by joins + 100 records: %v wall, %d messages, heap in use %d MB, %d MB allocated in all, %d GCs taking %.1f %% of the CPU",
+						n, time.Since(start).Round(time.Millisecond), s.Sent, m1.HeapInuse>>20, (m1.TotalAlloc-m0.TotalAlloc)>>20, m1.NumGC-m0.NumGC, 100*m1.GCCPUFraction)
 				}
 				b.ResetTimer()
 				st := simLookups(b, s, keys, b.N)
