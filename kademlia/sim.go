@@ -371,8 +371,8 @@ func (w *simWorker) run(items []simItem, end int64) {
 }
 
 // touch loads, level by level, the memory the next events will need
-// first (each event's node, its core, table and the bucket of the
-// sender, the sender's ID): the cache misses of several events then
+// first (each event's node, its core, table, the sender's and the
+// target's buckets, an answer's pending RPC and lookup): the cache misses of several events then
 // overlap instead of coming one after another, the simulation's main
 // cost at 100,000 nodes (every event lands in another node's memory).
 func (w *simWorker) touch(items []simItem) {
@@ -405,6 +405,23 @@ func (w *simWorker) touch(items []simItem) {
 			if p := proto.CommonPrefixLen(t.self, e.msg.Target); p < len(t.buckets) {
 				buckets[2*k+1] = &t.buckets[p]
 			}
+		}
+	}
+	// An answer's pending RPC, its operation and the lookup's
+	// candidates.
+	var lookups [16]*Lookup
+	for k, it := range items {
+		if e := &s.events[it.idx]; e.kind == simDeliver && !e.msg.Type.IsRequest() {
+			if p, ok := cores[k].pending[e.msg.TxID]; ok {
+				if o := cores[k].ops[p.op]; o != nil {
+					lookups[k] = o.lookup
+				}
+			}
+		}
+	}
+	for _, l := range lookups[:len(items)] {
+		if l != nil && len(l.cands) > 0 {
+			x += uintptr(l.cands[0].state) + uintptr(l.cands[len(l.cands)/2].state) + uintptr(l.cands[len(l.cands)-1].state)
 		}
 	}
 	for _, b := range buckets[:2*len(items)] {
