@@ -372,9 +372,11 @@ func (w *simWorker) run(items []simItem, end int64) {
 
 // touch loads, level by level, the memory the next events will need
 // first (each event's node, its core, table, the sender's and the
-// target's buckets, an answer's pending RPC and lookup): the cache misses of several events then
-// overlap instead of coming one after another, the simulation's main
-// cost at 100,000 nodes (every event lands in another node's memory).
+// target's buckets, an answer's pending RPC and lookup): the cache
+// misses of several events then overlap instead of coming one after
+// another, the simulation's main cost at 100,000 nodes (every event
+// lands in another node's memory). It only reads the nodes of the
+// worker's own range (and the IDs of the senders, which never change).
 func (w *simWorker) touch(items []simItem) {
 	s := w.s
 	var cores [16]*Core
