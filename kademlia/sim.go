@@ -294,6 +294,7 @@ type simOut struct {
 	typ     proto.DHTType
 	txid    uint64
 	sends   []Send // what the core sent (a buffer of the worker's)
+	d0      int32  // the sends' destinations are the worker's dests[d0:]
 	r0, r1  int32  // results in the worker's results
 	tickAt  int64  // a tick to schedule after the window; 0 if none
 	k       int32  // order among the window's outs of one time
@@ -306,6 +307,7 @@ type simWorker struct {
 	pool    contactPool // answers' contact lists, recycled
 	lend    []Send      // lent to the core an event runs (Core.lendSends)
 	bufs    [][]Send    // free send buffers
+	dests   []int32     // where the outs' sends go (-1: nowhere)
 	results []Result
 	outs    []simOut
 	events  int
@@ -324,6 +326,7 @@ func (w *simWorker) reset() {
 		}
 	}
 	clear(w.outs)
+	w.dests = w.dests[:0]
 	clear(w.results)
 	w.results = w.results[:0]
 	w.outs = w.outs[:0]
@@ -342,6 +345,14 @@ func (w *simWorker) collect(i int32, at int64, o simOut) simOut {
 		w.lend = sends
 	} else {
 		o.sends = sends
+		o.d0 = int32(len(w.dests))
+		for k := range sends {
+			to, ok := w.s.lookupAddr(sends[k].To)
+			if !ok {
+				to = -1
+			}
+			w.dests = append(w.dests, to)
+		}
 		if n := len(w.bufs); n > 0 {
 			w.lend = w.bufs[n-1]
 			w.bufs = w.bufs[:n-1]
@@ -540,7 +551,7 @@ func (s *Sim) merge(outs []simOut) {
 			}
 		}
 		for k := range o.sends {
-			s.send(o.node, &o.sends[k])
+			s.send(o.node, &o.sends[k], o.w.dests[int(o.d0)+k])
 		}
 		if o.tickAt != 0 {
 			s.push(o.tickAt, simEvent{kind: simTick, to: o.node})
@@ -548,14 +559,14 @@ func (s *Sim) merge(outs []simOut) {
 	}
 }
 
-// send schedules the delivery of one message of node i.
-func (s *Sim) send(i int32, snd *Send) {
+// send schedules the delivery of one message of node i to node to (-1:
+// no node has that address).
+func (s *Sim) send(i int32, snd *Send, to int32) {
 	s.Sent++
 	if int(snd.Msg.Type) < len(s.SentByType) {
 		s.SentByType[snd.Msg.Type]++
 	}
-	to, ok := s.lookupAddr(snd.To)
-	if !ok {
+	if to < 0 {
 		return
 	}
 	if s.cfg.Loss > 0 && s.rng.Float64() < s.cfg.Loss {
@@ -587,7 +598,8 @@ func (s *Sim) flush(i int32) {
 }
 
 // lookupAddr finds the node of contact c: the address label carries the
-// node's index, checked against the ID (the map is the fallback).
+// node's index, checked against the ID (the map is the fallback). The
+// workers call it at once: it only reads what never changes.
 func (s *Sim) lookupAddr(c proto.DHTContact) (int32, bool) {
 	if a := c.Addr.Addr(); a.Is6() {
 		b := a.As16()
