@@ -208,6 +208,11 @@ func (g *Get) Run(ctx context.Context) (proto.DBConnected, error) {
 		if len(g.circs) == 0 && g.building == 0 {
 			g.w.Stop()
 			_ = g.execute(ctx)
+			if err := ctx.Err(); err != nil {
+				// The circuits failed because the Get was cancelled
+				// (their streams closed, their replacements not built).
+				return g.desc, err
+			}
 			return g.desc, ErrNoCircuits
 		}
 		if dl := g.w.Deadline(); !dl.Equal(armed) {

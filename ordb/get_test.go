@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -266,29 +267,44 @@ func TestGetCircuitDies(t *testing.T) {
 	net := newGetNet(t, 498*4000, 4, 1)
 	tc := newTestCircuits(t, net)
 	defer tc.closeAll()
+	// The victim is circuit 0 or 1, whichever carries data first: from
+	// that cell on its streams read nothing more (the cells already
+	// queued at our end would otherwise still come in, and on a loaded
+	// machine finish the download before the destruction was noticed),
+	// and the circuit is destroyed.
 	var once sync.Once
+	victim := -1
 	tc.wrap = func(k int, s CellStream) CellStream {
 		if k != 0 && k != 1 {
 			return s
 		}
-		return &tapStream{CellStream: s, onRead: func(cmd proto.RelayCommand, _ []byte, n int) {
+		return &dieStream{CellStream: s, dead: func(cmd proto.RelayCommand, n int) bool {
 			if cmd == proto.RelayDBData && n > 20 {
 				once.Do(func() {
-					// Destroy circuit 0 or 1, whichever carries data first.
 					tc.mu.Lock()
 					defer tc.mu.Unlock()
+					victim = k
 					for id, o := range tc.order {
-						if o == k {
-							go tc.circs[id].Close()
+						if c := tc.circs[id]; o == k && c != nil {
+							go c.Close()
 						}
 					}
 				})
 			}
+			tc.mu.Lock()
+			defer tc.mu.Unlock()
+			return victim == k
 		}}
 	}
 	ids := tc.initial(6)
 	st := openStore(t, "cache.db")
-	got, _, err := runGet(t, getCtx(t), tc, st, ids, nil)
+	got, _, err := runGet(t, getCtx(t), tc, st, ids, func(c *GetConfig) {
+		// No circuit is judged stalled within the test: on a loaded
+		// machine the silent victim was, 200 ms after its last cell,
+		// before its reader goroutine got the CPU to report the failure.
+		c.Window = window.DefaultConfig(net.name)
+		c.Window.StallMin = time.Minute
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,6 +316,25 @@ func TestGetCircuitDies(t *testing.T) {
 	if !slices.Contains(tc.replaced, window.WhyFailed) {
 		t.Fatalf("replaced %v, want the dead circuit replaced as failed", tc.replaced)
 	}
+}
+
+// dieStream fails every read from the cell for which dead (given the
+// cell's command and count) says the circuit is dead.
+type dieStream struct {
+	CellStream
+	n    int
+	dead func(cmd proto.RelayCommand, n int) bool
+}
+
+func (s *dieStream) ReadCell(buf []byte) (proto.RelayCommand, int, error) {
+	cmd, n, err := s.CellStream.ReadCell(buf)
+	if err == nil {
+		s.n++
+		if s.dead(cmd, s.n) {
+			return 0, 0, circuits.ErrCircuitClosed
+		}
+	}
+	return cmd, n, err
 }
 
 // tapStream calls onRead with every cell read (after counting n of them)
@@ -377,16 +412,19 @@ func TestGetResumeAfterCancel(t *testing.T) {
 	defer tc.closeAll()
 	st := openStore(t, "cache.db")
 	ctx, cancel := context.WithCancel(getCtx(t))
-	_, g1, err := runGet(t, ctx, tc, st, tc.initial(5), func(c *GetConfig) {
-		deliver := c.Deliver
-		c.Deliver = func(chunk uint64, data []byte) error {
-			if chunk >= 2000 {
-				cancel() // the user gives up a third of the way
-				return ctx.Err()
+	// The user gives up a third of the way: once 2,000 cells came (a
+	// cell carries at most a chunk), and no cell passes after. (Cancelling at the 2,000th chunk
+	// delivered is not a third of the way: the window asks far ahead of
+	// delivery, and a loaded machine had all 6,000 chunks stored by then.)
+	var cells atomic.Int64
+	tc.wrap = func(_ int, s CellStream) CellStream {
+		return &gateStream{CellStream: s, ctx: ctx, onCell: func() {
+			if cells.Add(1) == 2000 {
+				cancel()
 			}
-			return deliver(chunk, data)
-		}
-	})
+		}}
+	}
+	_, g1, err := runGet(t, ctx, tc, st, tc.initial(5), nil)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("first run: %v, want context.Canceled", err)
 	}
@@ -406,7 +444,7 @@ func TestGetResumeAfterCancel(t *testing.T) {
 		t.Fatalf("%d of %d chunks held after the cancel", held, total)
 	}
 	tc.mu.Lock()
-	tc.asked = nil
+	tc.asked, tc.wrap = nil, nil
 	tc.mu.Unlock()
 	var first GetProgress
 	got, _, err := runGet(t, getCtx(t), tc, st, tc.initial(5), func(c *GetConfig) {
@@ -441,6 +479,25 @@ func TestGetResumeAfterCancel(t *testing.T) {
 	if uint64(len(asked)) != total-held {
 		t.Errorf("second run asked %d distinct chunks, want the %d missing", len(asked), total-held)
 	}
+}
+
+// gateStream calls onCell for each cell read and passes none once ctx
+// ended.
+type gateStream struct {
+	CellStream
+	ctx    context.Context
+	onCell func()
+}
+
+func (s *gateStream) ReadCell(buf []byte) (proto.RelayCommand, int, error) {
+	cmd, n, err := s.CellStream.ReadCell(buf)
+	if err == nil {
+		s.onCell()
+	}
+	if cerr := s.ctx.Err(); cerr != nil {
+		return 0, 0, cerr
+	}
+	return cmd, n, err
 }
 
 // A seek before the download delivers the chunk sought first, then the
