@@ -386,6 +386,10 @@ func (g *Get) executeOnce(ctx context.Context, acts []window.Action) error {
 			}
 		case window.Skipped:
 			g.skipped += a.To - a.From
+			// Readers of the store waiting in the gap go on from a.To.
+			if err := g.cfg.Store.SkipLive(g.cfg.Name, a.To); err != nil {
+				return err
+			}
 			g.progress(true) // says so at once
 		case window.Done:
 		case window.Fail:
