@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -55,6 +56,21 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// watchdog ends the test binary with every goroutine's stack if t, its
+// cleanups included (the nodes' Close), has not ended within d: a hang
+// then says where it hangs, instead of running on until the binary's
+// -timeout or an outside kill that leaves no stack. Call it first, so
+// that its cleanup runs last.
+func watchdog(t *testing.T, d time.Duration) {
+	tm := time.AfterFunc(d, func() {
+		buf := make([]byte, 16<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		fmt.Fprintf(os.Stderr, "%s did not end within %v (cleanups included); every goroutine:\n%s\n", t.Name(), d, buf)
+		os.Exit(2)
+	})
+	t.Cleanup(func() { tm.Stop() })
 }
 
 // checkLeaks fails t if goroutines started during it outlive it (closing
