@@ -24,8 +24,7 @@ func TestGatewayLiveNetwork(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a network and a live stream of several seconds; .ci/run runs it without -short")
 	}
-	watchdog(t, 3*time.Minute)
-	checkLeaks(t)
+	checkLeaks(t) // and its watchdog
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	nodes := startNetwork(t, ctx, 7)

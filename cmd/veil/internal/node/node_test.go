@@ -74,8 +74,10 @@ func watchdog(t *testing.T, d time.Duration) {
 }
 
 // checkLeaks fails t if goroutines started during it outlive it (closing
-// TCP connections takes a moment: the wait is bounded).
+// TCP connections takes a moment: the wait is bounded). It starts a
+// 4-minute watchdog too (the tests using it bound their work at 2).
 func checkLeaks(t *testing.T) {
+	watchdog(t, 4*time.Minute)
 	before := runtime.NumGoroutine()
 	t.Cleanup(func() {
 		http.DefaultClient.CloseIdleConnections()

@@ -28,6 +28,7 @@ import (
 // change under the test.)
 func probeNet(t *testing.T, ctx context.Context) (nodes []*Node, pub *Node) {
 	t.Helper()
+	watchdog(t, 4*time.Minute) // before the nodes: its cleanup runs after their Close
 	bc := testConfig(t, t.TempDir())
 	bc.Roles.Bridge = true
 	nodes = []*Node{startTest(t, ctx, bc)}
