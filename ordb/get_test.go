@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -59,13 +60,14 @@ type testCircuits struct {
 	order    map[window.CircuitID]int
 	wrap     func(order int, s CellStream) CellStream
 	replaced []window.Why
-	asked    [][2]uint64 // DB_QUERY ranges sent (not the descriptor's)
+	gone     map[int]bool // the orders of the circuits replaced
+	asked    [][2]uint64  // DB_QUERY ranges sent (not the descriptor's)
 	dataSeen map[window.CircuitID]int
 }
 
 func newTestCircuits(t testing.TB, net *getNet) *testCircuits {
 	return &testCircuits{t: t, net: net, circs: map[window.CircuitID]*circuits.Circuit{},
-		order: map[window.CircuitID]int{}, dataSeen: map[window.CircuitID]int{}}
+		order: map[window.CircuitID]int{}, dataSeen: map[window.CircuitID]int{}, gone: map[int]bool{}}
 }
 
 // build makes a new 3-hop circuit: two relays then an ORDB, varied with
@@ -140,6 +142,7 @@ func (tc *testCircuits) Replace(ctx context.Context, id window.CircuitID, why wi
 	c := tc.circs[id]
 	delete(tc.circs, id)
 	tc.replaced = append(tc.replaced, why)
+	tc.gone[tc.order[id]] = true
 	tc.mu.Unlock()
 	if c != nil {
 		c.Close()
@@ -600,9 +603,9 @@ func TestGetSeekSendsOnFreshStreams(t *testing.T) {
 	var mu sync.Mutex
 	var streams []*queryLog
 	seeked := false // guarded by mu
-	tc.wrap = func(_ int, s CellStream) CellStream {
+	tc.wrap = func(k int, s CellStream) CellStream {
 		mu.Lock()
-		l := &queryLog{CellStream: s, mu: &mu, old: !seeked, seeked: &seeked}
+		l := &queryLog{CellStream: s, mu: &mu, old: !seeked, seeked: &seeked, circuit: k}
 		streams = append(streams, l)
 		mu.Unlock()
 		return l
@@ -628,6 +631,9 @@ func TestGetSeekSendsOnFreshStreams(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
+	tc.mu.Lock()
+	gone := maps.Clone(tc.gone)
+	tc.mu.Unlock()
 	dropped, spares := 0, 0
 	for _, l := range streams {
 		if l.old && l.before == 0 && len(l.after) > 0 {
@@ -635,6 +641,13 @@ func TestGetSeekSendsOnFreshStreams(t *testing.T) {
 		}
 		if !l.old || l.before == 0 || !l.closed || l.ended {
 			continue // not in use when the seek came (a spare, or opened after), or ended cleanly at the download's end
+		}
+		if gone[l.circuit] {
+			// Closed with its circuit, replaced (a loaded machine: slow
+			// or stalled) maybe long after it rightly took the seek's
+			// GETs; whether the seek closed it first cannot be told.
+			t.Logf("circuit %d was replaced: its stream's queries after the seek %v are not judged", l.circuit, l.after)
+			continue
 		}
 		dropped++
 		for _, c := range l.after {
@@ -662,6 +675,8 @@ type queryLog struct {
 	after  []uint64 // chunks of the queries written after it
 	ended  bool     // DB_END sent
 	closed bool
+	// circuit is the order of the stream's circuit (testCircuits.order).
+	circuit int
 }
 
 func (l *queryLog) WriteCell(cmd proto.RelayCommand, data []byte) error {
