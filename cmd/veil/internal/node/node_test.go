@@ -64,6 +64,9 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 // -timeout or an outside kill that leaves no stack. Call it first, so
 // that its cleanup runs last.
 func watchdog(t *testing.T, d time.Duration) {
+	if underRace {
+		d *= 3 // everything runs slower
+	}
 	tm := time.AfterFunc(d, func() {
 		buf := make([]byte, 16<<20)
 		buf = buf[:runtime.Stack(buf, true)]
@@ -71,6 +74,15 @@ func watchdog(t *testing.T, d time.Duration) {
 		os.Exit(2)
 	})
 	t.Cleanup(func() { tm.Stop() })
+}
+
+// within is d, or less if ctx ends sooner: a wait of a test that can do
+// nothing once ctx ended.
+func within(ctx context.Context, d time.Duration) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		return min(d, time.Until(dl))
+	}
+	return d
 }
 
 // checkLeaks fails t if goroutines started during it outlive it (closing
@@ -105,7 +117,7 @@ func TestNodesPublishFetch(t *testing.T) {
 		nodes = append(nodes, startTest(t, ctx, testConfig(t, t.TempDir(), bridge.BridgeLine())))
 	}
 	for i, n := range nodes {
-		waitFor(t, 30*time.Second, "directories", func() bool { return n.dir.Len() >= len(nodes)-2 })
+		waitFor(t, within(ctx, 30*time.Second), "directories", func() bool { return n.dir.Len() >= len(nodes)-2 })
 		t.Logf("node %d: directory %d", i, n.dir.Len())
 	}
 	data := make([]byte, 200_001)
