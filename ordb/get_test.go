@@ -556,7 +556,14 @@ func TestGetSeekWhileRunning(t *testing.T) {
 	var order []uint64
 	out := make([]byte, len(net.data))
 	var g *Get
-	cfg := GetConfig{Name: net.name, Store: st, Circuits: tc, Initial: tc.initial(5),
+	// The window stays below the seek until the seek is handled: the
+	// queries written from the first delivery (when the seek is asked)
+	// to its handling are then never mistaken for the seek's. (With the
+	// default 16 MiB window, a loaded machine whose first chunk came
+	// late had asked chunk 7744 before the seek was handled.)
+	wc := window.DefaultConfig(net.name)
+	wc.MaxWindow = 2500
+	cfg := GetConfig{Name: net.name, Store: st, Circuits: tc, Initial: tc.initial(5), Window: wc,
 		Deliver: func(chunk uint64, data []byte) error {
 			if len(order) == 0 {
 				g.Seek(seek) // on Run's goroutine: handled at its next event
@@ -611,7 +618,14 @@ func TestGetSeekSendsOnFreshStreams(t *testing.T) {
 		return l
 	}
 	var g *Get
-	cfg := GetConfig{Name: net.name, Store: st, Circuits: tc, Initial: tc.initial(5),
+	// The window stays below the seek until the seek is handled: the
+	// queries written from the first delivery (when the seek is asked)
+	// to its handling are then never mistaken for the seek's. (With the
+	// default 16 MiB window, a loaded machine whose first chunk came
+	// late had asked chunk 7744 before the seek was handled.)
+	wc := window.DefaultConfig(net.name)
+	wc.MaxWindow = 2500
+	cfg := GetConfig{Name: net.name, Store: st, Circuits: tc, Initial: tc.initial(5), Window: wc,
 		Deliver: func(chunk uint64, data []byte) error {
 			mu.Lock()
 			first := !seeked
