@@ -15,7 +15,8 @@ import (
 // Reader reads a content in order while it downloads: a Read of a chunk not
 // yet stored waits for it, until the Reader's context ends. For a live
 // stream there is no end: reads past the newest chunk wait, and reads of
-// evicted chunks fail with ErrEvicted. Not safe for concurrent use.
+// evicted chunks, or of chunks the fetch jumped over (SkipLive), fail with
+// ErrEvicted. Not safe for concurrent use.
 type Reader struct {
 	s    *Store
 	ctx  context.Context
@@ -108,15 +109,13 @@ func (r *Reader) chunk(i uint64) ([]byte, error) {
 // wait blocks until the next commit (or deletion), then lets Read retry.
 func (r *Reader) wait(i uint64) error {
 	r.s.mu.Lock()
-	ch, gone, head := r.s.changed, r.inf.gone, r.inf.head
+	ch, gone, head, floor := r.s.changed, r.inf.gone, r.inf.head, r.s.liveFloorLocked(r.inf)
 	r.s.mu.Unlock()
 	if gone {
 		return fmt.Errorf("%w: %v deleted", ErrNotFound, r.inf.name)
 	}
-	if r.inf.live {
-		if keep := r.s.cfg.keepChunks(); head.Length > keep && i < head.Length-keep {
-			return fmt.Errorf("%w: chunk %d (stream at %d)", ErrEvicted, i, head.Length)
-		}
+	if i < floor { // live: evicted, or jumped over by the fetch
+		return fmt.Errorf("%w: chunk %d (stream at %d, kept from %d)", ErrEvicted, i, head.Length, floor)
 	}
 	// The commit may have landed between chunk() and taking ch: look again.
 	if c, err := r.chunk(i); c != nil || err != nil {

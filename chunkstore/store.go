@@ -74,6 +74,7 @@ type info struct {
 	count   uint64       // chunks held, as committed
 	quarter int          // highest quarter reported, -1 for none
 	gone    bool         // deleted
+	skipTo  uint64       // live: the fetch jumped to here; missing chunks below it will not come
 	// queued are a static content's verified ranges Ingest queued and
 	// the writer has not committed yet, by record: Readers read them
 	// from here rather than wait for the commit (an fsync). The buffers
@@ -327,9 +328,10 @@ func (s *Store) Head(name proto.HashName) (content.Head, error) {
 }
 
 // LiveFloor returns the oldest chunk of a live stream the store still
-// keeps: its newest head's length less the kept windows (0 while the
-// stream is shorter). A Reader asked for a chunk below it fails with
-// ErrEvicted.
+// keeps or may yet get: its newest head's length less the kept windows
+// (0 while the stream is shorter), or where the fetch jumped to
+// (SkipLive), whichever is higher. A Reader asked for a chunk below it
+// that the store does not hold fails with ErrEvicted.
 func (s *Store) LiveFloor(name proto.HashName) (uint64, error) {
 	inf, err := s.lookup(name)
 	if err != nil {
@@ -337,10 +339,36 @@ func (s *Store) LiveFloor(name proto.HashName) (uint64, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if keep := s.cfg.keepChunks(); inf.live && inf.head.Length > keep {
-		return inf.head.Length - keep, nil
+	return s.liveFloorLocked(inf), nil
+}
+
+func (s *Store) liveFloorLocked(inf *info) uint64 {
+	if !inf.live {
+		return 0
 	}
-	return 0, nil
+	floor := inf.skipTo
+	if keep := s.cfg.keepChunks(); inf.head.Length > keep {
+		floor = max(floor, inf.head.Length-keep)
+	}
+	return floor
+}
+
+// SkipLive says that the fetch of a live stream jumped ahead to chunk to
+// (it fell behind what the publisher keeps): the chunks below it that
+// the store lacks will not come, and a Reader waiting for one fails with
+// ErrEvicted instead of waiting for ever. It is kept in memory only.
+func (s *Store) SkipLive(name proto.HashName, to uint64) error {
+	inf, err := s.lookup(name)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if inf.live && to > inf.skipTo {
+		inf.skipTo = to
+		s.broadcastLocked()
+	}
+	return nil
 }
 
 // Have returns the have-bitmap of a content: bit i%64 of word i/64 is set

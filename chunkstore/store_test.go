@@ -850,3 +850,94 @@ func TestPublishTiny(t *testing.T) {
 		}
 	}
 }
+
+// A reader of a live stream waiting in chunks the fetch jumped over
+// (SkipLive) fails with ErrEvicted instead of waiting for ever; chunks
+// held below the jump still read, and LiveFloor says where to go on.
+func TestSkipLiveEndsWaits(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	window := 16 * content.ChunkSize // keeps 64 chunks: nothing evicted here
+	pubS := openTest(t, filepath.Join(t.TempDir(), "p.db"), func(c *Config) { c.WindowBytes = window })
+	subS := openTest(t, filepath.Join(t.TempDir(), "s.db"), func(c *Config) { c.WindowBytes = window })
+	pub, err := pubS.NewLivePublisher(testKey(5), "video/mp2t", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := pub.Name()
+	d, _ := pubS.Descriptor(name)
+	if _, err := subS.PutDescriptor(d); err != nil {
+		t.Fatal(err)
+	}
+	all := make([]byte, 40*content.ChunkSize)
+	for i := range all {
+		all[i] = byte(i * 13)
+	}
+	head, err := pub.Append(ctx, 2000, all)
+	if err != nil || head.Length != 40 {
+		t.Fatalf("append: %d %v", head.Length, err)
+	}
+	if err := pubS.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The subscriber holds chunks 10-11 and 20-39 only.
+	for _, rg := range [][2]uint64{{10, 12}, {20, 40}} {
+		pr, err := pubS.Proof(name, rg[0], rg[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := content.Range{Start: rg[0], Proof: pr}
+		for i := rg[0]; i < rg[1]; i++ {
+			c, st, err := pubS.Chunk(name, i)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Chunks, r.Times = append(r.Chunks, c), append(r.Times, st.Timestamp)
+		}
+		if err := subS.Ingest(ctx, name, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := subS.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A reader at chunk 5 waits: the chunk may still come.
+	r, _ := subS.NewReader(ctx, name)
+	r.Seek(5*content.ChunkSize, io.SeekStart)
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Read(make([]byte, 10))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("a read of a chunk that may still come returned: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	// The fetch jumps to 20: the wait ends.
+	if err := subS.SkipLive(name, 20); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrEvicted) {
+			t.Fatalf("read in the skipped gap: %v, want ErrEvicted", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("a read in the skipped gap still waits")
+	}
+	if err := subS.SkipLive(name, 15); err != nil { // never lowers it
+		t.Fatal(err)
+	}
+	if floor, err := subS.LiveFloor(name); err != nil || floor != 20 {
+		t.Fatalf("LiveFloor %d %v, want 20", floor, err)
+	}
+	// What is held below the jump, and from it on, still reads.
+	for _, at := range []uint64{10, 20, 39} {
+		r.Seek(int64(at)*content.ChunkSize, io.SeekStart)
+		got := make([]byte, content.ChunkSize)
+		if _, err := io.ReadFull(r, got); err != nil || !bytes.Equal(got, all[at*content.ChunkSize:(at+1)*content.ChunkSize]) {
+			t.Fatalf("chunk %d: %v", at, err)
+		}
+	}
+}

@@ -63,8 +63,19 @@ func DefaultGuardConfig() GuardConfig {
 type Guards struct {
 	cfg GuardConfig
 
-	mu   sync.Mutex // guards list
-	list []guardEntry
+	mu     sync.Mutex // guards list and closed
+	list   []guardEntry
+	closed bool // Close was called: the file is no longer written
+}
+
+// Close stops writing the file (the guards stay usable, their changes
+// kept in memory only), waiting for a write in progress: once it
+// returns, nothing writes in the data directory on the guards' behalf,
+// even a path picked by a goroutine that outlives its node.
+func (g *Guards) Close() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
 }
 
 // guardEntry is one guard, as kept in the file.
@@ -239,7 +250,7 @@ func (g *Guards) firstHops(usable []proto.NodeDescriptor, exclude func(proto.Nod
 
 // saveLocked writes the guards to the file, atomically. Caller holds mu.
 func (g *Guards) saveLocked() error {
-	if g.cfg.Path == "" {
+	if g.cfg.Path == "" || g.closed {
 		return nil
 	}
 	b, err := json.MarshalIndent(guardFile{Version: 1, Guards: g.list}, "", "  ")

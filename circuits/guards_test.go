@@ -345,3 +345,47 @@ func TestGuardUnreachableSetAside(t *testing.T) {
 		t.Fatal("the guard set aside is not used again after guardRetry")
 	}
 }
+
+// Once closed, guards still pick first hops but no longer write their
+// file: a node's data directory is left alone after its Close, even by a
+// path picked by a goroutine that outlives the node.
+func TestGuardsClosedWriteNothing(t *testing.T) {
+	now := time.Now()
+	rng := rand.New(rand.NewPCG(3, 4))
+	var nodes []proto.NodeDescriptor
+	for i := range 6 {
+		nodes = append(nodes, descAt(t, fmt.Sprintf("%d.2.0.1", 11+i), proto.FlagRelay|proto.FlagORDB, now))
+	}
+	dir := t.TempDir()
+	cfg := DefaultGuardConfig()
+	cfg.Path = filepath.Join(dir, GuardsFile)
+	g, err := LoadGuards(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Close()
+	rules := PathRules{Hops: 3, ExitFlags: proto.FlagORDB, Guards: g, Now: now}
+	p, err := rules.Select(nodes, rng)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(g.IDs(), p[0].ID) {
+		t.Fatalf("first hop %s is not a guard", p[0].ID.Short())
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("closed guards wrote %v", ents)
+	}
+	// The same choice on open guards writes the file: the check above
+	// would see it.
+	g2, err := LoadGuards(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules.Guards = g2
+	if _, err := rules.Select(nodes, rng); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(cfg.Path); err != nil {
+		t.Fatalf("open guards: %v", err)
+	}
+}

@@ -54,7 +54,8 @@ type Config struct {
 	// PingAfter: a full bucket's oldest contact is pinged before a
 	// newcomer may replace it only if it was last seen longer ago than
 	// this; if it was seen more recently it is known alive and the
-	// newcomer is dropped without a ping.
+	// newcomer is dropped without a ping. 15 minutes is how long the
+	// BitTorrent DHT (BEP 5) counts a node that answered as good.
 	PingAfter time.Duration
 	// MaxFails is how many RPCs in a row a contact may miss before it
 	// leaves the table.
@@ -119,7 +120,7 @@ func DefaultConfig() Config {
 		Alpha:                  3,
 		AlphaFindValue:         4,
 		MaxPerSubnet:           2,
-		PingAfter:              2 * time.Minute,
+		PingAfter:              15 * time.Minute,
 		MaxFails:               2,
 		RPCTimeout:             2 * time.Second,
 		RefreshInterval:        time.Hour,

@@ -115,9 +115,19 @@ type Core struct {
 	contacts *contactPool
 }
 
-// contactPool recycles the contact lists of answers in the simulator,
-// which would otherwise allocate one per FIND_NODE served.
-type contactPool struct{ free [][]proto.DHTContact }
+// contactPool recycles, in the simulator, the memory a core would
+// otherwise allocate again and again: the contact lists of NODES and
+// VALUE answers (taken back once delivered), the candidates of finished
+// lookups and emptied pending-RPC maps. A nil pool (a real node) recycles
+// nothing.
+type contactPool struct {
+	free    [][]proto.DHTContact
+	cands   [][]candidate
+	pending []map[uint64]pendingRPC
+}
+
+// contactPoolMax bounds each of a pool's free lists.
+const contactPoolMax = 4096
 
 func (p *contactPool) get() []proto.DHTContact {
 	if p == nil || len(p.free) == 0 {
@@ -129,8 +139,81 @@ func (p *contactPool) get() []proto.DHTContact {
 }
 
 func (p *contactPool) put(b []proto.DHTContact) {
-	if cap(b) > 0 && len(p.free) < 1024 {
+	if cap(b) > 0 && len(p.free) < contactPoolMax {
 		p.free = append(p.free, b[:0])
+	}
+}
+
+// getCands returns an empty candidate list; nil if none is free.
+func (p *contactPool) getCands() []candidate {
+	if p == nil || len(p.cands) == 0 {
+		return nil
+	}
+	b := p.cands[len(p.cands)-1]
+	p.cands = p.cands[:len(p.cands)-1]
+	return b
+}
+
+func (p *contactPool) putCands(b []candidate) {
+	if p != nil && cap(b) > 0 && len(p.cands) < contactPoolMax {
+		p.cands = append(p.cands, b[:0])
+	}
+}
+
+// getPending returns an empty pending-RPC map; nil if none is free.
+func (p *contactPool) getPending() map[uint64]pendingRPC {
+	if p == nil || len(p.pending) == 0 {
+		return nil
+	}
+	m := p.pending[len(p.pending)-1]
+	p.pending = p.pending[:len(p.pending)-1]
+	return m
+}
+
+// putPending takes an emptied map; false if the pool is nil or full.
+func (p *contactPool) putPending(m map[uint64]pendingRPC) bool {
+	if p == nil || len(p.pending) >= contactPoolMax {
+		return false
+	}
+	p.pending = append(p.pending, m)
+	return true
+}
+
+// balance evens out the free lists of pools (the simulator's workers:
+// one may serve the answers another gets back).
+func balance(pools []*contactPool) {
+	if len(pools) < 2 {
+		return
+	}
+	balanceList(pools, func(p *contactPool) *[][]proto.DHTContact { return &p.free })
+	balanceList(pools, func(p *contactPool) *[][]candidate { return &p.cands })
+	balanceList(pools, func(p *contactPool) *[]map[uint64]pendingRPC { return &p.pending })
+}
+
+func balanceList[T any](pools []*contactPool, list func(*contactPool) *[]T) {
+	total := 0
+	for _, p := range pools {
+		total += len(*list(p))
+	}
+	avg := total / len(pools)
+	var spare []T
+	for _, p := range pools {
+		if l := list(p); len(*l) > avg {
+			spare = append(spare, (*l)[avg:]...)
+			clear((*l)[avg:])
+			*l = (*l)[:avg]
+		}
+	}
+	for _, p := range pools {
+		if l := list(p); len(*l) < avg && len(spare) > 0 {
+			n := min(avg-len(*l), len(spare))
+			*l = append(*l, spare[len(spare)-n:]...)
+			spare = spare[:len(spare)-n]
+		}
+	}
+	if len(spare) > 0 {
+		l := list(pools[0])
+		*l = append(*l, spare...)
 	}
 }
 
@@ -214,7 +297,9 @@ func (c *Core) send(to proto.DHTContact, m proto.DHTMessage, now time.Time, o *o
 			o.msgs++
 		}
 		if c.pending == nil {
-			c.pending = make(map[uint64]pendingRPC)
+			if c.pending = c.contacts.getPending(); c.pending == nil {
+				c.pending = make(map[uint64]pendingRPC)
+			}
 		}
 		c.pending[m.TxID] = p
 	}
@@ -242,6 +327,12 @@ func (c *Core) seen(ct proto.DHTContact, onionKey []byte, now time.Time) {
 // listens). An error means a bad or unexpected RPC; the core then changed
 // nothing (it may still answer a refused STORE).
 func (c *Core) Handle(from proto.NodeID, ip netip.Addr, m proto.DHTMessage, now time.Time) error {
+	return c.handle(from, ip, &m, now)
+}
+
+// handle is Handle taking the message by reference (it is large); m is
+// not kept.
+func (c *Core) handle(from proto.NodeID, ip netip.Addr, m *proto.DHTMessage, now time.Time) error {
 	if from == c.id.ID {
 		return ErrSelf
 	}
@@ -260,7 +351,7 @@ func observed(ip netip.Addr, claimed netip.AddrPort) netip.AddrPort {
 	return netip.AddrPortFrom(ip.Unmap(), claimed.Port())
 }
 
-func (c *Core) handleRequest(from proto.NodeID, ip netip.Addr, m proto.DHTMessage, now time.Time) error {
+func (c *Core) handleRequest(from proto.NodeID, ip netip.Addr, m *proto.DHTMessage, now time.Time) error {
 	// The answer goes back over the link the request came on; the address
 	// matters only for the table.
 	sender := proto.DHTContact{ID: from, Addr: observed(ip, m.Sender)}
@@ -323,7 +414,7 @@ func (c *Core) foundPeers(asker proto.NodeID) []proto.DBPeer {
 	return append(peers, proto.DBPeer{ID: c.id.ID, Addr: c.id.Addr, OnionKey: c.id.OnionKey})
 }
 
-func (c *Core) handleAnswer(from proto.NodeID, ip netip.Addr, m proto.DHTMessage, now time.Time) error {
+func (c *Core) handleAnswer(from proto.NodeID, ip netip.Addr, m *proto.DHTMessage, now time.Time) error {
 	p, ok := c.pending[m.TxID]
 	if !ok || p.to.ID != from {
 		return fmt.Errorf("%w: %v tx %x from %v", ErrUnexpected, m.Type, m.TxID, from.Short())
@@ -384,6 +475,7 @@ func (c *Core) Unreachable(txid uint64, now time.Time) {
 func (c *Core) forget(txid uint64) {
 	delete(c.pending, txid)
 	if len(c.pending) == 0 {
+		c.contacts.putPending(c.pending) // the simulator's pool reuses it
 		c.pending = nil
 	}
 }
@@ -449,9 +541,11 @@ func (c *Core) Tick(now time.Time) {
 // there to fill its bucket and to make this node known in the bucket's
 // range, not to find the random target: it follows one path and ends once
 // as many nodes of the range as the bucket lacks (at least one) have
-// answered (each is then in the table, and has seen this node). A join
-// refreshes a dozen buckets or more, so this is most of what joining
-// costs: at 10,000 nodes it takes a join from ~570 messages to ~260
+// answered (each is then in the table, and has seen this node), with no
+// more RPCs in flight than answers it still lacks and nodes outside the
+// range asked one at a time. A join refreshes a dozen buckets or more, so
+// this is most of what joining costs: at 10,000 nodes it takes a join
+// from ~570 messages to ~210
 // (docs/PROTOCOL.md section 9 has the trade-off).
 func (c *Core) refresh(buckets []int, now time.Time) {
 	for _, i := range buckets {
@@ -490,7 +584,7 @@ func (c *Core) startLookupPaths(o *op, target proto.NodeID, kind LookupKind, pat
 	}
 	cfg := c.cfg
 	cfg.Paths = paths
-	o.lookup = NewLookup(c.id.ID, target, kind, seeds, cfg)
+	o.lookup = newLookup(c.id.ID, target, kind, seeds, cfg, c.contacts.getCands())
 	o.lookup.EndWhenFilled(fill, need)
 	c.query(o, o.lookup.Next(now), now)
 	c.advance(o, now)
@@ -550,6 +644,7 @@ func (c *Core) finish(o *op, err error, now time.Time) {
 		}
 	}
 	if o.internal {
+		c.recycle(o)
 		return
 	}
 	r := Result{Op: o.id, Kind: o.kind, Stored: o.stored, Msgs: o.msgs, Err: err}
@@ -559,10 +654,20 @@ func (c *Core) finish(o *op, err error, now time.Time) {
 		r.Records = o.lookup.Records()
 		r.Rounds = o.lookup.Rounds()
 	}
+	c.recycle(o)
 	if o.kind == OpProvide && err == nil && o.stored == 0 {
 		r.Err = fmt.Errorf("%w: no node stored the record", ErrUnreachable)
 	}
 	c.results = append(c.results, r)
+}
+
+// recycle gives a finished operation's lookup candidates to the
+// simulator's pool.
+func (c *Core) recycle(o *op) {
+	if c.contacts != nil && o.lookup != nil {
+		c.contacts.putCands(o.lookup.cands)
+		o.lookup.cands = nil
+	}
 }
 
 // FindNode starts an iterative FIND_NODE of target.

@@ -197,3 +197,44 @@ func TestCoreProvideNeedsKey(t *testing.T) {
 		t.Fatalf("ID not matching the key: %v", err)
 	}
 }
+
+// TestContactPoolBalance: the simulator's workers' pools are evened out
+// without losing or duplicating anything they hold.
+func TestContactPoolBalance(t *testing.T) {
+	pools := []*contactPool{{}, {}, {}}
+	seen := map[*proto.DHTContact]bool{}
+	for i, n := range []int{10, 0, 3} {
+		for range n {
+			b := make([]proto.DHTContact, 1, 8)
+			seen[&b[0]] = true
+			pools[i].put(b)
+		}
+		for range n / 2 {
+			pools[i].putCands(make([]candidate, 0, 4))
+		}
+	}
+	balance(pools)
+	got := map[*proto.DHTContact]bool{}
+	for _, p := range pools {
+		if len(p.free) < 4 || len(p.free) > 5 {
+			t.Errorf("pool holds %d contact lists after balancing 13 over 3", len(p.free))
+		}
+		if len(p.cands) != 2 && len(p.cands) != 1 && len(p.cands) != 3 {
+			t.Errorf("pool holds %d candidate lists", len(p.cands))
+		}
+		for _, b := range p.free {
+			if len(b) != 0 || got[&b[:1][0]] {
+				t.Fatalf("a list handed out twice or not emptied")
+			}
+			got[&b[:1][0]] = true
+		}
+	}
+	if len(got) != len(seen) {
+		t.Fatalf("%d lists after balancing, %d before", len(got), len(seen))
+	}
+	for p := range got {
+		if !seen[p] {
+			t.Fatal("a list that was never put")
+		}
+	}
+}

@@ -63,7 +63,8 @@ type Lookup struct {
 	// beyond the MaxCandidates closest, where it can never come back as
 	// cands only gains closer contacts.
 	cands    []candidate
-	inflight []int // per path
+	inflight [8]int             // per path (at most 8)
+	out      []proto.DHTContact // what Next returns, reused
 	// fill > 0 ends the lookup once K contacts sharing the target's first
 	// fill bits have answered (a bucket refresh: see Core.refresh);
 	// filled counts them.
@@ -77,14 +78,22 @@ type Lookup struct {
 // NewLookup starts a lookup of target for node self from seeds (usually
 // the table's closest contacts). Call Next to get the first RPCs.
 func NewLookup(self, target proto.NodeID, kind LookupKind, seeds []proto.DHTContact, cfg Config) *Lookup {
+	return newLookup(self, target, kind, seeds, cfg, nil)
+}
+
+// newLookup is NewLookup keeping its candidates in cands (empty; nil:
+// allocated).
+func newLookup(self, target proto.NodeID, kind LookupKind, seeds []proto.DHTContact, cfg Config, cands []candidate) *Lookup {
+	if cands == nil {
+		cands = make([]candidate, 0, 4*cfg.K)
+	}
 	l := &Lookup{
 		self: self, target: target, kind: kind,
 		k: cfg.K, alpha: cfg.Alpha, maxCands: cfg.MaxCandidates,
 		timeout: cfg.RPCTimeout, stopOnValue: cfg.StopOnValue,
-		paths: max(cfg.Paths, 1), work: cfg.IDWorkBits,
-		cands: make([]candidate, 0, 4*cfg.K),
+		paths: min(max(cfg.Paths, 1), 8), work: cfg.IDWorkBits,
+		cands: cands,
 	}
-	l.inflight = make([]int, l.paths)
 	if kind == FindValue {
 		l.alpha = cfg.AlphaFindValue
 	}
@@ -175,14 +184,23 @@ func (l *Lookup) add1(c proto.DHTContact, round int32, path uint8) bool {
 }
 
 // Next returns the contacts to query now (each marked in flight until
-// Answer, Fail or its deadline), and updates Done. The query goes out as
+// Answer, Fail or its deadline), and updates Done. The slice is valid
+// until the next call of Next, Answer, Fail or Tick. The query goes out as
 // FIND_NODE or FIND_VALUE for Target per Kind.
 func (l *Lookup) Next(now time.Time) []proto.DHTContact {
 	if l.done {
 		return nil
 	}
-	var out []proto.DHTContact
+	out := l.out[:0]
 	pending := false
+	alpha := l.alpha
+	if l.fill > 0 {
+		// A refresh keeps no more RPCs in flight than it still needs
+		// answers: the ones beyond would be sent for nothing. Nodes
+		// outside the bucket's range count for nothing, so it asks one
+		// at a time, and only while none of the range is in flight.
+		alpha = max(min(alpha, l.need-l.filled), 1)
+	}
 	for p := range l.paths {
 		seen := 0
 		for i := range l.cands {
@@ -199,7 +217,13 @@ func (l *Lookup) Next(now time.Time) []proto.DHTContact {
 				pending = true
 			case candNew:
 				pending = true
-				if l.inflight[p] < l.alpha {
+				if l.fill > 0 && l.inflight[p] > 0 && proto.CommonPrefixLen(c.contact.ID, l.target) < l.fill {
+					// A refresh asks a node outside the bucket's range
+					// (which can only lead into it) only when nothing
+					// else is in flight.
+					continue
+				}
+				if l.inflight[p] < alpha {
 					c.state, c.deadline, c.path = candWaiting, now.Add(l.timeout).UnixNano(), uint8(p)
 					l.inflight[p]++
 					l.msgs++
@@ -210,6 +234,10 @@ func (l *Lookup) Next(now time.Time) []proto.DHTContact {
 	}
 	if !pending {
 		l.finish()
+	}
+	l.out = out
+	if len(out) == 0 {
+		return nil
 	}
 	return out
 }

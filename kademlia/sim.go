@@ -5,8 +5,12 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/netip"
+	"runtime"
+	"slices"
+	"sync"
 	"time"
 
 	"veil/proto"
@@ -32,6 +36,9 @@ type SimConfig struct {
 	Start time.Time
 	// MaxEvents bounds any single Run call, so a bug cannot loop forever.
 	MaxEvents int
+	// Workers is how many goroutines run a window's events (see
+	// Sim.window); the run is the same whatever the number.
+	Workers int
 }
 
 // DefaultSimConfig returns a network of n nodes with 10-100 ms latency and
@@ -47,6 +54,7 @@ func DefaultSimConfig(n int, seed uint64) SimConfig {
 		JoinSpacing: 10 * time.Millisecond,
 		Start:       time.Unix(1_800_000_000, 0),
 		MaxEvents:   max(50_000_000, 1000*n), // a join costs ~450 messages at 100,000 nodes
+		Workers:     min(runtime.GOMAXPROCS(0), 4),
 	}
 }
 
@@ -70,6 +78,7 @@ type simItem struct {
 	at  int64 // virtual unix nanoseconds
 	seq uint64
 	idx int32 // into Sim.events
+	to  int32 // the event's node
 }
 
 func (a simItem) before(b simItem) bool {
@@ -146,11 +155,16 @@ type Sim struct {
 	events []simEvent
 	free   []int32
 	seq    uint64
-	trace  uint64 // FNV-1a of the messages, as hash/fnv's New64a computes it
+	trace  uint64 // digest of the messages (see record)
 	want   map[simKey]*Result
-	sends  []Send       // lent to the core a step runs (Core.lendSends)
-	pool   *contactPool // shared by every core: the sim runs one at a time
-	coll   *colluders   // nil: everyone honest
+	coll   *colluders // nil: everyone honest
+
+	workers     []*simWorker
+	parallelMin int // fewest events of a window run by several workers
+	parallel    int // windows run by several workers
+	items       []simItem
+	outs        []simOut
+	pools       []*contactPool // the workers' pools
 
 	// Trace, if set, gets one line per message delivered or lost.
 	Trace io.Writer
@@ -165,8 +179,8 @@ func NewSim(cfg SimConfig) (*Sim, error) {
 	if cfg.Nodes < 1 || cfg.Nodes > 1<<20 {
 		return nil, fmt.Errorf("%w: sim nodes %d", ErrBadConfig, cfg.Nodes)
 	}
-	if cfg.LatencyMin < 0 || cfg.LatencyMax < cfg.LatencyMin || cfg.Loss < 0 || cfg.Loss >= 1 || cfg.MaxEvents < 1 {
-		return nil, fmt.Errorf("%w: sim latency/loss/events", ErrBadConfig)
+	if cfg.Workers < 0 || cfg.LatencyMin < 0 || cfg.LatencyMax < cfg.LatencyMin || cfg.Loss < 0 || cfg.Loss >= 1 || cfg.MaxEvents < 1 {
+		return nil, fmt.Errorf("%w: sim latency/loss/events/workers", ErrBadConfig)
 	}
 	s := &Sim{
 		cfg:   cfg,
@@ -174,9 +188,15 @@ func NewSim(cfg SimConfig) (*Sim, error) {
 		now:   cfg.Start.UnixNano(),
 		nodes: make([]simNode, cfg.Nodes),
 		index: make(map[proto.NodeID]int32, cfg.Nodes),
-		trace: fnvOffset64,
+		trace: traceInit,
 		want:  make(map[simKey]*Result),
-		pool:  &contactPool{},
+
+		parallelMin: simParallelMin,
+	}
+	for range max(cfg.Workers, 1) {
+		w := &simWorker{s: s}
+		s.workers = append(s.workers, w)
+		s.pools = append(s.pools, &w.pool)
 	}
 	for i := range s.nodes {
 		var seed [ed25519.SeedSize]byte
@@ -198,7 +218,7 @@ func NewSim(cfg SimConfig) (*Sim, error) {
 		if err != nil {
 			return nil, err
 		}
-		c.contacts = s.pool
+		c.contacts = &s.workers[0].pool
 		s.nodes[i] = simNode{core: c, id: id.ID, alive: true}
 		s.index[id.ID] = int32(i)
 	}
@@ -232,86 +252,354 @@ func (s *Sim) Now() time.Time { return time.Unix(0, s.now) }
 // type, transaction ID): equal hashes mean equal runs.
 func (s *Sim) TraceHash() uint64 { return s.trace }
 
-const (
-	fnvOffset64 = 14695981039346656037
-	fnvPrime64  = 1099511628211
-)
+const traceInit = 14695981039346656037
 
 func (s *Sim) push(at int64, e simEvent) {
+	*s.pushed(at, e.to) = e
+}
+
+// pushed queues an event at at and returns it to be filled in.
+func (s *Sim) pushed(at int64, to int32) *simEvent {
 	var idx int32
 	if n := len(s.free); n > 0 {
 		idx = s.free[n-1]
 		s.free = s.free[:n-1]
-		s.events[idx] = e
 	} else {
 		idx = int32(len(s.events))
-		s.events = append(s.events, e)
+		s.events = append(s.events, simEvent{})
 	}
 	s.seq++
-	s.q.push(simItem{at: at, seq: s.seq, idx: idx})
+	s.q.push(simItem{at: at, seq: s.seq, idx: idx, to: to})
+	return &s.events[idx]
 }
 
-// scheduleTick makes sure node i ticks by its core's next deadline.
-func (s *Sim) scheduleTick(i int32) {
-	n := &s.nodes[i]
-	d := n.core.NextDeadline()
-	if d.IsZero() {
-		return
-	}
-	at := d.UnixNano()
-	if n.tickAt != 0 && n.tickAt <= at {
-		return
-	}
-	n.tickAt = at
-	s.push(at, simEvent{kind: simTick, to: i})
+// The simulator runs in windows of virtual time no longer than the
+// shortest latency (a conservative parallel discrete-event simulation):
+// whatever a window's events send arrives after the window, so the
+// events of different nodes in one window cannot affect each other and
+// run in parallel, one worker per range of nodes. A node's own events
+// run in time order (a tick it schedules inside the window runs there
+// too). What the events produce (messages, ticks, finished operations,
+// trace lines) is then merged in an order fixed by the events alone -
+// by time, then node, then the node's own order - and only then are
+// latencies and losses drawn from the shared random source: a run is the
+// same, message for message, whatever the number of workers.
+
+// simOut is what one event of a window produced.
+type simOut struct {
+	at      int64
+	node    int32
+	deliver bool // a message was delivered: from, typ, txid trace it
+	from    int32
+	typ     proto.DHTType
+	txid    uint64
+	sends   []Send // what the core sent (a buffer of the worker's)
+	d0      int32  // the sends' destinations are the worker's dests[d0:]
+	r0, r1  int32  // results in the worker's results
+	tickAt  int64  // a tick to schedule after the window; 0 if none
+	k       int32  // order among the window's outs of one time
+	w       *simWorker
 }
 
-// flush schedules what node i's core asked for.
-func (s *Sim) flush(i int32) {
-	c := s.nodes[i].core
+// simWorker runs one range of nodes of a window.
+type simWorker struct {
+	s       *Sim
+	pool    contactPool // answers' contact lists, recycled
+	lend    []Send      // lent to the core an event runs (Core.lendSends)
+	bufs    [][]Send    // free send buffers
+	dests   []int32     // where the outs' sends go (-1: nowhere)
+	results []Result
+	outs    []simOut
+	events  int
+	sink    uintptr
+}
+
+// simParallelMin is the fewest events a window needs to be run by more
+// than one worker (below it, starting them costs more than it saves).
+const simParallelMin = 64
+
+func (w *simWorker) reset() {
+	for k := range w.outs {
+		if b := w.outs[k].sends; b != nil {
+			clear(b) // drop the messages' references
+			w.bufs = append(w.bufs, b[:0])
+		}
+	}
+	clear(w.outs)
+	w.dests = w.dests[:0]
+	clear(w.results)
+	w.results = w.results[:0]
+	w.outs = w.outs[:0]
+	w.events = 0
+}
+
+// collect takes what node i's core produced at now into an out.
+func (w *simWorker) collect(i int32, at int64, o simOut) simOut {
+	c := w.s.nodes[i].core
 	sends, results := c.Ready()
-	defer func() {
-		clear(sends) // drop the messages' references
-		s.sends = sends[:0]
-	}()
-	for _, r := range results {
-		if p, ok := s.want[simKey{i, r.Op}]; ok {
-			*p = r
-			delete(s.want, simKey{i, r.Op})
+	o.at, o.node, o.w = at, i, w
+	o.r0 = int32(len(w.results))
+	w.results = append(w.results, results...)
+	o.r1 = int32(len(w.results))
+	if len(sends) == 0 {
+		w.lend = sends
+	} else {
+		o.sends = sends
+		o.d0 = int32(len(w.dests))
+		for k := range sends {
+			to, ok := w.s.lookupAddr(sends[k].To)
+			if !ok {
+				to = -1
+			}
+			w.dests = append(w.dests, to)
+		}
+		if n := len(w.bufs); n > 0 {
+			w.lend = w.bufs[n-1]
+			w.bufs = w.bufs[:n-1]
 		}
 	}
-	requests := false
+	return o
+}
+
+// run processes items (sorted by node, then time and sequence) of the
+// window ending at end.
+func (w *simWorker) run(items []simItem, end int64) {
+	const ahead = 16
+	next := 0
+	for lo := 0; lo < len(items); {
+		if lo >= next {
+			next = min(lo+ahead, len(items))
+			w.touch(items[lo:next])
+		}
+		node := items[lo].to
+		hi := lo + 1
+		for hi < len(items) && items[hi].to == node {
+			hi++
+		}
+		w.runNode(node, items[lo:hi], end)
+		lo = hi
+	}
+}
+
+// touch loads, level by level, the memory the next events will need
+// first (each event's node, its core, table, the sender's and the
+// target's buckets, an answer's pending RPC and lookup): the cache
+// misses of several events then overlap instead of coming one after
+// another, the simulation's main cost at 100,000 nodes (every event
+// lands in another node's memory). It only reads the nodes of the
+// worker's own range (and the IDs of the senders, which never change).
+func (w *simWorker) touch(items []simItem) {
+	s := w.s
+	var cores [16]*Core
+	var froms [16]*simNode
+	var x uintptr
+	for k, it := range items {
+		n := &s.nodes[it.to]
+		cores[k] = n.core
+		froms[k] = &s.nodes[s.events[it.idx].from]
+	}
+	var tables [16]*Table
+	for k := range items {
+		c := cores[k]
+		x += uintptr(len(c.sends)) + uintptr(len(c.pending))
+		tables[k] = c.table
+		x += uintptr(froms[k].id[0])
+	}
+	// The sender's bucket (Seen) and, for a lookup's request, the
+	// target's (Closest).
+	var buckets [32]*bucket
+	for k, it := range items {
+		t := tables[k]
+		x += uintptr(t.size)
+		if p := proto.CommonPrefixLen(t.self, froms[k].id); p < len(t.buckets) {
+			buckets[2*k] = &t.buckets[p]
+		}
+		if e := &s.events[it.idx]; e.kind == simDeliver && (e.msg.Type == proto.DHTFindNode || e.msg.Type == proto.DHTFindValue) {
+			if p := proto.CommonPrefixLen(t.self, e.msg.Target); p < len(t.buckets) {
+				buckets[2*k+1] = &t.buckets[p]
+			}
+		}
+	}
+	// An answer's pending RPC, its operation and the lookup's
+	// candidates.
+	var lookups [16]*Lookup
+	for k, it := range items {
+		if e := &s.events[it.idx]; e.kind == simDeliver && !e.msg.Type.IsRequest() {
+			if p, ok := cores[k].pending[e.msg.TxID]; ok {
+				if o := cores[k].ops[p.op]; o != nil {
+					lookups[k] = o.lookup
+				}
+			}
+		}
+	}
+	for _, l := range lookups[:len(items)] {
+		if l != nil && len(l.cands) > 0 {
+			x += uintptr(l.cands[0].state) + uintptr(l.cands[len(l.cands)/2].state) + uintptr(l.cands[len(l.cands)-1].state)
+		}
+	}
+	for _, b := range buckets[:2*len(items)] {
+		if b != nil {
+			for j := 0; j < len(b.entries); j += 2 { // a line holds more than one slot
+				x += uintptr(b.entries[j].id[0])
+			}
+		}
+	}
+	w.sink += x // keeps the loads from being optimised away
+}
+
+// runNode runs node i's events of the window, and the ticks it schedules
+// inside the window, in time order (a tick after the events of its time,
+// as it was scheduled after them).
+func (w *simWorker) runNode(i int32, items []simItem, end int64) {
+	s := w.s
+	n := &s.nodes[i]
+	if !n.alive {
+		return
+	}
+	var local []int64 // ticks due inside the window, in order
+	tick := simEvent{kind: simTick, to: i}
+	for k := 0; k < len(items) || len(local) > 0; {
+		var at int64
+		e := &tick
+		if k < len(items) && (len(local) == 0 || items[k].at <= local[0]) {
+			at, e = items[k].at, &s.events[items[k].idx] // not written until the window is over
+			k++
+		} else {
+			at = local[0]
+			local = local[1:]
+		}
+		w.events++
+		n.core.lendSends(w.lend)
+		w.lend = nil
+		n.core.contacts = &w.pool
+		now := time.Unix(0, at)
+		var o simOut
+		switch e.kind {
+		case simDeliver:
+			o.deliver, o.from, o.typ, o.txid = true, e.from, e.msg.Type, e.msg.TxID
+			if s.coll != nil && s.coll.is[i] {
+				if e.msg.Type.IsRequest() {
+					if reply, ok := s.collude(i, e.from, e.msg, at); ok {
+						n.core.sends = append(n.core.sends, Send{To: s.nodes[e.from].core.Contact(), Msg: reply})
+					}
+				}
+			} else {
+				_ = n.core.handle(s.nodes[e.from].id, simAddr(int(e.from)).Addr(), &e.msg, now)
+			}
+			w.pool.put(e.msg.Contacts) // the core copied what it keeps
+		case simTick:
+			if n.tickAt == at {
+				n.tickAt = 0
+			}
+			n.core.Tick(now)
+		case simJoin:
+			_, _ = n.core.Bootstrap([]proto.DHTContact{s.nodes[0].core.Contact()}, now)
+		}
+		o = w.collect(i, at, o)
+		if t := s.nextTick(i, at, o.sends, e.kind == simTick); t != 0 {
+			if t < end {
+				j := len(local)
+				for j > 0 && local[j-1] > t {
+					j--
+				}
+				local = slices.Insert(local, j, t)
+			} else {
+				o.tickAt = t
+			}
+		}
+		w.outs = append(w.outs, o)
+	}
+}
+
+// nextTick is the tick node i needs after an event at at (0: none): a
+// tick runs by its core's next deadline, and every request times out
+// RPCTimeout after it is sent, so the first of a burst sets the next
+// deadline (the tick schedules the rest).
+func (s *Sim) nextTick(i int32, at int64, sends []Send, ticked bool) int64 {
+	n := &s.nodes[i]
+	if ticked && n.tickAt == 0 {
+		if d := n.core.NextDeadline(); !d.IsZero() {
+			n.tickAt = d.UnixNano()
+			return n.tickAt
+		}
+	}
+	if n.tickAt != 0 {
+		return 0
+	}
 	for _, snd := range sends {
-		s.Sent++
-		if int(snd.Msg.Type) < len(s.SentByType) {
-			s.SentByType[snd.Msg.Type]++
+		if snd.Msg.Type.IsRequest() {
+			n.tickAt = at + int64(s.cfg.Core.RPCTimeout)
+			return n.tickAt
 		}
-		requests = requests || snd.Msg.Type.IsRequest()
-		to, ok := s.lookupAddr(snd.To)
-		if !ok {
-			continue
-		}
-		if s.cfg.Loss > 0 && s.rng.Float64() < s.cfg.Loss {
-			s.record("lost", i, to, snd.Msg)
-			s.Lost++
-			continue
-		}
-		lat := s.cfg.LatencyMin
-		if span := s.cfg.LatencyMax - s.cfg.LatencyMin; span > 0 {
-			lat += time.Duration(s.rng.Int64N(int64(span)))
-		}
-		s.push(s.now+int64(lat), simEvent{kind: simDeliver, to: to, from: i, msg: snd.Msg})
 	}
-	// Every request times out RPCTimeout after it is sent, so the first
-	// of a burst sets the next deadline; the tick schedules the rest.
-	if n := &s.nodes[i]; requests && n.tickAt == 0 {
-		n.tickAt = s.now + int64(s.cfg.Core.RPCTimeout)
-		s.push(n.tickAt, simEvent{kind: simTick, to: i})
+	return 0
+}
+
+// merge sends what the window's events produced, in the order of the
+// events (time, node, the node's own order), and schedules the ticks.
+func (s *Sim) merge(outs []simOut) {
+	for _, o := range outs {
+		s.now = o.at
+		if o.deliver {
+			s.Delivered++
+			s.record("deliver", o.from, o.node, o.typ, o.txid)
+		}
+		for _, r := range o.w.results[o.r0:o.r1] {
+			if p, ok := s.want[simKey{o.node, r.Op}]; ok {
+				*p = r
+				delete(s.want, simKey{o.node, r.Op})
+			}
+		}
+		for k := range o.sends {
+			s.send(o.node, &o.sends[k], o.w.dests[int(o.d0)+k])
+		}
+		if o.tickAt != 0 {
+			s.push(o.tickAt, simEvent{kind: simTick, to: o.node})
+		}
 	}
+}
+
+// send schedules the delivery of one message of node i to node to (-1:
+// no node has that address).
+func (s *Sim) send(i int32, snd *Send, to int32) {
+	s.Sent++
+	if int(snd.Msg.Type) < len(s.SentByType) {
+		s.SentByType[snd.Msg.Type]++
+	}
+	if to < 0 {
+		return
+	}
+	if s.cfg.Loss > 0 && s.rng.Float64() < s.cfg.Loss {
+		s.record("lost", i, to, snd.Msg.Type, snd.Msg.TxID)
+		s.Lost++
+		return
+	}
+	lat := s.cfg.LatencyMin
+	if span := s.cfg.LatencyMax - s.cfg.LatencyMin; span > 0 {
+		lat += time.Duration(s.rng.Int64N(int64(span)))
+	}
+	e := s.pushed(s.now+int64(lat), to)
+	e.kind, e.to, e.from = simDeliver, to, i
+	e.msg = snd.Msg
+}
+
+// flush sends what node i's core asked for outside any event (an
+// operation just started).
+func (s *Sim) flush(i int32) {
+	w := s.workers[0]
+	w.reset()
+	s.nodes[i].core.lendSends(w.lend)
+	w.lend = nil
+	o := w.collect(i, s.now, simOut{})
+	o.tickAt = s.nextTick(i, s.now, o.sends, false)
+	w.outs = append(w.outs, o)
+	s.merge(w.outs)
+	w.reset()
 }
 
 // lookupAddr finds the node of contact c: the address label carries the
-// node's index, checked against the ID (the map is the fallback).
+// node's index, checked against the ID (the map is the fallback). The
+// workers call it at once: it only reads what never changes.
 func (s *Sim) lookupAddr(c proto.DHTContact) (int32, bool) {
 	if a := c.Addr.Addr(); a.Is6() {
 		b := a.As16()
@@ -324,75 +612,129 @@ func (s *Sim) lookupAddr(c proto.DHTContact) (int32, bool) {
 	return i, ok
 }
 
-func (s *Sim) record(what string, from, to int32, m proto.DHTMessage) {
-	var b [8 + 4 + 4 + 1 + 8]byte
-	binary.LittleEndian.PutUint64(b[0:], uint64(s.now))
-	binary.LittleEndian.PutUint32(b[8:], uint32(from))
-	binary.LittleEndian.PutUint32(b[12:], uint32(to))
-	b[16] = byte(m.Type)
-	binary.LittleEndian.PutUint64(b[17:], m.TxID)
-	for _, x := range b {
-		s.trace = (s.trace ^ uint64(x)) * fnvPrime64
+func (s *Sim) record(what string, from, to int32, typ proto.DHTType, txid uint64) {
+	// Three words, each mixed in by a multiply-xorshift round (cheaper
+	// than a byte-wise hash: this runs for every message).
+	for _, w := range [3]uint64{uint64(s.now), uint64(uint32(from))<<32 | uint64(uint32(to)), uint64(typ)<<56 ^ txid} {
+		h := (s.trace ^ w) * 0x9e3779b97f4a7c15
+		s.trace = h ^ h>>29
 	}
 	if s.Trace != nil {
 		// No transaction IDs: they are random (seeded), and a golden trace
 		// should change only where behaviour does.
-		fmt.Fprintf(s.Trace, "%9.3fms %-7s %3d -> %3d %v\n", float64(s.now-s.cfg.Start.UnixNano())/1e6, what, from, to, m.Type)
+		fmt.Fprintf(s.Trace, "%9.3fms %-7s %3d -> %3d %v\n", float64(s.now-s.cfg.Start.UnixNano())/1e6, what, from, to, typ)
 	}
 }
 
-// step runs one event; false when the queue is empty.
-func (s *Sim) step() bool {
-	if len(s.q) == 0 {
-		return false
+// window runs the events of the next window, none later than limit (a
+// unix nanosecond time), and returns how many ran; 0 if none is due.
+func (s *Sim) window(limit int64) int {
+	if len(s.q) == 0 || s.q[0].at > limit {
+		return 0
 	}
-	it := s.q.pop()
-	e := s.events[it.idx]
-	s.events[it.idx] = simEvent{}
-	s.free = append(s.free, it.idx)
-	s.now = it.at
-	n := &s.nodes[e.to]
-	if !n.alive {
-		return true
+	end := s.q[0].at + max(int64(s.cfg.LatencyMin), 1)
+	if limit < end {
+		end = limit + 1
 	}
-	now := time.Unix(0, s.now)
-	n.core.lendSends(s.sends)
-	s.sends = nil
-	switch e.kind {
-	case simDeliver:
-		s.Delivered++
-		s.record("deliver", e.from, e.to, e.msg)
-		if s.coll != nil && s.coll.is[e.to] {
-			if e.msg.Type.IsRequest() {
-				s.collude(e.to, e.from, e.msg)
+	items := s.items[:0]
+	last := s.q[0].at
+	for len(s.q) > 0 && s.q[0].at < end {
+		it := s.q.pop()
+		last = it.at
+		items = append(items, it)
+	}
+	slices.SortFunc(items, func(a, b simItem) int {
+		if a.to != b.to {
+			return int(a.to - b.to)
+		}
+		if a.at != b.at {
+			if a.at < b.at {
+				return -1
 			}
-			s.pool.put(e.msg.Contacts)
-			s.flush(e.to)
-			return true
+			return 1
 		}
-		_ = n.core.Handle(s.nodes[e.from].id, simAddr(int(e.from)).Addr(), e.msg, now)
-		s.pool.put(e.msg.Contacts) // the core copied what it keeps
-	case simTick:
-		if n.tickAt == it.at {
-			n.tickAt = 0
+		if a.seq < b.seq {
+			return -1
 		}
-		n.core.Tick(now)
-		if n.tickAt == 0 {
-			s.scheduleTick(e.to)
-		}
-	case simJoin:
-		_, _ = n.core.Bootstrap([]proto.DHTContact{s.nodes[0].core.Contact()}, now)
+		return 1
+	})
+	nw := len(s.workers)
+	if s.coll != nil || len(items) < s.parallelMin {
+		nw = 1
 	}
-	s.flush(e.to)
-	return true
+	for _, w := range s.workers[:nw] {
+		w.reset()
+	}
+	if nw == 1 {
+		s.workers[0].run(items, end)
+	} else {
+		s.parallel++
+		var wg sync.WaitGroup
+		lo := 0
+		for k := range nw {
+			hi := max(len(items)*(k+1)/nw, lo)
+			for hi > lo && hi < len(items) && items[hi].to == items[hi-1].to {
+				hi++ // a node's events stay in one worker
+			}
+			part := items[lo:hi]
+			lo = hi
+			if k == nw-1 {
+				s.workers[k].run(part, end)
+				continue
+			}
+			wg.Add(1)
+			go func(w *simWorker) {
+				defer wg.Done()
+				w.run(part, end)
+			}(s.workers[k])
+		}
+		wg.Wait()
+	}
+	outs := s.outs[:0]
+	ran := 0
+	for _, w := range s.workers[:nw] {
+		outs = append(outs, w.outs...)
+		ran += w.events
+	}
+	// The workers' outs, one after the other, are in node order, each
+	// node's in its own order: k keeps that order among equal times.
+	for k := range outs {
+		outs[k].k = int32(k)
+	}
+	slices.SortFunc(outs, func(a, b simOut) int {
+		switch {
+		case a.at < b.at:
+			return -1
+		case a.at > b.at:
+			return 1
+		}
+		return int(a.k - b.k)
+	})
+	for _, it := range items {
+		s.events[it.idx] = simEvent{}
+		s.free = append(s.free, it.idx)
+	}
+	s.merge(outs)
+	s.now = max(last, s.now)
+	if nw > 1 {
+		balance(s.pools)
+	}
+	clear(outs)
+	s.outs, s.items = outs[:0], items[:0]
+	for _, w := range s.workers[:nw] {
+		w.reset()
+	}
+	return max(ran, 1)
 }
 
 // RunIdle runs events until none is left.
 func (s *Sim) RunIdle() error {
-	for n := 0; n < s.cfg.MaxEvents; n++ {
-		if !s.step() {
+	for n := 0; n < s.cfg.MaxEvents; {
+		ran := s.window(math.MaxInt64)
+		if ran == 0 {
 			return nil
 		}
+		n += ran
 	}
 	return fmt.Errorf("kademlia: sim: still busy after %d events", s.cfg.MaxEvents)
 }
@@ -441,13 +783,18 @@ func (s *Sim) await(i int, op OpID, err error) (Result, error) {
 	k := simKey{int32(i), op}
 	s.want[k] = &r
 	s.flush(int32(i))
-	for n := 0; n < s.cfg.MaxEvents; n++ {
+	for n := 0; n < s.cfg.MaxEvents; {
 		if _, waiting := s.want[k]; !waiting {
 			return r, nil
 		}
-		if !s.step() {
+		ran := s.window(math.MaxInt64)
+		if ran == 0 {
 			break
 		}
+		n += ran
+	}
+	if _, waiting := s.want[k]; !waiting {
+		return r, nil
 	}
 	delete(s.want, k)
 	return Result{}, fmt.Errorf("%w: sim node %d op %d", ErrLookupTimeout, i, op)
@@ -475,8 +822,12 @@ func (s *Sim) Provide(i int, key proto.HashName) (Result, error) {
 // once at the end so periodic work - refresh, republish, expiry - runs).
 func (s *Sim) Advance(d time.Duration) error {
 	end := s.now + int64(d)
-	for n := 0; n < s.cfg.MaxEvents && len(s.q) > 0 && s.q[0].at <= end; n++ {
-		s.step()
+	for n := 0; n < s.cfg.MaxEvents; {
+		ran := s.window(end)
+		if ran == 0 {
+			break
+		}
+		n += ran
 	}
 	s.now = end
 	for i := range s.nodes {

@@ -46,8 +46,9 @@ func (s *Sim) SetColluders(frac float64) []int {
 // Colluder reports whether node i colludes.
 func (s *Sim) Colluder(i int) bool { return s.coll != nil && s.coll.is[i] }
 
-// collude is a colluder's answer to a request delivered to node to.
-func (s *Sim) collude(to, from int32, m proto.DHTMessage) {
+// collude is a colluder's answer, at now, to a request delivered to node
+// to; false for silence.
+func (s *Sim) collude(to, from int32, m proto.DHTMessage, now int64) (proto.DHTMessage, bool) {
 	reply := proto.DHTMessage{TxID: m.TxID}
 	switch m.Type {
 	case proto.DHTPing:
@@ -59,26 +60,18 @@ func (s *Sim) collude(to, from int32, m proto.DHTMessage) {
 	case proto.DHTFindValue:
 		reply.Type, reply.Contacts = proto.DHTValue, s.closestColluders(m.Target, to)
 		key := proto.HashName(m.Target)
-		forged := s.colluderRecord(to, key)
+		forged := s.colluderRecord(to, key, now)
 		forged.ORDB = s.nodes[from].id // in someone else's name: fails Verify
-		reply.Records = []proto.ProviderRecord{s.colluderRecord(to, key), forged}
+		reply.Records = []proto.ProviderRecord{s.colluderRecord(to, key, now), forged}
 	default:
-		return // FIND_PEER and the rest: silence
+		return reply, false // FIND_PEER and the rest: silence
 	}
-	s.Sent++
-	if int(reply.Type) < len(s.SentByType) {
-		s.SentByType[reply.Type]++
-	}
-	lat := s.cfg.LatencyMin
-	if span := s.cfg.LatencyMax - s.cfg.LatencyMin; span > 0 {
-		lat += time.Duration(s.rng.Int64N(int64(span)))
-	}
-	s.push(s.now+int64(lat), simEvent{kind: simDeliver, to: from, from: to, msg: reply})
+	return reply, true
 }
 
 // colluderRecord is node i's self-signed record for key, valid for the
 // TTL of the network's config.
-func (s *Sim) colluderRecord(i int32, key proto.HashName) proto.ProviderRecord {
+func (s *Sim) colluderRecord(i int32, key proto.HashName, now int64) proto.ProviderRecord {
 	ck := colluderKey{i, key}
 	if r, ok := s.coll.signed[ck]; ok {
 		return r
@@ -86,7 +79,7 @@ func (s *Sim) colluderRecord(i int32, key proto.HashName) proto.ProviderRecord {
 	c := s.nodes[i].core
 	r := proto.ProviderRecord{
 		Key: key, OnionKey: c.id.OnionKey, Addr: c.id.Addr, Pieces: proto.MaxPieces,
-		Expires: uint64(s.Now().Add(s.cfg.Core.RecordTTL).Unix()),
+		Expires: uint64(time.Unix(0, now).Add(s.cfg.Core.RecordTTL).Unix()),
 	}
 	r.Sign(c.id.Key)
 	s.coll.signed[ck] = r

@@ -150,8 +150,8 @@ func BenchmarkSimLookup(b *testing.B) {
 					cfg.Core.StopOnValue = true
 					s, keys = simNetworkCfg(b, cfg, 100, churn)
 					runtime.ReadMemStats(&m1)
-					b.Logf("build %d nodes by joins + 100 records: %v wall, %d messages, heap in use %d MB, %d MB allocated in all",
-						n, time.Since(start).Round(time.Millisecond), s.Sent, m1.HeapInuse>>20, (m1.TotalAlloc-m0.TotalAlloc)>>20)
+					b.Logf("build %d nodes by joins + 100 records: %v wall, %d messages, heap in use %d MB, %d MB allocated in all, %d GCs taking %.1f %% of the CPU",
+						n, time.Since(start).Round(time.Millisecond), s.Sent, m1.HeapInuse>>20, (m1.TotalAlloc-m0.TotalAlloc)>>20, m1.NumGC-m0.NumGC, 100*m1.GCCPUFraction)
 				}
 				b.ResetTimer()
 				st := simLookups(b, s, keys, b.N)
@@ -333,5 +333,63 @@ func BenchmarkSimSybil(b *testing.B) {
 			b.ReportMetric(float64(st.pct(0.5)), "rounds-median")
 			b.ReportMetric(float64(st.msgs)/float64(st.total), "msgs/lookup")
 		})
+	}
+}
+
+// TestSimWorkersSameRun: the windows of a run are cut into node ranges
+// run by parallel workers, and the run is the same - every message,
+// its time and latency, every lookup's outcome - with 1, 2 or 3 workers,
+// with loss and churn. Every window goes to the workers here, however
+// few its events.
+func TestSimWorkersSameRun(t *testing.T) {
+	type outcome struct {
+		trace, sent, lost uint64
+		st                simStats
+	}
+	run := func(workers int) outcome {
+		cfg := DefaultSimConfig(400, 11)
+		cfg.Core.StopOnValue = true
+		cfg.Loss = 0.03
+		cfg.Workers = workers
+		s, err := NewSim(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.parallelMin = 1
+		if err := s.Build(); err != nil {
+			t.Fatal(err)
+		}
+		keys := make([]proto.HashName, 10)
+		for i := range keys {
+			keys[i][0], keys[i][1] = byte(i), 0x5a
+			if _, err := s.Provide(s.RandomAlive(), keys[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.Kill(0.25)
+		st := simLookups(t, s, keys, 60)
+		if err := s.Advance(2 * time.Hour); err != nil { // hourly refreshes, in windows too
+			t.Fatal(err)
+		}
+		if err := s.RunIdle(); err != nil {
+			t.Fatal(err)
+		}
+		if workers > 1 && s.parallel == 0 {
+			t.Fatalf("%d workers: no window ran in parallel", workers)
+		}
+		return outcome{s.TraceHash(), s.Sent, s.Lost, st}
+	}
+	one := run(1)
+	if one.st.ok < one.st.total*97/100 {
+		t.Fatalf("1 worker: %d/%d lookups found the record", one.st.ok, one.st.total)
+	}
+	for _, w := range []int{2, 3} {
+		got := run(w)
+		if got.trace != one.trace || got.sent != one.sent || got.lost != one.lost || got.st.ok != one.st.ok ||
+			got.st.msgs != one.st.msgs || !slices.Equal(got.st.rounds, one.st.rounds) {
+			t.Fatalf("%d workers: trace %x, %d sent, %d lost, %d/%d found, %d msgs; 1 worker: %x, %d, %d, %d/%d, %d",
+				w, got.trace, got.sent, got.lost, got.st.ok, got.st.total, got.st.msgs,
+				one.trace, one.sent, one.lost, one.st.ok, one.st.total, one.st.msgs)
+		}
 	}
 }

@@ -20,24 +20,23 @@ type Entry struct {
 
 // slot is an Entry as a bucket keeps it: 56 bytes instead of 112 (a
 // netip.AddrPort alone is 32), which is most of a node's memory in a
-// 100,000-node simulation.
+// 100,000-node simulation. It holds no pointer, so the garbage collector
+// never scans a bucket's entries.
 type slot struct {
 	id       proto.NodeID
 	ip       [16]byte
 	port     uint16
 	is4      bool
 	fails    uint8
-	lastSeen int64     // unix nanoseconds
-	onion    *[32]byte // nil unless the contact introduced itself
+	onion    int32 // 1 + the index of its onion key in Table.onions; 0 if the contact never introduced itself
+	lastSeen int64 // unix nanoseconds
 }
 
+// toSlot is e as a slot, without its onion key (see Table.setOnion).
 func toSlot(e Entry) slot {
 	s := slot{id: e.Contact.ID, port: e.Contact.Addr.Port(), fails: uint8(min(e.Fails, 255)), lastSeen: e.LastSeen.UnixNano()}
 	a := e.Contact.Addr.Addr().Unmap()
 	s.ip, s.is4 = a.As16(), a.Is4()
-	if len(e.OnionKey) == 32 {
-		s.onion = (*[32]byte)(slices.Clone(e.OnionKey))
-	}
 	return s
 }
 
@@ -51,12 +50,44 @@ func (s *slot) addr() netip.AddrPort {
 
 func (s *slot) contact() proto.DHTContact { return proto.DHTContact{ID: s.id, Addr: s.addr()} }
 
-func (s *slot) entry() Entry {
+func (t *Table) entry(s *slot) Entry {
 	e := Entry{Contact: s.contact(), LastSeen: time.Unix(0, s.lastSeen), Fails: int(s.fails)}
-	if s.onion != nil {
-		e.OnionKey = slices.Clone(s.onion[:])
+	if s.onion != 0 {
+		e.OnionKey = slices.Clone(t.onions[s.onion-1][:])
 	}
 	return e
+}
+
+// setOnion keeps key (if it is an onion key) as s's.
+func (t *Table) setOnion(s *slot, key []byte) {
+	if len(key) != 32 {
+		return
+	}
+	if s.onion == 0 {
+		if n := len(t.freeOnions); n > 0 {
+			s.onion = t.freeOnions[n-1]
+			t.freeOnions = t.freeOnions[:n-1]
+		} else {
+			t.onions = append(t.onions, [32]byte{})
+			s.onion = int32(len(t.onions))
+		}
+	}
+	t.onions[s.onion-1] = [32]byte(key)
+}
+
+// dropOnion frees the onion key of a slot leaving the table.
+func (t *Table) dropOnion(s *slot) {
+	if s.onion != 0 {
+		t.freeOnions = append(t.freeOnions, s.onion)
+		s.onion = 0
+	}
+}
+
+// newSlot is e as a slot, with its onion key.
+func (t *Table) newSlot(e Entry) slot {
+	s := toSlot(e)
+	t.setOnion(&s, e.OnionKey)
+	return s
 }
 
 type bucket struct {
@@ -83,7 +114,11 @@ type Table struct {
 	// slice grows on demand: a table costs a few kB, not IDBits buckets.
 	buckets []bucket
 	size    int
-	scratch []byDistance // reused by Closest
+	// onions are the onion keys of the contacts that introduced
+	// themselves (slot.onion), kept apart so that slots hold no pointer;
+	// freeOnions are the indexes of onions no slot uses.
+	onions     [][32]byte
+	freeOnions []int32
 }
 
 // at returns bucket i, or nil if it was never used.
@@ -125,7 +160,7 @@ func (t *Table) Bucket(i int) []Entry {
 	if b := t.at(i); b != nil {
 		out := make([]Entry, len(b.entries))
 		for k := range b.entries {
-			out[k] = b.entries[k].entry()
+			out[k] = t.entry(&b.entries[k])
 		}
 		return out
 	}
@@ -201,15 +236,17 @@ func (t *Table) Seen(c proto.DHTContact, onionKey []byte, now time.Time) (oldest
 			n := toSlot(Entry{Contact: c})
 			e.ip, e.port, e.is4 = n.ip, n.port, n.is4
 		}
-		if len(onionKey) == 32 {
-			e.onion = (*[32]byte)(slices.Clone(onionKey))
-		}
+		t.setOnion(&e, onionKey)
 		e.lastSeen, e.fails = now.UnixNano(), 0
 		copy(b.entries[i:], b.entries[i+1:])
 		b.entries[len(b.entries)-1] = e
 		if b.pinging && sameID(&b.pingTarget, &c.ID) {
 			// The oldest answered its ping: it stays, the newcomer goes.
-			b.pinging, b.replacement = false, nil
+			b.pinging = false
+			if b.replacement != nil {
+				t.dropOnion(b.replacement)
+				b.replacement = nil
+			}
 		}
 		return oldest, false, nil
 	}
@@ -217,7 +254,7 @@ func (t *Table) Seen(c proto.DHTContact, onionKey []byte, now time.Time) (oldest
 		return oldest, false, ErrSubnetFull
 	}
 	if len(b.entries) < t.k {
-		b.entries = append(b.entries, toSlot(Entry{Contact: c, OnionKey: onionKey, LastSeen: now}))
+		b.entries = append(b.entries, t.newSlot(Entry{Contact: c, OnionKey: onionKey, LastSeen: now}))
 		t.size++
 		return oldest, false, nil
 	}
@@ -225,7 +262,10 @@ func (t *Table) Seen(c proto.DHTContact, onionKey []byte, now time.Time) (oldest
 		// Even the oldest was heard from recently: it stays.
 		return oldest, false, ErrBucketFull
 	}
-	r := toSlot(Entry{Contact: c, OnionKey: onionKey, LastSeen: now})
+	if b.replacement != nil {
+		t.dropOnion(b.replacement)
+	}
+	r := t.newSlot(Entry{Contact: c, OnionKey: onionKey, LastSeen: now})
 	b.replacement = &r
 	if b.pinging {
 		// A ping is already out: the most recent newcomer waits instead.
@@ -265,6 +305,7 @@ func (t *Table) Remove(id proto.NodeID) bool {
 }
 
 func (t *Table) removeAt(b *bucket, i int) {
+	t.dropOnion(&b.entries[i])
 	b.entries = slices.Delete(b.entries, i, i+1)
 	t.size--
 	// The bucket has room now: whatever the ping in flight says, the
@@ -275,6 +316,8 @@ func (t *Table) removeAt(b *bucket, i int) {
 		if t.maxPerSubnet == 0 || t.subnetCount(b, r.addr().Addr(), proto.NodeID{}) < t.maxPerSubnet {
 			b.entries = append(b.entries, *r)
 			t.size++
+		} else {
+			t.dropOnion(r)
 		}
 	}
 }
@@ -286,7 +329,7 @@ func (t *Table) Get(id proto.NodeID) (Entry, bool) {
 	}
 	if b := t.at(BucketIndex(t.self, id)); b != nil {
 		if i := t.find(b, id); i >= 0 {
-			return b.entries[i].entry(), true
+			return t.entry(&b.entries[i]), true
 		}
 	}
 	return Entry{}, false
@@ -301,9 +344,9 @@ func (t *Table) Get(id proto.NodeID) (Entry, bool) {
 // with D_i = 0 after (upwards); each bucket above b is one band of its
 // own.
 func (t *Table) Closest(dst []Entry, target proto.NodeID, n int, exclude proto.NodeID) []Entry {
-	t.scratch = t.closest(t.scratch[:0], target, n, exclude)
-	for _, c := range t.scratch {
-		dst = append(dst, c.e.entry())
+	var buf [4 * 16]byDistance
+	for _, c := range t.closest(buf[:0], target, n, exclude) {
+		dst = append(dst, t.entry(c.e))
 	}
 	return dst
 }
@@ -316,22 +359,23 @@ func (t *Table) ClosestContacts(target proto.NodeID, n int, exclude proto.NodeID
 // appendClosestContacts is ClosestContacts appending to dst; nil if there
 // are none.
 func (t *Table) appendClosestContacts(dst []proto.DHTContact, target proto.NodeID, n int, exclude proto.NodeID) []proto.DHTContact {
-	t.scratch = t.closest(t.scratch[:0], target, n, exclude)
-	if len(t.scratch) == 0 {
+	var buf [4 * 16]byDistance
+	found := t.closest(buf[:0], target, n, exclude)
+	if len(found) == 0 {
 		return nil
 	}
 	if dst == nil {
-		dst = make([]proto.DHTContact, 0, len(t.scratch))
+		dst = make([]proto.DHTContact, 0, len(found))
 	}
-	for _, c := range t.scratch {
+	for _, c := range found {
 		dst = append(dst, c.e.contact())
 	}
 	return dst
 }
 
 type byDistance struct {
-	d proto.NodeID // XOR distance to the target
-	e *slot
+	d0 uint64 // the first 8 bytes of the XOR distance to the target
+	e  *slot
 }
 
 func (t *Table) closest(dst []byDistance, target proto.NodeID, n int, exclude proto.NodeID) []byDistance {
@@ -339,6 +383,16 @@ func (t *Table) closest(dst []byDistance, target proto.NodeID, n int, exclude pr
 		return dst
 	}
 	b := BucketIndex(t.self, target)
+	t0 := binary.BigEndian.Uint64(target[:8])
+	// less orders by distance: the first 8 bytes decide but for IDs
+	// sharing 64 bits.
+	less := func(x, y *byDistance) bool {
+		if x.d0 != y.d0 {
+			return x.d0 < y.d0
+		}
+		dx, dy := proto.Xor(x.e.id, target), proto.Xor(y.e.id, target)
+		return lessID(&dx, &dy)
+	}
 	// add appends bucket i in distance order and reports whether dst is
 	// full.
 	add := func(i int) bool {
@@ -349,12 +403,12 @@ func (t *Table) closest(dst []byDistance, target proto.NodeID, n int, exclude pr
 		from := len(dst)
 		for k := range bk.entries {
 			if e := &bk.entries[k]; !sameID(&e.id, &exclude) {
-				dst = append(dst, byDistance{proto.Xor(e.id, target), e})
+				dst = append(dst, byDistance{binary.BigEndian.Uint64(e.id[:8]) ^ t0, e})
 			}
 		}
 		// Insertion sort: a bucket holds at most K (16) contacts.
 		for x := from + 1; x < len(dst); x++ {
-			for y := x; y > from && lessID(&dst[y].d, &dst[y-1].d); y-- {
+			for y := x; y > from && less(&dst[y], &dst[y-1]); y-- {
 				dst[y], dst[y-1] = dst[y-1], dst[y]
 			}
 		}

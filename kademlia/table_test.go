@@ -270,3 +270,99 @@ func TestTablePingTargetSeenElsewhere(t *testing.T) {
 		t.Fatalf("second newcomer: ping %v of %v, want a ping of %v", ping, oldest.ID.Short(), ids[1].Short())
 	}
 }
+
+// TestTableOnionKeys: the onion keys of contacts that introduced
+// themselves are kept beside the slots (which hold no pointer); each
+// contact keeps its own through updates, evictions and replacements, and
+// a key freed by a contact leaving is reused, not leaked.
+func TestTableOnionKeys(t *testing.T) {
+	tb, cfg := testTable(0)
+	const b = 159
+	key := func(i int) []byte {
+		k := make([]byte, 32)
+		k[0], k[31] = byte(i), byte(i>>8)
+		return k
+	}
+	check := func(id proto.NodeID, want []byte) {
+		t.Helper()
+		e, ok := tb.Get(id)
+		if !ok || !slices.Equal(e.OnionKey, want) {
+			t.Fatalf("%v: onion key %x (in table %v), want %x", id.Short(), e.OnionKey, ok, want)
+		}
+	}
+	now := testNow
+	var ids []proto.NodeID
+	for i := range cfg.K {
+		id := idInBucket(tb.Self(), b, uint64(i))
+		ids = append(ids, id)
+		var k []byte
+		if i%2 == 0 {
+			k = key(i)
+		}
+		if _, _, err := tb.Seen(contactAt(id, fmt.Sprintf("127.0.0.1:%d", 1000+i)), k, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, id := range ids {
+		var want []byte
+		if i%2 == 0 {
+			want = key(i)
+		}
+		check(id, want)
+	}
+	// A contact introducing itself later gets its key; one seen again
+	// without a key keeps it; a new key replaces the old.
+	tb.Seen(contactAt(ids[1], "127.0.0.1:1001"), key(101), now)
+	tb.Seen(contactAt(ids[0], "127.0.0.1:1000"), nil, now)
+	tb.Seen(contactAt(ids[2], "127.0.0.1:1002"), key(102), now)
+	check(ids[1], key(101))
+	check(ids[0], key(0))
+	check(ids[2], key(102))
+	held := len(tb.onions)
+	// Contacts leave and come back many times: freed keys are reused.
+	for round := range 50 {
+		for _, i := range []int{0, 1, 2} {
+			tb.Remove(ids[i])
+		}
+		for _, i := range []int{0, 1, 2} {
+			tb.Seen(contactAt(ids[i], fmt.Sprintf("127.0.0.1:%d", 1000+i)), key(1000+round*3+i), now)
+		}
+		for _, i := range []int{0, 1, 2} {
+			check(ids[i], key(1000+round*3+i))
+		}
+	}
+	if len(tb.onions) > held+1 {
+		t.Fatalf("%d onion keys stored for %d contacts that have one: freed keys not reused", len(tb.onions), held)
+	}
+	// A replacement brings its key in when the oldest fails its ping;
+	// a replacement dropped (the oldest answered) frees its key.
+	later := now.Add(cfg.PingAfter + time.Second)
+	newcomer := idInBucket(tb.Self(), b, 100)
+	oldest, ping, _ := tb.Seen(contactAt(newcomer, "127.0.0.1:2000"), key(200), later)
+	if !ping {
+		t.Fatal("no ping of the stale oldest")
+	}
+	tb.Failed(oldest.ID)
+	check(newcomer, key(200))
+	if _, ok := tb.Get(oldest.ID); ok {
+		t.Fatal("oldest kept after its failed ping")
+	}
+	later = later.Add(cfg.PingAfter + time.Second)
+	other := idInBucket(tb.Self(), b, 101)
+	oldest, ping, _ = tb.Seen(contactAt(other, "127.0.0.1:2001"), key(201), later)
+	if !ping {
+		t.Fatal("no second ping")
+	}
+	before := len(tb.freeOnions)
+	tb.Seen(oldest, nil, later)
+	if _, ok := tb.Get(other); ok || len(tb.freeOnions) != before+1 {
+		t.Fatalf("dropped replacement: in table %v, free keys %d -> %d", ok, before, len(tb.freeOnions))
+	}
+	// Closest hands out copies: changing one changes nothing held.
+	for _, e := range tb.Closest(nil, newcomer, cfg.K, proto.NodeID{}) {
+		if e.Contact.ID == newcomer {
+			e.OnionKey[0] ^= 0xff
+		}
+	}
+	check(newcomer, key(200))
+}

@@ -208,6 +208,11 @@ func (g *Get) Run(ctx context.Context) (proto.DBConnected, error) {
 		if len(g.circs) == 0 && g.building == 0 {
 			g.w.Stop()
 			_ = g.execute(ctx)
+			if err := ctx.Err(); err != nil {
+				// The circuits failed because the Get was cancelled
+				// (their streams closed, their replacements not built).
+				return g.desc, err
+			}
 			return g.desc, ErrNoCircuits
 		}
 		if dl := g.w.Deadline(); !dl.Equal(armed) {
@@ -381,6 +386,10 @@ func (g *Get) executeOnce(ctx context.Context, acts []window.Action) error {
 			}
 		case window.Skipped:
 			g.skipped += a.To - a.From
+			// Readers of the store waiting in the gap go on from a.To.
+			if err := g.cfg.Store.SkipLive(g.cfg.Name, a.To); err != nil {
+				return err
+			}
 			g.progress(true) // says so at once
 		case window.Done:
 		case window.Fail:

@@ -62,6 +62,10 @@ func (c *getCirc) cancelData(id uint64) bool {
 	return false
 }
 
+// finishWait bounds the DB_END FINISHED a finished Get sends on each
+// stream.
+const finishWait = 5 * time.Second
+
 // maxQueued bounds the queries waiting for the writer. The window keeps
 // far fewer in flight on a circuit (MaxWindow / Circuits / 64 ~ 100): a
 // full queue means the stream is wedged.
@@ -212,7 +216,11 @@ func (c *getCirc) run(ctx context.Context) {
 			}
 		case <-ctx.Done():
 			if c.finished.Load() {
+				// Bounded: a write waiting on a window the ORDB never
+				// reopens would hold Get.Run (closeAll waits for us).
+				t := time.AfterFunc(finishWait, func() { s.Close() })
 				_ = m.send(proto.DBEnd{Reason: proto.DBEndFinished})
+				t.Stop()
 			}
 			s.Close()
 			return

@@ -2,6 +2,8 @@ package ordb
 
 import (
 	"bytes"
+	"errors"
+	"io"
 	"sync/atomic"
 	"testing"
 
@@ -89,7 +91,9 @@ func TestRelayHostileInputs(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mc := open()
-			if err := mc.send(tc.msg); err != nil {
+			// A message of several cells may find the stream closed
+			// before its last cell left: the ORDB judged the first.
+			if err := mc.send(tc.msg); err != nil && !errors.Is(err, io.ErrClosedPipe) {
 				t.Fatal(err)
 			}
 			expectClosed(t, mc)

@@ -91,7 +91,7 @@ func TestNodeFacilitatorTorrent(t *testing.T) {
 		t.Fatal("roles.facilitator did not start the facilitator role")
 	}
 	for _, n := range nodes {
-		waitFor(t, 30*time.Second, "directories", func() bool { return n.dir.Len() >= len(nodes)-2 })
+		waitFor(t, within(ctx, 30*time.Second), "directories", func() bool { return n.dir.Len() >= len(nodes)-2 })
 	}
 	getter := nodes[len(nodes)-1]
 	magnet := fmt.Sprintf("magnet:?xt=urn:btih:%s&dn=t.bin", ih)

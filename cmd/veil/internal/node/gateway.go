@@ -208,6 +208,19 @@ func (c *storeContent) Want(off int64) {
 }
 
 func (c *storeContent) NewReader(ctx context.Context) (io.ReadSeeker, error) {
+	if c.fetch != nil {
+		// Nothing comes once the fetch ended: a Read waiting for a
+		// chunk then fails rather than waits for the request's end.
+		fctx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-c.fetch.done:
+				cancel()
+			case <-fctx.Done():
+			}
+		}()
+		ctx = fctx
+	}
 	r, err := c.s.NewReader(ctx, c.name)
 	if err != nil {
 		return nil, err

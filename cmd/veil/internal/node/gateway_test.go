@@ -30,7 +30,7 @@ func startNetwork(t *testing.T, ctx context.Context, size int) []*Node {
 		nodes = append(nodes, startTest(t, ctx, testConfig(t, t.TempDir(), bridge.BridgeLine())))
 	}
 	for _, n := range nodes {
-		waitFor(t, 30*time.Second, "directories", func() bool { return n.dir.Len() >= len(nodes)-2 })
+		waitFor(t, within(ctx, 30*time.Second), "directories", func() bool { return n.dir.Len() >= len(nodes)-2 })
 	}
 	return nodes
 }

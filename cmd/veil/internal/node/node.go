@@ -433,6 +433,7 @@ func (n *Node) Run(ctx context.Context) error {
 	n.lastBootstrap = n.now() // the DHT's Run bootstraps as it starts
 	discover := time.NewTimer(0)
 	defer discover.Stop()
+	every := time.Second // the discovery period
 	resign := time.NewTicker(descValidity / 2)
 	defer resign.Stop()
 	for {
@@ -457,12 +458,18 @@ func (n *Node) Run(ctx context.Context) error {
 			if !anon && len(n.pool.FindCircuits()) < n.cfg.Load().Tunnels.MinCircuits {
 				_ = n.pool.BuildTunnels(n.cfg.Load().Tunnels.Hops)
 			}
-			// Look around often while the directory is thin, rarely after.
-			next := 30 * time.Second
+			// Look around every second while the directory is thin, then
+			// less and less often, up to every 30 s: a node of a young
+			// network still finds the nodes that joined after it within
+			// seconds. (A 30 s step at once could leave a node, or an
+			// anonymous node copying its bridge's directory, with part of
+			// a young network for a minute.)
 			if n.dir.Len() < 2*n.cfg.Load().Tunnels.Hops+2 {
-				next = time.Second
+				every = time.Second
+			} else {
+				every = min(2*every, 30*time.Second)
 			}
-			discover.Reset(next)
+			discover.Reset(every)
 		}
 	}
 }
@@ -649,6 +656,9 @@ func (n *Node) Close() error {
 			n.links.Close()
 		}
 		n.descWG.Wait()
+		if n.guards != nil {
+			n.guards.Close() // nothing writes guards.json once Close returned
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		for _, s := range []*chunkstore.Store{n.served, n.cache} {

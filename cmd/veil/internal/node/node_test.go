@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -57,9 +58,38 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	}
 }
 
+// watchdog ends the test binary with every goroutine's stack if t, its
+// cleanups included (the nodes' Close), has not ended within d: a hang
+// then says where it hangs, instead of running on until the binary's
+// -timeout or an outside kill that leaves no stack. Call it first, so
+// that its cleanup runs last.
+func watchdog(t *testing.T, d time.Duration) {
+	if underRace {
+		d *= 3 // everything runs slower
+	}
+	tm := time.AfterFunc(d, func() {
+		buf := make([]byte, 16<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		fmt.Fprintf(os.Stderr, "%s did not end within %v (cleanups included); every goroutine:\n%s\n", t.Name(), d, buf)
+		os.Exit(2)
+	})
+	t.Cleanup(func() { tm.Stop() })
+}
+
+// within is d, or less if ctx ends sooner: a wait of a test that can do
+// nothing once ctx ended.
+func within(ctx context.Context, d time.Duration) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		return min(d, time.Until(dl))
+	}
+	return d
+}
+
 // checkLeaks fails t if goroutines started during it outlive it (closing
-// TCP connections takes a moment: the wait is bounded).
+// TCP connections takes a moment: the wait is bounded). It starts a
+// 4-minute watchdog too (the tests using it bound their work at 2).
 func checkLeaks(t *testing.T) {
+	watchdog(t, 4*time.Minute)
 	before := runtime.NumGoroutine()
 	t.Cleanup(func() {
 		http.DefaultClient.CloseIdleConnections()
@@ -87,7 +117,7 @@ func TestNodesPublishFetch(t *testing.T) {
 		nodes = append(nodes, startTest(t, ctx, testConfig(t, t.TempDir(), bridge.BridgeLine())))
 	}
 	for i, n := range nodes {
-		waitFor(t, 30*time.Second, "directories", func() bool { return n.dir.Len() >= len(nodes)-2 })
+		waitFor(t, within(ctx, 30*time.Second), "directories", func() bool { return n.dir.Len() >= len(nodes)-2 })
 		t.Logf("node %d: directory %d", i, n.dir.Len())
 	}
 	data := make([]byte, 200_001)

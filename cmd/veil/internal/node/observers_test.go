@@ -178,9 +178,11 @@ func TestObservers(t *testing.T) {
 		return start(c)
 	}
 	pub, r1, r2 := anon(), anon(), anon()
+	t0 := time.Now()
 	for _, n := range append([]*Node{bridge, pub, r1, r2}, public...) {
-		waitFor(t, 60*time.Second, "directories", func() bool { return n.dir.Len() >= 16 })
+		waitFor(t, within(ctx, 60*time.Second), "directories", func() bool { return n.dir.Len() >= 16 })
 	}
+	t.Logf("every directory held 16 nodes after %v", time.Since(t0).Round(time.Millisecond))
 
 	data := make([]byte, 150_001)
 	rand.Read(data)

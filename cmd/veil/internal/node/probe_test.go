@@ -28,6 +28,7 @@ import (
 // change under the test.)
 func probeNet(t *testing.T, ctx context.Context) (nodes []*Node, pub *Node) {
 	t.Helper()
+	watchdog(t, 4*time.Minute) // before the nodes: its cleanup runs after their Close
 	bc := testConfig(t, t.TempDir())
 	bc.Roles.Bridge = true
 	nodes = []*Node{startTest(t, ctx, bc)}
@@ -38,7 +39,7 @@ func probeNet(t *testing.T, ctx context.Context) (nodes []*Node, pub *Node) {
 	pc.Roles, pc.Listen, pc.Anonymous = config.Roles{}, "", true
 	pub = startTest(t, ctx, pc)
 	for _, n := range append([]*Node{pub}, nodes...) {
-		waitFor(t, 60*time.Second, "directories", func() bool { return n.dir.Len() >= len(nodes)-1 })
+		waitFor(t, within(ctx, 60*time.Second), "directories", func() bool { return n.dir.Len() >= len(nodes)-1 })
 	}
 	return nodes, pub
 }
