@@ -174,8 +174,33 @@ func bridge(s *Stream, conn net.Conn) {
 		io.Copy(conn, s) // until the origin ends the stream or the circuit dies
 		conn.Close()
 	}()
-	io.Copy(s, conn)
+	copyHeadFirst(s, conn, s.e.sw.yield)
 	s.Close()
 	conn.Close()
 	<-done
+}
+
+// copyHeadFirst copies what the destination sends (src) to the exit
+// stream (dst), its head alone: the first read takes at most one cell's
+// data, and once that cell is queued on the link the goroutine yields, so
+// that the link's writer sends it on its own before anything more is
+// read. Read whole, a bulk response's first read is 32 KiB, 66 cells the
+// link sends in one batch, and each hop reads, relays and writes all of
+// them before passing the first on: the response's first bytes (an HTTP
+// status line) reached the origin behind three hops' worth of that work.
+// Alone, the head can cross the hops while the exit reads the rest. The
+// rest is copied as before.
+func copyHeadFirst(dst io.Writer, src io.Reader, yield func()) {
+	var head [proto.RelayDataSize]byte
+	n, err := src.Read(head[:])
+	if n > 0 {
+		if _, werr := dst.Write(head[:n]); werr != nil {
+			return
+		}
+		yield()
+	}
+	if err != nil {
+		return
+	}
+	io.Copy(dst, src)
 }

@@ -329,3 +329,79 @@ func TestExitStreamFirstFlight(t *testing.T) {
 		t.Fatalf("read %d of %d bytes (%v)", len(got), len(body), err)
 	}
 }
+
+// A response's head goes ahead of its bulk: the exit reads at most one
+// cell from the destination first and yields once that cell is queued, so
+// the link sends it alone; the origin's circuit yields to the stream's
+// reader after the stream's first data cell, before the rest of the batch
+// it came in. Each yield is watched at the moment it happens.
+func TestStreamHeadGoesFirst(t *testing.T) {
+	noLeaks(t)
+	const cells = 300 // what the destination writes at once
+	body := make([]byte, cells*proto.RelayDataSize)
+	for i := range body {
+		body[i] = byte(i * 13)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer func() { ln.Close(); wg.Wait() }()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Write(body)
+		c.Close()
+	}()
+	target := ln.Addr().String()
+	nodes := newNet(t, 4, func(i int, cfg *SwitchConfig) {
+		if i == 3 {
+			cfg.Flags |= proto.FlagExit
+			cfg.ExitPolicy = func(ap netip.AddrPort) bool { return ap.String() == target }
+		}
+	})
+	var mu sync.Mutex
+	var exitSent []uint64 // the exit's bytes sent on the stream, at each of its yields
+	var originHeld []int  // cells the origin's circuit had taken in, at each of its yields
+	exit, origin := nodes[3].sw, nodes[0].sw
+	exit.mu.Lock() // the switches' goroutines read yield after taking mu
+	exit.yield = func() {
+		mu.Lock()
+		exitSent = append(exitSent, exit.RelayedStats().BytesSent)
+		mu.Unlock()
+	}
+	exit.mu.Unlock()
+	var c *Circuit
+	origin.yield = func() {
+		c.ep.mu.Lock()
+		n := int(c.ep.pushed)
+		c.ep.mu.Unlock()
+		mu.Lock()
+		originHeld = append(originHeld, n)
+		mu.Unlock()
+	}
+	c = build(t, nodes[0], nodes[1], nodes[2], nodes[3])
+	s, err := c.OpenStream(context.Background(), target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.SetReadDeadline(time.Now().Add(circWait))
+	got, err := io.ReadAll(s)
+	if err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("read %d of %d bytes (%v)", len(got), len(body), err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(exitSent) != 1 || exitSent[0] == 0 || exitSent[0] > proto.RelayDataSize {
+		t.Errorf("the exit yielded with %v bytes sent, want once, after the first cell alone (1..%d bytes)", exitSent, proto.RelayDataSize)
+	}
+	if len(originHeld) != 1 || originHeld[0] != 1 {
+		t.Errorf("the origin's circuit yielded with %v cells taken in, want once, after the first", originHeld)
+	}
+}

@@ -272,6 +272,7 @@ func (e *endpoint) onStreamCell(r proto.RelayCell, c *proto.Cell, t onion.Tag) (
 		}
 		sendme := e.recvWin.Consumed()
 		res := relayResult{}
+		first := false
 		if s := e.streams[r.StreamID]; s != nil && !s.localClosed && !s.peerEnded {
 			if err := s.recvWin.Received(); err != nil {
 				e.mu.Unlock()
@@ -289,8 +290,19 @@ func (e *endpoint) onStreamCell(r proto.RelayCell, c *proto.Cell, t onion.Tag) (
 			}
 			s.push(c, len(r.Data))
 			res.keep = true
+			first = !s.gotData
+			s.gotData = true
 		}
 		e.mu.Unlock()
+		if first {
+			// The stream's first data goes to its reader now, not after
+			// the rest of the batch this goroutine is working through
+			// (push woke the reader, which would otherwise wait for all
+			// of it): a response's head (through SOCKS, an HTTP status
+			// line) leaves ahead of the first flight's other cells, and
+			// an exit writes a request to its destination at once.
+			e.sw.yield()
+		}
 		if sendme {
 			sm := proto.Sendme{Version: proto.SendmeVersionTag, Data: t[:]}
 			if err := e.sendControl(lastHop, false, proto.RelaySendme, 0, sm.Append(make([]byte, 0, sm.Len()))); err != nil {
@@ -481,6 +493,7 @@ type Stream struct {
 	sendWin     onion.SendWindow
 	recvWin     onion.RecvWindow
 	startCells  int      // cells it may send before the peer's first SENDME (0: the window's); SwitchConfig.ExitStartCells
+	gotData     bool     // a data cell came: the first made the circuit's goroutine yield to the reader
 	rq          []queued // received cells not yet read
 	rqHead      int
 	connected   bool

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/netip"
+	"runtime"
 	"sync"
 	"time"
 
@@ -314,6 +315,10 @@ type Switch struct {
 	stop       chan struct{} // closed by Close
 
 	budget budget // the memory budget, CREATE2 buckets and extend dials (budget.go)
+
+	// yield lets a stream's reader run (runtime.Gosched); tests watch it.
+	// Set before the switch carries cells, then fixed.
+	yield func()
 }
 
 // NewSwitch returns the circuit switch of the node id, dialing through lg
@@ -338,6 +343,7 @@ func NewSwitch(id *Identity, lg link.Dialer, cfg SwitchConfig) (*Switch, error) 
 		services: make(map[string]Service),
 		rng:      rng,
 		stop:     make(chan struct{}),
+		yield:    runtime.Gosched,
 	}
 	sw.budget.init(cfg)
 	return sw, nil

@@ -82,7 +82,7 @@ func BenchmarkSOCKSExit(b *testing.B) {
 	if _, stderr, code := runCurl(b, append(proxy, "-r", "0-0", "-o", "/dev/null", url)...); code != 0 {
 		b.Fatalf("warm-up: exit %d %s", code, stderr)
 	}
-	var rate, ready, first, drate, dfirst, cpu []float64
+	var rate, ready, first, resp, drate, dfirst, cpu []float64
 	b.ResetTimer()
 	for range b.N {
 		cpu0 := processCPU()
@@ -92,6 +92,7 @@ func BenchmarkSOCKSExit(b *testing.B) {
 		}
 		cpu = append(cpu, n/1e6/(processCPU()-cpu0).Seconds())
 		rate, ready, first = append(rate, n/t/1e6), append(ready, r*1e3), append(first, f*1e3)
+		resp = append(resp, (f-r)*1e3)
 		b.StopTimer()
 		n, _, f, t = curlTimed(b, url)
 		drate, dfirst = append(drate, n/t/1e6), append(dfirst, f*1e3)
@@ -103,6 +104,7 @@ func BenchmarkSOCKSExit(b *testing.B) {
 	b.ReportMetric(median(cpu), "socks_MB/cpu-s")
 	b.ReportMetric(fb, "socks_first_byte_ms")
 	b.ReportMetric(median(ready), "socks_connected_ms")
+	b.ReportMetric(median(resp), "socks_connected_to_first_byte_ms")
 	b.ReportMetric(median(drate), "direct_MB/s")
 	b.ReportMetric(median(dfirst), "direct_first_byte_ms")
 	b.ReportMetric(r/median(drate), "socks/direct")
