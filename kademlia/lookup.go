@@ -193,14 +193,6 @@ func (l *Lookup) Next(now time.Time) []proto.DHTContact {
 	}
 	out := l.out[:0]
 	pending := false
-	alpha := l.alpha
-	if l.fill > 0 {
-		// A refresh keeps no more RPCs in flight than it still needs
-		// answers: the ones beyond would be sent for nothing. Nodes
-		// outside the bucket's range count for nothing, so it asks one
-		// at a time, and only while none of the range is in flight.
-		alpha = max(min(alpha, l.need-l.filled), 1)
-	}
 	for p := range l.paths {
 		seen := 0
 		for i := range l.cands {
@@ -217,13 +209,7 @@ func (l *Lookup) Next(now time.Time) []proto.DHTContact {
 				pending = true
 			case candNew:
 				pending = true
-				if l.fill > 0 && l.inflight[p] > 0 && proto.CommonPrefixLen(c.contact.ID, l.target) < l.fill {
-					// A refresh asks a node outside the bucket's range
-					// (which can only lead into it) only when nothing
-					// else is in flight.
-					continue
-				}
-				if l.inflight[p] < alpha {
+				if l.inflight[p] < l.alpha {
 					c.state, c.deadline, c.path = candWaiting, now.Add(l.timeout).UnixNano(), uint8(p)
 					l.inflight[p]++
 					l.msgs++

@@ -3,7 +3,6 @@ package kademlia
 import (
 	"net/netip"
 	"slices"
-	"strconv"
 	"testing"
 	"time"
 
@@ -337,46 +336,5 @@ func TestLookupEndWhenFilled(t *testing.T) {
 			t.Fatalf("need %d: %d RPCs, a full lookup %d", need, l.Msgs(), full.Msgs())
 		}
 		t.Logf("need %d: %d RPCs (a full lookup: %d), %d in range answered", need, l.Msgs(), full.Msgs(), inRange)
-	}
-}
-
-// TestLookupRefreshInFlight: a bucket refresh (EndWhenFilled) keeps no
-// more RPCs in flight than answers from the bucket's range it still
-// lacks, asks nodes outside the range one at a time and only while none
-// of the range is in flight, and ends at the answers it needs.
-func TestLookupRefreshInFlight(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.IDWorkBits, cfg.Paths = 0, 1
-	target := proto.NodeID{0x05}
-	id := func(b byte) proto.NodeID { return proto.NodeID{b, 0xee} }
-	ct := func(b byte) proto.DHTContact { return contactAt(id(b), "127.0.0.1:"+strconv.Itoa(1000+int(b))) }
-	// Range: the IDs sharing target's first 4 bits (0x0_).
-	out := []proto.DHTContact{ct(0x80), ct(0x90), ct(0xa0)}
-	l := NewLookup(proto.NodeID{0xff}, target, FindNode, out, cfg)
-	l.EndWhenFilled(4, 2)
-	first := l.Next(testNow)
-	if len(first) != 1 || first[0].ID != id(0x80) {
-		t.Fatalf("first round asked %v, want only the closest node outside the range", first)
-	}
-	next := slices.Clone(l.Answer(id(0x80), []proto.DHTContact{ct(0x01), ct(0x02), ct(0x03)}, nil, testNow))
-	if len(next) != 2 || next[0].ID != id(0x01) || next[1].ID != id(0x03) { // 0x01, 0x03, 0x02 by distance to 0x05
-		t.Fatalf("after the range was found, asked %v; want its 2 closest (2 answers lacking), none outside", next)
-	}
-	if more := l.Answer(id(0x01), nil, nil, testNow); len(more) != 0 || l.Done() {
-		t.Fatalf("one answer lacking and one RPC in flight: asked %v, done %v", more, l.Done())
-	}
-	if more := l.Answer(id(0x03), nil, nil, testNow); len(more) != 0 || !l.Done() {
-		t.Fatalf("both answers in: asked %v, done %v", more, l.Done())
-	}
-	if l.Msgs() != 3 {
-		t.Fatalf("refresh sent %d RPCs, want 3", l.Msgs())
-	}
-	// Nothing of the range known: when the node asked outside it fails,
-	// the next one outside is asked.
-	l = NewLookup(proto.NodeID{0xff}, target, FindNode, out, cfg)
-	l.EndWhenFilled(4, 2)
-	l.Next(testNow)
-	if again := l.Fail(id(0x80), testNow); len(again) != 1 || again[0].ID != id(0x90) {
-		t.Fatalf("after a failure outside the range, asked %v; want the next one outside", again)
 	}
 }
