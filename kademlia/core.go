@@ -81,6 +81,41 @@ type pendingRPC struct {
 	op       OpID // 0: a ping of the table
 }
 
+// pendingSet holds the RPCs a node waits for: their TxIDs apart from
+// the rest, searched one by one (a node has a few in flight, so the
+// TxIDs fit in a cache line or two, where a map's lookup touches its
+// header, groups and slots in other lines).
+type pendingSet struct {
+	tx  []uint64
+	rpc []pendingRPC
+}
+
+func (s *pendingSet) len() int { return len(s.tx) }
+
+// find returns the index of txid, -1 if it is not pending.
+func (s *pendingSet) find(txid uint64) int {
+	for i, t := range s.tx {
+		if t == txid {
+			return i
+		}
+	}
+	return -1
+}
+
+func (s *pendingSet) add(txid uint64, p pendingRPC) {
+	s.tx = append(s.tx, txid)
+	s.rpc = append(s.rpc, p)
+}
+
+// remove drops entry i, the last taking its place (the order of the
+// entries never matters: Tick sorts what expires).
+func (s *pendingSet) remove(i int) {
+	last := len(s.tx) - 1
+	s.tx[i], s.rpc[i] = s.tx[last], s.rpc[last]
+	s.rpc[last] = pendingRPC{}
+	s.tx, s.rpc = s.tx[:last], s.rpc[:last]
+}
+
 type provided struct {
 	pieces      uint8
 	facilitator bool
@@ -98,7 +133,7 @@ type Core struct {
 	rng      *rand.Rand
 	table    *Table
 	store    *Store
-	pending  map[uint64]pendingRPC
+	pending  pendingSet
 	ops      map[OpID]*op
 	nextOp   OpID
 	provided map[proto.HashName]*provided
@@ -118,12 +153,12 @@ type Core struct {
 // contactPool recycles, in the simulator, the memory a core would
 // otherwise allocate again and again: the contact lists of NODES and
 // VALUE answers (taken back once delivered), the candidates of finished
-// lookups and emptied pending-RPC maps. A nil pool (a real node) recycles
+// lookups and emptied pending-RPC lists. A nil pool (a real node) recycles
 // nothing.
 type contactPool struct {
 	free    [][]proto.DHTContact
 	cands   [][]candidate
-	pending []map[uint64]pendingRPC
+	pending []pendingSet
 }
 
 // contactPoolMax bounds each of a pool's free lists.
@@ -160,19 +195,20 @@ func (p *contactPool) putCands(b []candidate) {
 	}
 }
 
-// getPending returns an empty pending-RPC map; nil if none is free.
-func (p *contactPool) getPending() map[uint64]pendingRPC {
+// getPending returns an empty pending-RPC list; an unallocated one if
+// none is free.
+func (p *contactPool) getPending() pendingSet {
 	if p == nil || len(p.pending) == 0 {
-		return nil
+		return pendingSet{}
 	}
 	m := p.pending[len(p.pending)-1]
 	p.pending = p.pending[:len(p.pending)-1]
 	return m
 }
 
-// putPending takes an emptied map; false if the pool is nil or full.
-func (p *contactPool) putPending(m map[uint64]pendingRPC) bool {
-	if p == nil || len(p.pending) >= contactPoolMax {
+// putPending takes an emptied list; false if the pool is nil or full.
+func (p *contactPool) putPending(m pendingSet) bool {
+	if p == nil || len(p.pending) >= contactPoolMax || cap(m.tx) == 0 {
 		return false
 	}
 	p.pending = append(p.pending, m)
@@ -187,7 +223,7 @@ func balance(pools []*contactPool) {
 	}
 	balanceList(pools, func(p *contactPool) *[][]proto.DHTContact { return &p.free })
 	balanceList(pools, func(p *contactPool) *[][]candidate { return &p.cands })
-	balanceList(pools, func(p *contactPool) *[]map[uint64]pendingRPC { return &p.pending })
+	balanceList(pools, func(p *contactPool) *[]pendingSet { return &p.pending })
 }
 
 func balanceList[T any](pools []*contactPool, list func(*contactPool) *[]T) {
@@ -242,7 +278,6 @@ func NewCore(cfg Config, id Identity, rng *rand.Rand) (*Core, error) {
 		cfg: cfg, id: id, rng: rng,
 		table:    NewTable(id.ID, cfg),
 		store:    NewStore(cfg),
-		pending:  make(map[uint64]pendingRPC),
 		ops:      make(map[OpID]*op),
 		provided: make(map[proto.HashName]*provided),
 	}, nil
@@ -261,7 +296,7 @@ func (c *Core) Table() *Table { return c.table }
 func (c *Core) Store() *Store { return c.store }
 
 // Pending is the number of RPCs awaiting an answer.
-func (c *Core) Pending() int { return len(c.pending) }
+func (c *Core) Pending() int { return c.pending.len() }
 
 // Ready returns the RPCs to send and the operations finished since the
 // last call. The caller owns both slices.
@@ -274,7 +309,7 @@ func (c *Core) Ready() ([]Send, []Result) {
 // NextDeadline is the earliest time an RPC times out (zero if none).
 func (c *Core) NextDeadline() time.Time {
 	var t time.Time
-	for _, p := range c.pending {
+	for _, p := range c.pending.rpc {
 		if t.IsZero() || p.deadline.Before(t) {
 			t = p.deadline
 		}
@@ -286,7 +321,7 @@ func (c *Core) send(to proto.DHTContact, m proto.DHTMessage, now time.Time, o *o
 	if m.Type.IsRequest() {
 		for {
 			m.TxID = c.rng.Uint64()
-			if _, dup := c.pending[m.TxID]; !dup && m.TxID != 0 {
+			if m.TxID != 0 && c.pending.find(m.TxID) < 0 {
 				break
 			}
 		}
@@ -296,12 +331,10 @@ func (c *Core) send(to proto.DHTContact, m proto.DHTMessage, now time.Time, o *o
 			p.op = o.id
 			o.msgs++
 		}
-		if c.pending == nil {
-			if c.pending = c.contacts.getPending(); c.pending == nil {
-				c.pending = make(map[uint64]pendingRPC)
-			}
+		if cap(c.pending.tx) == 0 {
+			c.pending = c.contacts.getPending()
 		}
-		c.pending[m.TxID] = p
+		c.pending.add(m.TxID, p)
 	}
 	c.sends = append(c.sends, Send{To: to, Msg: m})
 }
@@ -415,10 +448,11 @@ func (c *Core) foundPeers(asker proto.NodeID) []proto.DBPeer {
 }
 
 func (c *Core) handleAnswer(from proto.NodeID, ip netip.Addr, m *proto.DHTMessage, now time.Time) error {
-	p, ok := c.pending[m.TxID]
-	if !ok || p.to.ID != from {
+	i := c.pending.find(m.TxID)
+	if i < 0 || c.pending.rpc[i].to.ID != from {
 		return fmt.Errorf("%w: %v tx %x from %v", ErrUnexpected, m.Type, m.TxID, from.Short())
 	}
+	p := c.pending.rpc[i]
 	if m.Type != p.typ.Response() && !(p.typ == proto.DHTFindValue && m.Type == proto.DHTNodes) {
 		return fmt.Errorf("%w: %v to a %v", ErrUnexpected, m.Type, p.typ)
 	}
@@ -430,7 +464,7 @@ func (c *Core) handleAnswer(from proto.NodeID, ip netip.Addr, m *proto.DHTMessag
 			records = append(records, r)
 		}
 	}
-	c.forget(m.TxID)
+	c.forget(i)
 	heard := p.to
 	if a := observed(ip, p.to.Addr); a.IsValid() {
 		heard.Addr = a // the answer came from there, whatever was dialed
@@ -463,25 +497,25 @@ func (c *Core) handleAnswer(from proto.NodeID, ip netip.Addr, m *proto.DHTMessag
 // Unreachable reports that the RPC txid could not be sent (no link): it
 // fails at once instead of at its deadline.
 func (c *Core) Unreachable(txid uint64, now time.Time) {
-	if p, ok := c.pending[txid]; ok {
-		c.expire(txid, p, now)
+	if i := c.pending.find(txid); i >= 0 {
+		c.expire(i, now)
 	}
 }
 
-// forget drops a pending RPC. Go maps never shrink, and a map keeps its
-// slots once it had entries: an emptied map is dropped (nil, made again
-// by the next request), so an idle node holds no pending slots (100,000
+// forget drops pending RPC i. An emptied list is dropped (made again by
+// the next request), so an idle node holds no pending slots (100,000
 // simulated nodes would hold 100 MB).
-func (c *Core) forget(txid uint64) {
-	delete(c.pending, txid)
-	if len(c.pending) == 0 {
+func (c *Core) forget(i int) {
+	c.pending.remove(i)
+	if c.pending.len() == 0 {
 		c.contacts.putPending(c.pending) // the simulator's pool reuses it
-		c.pending = nil
+		c.pending = pendingSet{}
 	}
 }
 
-func (c *Core) expire(txid uint64, p pendingRPC, now time.Time) {
-	c.forget(txid)
+func (c *Core) expire(i int, now time.Time) {
+	p := c.pending.rpc[i]
+	c.forget(i)
 	c.table.Failed(p.to.ID)
 	o := c.ops[p.op]
 	if o == nil {
@@ -501,15 +535,15 @@ func (c *Core) expire(txid uint64, p pendingRPC, now time.Time) {
 // bootstraps again. Call it at least every RPCTimeout.
 func (c *Core) Tick(now time.Time) {
 	var expired []uint64
-	for txid, p := range c.pending {
+	for i, p := range c.pending.rpc {
 		if !now.Before(p.deadline) {
-			expired = append(expired, txid)
+			expired = append(expired, c.pending.tx[i])
 		}
 	}
-	slices.Sort(expired) // map order is random; a run must replay exactly
+	slices.Sort(expired) // by TxID, whatever the list's order; a run must replay exactly
 	for _, txid := range expired {
-		if p, ok := c.pending[txid]; ok {
-			c.expire(txid, p, now)
+		if i := c.pending.find(txid); i >= 0 {
+			c.expire(i, now)
 		}
 	}
 	if c.table.Len() > 0 {

@@ -26,7 +26,7 @@ type coreState struct {
 }
 
 func stateOf(c *Core) coreState {
-	return coreState{c.table.Len(), c.store.Len(), len(c.pending), len(c.ops), len(c.sends)}
+	return coreState{c.table.Len(), c.store.Len(), c.pending.len(), len(c.ops), len(c.sends)}
 }
 
 func TestCoreRejectsBadRPCs(t *testing.T) {

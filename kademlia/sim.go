@@ -401,7 +401,7 @@ func (w *simWorker) touch(items []simItem) {
 	var tables [16]*Table
 	for k := range items {
 		c := cores[k]
-		x += uintptr(len(c.sends)) + uintptr(len(c.pending))
+		x += uintptr(len(c.sends)) + uintptr(c.pending.len())
 		tables[k] = c.table
 		x += uintptr(froms[k].id[0])
 	}
@@ -425,8 +425,8 @@ func (w *simWorker) touch(items []simItem) {
 	var lookups [16]*Lookup
 	for k, it := range items {
 		if e := &s.events[it.idx]; e.kind == simDeliver && !e.msg.Type.IsRequest() {
-			if p, ok := cores[k].pending[e.msg.TxID]; ok {
-				if o := cores[k].ops[p.op]; o != nil {
+			if i := cores[k].pending.find(e.msg.TxID); i >= 0 {
+				if o := cores[k].ops[cores[k].pending.rpc[i].op]; o != nil {
 					lookups[k] = o.lookup
 				}
 			}
