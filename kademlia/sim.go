@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"veil/proto"
@@ -164,6 +165,11 @@ type Sim struct {
 	parallel    int // windows run by several workers
 	items       []simItem
 	outs        []simOut
+	keys        []uint64       // sort keys (byNode, byTime)
+	sorted      []simItem      // byNode's result
+	outsSorted  []simOut       // byTime's result
+	bounds      []int32        // a window's chunks (start indexes)
+	chunkOuts   []simChunkOuts // the outs of each chunk
 	pools       []*contactPool // the workers' pools
 
 	// Trace, if set, gets one line per message delivered or lost.
@@ -314,6 +320,16 @@ type simWorker struct {
 	sink    uintptr
 }
 
+// simChunkOuts are the outs a worker produced for one chunk of a window:
+// w.outs[lo:hi].
+type simChunkOuts struct {
+	w      *simWorker
+	lo, hi int32
+}
+
+// simChunk is about how many events a worker takes at once.
+const simChunk = 32
+
 // simParallelMin is the fewest events a window needs to be run by more
 // than one worker (below it, starting them costs more than it saves).
 const simParallelMin = 64
@@ -437,11 +453,17 @@ func (w *simWorker) touch(items []simItem) {
 			x += uintptr(l.cands[0].state) + uintptr(l.cands[len(l.cands)/2].state) + uintptr(l.cands[len(l.cands)-1].state)
 		}
 	}
-	for _, b := range buckets[:2*len(items)] {
+	// The buckets' headers first, then their slots: every slot, as a slot
+	// (56 bytes) starts in each of the lines they span.
+	var slots [32][]slot
+	for k, b := range buckets[:2*len(items)] {
 		if b != nil {
-			for j := 0; j < len(b.entries); j += 2 { // a line holds more than one slot
-				x += uintptr(b.entries[j].id[0])
-			}
+			slots[k] = b.entries
+		}
+	}
+	for _, e := range slots[:2*len(items)] {
+		for j := range e {
+			x += uintptr(e[j].id[0])
 		}
 	}
 	w.sink += x // keeps the loads from being optimised away
@@ -626,6 +648,64 @@ func (s *Sim) record(what string, from, to int32, typ proto.DHTType, txid uint64
 	}
 }
 
+// byNode returns items (in time and sequence order, as popped) sorted by
+// node, each node's in that order: a sort of one word per item (node,
+// index), cheaper than sorting the items by three fields.
+func (s *Sim) byNode(items []simItem) []simItem {
+	keys := s.keys[:0]
+	for i, it := range items {
+		keys = append(keys, uint64(uint32(it.to))<<32|uint64(i))
+	}
+	slices.Sort(keys)
+	out := s.sorted[:0]
+	for _, k := range keys {
+		out = append(out, items[uint32(k)])
+	}
+	s.keys = keys[:0]
+	s.sorted = items[:0] // the two buffers take turns
+	return out
+}
+
+// byTime returns outs (in node order) sorted by time, keeping the node
+// order among equal times; as one word per out (time since from, index)
+// when the window is short enough.
+func (s *Sim) byTime(outs []simOut, from int64) []simOut {
+	for k := range outs {
+		outs[k].k = int32(k)
+	}
+	short := true
+	for _, o := range outs {
+		if d := o.at - from; d < 0 || d >= 1<<31 {
+			short = false
+			break
+		}
+	}
+	if !short {
+		slices.SortFunc(outs, func(a, b simOut) int {
+			switch {
+			case a.at < b.at:
+				return -1
+			case a.at > b.at:
+				return 1
+			}
+			return int(a.k - b.k)
+		})
+		return outs
+	}
+	keys := s.keys[:0]
+	for k, o := range outs {
+		keys = append(keys, uint64(o.at-from)<<32|uint64(k))
+	}
+	slices.Sort(keys)
+	sorted := s.outsSorted[:0]
+	for _, k := range keys {
+		sorted = append(sorted, outs[uint32(k)])
+	}
+	clear(outs)
+	s.keys, s.outsSorted = keys[:0], outs[:0] // the two buffers take turns
+	return sorted
+}
+
 // window runs the events of the next window, none later than limit (a
 // unix nanosecond time), and returns how many ran; 0 if none is due.
 func (s *Sim) window(limit int64) int {
@@ -637,27 +717,13 @@ func (s *Sim) window(limit int64) int {
 		end = limit + 1
 	}
 	items := s.items[:0]
-	last := s.q[0].at
+	start, last := s.q[0].at, s.q[0].at
 	for len(s.q) > 0 && s.q[0].at < end {
 		it := s.q.pop()
 		last = it.at
 		items = append(items, it)
 	}
-	slices.SortFunc(items, func(a, b simItem) int {
-		if a.to != b.to {
-			return int(a.to - b.to)
-		}
-		if a.at != b.at {
-			if a.at < b.at {
-				return -1
-			}
-			return 1
-		}
-		if a.seq < b.seq {
-			return -1
-		}
-		return 1
-	})
+	items = s.byNode(items)
 	nw := len(s.workers)
 	if s.coll != nil || len(items) < s.parallelMin {
 		nw = 1
@@ -665,51 +731,70 @@ func (s *Sim) window(limit int64) int {
 	for _, w := range s.workers[:nw] {
 		w.reset()
 	}
-	if nw == 1 {
-		s.workers[0].run(items, end)
-	} else {
-		s.parallel++
-		var wg sync.WaitGroup
-		lo := 0
-		for k := range nw {
-			hi := max(len(items)*(k+1)/nw, lo)
-			for hi > lo && hi < len(items) && items[hi].to == items[hi-1].to {
-				hi++ // a node's events stay in one worker
-			}
-			part := items[lo:hi]
-			lo = hi
-			if k == nw-1 {
-				s.workers[k].run(part, end)
-				continue
-			}
-			wg.Add(1)
-			go func(w *simWorker) {
-				defer wg.Done()
-				w.run(part, end)
-			}(s.workers[k])
-		}
-		wg.Wait()
-	}
 	outs := s.outs[:0]
 	ran := 0
-	for _, w := range s.workers[:nw] {
+	if nw == 1 {
+		w := s.workers[0]
+		w.run(items, end)
 		outs = append(outs, w.outs...)
-		ran += w.events
-	}
-	// The workers' outs, one after the other, are in node order, each
-	// node's in its own order: k keeps that order among equal times.
-	for k := range outs {
-		outs[k].k = int32(k)
-	}
-	slices.SortFunc(outs, func(a, b simOut) int {
-		switch {
-		case a.at < b.at:
-			return -1
-		case a.at > b.at:
-			return 1
+		ran = w.events
+	} else {
+		s.parallel++
+		// The window's nodes in chunks of about simChunk events, taken in
+		// turn by whichever worker is free: the workers end together
+		// however the events' costs are spread (a node that just joined
+		// costs more than one that answers), and a worker that starts late
+		// takes fewer chunks.
+		bounds := s.bounds[:0]
+		for lo := 0; lo < len(items); {
+			bounds = append(bounds, int32(lo))
+			hi := min(lo+simChunk, len(items))
+			for hi < len(items) && items[hi].to == items[hi-1].to {
+				hi++ // a node's events stay in one chunk
+			}
+			lo = hi
 		}
-		return int(a.k - b.k)
-	})
+		bounds = append(bounds, int32(len(items)))
+		chunks := len(bounds) - 1
+		if cap(s.chunkOuts) < chunks {
+			s.chunkOuts = make([]simChunkOuts, chunks)
+		}
+		done := s.chunkOuts[:chunks]
+		var next atomic.Int32
+		work := func(w *simWorker) {
+			for {
+				c := int(next.Add(1)) - 1
+				if c >= chunks {
+					return
+				}
+				lo := len(w.outs)
+				w.run(items[bounds[c]:bounds[c+1]], end)
+				done[c] = simChunkOuts{w, int32(lo), int32(len(w.outs))}
+			}
+		}
+		var wg sync.WaitGroup
+		for _, w := range s.workers[:nw-1] {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				work(w)
+			}()
+		}
+		work(s.workers[nw-1])
+		wg.Wait()
+		// The chunks' outs, one after the other, are in node order.
+		for _, d := range done {
+			outs = append(outs, d.w.outs[d.lo:d.hi]...)
+		}
+		for _, w := range s.workers[:nw] {
+			ran += w.events
+		}
+		clear(done)
+		s.bounds = bounds[:0]
+	}
+	// outs are in node order, each node's in its own order: sort them by
+	// time, k keeping that order among equal times.
+	outs = s.byTime(outs, start)
 	for _, it := range items {
 		s.events[it.idx] = simEvent{}
 		s.free = append(s.free, it.idx)
