@@ -418,21 +418,31 @@ func (w *simWorker) touch(items []simItem) {
 	for k := range items {
 		c := cores[k]
 		x += uintptr(len(c.sends)) + uintptr(c.pending.len())
-		tables[k] = c.table
+		tables[k] = &c.table
 		x += uintptr(froms[k].id[0])
 	}
 	// The sender's bucket (Seen) and, for a lookup's request, the
-	// target's (Closest).
-	var buckets [32]*bucket
+	// target's (Closest) and, when that is one of the last few (the
+	// sparse buckets near the node's own ID, where Closest goes on to
+	// others), those around it.
+	buckets := make([]*bucket, 0, 64)
 	for k, it := range items {
 		t := tables[k]
 		x += uintptr(t.size)
-		if p := proto.CommonPrefixLen(t.self, froms[k].id); p < len(t.buckets) {
-			buckets[2*k] = &t.buckets[p]
+		if p := proto.CommonPrefixLen(t.self, froms[k].id); p < len(t.buckets) && len(buckets) < cap(buckets) {
+			buckets = append(buckets, &t.buckets[p])
 		}
 		if e := &s.events[it.idx]; e.kind == simDeliver && (e.msg.Type == proto.DHTFindNode || e.msg.Type == proto.DHTFindValue) {
-			if p := proto.CommonPrefixLen(t.self, e.msg.Target); p < len(t.buckets) {
-				buckets[2*k+1] = &t.buckets[p]
+			p := proto.CommonPrefixLen(t.self, e.msg.Target)
+			if p < len(t.buckets) && len(buckets) < cap(buckets) {
+				buckets = append(buckets, &t.buckets[p])
+			}
+			if p >= len(t.buckets)-3 {
+				for q := max(p-1, 0); q < len(t.buckets) && q <= p+2 && len(buckets) < cap(buckets); q++ {
+					if q != p {
+						buckets = append(buckets, &t.buckets[q])
+					}
+				}
 			}
 		}
 	}
@@ -442,26 +452,31 @@ func (w *simWorker) touch(items []simItem) {
 	for k, it := range items {
 		if e := &s.events[it.idx]; e.kind == simDeliver && !e.msg.Type.IsRequest() {
 			if i := cores[k].pending.find(e.msg.TxID); i >= 0 {
-				if o := cores[k].ops[cores[k].pending.rpc[i].op]; o != nil {
+				if o := cores[k].ops.get(cores[k].pending.rpc[i].op); o != nil {
 					lookups[k] = o.lookup
 				}
 			}
 		}
 	}
-	for _, l := range lookups[:len(items)] {
+	for k, l := range lookups[:len(items)] {
 		if l != nil && len(l.cands) > 0 {
 			x += uintptr(l.cands[0].state) + uintptr(l.cands[len(l.cands)/2].state) + uintptr(l.cands[len(l.cands)-1].state)
+			for j := 0; j < len(l.keys); j += 8 { // the keys search goes through
+				x += uintptr(l.keys[j])
+			}
+			// The contacts the answer brings (each a line or so).
+			for _, c := range s.events[items[k].idx].msg.Contacts {
+				x += uintptr(c.ID[0])
+			}
 		}
 	}
 	// The buckets' headers first, then their slots: every slot, as a slot
 	// (56 bytes) starts in each of the lines they span.
-	var slots [32][]slot
-	for k, b := range buckets[:2*len(items)] {
-		if b != nil {
-			slots[k] = b.entries
-		}
+	var slots [64][]slot
+	for k, b := range buckets {
+		slots[k] = b.entries
 	}
-	for _, e := range slots[:2*len(items)] {
+	for _, e := range slots[:len(buckets)] {
 		for j := range e {
 			x += uintptr(e[j].id[0])
 		}
