@@ -204,29 +204,51 @@ func NewSim(cfg SimConfig) (*Sim, error) {
 		s.workers = append(s.workers, w)
 		s.pools = append(s.pools, &w.pool)
 	}
+	// The keys are drawn in node order, then the nodes made by the
+	// workers at once (an Ed25519 key costs tens of microseconds, seconds
+	// at 100,000 nodes).
+	seeds := make([][ed25519.SeedSize]byte, len(s.nodes))
+	onions := make([]byte, len(s.nodes)*proto.OnionKeySize)
 	for i := range s.nodes {
-		var seed [ed25519.SeedSize]byte
-		onion := make([]byte, proto.OnionKeySize)
-		for j := 0; j < len(seed); j += 8 {
-			binary.LittleEndian.PutUint64(seed[j:], s.rng.Uint64())
+		for j := 0; j < ed25519.SeedSize; j += 8 {
+			binary.LittleEndian.PutUint64(seeds[i][j:], s.rng.Uint64())
 		}
-		for j := 0; j < len(onion); j += 8 {
-			binary.LittleEndian.PutUint64(onion[j:], s.rng.Uint64())
+		for j := 0; j < proto.OnionKeySize; j += 8 {
+			binary.LittleEndian.PutUint64(onions[i*proto.OnionKeySize+j:], s.rng.Uint64())
 		}
-		key := ed25519.NewKeyFromSeed(seed[:])
-		id := Identity{
-			ID:       proto.NodeIDFromKey(key.Public().(ed25519.PublicKey)),
-			Addr:     simAddr(i),
-			OnionKey: onion,
-			Key:      key,
-		}
-		c, err := NewCore(cfg.Core, id, rand.New(rand.NewPCG(cfg.Seed, uint64(i)+1)))
+	}
+	errs := make([]error, len(s.workers))
+	var wg sync.WaitGroup
+	for k := range s.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := k * len(s.nodes) / len(s.workers); i < (k+1)*len(s.nodes)/len(s.workers); i++ {
+				key := ed25519.NewKeyFromSeed(seeds[i][:])
+				id := Identity{
+					ID:       proto.NodeIDFromKey(key.Public().(ed25519.PublicKey)),
+					Addr:     simAddr(i),
+					OnionKey: onions[i*proto.OnionKeySize : (i+1)*proto.OnionKeySize : (i+1)*proto.OnionKeySize],
+					Key:      key,
+				}
+				c, err := NewCore(cfg.Core, id, rand.New(rand.NewPCG(cfg.Seed, uint64(i)+1)))
+				if err != nil {
+					errs[k] = err
+					return
+				}
+				c.contacts = &s.workers[0].pool
+				s.nodes[i] = simNode{core: c, id: id.ID, alive: true}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
 		if err != nil {
 			return nil, err
 		}
-		c.contacts = &s.workers[0].pool
-		s.nodes[i] = simNode{core: c, id: id.ID, alive: true}
-		s.index[id.ID] = int32(i)
+	}
+	for i := range s.nodes {
+		s.index[s.nodes[i].id] = int32(i)
 	}
 	return s, nil
 }
@@ -491,6 +513,9 @@ func (w *simWorker) runNode(i int32, items []simItem, end int64) {
 	s := w.s
 	n := &s.nodes[i]
 	if !n.alive {
+		for _, it := range items {
+			s.events[it.idx] = simEvent{} // drop the message's references
+		}
 		return
 	}
 	var local []int64 // ticks due inside the window, in order
@@ -499,7 +524,7 @@ func (w *simWorker) runNode(i int32, items []simItem, end int64) {
 		var at int64
 		e := &tick
 		if k < len(items) && (len(local) == 0 || items[k].at <= local[0]) {
-			at, e = items[k].at, &s.events[items[k].idx] // not written until the window is over
+			at, e = items[k].at, &s.events[items[k].idx] // this worker's alone until the window is over
 			k++
 		} else {
 			at = local[0]
@@ -533,7 +558,11 @@ func (w *simWorker) runNode(i int32, items []simItem, end int64) {
 			_, _ = n.core.Bootstrap([]proto.DHTContact{s.nodes[0].core.Contact()}, now)
 		}
 		o = w.collect(i, at, o)
-		if t := s.nextTick(i, at, o.sends, e.kind == simTick); t != 0 {
+		ticked := e.kind == simTick
+		if e != &tick {
+			*e = simEvent{} // done with: drop the message's references
+		}
+		if t := s.nextTick(i, at, o.sends, ticked); t != 0 {
 			if t < end {
 				j := len(local)
 				for j > 0 && local[j-1] > t {
@@ -811,8 +840,7 @@ func (s *Sim) window(limit int64) int {
 	// time, k keeping that order among equal times.
 	outs = s.byTime(outs, start)
 	for _, it := range items {
-		s.events[it.idx] = simEvent{}
-		s.free = append(s.free, it.idx)
+		s.free = append(s.free, it.idx) // emptied by the workers
 	}
 	s.merge(outs)
 	s.now = max(last, s.now)
