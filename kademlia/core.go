@@ -614,9 +614,10 @@ func (c *Core) Tick(now time.Time) {
 // there to fill its bucket and to make this node known in the bucket's
 // range, not to find the random target: it follows one path and ends once
 // as many nodes of the range as the bucket lacks (at least one) have
-// answered (each is then in the table, and has seen this node). A join
+// answered (each is then in the table, and has seen this node), with no
+// more RPCs in flight than answers it still lacks (Lookup.Next). A join
 // refreshes a dozen buckets or more, so this is most of what joining
-// costs: at 10,000 nodes it takes a join from ~570 messages to ~260
+// costs: at 10,000 nodes it takes a join from ~570 messages to ~230
 // (docs/PROTOCOL.md section 9 has the trade-off).
 func (c *Core) refresh(buckets []int, now time.Time) {
 	for _, i := range buckets {

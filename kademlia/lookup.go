@@ -222,6 +222,12 @@ func (l *Lookup) Next(now time.Time) []proto.DHTContact {
 	}
 	out := l.out[:0]
 	pending := false
+	alpha := l.alpha
+	if l.fill > 0 {
+		// A refresh keeps no more RPCs in flight than answers it still
+		// lacks: the ones beyond would be sent for nothing.
+		alpha = max(min(alpha, l.need-l.filled), 1)
+	}
 	for p := range l.paths {
 		seen := 0
 		for i := range l.cands {
@@ -238,7 +244,7 @@ func (l *Lookup) Next(now time.Time) []proto.DHTContact {
 				pending = true
 			case candNew:
 				pending = true
-				if l.inflight[p] < l.alpha {
+				if l.inflight[p] < alpha {
 					c.state, c.deadline, c.path = candWaiting, now.Add(l.timeout).UnixNano(), uint8(p)
 					l.inflight[p]++
 					l.msgs++
