@@ -148,6 +148,7 @@ func (e *endpoint) serveExit(s *Stream, dest string) {
 		conn.Close()
 		return
 	}
+	e.sw.yield() // CONNECTED leaves before the copying starts
 	bridge(s, conn)
 }
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -350,9 +351,11 @@ func TestExitStreamFirstFlight(t *testing.T) {
 	}
 }
 
-// A response's head goes ahead of its bulk: the exit reads at most one
-// cell from the destination first and gives it its head start once that
-// cell is queued, so the link sends it alone; the origin's circuit yields
+// A response's head goes ahead of its bulk: the exit yields once CONNECTED
+// and then the stream's first data cell are queued, so its link's writer
+// sends each at once; it reads at most one cell from the destination
+// first and gives it its head start once that cell is queued, so the link
+// sends it alone; the origin's circuit yields
 // to the stream's reader after the stream's first data cell, before the
 // rest of the batch it came in. Each is watched at the moment it happens.
 func TestStreamHeadGoesFirst(t *testing.T) {
@@ -363,11 +366,17 @@ func TestStreamHeadGoesFirst(t *testing.T) {
 	var mu sync.Mutex
 	var exitSent []uint64 // the exit's bytes sent on the stream, at each head start
 	var originHeld []int  // cells the origin's circuit had taken in, at each of its yields
+	var exitYields []int  // cells the exit had sent on the circuit, at each of its yields
 	exit, origin := nodes[3].sw, nodes[0].sw
 	exit.mu.Lock() // the switches' goroutines read the hooks after taking mu
 	exit.headStart = func() {
 		mu.Lock()
 		exitSent = append(exitSent, exit.RelayedStats().BytesSent)
+		mu.Unlock()
+	}
+	exit.yield = func() {
+		mu.Lock()
+		exitYields = append(exitYields, int(exit.RelayedStats().CellsSent))
 		mu.Unlock()
 	}
 	exit.mu.Unlock()
@@ -395,6 +404,10 @@ func TestStreamHeadGoesFirst(t *testing.T) {
 	defer mu.Unlock()
 	if len(exitSent) != 1 || exitSent[0] == 0 || exitSent[0] > proto.RelayDataSize {
 		t.Errorf("the exit gave the head its start with %v bytes sent, want once, after the first cell alone (1..%d bytes)", exitSent, proto.RelayDataSize)
+	}
+	// CONNECTED, then the head: each leaves before the exit goes on.
+	if !slices.Equal(exitYields, []int{1, 2}) {
+		t.Errorf("the exit yielded with %v cells sent, want after CONNECTED and after the head ([1 2])", exitYields)
 	}
 	if len(originHeld) != 1 || originHeld[0] != 1 {
 		t.Errorf("the origin's circuit yielded with %v cells taken in, want once, after the first", originHeld)
