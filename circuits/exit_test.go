@@ -414,14 +414,20 @@ func TestStreamHeadGoesFirst(t *testing.T) {
 	}
 }
 
-// The exit reads nothing more for ExitHeadStart once the head is queued:
-// the origin gets the head alone, and the rest no sooner than that
-// later (less the time the head took to cross, which is far shorter).
+// The exit reads nothing more for its head start once the head is queued:
+// the origin gets the head alone, and the rest no sooner than the start
+// later (less what the head took to cross). The start is 200 ms here, so
+// that a test slowed by a loaded machine still tells the two apart; a
+// switch's own start is ExitHeadStart, which Validate bounds.
 func TestExitHeadStart(t *testing.T) {
 	noLeaks(t)
-	const lead = maxExitHeadStart
+	const lead = 200 * time.Millisecond
 	body := patterned(20, 11)
-	nodes, target := exitToBody(t, body, func(c *SwitchConfig) { c.ExitHeadStart = lead })
+	nodes, target := exitToBody(t, body, nil)
+	exit := nodes[3].sw
+	exit.mu.Lock() // the switch's goroutines read the hook after taking mu
+	exit.headStart = func() { time.Sleep(lead) }
+	exit.mu.Unlock()
 	c := build(t, nodes[0], nodes[1], nodes[2], nodes[3])
 	s, err := c.OpenStream(context.Background(), target)
 	if err != nil {
@@ -429,20 +435,33 @@ func TestExitHeadStart(t *testing.T) {
 	}
 	defer s.Close()
 	s.SetReadDeadline(time.Now().Add(circWait))
-	buf := make([]byte, len(body))
-	n, err := s.Read(buf)
-	if err != nil || n != proto.RelayDataSize || !bytes.Equal(buf[:n], body[:n]) {
-		t.Fatalf("first read: %d bytes (%v), want the head alone, %d bytes", n, err, proto.RelayDataSize)
-	}
+	buf := make([]byte, proto.RelayDataSize)
+	_, n, err := s.ReadCell(buf)
 	head := time.Now()
+	if err != nil || n != proto.RelayDataSize || !bytes.Equal(buf[:n], body[:n]) {
+		t.Fatalf("first cell: %d bytes (%v), want the head, %d bytes", n, err, proto.RelayDataSize)
+	}
+	if queued, _ := s.queuedCells(); queued != 0 {
+		t.Fatalf("%d cells came with the head, want it alone", queued)
+	}
 	rest, err := io.ReadAll(s)
 	if err != nil || !bytes.Equal(rest, body[n:]) {
 		t.Fatalf("read %d of %d bytes after the head (%v)", len(rest), len(body)-n, err)
 	}
 	if gap := time.Since(head); gap < lead/2 {
-		t.Errorf("the rest came %v after the head, want about ExitHeadStart (%v)", gap, lead)
+		t.Errorf("the rest came %v after the head, want about the head start (%v)", gap, lead)
 	}
-	// Validate bounds it.
+
+	// A switch's start is its ExitHeadStart.
+	d := nodes[0].cfg.ExitHeadStart
+	if d <= 0 {
+		t.Fatalf("default ExitHeadStart %v: want a start", d)
+	}
+	t0 := time.Now()
+	nodes[0].sw.headStart()
+	if took := time.Since(t0); took < d {
+		t.Errorf("the default head start took %v, want ExitHeadStart (%v)", took, d)
+	}
 	for _, d := range []time.Duration{-time.Microsecond, maxExitHeadStart + 1} {
 		cfg := DefaultSwitchConfig()
 		cfg.ExitHeadStart = d
