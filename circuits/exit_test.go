@@ -19,16 +19,16 @@ import (
 	"veil/proto"
 )
 
-// An exit resolves names itself, checks every address against its policy
-// (refusing loopback unless allowed), and tells the origin why it refused.
-func TestExitNamesAndReasons(t *testing.T) {
-	noLeaks(t)
+// destination listens on 127.0.0.1 until t ends and writes body to every
+// connection, then closes it. It returns the address.
+func destination(t *testing.T, body []byte) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
-	defer func() { ln.Close(); wg.Wait() }()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -37,11 +37,19 @@ func TestExitNamesAndReasons(t *testing.T) {
 			if err != nil {
 				return
 			}
-			io.WriteString(c, "hello from the destination")
+			c.Write(body)
 			c.Close()
 		}
 	}()
-	port := ln.Addr().(*net.TCPAddr).Port
+	return ln.Addr().String()
+}
+
+// An exit resolves names itself, checks every address against its policy
+// (refusing loopback unless allowed), and tells the origin why it refused.
+func TestExitNamesAndReasons(t *testing.T) {
+	noLeaks(t)
+	_, portText, _ := net.SplitHostPort(destination(t, []byte("hello from the destination")))
+	port, _ := strconv.Atoi(portText)
 	closedPort := func() int { // a port nobody listens on
 		l, _ := net.Listen("tcp", "127.0.0.1:0")
 		defer l.Close()
@@ -138,25 +146,7 @@ func TestSplitExitDest(t *testing.T) {
 // key's circuit, and moves on to another exit when one refuses by policy.
 func TestExitDialerIsolationAndPolicy(t *testing.T) {
 	noLeaks(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	defer func() { ln.Close(); wg.Wait() }()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			io.WriteString(c, "ok")
-			c.Close()
-		}
-	}()
-	target := ln.Addr().String()
+	target := destination(t, []byte("ok"))
 	// Nodes 3 and 4 are exits; only 4 accepts the target.
 	nodes := newNet(t, 5, func(i int, cfg *SwitchConfig) {
 		if i >= 3 {
@@ -225,7 +215,8 @@ func TestExitDialerIsolationAndPolicy(t *testing.T) {
 	}
 	// With summaries that tell them apart, the dialer goes straight to
 	// the exit that allows the port: nothing is refused on the way.
-	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	p, _ := netip.ParseAddrPort(target)
+	port := p.Port()
 	for i, n := range nodes[3:] {
 		ports := []proto.PortRange{{Lo: 1, Hi: 1}}
 		if i == 1 {
@@ -268,28 +259,12 @@ func TestExitDialerIsolationAndPolicy(t *testing.T) {
 }
 
 // exitToBody starts a destination on 127.0.0.1 that writes body at once
-// to the first connection and closes it, and a 4-node network whose last
+// to each connection and closes it, and a 4-node network whose last
 // node exits to it alone (tweak, if not nil, also sets the exit's
 // config). It returns the nodes and the destination's address.
 func exitToBody(t *testing.T, body []byte, tweak func(*SwitchConfig)) ([]*cnode, string) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		c.Write(body)
-		c.Close()
-	}()
-	target := ln.Addr().String()
+	target := destination(t, body)
 	nodes := newNet(t, 4, func(i int, cfg *SwitchConfig) {
 		if i == 3 {
 			cfg.Flags |= proto.FlagExit
