@@ -501,7 +501,7 @@ type Stream struct {
 	recvWin     onion.RecvWindow
 	startCells  int      // cells it may send before the peer's first SENDME (0: the window's); SwitchConfig.ExitStartCells
 	gotData     bool     // a data cell came: the first made the circuit's goroutine yield to the reader
-	sentData    bool     // a data cell went: the first made its writer yield to the link's
+	sentData    bool     // a data cell was sent: after the first, its sender yielded to the link's writer
 	rq          []queued // received cells not yet read
 	rqHead      int
 	connected   bool
