@@ -194,17 +194,7 @@ func TestLiveRollback(t *testing.T) {
 // head answers with a consistency proof the requester's store accepts.
 func TestLiveProofFrom(t *testing.T) {
 	ctx := context.Background()
-	pubS := openTest(t, filepath.Join(t.TempDir(), "p.db"), nil)
-	subS := openTest(t, filepath.Join(t.TempDir(), "s.db"), nil)
-	pub, err := pubS.NewLivePublisher(testKey(4), "video/webm", 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	name := pub.Name()
-	d, _ := pubS.Descriptor(name)
-	if _, err := subS.PutDescriptor(d); err != nil {
-		t.Fatal(err)
-	}
+	pubS, subS, pub, name := liveStores(t, 4, "video/webm", nil)
 	fetch := func(lo, hi, known uint64) content.Range {
 		if err := pubS.Flush(ctx); err != nil {
 			t.Fatal(err)

@@ -34,6 +34,25 @@ func openTest(t testing.TB, path string, edit func(*Config)) *Store {
 	return s
 }
 
+// liveStores opens a publisher's store and a subscriber's (edit, if not
+// nil, sets both configs), starts a live stream at the first with the
+// key testKey(key), and gives the second its descriptor.
+func liveStores(t *testing.T, key byte, mime string, edit func(*Config)) (pubS, subS *Store, pub *LivePublisher, name proto.HashName) {
+	t.Helper()
+	pubS = openTest(t, filepath.Join(t.TempDir(), "p.db"), edit)
+	subS = openTest(t, filepath.Join(t.TempDir(), "s.db"), edit)
+	pub, err := pubS.NewLivePublisher(testKey(key), mime, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name = pub.Name()
+	d, _ := pubS.Descriptor(name)
+	if _, err := subS.PutDescriptor(d); err != nil {
+		t.Fatal(err)
+	}
+	return pubS, subS, pub, name
+}
+
 // fixture is a static content with its whole tree, as a publisher has it.
 type fixture struct {
 	data   []byte
@@ -545,17 +564,7 @@ func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 func TestLiveStreamEviction(t *testing.T) {
 	ctx := context.Background()
 	window := 16 * content.ChunkSize // keeps 64 chunks
-	pubS := openTest(t, filepath.Join(t.TempDir(), "p.db"), func(c *Config) { c.WindowBytes = window })
-	subS := openTest(t, filepath.Join(t.TempDir(), "s.db"), func(c *Config) { c.WindowBytes = window })
-	pub, err := pubS.NewLivePublisher(testKey(4), "video/webm", 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	name := pub.Name()
-	d, _ := pubS.Descriptor(name)
-	if _, err := subS.PutDescriptor(d); err != nil {
-		t.Fatal(err)
-	}
+	pubS, subS, pub, name := liveStores(t, 4, "video/webm", func(c *Config) { c.WindowBytes = window })
 	rnd := rand.New(rand.NewPCG(9, 9))
 	var all []byte
 	next := uint64(0)
@@ -858,17 +867,7 @@ func TestSkipLiveEndsWaits(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	window := 16 * content.ChunkSize // keeps 64 chunks: nothing evicted here
-	pubS := openTest(t, filepath.Join(t.TempDir(), "p.db"), func(c *Config) { c.WindowBytes = window })
-	subS := openTest(t, filepath.Join(t.TempDir(), "s.db"), func(c *Config) { c.WindowBytes = window })
-	pub, err := pubS.NewLivePublisher(testKey(5), "video/mp2t", 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	name := pub.Name()
-	d, _ := pubS.Descriptor(name)
-	if _, err := subS.PutDescriptor(d); err != nil {
-		t.Fatal(err)
-	}
+	pubS, subS, pub, name := liveStores(t, 5, "video/mp2t", func(c *Config) { c.WindowBytes = window })
 	all := make([]byte, 40*content.ChunkSize)
 	for i := range all {
 		all[i] = byte(i * 13)

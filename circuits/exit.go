@@ -148,6 +148,7 @@ func (e *endpoint) serveExit(s *Stream, dest string) {
 		conn.Close()
 		return
 	}
+	e.sw.yield() // CONNECTED leaves before the copying starts
 	bridge(s, conn)
 }
 
@@ -174,7 +175,7 @@ func bridge(s *Stream, conn net.Conn) {
 		io.Copy(conn, s) // until the origin ends the stream or the circuit dies
 		conn.Close()
 	}()
-	copyHeadFirst(s, conn, s.e.sw.yield)
+	copyHeadFirst(s, conn, s.e.sw.headStart)
 	s.Close()
 	conn.Close()
 	<-done
@@ -182,22 +183,22 @@ func bridge(s *Stream, conn net.Conn) {
 
 // copyHeadFirst copies what the destination sends (src) to the exit
 // stream (dst), its head alone: the first read takes at most one cell's
-// data, and once that cell is queued on the link the goroutine yields, so
-// that the link's writer sends it on its own before anything more is
-// read. Read whole, a bulk response's first read is 32 KiB, 66 cells the
-// link sends in one batch, and each hop reads, relays and writes all of
-// them before passing the first on: the response's first bytes (an HTTP
-// status line) reached the origin behind three hops' worth of that work.
-// Alone, the head can cross the hops while the exit reads the rest. The
-// rest is copied as before.
-func copyHeadFirst(dst io.Writer, src io.Reader, yield func()) {
+// data, and once that cell is queued on the link, headStart (the
+// switch's ExitHeadStart) lets the link's writer send it on its own and
+// the next hops pass it on before anything more is read. Read whole, a
+// bulk response's first read is 32 KiB, 66 cells the link sends in one
+// batch, and each hop reads, relays and writes all of them before
+// passing the first on: the response's first bytes (an HTTP status line)
+// reached the origin behind three hops' worth of that work. The rest is
+// copied as before.
+func copyHeadFirst(dst io.Writer, src io.Reader, headStart func()) {
 	var head [proto.RelayDataSize]byte
 	n, err := src.Read(head[:])
 	if n > 0 {
 		if _, werr := dst.Write(head[:n]); werr != nil {
 			return
 		}
-		yield()
+		headStart()
 	}
 	if err != nil {
 		return

@@ -8,7 +8,9 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,16 +19,16 @@ import (
 	"veil/proto"
 )
 
-// An exit resolves names itself, checks every address against its policy
-// (refusing loopback unless allowed), and tells the origin why it refused.
-func TestExitNamesAndReasons(t *testing.T) {
-	noLeaks(t)
+// destination listens on 127.0.0.1 until t ends and writes body to every
+// connection, then closes it. It returns the address.
+func destination(t *testing.T, body []byte) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
-	defer func() { ln.Close(); wg.Wait() }()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -35,11 +37,19 @@ func TestExitNamesAndReasons(t *testing.T) {
 			if err != nil {
 				return
 			}
-			io.WriteString(c, "hello from the destination")
+			c.Write(body)
 			c.Close()
 		}
 	}()
-	port := ln.Addr().(*net.TCPAddr).Port
+	return ln.Addr().String()
+}
+
+// An exit resolves names itself, checks every address against its policy
+// (refusing loopback unless allowed), and tells the origin why it refused.
+func TestExitNamesAndReasons(t *testing.T) {
+	noLeaks(t)
+	_, portText, _ := net.SplitHostPort(destination(t, []byte("hello from the destination")))
+	port, _ := strconv.Atoi(portText)
 	closedPort := func() int { // a port nobody listens on
 		l, _ := net.Listen("tcp", "127.0.0.1:0")
 		defer l.Close()
@@ -136,25 +146,7 @@ func TestSplitExitDest(t *testing.T) {
 // key's circuit, and moves on to another exit when one refuses by policy.
 func TestExitDialerIsolationAndPolicy(t *testing.T) {
 	noLeaks(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	defer func() { ln.Close(); wg.Wait() }()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			io.WriteString(c, "ok")
-			c.Close()
-		}
-	}()
-	target := ln.Addr().String()
+	target := destination(t, []byte("ok"))
 	// Nodes 3 and 4 are exits; only 4 accepts the target.
 	nodes := newNet(t, 5, func(i int, cfg *SwitchConfig) {
 		if i >= 3 {
@@ -223,7 +215,8 @@ func TestExitDialerIsolationAndPolicy(t *testing.T) {
 	}
 	// With summaries that tell them apart, the dialer goes straight to
 	// the exit that allows the port: nothing is refused on the way.
-	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	p, _ := netip.ParseAddrPort(target)
+	port := p.Port()
 	for i, n := range nodes[3:] {
 		ports := []proto.PortRange{{Lo: 1, Hi: 1}}
 		if i == 1 {
@@ -265,6 +258,34 @@ func TestExitDialerIsolationAndPolicy(t *testing.T) {
 	}
 }
 
+// exitToBody starts a destination on 127.0.0.1 that writes body at once
+// to each connection and closes it, and a 4-node network whose last
+// node exits to it alone (tweak, if not nil, also sets the exit's
+// config). It returns the nodes and the destination's address.
+func exitToBody(t *testing.T, body []byte, tweak func(*SwitchConfig)) ([]*cnode, string) {
+	t.Helper()
+	target := destination(t, body)
+	nodes := newNet(t, 4, func(i int, cfg *SwitchConfig) {
+		if i == 3 {
+			cfg.Flags |= proto.FlagExit
+			cfg.ExitPolicy = func(ap netip.AddrPort) bool { return ap.String() == target }
+			if tweak != nil {
+				tweak(cfg)
+			}
+		}
+	})
+	return nodes, target
+}
+
+// patterned is n cells' worth of bytes that differ from cell to cell.
+func patterned(n int, mul byte) []byte {
+	body := make([]byte, n*proto.RelayDataSize)
+	for i := range body {
+		body[i] = byte(i) * mul
+	}
+	return body
+}
+
 // An exit stream sends ExitStartCells before the origin's first stream
 // SENDME, then the whole stream window: a long response starts with a
 // small first flight, so its head is not queued behind a window's worth
@@ -272,33 +293,8 @@ func TestExitDialerIsolationAndPolicy(t *testing.T) {
 func TestExitStreamFirstFlight(t *testing.T) {
 	noLeaks(t)
 	const cells = 300 // more than the first flight, less than a window
-	body := make([]byte, cells*proto.RelayDataSize)
-	for i := range body {
-		body[i] = byte(i * 7)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	defer func() { ln.Close(); wg.Wait() }()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		c.Write(body)
-		c.Close()
-	}()
-	target := ln.Addr().String()
-	nodes := newNet(t, 4, func(i int, cfg *SwitchConfig) {
-		if i == 3 {
-			cfg.Flags |= proto.FlagExit
-			cfg.ExitPolicy = func(ap netip.AddrPort) bool { return ap.String() == target }
-		}
-	})
+	body := patterned(cells, 7)
+	nodes, target := exitToBody(t, body, nil)
 	first := nodes[3].cfg.ExitStartCells
 	if first == 0 || first >= cells || first >= nodes[3].cfg.StreamWindow {
 		t.Fatalf("default ExitStartCells %d: the test wants 0 < it < %d", first, cells)
@@ -330,49 +326,32 @@ func TestExitStreamFirstFlight(t *testing.T) {
 	}
 }
 
-// A response's head goes ahead of its bulk: the exit reads at most one
-// cell from the destination first and yields once that cell is queued, so
-// the link sends it alone; the origin's circuit yields to the stream's
-// reader after the stream's first data cell, before the rest of the batch
-// it came in. Each yield is watched at the moment it happens.
+// A response's head goes ahead of its bulk: the exit yields once CONNECTED
+// and then the stream's first data cell are queued, so its link's writer
+// sends each at once; it reads at most one cell from the destination
+// first and gives it its head start once that cell is queued, so the link
+// sends it alone; the origin's circuit yields
+// to the stream's reader after the stream's first data cell, before the
+// rest of the batch it came in. Each is watched at the moment it happens.
 func TestStreamHeadGoesFirst(t *testing.T) {
 	noLeaks(t)
 	const cells = 300 // what the destination writes at once
-	body := make([]byte, cells*proto.RelayDataSize)
-	for i := range body {
-		body[i] = byte(i * 13)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	defer func() { ln.Close(); wg.Wait() }()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		c.Write(body)
-		c.Close()
-	}()
-	target := ln.Addr().String()
-	nodes := newNet(t, 4, func(i int, cfg *SwitchConfig) {
-		if i == 3 {
-			cfg.Flags |= proto.FlagExit
-			cfg.ExitPolicy = func(ap netip.AddrPort) bool { return ap.String() == target }
-		}
-	})
+	body := patterned(cells, 13)
+	nodes, target := exitToBody(t, body, nil)
 	var mu sync.Mutex
-	var exitSent []uint64 // the exit's bytes sent on the stream, at each of its yields
+	var exitSent []uint64 // the exit's bytes sent on the stream, at each head start
 	var originHeld []int  // cells the origin's circuit had taken in, at each of its yields
+	var exitYields []int  // cells the exit had sent on the circuit, at each of its yields
 	exit, origin := nodes[3].sw, nodes[0].sw
-	exit.mu.Lock() // the switches' goroutines read yield after taking mu
-	exit.yield = func() {
+	exit.mu.Lock() // the switches' goroutines read the hooks after taking mu
+	exit.headStart = func() {
 		mu.Lock()
 		exitSent = append(exitSent, exit.RelayedStats().BytesSent)
+		mu.Unlock()
+	}
+	exit.yield = func() {
+		mu.Lock()
+		exitYields = append(exitYields, int(exit.RelayedStats().CellsSent))
 		mu.Unlock()
 	}
 	exit.mu.Unlock()
@@ -399,9 +378,70 @@ func TestStreamHeadGoesFirst(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	if len(exitSent) != 1 || exitSent[0] == 0 || exitSent[0] > proto.RelayDataSize {
-		t.Errorf("the exit yielded with %v bytes sent, want once, after the first cell alone (1..%d bytes)", exitSent, proto.RelayDataSize)
+		t.Errorf("the exit gave the head its start with %v bytes sent, want once, after the first cell alone (1..%d bytes)", exitSent, proto.RelayDataSize)
+	}
+	// CONNECTED, then the head: each leaves before the exit goes on.
+	if !slices.Equal(exitYields, []int{1, 2}) {
+		t.Errorf("the exit yielded with %v cells sent, want after CONNECTED and after the head ([1 2])", exitYields)
 	}
 	if len(originHeld) != 1 || originHeld[0] != 1 {
 		t.Errorf("the origin's circuit yielded with %v cells taken in, want once, after the first", originHeld)
+	}
+}
+
+// The exit reads nothing more for its head start once the head is queued:
+// the origin gets the head alone, and the rest no sooner than the start
+// later (less what the head took to cross). The start is 200 ms here, so
+// that a test slowed by a loaded machine still tells the two apart; a
+// switch's own start is ExitHeadStart, which Validate bounds.
+func TestExitHeadStart(t *testing.T) {
+	noLeaks(t)
+	const lead = 200 * time.Millisecond
+	body := patterned(20, 11)
+	nodes, target := exitToBody(t, body, nil)
+	exit := nodes[3].sw
+	exit.mu.Lock() // the switch's goroutines read the hook after taking mu
+	exit.headStart = func() { time.Sleep(lead) }
+	exit.mu.Unlock()
+	c := build(t, nodes[0], nodes[1], nodes[2], nodes[3])
+	s, err := c.OpenStream(context.Background(), target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.SetReadDeadline(time.Now().Add(circWait))
+	buf := make([]byte, proto.RelayDataSize)
+	_, n, err := s.ReadCell(buf)
+	head := time.Now()
+	if err != nil || n != proto.RelayDataSize || !bytes.Equal(buf[:n], body[:n]) {
+		t.Fatalf("first cell: %d bytes (%v), want the head, %d bytes", n, err, proto.RelayDataSize)
+	}
+	if queued, _ := s.queuedCells(); queued != 0 {
+		t.Fatalf("%d cells came with the head, want it alone", queued)
+	}
+	rest, err := io.ReadAll(s)
+	if err != nil || !bytes.Equal(rest, body[n:]) {
+		t.Fatalf("read %d of %d bytes after the head (%v)", len(rest), len(body)-n, err)
+	}
+	if gap := time.Since(head); gap < lead/2 {
+		t.Errorf("the rest came %v after the head, want about the head start (%v)", gap, lead)
+	}
+
+	// A switch's start is its ExitHeadStart.
+	d := nodes[0].cfg.ExitHeadStart
+	if d <= 0 {
+		t.Fatalf("default ExitHeadStart %v: want a start", d)
+	}
+	t0 := time.Now()
+	nodes[0].sw.headStart()
+	if took := time.Since(t0); took < d {
+		t.Errorf("the default head start took %v, want ExitHeadStart (%v)", took, d)
+	}
+	for _, d := range []time.Duration{-time.Microsecond, maxExitHeadStart + 1} {
+		cfg := DefaultSwitchConfig()
+		cfg.ExitHeadStart = d
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "ExitHeadStart") {
+			t.Errorf("ExitHeadStart %v: %v", d, err)
+		}
 	}
 }

@@ -182,10 +182,17 @@ func (e *endpoint) sendData(s *Stream, cmd proto.RelayCommand, data []byte) erro
 		}
 		e.sendWin.Sent(t)
 		s.sendWin.Sent(t)
+		first := !s.sentData
+		s.sentData = true
 		e.mu.Unlock()
 		e.stats.sent(len(data))
 		err = e.out.SendCell(c)
 		e.sendMu.Unlock()
+		if first && err == nil {
+			// A stream's first data (a request) leaves now: the link's
+			// writer, just woken, runs before this goroutine goes on.
+			e.sw.yield()
+		}
 		return err
 	}
 }
@@ -494,6 +501,7 @@ type Stream struct {
 	recvWin     onion.RecvWindow
 	startCells  int      // cells it may send before the peer's first SENDME (0: the window's); SwitchConfig.ExitStartCells
 	gotData     bool     // a data cell came: the first made the circuit's goroutine yield to the reader
+	sentData    bool     // a data cell was sent: after the first, its sender yielded to the link's writer
 	rq          []queued // received cells not yet read
 	rqHead      int
 	connected   bool

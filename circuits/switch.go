@@ -60,6 +60,16 @@ type SwitchConfig struct {
 	// for longer responses. At least StreamIncrement (the origin's first
 	// SENDME comes after that many cells), at most StreamWindow.
 	ExitStartCells int
+	// ExitHeadStart is how long an exit stream waits, once the first
+	// cell of a response (its head: an HTTP status line and headers) is
+	// queued alone, before it reads the rest from the destination (0:
+	// it only yields the processor). Where the next hops share the
+	// exit's cores (nodes on one machine, as in a testnet), the rest
+	// would otherwise take the cores the head needs to cross them: Go
+	// runs a goroutine woken by the network only when a processor has
+	// nothing else to run. On separate machines it delays the rest of a
+	// response by this much once, and costs no CPU.
+	ExitHeadStart time.Duration
 	// MaxStreams bounds the streams open on one circuit at either end
 	// (at most 32767, the IDs one end numbers its streams with).
 	MaxStreams int
@@ -146,6 +156,7 @@ func DefaultSwitchConfig() SwitchConfig {
 		StreamWindow:      onion.StreamWindowStart,
 		StreamIncrement:   onion.StreamWindowIncrement,
 		ExitStartCells:    2 * onion.StreamWindowIncrement,
+		ExitHeadStart:     200 * time.Microsecond,
 		MaxStreams:        256,
 		MaxRelayEarly:     8,
 		ExtendTimeout:     10 * time.Second,
@@ -183,6 +194,8 @@ func (c SwitchConfig) Validate() error {
 	switch {
 	case c.ExitStartCells != 0 && (c.ExitStartCells < c.StreamIncrement || c.ExitStartCells > c.StreamWindow):
 		return fmt.Errorf("circuits: switch config: ExitStartCells %d must be 0 or in %d..%d (StreamIncrement..StreamWindow)", c.ExitStartCells, c.StreamIncrement, c.StreamWindow)
+	case c.ExitHeadStart < 0 || c.ExitHeadStart > maxExitHeadStart:
+		return fmt.Errorf("circuits: switch config: ExitHeadStart %v must be in 0..%v", c.ExitHeadStart, maxExitHeadStart)
 	case c.MaxJoinedCircuits < 0:
 		return fmt.Errorf("circuits: switch config: MaxJoinedCircuits %d must not be negative", c.MaxJoinedCircuits)
 	case c.MaxJoinedPerLink < 1:
@@ -316,10 +329,15 @@ type Switch struct {
 
 	budget budget // the memory budget, CREATE2 buckets and extend dials (budget.go)
 
-	// yield lets a stream's reader run (runtime.Gosched); tests watch it.
-	// Set before the switch carries cells, then fixed.
-	yield func()
+	// yield lets a stream's reader run (runtime.Gosched); headStart
+	// gives an exit response's head its lead (ExitHeadStart). Tests
+	// watch them. Set before the switch carries cells, then fixed.
+	yield, headStart func()
 }
+
+// maxExitHeadStart bounds ExitHeadStart: the head's lead is a matter of
+// microseconds; more would only delay responses.
+const maxExitHeadStart = 10 * time.Millisecond
 
 // NewSwitch returns the circuit switch of the node id, dialing through lg
 // (a *link.Links, or linktest's in-memory network).
@@ -344,6 +362,10 @@ func NewSwitch(id *Identity, lg link.Dialer, cfg SwitchConfig) (*Switch, error) 
 		rng:      rng,
 		stop:     make(chan struct{}),
 		yield:    runtime.Gosched,
+	}
+	sw.headStart = runtime.Gosched
+	if d := cfg.ExitHeadStart; d > 0 {
+		sw.headStart = func() { time.Sleep(d) }
 	}
 	sw.budget.init(cfg)
 	return sw, nil

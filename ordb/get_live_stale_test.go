@@ -205,9 +205,8 @@ func TestGetLiveFallsBehind(t *testing.T) {
 		}
 	}
 	appendChunks(3000)
-	var mu sync.Mutex
-	got := map[uint64][]byte{}
-	var last GetProgress
+	rec := newReceived()
+	mu, got := &rec.mu, rec.got // mu also guards paused
 	paused, resume := false, make(chan struct{})
 	var resumeOnce sync.Once
 	unpause := func() { resumeOnce.Do(func() { close(resume) }) }
@@ -226,19 +225,7 @@ func TestGetLiveFallsBehind(t *testing.T) {
 	wcfg.LiveSkipAfter = 200 * time.Millisecond // the default 5 s, shortened for the test
 	wcfg.LiveRetry = 50 * time.Millisecond
 	g, err := NewGet(GetConfig{Name: lp.Name(), Store: st, Circuits: gc, Initial: []window.CircuitID{1, 2, 3, 4, 5}, Window: wcfg,
-		Deliver: func(chunk uint64, data []byte) error {
-			mu.Lock()
-			defer mu.Unlock()
-			for k := 0; k*proto.ChunkSize < len(data); k++ {
-				got[chunk+uint64(k)] = bytes.Clone(data[k*proto.ChunkSize : (k+1)*proto.ChunkSize])
-			}
-			return nil
-		},
-		Progress: func(p GetProgress) {
-			mu.Lock()
-			last = p
-			mu.Unlock()
-		}})
+		Deliver: rec.deliver, Progress: rec.progress})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +238,7 @@ func TestGetLiveFallsBehind(t *testing.T) {
 		for deadline := time.Now().Add(20 * time.Second); !ok(); {
 			if time.Now().After(deadline) {
 				mu.Lock()
-				t.Fatalf("waiting for %s: %d chunks delivered, progress %+v", what, len(got), last)
+				t.Fatalf("waiting for %s: %d chunks delivered, progress %+v", what, len(got), rec.last)
 			}
 			select {
 			case err := <-ended:
@@ -299,8 +286,8 @@ func TestGetLiveFallsBehind(t *testing.T) {
 			t.Fatalf("chunk %d differs from the stream's", i)
 		}
 	}
-	if last.Skipped == 0 {
-		t.Fatalf("progress %+v: no chunk counted as skipped", last)
+	if rec.last.Skipped == 0 {
+		t.Fatalf("progress %+v: no chunk counted as skipped", rec.last)
 	}
-	t.Logf("skipped %d chunks, delivered %d", last.Skipped, len(got))
+	t.Logf("skipped %d chunks, delivered %d", rec.last.Skipped, len(got))
 }

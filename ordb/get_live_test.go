@@ -47,25 +47,10 @@ func TestGetLive(t *testing.T) {
 	pc := &pipeCircuits{t: t, pub: pub, silent: func(window.CircuitID) bool { return false }, next: 5}
 	defer pc.wg.Wait()
 	st := openStore(t, "cache.db")
-	var mu sync.Mutex // guards got
-	got := map[uint64][]byte{}
-	var order []uint64
-	var last GetProgress
+	rec := newReceived()
+	mu, got := &rec.mu, rec.got
 	g, err := NewGet(GetConfig{Name: lp.Name(), Store: st, Circuits: pc, Initial: []window.CircuitID{1, 2, 3, 4, 5},
-		Deliver: func(chunk uint64, data []byte) error {
-			mu.Lock()
-			defer mu.Unlock()
-			order = append(order, chunk)
-			for k := 0; k*proto.ChunkSize < len(data); k++ {
-				got[chunk+uint64(k)] = bytes.Clone(data[k*proto.ChunkSize : (k+1)*proto.ChunkSize])
-			}
-			return nil
-		},
-		Progress: func(p GetProgress) {
-			mu.Lock()
-			last = p
-			mu.Unlock()
-		}})
+		Deliver: rec.deliver, Progress: rec.progress})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,12 +91,41 @@ func TestGetLive(t *testing.T) {
 			t.Fatalf("chunk %d differs", i)
 		}
 	}
-	for i := 1; i < len(order); i++ {
-		if order[i] <= order[i-1] {
-			t.Fatalf("deliveries out of order: %d after %d", order[i], order[i-1])
+	for i := 1; i < len(rec.order); i++ {
+		if rec.order[i] <= rec.order[i-1] {
+			t.Fatalf("deliveries out of order: %d after %d", rec.order[i], rec.order[i-1])
 		}
 	}
-	if !last.Live || last.LiveStart != 0 || last.Total != 0 {
+	if last := rec.last; !last.Live || last.LiveStart != 0 || last.Total != 0 {
 		t.Fatalf("progress %+v, want a live stream read from chunk 0", last)
 	}
+}
+
+// received records what a Get delivers, chunk by chunk, and its last
+// progress report, for a test reading them while the Get runs.
+type received struct {
+	mu    sync.Mutex
+	got   map[uint64][]byte // chunk -> its bytes
+	order []uint64          // each delivery's first chunk, in order
+	last  GetProgress
+}
+
+func newReceived() *received { return &received{got: map[uint64][]byte{}} }
+
+// deliver is a GetConfig.Deliver.
+func (r *received) deliver(chunk uint64, data []byte) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.order = append(r.order, chunk)
+	for k := 0; k*proto.ChunkSize < len(data); k++ {
+		r.got[chunk+uint64(k)] = bytes.Clone(data[k*proto.ChunkSize : (k+1)*proto.ChunkSize])
+	}
+	return nil
+}
+
+// progress is a GetConfig.Progress.
+func (r *received) progress(p GetProgress) {
+	r.mu.Lock()
+	r.last = p
+	r.mu.Unlock()
 }

@@ -6,10 +6,13 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +20,7 @@ import (
 	"veil/circuits"
 	"veil/circuits/link"
 	"veil/cmd/veil/internal/node"
+	"veil/cmd/veil/internal/procnet"
 	"veil/proto"
 )
 
@@ -357,4 +361,96 @@ func watchTransfer(c *node.Client, hash string, done <-chan struct{}) <-chan tim
 		}
 	}()
 	return out
+}
+
+// BenchmarkSOCKSExitProcesses is BenchmarkSOCKSExit with every node a
+// `veil node` process on 127.0.0.1, as in the private Tor network Tor's
+// figures come from: a bridge, relays, an exit allowed to reach the
+// origin server (in this process) and nothing else, and a client whose
+// SOCKS port curl uses. Each node has its own scheduler, as on its own
+// machine, and pays what crossing processes costs, as each Tor relay
+// does; the two cores are shared by all. MB/cpu-s counts the CPU time of
+// every node process.
+func BenchmarkSOCKSExitProcesses(b *testing.B) {
+	if testing.Short() {
+		b.Skip("starts a network of node processes")
+	}
+	node.NeedCurl(b)
+	const nNodes = 8 // as BenchmarkSOCKSExit's network
+	_, port := node.StartOrigin(b, node.SOCKSBenchSize)
+	root := b.TempDir()
+	pn := procnet.New(buildVeil(b, root), root)
+	b.Cleanup(func() { checkRaces(b, root) })
+	b.Cleanup(pn.Close)
+	socks := freeAddr(b)
+	var procs []*procnet.Proc
+	var clients []*node.Client
+	bridge := ""
+	for i := range nNodes {
+		var args []string
+		switch i {
+		case 0:
+			args = []string{"--set", "roles.bridge=true"}
+		case 1: // the exit
+			args = []string{"--bridge", bridge, "--set", "roles.exit=true", "--set", "exit.allow_private=true",
+				"--set", "exit.policy=accept 127.0.0.1:" + port + ",reject *:*"}
+		case nNodes - 1: // the client
+			args = []string{"--bridge", bridge, "--set", "socks=" + socks}
+		default:
+			args = []string{"--bridge", bridge}
+		}
+		p, c := nodeProc(b, pn, fmt.Sprintf("node%d", i), filepath.Join(pn.Root, fmt.Sprintf("node%d", i)), args...)
+		procs, clients = append(procs, p), append(clients, c)
+		if i == 0 {
+			if bridge = status(b, c).BridgeLine; bridge == "" {
+				b.Fatal("the bridge has no bridge line")
+			}
+		}
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for i, c := range clients {
+		for st := status(b, c); st.Directory < nNodes-1; st = status(b, c) {
+			if time.Now().After(deadline) {
+				b.Fatalf("node%d: directory %d of %d", i, st.Directory, nNodes-1)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	cpu := func() time.Duration {
+		var sum time.Duration
+		for _, p := range procs {
+			sum += procCPU(p.PID())
+		}
+		return sum
+	}
+	node.MeasureSOCKSExit(b, socks, "http://127.0.0.1:"+port+"/file", cpu)
+}
+
+// freeAddr is a 127.0.0.1 address with a port nothing listened on a
+// moment ago (a node given it fails to start, naming it, should another
+// process take it meanwhile).
+func freeAddr(t testing.TB) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// procCPU is the user and system CPU time process pid has used (0 if
+// /proc does not say).
+func procCPU(pid int) time.Duration {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	f := strings.Fields(string(stat[i+1:]))
+	if i < 0 || len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -17,9 +16,7 @@ import (
 // A SOCKS stream through an exit shows on the client's control port as
 // STREAM NEW, SUCCEEDED (on a circuit) and CLOSED, with its target.
 func TestSOCKSStreamEvents(t *testing.T) {
-	if _, err := os.Stat(curlPath); err != nil {
-		t.Skip("needs curl (apt package curl)")
-	}
+	needCurl(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	en := newExitNet(t, ctx, 10_000)

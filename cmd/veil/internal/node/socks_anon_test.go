@@ -3,7 +3,6 @@ package node
 import (
 	"bytes"
 	"context"
-	"os"
 	"testing"
 	"time"
 
@@ -15,9 +14,7 @@ import (
 // relays of its directory, which its dial guard lets through (the guard
 // would refuse a first hop it could not vouch for).
 func TestSOCKSAnonymous(t *testing.T) {
-	if _, err := os.Stat(curlPath); err != nil {
-		t.Skip("needs curl (apt package curl)")
-	}
+	needCurl(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	en := newExitNet(t, ctx, 100_003)

@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -41,9 +40,9 @@ func curlTimed(b *testing.B, url string, args ...string) (size, ready, first, to
 	return size, ready, first, total
 }
 
-// processCPU is the CPU time this process (every node of the network and
+// selfCPU is the CPU time this process (every node of the network and
 // the origin; not curl) has used so far.
-func processCPU() time.Duration {
+func selfCPU() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0
@@ -62,35 +61,44 @@ func median(v []float64) float64 {
 
 // BenchmarkSOCKSExit: 100 MB with curl through the client's SOCKS port, a
 // 3-hop circuit and an exit, from a local HTTP server; beside it, in the
-// same run, curl fetching the same file directly. It reports the medians
-// of MB/s and time to first byte of both, the SOCKS path's share of the
-// direct throughput, its multiple of Tor's 5.9 MB/s, and MB per CPU
-// second this process (all nodes and the origin) spent on each fetch. Every node runs
-// in this process, so this machine's cores carry all three hops' crypto.
+// same run, curl fetching the same file directly (see measureSOCKSExit).
+// Every node runs in this process, so all of them share one Go scheduler
+// and this machine's cores carry all three hops' crypto;
+// BenchmarkSOCKSExitProcesses runs the nodes as processes, as a private
+// Tor network does.
 func BenchmarkSOCKSExit(b *testing.B) {
-	if _, err := os.Stat(curlPath); err != nil {
-		b.Skip("needs curl (apt package curl)")
-	}
+	needCurl(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	const size = 100 << 20
-	en := newExitNet(b, ctx, size)
-	proxy := []string{"--socks5-hostname", en.client.SOCKSAddr()}
-	url := "http://127.0.0.1:" + en.port + "/file"
-	// Warm up: the exit circuit is built (and the refusing exit learnt)
+	en := newExitNet(b, ctx, socksBenchSize)
+	measureSOCKSExit(b, en.client.SOCKSAddr(), "http://127.0.0.1:"+en.port+"/file", selfCPU)
+}
+
+// socksBenchSize is what the SOCKS benchmarks fetch.
+const socksBenchSize = 100 << 20
+
+// measureSOCKSExit fetches url (socksBenchSize bytes) b.N times with curl
+// through the SOCKS port at socks, and each time once directly. It
+// reports the medians of MB/s and time to first byte of both, the SOCKS
+// path's share of the direct throughput, its multiple of Tor's 5.9 MB/s,
+// and MB per CPU second the nodes spent (cpu: the CPU time they have
+// used so far) on each fetch through SOCKS.
+func measureSOCKSExit(b *testing.B, socks, url string, cpu func() time.Duration) {
+	proxy := []string{"--socks5-hostname", socks}
+	// Warm up: the exit circuit is built (and a refusing exit learnt)
 	// before the clock runs, as a Tor client's would be.
 	if _, stderr, code := runCurl(b, append(proxy, "-r", "0-0", "-o", "/dev/null", url)...); code != 0 {
 		b.Fatalf("warm-up: exit %d %s", code, stderr)
 	}
-	var rate, ready, first, resp, drate, dfirst, cpu []float64
+	var rate, ready, first, resp, drate, dfirst, perCPU []float64
 	b.ResetTimer()
 	for range b.N {
-		cpu0 := processCPU()
+		cpu0 := cpu()
 		n, r, f, t := curlTimed(b, url, proxy...)
-		if n != size {
-			b.Fatalf("through SOCKS: %v bytes, want %d", n, size)
+		if n != socksBenchSize {
+			b.Fatalf("through SOCKS: %v bytes, want %d", n, socksBenchSize)
 		}
-		cpu = append(cpu, n/1e6/(processCPU()-cpu0).Seconds())
+		perCPU = append(perCPU, n/1e6/(cpu()-cpu0).Seconds())
 		rate, ready, first = append(rate, n/t/1e6), append(ready, r*1e3), append(first, f*1e3)
 		resp = append(resp, (f-r)*1e3)
 		b.StopTimer()
@@ -98,10 +106,10 @@ func BenchmarkSOCKSExit(b *testing.B) {
 		drate, dfirst = append(drate, n/t/1e6), append(dfirst, f*1e3)
 		b.StartTimer()
 	}
-	b.SetBytes(size)
+	b.SetBytes(socksBenchSize)
 	r, fb := median(rate), median(first)
 	b.ReportMetric(r, "socks_MB/s")
-	b.ReportMetric(median(cpu), "socks_MB/cpu-s")
+	b.ReportMetric(median(perCPU), "socks_MB/cpu-s")
 	b.ReportMetric(fb, "socks_first_byte_ms")
 	b.ReportMetric(median(ready), "socks_connected_ms")
 	b.ReportMetric(median(resp), "socks_connected_to_first_byte_ms")

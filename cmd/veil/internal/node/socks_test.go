@@ -21,6 +21,14 @@ import (
 
 const curlPath = "/usr/bin/curl"
 
+// needCurl skips t when Debian's curl is missing.
+func needCurl(t testing.TB) {
+	t.Helper()
+	if _, err := os.Stat(curlPath); err != nil {
+		t.Skip("needs curl (apt package curl)")
+	}
+}
+
 // runCurl runs curl with args (no proxy variables from the environment)
 // and returns stdout, stderr and the exit code.
 func runCurl(t testing.TB, args ...string) ([]byte, string, int) {
@@ -52,16 +60,18 @@ type exitNet struct {
 	file   []byte
 }
 
-func newExitNet(t testing.TB, ctx context.Context, fileSize int) *exitNet {
+// startOrigin serves size random bytes as /file on 127.0.0.1 until t
+// ends; it returns them and the server's port.
+func startOrigin(t testing.TB, size int) (file []byte, port string) {
 	t.Helper()
-	en := &exitNet{file: make([]byte, fileSize)}
-	rand.Read(en.file)
+	file = make([]byte, size)
+	rand.Read(file)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "file")
-	if err := os.WriteFile(path, en.file, 0o600); err != nil {
+	if err := os.WriteFile(path, file, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	origin := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -69,8 +79,15 @@ func newExitNet(t testing.TB, ctx context.Context, fileSize int) *exitNet {
 	})}
 	go origin.Serve(ln)
 	t.Cleanup(func() { origin.Close() })
-	en.origin = ln.Addr().String()
-	_, en.port, _ = net.SplitHostPort(en.origin)
+	_, port, _ = net.SplitHostPort(ln.Addr().String())
+	return file, port
+}
+
+func newExitNet(t testing.TB, ctx context.Context, fileSize int) *exitNet {
+	t.Helper()
+	en := &exitNet{}
+	en.file, en.port = startOrigin(t, fileSize)
+	en.origin = "127.0.0.1:" + en.port
 
 	bc := testConfig(t, t.TempDir())
 	bc.Roles.Bridge = true
@@ -108,9 +125,7 @@ func newExitNet(t testing.TB, ctx context.Context, fileSize int) *exitNet {
 // through a 3-hop circuit and an exit, SOCKS4a too, a refused destination,
 // and streams isolated by SOCKS credentials.
 func TestSOCKSCurl(t *testing.T) {
-	if _, err := os.Stat(curlPath); err != nil {
-		t.Skip("needs curl (apt package curl)")
-	}
+	needCurl(t)
 	checkLeaks(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -212,9 +227,7 @@ func url0(en *exitNet) string { return "http://127.0.0.1:" + en.port + "/file" }
 // and to the descriptor's port summary at once; other keys wait for a
 // restart.
 func TestExitPolicyReload(t *testing.T) {
-	if _, err := os.Stat(curlPath); err != nil {
-		t.Skip("needs curl (apt package curl)")
-	}
+	needCurl(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	en := newExitNet(t, ctx, 1000)
