@@ -116,6 +116,46 @@ func (s *pendingSet) remove(i int) {
 	s.tx, s.rpc = s.tx[:last], s.rpc[:last]
 }
 
+// opSet holds the operations in progress: their IDs apart, searched one
+// by one (a node has a few at once; a map's lookup touches more cache
+// lines).
+type opSet struct {
+	ids []OpID
+	ops []*op
+}
+
+func (s *opSet) len() int { return len(s.ids) }
+
+// get returns operation id; nil if it is not in progress.
+func (s *opSet) get(id OpID) *op {
+	for i, x := range s.ids {
+		if x == id {
+			return s.ops[i]
+		}
+	}
+	return nil
+}
+
+func (s *opSet) add(o *op) {
+	s.ids = append(s.ids, o.id)
+	s.ops = append(s.ops, o)
+}
+
+// remove drops operation id, the last taking its place; false if it was
+// not in progress.
+func (s *opSet) remove(id OpID) bool {
+	for i, x := range s.ids {
+		if x == id {
+			last := len(s.ids) - 1
+			s.ids[i], s.ops[i] = s.ids[last], s.ops[last]
+			s.ops[last] = nil
+			s.ids, s.ops = s.ids[:last], s.ops[:last]
+			return true
+		}
+	}
+	return false
+}
+
 type provided struct {
 	pieces      uint8
 	facilitator bool
@@ -131,10 +171,10 @@ type Core struct {
 	cfg      Config
 	id       Identity
 	rng      *rand.Rand
-	table    *Table
+	table    Table // in the core's own memory: one cache miss less a message
 	store    *Store
 	pending  pendingSet
-	ops      map[OpID]*op
+	ops      opSet
 	nextOp   OpID
 	provided map[proto.HashName]*provided
 	bridges  []proto.DHTContact
@@ -157,7 +197,7 @@ type Core struct {
 // nothing.
 type contactPool struct {
 	free    [][]proto.DHTContact
-	cands   [][]candidate
+	cands   []candBuf
 	pending []pendingSet
 }
 
@@ -179,19 +219,19 @@ func (p *contactPool) put(b []proto.DHTContact) {
 	}
 }
 
-// getCands returns an empty candidate list; nil if none is free.
-func (p *contactPool) getCands() []candidate {
+// getCands returns an empty candidate list; unallocated if none is free.
+func (p *contactPool) getCands() candBuf {
 	if p == nil || len(p.cands) == 0 {
-		return nil
+		return candBuf{}
 	}
 	b := p.cands[len(p.cands)-1]
 	p.cands = p.cands[:len(p.cands)-1]
 	return b
 }
 
-func (p *contactPool) putCands(b []candidate) {
-	if p != nil && cap(b) > 0 && len(p.cands) < contactPoolMax {
-		p.cands = append(p.cands, b[:0])
+func (p *contactPool) putCands(b candBuf) {
+	if p != nil && cap(b.cands) > 0 && cap(b.keys) > 0 && len(p.cands) < contactPoolMax {
+		p.cands = append(p.cands, candBuf{b.cands[:0], b.keys[:0]})
 	}
 }
 
@@ -222,7 +262,7 @@ func balance(pools []*contactPool) {
 		return
 	}
 	balanceList(pools, func(p *contactPool) *[][]proto.DHTContact { return &p.free })
-	balanceList(pools, func(p *contactPool) *[][]candidate { return &p.cands })
+	balanceList(pools, func(p *contactPool) *[]candBuf { return &p.cands })
 	balanceList(pools, func(p *contactPool) *[]pendingSet { return &p.pending })
 }
 
@@ -276,9 +316,8 @@ func NewCore(cfg Config, id Identity, rng *rand.Rand) (*Core, error) {
 	}
 	return &Core{
 		cfg: cfg, id: id, rng: rng,
-		table:    NewTable(id.ID, cfg),
+		table:    *NewTable(id.ID, cfg),
 		store:    NewStore(cfg),
-		ops:      make(map[OpID]*op),
 		provided: make(map[proto.HashName]*provided),
 	}, nil
 }
@@ -290,7 +329,7 @@ func (c *Core) ID() proto.NodeID { return c.id.ID }
 func (c *Core) Contact() proto.DHTContact { return proto.DHTContact{ID: c.id.ID, Addr: c.id.Addr} }
 
 // Table is the routing table (read it only between calls).
-func (c *Core) Table() *Table { return c.table }
+func (c *Core) Table() *Table { return &c.table }
 
 // Store is the record store (read it only between calls).
 func (c *Core) Store() *Store { return c.store }
@@ -470,7 +509,7 @@ func (c *Core) handleAnswer(from proto.NodeID, ip netip.Addr, m *proto.DHTMessag
 		heard.Addr = a // the answer came from there, whatever was dialed
 	}
 	c.seen(heard, nil, now)
-	o := c.ops[p.op]
+	o := c.ops.get(p.op)
 	if o == nil {
 		return nil // a ping of the table, or an operation already over
 	}
@@ -517,7 +556,7 @@ func (c *Core) expire(i int, now time.Time) {
 	p := c.pending.rpc[i]
 	c.forget(i)
 	c.table.Failed(p.to.ID)
-	o := c.ops[p.op]
+	o := c.ops.get(p.op)
 	if o == nil {
 		return
 	}
@@ -575,9 +614,10 @@ func (c *Core) Tick(now time.Time) {
 // there to fill its bucket and to make this node known in the bucket's
 // range, not to find the random target: it follows one path and ends once
 // as many nodes of the range as the bucket lacks (at least one) have
-// answered (each is then in the table, and has seen this node). A join
+// answered (each is then in the table, and has seen this node), with no
+// more RPCs in flight than answers it still lacks (Lookup.Next). A join
 // refreshes a dozen buckets or more, so this is most of what joining
-// costs: at 10,000 nodes it takes a join from ~570 messages to ~260
+// costs: at 10,000 nodes it takes a join from ~570 messages to ~230
 // (docs/PROTOCOL.md section 9 has the trade-off).
 func (c *Core) refresh(buckets []int, now time.Time) {
 	for _, i := range buckets {
@@ -591,12 +631,12 @@ func (c *Core) refresh(buckets []int, now time.Time) {
 }
 
 func (c *Core) newOp(kind OpKind, now time.Time) (*op, error) {
-	if len(c.ops) >= c.cfg.MaxOps {
-		return nil, fmt.Errorf("%w (%d)", ErrTooManyOps, len(c.ops))
+	if c.ops.len() >= c.cfg.MaxOps {
+		return nil, fmt.Errorf("%w (%d)", ErrTooManyOps, c.ops.len())
 	}
 	c.nextOp++
 	o := &op{id: c.nextOp, kind: kind}
-	c.ops[o.id] = o
+	c.ops.add(o)
 	return o, nil
 }
 
@@ -665,10 +705,9 @@ func (c *Core) advance(o *op, now time.Time) {
 }
 
 func (c *Core) finish(o *op, err error, now time.Time) {
-	if _, ok := c.ops[o.id]; !ok {
+	if !c.ops.remove(o.id) {
 		return
 	}
-	delete(c.ops, o.id)
 	if o.kind == OpBootstrap {
 		c.refresh(c.table.JoinRefresh(now), now)
 		if c.table.Len() == 0 && o.attempt < bootstrapRetries && len(c.bridges) > 0 {
@@ -697,8 +736,8 @@ func (c *Core) finish(o *op, err error, now time.Time) {
 // simulator's pool.
 func (c *Core) recycle(o *op) {
 	if c.contacts != nil && o.lookup != nil {
-		c.contacts.putCands(o.lookup.cands)
-		o.lookup.cands = nil
+		c.contacts.putCands(candBuf{o.lookup.cands, o.lookup.keys})
+		o.lookup.cands, o.lookup.keys = nil, nil
 	}
 }
 

@@ -26,7 +26,7 @@ type coreState struct {
 }
 
 func stateOf(c *Core) coreState {
-	return coreState{c.table.Len(), c.store.Len(), c.pending.len(), len(c.ops), len(c.sends)}
+	return coreState{c.table.Len(), c.store.Len(), c.pending.len(), c.ops.len(), len(c.sends)}
 }
 
 func TestCoreRejectsBadRPCs(t *testing.T) {
@@ -210,7 +210,7 @@ func TestContactPoolBalance(t *testing.T) {
 			pools[i].put(b)
 		}
 		for range n / 2 {
-			pools[i].putCands(make([]candidate, 0, 4))
+			pools[i].putCands(candBuf{make([]candidate, 0, 4), make([]uint64, 0, 4)})
 		}
 	}
 	balance(pools)

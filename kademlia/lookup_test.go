@@ -3,6 +3,7 @@ package kademlia
 import (
 	"net/netip"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -336,5 +337,54 @@ func TestLookupEndWhenFilled(t *testing.T) {
 			t.Fatalf("need %d: %d RPCs, a full lookup %d", need, l.Msgs(), full.Msgs())
 		}
 		t.Logf("need %d: %d RPCs (a full lookup: %d), %d in range answered", need, l.Msgs(), full.Msgs(), inRange)
+	}
+}
+
+// TestLookupRefreshInFlight: a bucket refresh (EndWhenFilled) keeps no
+// more RPCs in flight than answers from the bucket's range it still
+// lacks (at least one), asks nodes outside the range as any lookup does,
+// and ends at the answers it needs.
+func TestLookupRefreshInFlight(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.IDWorkBits, cfg.Paths = 0, 1
+	target := proto.NodeID{0x05}
+	id := func(b byte) proto.NodeID { return proto.NodeID{b, 0xee} }
+	ct := func(b byte) proto.DHTContact { return contactAt(id(b), "127.0.0.1:"+strconv.Itoa(1000+int(b))) }
+	ids := func(cs []proto.DHTContact) []proto.NodeID {
+		var out []proto.NodeID
+		for _, c := range cs {
+			out = append(out, c.ID)
+		}
+		return out
+	}
+	// Range: the IDs sharing target's first 4 bits (0x0_); three nodes
+	// outside it known, two answers of the range needed.
+	l := NewLookup(proto.NodeID{0xff}, target, FindNode, []proto.DHTContact{ct(0x80), ct(0x90), ct(0xa0)}, cfg)
+	l.EndWhenFilled(4, 2)
+	if got := ids(l.Next(testNow)); !slices.Equal(got, []proto.NodeID{id(0x80), id(0x90)}) {
+		t.Fatalf("first round asked %v, want the 2 closest (2 answers lacking, not Alpha = 3)", got)
+	}
+	// 0x80 names three nodes of the range: one more RPC (0x90 is in flight).
+	if got := ids(l.Answer(id(0x80), []proto.DHTContact{ct(0x01), ct(0x02), ct(0x03)}, nil, testNow)); !slices.Equal(got, []proto.NodeID{id(0x01)}) {
+		t.Fatalf("after the range was found, asked %v; want only its closest, 0x01", got)
+	}
+	// 0x01 answers: one answer lacking, one RPC (0x90) in flight: nothing more.
+	if got := l.Answer(id(0x01), nil, nil, testNow); len(got) != 0 || l.Done() {
+		t.Fatalf("one answer lacking and one RPC in flight: asked %v, done %v", ids(got), l.Done())
+	}
+	// 0x90 (outside) answers: the next of the range, 0x03 (distance 6), goes out.
+	if got := ids(l.Answer(id(0x90), nil, nil, testNow)); !slices.Equal(got, []proto.NodeID{id(0x03)}) {
+		t.Fatalf("asked %v, want 0x03", got)
+	}
+	if got := l.Answer(id(0x03), nil, nil, testNow); len(got) != 0 || !l.Done() {
+		t.Fatalf("both answers in: asked %v, done %v", ids(got), l.Done())
+	}
+	if l.Msgs() != 4 {
+		t.Fatalf("refresh sent %d RPCs, want 4", l.Msgs())
+	}
+	// An ordinary lookup keeps Alpha in flight.
+	l = NewLookup(proto.NodeID{0xff}, target, FindNode, []proto.DHTContact{ct(0x80), ct(0x90), ct(0xa0)}, cfg)
+	if got := l.Next(testNow); len(got) != cfg.Alpha {
+		t.Fatalf("a lookup asked %d at first, want Alpha = %d", len(got), cfg.Alpha)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"veil/proto"
@@ -156,14 +157,23 @@ type Sim struct {
 	free   []int32
 	seq    uint64
 	trace  uint64 // digest of the messages (see record)
-	want   map[simKey]*Result
-	coll   *colluders // nil: everyone honest
+	// Build's joins: node i joins at joinBase + i JoinSpacing, for i <
+	// joinEnd (one queued at a time).
+	joinBase int64
+	joinEnd  int32
+	want     map[simKey]*Result
+	coll     *colluders // nil: everyone honest
 
 	workers     []*simWorker
 	parallelMin int // fewest events of a window run by several workers
 	parallel    int // windows run by several workers
 	items       []simItem
 	outs        []simOut
+	keys        []uint64       // sort keys (byNode, byTime)
+	sorted      []simItem      // byNode's result
+	outsSorted  []simOut       // byTime's result
+	bounds      []int32        // a window's chunks (start indexes)
+	chunkOuts   []simChunkOuts // the outs of each chunk
 	pools       []*contactPool // the workers' pools
 
 	// Trace, if set, gets one line per message delivered or lost.
@@ -198,29 +208,51 @@ func NewSim(cfg SimConfig) (*Sim, error) {
 		s.workers = append(s.workers, w)
 		s.pools = append(s.pools, &w.pool)
 	}
+	// The keys are drawn in node order, then the nodes made by the
+	// workers at once (an Ed25519 key costs tens of microseconds, seconds
+	// at 100,000 nodes).
+	seeds := make([][ed25519.SeedSize]byte, len(s.nodes))
+	onions := make([]byte, len(s.nodes)*proto.OnionKeySize)
 	for i := range s.nodes {
-		var seed [ed25519.SeedSize]byte
-		onion := make([]byte, proto.OnionKeySize)
-		for j := 0; j < len(seed); j += 8 {
-			binary.LittleEndian.PutUint64(seed[j:], s.rng.Uint64())
+		for j := 0; j < ed25519.SeedSize; j += 8 {
+			binary.LittleEndian.PutUint64(seeds[i][j:], s.rng.Uint64())
 		}
-		for j := 0; j < len(onion); j += 8 {
-			binary.LittleEndian.PutUint64(onion[j:], s.rng.Uint64())
+		for j := 0; j < proto.OnionKeySize; j += 8 {
+			binary.LittleEndian.PutUint64(onions[i*proto.OnionKeySize+j:], s.rng.Uint64())
 		}
-		key := ed25519.NewKeyFromSeed(seed[:])
-		id := Identity{
-			ID:       proto.NodeIDFromKey(key.Public().(ed25519.PublicKey)),
-			Addr:     simAddr(i),
-			OnionKey: onion,
-			Key:      key,
-		}
-		c, err := NewCore(cfg.Core, id, rand.New(rand.NewPCG(cfg.Seed, uint64(i)+1)))
+	}
+	errs := make([]error, len(s.workers))
+	var wg sync.WaitGroup
+	for k := range s.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := k * len(s.nodes) / len(s.workers); i < (k+1)*len(s.nodes)/len(s.workers); i++ {
+				key := ed25519.NewKeyFromSeed(seeds[i][:])
+				id := Identity{
+					ID:       proto.NodeIDFromKey(key.Public().(ed25519.PublicKey)),
+					Addr:     simAddr(i),
+					OnionKey: onions[i*proto.OnionKeySize : (i+1)*proto.OnionKeySize : (i+1)*proto.OnionKeySize],
+					Key:      key,
+				}
+				c, err := NewCore(cfg.Core, id, rand.New(rand.NewPCG(cfg.Seed, uint64(i)+1)))
+				if err != nil {
+					errs[k] = err
+					return
+				}
+				c.contacts = &s.workers[0].pool
+				s.nodes[i] = simNode{core: c, id: id.ID, alive: true}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
 		if err != nil {
 			return nil, err
 		}
-		c.contacts = &s.workers[0].pool
-		s.nodes[i] = simNode{core: c, id: id.ID, alive: true}
-		s.index[id.ID] = int32(i)
+	}
+	for i := range s.nodes {
+		s.index[s.nodes[i].id] = int32(i)
 	}
 	return s, nil
 }
@@ -314,6 +346,16 @@ type simWorker struct {
 	sink    uintptr
 }
 
+// simChunkOuts are the outs a worker produced for one chunk of a window:
+// w.outs[lo:hi].
+type simChunkOuts struct {
+	w      *simWorker
+	lo, hi int32
+}
+
+// simChunk is about how many events a worker takes at once.
+const simChunk = 32
+
 // simParallelMin is the fewest events a window needs to be run by more
 // than one worker (below it, starting them costs more than it saves).
 const simParallelMin = 64
@@ -402,21 +444,31 @@ func (w *simWorker) touch(items []simItem) {
 	for k := range items {
 		c := cores[k]
 		x += uintptr(len(c.sends)) + uintptr(c.pending.len())
-		tables[k] = c.table
+		tables[k] = &c.table
 		x += uintptr(froms[k].id[0])
 	}
 	// The sender's bucket (Seen) and, for a lookup's request, the
-	// target's (Closest).
-	var buckets [32]*bucket
+	// target's (Closest) and, when that is one of the last few (the
+	// sparse buckets near the node's own ID, where Closest goes on to
+	// others), those around it.
+	buckets := make([]*bucket, 0, 64)
 	for k, it := range items {
 		t := tables[k]
 		x += uintptr(t.size)
-		if p := proto.CommonPrefixLen(t.self, froms[k].id); p < len(t.buckets) {
-			buckets[2*k] = &t.buckets[p]
+		if p := proto.CommonPrefixLen(t.self, froms[k].id); p < len(t.buckets) && len(buckets) < cap(buckets) {
+			buckets = append(buckets, &t.buckets[p])
 		}
 		if e := &s.events[it.idx]; e.kind == simDeliver && (e.msg.Type == proto.DHTFindNode || e.msg.Type == proto.DHTFindValue) {
-			if p := proto.CommonPrefixLen(t.self, e.msg.Target); p < len(t.buckets) {
-				buckets[2*k+1] = &t.buckets[p]
+			p := proto.CommonPrefixLen(t.self, e.msg.Target)
+			if p < len(t.buckets) && len(buckets) < cap(buckets) {
+				buckets = append(buckets, &t.buckets[p])
+			}
+			if p >= len(t.buckets)-3 {
+				for q := max(p-1, 0); q < len(t.buckets) && q <= p+2 && len(buckets) < cap(buckets); q++ {
+					if q != p {
+						buckets = append(buckets, &t.buckets[q])
+					}
+				}
 			}
 		}
 	}
@@ -426,22 +478,33 @@ func (w *simWorker) touch(items []simItem) {
 	for k, it := range items {
 		if e := &s.events[it.idx]; e.kind == simDeliver && !e.msg.Type.IsRequest() {
 			if i := cores[k].pending.find(e.msg.TxID); i >= 0 {
-				if o := cores[k].ops[cores[k].pending.rpc[i].op]; o != nil {
+				if o := cores[k].ops.get(cores[k].pending.rpc[i].op); o != nil {
 					lookups[k] = o.lookup
 				}
 			}
 		}
 	}
-	for _, l := range lookups[:len(items)] {
+	for k, l := range lookups[:len(items)] {
 		if l != nil && len(l.cands) > 0 {
 			x += uintptr(l.cands[0].state) + uintptr(l.cands[len(l.cands)/2].state) + uintptr(l.cands[len(l.cands)-1].state)
+			for j := 0; j < len(l.keys); j += 8 { // the keys search goes through
+				x += uintptr(l.keys[j])
+			}
+			// The contacts the answer brings (each a line or so).
+			for _, c := range s.events[items[k].idx].msg.Contacts {
+				x += uintptr(c.ID[0])
+			}
 		}
 	}
-	for _, b := range buckets[:2*len(items)] {
-		if b != nil {
-			for j := 0; j < len(b.entries); j += 2 { // a line holds more than one slot
-				x += uintptr(b.entries[j].id[0])
-			}
+	// The buckets' headers first, then their slots: every slot, as a slot
+	// (56 bytes) starts in each of the lines they span.
+	var slots [64][]slot
+	for k, b := range buckets {
+		slots[k] = b.entries
+	}
+	for _, e := range slots[:len(buckets)] {
+		for j := range e {
+			x += uintptr(e[j].id[0])
 		}
 	}
 	w.sink += x // keeps the loads from being optimised away
@@ -454,6 +517,9 @@ func (w *simWorker) runNode(i int32, items []simItem, end int64) {
 	s := w.s
 	n := &s.nodes[i]
 	if !n.alive {
+		for _, it := range items {
+			s.events[it.idx] = simEvent{} // drop the message's references
+		}
 		return
 	}
 	var local []int64 // ticks due inside the window, in order
@@ -462,7 +528,7 @@ func (w *simWorker) runNode(i int32, items []simItem, end int64) {
 		var at int64
 		e := &tick
 		if k < len(items) && (len(local) == 0 || items[k].at <= local[0]) {
-			at, e = items[k].at, &s.events[items[k].idx] // not written until the window is over
+			at, e = items[k].at, &s.events[items[k].idx] // this worker's alone until the window is over
 			k++
 		} else {
 			at = local[0]
@@ -496,7 +562,11 @@ func (w *simWorker) runNode(i int32, items []simItem, end int64) {
 			_, _ = n.core.Bootstrap([]proto.DHTContact{s.nodes[0].core.Contact()}, now)
 		}
 		o = w.collect(i, at, o)
-		if t := s.nextTick(i, at, o.sends, e.kind == simTick); t != 0 {
+		ticked := e.kind == simTick
+		if e != &tick {
+			*e = simEvent{} // done with: drop the message's references
+		}
+		if t := s.nextTick(i, at, o.sends, ticked); t != 0 {
 			if t < end {
 				j := len(local)
 				for j > 0 && local[j-1] > t {
@@ -626,6 +696,64 @@ func (s *Sim) record(what string, from, to int32, typ proto.DHTType, txid uint64
 	}
 }
 
+// byNode returns items (in time and sequence order, as popped) sorted by
+// node, each node's in that order: a sort of one word per item (node,
+// index), cheaper than sorting the items by three fields.
+func (s *Sim) byNode(items []simItem) []simItem {
+	keys := s.keys[:0]
+	for i, it := range items {
+		keys = append(keys, uint64(uint32(it.to))<<32|uint64(i))
+	}
+	slices.Sort(keys)
+	out := s.sorted[:0]
+	for _, k := range keys {
+		out = append(out, items[uint32(k)])
+	}
+	s.keys = keys[:0]
+	s.sorted = items[:0] // the two buffers take turns
+	return out
+}
+
+// byTime returns outs (in node order) sorted by time, keeping the node
+// order among equal times; as one word per out (time since from, index)
+// when the window is short enough.
+func (s *Sim) byTime(outs []simOut, from int64) []simOut {
+	for k := range outs {
+		outs[k].k = int32(k)
+	}
+	short := true
+	for _, o := range outs {
+		if d := o.at - from; d < 0 || d >= 1<<31 {
+			short = false
+			break
+		}
+	}
+	if !short {
+		slices.SortFunc(outs, func(a, b simOut) int {
+			switch {
+			case a.at < b.at:
+				return -1
+			case a.at > b.at:
+				return 1
+			}
+			return int(a.k - b.k)
+		})
+		return outs
+	}
+	keys := s.keys[:0]
+	for k, o := range outs {
+		keys = append(keys, uint64(o.at-from)<<32|uint64(k))
+	}
+	slices.Sort(keys)
+	sorted := s.outsSorted[:0]
+	for _, k := range keys {
+		sorted = append(sorted, outs[uint32(k)])
+	}
+	clear(outs)
+	s.keys, s.outsSorted = keys[:0], outs[:0] // the two buffers take turns
+	return sorted
+}
+
 // window runs the events of the next window, none later than limit (a
 // unix nanosecond time), and returns how many ran; 0 if none is due.
 func (s *Sim) window(limit int64) int {
@@ -637,27 +765,16 @@ func (s *Sim) window(limit int64) int {
 		end = limit + 1
 	}
 	items := s.items[:0]
-	last := s.q[0].at
+	start, last := s.q[0].at, s.q[0].at
 	for len(s.q) > 0 && s.q[0].at < end {
 		it := s.q.pop()
 		last = it.at
 		items = append(items, it)
+		if e := &s.events[it.idx]; e.kind == simJoin && e.to+1 < s.joinEnd {
+			s.push(s.joinBase+int64(e.to+1)*int64(s.cfg.JoinSpacing), simEvent{kind: simJoin, to: e.to + 1})
+		}
 	}
-	slices.SortFunc(items, func(a, b simItem) int {
-		if a.to != b.to {
-			return int(a.to - b.to)
-		}
-		if a.at != b.at {
-			if a.at < b.at {
-				return -1
-			}
-			return 1
-		}
-		if a.seq < b.seq {
-			return -1
-		}
-		return 1
-	})
+	items = s.byNode(items)
 	nw := len(s.workers)
 	if s.coll != nil || len(items) < s.parallelMin {
 		nw = 1
@@ -665,54 +782,72 @@ func (s *Sim) window(limit int64) int {
 	for _, w := range s.workers[:nw] {
 		w.reset()
 	}
-	if nw == 1 {
-		s.workers[0].run(items, end)
-	} else {
-		s.parallel++
-		var wg sync.WaitGroup
-		lo := 0
-		for k := range nw {
-			hi := max(len(items)*(k+1)/nw, lo)
-			for hi > lo && hi < len(items) && items[hi].to == items[hi-1].to {
-				hi++ // a node's events stay in one worker
-			}
-			part := items[lo:hi]
-			lo = hi
-			if k == nw-1 {
-				s.workers[k].run(part, end)
-				continue
-			}
-			wg.Add(1)
-			go func(w *simWorker) {
-				defer wg.Done()
-				w.run(part, end)
-			}(s.workers[k])
-		}
-		wg.Wait()
-	}
 	outs := s.outs[:0]
 	ran := 0
-	for _, w := range s.workers[:nw] {
+	if nw == 1 {
+		w := s.workers[0]
+		w.run(items, end)
 		outs = append(outs, w.outs...)
-		ran += w.events
-	}
-	// The workers' outs, one after the other, are in node order, each
-	// node's in its own order: k keeps that order among equal times.
-	for k := range outs {
-		outs[k].k = int32(k)
-	}
-	slices.SortFunc(outs, func(a, b simOut) int {
-		switch {
-		case a.at < b.at:
-			return -1
-		case a.at > b.at:
-			return 1
+		ran = w.events
+	} else {
+		s.parallel++
+		// The window's nodes in chunks of about simChunk events, taken in
+		// turn by whichever worker is free: the workers end together
+		// however the events' costs are spread (a node that just joined
+		// costs more than one that answers), and a worker that starts late
+		// takes fewer chunks.
+		bounds := s.bounds[:0]
+		for lo := 0; lo < len(items); {
+			bounds = append(bounds, int32(lo))
+			hi := min(lo+simChunk, len(items))
+			for hi < len(items) && items[hi].to == items[hi-1].to {
+				hi++ // a node's events stay in one chunk
+			}
+			lo = hi
 		}
-		return int(a.k - b.k)
-	})
+		bounds = append(bounds, int32(len(items)))
+		chunks := len(bounds) - 1
+		if cap(s.chunkOuts) < chunks {
+			s.chunkOuts = make([]simChunkOuts, chunks)
+		}
+		done := s.chunkOuts[:chunks]
+		var next atomic.Int32
+		work := func(w *simWorker) {
+			for {
+				c := int(next.Add(1)) - 1
+				if c >= chunks {
+					return
+				}
+				lo := len(w.outs)
+				w.run(items[bounds[c]:bounds[c+1]], end)
+				done[c] = simChunkOuts{w, int32(lo), int32(len(w.outs))}
+			}
+		}
+		var wg sync.WaitGroup
+		for _, w := range s.workers[:nw-1] {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				work(w)
+			}()
+		}
+		work(s.workers[nw-1])
+		wg.Wait()
+		// The chunks' outs, one after the other, are in node order.
+		for _, d := range done {
+			outs = append(outs, d.w.outs[d.lo:d.hi]...)
+		}
+		for _, w := range s.workers[:nw] {
+			ran += w.events
+		}
+		clear(done)
+		s.bounds = bounds[:0]
+	}
+	// outs are in node order, each node's in its own order: sort them by
+	// time, k keeping that order among equal times.
+	outs = s.byTime(outs, start)
 	for _, it := range items {
-		s.events[it.idx] = simEvent{}
-		s.free = append(s.free, it.idx)
+		s.free = append(s.free, it.idx) // emptied by the workers
 	}
 	s.merge(outs)
 	s.now = max(last, s.now)
@@ -742,8 +877,12 @@ func (s *Sim) RunIdle() error {
 // Build joins nodes 1..n-1 through node 0, one every JoinSpacing, and runs
 // until the network is quiet.
 func (s *Sim) Build() error {
-	for i := 1; i < len(s.nodes); i++ {
-		s.push(s.now+int64(i)*int64(s.cfg.JoinSpacing), simEvent{kind: simJoin, to: int32(i)})
+	// One join waits in the queue at a time, each queuing the next when
+	// it runs (Sim.window): a queue of 100,000 joins made every pop and
+	// push of the build go 17 levels deep instead of ~12.
+	s.joinBase, s.joinEnd = s.now, int32(len(s.nodes))
+	if len(s.nodes) > 1 {
+		s.push(s.now+int64(s.cfg.JoinSpacing), simEvent{kind: simJoin, to: 1})
 	}
 	return s.RunIdle()
 }

@@ -142,6 +142,9 @@ func BenchmarkSimLookup(b *testing.B) {
 				}
 				if s == nil {
 					// Built once per sub-benchmark, not once per b.N probe.
+					if n >= 100000 {
+						b.Logf("huge pages advised for %d heap mappings", hugeHeap(1600<<20))
+					}
 					start := time.Now()
 					var m0, m1 runtime.MemStats
 					runtime.GC()
