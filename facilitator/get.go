@@ -168,7 +168,7 @@ func askInfo(ctx context.Context, cfg GetConfig, worker int) (*Info, error) {
 	defer st.Close()
 	stop := context.AfterFunc(ctx, func() { st.Close() })
 	defer stop()
-	mc := &msgConn{s: st}
+	mc := newMsgConn(st)
 	if err := mc.send(proto.DBQuery{HashName: proto.HashName(cfg.Target.InfoHash), RequestID: newRequestID()}); err != nil {
 		return nil, err
 	}
@@ -316,7 +316,7 @@ func (g *getter) worker(ctx context.Context, w int) {
 					st = nil
 					continue
 				}
-				mc = &msgConn{s: st}
+				mc = newMsgConn(st)
 			}
 			data, err = g.segment(ctx, mc, st, i)
 			if err == nil || errors.Is(err, ErrPieceHash) || errors.Is(err, ErrPieceLength) || ctx.Err() != nil {

@@ -110,8 +110,8 @@ func (s *Server) Close() error {
 // st ends or breaks the protocol. It closes st.
 func (s *Server) Serve(st Stream) {
 	defer st.Close()
-	mc := &msgConn{s: st}
-	mc.asm.Max = proto.DBFirstFrameData // queries only
+	mc := newMsgConn(st)
+	mc.Asm.Max = proto.DBFirstFrameData // queries only
 	for {
 		m, err := mc.recv()
 		if err != nil {

@@ -287,7 +287,7 @@ func (p *Peer) Serve(s *circuits.Stream) {
 func (p *Peer) serve(s CellStream, circ uint64) error {
 	defer s.Close()
 	c := newMsgConn(s)
-	c.asm.Max = proto.DBFirstFrameData
+	c.Asm.Max = proto.DBFirstFrameData
 	var bufs serveBufs
 	for {
 		cmd, msg, err := c.recv()

@@ -354,7 +354,7 @@ func (r *Relay) Serve(s InStream) {
 	}
 	defer r.nconns.Add(-1)
 	c := &conn{s: s, mc: newMsgConn(s), back: s.OpenBack, out: make(chan proto.DBMessage, r.cfg.QueueMsgs)}
-	c.mc.asm.Max = proto.DBFirstFrameData // what reaches an ORDB fits one cell
+	c.mc.Asm.Max = proto.DBFirstFrameData // what reaches an ORDB fits one cell
 	registered := make(chan bool, 1)
 	r.post(func(time.Time) {
 		r.nextID++
@@ -958,7 +958,7 @@ func (r *Relay) connected(prov proto.NodeID, circ ORDBCircuit, s CellStream, now
 	c := &conn{id: r.nextID, s: s, mc: newMsgConn(s), circ: circ, kind: kindNeighbour,
 		back: func(ctx context.Context, _ string) (CellStream, error) { return circ.OpenStream(ctx) },
 		out:  make(chan proto.DBMessage, r.cfg.QueueMsgs)}
-	c.mc.asm.Max = proto.DBFirstFrameData
+	c.mc.Asm.Max = proto.DBFirstFrameData
 	if err := r.core.HandleConnect(prov, c.id, true, now); err != nil {
 		s.Close()
 		circ.Close()

@@ -32,7 +32,7 @@ func (srv *Server) Serve(s CellStream) error {
 	// What a server receives (DB_QUERY, DB_END) fits one cell: refusing
 	// longer messages keeps a stream from making us buffer up to
 	// proto.MaxDBMessage.
-	c.asm.Max = proto.DBFirstFrameData
+	c.Asm.Max = proto.DBFirstFrameData
 	for {
 		cmd, msg, err := c.recv()
 		if err != nil {
