@@ -68,7 +68,9 @@ type SwitchConfig struct {
 	// would otherwise take the cores the head needs to cross them: Go
 	// runs a goroutine woken by the network only when a processor has
 	// nothing else to run. On separate machines it delays the rest of a
-	// response by this much once, and costs no CPU.
+	// response once, by this much or, on an otherwise idle node, about a
+	// millisecond (Go's timers then wake at that granularity), and costs
+	// no CPU.
 	ExitHeadStart time.Duration
 	// MaxStreams bounds the streams open on one circuit at either end
 	// (at most 32767, the IDs one end numbers its streams with).
