@@ -13,7 +13,6 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"veil/proto"
@@ -105,14 +104,6 @@ type Link struct {
 	closed    bool
 	err       error
 	killTimer *time.Timer
-	idleAt    time.Duration // when the writer went idle (since linkClock)
-
-	// writeMu is held by whoever writes to conn: the writer goroutine
-	// for a batch, a flush or a keepalive, or a sender writing its cell
-	// inline (sendInline), which takes it only with TryLock, under mu.
-	writeMu     sync.Mutex
-	wroteInline atomic.Bool   // a cell was written inline since the writer's last tick
-	inlined     atomic.Uint64 // cells written inline, for tests
 
 	wake    chan struct{} // cap 1: wakes the writer
 	quit    chan struct{} // closed when the link starts closing
@@ -298,12 +289,6 @@ func (l *Link) enqueueCtx(ctx context.Context, it outItem, block bool, stop Stop
 		it.release()
 		return fmt.Errorf("link: sending to %s: %w", l.peer.Short(), err)
 	}
-	if l.inlineLocked(it) {
-		// The writer is asleep and has been for a while: write the cell
-		// here rather than wake it (sendInline unlocks mu).
-		l.sendInline(it)
-		return nil
-	}
 	l.queue = append(l.queue, it)
 	l.queued += n
 	wake := l.idle
@@ -316,68 +301,6 @@ func (l *Link) enqueueCtx(ctx context.Context, it outItem, block bool, stop Stop
 		}
 	}
 	return nil
-}
-
-// linkClock is the base of Link.idleAt: durations since it read the
-// monotonic clock once.
-var linkClock = time.Now()
-
-// inlineQuiet is how long a link's writer must have been idle for a cell
-// to be written by its sender (sendInline). A cell on a quiet link is
-// typically latency-bound: a circuit's CREATE or BEGIN, an exit's
-// CONNECTED, a request, a response's head. Cells that follow within
-// inlineQuiet go through the queue and the writer, which gathers them
-// into large writes: a bulk stream's cells are not written one system
-// call each.
-const inlineQuiet = 100 * time.Microsecond
-
-// inlineLocked reports whether the sender of it should write it itself:
-// a fixed cell, the writer asleep for inlineQuiet with nothing queued,
-// no pacing, a socket that takes non-blocking writes, and no one else
-// writing. It then holds writeMu. Caller holds mu.
-func (l *Link) inlineLocked(it outItem) bool {
-	if it.cell == nil || !l.idle || len(l.queue) > 0 || l.cfg.WriteLimit != nil || l.raw.rc == nil {
-		return false
-	}
-	if time.Since(linkClock)-l.idleAt < inlineQuiet {
-		return false
-	}
-	return l.writeMu.TryLock()
-}
-
-// sendInline writes the cell of it to the connection from the sender's
-// goroutine, sparing a wake-up of the writer (on each hop, a cell's
-// latency is mostly such wake-ups). Caller holds mu, which it releases,
-// and writeMu. The socket write does not block: what the socket does not
-// take now is the writer's to send, after which it writes what was
-// queued meanwhile. The writer stays marked idle, so the next sender
-// wakes it as usual; idleAt restarts, so that cells coming close behind
-// this one are gathered by the writer.
-func (l *Link) sendInline(it outItem) {
-	l.idleAt = time.Since(linkClock)
-	l.mu.Unlock()
-	_, err := l.conn.Write(it.cell[:]) // one TLS record, gathered in raw
-	it.release()
-	l.inlined.Add(1)
-	pending := false
-	if err == nil {
-		pending, err = l.raw.tryFlush()
-	}
-	l.wroteInline.Store(true)
-	l.writeMu.Unlock()
-	if err != nil {
-		l.shutdown(l.writeErr(err), false)
-		return
-	}
-	if pending {
-		l.mu.Lock()
-		l.idle = false
-		l.mu.Unlock()
-		select {
-		case l.wake <- struct{}{}:
-		default:
-		}
-	}
 }
 
 // Close starts a clean close: handlers get nothing more, the writer flushes
@@ -460,7 +383,6 @@ func (l *Link) writeLoop() {
 		refill := len(batch) == 0 && !closed && l.waiting > 0
 		if len(batch) == 0 && !closed && !refill {
 			l.idle = true
-			l.idleAt = time.Since(linkClock)
 		}
 		l.mu.Unlock()
 		if refill {
@@ -472,7 +394,6 @@ func (l *Link) writeLoop() {
 		}
 
 		if len(batch) > 0 {
-			l.writeMu.Lock()
 			if l.loss.Load() {
 				err = ErrClosed
 			} else {
@@ -495,7 +416,6 @@ func (l *Link) writeLoop() {
 			if err == nil {
 				err = l.flush(bw)
 			}
-			l.writeMu.Unlock()
 			if err != nil {
 				break
 			}
@@ -504,28 +424,21 @@ func (l *Link) writeLoop() {
 		if closed {
 			break
 		}
-		// Also sends what a sender's inline write left unsent.
-		l.writeMu.Lock()
-		err = l.flush(bw)
-		l.writeMu.Unlock()
-		if err != nil {
+		if err = l.flush(bw); err != nil {
 			break
 		}
 		select {
 		case <-l.wake:
 		case <-l.quit:
 		case <-ticker.C:
-			l.writeMu.Lock()
-			if !wrote && !l.wroteInline.Load() {
+			if !wrote {
 				_, err = bw.Write(paddingCell[:])
 			}
 			if err == nil {
 				// Also sends what TLS wrote on its own (a KeyUpdate).
 				err = l.flush(bw)
 			}
-			l.writeMu.Unlock()
 			wrote = false
-			l.wroteInline.Store(false)
 		}
 		if err != nil {
 			break
@@ -536,9 +449,6 @@ func (l *Link) writeLoop() {
 		// TLS close_notify and a TCP half-close. The reader keeps draining
 		// until the peer closes too (or CloseTimeout), so no unread data
 		// turns our close into a reset the peer would see as an error.
-		// A sender may still be writing its cell inline: it goes first.
-		l.writeMu.Lock()
-		defer l.writeMu.Unlock()
 		err = l.flush(bw)
 		if err == nil {
 			if l.conn.CloseWrite() == nil {
@@ -749,8 +659,6 @@ type deadlineConn struct {
 
 	wmu  sync.Mutex // guards wbuf: TLS may write from the reader (KeyUpdate)
 	wbuf []byte     // gathered records; nil before startBatching
-
-	rc syscall.RawConn // for non-blocking writes (tryFlush); nil: none
 }
 
 func (c *deadlineConn) Read(p []byte) (int, error) {
@@ -767,11 +675,6 @@ func (c *deadlineConn) Read(p []byte) (int, error) {
 // startBatching makes writes gather until flush, in a buffer that holds a
 // write buffer's worth of cells in TLS records.
 func (c *deadlineConn) startBatching(size int) {
-	if sc, ok := c.Conn.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			c.rc = rc
-		}
-	}
 	c.wmu.Lock()
 	// Records add a 5-byte header and a 17-byte tag per 16 KiB.
 	c.wbuf = make([]byte, 0, size+(size/16384+1)*32)
@@ -801,35 +704,6 @@ func (c *deadlineConn) flush() error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	return c.flushLocked()
-}
-
-// tryFlush writes what is gathered as far as the socket takes it now,
-// without waiting; pending reports what is left for flush.
-func (c *deadlineConn) tryFlush() (pending bool, err error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if len(c.wbuf) == 0 {
-		return false, nil
-	}
-	n := 0
-	var werr error
-	if rerr := c.rc.Write(func(fd uintptr) bool {
-		n, werr = syscall.Write(int(fd), c.wbuf)
-		return true // never wait for room: that is flush's
-	}); rerr != nil {
-		return true, rerr
-	}
-	switch {
-	case werr == syscall.EAGAIN || werr == syscall.EINTR:
-		n = 0
-	case werr != nil:
-		return true, werr
-	}
-	if c.traffic != nil && n > 0 {
-		c.traffic.written.Add(uint64(n))
-	}
-	c.wbuf = c.wbuf[:copy(c.wbuf, c.wbuf[n:])]
-	return len(c.wbuf) > 0, nil
 }
 
 func (c *deadlineConn) flushLocked() error {
