@@ -74,13 +74,32 @@ const (
 // (the sender; the node itself for a tick; -1 for Build's joins), then
 // how many events that node had made before. The order depends on the
 // events alone, not on which worker made or runs them.
+//
+// A message keeps only what the wire carries for its type: PING, PONG,
+// FIND_NODE, FIND_VALUE and NODES (nearly all of a simulation's
+// messages) in the event itself, any other in full on the heap. A whole
+// proto.DHTMessage is 560 bytes, and every event is written once and
+// read once from memory no cache holds any more.
 type simEvent struct {
-	at   int64 // virtual unix nanoseconds
-	from int32
-	to   int32
-	cnt  uint32
-	kind simEventKind
-	msg  proto.DHTMessage
+	at       int64 // virtual unix nanoseconds
+	from     int32
+	to       int32
+	cnt      uint32
+	kind     simEventKind
+	typ      proto.DHTType
+	txid     uint64
+	target   proto.NodeID
+	sender   netip.AddrPort
+	contacts []proto.DHTContact
+	full     *proto.DHTMessage // the other types
+}
+
+// message returns the event's message.
+func (e *simEvent) message() proto.DHTMessage {
+	if e.full != nil {
+		return *e.full
+	}
+	return proto.DHTMessage{Type: e.typ, TxID: e.txid, Sender: e.sender, Target: e.target, Contacts: e.contacts}
 }
 
 func (a *simEvent) before(b *simEvent) bool {
@@ -256,7 +275,7 @@ const simParallelMin = 64
 // simSpin is how long an idle worker (or the Sim waiting for its
 // workers) spins before it sleeps: waking a sleeping thread costs a
 // virtual machine 0.1-0.2 ms, more than the gap between two windows.
-const simSpin = 50 * time.Microsecond
+const simSpin = 200 * time.Microsecond
 
 // Sim is a whole DHT in one process: Cores driven by events in virtual
 // time, messages delayed, lost, or dropped at dead nodes (churn: nodes
@@ -488,9 +507,15 @@ func (w *simWorker) send(i int32, at int64, snd *Send) {
 		lat += n.latencyDraw(span)
 	}
 	e := w.slot(at+lat, to)
-	e.at, e.from, e.to, e.cnt, e.kind = at+lat, i, to, n.cnt, simDeliver
-	e.msg = snd.Msg
+	*e = simEvent{at: at + lat, from: i, to: to, cnt: n.cnt, kind: simDeliver, typ: snd.Msg.Type, txid: snd.Msg.TxID}
 	n.cnt++
+	switch snd.Msg.Type {
+	case proto.DHTPing, proto.DHTPong, proto.DHTFindNode, proto.DHTFindValue, proto.DHTNodes:
+		e.sender, e.target, e.contacts = snd.Msg.Sender, snd.Msg.Target, snd.Msg.Contacts
+	default:
+		m := snd.Msg
+		e.full = &m
+	}
 }
 
 // collect sends what node i's core produced at at and keeps its
@@ -640,8 +665,8 @@ func (w *simWorker) touch(items []*simEvent) {
 		if p := proto.CommonPrefixLen(t.self, froms[k].id); p < len(t.buckets) && len(buckets) < cap(buckets) {
 			buckets = append(buckets, &t.buckets[p])
 		}
-		if e.kind == simDeliver && (e.msg.Type == proto.DHTFindNode || e.msg.Type == proto.DHTFindValue) {
-			p := proto.CommonPrefixLen(t.self, e.msg.Target)
+		if e.kind == simDeliver && (e.typ == proto.DHTFindNode || e.typ == proto.DHTFindValue) {
+			p := proto.CommonPrefixLen(t.self, e.target)
 			if p < len(t.buckets) && len(buckets) < cap(buckets) {
 				buckets = append(buckets, &t.buckets[p])
 			}
@@ -658,8 +683,8 @@ func (w *simWorker) touch(items []*simEvent) {
 	// candidates.
 	var lookups [16]*Lookup
 	for k, e := range items {
-		if e.kind == simDeliver && !e.msg.Type.IsRequest() {
-			if i := cores[k].pending.find(e.msg.TxID); i >= 0 {
+		if e.kind == simDeliver && !e.typ.IsRequest() {
+			if i := cores[k].pending.find(e.txid); i >= 0 {
 				if o := cores[k].ops.get(cores[k].pending.rpc[i].op); o != nil {
 					lookups[k] = o.lookup
 				}
@@ -673,7 +698,7 @@ func (w *simWorker) touch(items []*simEvent) {
 				x += uintptr(l.keys[j])
 			}
 			// The contacts the answer brings (each a line or so).
-			for _, c := range items[k].msg.Contacts {
+			for _, c := range items[k].contacts {
 				x += uintptr(c.ID[0])
 			}
 		}
@@ -722,17 +747,18 @@ func (w *simWorker) runNode(i int32, evs []*simEvent, end int64) {
 		switch e.kind {
 		case simDeliver:
 			w.delivered++
-			w.record(at, false, e.from, i, e.msg.Type, e.msg.TxID)
+			w.record(at, false, e.from, i, e.typ, e.txid)
+			m := e.message()
 			if s.coll != nil && s.coll.is[i] {
-				if e.msg.Type.IsRequest() {
-					if reply, ok := s.collude(i, e.from, e.msg, at); ok {
+				if m.Type.IsRequest() {
+					if reply, ok := s.collude(i, e.from, m, at); ok {
 						n.core.sends = append(n.core.sends, Send{To: s.nodes[e.from].core.Contact(), Msg: reply})
 					}
 				}
 			} else {
-				_ = n.core.handle(s.nodes[e.from].id, simAddr(int(e.from)).Addr(), &e.msg, now)
+				_ = n.core.handle(s.nodes[e.from].id, simAddr(int(e.from)).Addr(), &m, now)
 			}
-			w.pool.put(e.msg.Contacts) // the core copied what it keeps
+			w.pool.put(m.Contacts) // the core copied what it keeps
 		case simTick:
 			if n.tickAt == at {
 				n.tickAt = 0
