@@ -315,6 +315,7 @@ type Sim struct {
 	// The running window, and the workers' rendezvous (see work).
 	bucket       *simBucket
 	end          int64
+	order        [simGroups]int8 // the groups in the order the workers take them
 	started      bool
 	gen          atomic.Uint32 // bumped to start a window (or to stop)
 	quit         atomic.Bool
@@ -954,6 +955,15 @@ func (s *Sim) window(limit int64) int {
 	} else {
 		s.parallel++
 		s.bucket, s.end = b, end
+		// The largest groups first, so the workers end together.
+		var size [simGroups]int
+		for g := range s.order {
+			s.order[g] = int8(g)
+			for _, l := range b.lists[g*len(s.workers) : (g+1)*len(s.workers)] {
+				size[g] += len(l)
+			}
+		}
+		slices.SortStableFunc(s.order[:], func(x, y int8) int { return size[y] - size[x] })
 		s.nextGroup.Store(0)
 		s.pending.Store(int32(len(s.workers) - 1))
 		s.startHelpers()
@@ -985,7 +995,7 @@ func (s *Sim) work(w *simWorker) {
 		if g >= simGroups {
 			return
 		}
-		w.runGroup(s.bucket, g, s.end)
+		w.runGroup(s.bucket, int(s.order[g]), s.end)
 	}
 }
 

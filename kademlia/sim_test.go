@@ -339,11 +339,12 @@ func BenchmarkSimSybil(b *testing.B) {
 	}
 }
 
-// TestSimWorkersSameRun: the windows of a run are cut into node ranges
-// run by parallel workers, and the run is the same - every message,
-// its time and latency, every lookup's outcome - with 1, 2 or 3 workers,
-// with loss and churn. Every window goes to the workers here, however
-// few its events.
+// TestSimWorkersSameRun: the windows of a run are cut into groups of
+// nodes run by parallel workers, each worker queuing what it sends in
+// lists of its own, and the run is the same - every message, its time
+// and latency, every lookup's outcome - with 1, 2 or 3 workers, with loss
+// and churn. Every window goes to the workers here, however few its
+// events.
 func TestSimWorkersSameRun(t *testing.T) {
 	type outcome struct {
 		trace, sent, lost uint64
