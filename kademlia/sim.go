@@ -1,11 +1,13 @@
 package kademlia
 
 import (
+	"cmp"
 	"crypto/ed25519"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"math"
+	"math/bits"
 	"math/rand/v2"
 	"net/netip"
 	"runtime"
@@ -67,23 +69,66 @@ const (
 	simJoin
 )
 
+// simEvent is a message to deliver, a tick or a join, at a virtual time.
+// Events are ordered by (at, from, cnt): time, then who made the event
+// (the sender; the node itself for a tick; -1 for Build's joins), then
+// how many events that node had made before. The order depends on the
+// events alone, not on which worker made or runs them.
+//
+// A message keeps only what the wire carries for its type: PING, PONG,
+// FIND_NODE, FIND_VALUE and NODES (nearly all of a simulation's
+// messages) in the event itself, any other in full on the heap. A whole
+// proto.DHTMessage is 560 bytes, and every event is written once and
+// read once from memory no cache holds any more.
 type simEvent struct {
+	at       int64 // virtual unix nanoseconds
+	from     int32
+	to       int32
+	cnt      uint32
 	kind     simEventKind
-	to, from int32
-	msg      proto.DHTMessage
+	typ      proto.DHTType
+	txid     uint64
+	target   proto.NodeID
+	sender   netip.AddrPort
+	contacts []proto.DHTContact
+	full     *proto.DHTMessage // the other types
 }
 
-// simItem orders the events: they wait in a slab (Sim.events) and only
-// these small items move in the heap.
+// message returns the event's message.
+func (e *simEvent) message() proto.DHTMessage {
+	if e.full != nil {
+		return *e.full
+	}
+	return proto.DHTMessage{Type: e.typ, TxID: e.txid, Sender: e.sender, Target: e.target, Contacts: e.contacts}
+}
+
+func (a *simEvent) before(b *simEvent) bool {
+	if a.at != b.at {
+		return a.at < b.at
+	}
+	if a.from != b.from {
+		return a.from < b.from
+	}
+	return a.cnt < b.cnt
+}
+
+// simItem is an event waiting beyond the calendar (Sim.far): only these
+// small items move in the heap.
 type simItem struct {
-	at  int64 // virtual unix nanoseconds
-	seq uint64
-	idx int32 // into Sim.events
-	to  int32 // the event's node
+	at   int64
+	from int32
+	cnt  uint32
+	idx  int32 // into Sim.farEvents
 }
 
 func (a simItem) before(b simItem) bool {
-	return a.at < b.at || a.at == b.at && a.seq < b.seq
+	if a.at != b.at {
+		return a.at < b.at
+	}
+	if a.from != b.from {
+		return a.from < b.from
+	}
+	return a.cnt < b.cnt
 }
 
 // simQueue is a binary min-heap of simItems.
@@ -133,7 +178,18 @@ type simNode struct {
 	core   *Core
 	id     proto.NodeID
 	alive  bool
-	tickAt int64 // time of the earliest tick scheduled; 0 if none
+	cnt    uint32   // events this node made (simEvent.cnt)
+	tickAt int64    // time of the earliest tick scheduled; 0 if none
+	rng    rand.PCG // the latencies and losses of its messages
+}
+
+// lossDraw and latencyDraw draw from node n's own source, so a message's
+// fate depends on its sender's history alone, whatever worker sends it.
+func (n *simNode) lossDraw() float64 { return float64(n.rng.Uint64()>>11) / (1 << 53) }
+
+func (n *simNode) latencyDraw(span int64) int64 {
+	hi, _ := bits.Mul64(n.rng.Uint64(), uint64(span))
+	return int64(hi)
 }
 
 type simKey struct {
@@ -141,40 +197,133 @@ type simKey struct {
 	op   OpID
 }
 
-// Sim is a whole DHT in one process: Cores driven through one event queue
-// in virtual time, messages delayed, lost, or dropped at dead nodes
-// (churn: nodes gone without notice). Node addresses are labels in the
-// IPv6 documentation prefix 2001:db8::/32, one /48 per node; nothing is
-// ever dialed. Not safe for concurrent use.
+// The simulator runs in windows of virtual time as long as the shortest
+// latency, aligned on multiples of it (a conservative parallel
+// discrete-event simulation): whatever a window's events send arrives in
+// a later window, so the events of different nodes in one window cannot
+// affect each other and run in parallel. A node's own events run in
+// order (a tick it schedules inside the window runs there too).
+//
+// The events wait in a calendar of simRing windows, each cut into
+// simGroups groups of nodes (node i in group i mod simGroups) and each
+// group into one list per worker that made the events: a worker appends
+// to its own lists only, and during a window the workers take whole
+// groups, so nothing is shared but a counter. Events beyond the calendar
+// wait in a heap (far), moved in as the calendar turns. Every message's
+// latency and loss come from its sender's own random source, and events
+// are ordered by (time, maker, maker's count), so a run is the same,
+// message for message, whatever the number of workers.
+
+// simRing is how many windows the calendar holds (a power of two).
+const simRing = 256
+
+// simGroups is how many groups of nodes a window is cut into (a power
+// of two): enough for the workers to end a window together.
+const simGroups = 16
+
+// simBucket is one window of the calendar: lists[group*workers+maker].
+type simBucket struct {
+	lists [][]simEvent
+}
+
+// simResult is an operation's result on node.
+type simResult struct {
+	node int32
+	r    Result
+}
+
+// simLine is a message delivered or lost, for Sim.Trace.
+type simLine struct {
+	at       int64
+	lost     bool
+	from, to int32
+	typ      proto.DHTType
+}
+
+// simWorker runs groups of a window's nodes.
+type simWorker struct {
+	s      *Sim
+	idx    int
+	pool   contactPool // answers' contact lists, recycled
+	lend   []Send      // lent to the core an event runs (Core.lendSends)
+	counts [simRing]int32
+	far    []simEvent // made beyond the calendar (or in the current window)
+	refs   []*simEvent
+	keys   []uint64
+	run    []*simEvent // one node's events
+	local  []int64     // one node's ticks due inside the window
+
+	// What the window did, gathered by the Sim after it.
+	events                int
+	sent, delivered, lost uint64
+	sentByType            [proto.DHTFoundPeer + 1]uint64
+	trace                 uint64
+	last                  int64 // the latest event time run
+	results               []simResult
+	lines                 []simLine
+	sink                  uintptr
+
+	wake     chan struct{}
+	sleeping atomic.Bool
+	_        [64]byte // keeps the next worker's hot fields off this line
+}
+
+// simParallelMin is the fewest events a window needs to be run by more
+// than one worker (below it, waking them costs more than it saves).
+const simParallelMin = 64
+
+// simSpin is how long an idle worker (or the Sim waiting for its
+// workers) spins before it sleeps: waking a sleeping thread costs a
+// virtual machine 0.1-0.2 ms, more than the gap between two windows.
+const simSpin = 200 * time.Microsecond
+
+// Sim is a whole DHT in one process: Cores driven by events in virtual
+// time, messages delayed, lost, or dropped at dead nodes (churn: nodes
+// gone without notice). Node addresses are labels in the IPv6
+// documentation prefix 2001:db8::/32, one /48 per node; nothing is ever
+// dialed. Not safe for concurrent use.
 type Sim struct {
-	cfg    SimConfig
-	rng    *rand.Rand
-	now    int64
-	nodes  []simNode
-	index  map[proto.NodeID]int32
-	q      simQueue
-	events []simEvent
-	free   []int32
-	seq    uint64
-	trace  uint64 // digest of the messages (see record)
-	// Build's joins: node i joins at joinBase + i JoinSpacing, for i <
-	// joinEnd (one queued at a time).
-	joinBase int64
-	joinEnd  int32
-	want     map[simKey]*Result
-	coll     *colluders // nil: everyone honest
+	cfg   SimConfig
+	rng   *rand.Rand
+	now   int64
+	nodes []simNode
+	index map[proto.NodeID]int32
+	trace uint64 // digest of the messages (see record)
+
+	// The calendar: window k is [base + k width, base + (k+1) width).
+	base, width int64
+	cur         int64 // the window running, or the last one run
+	ring        [simRing]simBucket
+	far         simQueue // events beyond the calendar
+	farEvents   []simEvent
+	farFree     []int32
+
+	// Build's joins: node j joins at joinBase + j JoinSpacing, for
+	// joinNext <= j < joinEnd (each put in the calendar when its window
+	// comes).
+	joinBase          int64
+	joinNext, joinEnd int32
+	want              map[simKey]*Result
+	coll              *colluders // nil: everyone honest
 
 	workers     []*simWorker
-	parallelMin int // fewest events of a window run by several workers
-	parallel    int // windows run by several workers
-	items       []simItem
-	outs        []simOut
-	keys        []uint64       // sort keys (byNode, byTime)
-	sorted      []simItem      // byNode's result
-	outsSorted  []simOut       // byTime's result
-	bounds      []int32        // a window's chunks (start indexes)
-	chunkOuts   []simChunkOuts // the outs of each chunk
 	pools       []*contactPool // the workers' pools
+	parallelMin int            // fewest events of a window run by several workers
+	parallel    int            // windows run by several workers
+	lines       []simLine
+
+	// The running window, and the workers' rendezvous (see work).
+	bucket       *simBucket
+	end          int64
+	order        [simGroups]int8 // the groups in the order the workers take them
+	started      bool
+	gen          atomic.Uint32 // bumped to start a window (or to stop)
+	quit         atomic.Bool
+	nextGroup    atomic.Int32
+	pending      atomic.Int32 // helper workers still in the window
+	mainSleeping atomic.Bool
+	done         chan struct{}
+	helpers      sync.WaitGroup
 
 	// Trace, if set, gets one line per message delivered or lost.
 	Trace io.Writer
@@ -200,13 +349,19 @@ func NewSim(cfg SimConfig) (*Sim, error) {
 		index: make(map[proto.NodeID]int32, cfg.Nodes),
 		trace: traceInit,
 		want:  make(map[simKey]*Result),
+		base:  cfg.Start.UnixNano(),
+		width: max(int64(cfg.LatencyMin), 1),
+		done:  make(chan struct{}, 1),
 
 		parallelMin: simParallelMin,
 	}
-	for range max(cfg.Workers, 1) {
-		w := &simWorker{s: s}
+	for k := range max(cfg.Workers, 1) {
+		w := &simWorker{s: s, idx: k, wake: make(chan struct{}, 1)}
 		s.workers = append(s.workers, w)
 		s.pools = append(s.pools, &w.pool)
+	}
+	for b := range s.ring {
+		s.ring[b].lists = make([][]simEvent, simGroups*len(s.workers))
 	}
 	// The keys are drawn in node order, then the nodes made by the
 	// workers at once (an Ed25519 key costs tens of microseconds, seconds
@@ -241,7 +396,7 @@ func NewSim(cfg SimConfig) (*Sim, error) {
 					return
 				}
 				c.contacts = &s.workers[0].pool
-				s.nodes[i] = simNode{core: c, id: id.ID, alive: true}
+				s.nodes[i] = simNode{core: c, id: id.ID, alive: true, rng: *rand.NewPCG(cfg.Seed, uint64(i)|1<<40)}
 			}
 		}()
 	}
@@ -286,140 +441,194 @@ func (s *Sim) TraceHash() uint64 { return s.trace }
 
 const traceInit = 14695981039346656037
 
-func (s *Sim) push(at int64, e simEvent) {
-	*s.pushed(at, e.to) = e
-}
+// winOf is the window of time at.
+func (s *Sim) winOf(at int64) int64 { return (at - s.base) / s.width }
 
-// pushed queues an event at at and returns it to be filled in.
-func (s *Sim) pushed(at int64, to int32) *simEvent {
-	var idx int32
-	if n := len(s.free); n > 0 {
-		idx = s.free[n-1]
-		s.free = s.free[:n-1]
-	} else {
-		idx = int32(len(s.events))
-		s.events = append(s.events, simEvent{})
+// count is how many events wait in window k of the calendar.
+func (s *Sim) count(k int64) int {
+	n := 0
+	for _, w := range s.workers {
+		n += int(w.counts[k&(simRing-1)])
 	}
-	s.seq++
-	s.q.push(simItem{at: at, seq: s.seq, idx: idx, to: to})
-	return &s.events[idx]
+	return n
 }
 
-// The simulator runs in windows of virtual time no longer than the
-// shortest latency (a conservative parallel discrete-event simulation):
-// whatever a window's events send arrives after the window, so the
-// events of different nodes in one window cannot affect each other and
-// run in parallel, one worker per range of nodes. A node's own events
-// run in time order (a tick it schedules inside the window runs there
-// too). What the events produce (messages, ticks, finished operations,
-// trace lines) is then merged in an order fixed by the events alone -
-// by time, then node, then the node's own order - and only then are
-// latencies and losses drawn from the shared random source: a run is the
-// same, message for message, whatever the number of workers.
-
-// simOut is what one event of a window produced.
-type simOut struct {
-	at      int64
-	node    int32
-	deliver bool // a message was delivered: from, typ, txid trace it
-	from    int32
-	typ     proto.DHTType
-	txid    uint64
-	sends   []Send // what the core sent (a buffer of the worker's)
-	d0      int32  // the sends' destinations are the worker's dests[d0:]
-	r0, r1  int32  // results in the worker's results
-	tickAt  int64  // a tick to schedule after the window; 0 if none
-	k       int32  // order among the window's outs of one time
-	w       *simWorker
-}
-
-// simWorker runs one range of nodes of a window.
-type simWorker struct {
-	s       *Sim
-	pool    contactPool // answers' contact lists, recycled
-	lend    []Send      // lent to the core an event runs (Core.lendSends)
-	bufs    [][]Send    // free send buffers
-	dests   []int32     // where the outs' sends go (-1: nowhere)
-	results []Result
-	outs    []simOut
-	events  int
-	sink    uintptr
-}
-
-// simChunkOuts are the outs a worker produced for one chunk of a window:
-// w.outs[lo:hi].
-type simChunkOuts struct {
-	w      *simWorker
-	lo, hi int32
-}
-
-// simChunk is about how many events a worker takes at once.
-const simChunk = 32
-
-// simParallelMin is the fewest events a window needs to be run by more
-// than one worker (below it, starting them costs more than it saves).
-const simParallelMin = 64
-
-func (w *simWorker) reset() {
-	for k := range w.outs {
-		if b := w.outs[k].sends; b != nil {
-			clear(b) // drop the messages' references
-			w.bufs = append(w.bufs, b[:0])
-		}
-	}
-	clear(w.outs)
-	w.dests = w.dests[:0]
-	clear(w.results)
-	w.results = w.results[:0]
-	w.outs = w.outs[:0]
-	w.events = 0
-}
-
-// collect takes what node i's core produced at now into an out.
-func (w *simWorker) collect(i int32, at int64, o simOut) simOut {
-	c := w.s.nodes[i].core
-	sends, results := c.Ready()
-	o.at, o.node, o.w = at, i, w
-	o.r0 = int32(len(w.results))
-	w.results = append(w.results, results...)
-	o.r1 = int32(len(w.results))
-	if len(sends) == 0 {
-		w.lend = sends
+// grow appends an event to l and returns it, to be filled in whole.
+func grow(l *[]simEvent) *simEvent {
+	if n := len(*l); n < cap(*l) {
+		*l = (*l)[:n+1]
 	} else {
-		o.sends = sends
-		o.d0 = int32(len(w.dests))
-		for k := range sends {
-			to, ok := w.s.lookupAddr(sends[k].To)
-			if !ok {
-				to = -1
+		*l = append(*l, simEvent{})
+	}
+	return &(*l)[len(*l)-1]
+}
+
+// slot returns a new event of w's for node to at at, to be filled in
+// whole: in the calendar, or beyond it (far) if it is too late for the
+// calendar or in the running window itself (a tick after a window cut
+// short by a limit).
+func (w *simWorker) slot(at int64, to int32) *simEvent {
+	s := w.s
+	k := s.winOf(at)
+	if k <= s.cur || k >= s.cur+simRing {
+		return grow(&w.far)
+	}
+	b := k & (simRing - 1)
+	w.counts[b]++
+	return grow(&s.ring[b].lists[int(to)&(simGroups-1)*len(s.workers)+w.idx])
+}
+
+// tickAt queues a tick of node i at t.
+func (w *simWorker) tickAt(i int32, t int64) {
+	n := &w.s.nodes[i]
+	*w.slot(t, i) = simEvent{at: t, from: i, to: i, cnt: n.cnt, kind: simTick}
+	n.cnt++
+}
+
+// send sends a message of node i at at: lost, or delivered after a
+// latency, both drawn from node i's source.
+func (w *simWorker) send(i int32, at int64, snd *Send) {
+	s := w.s
+	w.sent++
+	if int(snd.Msg.Type) < len(w.sentByType) {
+		w.sentByType[snd.Msg.Type]++
+	}
+	to, ok := s.lookupAddr(snd.To)
+	if !ok {
+		return
+	}
+	n := &s.nodes[i]
+	if s.cfg.Loss > 0 && n.lossDraw() < s.cfg.Loss {
+		w.lost++
+		w.record(at, true, i, to, snd.Msg.Type, snd.Msg.TxID)
+		return
+	}
+	lat := int64(s.cfg.LatencyMin)
+	if span := int64(s.cfg.LatencyMax - s.cfg.LatencyMin); span > 0 {
+		lat += n.latencyDraw(span)
+	}
+	e := w.slot(at+lat, to)
+	*e = simEvent{at: at + lat, from: i, to: to, cnt: n.cnt, kind: simDeliver, typ: snd.Msg.Type, txid: snd.Msg.TxID}
+	n.cnt++
+	switch snd.Msg.Type {
+	case proto.DHTPing, proto.DHTPong, proto.DHTFindNode, proto.DHTFindValue, proto.DHTNodes:
+		e.sender, e.target, e.contacts = snd.Msg.Sender, snd.Msg.Target, snd.Msg.Contacts
+	default:
+		m := snd.Msg
+		e.full = &m
+	}
+}
+
+// collect sends what node i's core produced at at and keeps its
+// results; it reports whether a request went out.
+func (w *simWorker) collect(i int32, at int64) bool {
+	sends, results := w.s.nodes[i].core.Ready()
+	for _, r := range results {
+		w.results = append(w.results, simResult{i, r})
+	}
+	req := false
+	for k := range sends {
+		req = req || sends[k].Msg.Type.IsRequest()
+		w.send(i, at, &sends[k])
+	}
+	if sends != nil {
+		w.lend = sends[:0] // the messages were copied into their events
+	}
+	return req
+}
+
+// record digests a message delivered or lost at at (and keeps a line of
+// it for Sim.Trace). The digest is a sum, so the order in which the
+// workers record does not matter.
+func (w *simWorker) record(at int64, lost bool, from, to int32, typ proto.DHTType, txid uint64) {
+	x := uint64(typ)<<56 ^ txid
+	if lost {
+		x ^= 1 << 55
+	}
+	h := uint64(traceInit)
+	for _, v := range [3]uint64{uint64(at), uint64(uint32(from))<<32 | uint64(uint32(to)), x} {
+		h = (h ^ v) * 0x9e3779b97f4a7c15
+		h ^= h >> 29
+	}
+	w.trace += h
+	if w.s.Trace != nil {
+		w.lines = append(w.lines, simLine{at, lost, from, to, typ})
+	}
+}
+
+// runGroup runs group g's events of window b due before end: by node,
+// each node's in order.
+func (w *simWorker) runGroup(b *simBucket, g int, end int64) {
+	nw := len(w.s.workers)
+	refs, keys := w.refs[:0], w.keys[:0]
+	cut := false // some events are not due yet
+	for p := range nw {
+		l := b.lists[g*nw+p]
+		for j := range l {
+			if l[j].at >= end {
+				cut = true
+				continue
 			}
-			w.dests = append(w.dests, to)
-		}
-		if n := len(w.bufs); n > 0 {
-			w.lend = w.bufs[n-1]
-			w.bufs = w.bufs[:n-1]
+			keys = append(keys, uint64(uint32(l[j].to))<<32|uint64(len(refs)))
+			refs = append(refs, &l[j])
 		}
 	}
-	return o
-}
-
-// run processes items (sorted by node, then time and sequence) of the
-// window ending at end.
-func (w *simWorker) run(items []simItem, end int64) {
+	slices.Sort(keys)
+	ord := w.run[:0]
+	for _, k := range keys {
+		ord = append(ord, refs[uint32(k)])
+	}
 	const ahead = 16
 	next := 0
-	for lo := 0; lo < len(items); {
+	for lo := 0; lo < len(ord); {
 		if lo >= next {
-			next = min(lo+ahead, len(items))
-			w.touch(items[lo:next])
+			next = min(lo+ahead, len(ord))
+			w.touch(ord[lo:next])
 		}
-		node := items[lo].to
+		node := ord[lo].to
 		hi := lo + 1
-		for hi < len(items) && items[hi].to == node {
+		for hi < len(ord) && ord[hi].to == node {
 			hi++
 		}
-		w.runNode(node, items[lo:hi], end)
+		evs := ord[lo:hi]
+		if len(evs) > 24 {
+			slices.SortFunc(evs, func(a, b *simEvent) int {
+				switch {
+				case a.before(b):
+					return -1
+				case b.before(a):
+					return 1
+				}
+				return 0
+			})
+		} else {
+			for x := 1; x < len(evs); x++ {
+				for y := x; y > 0 && evs[y].before(evs[y-1]); y-- {
+					evs[y], evs[y-1] = evs[y-1], evs[y]
+				}
+			}
+		}
+		w.runNode(node, evs, end)
 		lo = hi
+	}
+	w.events += len(ord)
+	clear(refs)
+	clear(ord)
+	w.refs, w.keys, w.run = refs[:0], keys[:0], ord[:0]
+	for p := range nw {
+		l := &b.lists[g*nw+p]
+		if !cut {
+			*l = (*l)[:0]
+			continue
+		}
+		kept := 0
+		for j := range *l {
+			if (*l)[j].at >= end {
+				(*l)[kept] = (*l)[j]
+				kept++
+			}
+		}
+		*l = (*l)[:kept]
 	}
 }
 
@@ -430,15 +639,14 @@ func (w *simWorker) run(items []simItem, end int64) {
 // another, the simulation's main cost at 100,000 nodes (every event
 // lands in another node's memory). It only reads the nodes of the
 // worker's own range (and the IDs of the senders, which never change).
-func (w *simWorker) touch(items []simItem) {
+func (w *simWorker) touch(items []*simEvent) {
 	s := w.s
 	var cores [16]*Core
 	var froms [16]*simNode
 	var x uintptr
-	for k, it := range items {
-		n := &s.nodes[it.to]
-		cores[k] = n.core
-		froms[k] = &s.nodes[s.events[it.idx].from]
+	for k, e := range items {
+		cores[k] = s.nodes[e.to].core
+		froms[k] = &s.nodes[max(e.from, 0)] // a join's maker is -1
 	}
 	var tables [16]*Table
 	for k := range items {
@@ -452,14 +660,14 @@ func (w *simWorker) touch(items []simItem) {
 	// sparse buckets near the node's own ID, where Closest goes on to
 	// others), those around it.
 	buckets := make([]*bucket, 0, 64)
-	for k, it := range items {
+	for k, e := range items {
 		t := tables[k]
 		x += uintptr(t.size)
 		if p := proto.CommonPrefixLen(t.self, froms[k].id); p < len(t.buckets) && len(buckets) < cap(buckets) {
 			buckets = append(buckets, &t.buckets[p])
 		}
-		if e := &s.events[it.idx]; e.kind == simDeliver && (e.msg.Type == proto.DHTFindNode || e.msg.Type == proto.DHTFindValue) {
-			p := proto.CommonPrefixLen(t.self, e.msg.Target)
+		if e.kind == simDeliver && (e.typ == proto.DHTFindNode || e.typ == proto.DHTFindValue) {
+			p := proto.CommonPrefixLen(t.self, e.target)
 			if p < len(t.buckets) && len(buckets) < cap(buckets) {
 				buckets = append(buckets, &t.buckets[p])
 			}
@@ -475,9 +683,9 @@ func (w *simWorker) touch(items []simItem) {
 	// An answer's pending RPC, its operation and the lookup's
 	// candidates.
 	var lookups [16]*Lookup
-	for k, it := range items {
-		if e := &s.events[it.idx]; e.kind == simDeliver && !e.msg.Type.IsRequest() {
-			if i := cores[k].pending.find(e.msg.TxID); i >= 0 {
+	for k, e := range items {
+		if e.kind == simDeliver && !e.typ.IsRequest() {
+			if i := cores[k].pending.find(e.txid); i >= 0 {
 				if o := cores[k].ops.get(cores[k].pending.rpc[i].op); o != nil {
 					lookups[k] = o.lookup
 				}
@@ -491,7 +699,7 @@ func (w *simWorker) touch(items []simItem) {
 				x += uintptr(l.keys[j])
 			}
 			// The contacts the answer brings (each a line or so).
-			for _, c := range s.events[items[k].idx].msg.Contacts {
+			for _, c := range items[k].contacts {
 				x += uintptr(c.ID[0])
 			}
 		}
@@ -510,49 +718,48 @@ func (w *simWorker) touch(items []simItem) {
 	w.sink += x // keeps the loads from being optimised away
 }
 
-// runNode runs node i's events of the window, and the ticks it schedules
-// inside the window, in time order (a tick after the events of its time,
-// as it was scheduled after them).
-func (w *simWorker) runNode(i int32, items []simItem, end int64) {
+// runNode runs node i's events of the window (in order), and the ticks
+// it schedules inside the window, in time order (a tick after the events
+// of its time, as it was scheduled after them).
+func (w *simWorker) runNode(i int32, evs []*simEvent, end int64) {
 	s := w.s
 	n := &s.nodes[i]
 	if !n.alive {
-		for _, it := range items {
-			s.events[it.idx] = simEvent{} // drop the message's references
-		}
 		return
 	}
-	var local []int64 // ticks due inside the window, in order
+	local := w.local[:0] // ticks due inside the window, in order
+	next := 0
 	tick := simEvent{kind: simTick, to: i}
-	for k := 0; k < len(items) || len(local) > 0; {
+	for k := 0; k < len(evs) || next < len(local); {
 		var at int64
 		e := &tick
-		if k < len(items) && (len(local) == 0 || items[k].at <= local[0]) {
-			at, e = items[k].at, &s.events[items[k].idx] // this worker's alone until the window is over
+		if k < len(evs) && (next == len(local) || evs[k].at <= local[next]) {
+			e, at = evs[k], evs[k].at
 			k++
 		} else {
-			at = local[0]
-			local = local[1:]
+			at = local[next]
+			next++
 		}
-		w.events++
+		w.last = max(w.last, at)
 		n.core.lendSends(w.lend)
 		w.lend = nil
 		n.core.contacts = &w.pool
 		now := time.Unix(0, at)
-		var o simOut
 		switch e.kind {
 		case simDeliver:
-			o.deliver, o.from, o.typ, o.txid = true, e.from, e.msg.Type, e.msg.TxID
+			w.delivered++
+			w.record(at, false, e.from, i, e.typ, e.txid)
+			m := e.message()
 			if s.coll != nil && s.coll.is[i] {
-				if e.msg.Type.IsRequest() {
-					if reply, ok := s.collude(i, e.from, e.msg, at); ok {
+				if m.Type.IsRequest() {
+					if reply, ok := s.collude(i, e.from, m, at); ok {
 						n.core.sends = append(n.core.sends, Send{To: s.nodes[e.from].core.Contact(), Msg: reply})
 					}
 				}
 			} else {
-				_ = n.core.handle(s.nodes[e.from].id, simAddr(int(e.from)).Addr(), &e.msg, now)
+				_ = n.core.handle(s.nodes[e.from].id, simAddr(int(e.from)).Addr(), &m, now)
 			}
-			w.pool.put(e.msg.Contacts) // the core copied what it keeps
+			w.pool.put(m.Contacts) // the core copied what it keeps
 		case simTick:
 			if n.tickAt == at {
 				n.tickAt = 0
@@ -561,31 +768,27 @@ func (w *simWorker) runNode(i int32, items []simItem, end int64) {
 		case simJoin:
 			_, _ = n.core.Bootstrap([]proto.DHTContact{s.nodes[0].core.Contact()}, now)
 		}
-		o = w.collect(i, at, o)
-		ticked := e.kind == simTick
-		if e != &tick {
-			*e = simEvent{} // done with: drop the message's references
-		}
-		if t := s.nextTick(i, at, o.sends, ticked); t != 0 {
+		req := w.collect(i, at)
+		if t := s.nextTick(i, at, req, e.kind == simTick); t != 0 {
 			if t < end {
 				j := len(local)
-				for j > 0 && local[j-1] > t {
+				for j > next && local[j-1] > t {
 					j--
 				}
 				local = slices.Insert(local, j, t)
 			} else {
-				o.tickAt = t
+				w.tickAt(i, t)
 			}
 		}
-		w.outs = append(w.outs, o)
 	}
+	w.local = local[:0]
 }
 
 // nextTick is the tick node i needs after an event at at (0: none): a
 // tick runs by its core's next deadline, and every request times out
-// RPCTimeout after it is sent, so the first of a burst sets the next
-// deadline (the tick schedules the rest).
-func (s *Sim) nextTick(i int32, at int64, sends []Send, ticked bool) int64 {
+// RPCTimeout after it is sent, so the first of a burst (req: the event
+// sent one) sets the next deadline (the tick schedules the rest).
+func (s *Sim) nextTick(i int32, at int64, req, ticked bool) int64 {
 	n := &s.nodes[i]
 	if ticked && n.tickAt == 0 {
 		if d := n.core.NextDeadline(); !d.IsZero() {
@@ -593,78 +796,24 @@ func (s *Sim) nextTick(i int32, at int64, sends []Send, ticked bool) int64 {
 			return n.tickAt
 		}
 	}
-	if n.tickAt != 0 {
+	if n.tickAt != 0 || !req {
 		return 0
 	}
-	for _, snd := range sends {
-		if snd.Msg.Type.IsRequest() {
-			n.tickAt = at + int64(s.cfg.Core.RPCTimeout)
-			return n.tickAt
-		}
-	}
-	return 0
-}
-
-// merge sends what the window's events produced, in the order of the
-// events (time, node, the node's own order), and schedules the ticks.
-func (s *Sim) merge(outs []simOut) {
-	for _, o := range outs {
-		s.now = o.at
-		if o.deliver {
-			s.Delivered++
-			s.record("deliver", o.from, o.node, o.typ, o.txid)
-		}
-		for _, r := range o.w.results[o.r0:o.r1] {
-			if p, ok := s.want[simKey{o.node, r.Op}]; ok {
-				*p = r
-				delete(s.want, simKey{o.node, r.Op})
-			}
-		}
-		for k := range o.sends {
-			s.send(o.node, &o.sends[k], o.w.dests[int(o.d0)+k])
-		}
-		if o.tickAt != 0 {
-			s.push(o.tickAt, simEvent{kind: simTick, to: o.node})
-		}
-	}
-}
-
-// send schedules the delivery of one message of node i to node to (-1:
-// no node has that address).
-func (s *Sim) send(i int32, snd *Send, to int32) {
-	s.Sent++
-	if int(snd.Msg.Type) < len(s.SentByType) {
-		s.SentByType[snd.Msg.Type]++
-	}
-	if to < 0 {
-		return
-	}
-	if s.cfg.Loss > 0 && s.rng.Float64() < s.cfg.Loss {
-		s.record("lost", i, to, snd.Msg.Type, snd.Msg.TxID)
-		s.Lost++
-		return
-	}
-	lat := s.cfg.LatencyMin
-	if span := s.cfg.LatencyMax - s.cfg.LatencyMin; span > 0 {
-		lat += time.Duration(s.rng.Int64N(int64(span)))
-	}
-	e := s.pushed(s.now+int64(lat), to)
-	e.kind, e.to, e.from = simDeliver, to, i
-	e.msg = snd.Msg
+	n.tickAt = at + int64(s.cfg.Core.RPCTimeout)
+	return n.tickAt
 }
 
 // flush sends what node i's core asked for outside any event (an
 // operation just started).
 func (s *Sim) flush(i int32) {
 	w := s.workers[0]
-	w.reset()
 	s.nodes[i].core.lendSends(w.lend)
 	w.lend = nil
-	o := w.collect(i, s.now, simOut{})
-	o.tickAt = s.nextTick(i, s.now, o.sends, false)
-	w.outs = append(w.outs, o)
-	s.merge(w.outs)
-	w.reset()
+	req := w.collect(i, s.now)
+	if t := s.nextTick(i, s.now, req, false); t != 0 {
+		w.tickAt(i, t)
+	}
+	s.gather()
 }
 
 // lookupAddr finds the node of contact c: the address label carries the
@@ -682,188 +831,271 @@ func (s *Sim) lookupAddr(c proto.DHTContact) (int32, bool) {
 	return i, ok
 }
 
-func (s *Sim) record(what string, from, to int32, typ proto.DHTType, txid uint64) {
-	// Three words, each mixed in by a multiply-xorshift round (cheaper
-	// than a byte-wise hash: this runs for every message).
-	for _, w := range [3]uint64{uint64(s.now), uint64(uint32(from))<<32 | uint64(uint32(to)), uint64(typ)<<56 ^ txid} {
-		h := (s.trace ^ w) * 0x9e3779b97f4a7c15
-		s.trace = h ^ h>>29
+// gather takes in what the workers did: counts, digests, results, trace
+// lines, and the events they made beyond the calendar.
+func (s *Sim) gather() int {
+	ran := 0
+	for _, w := range s.workers {
+		ran += w.events
+		s.Sent += w.sent
+		s.Delivered += w.delivered
+		s.Lost += w.lost
+		for t, n := range w.sentByType {
+			s.SentByType[t] += n
+		}
+		s.trace += w.trace
+		s.now = max(s.now, w.last)
+		for _, r := range w.results {
+			if p, ok := s.want[simKey{r.node, r.r.Op}]; ok {
+				*p = r.r
+				delete(s.want, simKey{r.node, r.r.Op})
+			}
+		}
+		s.lines = append(s.lines, w.lines...)
+		for j := range w.far {
+			var idx int32
+			if n := len(s.farFree); n > 0 {
+				idx = s.farFree[n-1]
+				s.farFree = s.farFree[:n-1]
+			} else {
+				idx = int32(len(s.farEvents))
+				s.farEvents = append(s.farEvents, simEvent{})
+			}
+			e := &w.far[j]
+			s.farEvents[idx] = *e
+			s.far.push(simItem{at: e.at, from: e.from, cnt: e.cnt, idx: idx})
+		}
+		clear(w.far)
+		clear(w.results)
+		w.far, w.results, w.lines = w.far[:0], w.results[:0], w.lines[:0]
+		w.events, w.sent, w.delivered, w.lost, w.trace, w.last = 0, 0, 0, 0, 0, 0
+		w.sentByType = [len(w.sentByType)]uint64{}
 	}
-	if s.Trace != nil {
-		// No transaction IDs: they are random (seeded), and a golden trace
-		// should change only where behaviour does.
-		fmt.Fprintf(s.Trace, "%9.3fms %-7s %3d -> %3d %v\n", float64(s.now-s.cfg.Start.UnixNano())/1e6, what, from, to, typ)
-	}
-}
-
-// byNode returns items (in time and sequence order, as popped) sorted by
-// node, each node's in that order: a sort of one word per item (node,
-// index), cheaper than sorting the items by three fields.
-func (s *Sim) byNode(items []simItem) []simItem {
-	keys := s.keys[:0]
-	for i, it := range items {
-		keys = append(keys, uint64(uint32(it.to))<<32|uint64(i))
-	}
-	slices.Sort(keys)
-	out := s.sorted[:0]
-	for _, k := range keys {
-		out = append(out, items[uint32(k)])
-	}
-	s.keys = keys[:0]
-	s.sorted = items[:0] // the two buffers take turns
-	return out
-}
-
-// byTime returns outs (in node order) sorted by time, keeping the node
-// order among equal times; as one word per out (time since from, index)
-// when the window is short enough.
-func (s *Sim) byTime(outs []simOut, from int64) []simOut {
-	for k := range outs {
-		outs[k].k = int32(k)
-	}
-	short := true
-	for _, o := range outs {
-		if d := o.at - from; d < 0 || d >= 1<<31 {
-			short = false
-			break
+	if s.Trace != nil && len(s.lines) > 0 {
+		slices.SortFunc(s.lines, func(a, b simLine) int {
+			return cmp.Or(cmp.Compare(a.at, b.at), cmp.Compare(a.from, b.from), cmp.Compare(a.to, b.to),
+				cmp.Compare(a.typ, b.typ), cmp.Compare(b2i(a.lost), b2i(b.lost)))
+		})
+		for _, l := range s.lines {
+			what := "deliver"
+			if l.lost {
+				what = "lost"
+			}
+			// No transaction IDs: they are random (seeded), and a golden
+			// trace should change only where behaviour does.
+			fmt.Fprintf(s.Trace, "%9.3fms %-7s %3d -> %3d %v\n", float64(l.at-s.cfg.Start.UnixNano())/1e6, what, l.from, l.to, l.typ)
 		}
 	}
-	if !short {
-		slices.SortFunc(outs, func(a, b simOut) int {
-			switch {
-			case a.at < b.at:
-				return -1
-			case a.at > b.at:
-				return 1
-			}
-			return int(a.k - b.k)
-		})
-		return outs
+	s.lines = s.lines[:0]
+	return ran
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
 	}
-	keys := s.keys[:0]
-	for k, o := range outs {
-		keys = append(keys, uint64(o.at-from)<<32|uint64(k))
-	}
-	slices.Sort(keys)
-	sorted := s.outsSorted[:0]
-	for _, k := range keys {
-		sorted = append(sorted, outs[uint32(k)])
-	}
-	clear(outs)
-	s.keys, s.outsSorted = keys[:0], outs[:0] // the two buffers take turns
-	return sorted
+	return 0
+}
+
+// joinAt is when node j joins in Build.
+func (s *Sim) joinAt(j int32) int64 { return s.joinBase + int64(j)*int64(s.cfg.JoinSpacing) }
+
+// mainSlot returns a new event for node to at at, in window [cur,
+// cur+simRing) of the calendar, made between windows.
+func (s *Sim) mainSlot(at int64, to int32) *simEvent {
+	b := s.winOf(at) & (simRing - 1)
+	s.workers[0].counts[b]++
+	return grow(&s.ring[b].lists[int(to)&(simGroups-1)*len(s.workers)])
 }
 
 // window runs the events of the next window, none later than limit (a
 // unix nanosecond time), and returns how many ran; 0 if none is due.
 func (s *Sim) window(limit int64) int {
-	if len(s.q) == 0 || s.q[0].at > limit {
+	k := int64(-1)
+	for d := range int64(simRing) {
+		if s.count(s.cur+d) > 0 {
+			k = s.cur + d
+			break
+		}
+	}
+	if len(s.far) > 0 {
+		if f := s.winOf(s.far[0].at); k < 0 || f < k {
+			k = f
+		}
+	}
+	if s.joinNext < s.joinEnd {
+		if j := s.winOf(s.joinAt(s.joinNext)); k < 0 || j < k {
+			k = j
+		}
+	}
+	if k < 0 || s.base+k*s.width > limit {
 		return 0
 	}
-	end := s.q[0].at + max(int64(s.cfg.LatencyMin), 1)
+	s.cur = k
+	end := s.base + (k+1)*s.width
 	if limit < end {
 		end = limit + 1
 	}
-	items := s.items[:0]
-	start, last := s.q[0].at, s.q[0].at
-	for len(s.q) > 0 && s.q[0].at < end {
-		it := s.q.pop()
-		last = it.at
-		items = append(items, it)
-		if e := &s.events[it.idx]; e.kind == simJoin && e.to+1 < s.joinEnd {
-			s.push(s.joinBase+int64(e.to+1)*int64(s.cfg.JoinSpacing), simEvent{kind: simJoin, to: e.to + 1})
+	for len(s.far) > 0 && s.winOf(s.far[0].at) < s.cur+simRing {
+		it := s.far.pop()
+		e := &s.farEvents[it.idx]
+		*s.mainSlot(e.at, e.to) = *e
+		*e = simEvent{}
+		s.farFree = append(s.farFree, it.idx)
+	}
+	for ; s.joinNext < s.joinEnd && s.winOf(s.joinAt(s.joinNext)) <= k; s.joinNext++ {
+		j := s.joinNext
+		*s.mainSlot(s.joinAt(j), j) = simEvent{at: s.joinAt(j), from: -1, to: j, cnt: uint32(j), kind: simJoin}
+	}
+	b := &s.ring[k&(simRing-1)]
+	if len(s.workers) == 1 || s.coll != nil || s.count(k) < s.parallelMin {
+		for g := range simGroups {
+			s.workers[0].runGroup(b, g, end)
 		}
-	}
-	items = s.byNode(items)
-	nw := len(s.workers)
-	if s.coll != nil || len(items) < s.parallelMin {
-		nw = 1
-	}
-	for _, w := range s.workers[:nw] {
-		w.reset()
-	}
-	outs := s.outs[:0]
-	ran := 0
-	if nw == 1 {
-		w := s.workers[0]
-		w.run(items, end)
-		outs = append(outs, w.outs...)
-		ran = w.events
 	} else {
 		s.parallel++
-		// The window's nodes in chunks of about simChunk events, taken in
-		// turn by whichever worker is free: the workers end together
-		// however the events' costs are spread (a node that just joined
-		// costs more than one that answers), and a worker that starts late
-		// takes fewer chunks.
-		bounds := s.bounds[:0]
-		for lo := 0; lo < len(items); {
-			bounds = append(bounds, int32(lo))
-			hi := min(lo+simChunk, len(items))
-			for hi < len(items) && items[hi].to == items[hi-1].to {
-				hi++ // a node's events stay in one chunk
-			}
-			lo = hi
-		}
-		bounds = append(bounds, int32(len(items)))
-		chunks := len(bounds) - 1
-		if cap(s.chunkOuts) < chunks {
-			s.chunkOuts = make([]simChunkOuts, chunks)
-		}
-		done := s.chunkOuts[:chunks]
-		var next atomic.Int32
-		work := func(w *simWorker) {
-			for {
-				c := int(next.Add(1)) - 1
-				if c >= chunks {
-					return
-				}
-				lo := len(w.outs)
-				w.run(items[bounds[c]:bounds[c+1]], end)
-				done[c] = simChunkOuts{w, int32(lo), int32(len(w.outs))}
+		s.bucket, s.end = b, end
+		// The largest groups first, so the workers end together.
+		var size [simGroups]int
+		for g := range s.order {
+			s.order[g] = int8(g)
+			for _, l := range b.lists[g*len(s.workers) : (g+1)*len(s.workers)] {
+				size[g] += len(l)
 			}
 		}
-		var wg sync.WaitGroup
-		for _, w := range s.workers[:nw-1] {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				work(w)
-			}()
+		slices.SortStableFunc(s.order[:], func(x, y int8) int { return size[y] - size[x] })
+		s.nextGroup.Store(0)
+		s.pending.Store(int32(len(s.workers) - 1))
+		s.startHelpers()
+		s.gen.Add(1)
+		for _, w := range s.workers[1:] {
+			if w.sleeping.CompareAndSwap(true, false) {
+				w.wake <- struct{}{}
+			}
 		}
-		work(s.workers[nw-1])
-		wg.Wait()
-		// The chunks' outs, one after the other, are in node order.
-		for _, d := range done {
-			outs = append(outs, d.w.outs[d.lo:d.hi]...)
-		}
-		for _, w := range s.workers[:nw] {
-			ran += w.events
-		}
-		clear(done)
-		s.bounds = bounds[:0]
-	}
-	// outs are in node order, each node's in its own order: sort them by
-	// time, k keeping that order among equal times.
-	outs = s.byTime(outs, start)
-	for _, it := range items {
-		s.free = append(s.free, it.idx) // emptied by the workers
-	}
-	s.merge(outs)
-	s.now = max(last, s.now)
-	if nw > 1 {
+		s.work(s.workers[0])
+		s.awaitHelpers()
 		balance(s.pools)
 	}
-	clear(outs)
-	s.outs, s.items = outs[:0], items[:0]
-	for _, w := range s.workers[:nw] {
-		w.reset()
+	left := 0 // not due yet: the window was cut short by limit
+	for _, l := range b.lists {
+		left += len(l)
 	}
-	return max(ran, 1)
+	for _, w := range s.workers {
+		w.counts[k&(simRing-1)] = 0
+	}
+	s.workers[0].counts[k&(simRing-1)] = int32(left)
+	return s.gather()
+}
+
+// work runs groups of the running window until none is left.
+func (s *Sim) work(w *simWorker) {
+	for {
+		g := int(s.nextGroup.Add(1)) - 1
+		if g >= simGroups {
+			return
+		}
+		w.runGroup(s.bucket, int(s.order[g]), s.end)
+	}
+}
+
+// spin reports whether ready became true within simSpin.
+func spin(ready func() bool) bool {
+	deadline := time.Now().Add(simSpin)
+	for i := 0; ; i++ {
+		if ready() {
+			return true
+		}
+		if i%64 == 63 && time.Now().After(deadline) {
+			return false
+		}
+	}
+}
+
+// startHelpers starts the workers other than the first, which wait for
+// windows until stopHelpers.
+func (s *Sim) startHelpers() {
+	if s.started {
+		return
+	}
+	s.started = true
+	seen := s.gen.Load()
+	for _, w := range s.workers[1:] {
+		s.helpers.Add(1)
+		go w.help(seen)
+	}
+}
+
+// stopHelpers stops the workers startHelpers started.
+func (s *Sim) stopHelpers() {
+	if !s.started {
+		return
+	}
+	s.quit.Store(true)
+	s.gen.Add(1)
+	for _, w := range s.workers[1:] {
+		if w.sleeping.CompareAndSwap(true, false) {
+			w.wake <- struct{}{}
+		}
+	}
+	s.helpers.Wait()
+	s.quit.Store(false)
+	s.started = false
+}
+
+// help runs windows' groups, each when the Sim bumps gen, until quit.
+func (w *simWorker) help(seen uint32) {
+	s := w.s
+	defer s.helpers.Done()
+	for {
+		seen = w.await(seen)
+		if s.quit.Load() {
+			return
+		}
+		s.work(w)
+		if s.pending.Add(-1) == 0 && s.mainSleeping.CompareAndSwap(true, false) {
+			s.done <- struct{}{}
+		}
+	}
+}
+
+// await waits, spinning then asleep, for gen to move on from seen.
+func (w *simWorker) await(seen uint32) uint32 {
+	s := w.s
+	for {
+		if spin(func() bool { return s.gen.Load() != seen }) {
+			return s.gen.Load()
+		}
+		w.sleeping.Store(true)
+		if g := s.gen.Load(); g != seen {
+			if !w.sleeping.CompareAndSwap(true, false) {
+				<-w.wake // the Sim saw this worker asleep and woke it
+			}
+			return g
+		}
+		<-w.wake
+	}
+}
+
+// awaitHelpers waits, spinning then asleep, for the helpers to end the
+// window.
+func (s *Sim) awaitHelpers() {
+	if spin(func() bool { return s.pending.Load() == 0 }) {
+		return
+	}
+	s.mainSleeping.Store(true)
+	if s.pending.Load() == 0 {
+		if !s.mainSleeping.CompareAndSwap(true, false) {
+			<-s.done
+		}
+		return
+	}
+	<-s.done
 }
 
 // RunIdle runs events until none is left.
 func (s *Sim) RunIdle() error {
+	defer s.stopHelpers()
 	for n := 0; n < s.cfg.MaxEvents; {
 		ran := s.window(math.MaxInt64)
 		if ran == 0 {
@@ -877,13 +1109,7 @@ func (s *Sim) RunIdle() error {
 // Build joins nodes 1..n-1 through node 0, one every JoinSpacing, and runs
 // until the network is quiet.
 func (s *Sim) Build() error {
-	// One join waits in the queue at a time, each queuing the next when
-	// it runs (Sim.window): a queue of 100,000 joins made every pop and
-	// push of the build go 17 levels deep instead of ~12.
-	s.joinBase, s.joinEnd = s.now, int32(len(s.nodes))
-	if len(s.nodes) > 1 {
-		s.push(s.now+int64(s.cfg.JoinSpacing), simEvent{kind: simJoin, to: 1})
-	}
+	s.joinBase, s.joinNext, s.joinEnd = s.now, 1, int32(len(s.nodes))
 	return s.RunIdle()
 }
 
@@ -918,6 +1144,7 @@ func (s *Sim) await(i int, op OpID, err error) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	defer s.stopHelpers()
 	var r Result
 	k := simKey{int32(i), op}
 	s.want[k] = &r
@@ -960,6 +1187,7 @@ func (s *Sim) Provide(i int, key proto.HashName) (Result, error) {
 // Advance runs the network for d of virtual time (ticking every node
 // once at the end so periodic work - refresh, republish, expiry - runs).
 func (s *Sim) Advance(d time.Duration) error {
+	defer s.stopHelpers()
 	end := s.now + int64(d)
 	for n := 0; n < s.cfg.MaxEvents; {
 		ran := s.window(end)

@@ -49,6 +49,13 @@ func simNetworkCfg(tb testing.TB, cfg SimConfig, records int, churn float64) (*S
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return simNetworkOf(tb, s, records, churn)
+}
+
+// simNetworkOf builds s, provides records random keys and takes the
+// fraction churn of the nodes down.
+func simNetworkOf(tb testing.TB, s *Sim, records int, churn float64) (*Sim, []proto.HashName) {
+	tb.Helper()
 	if err := s.Build(); err != nil {
 		tb.Fatal(err)
 	}
@@ -102,6 +109,47 @@ func TestSimSmall(t *testing.T) {
 			}
 			if st.pct(0.5) > 5 {
 				t.Errorf("median rounds %d", st.pct(0.5))
+			}
+		})
+	}
+}
+
+// TestSimLatencyEdges: the calendar's windows are as long as the
+// shortest latency, so a network whose messages may take no time at all
+// (windows of a nanosecond, nearly every event beyond the calendar) or
+// whose joins all come at once still builds, finds its records, and runs
+// the same with one worker or two.
+func TestSimLatencyEdges(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		min, max time.Duration
+		spacing  time.Duration
+	}{
+		{"zero shortest latency", 0, 20 * time.Millisecond, 10 * time.Millisecond},
+		{"joins at once", 10 * time.Millisecond, 100 * time.Millisecond, 0},
+		{"fixed latency", 5 * time.Millisecond, 5 * time.Millisecond, time.Millisecond},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var traces []uint64
+			for _, workers := range []int{1, 2} {
+				cfg := DefaultSimConfig(60, 3)
+				cfg.Core.StopOnValue = true
+				cfg.LatencyMin, cfg.LatencyMax, cfg.JoinSpacing = c.min, c.max, c.spacing
+				cfg.Workers = workers
+				s, err := NewSim(cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				s.parallelMin = 1
+				s, keys := simNetworkOf(t, s, 5, 0)
+				st := simLookups(t, s, keys, 20)
+				if st.ok < st.total*95/100 {
+					t.Fatalf("%d workers: %d/%d lookups found the record", workers, st.ok, st.total)
+				}
+				traces = append(traces, s.TraceHash())
+			}
+			if traces[0] != traces[1] {
+				t.Fatalf("trace %x with 1 worker, %x with 2", traces[0], traces[1])
 			}
 		})
 	}
@@ -339,11 +387,12 @@ func BenchmarkSimSybil(b *testing.B) {
 	}
 }
 
-// TestSimWorkersSameRun: the windows of a run are cut into node ranges
-// run by parallel workers, and the run is the same - every message,
-// its time and latency, every lookup's outcome - with 1, 2 or 3 workers,
-// with loss and churn. Every window goes to the workers here, however
-// few its events.
+// TestSimWorkersSameRun: the windows of a run are cut into groups of
+// nodes run by parallel workers, each worker queuing what it sends in
+// lists of its own, and the run is the same - every message, its time
+// and latency, every lookup's outcome - with 1, 2 or 3 workers, with loss
+// and churn. Every window goes to the workers here, however few its
+// events.
 func TestSimWorkersSameRun(t *testing.T) {
 	type outcome struct {
 		trace, sent, lost uint64
