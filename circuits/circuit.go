@@ -416,6 +416,18 @@ func (c *Circuit) OpenStream(ctx context.Context, dest string) (*Stream, error) 
 	return c.ep.openStream(ctx, dest)
 }
 
+// BeginStream opens a stream to dest without waiting for the last hop's
+// answer (Tor's optimistic data): what is written to the stream follows
+// BEGIN at once. With lazy > 0, BEGIN itself waits for the first Write,
+// whose data then goes right behind it, or for lazy at most; with 0 it
+// is sent before BeginStream returns. A refusal shows as the stream's
+// end: Read returns io.EOF, Write io.ErrClosedPipe. It is for
+// destinations the last hop is known to reach; OpenStream reports
+// refusals.
+func (c *Circuit) BeginStream(dest string, lazy time.Duration) (*Stream, error) {
+	return c.ep.beginStream(dest, lazy)
+}
+
 // Close destroys the circuit (DESTROY FINISHED to the first hop) and waits
 // for its goroutine. Idempotent.
 func (c *Circuit) Close() error {

@@ -114,15 +114,8 @@ func (sw *Switch) exitAddrs(ctx context.Context, host string, port uint16) ([]ne
 // never the circuit's.
 func (e *endpoint) serveExit(s *Stream, dest string) {
 	host, port, _ := SplitExitDest(dest) // exitTakes checked it
-	ctx, cancel := context.WithTimeout(context.Background(), e.sw.cfg.ExtendTimeout)
+	ctx, cancel := context.WithTimeout(e.exitContext(), e.sw.cfg.ExtendTimeout)
 	defer cancel()
-	go func() { // the circuit closing ends resolution and dial
-		select {
-		case <-e.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	addrs, reason := e.sw.exitAddrs(ctx, host, port)
 	var conn net.Conn
 	for _, ap := range addrs {
@@ -150,6 +143,22 @@ func (e *endpoint) serveExit(s *Stream, dest string) {
 	}
 	e.sw.yield() // CONNECTED leaves before the copying starts
 	bridge(s, conn)
+}
+
+// exitContext returns the circuit's context for exit streams: the
+// circuit closing cancels it, and with it their resolutions and dials.
+// Deriving from it takes no goroutine per stream (a watcher of e.done
+// would: one more goroutine to start between BEGIN and CONNECTED).
+func (e *endpoint) exitContext() context.Context {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.exitCtx == nil {
+		e.exitCtx, e.exitCancel = context.WithCancel(context.Background())
+		if e.closed {
+			e.exitCancel()
+		}
+	}
+	return e.exitCtx
 }
 
 // dialReason is the END reason for a failed dial, as Tor gives it.

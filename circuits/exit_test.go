@@ -445,3 +445,222 @@ func TestExitHeadStart(t *testing.T) {
 		}
 	}
 }
+
+// echoDestination listens on 127.0.0.1 until t ends and answers each
+// connection's first read with "got " and what it read, then closes it.
+func echoDestination(t *testing.T) (addr string, close func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var once sync.Once
+	stop := func() { once.Do(func() { ln.Close(); wg.Wait() }) }
+	t.Cleanup(stop)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			buf := make([]byte, 100)
+			n, _ := c.Read(buf)
+			c.Write(append([]byte("got "), buf[:n]...))
+			c.Close()
+		}
+	}()
+	return ln.Addr().String(), stop
+}
+
+// The exit dialer's optimistic streams: the first stream to a
+// destination waits for CONNECTED; later ones on the same circuit are
+// returned at once and their BEGIN waits for the first data, or goes
+// alone after a while; one closed before its BEGIN left costs the exit
+// nothing; a refusal ends the stream.
+func TestExitDialerOptimistic(t *testing.T) {
+	noLeaks(t)
+	echo, stopEcho := echoDestination(t)
+	body := destination(t, []byte("the server speaks first"))
+	nodes := newNet(t, 4, func(i int, cfg *SwitchConfig) {
+		if i == 3 {
+			cfg.Flags |= proto.FlagExit
+			cfg.ExitPolicy = func(netip.AddrPort) bool { return true }
+		}
+	})
+	for _, n := range nodes[3:] {
+		d, err := n.id.ExitDescriptorAt(time.Now(), n.desc.Addrs, n.cfg.Flags, []proto.PortRange{{Lo: 1, Hi: 65535}}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.desc = d
+	}
+	cfg := DefaultExitDialerConfig()
+	cfg.AllowSameSubnet = true
+	if !cfg.Optimistic {
+		t.Fatal("optimistic streams are off by default")
+	}
+	d, err := NewExitDialer(nodes[0].sw, StaticDirectory(descs(nodes...)), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), circWait)
+	defer cancel()
+	exitStreams := func() int { // streams the exit knows, on every circuit
+		sw := nodes[3].sw
+		sw.mu.Lock()
+		var rcs []*relayCirc
+		for _, q := range sw.circs {
+			if rc, ok := q.(*relayCirc); ok {
+				rcs = append(rcs, rc)
+			}
+		}
+		sw.mu.Unlock()
+		n := 0
+		for _, rc := range rcs {
+			n += rc.ep.streamCount()
+		}
+		return n
+	}
+	exchange := func(s *Stream, req string) {
+		t.Helper()
+		defer s.Close()
+		if _, err := s.Write([]byte(req)); err != nil {
+			t.Fatal(err)
+		}
+		s.SetReadDeadline(time.Now().Add(circWait))
+		if b, err := io.ReadAll(s); err != nil || string(b) != "got "+req {
+			t.Fatalf("read %q %v, want %q", b, err, "got "+req)
+		}
+	}
+
+	s, err := d.Dial(ctx, "k", echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.connected {
+		t.Fatal("the first stream to a destination did not wait for CONNECTED")
+	}
+	exchange(s, "one")
+
+	d.beginWait = time.Hour // BEGIN waits for data only
+	s, err = d.Dial(ctx, "k", echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.e.sendMu.Lock()
+	pending := s.begin != nil
+	s.e.sendMu.Unlock()
+	if !pending || s.connected {
+		t.Fatalf("optimistic stream: BEGIN pending %v, connected %v; want BEGIN held for the data", pending, s.connected)
+	}
+	exchange(s, "two") // BEGIN and the request leave together
+
+	// Closed before any data: the exit never hears of it.
+	waitUntil(t, "the exit to forget the streams", func() bool { return exitStreams() == 0 })
+	s, err = d.Dial(ctx, "k", echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := s.e.stats.cellsSent.Load()
+	s.Close()
+	s.e.mu.Lock()
+	left := len(s.e.streams)
+	s.e.mu.Unlock()
+	if left != 0 || s.e.stats.cellsSent.Load() != sent {
+		t.Fatalf("closing a stream that never began: %d streams left, %d cells sent", left, s.e.stats.cellsSent.Load()-sent)
+	}
+	if n := exitStreams(); n != 0 {
+		t.Fatalf("the exit has %d streams", n)
+	}
+
+	// A server that speaks first: BEGIN goes alone after the wait.
+	d.beginWait = 5 * time.Millisecond
+	if s, err = d.Dial(ctx, "k", body); err != nil {
+		t.Fatal(err)
+	}
+	if !s.connected {
+		t.Fatal("a first stream to another destination did not wait for CONNECTED")
+	}
+	s.Close()
+	if s, err = d.Dial(ctx, "k", body); err != nil {
+		t.Fatal(err)
+	}
+	s.SetReadDeadline(time.Now().Add(circWait))
+	if b, err := io.ReadAll(s); err != nil || string(b) != "the server speaks first" {
+		t.Fatalf("optimistic stream, nothing written: read %q %v", b, err)
+	}
+	s.Close()
+
+	// The destination is gone: the optimistic stream ends, empty.
+	stopEcho()
+	if s, err = d.Dial(ctx, "k", echo); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Write([]byte("three")); err != nil {
+		t.Fatal(err)
+	}
+	s.SetReadDeadline(time.Now().Add(circWait))
+	if b, err := io.ReadAll(s); err != nil || len(b) != 0 {
+		t.Fatalf("optimistic stream to a closed port: read %q %v, want an empty stream", b, err)
+	}
+	s.e.mu.Lock()
+	reason := s.endReason
+	s.e.mu.Unlock()
+	if reason != EndConnectRefused {
+		t.Fatalf("END reason %d, want %d", reason, EndConnectRefused)
+	}
+}
+
+// An exit stream takes one goroutine while it resolves and dials (none
+// watches for the circuit's end), and the circuit's end still cancels
+// its resolution.
+func TestExitStreamNoWatcher(t *testing.T) {
+	noLeaks(t)
+	resolving := make(chan struct{})
+	cancelled := make(chan struct{})
+	nodes := newNet(t, 4, func(i int, cfg *SwitchConfig) {
+		if i == 3 {
+			cfg.Flags |= proto.FlagExit
+			cfg.ExitPolicy = func(netip.AddrPort) bool { return true }
+			cfg.ExitResolve = func(ctx context.Context, host string) ([]netip.Addr, error) {
+				close(resolving)
+				<-ctx.Done()
+				close(cancelled)
+				return nil, ctx.Err()
+			}
+		}
+	})
+	c := build(t, nodes[0], nodes[1], nodes[2], nodes[3])
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.OpenStream(context.Background(), "slow.example:80")
+		done <- err
+	}()
+	select {
+	case <-resolving:
+	case <-time.After(circWait):
+		t.Fatal("the exit never resolved")
+	}
+	buf := make([]byte, 1<<20)
+	stacks := string(buf[:runtime.Stack(buf, true)])
+	if n := strings.Count(stacks, "circuits.(*endpoint).serveExit("); n != 1 {
+		t.Fatalf("%d goroutines serve the exit stream, want 1", n)
+	}
+	if strings.Contains(stacks, "serveExit.func") {
+		t.Fatal("a goroutine besides the stream's own waits for its circuit's end")
+	}
+	c.Close()
+	select {
+	case <-cancelled:
+	case <-time.After(circWait):
+		t.Fatal("closing the circuit did not cancel the exit's resolution")
+	}
+	if err := <-done; err == nil {
+		t.Fatal("the stream opened on a closed circuit")
+	}
+}

@@ -34,11 +34,15 @@ type ExitDialerConfig struct {
 	Guards *Guards
 	// Rand draws the paths (nil: seeded from crypto/rand).
 	Rand *rand.Rand
+	// Optimistic: a stream to a destination its circuit's exit has
+	// connected to before does not wait for the exit's CONNECTED (see
+	// Dial).
+	Optimistic bool
 }
 
 // DefaultExitDialerConfig returns the settings veil runs with.
 func DefaultExitDialerConfig() ExitDialerConfig {
-	return ExitDialerConfig{Hops: 3, BuildTimeout: 10 * time.Second, MaxDirtiness: 10 * time.Minute, Attempts: 3, RefusalMemory: time.Hour}
+	return ExitDialerConfig{Hops: 3, BuildTimeout: 10 * time.Second, MaxDirtiness: 10 * time.Minute, Attempts: 3, RefusalMemory: time.Hour, Optimistic: true}
 }
 
 // maxRefusals bounds the remembered (exit, destination) refusals.
@@ -67,13 +71,26 @@ type ExitDialer struct {
 	rng      *rand.Rand
 	closed   bool
 	wg       sync.WaitGroup
+
+	beginWait time.Duration // optimisticBegin; tests change it
 }
 
 type exitCirc struct {
 	c     *Circuit
 	exit  proto.NodeID
 	dirty time.Time // when it took its first stream
+	// reached holds destinations its exit connected a stream to (at
+	// most maxReached; guarded by ExitDialer.mu).
+	reached map[string]struct{}
 }
+
+// maxReached bounds the destinations an exit circuit remembers reaching.
+const maxReached = 256
+
+// optimisticBegin is how long an optimistic stream's BEGIN waits for the
+// client's first bytes, to carry them right behind it, before it goes
+// alone (for protocols where the server speaks first).
+const optimisticBegin = time.Millisecond
 
 type refusal struct {
 	exit proto.NodeID
@@ -95,7 +112,7 @@ func NewExitDialer(sw *Switch, dir Directory, cfg ExitDialerConfig) (*ExitDialer
 			return nil, err
 		}
 	}
-	return &ExitDialer{sw: sw, dir: dir, cfg: cfg, byKey: map[string][]*exitCirc{}, refused: map[refusal]time.Time{}, rng: rng}, nil
+	return &ExitDialer{sw: sw, dir: dir, cfg: cfg, byKey: map[string][]*exitCirc{}, refused: map[refusal]time.Time{}, rng: rng, beginWait: optimisticBegin}, nil
 }
 
 // Dial opens a stream to dest ("HOST:PORT", resolved at the exit) on a
@@ -104,6 +121,15 @@ func NewExitDialer(sw *Switch, dir Directory, cfg ExitDialerConfig) (*ExitDialer
 // The error of the last try is returned: a *RefusedError carries the
 // exit's END reason (EndExitPolicy when every exit refused dest lately);
 // ErrNoExit when the directory knows no exit.
+//
+// With Optimistic, a stream to a destination the chosen circuit's exit
+// connected a stream to before is returned at once, its BEGIN sent with
+// the caller's first bytes right behind it (or alone after
+// optimisticBegin, for protocols where the server speaks first): a SOCKS
+// client's request then crosses the circuit with BEGIN instead of after
+// a round trip for CONNECTED. Should that exit refuse it all the same
+// (the destination went down), the stream just ends: Read returns
+// io.EOF, as if the destination had closed at once.
 func (d *ExitDialer) Dial(ctx context.Context, key, dest string) (*Stream, error) {
 	var lastErr error
 	for range d.cfg.Attempts {
@@ -115,8 +141,20 @@ func (d *ExitDialer) Dial(ctx context.Context, key, dest string) (*Stream, error
 			}
 			return nil, err
 		}
+		if d.cfg.Optimistic && d.reachedBy(ec, dest) {
+			s, err := ec.c.BeginStream(dest, d.beginWait)
+			if err == nil {
+				return s, nil
+			}
+			if !errors.Is(err, ErrCircuitClosed) {
+				return nil, err
+			}
+			lastErr = err
+			continue // the circuit ended meanwhile: another one
+		}
 		s, err := ec.c.OpenStream(ctx, dest)
 		if err == nil {
+			d.reach(ec, dest)
 			return s, nil
 		}
 		lastErr = err
@@ -133,6 +171,24 @@ func (d *ExitDialer) Dial(ctx context.Context, key, dest string) (*Stream, error
 		}
 	}
 	return nil, lastErr
+}
+
+// reachedBy reports whether ec's exit connected a stream to dest before.
+func (d *ExitDialer) reachedBy(ec *exitCirc, dest string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, ok := ec.reached[dest]
+	return ok
+}
+
+// reach records that ec's exit connected a stream to dest.
+func (d *ExitDialer) reach(ec *exitCirc, dest string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if ec.reached == nil || len(ec.reached) >= maxReached {
+		ec.reached = map[string]struct{}{}
+	}
+	ec.reached[dest] = struct{}{}
 }
 
 func (d *ExitDialer) refuse(exit proto.NodeID, dest string) {

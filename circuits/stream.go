@@ -84,6 +84,10 @@ type endpoint struct {
 	closed         bool
 	reason         proto.DestroyReason
 	done           chan struct{} // closed when the circuit is closed
+	// exitCtx is cancelled when the circuit closes, ending its exit
+	// streams' resolutions and dials; made by the first (exitContext).
+	exitCtx    context.Context
+	exitCancel context.CancelFunc
 }
 
 func (e *endpoint) init(sw *Switch, origin bool) {
@@ -163,6 +167,10 @@ func (e *endpoint) sendData(s *Stream, cmd proto.RelayCommand, data []byte) erro
 			return err
 		}
 		e.sendMu.Lock()
+		if err := s.sendBeginLocked(); err != nil {
+			e.sendMu.Unlock()
+			return err
+		}
 		e.mu.Lock()
 		if err := s.writeErrLocked(); err != nil {
 			e.mu.Unlock()
@@ -224,6 +232,9 @@ func (e *endpoint) close(reason proto.DestroyReason) bool {
 	e.closed = true
 	e.reason = reason
 	close(e.done)
+	if e.exitCancel != nil {
+		e.exitCancel()
+	}
 	for _, s := range e.streams {
 		s.dropQueueLocked()
 		s.cond.Broadcast()
@@ -432,31 +443,11 @@ func (e *endpoint) begin(sid uint16, dest string) {
 
 // openStream sends BEGIN for dest to the other end and waits for CONNECTED.
 func (e *endpoint) openStream(ctx context.Context, dest string) (*Stream, error) {
-	b := proto.Begin{Dest: dest}
-	if !b.Valid() {
-		return nil, fmt.Errorf("circuits: stream destination of %d bytes", len(dest))
-	}
-	e.mu.Lock()
-	if e.closed {
-		e.mu.Unlock()
-		return nil, ErrCircuitClosed
-	}
-	if len(e.streams) >= e.sw.cfg.MaxStreams {
-		e.mu.Unlock()
-		return nil, ErrTooManyStreams
-	}
-	id := e.nextStream
-	for !e.ownStreamID(id) || e.streams[id] != nil {
-		id++
-	}
-	e.nextStream = id + 1
-	s := e.newStreamLocked(id, dest)
-	e.mu.Unlock()
-
-	if err := e.sendControl(lastHop, false, proto.RelayBegin, id, b.Append(nil)); err != nil {
-		s.forget()
+	s, err := e.beginStream(dest, 0)
+	if err != nil {
 		return nil, err
 	}
+	id := s.id
 	stop := context.AfterFunc(ctx, func() {
 		e.mu.Lock()
 		s.cond.Broadcast()
@@ -485,6 +476,74 @@ func (e *endpoint) openStream(ctx context.Context, dest string) (*Stream, error)
 	return nil, ctx.Err()
 }
 
+// beginStream sends BEGIN for a new stream to dest and returns the
+// stream without waiting for the answer. With lazy > 0, BEGIN waits for
+// the stream's first data, which it then precedes in the same flight, or
+// lazy at most.
+func (e *endpoint) beginStream(dest string, lazy time.Duration) (*Stream, error) {
+	b := proto.Begin{Dest: dest}
+	if !b.Valid() {
+		return nil, fmt.Errorf("circuits: stream destination of %d bytes", len(dest))
+	}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil, ErrCircuitClosed
+	}
+	if len(e.streams) >= e.sw.cfg.MaxStreams {
+		e.mu.Unlock()
+		return nil, ErrTooManyStreams
+	}
+	id := e.nextStream
+	for !e.ownStreamID(id) || e.streams[id] != nil {
+		id++
+	}
+	e.nextStream = id + 1
+	s := e.newStreamLocked(id, dest)
+	e.mu.Unlock()
+
+	if lazy > 0 {
+		e.sendMu.Lock()
+		s.begin = b.Append(nil)
+		s.beginTimer = time.AfterFunc(lazy, func() {
+			e.sendMu.Lock()
+			defer e.sendMu.Unlock()
+			_ = s.sendBeginLocked() // a failure ends the circuit: the stream sees it
+		})
+		e.sendMu.Unlock()
+		return s, nil
+	}
+	if err := e.sendControl(lastHop, false, proto.RelayBegin, id, b.Append(nil)); err != nil {
+		s.forget()
+		return nil, err
+	}
+	return s, nil
+}
+
+// sendBeginLocked sends the stream's deferred BEGIN, if it has one.
+// Caller holds sendMu.
+func (s *Stream) sendBeginLocked() error {
+	if s.begin == nil {
+		return nil
+	}
+	e := s.e
+	b := s.begin
+	s.begin = nil
+	s.beginTimer.Stop()
+	e.mu.Lock()
+	closed := e.closed
+	e.mu.Unlock()
+	if closed {
+		return ErrCircuitClosed
+	}
+	c, _, err := e.seal(len(e.hops)-1, false, proto.RelayBegin, s.id, b)
+	if err != nil {
+		return err
+	}
+	e.stats.sent(0)
+	return e.out.SendCell(c)
+}
+
 // Stream is one byte stream multiplexed on a circuit, between the origin
 // and a service at the circuit's last hop. Read and Write may be called
 // from different goroutines; it is an io.ReadWriteCloser. Writes block while
@@ -495,6 +554,11 @@ type Stream struct {
 	id   uint16
 	dest string
 	cond sync.Cond // L is &e.mu
+
+	// Guarded by e.sendMu: a BEGIN deferred until the first data (see
+	// beginStream), and the timer that sends it anyway.
+	begin      []byte
+	beginTimer *time.Timer
 
 	// Guarded by e.mu.
 	sendWin     onion.SendWindow
@@ -707,6 +771,13 @@ func (s *Stream) WriteCell(cmd proto.RelayCommand, data []byte) error {
 // It is idempotent.
 func (s *Stream) Close() error {
 	e := s.e
+	e.sendMu.Lock()
+	unsent := s.begin != nil // the last hop never heard of the stream
+	if unsent {
+		s.begin = nil
+		s.beginTimer.Stop()
+	}
+	e.sendMu.Unlock()
 	e.mu.Lock()
 	if s.localClosed {
 		e.mu.Unlock()
@@ -714,8 +785,8 @@ func (s *Stream) Close() error {
 	}
 	s.localClosed = true
 	s.dropQueueLocked()
-	sendEnd := !s.peerEnded && !e.closed
-	if s.peerEnded {
+	sendEnd := !s.peerEnded && !e.closed && !unsent
+	if s.peerEnded || unsent {
 		delete(e.streams, s.id)
 	}
 	s.cond.Broadcast()

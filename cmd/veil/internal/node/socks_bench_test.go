@@ -20,8 +20,8 @@ const (
 
 // curlTimed fetches url with curl (args first) into /dev/null and returns
 // the bytes, the seconds until the connection (through SOCKS: the SOCKS
-// reply, after the exit's CONNECTED) was ready, to the first byte and in
-// total.
+// reply: after the exit's CONNECTED, or at once for an optimistic stream)
+// was ready, to the first byte and in total.
 func curlTimed(b *testing.B, url string, args ...string) (size, ready, first, total float64) {
 	b.Helper()
 	args = append(args, "-o", "/dev/null", "-w", "%{size_download} %{time_pretransfer} %{time_starttransfer} %{time_total}", url)
