@@ -425,7 +425,7 @@ func (c *Circuit) OpenStream(ctx context.Context, dest string) (*Stream, error) 
 // destinations the last hop is known to reach; OpenStream reports
 // refusals.
 func (c *Circuit) BeginStream(dest string, lazy time.Duration) (*Stream, error) {
-	return c.ep.beginStream(dest, lazy)
+	return c.ep.beginStream(dest, lazy, nil)
 }
 
 // Close destroys the circuit (DESTROY FINISHED to the first hop) and waits

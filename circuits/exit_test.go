@@ -614,6 +614,15 @@ func TestExitDialerOptimistic(t *testing.T) {
 	if reason != EndConnectRefused {
 		t.Fatalf("END reason %d, want %d", reason, EndConnectRefused)
 	}
+	// That refusal made the circuit forget the destination: the next
+	// stream waits for CONNECTED again and reports why it failed.
+	var refused *RefusedError
+	if s, err := d.Dial(ctx, "k", echo); !errors.As(err, &refused) || refused.Reason != EndConnectRefused {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("dial after an optimistic stream was refused: %v, want the exit's refusal", err)
+	}
 }
 
 // An exit stream takes one goroutine while it resolves and dials (none

@@ -129,7 +129,8 @@ func NewExitDialer(sw *Switch, dir Directory, cfg ExitDialerConfig) (*ExitDialer
 // client's request then crosses the circuit with BEGIN instead of after
 // a round trip for CONNECTED. Should that exit refuse it all the same
 // (the destination went down), the stream just ends: Read returns
-// io.EOF, as if the destination had closed at once.
+// io.EOF, as if the destination had closed at once; the next stream to
+// dest then waits for CONNECTED again.
 func (d *ExitDialer) Dial(ctx context.Context, key, dest string) (*Stream, error) {
 	var lastErr error
 	for range d.cfg.Attempts {
@@ -142,7 +143,10 @@ func (d *ExitDialer) Dial(ctx context.Context, key, dest string) (*Stream, error
 			return nil, err
 		}
 		if d.cfg.Optimistic && d.reachedBy(ec, dest) {
-			s, err := ec.c.BeginStream(dest, d.beginWait)
+			// Refused all the same: the next stream to dest waits for
+			// CONNECTED again, so its caller hears why and another exit
+			// may be tried.
+			s, err := ec.c.ep.beginStream(dest, d.beginWait, func() { d.unreach(ec, dest) })
 			if err == nil {
 				return s, nil
 			}
@@ -189,6 +193,13 @@ func (d *ExitDialer) reach(ec *exitCirc, dest string) {
 		ec.reached = map[string]struct{}{}
 	}
 	ec.reached[dest] = struct{}{}
+}
+
+// unreach forgets that ec's exit reached dest.
+func (d *ExitDialer) unreach(ec *exitCirc, dest string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(ec.reached, dest)
 }
 
 func (d *ExitDialer) refuse(exit proto.NodeID, dest string) {

@@ -340,16 +340,23 @@ func (e *endpoint) onStreamCell(r proto.RelayCell, c *proto.Cell, t onion.Tag) (
 
 	case r.Command == proto.RelayEnd:
 		end, _ := proto.ParseEnd(r.Data) // malformed: reason 0, none given
+		var refused func()
 		e.mu.Lock()
 		if s := e.streams[r.StreamID]; s != nil {
 			s.peerEnded = true
 			s.endReason = end.Reason
+			if !s.connected {
+				refused, s.refused = s.refused, nil
+			}
 			if s.localClosed {
 				delete(e.streams, s.id)
 			}
 			s.cond.Broadcast()
 		}
 		e.mu.Unlock()
+		if refused != nil {
+			refused()
+		}
 		return relayResult{}, true
 
 	case r.Command == proto.RelayDrop:
@@ -443,7 +450,7 @@ func (e *endpoint) begin(sid uint16, dest string) {
 
 // openStream sends BEGIN for dest to the other end and waits for CONNECTED.
 func (e *endpoint) openStream(ctx context.Context, dest string) (*Stream, error) {
-	s, err := e.beginStream(dest, 0)
+	s, err := e.beginStream(dest, 0, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -479,8 +486,9 @@ func (e *endpoint) openStream(ctx context.Context, dest string) (*Stream, error)
 // beginStream sends BEGIN for a new stream to dest and returns the
 // stream without waiting for the answer. With lazy > 0, BEGIN waits for
 // the stream's first data, which it then precedes in the same flight, or
-// lazy at most.
-func (e *endpoint) beginStream(dest string, lazy time.Duration) (*Stream, error) {
+// lazy at most. refused, if not nil, is called (once, on the circuit's
+// goroutine) should the stream end before CONNECTED.
+func (e *endpoint) beginStream(dest string, lazy time.Duration, refused func()) (*Stream, error) {
 	b := proto.Begin{Dest: dest}
 	if !b.Valid() {
 		return nil, fmt.Errorf("circuits: stream destination of %d bytes", len(dest))
@@ -500,6 +508,7 @@ func (e *endpoint) beginStream(dest string, lazy time.Duration) (*Stream, error)
 	}
 	e.nextStream = id + 1
 	s := e.newStreamLocked(id, dest)
+	s.refused = refused
 	e.mu.Unlock()
 
 	if lazy > 0 {
@@ -572,6 +581,7 @@ type Stream struct {
 	localClosed bool
 	peerEnded   bool
 	endReason   uint8
+	refused     func()      // called once if the stream ends before CONNECTED (beginStream)
 	maxQueued   int         // high-water mark of len(rq), for tests and metrics
 	deadline    time.Time   // for reads
 	wdeadline   time.Time   // for writes
