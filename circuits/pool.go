@@ -525,6 +525,10 @@ func (p *Pool) Check(now time.Time) {
 		launch = p.cfg.MaxCircuits - len(keep) - p.building
 	}
 	p.building += max(launch, 0)
+	// Counted before the lock is released: Close, once it has seen the
+	// pool open no more, waits for every build (a WaitGroup's Add after
+	// its Wait began is a race, and the build would outlive Close).
+	p.wg.Add(max(launch, 0))
 	hops := p.hops
 	p.mu.Unlock()
 
@@ -532,7 +536,6 @@ func (p *Pool) Check(now time.Time) {
 		c.Close()
 	}
 	for range launch {
-		p.wg.Add(1)
 		go p.buildOne(hops)
 	}
 }

@@ -401,3 +401,70 @@ func TestSwitchAndPoolConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// lateDirectory counts the pool's path selections, and those made after
+// the pool's Close returned.
+type lateDirectory struct {
+	closed       atomic.Bool
+	calls, lates atomic.Int64
+}
+
+func (d *lateDirectory) Nodes() []proto.NodeDescriptor {
+	d.calls.Add(1)
+	if d.closed.Load() {
+		d.lates.Add(1)
+	}
+	return nil // no path: the build fails at once
+}
+
+// TestPoolCloseWaitsForBuilds: Close, racing with the checks that start
+// builds, waits for every build begun before it, and none begins after
+// it (the builds' count was once taken after the pool's lock was let go,
+// so Close could wait before a build it had not seen began). The race
+// detector (CI runs this package under it) reports that at once; the
+// late path selections counted here are its rarer visible effect.
+func TestPoolCloseWaitsForBuilds(t *testing.T) {
+	nodes := newNet(t, 1, nil)
+	cfg := DefaultPoolConfig()
+	cfg.MinCircuits, cfg.MaxCircuits = 1, 8
+	cfg.Rand = rand.New(rand.NewPCG(7, 7))
+	var dir lateDirectory
+	for range 300 {
+		dir.closed.Store(false)
+		p, err := NewPool(nodes[0].sw, &dir, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.BuildTunnels(3); err != nil {
+			t.Fatal(err)
+		}
+		stop := make(chan struct{})
+		checked := make(chan struct{})
+		first := make(chan struct{})
+		go func() {
+			defer close(checked)
+			for k := 0; ; k++ {
+				select {
+				case <-stop:
+					return
+				default:
+					p.Check(time.Now())
+				}
+				if k == 0 {
+					close(first)
+				}
+			}
+		}()
+		<-first
+		p.Close()
+		dir.closed.Store(true)
+		close(stop)
+		<-checked
+	}
+	if dir.calls.Load() == 0 {
+		t.Fatal("the checks started no build")
+	}
+	if n := dir.lates.Load(); n > 0 {
+		t.Fatalf("%d path selections after Close returned (of %d)", n, dir.calls.Load())
+	}
+}
