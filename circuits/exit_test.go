@@ -22,13 +22,22 @@ import (
 // destination listens on 127.0.0.1 until t ends and writes body to every
 // connection, then closes it. It returns the address.
 func destination(t *testing.T, body []byte) string {
+	addr, _ := localServer(t, func(c net.Conn) { c.Write(body) })
+	return addr
+}
+
+// localServer listens on 127.0.0.1 until t ends or close is called and
+// runs serve on every connection, which it then closes.
+func localServer(t *testing.T, serve func(net.Conn)) (addr string, close func()) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	var once sync.Once
+	stop := func() { once.Do(func() { ln.Close(); wg.Wait() }) }
+	t.Cleanup(stop)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -37,11 +46,11 @@ func destination(t *testing.T, body []byte) string {
 			if err != nil {
 				return
 			}
-			c.Write(body)
+			serve(c)
 			c.Close()
 		}
 	}()
-	return ln.Addr().String()
+	return ln.Addr().String(), stop
 }
 
 // An exit resolves names itself, checks every address against its policy
@@ -449,30 +458,11 @@ func TestExitHeadStart(t *testing.T) {
 // echoDestination listens on 127.0.0.1 until t ends and answers each
 // connection's first read with "got " and what it read, then closes it.
 func echoDestination(t *testing.T) (addr string, close func()) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var once sync.Once
-	stop := func() { once.Do(func() { ln.Close(); wg.Wait() }) }
-	t.Cleanup(stop)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			buf := make([]byte, 100)
-			n, _ := c.Read(buf)
-			c.Write(append([]byte("got "), buf[:n]...))
-			c.Close()
-		}
-	}()
-	return ln.Addr().String(), stop
+	return localServer(t, func(c net.Conn) {
+		buf := make([]byte, 100)
+		n, _ := c.Read(buf)
+		c.Write(append([]byte("got "), buf[:n]...))
+	})
 }
 
 // The exit dialer's optimistic streams: the first stream to a
