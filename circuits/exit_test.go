@@ -26,6 +26,32 @@ func destination(t *testing.T, body []byte) string {
 	return addr
 }
 
+// claimAllPorts re-signs the exits' descriptors with a port summary of
+// every port, whatever their policies refuse.
+func claimAllPorts(t *testing.T, exits []*cnode) {
+	t.Helper()
+	for _, n := range exits {
+		d, err := n.id.ExitDescriptorAt(time.Now(), n.desc.Addrs, n.cfg.Flags, []proto.PortRange{{Lo: 1, Hi: 65535}}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.desc = d
+	}
+}
+
+// exitDialer is an ExitDialer of nodes[0] over all of nodes (on one
+// subnet here), closed when t ends.
+func exitDialer(t *testing.T, nodes []*cnode, cfg ExitDialerConfig) *ExitDialer {
+	t.Helper()
+	cfg.AllowSameSubnet = true
+	d, err := NewExitDialer(nodes[0].sw, StaticDirectory(descs(nodes...)), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
 // localServer listens on 127.0.0.1 until t ends or close is called and
 // runs serve on every connection, which it then closes.
 func localServer(t *testing.T, serve func(net.Conn)) (addr string, close func()) {
@@ -173,22 +199,10 @@ func TestExitDialerIsolationAndPolicy(t *testing.T) {
 	})
 	// Both exits' summaries claim every port: node 3's policy refuses
 	// the target anyway, which the dialer learns by trying.
-	for _, n := range nodes[3:] {
-		ap := n.desc.Addrs
-		d, err := n.id.ExitDescriptorAt(time.Now(), ap, n.cfg.Flags, []proto.PortRange{{Lo: 1, Hi: 65535}}, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n.desc = d
-	}
+	claimAllPorts(t, nodes[3:])
 	cfg := DefaultExitDialerConfig()
-	cfg.AllowSameSubnet = true
 	cfg.Attempts = 4
-	d, err := NewExitDialer(nodes[0].sw, StaticDirectory(descs(nodes...)), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := exitDialer(t, nodes, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), circWait)
 	defer cancel()
 	read := func(key string) uint64 {
@@ -212,7 +226,7 @@ func TestExitDialerIsolationAndPolicy(t *testing.T) {
 		t.Fatal("one isolation key did not reuse its circuit")
 	}
 	// Every exit refuses 127.0.0.1:1: the dialer says so by END reason.
-	_, err = d.Dial(ctx, "alice", "127.0.0.1:1")
+	_, err := d.Dial(ctx, "alice", "127.0.0.1:1")
 	var re *RefusedError
 	if !errors.As(err, &re) || re.Reason != EndExitPolicy {
 		t.Fatalf("dial to a destination every exit refuses: %v", err)
@@ -235,8 +249,7 @@ func TestExitDialerIsolationAndPolicy(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	d3, _ := NewExitDialer(nodes[0].sw, StaticDirectory(descs(nodes...)), cfg)
-	defer d3.Close()
+	d3 := exitDialer(t, nodes, cfg)
 	for i := range 4 {
 		s, err := d3.Dial(ctx, strconv.Itoa(i), target)
 		if err != nil {
@@ -480,23 +493,12 @@ func TestExitDialerOptimistic(t *testing.T) {
 			cfg.ExitPolicy = func(netip.AddrPort) bool { return true }
 		}
 	})
-	for _, n := range nodes[3:] {
-		d, err := n.id.ExitDescriptorAt(time.Now(), n.desc.Addrs, n.cfg.Flags, []proto.PortRange{{Lo: 1, Hi: 65535}}, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n.desc = d
-	}
+	claimAllPorts(t, nodes[3:])
 	cfg := DefaultExitDialerConfig()
-	cfg.AllowSameSubnet = true
 	if !cfg.Optimistic {
 		t.Fatal("optimistic streams are off by default")
 	}
-	d, err := NewExitDialer(nodes[0].sw, StaticDirectory(descs(nodes...)), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := exitDialer(t, nodes, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), circWait)
 	defer cancel()
 	exitStreams := func() int { // streams the exit knows, on every circuit
